@@ -1,0 +1,81 @@
+"""Reward specifications: how accuracy, latency, deadline misses and energy trade off.
+
+The reward of one request is::
+
+    r = correct - w_latency * latency / deadline - w_miss * [latency > deadline] - w_energy * energy / energy_ref
+
+``correct`` is 1 or 0 from the profile's per-sample outcome (``correctness="sample"``, exact replay) or the
+profile's accuracy of that exit, split and bit option (``correctness="expected"``, lower variance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+Correctness = Literal["sample", "expected"]
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """Weights of the reward terms.
+
+    :param deadline_s: the latency a request should meet, in seconds
+    :param w_latency: weight of latency in units of the deadline
+    :param w_miss: penalty for missing the deadline
+    :param w_energy: weight of device energy in units of ``energy_ref_j``
+    :param energy_ref_j: reference energy per request, in joules
+    :param correctness: ``"sample"`` (per-sample outcome) or ``"expected"`` (accuracy)
+    """
+
+    deadline_s: float = 0.2
+    w_latency: float = 0.5
+    w_miss: float = 0.5
+    w_energy: float = 0.0
+    energy_ref_j: float = 0.1
+    correctness: Correctness = "sample"
+
+    def __post_init__(self) -> None:
+        if not self.deadline_s > 0:
+            raise ValueError(f"deadline_s must be positive, got {self.deadline_s}")
+        if not self.energy_ref_j > 0:
+            raise ValueError(f"energy_ref_j must be positive, got {self.energy_ref_j}")
+        for name in ("w_latency", "w_miss", "w_energy"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
+        if self.correctness not in ("sample", "expected"):
+            raise ValueError(f"correctness must be 'sample' or 'expected', got {self.correctness!r}")
+
+    def __call__(self, correct: float, latency_s: float, energy_j: float) -> float:
+        """The reward of one request."""
+        return (
+            correct
+            - self.w_latency * latency_s / self.deadline_s
+            - (self.w_miss if latency_s > self.deadline_s else 0.0)
+            - self.w_energy * energy_j / self.energy_ref_j
+        )
+
+    def with_overrides(self, **overrides: Any) -> RewardSpec:
+        """A copy with some fields changed (unknown names raise ``ValueError``)."""
+        unknown = set(overrides) - set(self.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown reward fields {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}")
+        return replace(self, **overrides)
+
+
+#: named reward presets
+REWARD_PRESETS: dict[str, RewardSpec] = {
+    # accuracy against mean latency, with a mild deadline penalty
+    "latency-accuracy": RewardSpec(w_latency=0.5, w_miss=0.25, w_energy=0.0),
+    # Edgent-style: be as accurate as possible while meeting the deadline
+    "deadline": RewardSpec(w_latency=0.0, w_miss=1.0, w_energy=0.0),
+    # battery-powered devices: energy counts as much as latency
+    "energy-aware": RewardSpec(w_latency=0.25, w_miss=0.5, w_energy=0.5),
+}
+
+
+def get_reward_spec(name: str, **overrides: Any) -> RewardSpec:
+    """The reward preset ``name``, optionally with fields overridden."""
+    if name not in REWARD_PRESETS:
+        raise ValueError(f"unknown reward preset {name!r}; known: {sorted(REWARD_PRESETS)}")
+    return REWARD_PRESETS[name].with_overrides(**overrides) if overrides else REWARD_PRESETS[name]

@@ -1,0 +1,354 @@
+"""SplitComputingEnv: one step is one inference request on an edge device."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.channels.base import Channel, private_generator
+from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
+from splitrl.envs.reward import RewardSpec
+from splitrl.envs.rtt import RTTModel
+from splitrl.envs.scenarios import Scenario, ScenarioParts, resolve_scenario
+from splitrl.envs.server_load import ServerLoad
+from splitrl.envs.time_model import CostTables
+from splitrl.profiles.presets import DevicePreset, NetworkPreset
+from splitrl.profiles.schema import Profile
+
+Mode = Literal["replay", "live"]
+
+
+@dataclass(frozen=True)
+class ActionOutcomes:
+    """The outcome of every canonical action for one request, from :meth:`SplitComputingEnv.evaluate_actions`.
+
+    Arrays are indexed like ``actions`` (canonical ``(e, s, b)`` triples, in flat-index order).
+    """
+
+    actions: np.ndarray
+    reward: np.ndarray
+    latency_s: np.ndarray
+    energy_j: np.ndarray
+    payload_bytes: np.ndarray
+    correct: np.ndarray
+
+    def best(self) -> np.ndarray:
+        """The action with the highest reward (ties go to the lowest flat index)."""
+        return self.actions[int(np.argmax(self.reward))]
+
+
+class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Adaptive split computing with early exits on a time-varying uplink.
+
+    ## Description
+    An edge device classifies camera frames with an early-exit DNN. Frames arrive every
+    ``frame_interval_s``; for each one the device chooses where the DNN stops (exit), where it is cut
+    between device and edge server (split) and to how many bits the tensor crossing the uplink is
+    quantized. Outcomes (payload size, correctness) are replayed exactly from a measured profile; time
+    and energy come from device and server presets, a channel model of the uplink capacity, the
+    round-trip time and a Markov-modulated server load.
+
+    ## Action space
+    ``MultiDiscrete([n_exits, n_splits, n_bits])``:
+
+    | index | name  | meaning |
+    |-------|-------|---------|
+    | 0     | exit  | stop at exit ``e`` (the last one is the full model) |
+    | 1     | split | the device runs stages ``[0, s)``; ``s = 0`` sends the input |
+    | 2     | bits  | bit option of the sent tensor (``profile.bit_options``, e.g. 1..8 bits or lossless) |
+
+    If ``s >= k_e`` (the exit lies on the device) nothing is sent and ``bits`` is irrelevant: the action
+    is executed as its canonical form ``(e, k_e, 0)``. ``action_masks()`` marks canonical actions.
+
+    ## Observation space
+    ``Box`` of float32 (``ObservationLayout`` names them); only what the device knows before deciding:
+
+    | index | name | range | meaning |
+    |-------|------|-------|---------|
+    | 0..H-1 | throughput_k | [-1, 1] | throughput of the device's last H transfers, newest first, ``log10(Mbit/s)/3`` (the link's nominal rate before any) |
+    | H | estimate_age | [0, 1] | time since the last transfer ended, ``age/(age + 1 s)`` |
+    | H+1 | last_latency | [0, 10] | latency of the last completed request, in deadlines |
+    | H+2 | server_load | [0, 1] | utilization reported in the last reply from the server |
+    | H+3 | backlog | [0, 10] | how long this request waited for the device, in frame intervals |
+
+    The true current capacity is never observed (it is in ``info`` for analysis and the oracle).
+
+    ## Time model
+    ``latency = wait + device compute + encode + uplink transfer (integrated over the capacity) + RTT/2
+    + server queueing + (server compute + decode) x load slowdown + RTT/2``. The device is busy until its
+    transfer ends (or until its local compute ends), so the next frame may wait. Device energy is
+    ``compute power x (compute + encode) + radio power x transfer + idle power x waiting for the reply``.
+
+    ## Rewards
+    ``correct - w_latency * latency / deadline - w_miss * [latency > deadline] - w_energy * energy / E_ref``
+    (see :class:`splitrl.envs.reward.RewardSpec` and its presets).
+
+    ## Starting state and episode end
+    Each episode starts with an idle device, the channel at a random point of its realization and no
+    measurement yet. Episodes never terminate; they are truncated after ``horizon`` requests.
+
+    ## Arguments
+    Every argument after ``scenario`` overrides that part of the scenario; names or objects are accepted.
+
+    * ``scenario``: a name from ``splitrl.envs.SCENARIOS`` or a :class:`Scenario` (default ``"default"``)
+    * ``profile``: profile name or path, or a loaded :class:`Profile`
+    * ``device``, ``server``: device preset names or :class:`DevicePreset`
+    * ``network``: network preset name or :class:`NetworkPreset` (RTT, nominal rate, radio power)
+    * ``channel``: channel spec (``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"trace:PATH"``) or object
+    * ``reward``: reward preset name or :class:`RewardSpec`
+    * ``frame_interval_s``, ``deadline_s``, ``horizon``: request period, latency deadline, episode length
+    * ``history_length``: throughput measurements in the observation
+    * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
+
+    ## Info
+    ``latency_s`` and its parts (``wait_s``, ``device_compute_s``, ``encode_s``, ``transfer_s``,
+    ``rtt_s``, ``queue_s``, ``server_s``), ``energy_j``, ``payload_bytes``, ``correct``, ``deadline_missed``,
+    ``capacity_bps`` (true capacity at decision time), ``server_load``, ``sample_index``,
+    ``canonical_action``.
+
+    ## Version history
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 10}
+
+    def __init__(
+        self,
+        scenario: str | Scenario = "default",
+        *,
+        profile: str | Profile | None = None,
+        device: str | DevicePreset | None = None,
+        server: str | DevicePreset | None = None,
+        network: str | NetworkPreset | None = None,
+        channel: str | dict[str, Any] | Channel | None = None,
+        reward: str | RewardSpec | None = None,
+        frame_interval_s: float | None = None,
+        deadline_s: float | None = None,
+        horizon: int | None = None,
+        history_length: int = 4,
+        mode: Mode = "replay",
+        render_mode: str | None = None,
+    ) -> None:
+        parts = resolve_scenario(
+            scenario,
+            profile=profile,
+            device=device,
+            server=server,
+            network=network,
+            channel=channel,
+            reward=reward,
+            frame_interval_s=frame_interval_s,
+            deadline_s=deadline_s,
+            horizon=horizon,
+        )
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        if mode not in ("replay", "live"):
+            raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
+        if history_length < 1:
+            raise ValueError(f"history_length must be at least 1, got {history_length}")
+        self.parts: ScenarioParts = parts
+        self.profile: Profile = parts.profile
+        self.reward_spec: RewardSpec = parts.reward
+        self.channel: Channel = parts.channel
+        self.server_load: ServerLoad = parts.server_load
+        self.rtt: RTTModel = parts.rtt
+        self.frame_interval_s = parts.frame_interval_s
+        self.horizon = parts.horizon
+        self.mode: Mode = mode
+        self.render_mode = render_mode
+
+        self.actions = ActionTable.from_profile(self.profile)
+        self.costs = CostTables.build(self.profile, parts.device, parts.server)
+        self.layout = ObservationLayout(history_length)
+        self.action_space = spaces.MultiDiscrete(self.actions.nvec)
+        self.observation_space = self.layout.space()
+        self.knowledge = DeviceKnowledge(
+            self.layout,
+            prior_bps=parts.network.uplink_mbps_typical * 1e6,
+            deadline_s=self.reward_spec.deadline_s,
+            frame_interval_s=self.frame_interval_s,
+        )
+        self._mask = self.actions.mask()
+        self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
+        self._compute_power_w = parts.device.compute_power_w
+        self._idle_power_w = parts.device.idle_power_w
+        self._radio_power_w = parts.network.radio_power_w
+        # Per-sample tables as Python-friendly arrays: indexing a numpy scalar per step is the hot path.
+        self._payload = self.profile.payload_bytes
+        self._correct = self.profile.correct
+        self._expected = self.profile.accuracy()
+        self._live: Any = None
+        if mode == "live":
+            from splitrl.envs.live import LiveOutcomes
+
+            self._live = LiveOutcomes(self.profile)
+        self._requests: np.random.Generator | None = None
+        self._step_index = 0
+        self._arrival = 0.0
+        self._device_free = 0.0
+        self._draw: tuple[int, float, float] = (0, 0.0, 0.0)
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Start an episode: an idle device, a fresh channel and load realization, no measurements."""
+        super().reset(seed=seed)
+        self.channel.reset(self.np_random)
+        self.server_load.reset(self.np_random)
+        # Requests (which sample, RTT jitter, queueing) come from their own stream, so every policy
+        # evaluated with the same seed faces the same requests whatever it does.
+        self._requests = private_generator(self.np_random)
+        self.knowledge.reset()
+        self._step_index = 0
+        self._arrival = 0.0
+        self._device_free = 0.0
+        self._draw_request()
+        return self._observe(), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Serve the current request with ``action``; see the class docstring."""
+        if self._requests is None:
+            raise RuntimeError("call reset() before step()")
+        e, s, b = self.actions.canonical(*self.actions.validate(action))
+        info = self._simulate(e, s, b, capacity_bps=None)
+        self._device_free = info["device_free"]
+        offloaded = info["payload_bytes"] > 0
+        if offloaded:
+            self.knowledge.record_transfer(info["payload_bytes"], info["transfer_s"], self._device_free)
+        self.knowledge.record_completion(
+            self._arrival + info["latency_s"], info["latency_s"], info["server_load"] if offloaded else None
+        )
+        reward = info.pop("reward")
+        info["canonical_action"] = np.array((e, s, b), dtype=np.int64)
+        self._step_index += 1
+        self._arrival = self._step_index * self.frame_interval_s
+        self._draw_request()
+        truncated = self._step_index >= self.horizon
+        return self._observe(), float(reward), False, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """Boolean mask over the flattened actions (C order over ``(exit, split, bits)``): canonical actions."""
+        return self._mask.copy()
+
+    def render(self) -> str | None:
+        """``"ansi"``: one line with the time, the device's view and the true capacity."""
+        if self.render_mode != "ansi":
+            return None
+        return (
+            f"t={self._arrival:8.3f}s request={self._step_index} "
+            f"estimate={self.knowledge.throughput_estimate_bps / 1e6:7.2f} Mbit/s "
+            f"capacity={self.channel.capacity(self._arrival) / 1e6:7.2f} Mbit/s "
+            f"backlog={max(self._device_free - self._arrival, 0.0) * 1e3:7.1f} ms"
+        )
+
+    # ------------------------------------------------------------------ all actions at once
+    def evaluate_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
+        """The outcome of every canonical action for the current request, without taking a step.
+
+        :param capacity_bps: ``None`` integrates transfers over the true channel (what the oracle
+            sees); a number assumes that constant capacity (what a predictor that trusts its estimate
+            sees, e.g. ``self.knowledge.throughput_estimate_bps``)
+        """
+        if self._requests is None:
+            raise RuntimeError("call reset() before evaluate_actions()")
+        rewards, latencies, energies, sizes, correct = [], [], [], [], []
+        for e, s, b in self._canonical:
+            info = self._simulate(int(e), int(s), int(b), capacity_bps=capacity_bps)
+            rewards.append(info["reward"])
+            latencies.append(info["latency_s"])
+            energies.append(info["energy_j"])
+            sizes.append(info["payload_bytes"])
+            correct.append(info["correct"])
+        return ActionOutcomes(
+            actions=self._canonical.copy(),
+            reward=np.array(rewards),
+            latency_s=np.array(latencies),
+            energy_j=np.array(energies),
+            payload_bytes=np.array(sizes, dtype=np.int64),
+            correct=np.array(correct),
+        )
+
+    # ------------------------------------------------------------------ internals
+    def _draw_request(self) -> None:
+        assert self._requests is not None
+        rng = self._requests
+        self._draw = (
+            int(rng.integers(self.profile.n_samples)),
+            self.rtt.sample(rng),
+            float(rng.random()),
+        )
+
+    def _observe(self) -> np.ndarray:
+        start = max(self._arrival, self._device_free)
+        return self.knowledge.observe(start, start - self._arrival)
+
+    def _simulate(self, e: int, s: int, b: int, capacity_bps: float | None) -> dict[str, Any]:
+        """The outcome of canonical action ``(e, s, b)`` for the current request (no state change)."""
+        sample, rtt_s, queue_u = self._draw
+        arrival = self._arrival
+        start = arrival if arrival > self._device_free else self._device_free
+        compute_s = float(self.costs.device_compute_s[e, s])
+        if self._live is not None:
+            n_bytes, correct = self._live.outcome(sample, e, s, b)
+        else:
+            n_bytes = int(self._payload[sample, s, b])
+            correct = (
+                float(self._correct[sample, s, b, e])
+                if self.reward_spec.correctness == "sample"
+                else float(self._expected[s, b, e])
+            )
+        if n_bytes == 0:  # device-only
+            encode_s = transfer_s = queue_s = server_s = 0.0
+            rtt_used = 0.0
+            load = math.nan
+            device_free = start + compute_s
+            done = device_free
+        else:
+            encode_s = float(self.costs.encode_s[s, b])
+            tx_start = start + compute_s + encode_s
+            if capacity_bps is None:
+                transfer_s = self.channel.transfer_time(n_bytes, tx_start)
+            else:
+                transfer_s = 8.0 * n_bytes / capacity_bps
+            device_free = tx_start + transfer_s
+            rtt_used = rtt_s
+            at_server = device_free + 0.5 * rtt_s
+            load = self.server_load.load(at_server)
+            service_s = float(self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b])
+            server_s = service_s * self.server_load.slowdown(load)
+            queue_s = self.server_load.queueing_delay(load, queue_u)
+            done = at_server + queue_s + server_s + 0.5 * rtt_s
+        latency_s = done - arrival
+        energy_j = (
+            self._compute_power_w * (compute_s + encode_s)
+            + self._radio_power_w * transfer_s
+            + self._idle_power_w * (done - device_free)
+        )
+        reward = self.reward_spec(correct, latency_s, energy_j)
+        return {
+            "reward": reward,
+            "latency_s": latency_s,
+            "wait_s": start - arrival,
+            "device_compute_s": compute_s,
+            "encode_s": encode_s,
+            "transfer_s": transfer_s,
+            "rtt_s": rtt_used,
+            "queue_s": queue_s,
+            "server_s": server_s,
+            "energy_j": energy_j,
+            "payload_bytes": n_bytes,
+            "correct": correct,
+            "deadline_missed": latency_s > self.reward_spec.deadline_s,
+            "capacity_bps": self.channel.capacity(start),
+            "server_load": load,
+            "sample_index": sample,
+            "device_free": device_free,
+        }

@@ -1,0 +1,200 @@
+"""``splitrl profile``: build, show and validate profiles.
+
+Examples::
+
+    splitrl profile build --train --out splitrl/profiles/data   # rebuild the shipped default
+    splitrl profile build --quick --out /tmp/profiles            # a small profile in seconds
+    splitrl profile show default
+    splitrl profile validate /tmp/profiles/default.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+#: what ``--quick`` changes: few samples, short training, few timing repeats
+QUICK = {
+    "samples": 200,
+    "train_samples": 2000,
+    "epochs": 1,
+    "latency_repeats": 5,
+    "codec_timing": 8,
+}
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the ``profile`` subcommands."""
+    sub = parser.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
+
+    build = sub.add_parser("build", help="measure a model on the test canvases and write a profile")
+    build.add_argument(
+        "--name", default="default", help="profile name (file stem), default: %(default)s"
+    )
+    build.add_argument(
+        "--out", type=Path, default=Path("profiles"), help="output folder, default: %(default)s"
+    )
+    build.add_argument("--train", action="store_true", help="train the early-exit network first")
+    build.add_argument("--epochs", type=int, default=None, help="training epochs with --train")
+    build.add_argument("--seed", type=int, default=0, help="training seed, default: %(default)s")
+    build.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="checkpoint sidecar (NAME.json) of the network to profile; default: the shipped network",
+    )
+    build.add_argument(
+        "--weights-out",
+        type=Path,
+        default=None,
+        help="where --train writes the network's checkpoint; default: the --out folder",
+    )
+    build.add_argument("--data-dir", type=Path, default=None, help="Fashion-MNIST IDX folder")
+    build.add_argument(
+        "--samples", type=int, default=None, help="profile the first N test canvases"
+    )
+    build.add_argument(
+        "--bits",
+        default="1,2,3,4,6,8,lossless",
+        help="comma-separated bit options of the action space, default: %(default)s",
+    )
+    build.add_argument("--per-channel", action="store_true", help="quantize per channel")
+    build.add_argument("--clip", default=None, help="outlier clipping rule of the quantizer")
+    build.add_argument("--entropy", action="store_true", help="add the entropy stage after RLE")
+    build.add_argument("--quick", action="store_true", help=f"a small, fast profile ({QUICK})")
+    build.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    show = sub.add_parser("show", help="print a profile's tables (markdown)")
+    show.add_argument(
+        "profile", nargs="?", default="default", help="name or path, default: %(default)s"
+    )
+
+    validate = sub.add_parser("validate", help="load a profile and check every invariant")
+    validate.add_argument("profile", help="name or path")
+
+
+def parse_bit_options(text: str) -> tuple[int | str, ...]:
+    """``"1,2,4,lossless"`` -> ``(1, 2, 4, "lossless")``; raises ``ValueError`` naming a bad entry."""
+    from splitrl.profiles.schema import VALID_BIT_OPTIONS
+
+    options: list[int | str] = []
+    for entry in text.split(","):
+        entry = entry.strip()
+        option: int | str = int(entry) if entry.isdigit() else entry
+        if option not in VALID_BIT_OPTIONS:
+            raise ValueError(
+                f"--bits: {entry!r} is not one of {', '.join(map(str, VALID_BIT_OPTIONS))}"
+            )
+        options.append(option)
+    return tuple(options)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the chosen ``profile`` action."""
+    if args.profile_command == "build":
+        return _build(args)
+    from splitrl.profiles.io import load_profile
+
+    profile = load_profile(args.profile)
+    if args.profile_command == "validate":
+        print(
+            f"{profile.name}: valid ({profile.n_samples} samples, {profile.n_stages} stages, "
+            f"{profile.n_exits} exits, bit options {list(profile.bit_options)})"
+        )
+        return 0
+    from splitrl.profiles.report import profile_tables
+
+    print(profile_tables(profile))
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    import torch
+
+    from splitrl.models import (
+        TEST_CANVAS_SEED,
+        CanvasDataset,
+        TrainingSettings,
+        load_checkpoint,
+        load_default_model,
+        save_checkpoint,
+        train_early_exit_net,
+    )
+    from splitrl.models.checkpoint import read_sidecar
+    from splitrl.profiles.builder import BuildSettings, build_profile
+    from splitrl.profiles.io import save_profile
+
+    bit_options = parse_bit_options(args.bits)
+    samples = (
+        args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
+    )
+    if samples is not None and samples < 1:
+        raise ValueError(f"--samples must be positive, got {samples}")
+    progress = not args.no_progress
+    model_info: dict[str, Any]
+    if args.train:
+        settings = (
+            TrainingSettings(train_samples=QUICK["train_samples"])
+            if args.quick
+            else TrainingSettings()
+        )
+        epochs = (
+            args.epochs if args.epochs is not None else (QUICK["epochs"] if args.quick else None)
+        )
+        kwargs = {"epochs": epochs} if epochs is not None else {}
+        model, metrics = train_early_exit_net(
+            None, args.data_dir, seed=args.seed, progress=progress, settings=settings, **kwargs
+        )
+        sidecar = save_checkpoint(
+            model, args.weights_out or args.out, f"{args.name}-model", metrics
+        )
+        model_info = read_sidecar(sidecar)
+    elif args.weights is not None:
+        model = load_checkpoint(args.weights)
+        model_info = read_sidecar(args.weights)
+    else:
+        from splitrl.models.checkpoint import DEFAULT_MODEL_NAME, WEIGHTS_DIR
+
+        model = load_default_model()
+        model_info = read_sidecar(WEIGHTS_DIR / f"{DEFAULT_MODEL_NAME}.json")
+    model.eval()
+
+    dataset = CanvasDataset.from_fashion_mnist(
+        "test", seed=TEST_CANVAS_SEED, data_dir=args.data_dir
+    )
+    indices = None if samples is None else range(min(samples, len(dataset)))
+    inputs, labels = dataset.materialize(
+        None if indices is None else list(indices), progress=progress
+    )
+    settings_ = BuildSettings(
+        name=args.name,
+        bit_options=bit_options,
+        per_channel=args.per_channel,
+        clip=args.clip,
+        entropy=args.entropy,
+        latency_repeats=QUICK["latency_repeats"] if args.quick else BuildSettings.latency_repeats,
+        codec_timing_samples=QUICK["codec_timing"]
+        if args.quick
+        else BuildSettings.codec_timing_samples,
+        metadata={
+            "model": {
+                key: model_info.get(key) for key in ("model", "config", "weights_sha256", "seed")
+            },
+            "dataset": {
+                "name": "fashion-mnist-canvas",
+                "split": "test",
+                "canvas_seed": TEST_CANVAS_SEED,
+                "canvas": dataset.config.to_dict(),
+                "n_samples": len(labels),
+            },
+        },
+    )
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    profile = build_profile(model, inputs, labels, settings_, progress=progress)
+    path = save_profile(profile, args.out)
+    accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
+    print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
+    return 0
