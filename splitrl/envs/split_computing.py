@@ -116,7 +116,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 10}
+    metadata = {"render_modes": ["ansi"], "render_fps": 10}  # noqa: RUF012 (Gymnasium's convention)
 
     def __init__(
         self,
@@ -148,7 +148,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             horizon=horizon,
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+            raise ValueError(
+                f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}"
+            )
         if mode not in ("replay", "live"):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
         if history_length < 1:
@@ -167,11 +169,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.actions = ActionTable.from_profile(self.profile)
         self.costs = CostTables.build(self.profile, parts.device, parts.server)
         self.layout = ObservationLayout(history_length)
-        self.action_space = spaces.MultiDiscrete(self.actions.nvec)
+        self.action_space = spaces.MultiDiscrete(list(self.actions.nvec))
         self.observation_space = self.layout.space()
         self.knowledge = DeviceKnowledge(
             self.layout,
-            prior_bps=parts.network.uplink_mbps_typical * 1e6,
+            prior_bps=parts.nominal_mbps * 1e6,
             deadline_s=self.reward_spec.deadline_s,
             frame_interval_s=self.frame_interval_s,
         )
@@ -179,7 +181,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
         self._compute_power_w = parts.device.compute_power_w
         self._idle_power_w = parts.device.idle_power_w
-        self._radio_power_w = parts.network.radio_power_w
+        self._network = parts.network
+        self._device_radio_w = parts.device.radio_power_w
+        self._server_job_s = parts.server_job_s
         # Per-sample tables as Python-friendly arrays: indexing a numpy scalar per step is the hot path.
         self._payload = self.profile.payload_bytes
         self._correct = self.profile.correct
@@ -203,6 +207,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         super().reset(seed=seed)
         self.channel.reset(self.np_random)
         self.server_load.reset(self.np_random)
+        self.rtt.reset(self.np_random)
         # Requests (which sample, RTT jitter, queueing) come from their own stream, so every policy
         # evaluated with the same seed faces the same requests whatever it does.
         self._requests = private_generator(self.np_random)
@@ -222,9 +227,13 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._device_free = info["device_free"]
         offloaded = info["payload_bytes"] > 0
         if offloaded:
-            self.knowledge.record_transfer(info["payload_bytes"], info["transfer_s"], self._device_free)
+            self.knowledge.record_transfer(
+                info["payload_bytes"], info["transfer_s"], self._device_free
+            )
         self.knowledge.record_completion(
-            self._arrival + info["latency_s"], info["latency_s"], info["server_load"] if offloaded else None
+            self._arrival + info["latency_s"],
+            info["latency_s"],
+            info["server_load"] if offloaded else None,
         )
         reward = info.pop("reward")
         info["canonical_action"] = np.array((e, s, b), dtype=np.int64)
@@ -323,13 +332,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             at_server = device_free + 0.5 * rtt_s
             load = self.server_load.load(at_server)
             service_s = float(self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b])
-            server_s = service_s * self.server_load.slowdown(load)
-            queue_s = self.server_load.queueing_delay(load, queue_u)
+            server_s = service_s * self.server_load.compute_slowdown(load)
+            queue_s = self.server_load.queueing_delay(load, self._server_job_s, queue_u)
             done = at_server + queue_s + server_s + 0.5 * rtt_s
         latency_s = done - arrival
+        if self._device_radio_w is None:
+            radio_j = self._network.transmit_energy_j(n_bytes, transfer_s) if n_bytes else 0.0
+        else:
+            radio_j = self._device_radio_w * transfer_s
         energy_j = (
             self._compute_power_w * (compute_s + encode_s)
-            + self._radio_power_w * transfer_s
+            + radio_j
             + self._idle_power_w * (done - device_free)
         )
         reward = self.reward_spec(correct, latency_s, energy_j)

@@ -1,0 +1,268 @@
+"""Scenarios: a device preset, a network type, a channel model and a reward preset, by name.
+
+A :class:`Scenario` holds names and numbers only, so it is cheap to list, print and store in a run's
+config; :func:`resolve_scenario` turns it (plus any overrides) into the objects the env runs on.
+The channel of a scenario is parameterized by its network type: a Markov chain over capacity levels
+spread log-uniformly over the network's uplink range, a Gilbert-Elliott channel between its low
+and typical rates, block fading, a constant link at the typical rate, or a trace file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from splitrl.envs.channels import Channel, make_channel
+from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
+from splitrl.envs.rtt import RTTModel
+from splitrl.envs.server_load import ServerLoad
+from splitrl.profiles.io import load_profile
+from splitrl.profiles.presets import (
+    DevicePreset,
+    NetworkPreset,
+    get_device_preset,
+    get_network_preset,
+)
+from splitrl.profiles.schema import Profile
+
+#: channel models a scenario can name without further parameters
+SCENARIO_CHANNELS = ("markov", "gilbert-elliott", "fading", "constant")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A named setting for :class:`~splitrl.envs.SplitComputingEnv`.
+
+    :param name: scenario name
+    :param description: one line for people
+    :param device: device preset name (``splitrl.profiles.presets``)
+    :param network: network preset name: RTT, uplink range, radio power
+    :param reward: reward preset name (``splitrl.envs.reward.REWARD_PRESETS``)
+    :param channel: ``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"constant"`` (parameterized by
+        the network's uplink range), a ``make_channel`` spec string such as ``"trace:PATH"``, or a dict
+    :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
+        slower than the network's norm (a microcontroller's Wi-Fi module)
+    :param server: server preset name
+    :param profile: profile name or path
+    :param frame_interval_s: time between requests
+    :param deadline_s: latency deadline of the reward
+    :param horizon: requests per episode
+    :param server_job_s: mean service time of the other tenants' requests queued at the server
+    :param reward_overrides: reward fields that differ from the preset
+    """
+
+    name: str
+    description: str
+    device: str
+    network: str
+    reward: str = "latency-accuracy"
+    channel: str | Mapping[str, Any] = "markov"
+    uplink_mbps: tuple[float, float] | None = None
+    server: str = "rtx_2080"
+    profile: str = "default"
+    frame_interval_s: float = 0.2
+    deadline_s: float = 0.2
+    horizon: int = 200
+    server_job_s: float = 0.01
+    reward_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, for run configs."""
+        data = dataclasses.asdict(self)
+        data["reward_overrides"] = dict(self.reward_overrides)
+        return data
+
+
+#: the named scenarios
+SCENARIOS: dict[str, Scenario] = {
+    scenario.name: scenario
+    for scenario in (
+        Scenario(
+            name="default",
+            description="microcontroller camera board (STM32H7) on a slow Wi-Fi link, latency vs accuracy",
+            device="stm32h7",
+            network="wifi",
+            uplink_mbps=(0.5, 12.0),
+        ),
+        Scenario(
+            name="mcu-deadline",
+            description="STM32H7 on slow Wi-Fi, Edgent-style: most accurate answer within the deadline",
+            device="stm32h7",
+            network="wifi",
+            uplink_mbps=(0.5, 12.0),
+            reward="deadline",
+        ),
+        Scenario(
+            name="pizero-lte",
+            description="Raspberry Pi Zero 2 W on LTE, latency vs accuracy",
+            device="pi_zero_2w",
+            network="lte",
+        ),
+        Scenario(
+            name="mcu-energy",
+            description="battery-powered STM32H7 on slow Wi-Fi, energy-aware",
+            device="stm32h7",
+            network="wifi",
+            uplink_mbps=(0.5, 12.0),
+            reward="energy-aware",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ScenarioParts:
+    """Everything the env runs on, resolved from a scenario and overrides."""
+
+    name: str
+    profile: Profile
+    device: DevicePreset
+    server: DevicePreset
+    network: NetworkPreset
+    channel: Channel
+    server_load: ServerLoad
+    rtt: RTTModel
+    reward: RewardSpec
+    frame_interval_s: float
+    horizon: int
+    server_job_s: float
+    uplink_mbps: tuple[float, float]
+    nominal_mbps: float
+
+
+def get_scenario(name: str) -> Scenario:
+    """The scenario called ``name``."""
+    if name not in SCENARIOS:
+        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}")
+    return SCENARIOS[name]
+
+
+def network_channel(
+    spec: str | Mapping[str, Any], uplink_mbps: tuple[float, float], typical_mbps: float
+) -> Channel:
+    """A channel for a network whose uplink ranges over ``uplink_mbps``.
+
+    :param spec: a :data:`SCENARIO_CHANNELS` name, or any ``make_channel`` spec (used as is)
+    :param uplink_mbps: ``(low, high)`` capacity range in Mbit/s
+    :param typical_mbps: the typical capacity in Mbit/s
+    """
+    low, high = uplink_mbps
+    if not 0 < low < high:
+        raise ValueError(f"uplink range must satisfy 0 < low < high, got {uplink_mbps}")
+    if spec == "markov":
+        levels = np.geomspace(low, high, 6) * 1e6
+        return make_channel(
+            {
+                "model": "markov",
+                "levels_bps": levels.tolist(),
+                "transition_matrix": _birth_death(6, 0.15),
+            }
+        )
+    if spec == "gilbert-elliott":
+        return make_channel(
+            {
+                "model": "gilbert-elliott",
+                "good_rate_bps": typical_mbps * 1e6,
+                "bad_rate_bps": low * 1e6,
+            }
+        )
+    if spec == "constant":
+        return make_channel(f"constant:{typical_mbps * 1e6}")
+    return make_channel(spec)
+
+
+def _birth_death(n: int, move: float) -> list[list[float]]:
+    """A chain that moves one level up or down with probability ``move`` per slot."""
+    matrix = np.zeros((n, n))
+    for i in range(n):
+        if i > 0:
+            matrix[i, i - 1] = move
+        if i < n - 1:
+            matrix[i, i + 1] = move
+        matrix[i, i] = 1.0 - matrix[i].sum()
+    return matrix.tolist()
+
+
+def resolve_scenario(
+    scenario: str | Scenario = "default",
+    *,
+    profile: str | Profile | None = None,
+    device: str | DevicePreset | None = None,
+    server: str | DevicePreset | None = None,
+    network: str | NetworkPreset | None = None,
+    channel: str | Mapping[str, Any] | Channel | None = None,
+    reward: str | RewardSpec | None = None,
+    frame_interval_s: float | None = None,
+    deadline_s: float | None = None,
+    horizon: int | None = None,
+) -> ScenarioParts:
+    """Resolve ``scenario`` with overrides into the objects the env needs.
+
+    Every override accepts a name or a ready object; ``None`` keeps the scenario's choice.
+    """
+    base = get_scenario(scenario) if isinstance(scenario, str) else scenario
+    profile_ = profile if isinstance(profile, Profile) else load_profile(profile or base.profile)
+    device_ = _preset(device if device is not None else base.device, "device")
+    server_ = _preset(server if server is not None else base.server, "server")
+    network_ = (
+        network
+        if isinstance(network, NetworkPreset)
+        else get_network_preset(network or base.network)
+    )
+    if base.uplink_mbps is not None and network is None:
+        uplink = base.uplink_mbps
+        nominal = float(np.sqrt(uplink[0] * uplink[1]))
+    else:
+        uplink = (network_.uplink_mbps_low, network_.uplink_mbps_high)
+        nominal = network_.uplink_mbps_typical
+    if channel is None:
+        channel_: Channel = network_channel(base.channel, uplink, nominal)
+    elif isinstance(channel, (str, Mapping)):
+        channel_ = network_channel(channel, uplink, nominal)
+    else:
+        channel_ = channel
+    if isinstance(reward, RewardSpec):
+        reward_ = reward
+    else:
+        reward_name = reward or base.reward
+        if reward_name not in REWARD_PRESETS:
+            raise ValueError(
+                f"unknown reward preset {reward_name!r}; known: {sorted(REWARD_PRESETS)}"
+            )
+        reward_ = get_reward_spec(reward_name, deadline_s=base.deadline_s, **base.reward_overrides)
+    if deadline_s is not None:
+        reward_ = reward_.with_overrides(deadline_s=deadline_s)
+    frame = base.frame_interval_s if frame_interval_s is None else float(frame_interval_s)
+    steps = base.horizon if horizon is None else int(horizon)
+    if not frame > 0:
+        raise ValueError(f"frame_interval_s must be positive, got {frame}")
+    if steps < 1:
+        raise ValueError(f"horizon must be at least 1, got {steps}")
+    jitter = network_.rtt_jitter_ms * 1e-3
+    return ScenarioParts(
+        name=base.name,
+        profile=profile_,
+        device=device_,
+        server=server_,
+        network=network_,
+        channel=channel_,
+        server_load=ServerLoad(discipline="fcfs"),
+        rtt=RTTModel(base_s=max(network_.rtt_ms * 1e-3 - jitter, 0.0), jitter_mean_s=jitter),
+        reward=reward_,
+        frame_interval_s=frame,
+        horizon=steps,
+        server_job_s=base.server_job_s,
+        uplink_mbps=(float(uplink[0]), float(uplink[1])),
+        nominal_mbps=nominal,
+    )
+
+
+def _preset(value: str | DevicePreset, role: str) -> DevicePreset:
+    preset = value if isinstance(value, DevicePreset) else get_device_preset(value)
+    if preset.role != role and not preset.measured:
+        raise ValueError(f"preset {preset.name!r} has role {preset.role!r}, expected a {role}")
+    return preset
