@@ -1,0 +1,53 @@
+"""The split-computing environment, its scenarios, channels, server load and time model.
+
+Importing this package registers ``splitrl/SplitComputing-v0`` (the default scenario) and one id per
+named scenario, ``splitrl/SplitComputing-<scenario>-v0``, with Gymnasium::
+
+    import gymnasium as gym
+    import splitrl.envs
+
+    env = gym.make("splitrl/SplitComputing-v0")
+"""
+
+import gymnasium
+
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
+from splitrl.envs.scenarios import SCENARIOS, Scenario, get_scenario, resolve_scenario
+from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
+
+ENV_ID = "splitrl/SplitComputing-v0"
+
+
+def scenario_env_id(scenario: str) -> str:
+    """The Gymnasium id of a named scenario."""
+    return ENV_ID if scenario == "default" else f"splitrl/SplitComputing-{scenario}-v0"
+
+
+def _register() -> None:
+    for name in SCENARIOS:
+        env_id = scenario_env_id(name)
+        if env_id not in gymnasium.registry:
+            gymnasium.register(
+                id=env_id,
+                entry_point="splitrl.envs.split_computing:SplitComputingEnv",
+                kwargs={"scenario": name},
+            )
+
+
+_register()
+
+__all__ = [
+    "ENV_ID",
+    "REWARD_PRESETS",
+    "SCENARIOS",
+    "ActionOutcomes",
+    "ActionTable",
+    "RewardSpec",
+    "Scenario",
+    "SplitComputingEnv",
+    "get_reward_spec",
+    "get_scenario",
+    "resolve_scenario",
+    "scenario_env_id",
+]
