@@ -178,6 +178,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             frame_interval_s=self.frame_interval_s,
         )
         self._mask = self.actions.mask()
+        self._exit_stages = self.profile.exit_stages
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
         self._compute_power_w = parts.device.compute_power_w
         self._idle_power_w = parts.device.idle_power_w
@@ -225,7 +226,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         e, s, b = self.actions.canonical(*self.actions.validate(action))
         info = self._simulate(e, s, b, capacity_bps=None)
         self._device_free = info["device_free"]
-        offloaded = info["payload_bytes"] > 0
+        offloaded = not self.actions.is_device_only(e, s)
         if offloaded:
             self.knowledge.record_transfer(
                 info["payload_bytes"], info["transfer_s"], self._device_free
@@ -305,16 +306,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         arrival = self._arrival
         start = arrival if arrival > self._device_free else self._device_free
         compute_s = float(self.costs.device_compute_s[e, s])
+        device_only = s >= self._exit_stages[e]
         if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
         else:
-            n_bytes = int(self._payload[sample, s, b])
+            n_bytes = 0 if device_only else int(self._payload[sample, s, b])
             correct = (
                 float(self._correct[sample, s, b, e])
                 if self.reward_spec.correctness == "sample"
                 else float(self._expected[s, b, e])
             )
-        if n_bytes == 0:  # device-only
+        if device_only:
             encode_s = transfer_s = queue_s = server_s = 0.0
             rtt_used = 0.0
             load = math.nan

@@ -1,0 +1,1 @@
+"""Benchmarks of splitrl: each ``bench_*`` module is runnable with ``python -m benchmarks.NAME``."""

@@ -1,0 +1,207 @@
+"""The public codec: :func:`encode` a tensor into a self-describing frame, :func:`decode` it back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from splitrl.codecs.bitpack import pack_bits, packed_size, unpack_bits
+from splitrl.codecs.clipping import ClipSpec, parse_clip
+from splitrl.codecs.entropy import entropy_decode, entropy_encode
+from splitrl.codecs.errors import CodecError
+from splitrl.codecs.frame import (
+    MAX_ELEMENTS,
+    MAX_NDIM,
+    Coding,
+    FrameInfo,
+    build_frame,
+    dtype_code,
+    parse_frame,
+)
+from splitrl.codecs.quantize import MAX_BITS, dequantize, quantize, zero_code
+from splitrl.codecs.rle import run_length_decode, run_length_encode
+
+LOSSLESS_OPTIONS = ("float16", "float32", "lossless")
+_MAX_DIM = 2**32 - 1
+
+
+def _parse_bits(bits: object) -> int | str:
+    if isinstance(bits, str):
+        if bits not in LOSSLESS_OPTIONS:
+            raise CodecError(
+                f"bits must be 1..{MAX_BITS} or one of {LOSSLESS_OPTIONS}, got {bits!r}"
+            )
+        return bits
+    if isinstance(bits, (int, np.integer)) and not isinstance(bits, bool) and 1 <= bits <= MAX_BITS:
+        return int(bits)
+    raise CodecError(f"bits must be 1..{MAX_BITS} or one of {LOSSLESS_OPTIONS}, got {bits!r}")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Settings of :func:`encode`, validated on construction.
+
+    :param bits: 1..8 for the linear quantizer; ``"float16"`` or ``"float32"`` to send floating
+        point values cast to that type; ``"lossless"`` to send the input's own dtype (a 1-byte
+        integer tensor, such as a ``uint8`` image, goes through the exact 8-bit quantizer and the
+        run-length coder).
+    :param per_channel: one quantizer range per channel (axis 0 of CHW, axis 1 of NCHW).
+    :param clip: outlier clipping of the quantizer range: ``None``, a percentile such as
+        ``99.9`` or ``"percentile:99.9"``, or ``"aciq"`` (see :mod:`splitrl.codecs.clipping`).
+    :param entropy: compress the payload with zstd after the run-length coder.
+    :param run_length: run-length code the quantization codes (falls back to plain bit-packing
+        when that is smaller); ``False`` always bit-packs.
+    """
+
+    bits: int | str = 8
+    per_channel: bool = False
+    clip: ClipSpec = None
+    entropy: bool = False
+    run_length: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bits", _parse_bits(self.bits))
+        object.__setattr__(self, "clip", parse_clip(self.clip))
+        if isinstance(self.bits, str) and (self.per_channel or self.clip is not None):
+            raise CodecError(
+                f"per_channel and clip apply to the linear quantizer, not bits={self.bits!r}"
+            )
+
+
+def _as_array(x: Any) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return x
+    if hasattr(x, "detach") and hasattr(x, "numpy"):  # a torch tensor, without importing torch
+        device = getattr(x, "device", None)
+        if device is not None and getattr(device, "type", "cpu") != "cpu":
+            raise CodecError(f"the tensor is on {device}; move it to the CPU before encoding")
+        try:
+            return np.asarray(x.detach().numpy())
+        except (TypeError, RuntimeError) as error:
+            raise CodecError(f"cannot convert the tensor to numpy: {error}") from None
+    return np.asarray(x)
+
+
+def encode(
+    x: Any,
+    bits: int | str | CodecConfig = 8,
+    *,
+    per_channel: bool = False,
+    clip: ClipSpec = None,
+    entropy: bool = False,
+    run_length: bool = True,
+) -> bytes:
+    """Encode a tensor into a self-describing frame.
+
+    :param x: a numpy array or a CPU torch tensor (bool, integer or floating point).
+    :param bits: the bit option (see :class:`CodecConfig`), or a whole :class:`CodecConfig`, in
+        which case the keyword arguments must keep their defaults.
+    :param per_channel: see :class:`CodecConfig`.
+    :param clip: see :class:`CodecConfig`.
+    :param entropy: see :class:`CodecConfig`.
+    :param run_length: see :class:`CodecConfig`.
+    :return: the frame; :func:`decode` restores shape and dtype.
+    :raises CodecError: for an unsupported dtype, a tensor above ``MAX_ELEMENTS`` elements,
+        non-finite values with a linear quantizer, or invalid options.
+    """
+    if isinstance(bits, CodecConfig):
+        if per_channel or clip is not None or entropy or not run_length:
+            raise CodecError("pass either a CodecConfig or keyword options, not both")
+        config = bits
+    else:
+        config = CodecConfig(bits, per_channel, clip, entropy, run_length)
+    array = _as_array(x)
+    dtype_code(array.dtype)
+    if array.ndim > MAX_NDIM or array.size > MAX_ELEMENTS or max(array.shape, default=0) > _MAX_DIM:
+        raise CodecError(
+            f"shape {array.shape} exceeds the limits (ndim <= {MAX_NDIM}, "
+            f"elements <= MAX_ELEMENTS={MAX_ELEMENTS})"
+        )
+    array = np.ascontiguousarray(array)
+    option = config.bits
+    if option == "lossless" and array.dtype.itemsize == 1:
+        option = 8  # exact: the integer quantizer's step is 1 for any 1-byte integer range
+    if isinstance(option, str):
+        return _encode_raw(array, option, config.entropy)
+    quantized = quantize(array, option, per_channel=config.per_channel, clip=config.clip)
+    codes = quantized.codes.reshape(-1)
+    payload = pack_bits(codes, option)
+    coding = Coding.BIT_PACKED
+    if config.run_length:
+        zero = zero_code(quantized.offsets, quantized.scales, option)
+        run_coded = run_length_encode(codes, option, zero)
+        if len(run_coded) < len(payload):
+            payload, coding = run_coded, Coding.RUN_LENGTH
+    return build_frame(
+        coding=coding,
+        entropy=config.entropy,
+        dtype=array.dtype,
+        shape=array.shape,
+        payload=entropy_encode(payload) if config.entropy else payload,
+        bits=option,
+        per_channel=config.per_channel,
+        offsets=quantized.offsets,
+        scales=quantized.scales,
+    )
+
+
+def _encode_raw(array: np.ndarray, option: str, entropy: bool) -> bytes:
+    if option == "lossless":
+        wire = array.dtype
+    elif array.dtype.kind != "f":
+        raise CodecError(
+            f"bits={option!r} needs a floating-point tensor; use 'lossless' for {array.dtype}"
+        )
+    else:
+        wire = np.dtype(option)
+    payload = array.astype(wire.newbyteorder("<"), copy=False).tobytes()
+    return build_frame(
+        coding=Coding.RAW,
+        entropy=entropy,
+        dtype=array.dtype,
+        shape=array.shape,
+        payload=entropy_encode(payload) if entropy else payload,
+        wire_dtype=wire,
+    )
+
+
+def frame_info(frame: bytes | bytearray | memoryview) -> FrameInfo:
+    """The parsed and checked header of a frame, without decoding the payload.
+
+    :raises CodecError: for a malformed, truncated or corrupted frame.
+    """
+    return parse_frame(frame)[0]
+
+
+def decode(frame: bytes | bytearray | memoryview) -> np.ndarray:
+    """Decode a frame made by :func:`encode`.
+
+    :param frame: the frame bytes.
+    :return: a new array with the original shape and dtype.
+    :raises CodecError: for a malformed, truncated, corrupted or forged frame (never allocates
+        more than the header's element count allows, itself capped at ``MAX_ELEMENTS``).
+    """
+    info, payload = parse_frame(frame)
+    count = info.element_count
+    if info.coding is Coding.RAW:
+        stage_size = count * info.wire_dtype.itemsize
+    else:
+        stage_size = packed_size(count, info.bits)
+    data: bytes | memoryview = entropy_decode(payload, stage_size) if info.entropy else payload
+    if info.coding is Coding.RAW:
+        if len(data) != stage_size:
+            raise CodecError(
+                f"shape {info.shape} of {info.wire_dtype} needs {stage_size} payload bytes, "
+                f"got {len(data)}"
+            )
+        raw = np.frombuffer(data, dtype=info.wire_dtype.newbyteorder("<"))
+        return raw.astype(info.dtype).reshape(info.shape)
+    if info.coding is Coding.BIT_PACKED:
+        codes = unpack_bits(data, info.bits, count)
+    else:
+        codes = run_length_decode(data, info.bits, count)
+    return dequantize(
+        codes.reshape(info.shape), info.offsets, info.scales, info.dtype, info.per_channel
+    )
