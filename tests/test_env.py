@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import warnings
 
@@ -44,7 +45,9 @@ def _rollout(env: SplitComputingEnv, seed: int, steps: int) -> list[tuple[object
     for _ in range(steps):
         action = rng.integers(0, env.action_space.nvec)
         obs, reward, _, truncated, info = env.step(action)
-        trajectory.append((obs.tobytes(), reward, info["latency_s"], info["sample_index"], truncated))
+        trajectory.append(
+            (obs.tobytes(), reward, info["latency_s"], info["sample_index"], truncated)
+        )
     return trajectory
 
 
@@ -79,9 +82,7 @@ def test_env_pickles_and_runs_in_subprocesses(tiny_profile: Profile) -> None:
     clone = pickle.loads(pickle.dumps(env))
     action = np.array((1, 1, 1))
     assert clone.step(action)[1] == env.step(action)[1]
-    vec = make_vec_env(
-        lambda: make_env(tiny_profile), n_envs=2, seed=0, vec_env_cls=SubprocVecEnv
-    )
+    vec = make_vec_env(lambda: make_env(tiny_profile), n_envs=2, seed=0, vec_env_cls=SubprocVecEnv)
     obs = vec.reset()
     obs, rewards, _, _ = vec.step(np.array([[1, 0, 0], [0, 1, 1]]))
     assert obs.shape == (2, vec.observation_space.shape[0]) and rewards.shape == (2,)
@@ -115,16 +116,18 @@ def test_backlog_builds_when_requests_outpace_the_device(tiny_profile: Profile) 
     env.reset(seed=0)
     waits = [env.step(np.array((1, 0, 3)))[4]["wait_s"] for _ in range(5)]
     assert waits[0] == 0.0
-    assert all(b > a for a, b in zip(waits, waits[1:], strict=False))
+    assert all(b > a for a, b in itertools.pairwise(waits))
     obs = env.step(np.array((1, 3, 0)))[0]
     assert obs[-1] == pytest.approx(10.0)  # backlog feature saturates at 10 frames
     # device-only work is faster than the frame interval: the queue drains again
     draining = [env.step(np.array((1, 3, 0)))[4]["wait_s"] for _ in range(5)]
-    assert all(b < a for a, b in zip(draining, draining[1:], strict=False))
+    assert all(b < a for a, b in itertools.pairwise(draining))
 
 
 def test_transfer_over_the_real_channel_spans_capacity_changes(tiny_profile: Profile) -> None:
-    channel = MarkovChannel(levels_bps=(1e4, 1e6), transition_matrix=((0.5, 0.5), (0.5, 0.5)), slot_s=0.001)
+    channel = MarkovChannel(
+        levels_bps=(1e4, 1e6), transition_matrix=((0.5, 0.5), (0.5, 0.5)), slot_s=0.001
+    )
     env = make_env(tiny_profile, channel=channel)
     env.reset(seed=0)
     info = env.step(np.array((1, 0, 3)))[4]
@@ -223,7 +226,9 @@ def test_action_masks_mark_canonical_actions(tiny_profile: Profile) -> None:
         ("abc", "three integers"),
     ],
 )
-def test_invalid_actions_get_clear_errors(tiny_profile: Profile, action: object, message: str) -> None:
+def test_invalid_actions_get_clear_errors(
+    tiny_profile: Profile, action: object, message: str
+) -> None:
     env = make_env(tiny_profile)
     env.reset(seed=0)
     with pytest.raises(ValueError, match=message):
@@ -248,6 +253,8 @@ def test_truncates_after_horizon(tiny_profile: Profile) -> None:
         ({"mode": "dream"}, "mode"),
     ],
 )
-def test_bad_arguments_get_clear_errors(tiny_profile: Profile, kwargs: dict[str, object], message: str) -> None:
+def test_bad_arguments_get_clear_errors(
+    tiny_profile: Profile, kwargs: dict[str, object], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         make_env(tiny_profile, **kwargs)

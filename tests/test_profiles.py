@@ -28,7 +28,9 @@ def test_builder_shapes_and_device_only_convention(tiny_profile: Profile) -> Non
     assert np.all(tiny_profile.correct[:, 1:, :, 0] == tiny_profile.correct[:, 3:, :1, 0])
 
 
-@pytest.mark.parametrize(("sample", "split", "bits_index"), [(0, 0, 0), (5, 1, 1), (17, 2, 3), (30, 0, 3)])
+@pytest.mark.parametrize(
+    ("sample", "split", "bits_index"), [(0, 0, 0), (5, 1, 1), (17, 2, 3), (30, 0, 3)]
+)
 def test_builder_replays_the_real_codec_and_model(
     tiny_profile: Profile, sample: int, split: int, bits_index: int
 ) -> None:
@@ -46,7 +48,9 @@ def test_builder_replays_the_real_codec_and_model(
     predicted_right = bool(logits.argmax(dim=1).item() == labels[sample])
     assert bool(tiny_profile.correct[sample, split, bits_index, 1]) == predicted_right
     confidence = float(torch.softmax(logits, dim=1).max())
-    assert float(tiny_profile.confidence[sample, split, bits_index, 1]) == pytest.approx(confidence, abs=1e-3)
+    assert float(tiny_profile.confidence[sample, split, bits_index, 1]) == pytest.approx(
+        confidence, abs=1e-3
+    )
 
 
 def test_lossless_option_loses_nothing(tiny_profile: Profile) -> None:
@@ -106,7 +110,11 @@ def test_unknown_profile_name_lists_shipped_ones() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("payload_bytes", lambda p: np.where(p.payload_bytes > 0, -1, 0).astype(np.int32), "non-negative"),
+        (
+            "payload_bytes",
+            lambda p: np.where(p.payload_bytes > 0, -1, 0).astype(np.int32),
+            "non-negative",
+        ),
         ("confidence", lambda p: (p.confidence * 0 + 2).astype(np.float16), r"\[0, 1\]"),
         ("labels", lambda p: p.labels[:-1], "shape"),
     ],
@@ -121,7 +129,9 @@ def test_inconsistent_arrays_are_rejected_when_saving(
         save_profile(broken, tmp_path)
 
 
-def test_device_only_outcomes_must_not_depend_on_bits(tiny_profile: Profile, tmp_path: Path) -> None:
+def test_device_only_outcomes_must_not_depend_on_bits(
+    tiny_profile: Profile, tmp_path: Path
+) -> None:
     import dataclasses
 
     correct = tiny_profile.correct.copy()
@@ -145,7 +155,9 @@ def test_cli_validate_and_show(tiny_profile_path: Path, capsys: pytest.CaptureFi
     assert "Mean payload bytes" in capsys.readouterr().out
 
 
-def test_cli_reports_bad_profile_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_reports_bad_profile_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
     assert main(["profile", "validate", str(bad)]) == 2

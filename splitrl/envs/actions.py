@@ -69,7 +69,9 @@ class ActionTable:
         e, s, b = (int(v) for v in values)
         for name, value, size in zip(("exit", "split", "bits"), (e, s, b), self.nvec, strict=True):
             if not 0 <= value < size:
-                raise ValueError(f"action {action!r}: {name} index {value} is outside [0, {size - 1}]")
+                raise ValueError(
+                    f"action {action!r}: {name} index {value} is outside [0, {size - 1}]"
+                )
         return e, s, b
 
     def canonical(self, e: int, s: int, b: int) -> tuple[int, int, int]:

@@ -64,7 +64,11 @@ class DeviceKnowledge:
     """
 
     def __init__(
-        self, layout: ObservationLayout, prior_bps: float, deadline_s: float, frame_interval_s: float
+        self,
+        layout: ObservationLayout,
+        prior_bps: float,
+        deadline_s: float,
+        frame_interval_s: float,
     ) -> None:
         self.layout = layout
         self.prior_bps = prior_bps
@@ -94,7 +98,9 @@ class DeviceKnowledge:
             self.throughputs.appendleft(8.0 * n_bytes / duration_s)
             self.last_transfer_end = end_time
 
-    def record_completion(self, done_time: float, latency_s: float, server_load: float | None) -> None:
+    def record_completion(
+        self, done_time: float, latency_s: float, server_load: float | None
+    ) -> None:
         """A request will complete at ``done_time``; the device learns its outcome then."""
         self._pending.append((done_time, latency_s, server_load))
 

@@ -44,7 +44,9 @@ class RewardSpec:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.correctness not in ("sample", "expected"):
-            raise ValueError(f"correctness must be 'sample' or 'expected', got {self.correctness!r}")
+            raise ValueError(
+                f"correctness must be 'sample' or 'expected', got {self.correctness!r}"
+            )
 
     def __call__(self, correct: float, latency_s: float, energy_j: float) -> float:
         """The reward of one request."""
@@ -59,7 +61,9 @@ class RewardSpec:
         """A copy with some fields changed (unknown names raise ``ValueError``)."""
         unknown = set(overrides) - set(self.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"unknown reward fields {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}")
+            raise ValueError(
+                f"unknown reward fields {sorted(unknown)}; known: {sorted(self.__dataclass_fields__)}"
+            )
         return replace(self, **overrides)
 
 

@@ -111,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from splitrl.models import (
@@ -164,8 +165,8 @@ def _build(args: argparse.Namespace) -> int:
     dataset = CanvasDataset.from_fashion_mnist(
         "test", seed=TEST_CANVAS_SEED, data_dir=args.data_dir
     )
-    indices = None if samples is None else range(min(samples, len(dataset)))
-    inputs, labels = dataset.materialize(
+    indices = None if samples is None else np.arange(min(samples, len(dataset)))
+    inputs, labels = dataset.materialize(indices, progress=progress)
         None if indices is None else list(indices), progress=progress
     )
     settings_ = BuildSettings(
