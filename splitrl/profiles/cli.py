@@ -167,8 +167,6 @@ def _build(args: argparse.Namespace) -> int:
     )
     indices = None if samples is None else np.arange(min(samples, len(dataset)))
     inputs, labels = dataset.materialize(indices, progress=progress)
-        None if indices is None else list(indices), progress=progress
-    )
     settings_ = BuildSettings(
         name=args.name,
         bit_options=bit_options,
