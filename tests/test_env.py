@@ -258,3 +258,18 @@ def test_bad_arguments_get_clear_errors(
 ) -> None:
     with pytest.raises(ValueError, match=message):
         make_env(tiny_profile, **kwargs)
+
+
+def test_predictions_use_only_device_knowledge(tiny_profile: Profile) -> None:
+    env = make_env(tiny_profile, channel=ConstantChannel(3e6))
+    env.reset(seed=0)
+    predicted = env.predict_actions(capacity_bps=3e6)
+    accuracy = tiny_profile.accuracy()
+    mean_payload = np.rint(tiny_profile.mean_payload_bytes())
+    for index, (e, s, b) in enumerate(predicted.actions):
+        assert predicted.correct[index] == pytest.approx(accuracy[s, b, e])
+        if s < tiny_profile.exit_stages[e]:
+            assert predicted.payload_bytes[index] == mean_payload[s, b]
+    # the device's default estimate is its latest measurement: the prior before any transfer
+    prior = env.knowledge.throughput_estimate_bps
+    assert np.allclose(env.predict_actions().latency_s, env.predict_actions(prior).latency_s)

@@ -180,6 +180,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._mask = self.actions.mask()
         self._exit_stages = self.profile.exit_stages
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
+        self._canonical_list = self.actions.canonical_actions()
         self._compute_power_w = parts.device.compute_power_w
         self._idle_power_w = parts.device.idle_power_w
         self._network = parts.network
@@ -189,6 +190,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._payload = self.profile.payload_bytes
         self._correct = self.profile.correct
         self._expected = self.profile.accuracy()
+        self._mean_payload = np.rint(self.profile.mean_payload_bytes()).astype(np.int64)
+        self._mean_rtt_s = self.rtt.mean_s
         self._live: Any = None
         if mode == "live":
             from splitrl.envs.live import LiveOutcomes
@@ -261,17 +264,35 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ all actions at once
     def evaluate_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
-        """The outcome of every canonical action for the current request, without taking a step.
+        """The true outcome of every canonical action for the current request, without taking a step.
 
-        :param capacity_bps: ``None`` integrates transfers over the true channel (what the oracle
-            sees); a number assumes that constant capacity (what a predictor that trusts its estimate
-            sees, e.g. ``self.knowledge.throughput_estimate_bps``)
+        This knows what no device can: the request's own correctness and payload, the channel over
+        the actual transfer, the RTT and queueing of this request. The oracle baseline uses it.
+
+        :param capacity_bps: ``None`` integrates transfers over the true channel; a number assumes
+            that constant capacity instead (everything else stays exact)
         """
+        return self._all_actions(capacity_bps, predicted=False)
+
+    def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
+        """What the device can predict for every canonical action before it decides.
+
+        Uses only device knowledge: the profile's accuracy and mean payload of each action, the mean
+        RTT, the server load reported in the last reply (with its mean queueing delay), its own
+        backlog, and a constant uplink capacity.
+
+        :param capacity_bps: the capacity to assume; default: the device's latest throughput
+            measurement (``knowledge.throughput_estimate_bps``)
+        """
+        capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
+        return self._all_actions(capacity, predicted=True)
+
+    def _all_actions(self, capacity_bps: float | None, predicted: bool) -> ActionOutcomes:
         if self._requests is None:
-            raise RuntimeError("call reset() before evaluate_actions()")
+            raise RuntimeError("call reset() before evaluating actions")
         rewards, latencies, energies, sizes, correct = [], [], [], [], []
-        for e, s, b in self._canonical:
-            info = self._simulate(int(e), int(s), int(b), capacity_bps=capacity_bps)
+        for e, s, b in self._canonical_list:
+            info = self._simulate(e, s, b, capacity_bps=capacity_bps, predicted=predicted)
             rewards.append(info["reward"])
             latencies.append(info["latency_s"])
             energies.append(info["energy_j"])
@@ -300,14 +321,27 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         start = max(self._arrival, self._device_free)
         return self.knowledge.observe(start, start - self._arrival)
 
-    def _simulate(self, e: int, s: int, b: int, capacity_bps: float | None) -> dict[str, Any]:
-        """The outcome of canonical action ``(e, s, b)`` for the current request (no state change)."""
-        sample, rtt_s, queue_u = self._draw
+    def _simulate(
+        self, e: int, s: int, b: int, capacity_bps: float | None, predicted: bool = False
+    ) -> dict[str, Any]:
+        """The outcome of canonical action ``(e, s, b)`` for the current request (no state change).
+
+        ``predicted`` replaces what the device cannot know by its expectation: correctness by the
+        profile's accuracy, the payload by its mean, the RTT by its mean, the server load by the last
+        reported one and the queueing delay by its mean.
+        """
+        sample, rtt_s, drawn_u = self._draw
+        queue_u: float | None = drawn_u
+        if predicted:
+            rtt_s, queue_u = self._mean_rtt_s, None
         arrival = self._arrival
         start = arrival if arrival > self._device_free else self._device_free
         compute_s = float(self.costs.device_compute_s[e, s])
         device_only = s >= self._exit_stages[e]
-        if self._live is not None:
+        if predicted:
+            n_bytes = 0 if device_only else int(self._mean_payload[s, b])
+            correct = float(self._expected[s, b, e])
+        elif self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
         else:
             n_bytes = 0 if device_only else int(self._payload[sample, s, b])
@@ -332,7 +366,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             device_free = tx_start + transfer_s
             rtt_used = rtt_s
             at_server = device_free + 0.5 * rtt_s
-            load = self.server_load.load(at_server)
+            load = self.knowledge.server_load if predicted else self.server_load.load(at_server)
             service_s = float(self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b])
             server_s = service_s * self.server_load.compute_slowdown(load)
             queue_s = self.server_load.queueing_delay(load, self._server_job_s, queue_u)
@@ -362,7 +396,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "payload_bytes": n_bytes,
             "correct": correct,
             "deadline_missed": latency_s > self.reward_spec.deadline_s,
-            "capacity_bps": self.channel.capacity(start),
+            "capacity_bps": math.nan if predicted else self.channel.capacity(start),
             "server_load": load,
             "sample_index": sample,
             "device_free": device_free,
