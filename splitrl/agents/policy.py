@@ -1,0 +1,77 @@
+"""One interface for every decision maker: learned models, heuristics and the oracle.
+
+A :class:`Policy` picks the action for the env's current request. Heuristics and the oracle need
+more than the observation (the device's throughput estimate, the predicted or true outcome of every
+action), so ``act`` receives the env itself; a policy must only use what its docstring says it
+uses: the learned ones and the device heuristics see the observation and the device's own knowledge,
+only the oracle calls :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from splitrl.envs.split_computing import SplitComputingEnv
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Chooses ``(exit, split, bits)`` for each request.
+
+    :ivar name: short name used in tables and plots
+    """
+
+    name: str
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Called after ``env.reset()``, before the first ``act`` of an episode."""
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The action for the env's current request, an int array ``(exit, split, bits)``."""
+        ...
+
+
+class ModelPolicy:
+    """A trained Stable-Baselines3-style model (``predict``) as a :class:`Policy`, acting greedily.
+
+    Masks of canonical actions are passed to models that accept ``action_masks`` (SACD,
+    MaskablePPO).
+
+    :param model: an object with ``predict(observation, deterministic=True, ...)``
+    :param name: name in tables
+    :param action_adapter: maps the model's raw action to ``(exit, split, bits)`` (for learners on a
+        relaxed or flattened action space); identity by default
+    """
+
+    def __init__(self, model: Any, name: str, action_adapter: Any = None) -> None:
+        self.model = model
+        self.name = name
+        self.action_adapter = action_adapter
+        self._takes_masks = "action_masks" in _parameters(model.predict)
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Nothing to reset: the model is stateless."""
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The model's deterministic action."""
+        if self._takes_masks:
+            action, _ = self.model.predict(
+                observation, deterministic=True, action_masks=env.action_masks()
+            )
+        else:
+            action, _ = self.model.predict(observation, deterministic=True)
+        if self.action_adapter is not None:
+            action = self.action_adapter(action)
+        return np.asarray(action, dtype=np.int64).reshape(3)
+
+
+def _parameters(function: Any) -> set[str]:
+    import inspect
+
+    try:
+        return set(inspect.signature(function).parameters)
+    except (TypeError, ValueError):
+        return set()
