@@ -1,0 +1,439 @@
+"""Policies for SACD: a categorical actor over the joint action and critics with one Q-value per action.
+
+A ``MultiDiscrete(nvec)`` action is handled as one categorical choice among ``prod(nvec)`` joint
+actions. A joint index and its action tuple are related in C order (the first dimension is the most
+significant), exactly as ``np.ravel_multi_index(action, nvec)`` and ``np.unravel_index(index, nvec)``.
+"""
+
+from typing import Any
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.policies import BaseModel, BasePolicy
+from stable_baselines3.common.torch_layers import (
+    BaseFeaturesExtractor,
+    FlattenExtractor,
+    create_mlp,
+    get_actor_critic_arch,
+)
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+
+def action_nvec(action_space: spaces.Space) -> np.ndarray:
+    """
+    The number of choices per action dimension, with a ``Discrete`` space seen as one dimension.
+
+    :param action_space: a ``Discrete`` or one-dimensional ``MultiDiscrete`` space starting at 0
+    :return: the choices per dimension, shape ``(n_dims,)``
+    :raises ValueError: for any other action space
+    """
+    if isinstance(action_space, spaces.Discrete) and action_space.start == 0:
+        return np.array([action_space.n], dtype=np.int64)
+    if (
+        isinstance(action_space, spaces.MultiDiscrete)
+        and action_space.nvec.ndim == 1
+        and not np.any(action_space.start)
+    ):
+        return action_space.nvec.astype(np.int64)
+    raise ValueError(
+        "SACD needs a Discrete or one-dimensional MultiDiscrete action space starting at 0, "
+        f"got {action_space}"
+    )
+
+
+def joint_action_masks(action_masks: np.ndarray, nvec: np.ndarray) -> np.ndarray:
+    """
+    Bring action masks to the joint form: one boolean per joint action, ``True`` where allowed.
+
+    Two layouts are accepted along the last axis: the joint mask of length ``prod(nvec)``, and the
+    sb3-contrib ``MaskablePPO`` layout for ``MultiDiscrete``, one mask per dimension concatenated
+    (length ``sum(nvec)``), which becomes the outer product of the per-dimension masks. When both
+    lengths are equal, the mask is read as joint.
+
+    :param action_masks: masks of shape ``(n_actions,)`` or ``(batch, n_actions)``
+    :param nvec: the choices per action dimension (see :func:`action_nvec`)
+    :return: joint masks of shape ``(batch, prod(nvec))``
+    :raises ValueError: when the length fits neither layout or a mask allows no action
+    """
+    masks = np.asarray(action_masks, dtype=bool)
+    masks = masks.reshape(-1, masks.shape[-1]) if masks.ndim > 0 else masks.reshape(1, 1)
+    n_joint, n_concatenated = int(np.prod(nvec)), int(np.sum(nvec))
+    if masks.shape[1] == n_joint:
+        joint = masks
+    elif masks.shape[1] == n_concatenated:
+        per_dimension = np.split(masks, np.cumsum(nvec)[:-1], axis=1)
+        joint = per_dimension[0]
+        for dimension_mask in per_dimension[1:]:
+            joint = (joint[:, :, None] & dimension_mask[:, None, :]).reshape(len(masks), -1)
+    else:
+        raise ValueError(
+            f"An action mask must have length {n_joint} (joint actions) or {n_concatenated} "
+            f"(per-dimension masks concatenated) for nvec {nvec.tolist()}, got {masks.shape[1]}"
+        )
+    empty_rows = np.flatnonzero(~joint.any(axis=1))
+    if len(empty_rows) > 0:
+        raise ValueError(f"The action mask of row {empty_rows[0]} allows no action")
+    return joint
+
+
+class CategoricalActor(BaseModel):
+    """
+    Actor network for SACD: logits over the joint actions, turned into masked probabilities.
+
+    :param observation_space: Observation space
+    :param action_space: Action space (``Discrete`` or ``MultiDiscrete``)
+    :param net_arch: Hidden layer sizes
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to normalize images or not, dividing by 255.0
+    """
+
+    features_extractor: BaseFeaturesExtractor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+        )
+        self.net_arch = net_arch
+        self.features_dim = features_dim
+        self.activation_fn = activation_fn
+        self.n_actions = int(np.prod(action_nvec(action_space)))
+        self.logits_net = nn.Sequential(
+            *create_mlp(features_dim, self.n_actions, net_arch, activation_fn)
+        )
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                features_dim=self.features_dim,
+                activation_fn=self.activation_fn,
+                features_extractor=self.features_extractor,
+            )
+        )
+        return data
+
+    def masked_logits(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
+        """
+        Logits of the joint actions, ``-inf`` where the mask forbids the action.
+
+        :param obs: Observation batch
+        :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
+        :return: Logits ``(batch, n_actions)``
+        """
+        logits = self.logits_net(self.extract_features(obs, self.features_extractor))
+        if action_masks is None:
+            return logits
+        return th.where(action_masks, logits, -th.inf)
+
+    def forward(
+        self, obs: PyTorchObs, action_masks: th.Tensor | None = None
+    ) -> tuple[th.Tensor, th.Tensor]:
+        """
+        Action probabilities and their logarithms.
+
+        A forbidden action has probability 0 and, so that ``p * log p`` is 0 rather than NaN in the
+        expectations of the losses, a log-probability of 0.
+
+        :param obs: Observation batch
+        :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
+        :return: ``(probs, log_probs)``, each ``(batch, n_actions)``
+        """
+        log_probs = th.log_softmax(self.masked_logits(obs, action_masks), dim=-1)
+        probs = log_probs.exp()
+        if action_masks is not None:
+            log_probs = th.where(action_masks, log_probs, 0.0)
+        return probs, log_probs
+
+    def sample(
+        self, obs: PyTorchObs, action_masks: th.Tensor | None = None, deterministic: bool = False
+    ) -> th.Tensor:
+        """
+        Draw joint action indices from the (masked) policy.
+
+        :param obs: Observation batch
+        :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
+        :param deterministic: Take the most probable allowed action instead of sampling
+        :return: Joint action indices ``(batch,)``
+        """
+        logits = self.masked_logits(obs, action_masks)
+        if deterministic:
+            return logits.argmax(dim=-1)
+        return th.multinomial(th.softmax(logits, dim=-1), num_samples=1).squeeze(-1)
+
+
+class DiscreteCritic(BaseModel):
+    """
+    Critic networks for SACD: each outputs the Q-value of every joint action, ``Q(s, .)``.
+
+    Two critics (clipped double Q-learning) are the default, as in SAC.
+
+    :param observation_space: Observation space
+    :param action_space: Action space (``Discrete`` or ``MultiDiscrete``)
+    :param net_arch: Hidden layer sizes
+    :param features_extractor: Network to extract features
+    :param features_dim: Number of features
+    :param activation_fn: Activation function
+    :param normalize_images: Whether to normalize images or not, dividing by 255.0
+    :param n_critics: Number of critic networks
+    """
+
+    features_extractor: BaseFeaturesExtractor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        net_arch: list[int],
+        features_extractor: BaseFeaturesExtractor,
+        features_dim: int,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        normalize_images: bool = True,
+        n_critics: int = 2,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor=features_extractor,
+            normalize_images=normalize_images,
+        )
+        n_actions = int(np.prod(action_nvec(action_space)))
+        self.n_critics = n_critics
+        self.q_networks: list[nn.Module] = []
+        for idx in range(n_critics):
+            q_net = nn.Sequential(*create_mlp(features_dim, n_actions, net_arch, activation_fn))
+            self.add_module(f"qf{idx}", q_net)
+            self.q_networks.append(q_net)
+
+    def forward(self, obs: PyTorchObs) -> tuple[th.Tensor, ...]:
+        """
+        :param obs: Observation batch
+        :return: One ``(batch, n_actions)`` tensor of Q-values per critic
+        """
+        features = self.extract_features(obs, self.features_extractor)
+        return tuple(q_net(features) for q_net in self.q_networks)
+
+
+class SACDPolicy(BasePolicy):
+    """
+    Policy class (actor, critics and target critics) for SACD.
+
+    :param observation_space: Observation space
+    :param action_space: Action space (``Discrete`` or ``MultiDiscrete``)
+    :param lr_schedule: Learning rate schedule (could be constant)
+    :param net_arch: Hidden layer sizes, shared by actor and critics (``[256, 256]`` by default),
+        or ``dict(pi=[...], qf=[...])`` for separate sizes
+    :param activation_fn: Activation function
+    :param features_extractor_class: Features extractor to use
+    :param features_extractor_kwargs: Keyword arguments to pass to the features extractor
+    :param normalize_images: Whether to normalize images or not, dividing by 255.0
+    :param optimizer_class: The optimizer to use, ``th.optim.Adam`` by default
+    :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to
+        the optimizer
+    :param n_critics: Number of critic networks to create
+    """
+
+    actor: CategoricalActor
+    critic: DiscreteCritic
+    critic_target: DiscreteCritic
+    index_strides: th.Tensor
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.ReLU,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+        n_critics: int = 2,
+    ):
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            normalize_images=normalize_images,
+        )
+        if net_arch is None:
+            net_arch = [256, 256]
+        actor_arch, critic_arch = get_actor_critic_arch(net_arch)
+
+        self.net_arch = net_arch
+        self.activation_fn = activation_fn
+        self.n_critics = n_critics
+        self.nvec = action_nvec(action_space)
+        self.n_actions = int(np.prod(self.nvec))
+        self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
+        # Place value of each dimension in the joint index (C order, first dimension most significant)
+        strides = np.cumprod(np.concatenate([self.nvec[1:], [1]])[::-1])[::-1].copy()
+        self.register_buffer("index_strides", th.as_tensor(strides), persistent=False)
+
+        net_args = {
+            "observation_space": self.observation_space,
+            "action_space": self.action_space,
+            "activation_fn": self.activation_fn,
+            "normalize_images": normalize_images,
+        }
+        self.actor_kwargs = {**net_args, "net_arch": actor_arch}
+        self.critic_kwargs = {**net_args, "net_arch": critic_arch, "n_critics": n_critics}
+        self._build(lr_schedule)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self.actor = self.make_actor()
+        self.actor.optimizer = self.optimizer_class(
+            self.actor.parameters(),
+            lr=lr_schedule(1),  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )
+        self.critic = self.make_critic()
+        self.critic.optimizer = self.optimizer_class(
+            self.critic.parameters(),
+            lr=lr_schedule(1),  # type: ignore[call-arg]
+            **self.optimizer_kwargs,
+        )
+        self.critic_target = self.make_critic()
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        # Target networks should always be in eval mode
+        self.critic_target.set_training_mode(False)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                n_critics=self.n_critics,
+                lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+            )
+        )
+        return data
+
+    def make_actor(self) -> CategoricalActor:
+        actor_kwargs = self._update_features_extractor(self.actor_kwargs)
+        return CategoricalActor(**actor_kwargs).to(self.device)
+
+    def make_critic(self) -> DiscreteCritic:
+        critic_kwargs = self._update_features_extractor(self.critic_kwargs)
+        return DiscreteCritic(**critic_kwargs).to(self.device)
+
+    def action_to_index(self, actions: th.Tensor) -> th.Tensor:
+        """
+        Joint indices of env actions, as ``np.ravel_multi_index(action, nvec)`` gives them.
+
+        :param actions: Env actions, ``(batch,)`` for Discrete or ``(batch, n_dims)`` for
+            MultiDiscrete (a trailing dimension of 1 for Discrete, as in the replay buffer, is fine)
+        :return: Joint indices ``(batch,)`` as int64
+        """
+        actions = actions.long().reshape(-1, len(self.nvec))
+        return (actions * self.index_strides).sum(dim=1)
+
+    def index_to_action(self, indices: th.Tensor) -> th.Tensor:
+        """
+        Env actions of joint indices, as ``np.unravel_index(index, nvec)`` gives them.
+
+        :param indices: Joint indices ``(batch,)``
+        :return: Env actions ``(batch, *action_space.shape)``
+        """
+        nvec = th.as_tensor(self.nvec, device=indices.device)
+        actions = indices.long().unsqueeze(1) // self.index_strides % nvec
+        return actions.reshape(-1, *self.action_shape)
+
+    def forward(
+        self,
+        obs: PyTorchObs,
+        deterministic: bool = False,
+        action_masks: th.Tensor | None = None,
+    ) -> th.Tensor:
+        return self._predict(obs, deterministic=deterministic, action_masks=action_masks)
+
+    def _predict(
+        self,
+        observation: PyTorchObs,
+        deterministic: bool = False,
+        action_masks: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """
+        Env actions for a batch of observations.
+
+        :param observation: Observation batch
+        :param deterministic: Take the most probable allowed action instead of sampling
+        :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
+        :return: Env actions ``(batch, *action_space.shape)``
+        """
+        indices = self.actor.sample(observation, action_masks, deterministic=deterministic)
+        return self.index_to_action(indices)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Get the policy action from an observation, with optional action masks.
+
+        :param observation: the input observation (one, or a batch from a VecEnv)
+        :param state: unused, kept for the SB3 interface
+        :param episode_start: unused, kept for the SB3 interface
+        :param deterministic: Take the most probable allowed action instead of sampling
+        :param action_masks: ``True`` where an action is allowed: joint masks of length
+            ``prod(nvec)`` or per-dimension masks concatenated (length ``sum(nvec)``), one row per
+            observation (or one row for all); None for no masking
+        :return: the action(s) and the unchanged ``state``
+        """
+        self.set_training_mode(False)
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        masks = None
+        if action_masks is not None:
+            masks = th.as_tensor(joint_action_masks(action_masks, self.nvec), device=self.device)
+            n_obs = len(obs_tensor)
+            if len(masks) not in (1, n_obs):
+                raise ValueError(f"Got {len(masks)} action masks for {n_obs} observations")
+        with th.no_grad():
+            actions = self._predict(obs_tensor, deterministic=deterministic, action_masks=masks)
+        actions_np = actions.cpu().numpy().reshape((-1, *self.action_shape))
+        if not vectorized_env:
+            actions_np = actions_np.squeeze(axis=0)
+        return actions_np, state
+
+    def set_training_mode(self, mode: bool) -> None:
+        """
+        Put the policy in either training or evaluation mode.
+
+        :param mode: if true, set to training mode, else set to evaluation mode
+        """
+        self.actor.set_training_mode(mode)
+        self.critic.set_training_mode(mode)
+        self.training = mode
+
+
+MlpPolicy = SACDPolicy

@@ -1,0 +1,405 @@
+"""Soft Actor-Critic for discrete actions (SACD), with action masking, as an SB3 algorithm."""
+
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from sb3_contrib.common.maskable.utils import get_action_masks, is_masking_supported
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.noise import ActionNoise
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
+from torch.nn import functional as F
+
+from splitrl.agents.sacd.buffers import MaskableReplayBuffer
+from splitrl.agents.sacd.policies import (
+    CategoricalActor,
+    DiscreteCritic,
+    MlpPolicy,
+    SACDPolicy,
+    action_nvec,
+    joint_action_masks,
+)
+
+SelfSACD = TypeVar("SelfSACD", bound="SACD")
+
+
+class SACD(OffPolicyAlgorithm):
+    """
+    Soft Actor-Critic for discrete actions (SACD), with invalid action masking.
+
+    The actor is a categorical distribution over all joint actions (``prod(nvec)`` of them for a
+    ``MultiDiscrete`` space); the twin critics output the Q-value of every joint action, so the
+    soft value, the actor loss and the entropy are exact expectations over the action
+    probabilities instead of sampled estimates. Discrete SAC: https://arxiv.org/abs/1910.07207
+
+    If the env has an ``action_masks()`` method (the sb3-contrib ``MaskablePPO`` convention), the
+    masks are queried at every collected step, stored in the replay buffer for both states of a
+    transition, and applied in exploration, in the critic target, in the actor loss and in the
+    entropy and temperature. See ``docs/sacd.md``.
+
+    :param policy: The policy model to use (``"MlpPolicy"`` or a ``SACDPolicy`` subclass)
+    :param env: The environment to learn from (if registered in Gym, can be str)
+    :param learning_rate: learning rate for adam optimizer, the same for actor, critics and
+        temperature; it can be a function of the current progress remaining (from 1 to 0)
+    :param buffer_size: size of the replay buffer
+    :param learning_starts: how many steps of the model to collect transitions for before learning
+        starts; these steps take uniformly random allowed actions
+    :param batch_size: Minibatch size for each gradient update
+    :param tau: the soft update coefficient ("Polyak update", between 0 and 1)
+    :param gamma: the discount factor
+    :param train_freq: Update the model every ``train_freq`` steps. Alternatively pass a tuple of
+        frequency and unit like ``(5, "step")`` or ``(2, "episode")``.
+    :param gradient_steps: How many gradient steps to do after each rollout (see ``train_freq``).
+        Set to ``-1`` means to do as many gradient steps as steps done in the environment
+        during the rollout.
+    :param replay_buffer_class: Replay buffer class to use, a ``MaskableReplayBuffer`` (subclass);
+        ``None`` for ``MaskableReplayBuffer``
+    :param replay_buffer_kwargs: Keyword arguments to pass to the replay buffer on creation.
+    :param optimize_memory_usage: Enable a memory efficient variant of the replay buffer
+        at a cost of more complexity.
+    :param ent_coef: Entropy regularization coefficient (temperature, alpha). ``"auto"`` learns
+        it, starting at 1.0 (``"auto_0.1"`` starts at 0.1); a float keeps it fixed.
+    :param target_entropy_ratio: when learning ``ent_coef``, the target entropy of a state is this
+        ratio of the largest possible entropy, ``log(number of allowed actions)``
+    :param target_update_interval: update the target networks every ``target_update_interval``
+        gradient steps
+    :param max_grad_norm: clip the gradient norm of each network (and of the temperature) to this
+        value; ``None`` for no clipping
+    :param critic_loss: ``"mse"`` (squared TD error) or ``"huber"`` (smooth L1, less sensitive to
+        rare large rewards)
+    :param stats_window_size: Window size for the rollout logging, specifying the number of
+        episodes to average the reported success rate, mean episode length, and mean reward over
+    :param tensorboard_log: the log location for tensorboard (if None, no logging)
+    :param policy_kwargs: additional arguments to be passed to the policy on creation
+    :param verbose: Verbosity level: 0 for no output, 1 for info messages (such as device or
+        wrappers used), 2 for debug messages
+    :param seed: Seed for the pseudo random generators
+    :param device: Device (cpu, cuda, ...) on which the code should be run.
+        Setting it to auto, the code will be run on the GPU if possible.
+    :param _init_setup_model: Whether or not to build the network at the creation of the instance
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: SACDPolicy
+    actor: CategoricalActor
+    critic: DiscreteCritic
+    critic_target: DiscreteCritic
+
+    def __init__(
+        self,
+        policy: str | type[SACDPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 3e-4,
+        buffer_size: int = 100_000,
+        learning_starts: int = 1000,
+        batch_size: int = 256,
+        tau: float = 0.005,
+        gamma: float = 0.99,
+        train_freq: int | tuple[int, str] = 1,
+        gradient_steps: int = 1,
+        replay_buffer_class: type[MaskableReplayBuffer] | None = None,
+        replay_buffer_kwargs: dict[str, Any] | None = None,
+        optimize_memory_usage: bool = False,
+        ent_coef: str | float = "auto",
+        target_entropy_ratio: float = 0.5,
+        target_update_interval: int = 1,
+        max_grad_norm: float | None = None,
+        critic_loss: Literal["mse", "huber"] = "mse",
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        _init_setup_model: bool = True,
+    ):
+        if env is not None and not isinstance(env, str):
+            action_nvec(env.action_space)  # a clear error for an unsupported action space
+        super().__init__(
+            policy,
+            env,
+            learning_rate,
+            buffer_size,
+            learning_starts,
+            batch_size,
+            tau,
+            gamma,
+            train_freq,
+            gradient_steps,
+            replay_buffer_class=replay_buffer_class or MaskableReplayBuffer,
+            replay_buffer_kwargs=replay_buffer_kwargs,
+            optimize_memory_usage=optimize_memory_usage,
+            policy_kwargs=policy_kwargs,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            verbose=verbose,
+            device=device,
+            seed=seed,
+            sde_support=False,
+            supported_action_spaces=(spaces.Discrete, spaces.MultiDiscrete),
+            support_multi_env=True,
+        )
+        self.ent_coef = ent_coef
+        self.target_entropy_ratio = target_entropy_ratio
+        self.target_update_interval = target_update_interval
+        self.max_grad_norm = max_grad_norm
+        self.critic_loss = critic_loss
+        self.log_ent_coef: th.Tensor | None = None
+        self.ent_coef_optimizer: th.optim.Adam | None = None
+        self._last_action_masks: np.ndarray | None = None
+
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        if isinstance(self.observation_space, spaces.Dict):
+            raise ValueError("SACD supports Box and Discrete observation spaces, not Dict")
+        if not issubclass(self.replay_buffer_class, MaskableReplayBuffer):  # type: ignore[arg-type]
+            raise ValueError(
+                f"replay_buffer_class must be a MaskableReplayBuffer, got {self.replay_buffer_class}"
+            )
+        if not 0.0 <= self.target_entropy_ratio <= 1.0:
+            raise ValueError(
+                f"target_entropy_ratio must lie in [0, 1], got {self.target_entropy_ratio}"
+            )
+        if self.critic_loss not in ("mse", "huber"):
+            raise ValueError(f"critic_loss must be 'mse' or 'huber', got {self.critic_loss!r}")
+        if self.target_update_interval < 1:
+            raise ValueError(
+                f"target_update_interval must be at least 1, got {self.target_update_interval}"
+            )
+        super()._setup_model()
+        self._create_aliases()
+        # Running mean and running var
+        self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"])
+        self.batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"])
+
+        if isinstance(self.ent_coef, str):
+            if not self.ent_coef.startswith("auto"):
+                raise ValueError(
+                    f"ent_coef must be 'auto', 'auto_<float>' or a float, got {self.ent_coef!r}"
+                )
+            init_value = float(self.ent_coef.split("_")[1]) if "_" in self.ent_coef else 1.0
+            if init_value <= 0.0:
+                raise ValueError(
+                    f"The initial value of ent_coef must be positive, got {init_value}"
+                )
+            # As in SB3's SAC, the log of the temperature is optimized
+            self.log_ent_coef = th.log(
+                th.full((1,), init_value, device=self.device)
+            ).requires_grad_()
+            self.ent_coef_optimizer = th.optim.Adam([self.log_ent_coef], lr=self.lr_schedule(1))
+        else:
+            if self.ent_coef < 0.0:
+                raise ValueError(f"ent_coef must not be negative, got {self.ent_coef}")
+            self.ent_coef_tensor = th.tensor(float(self.ent_coef), device=self.device)
+
+    def _create_aliases(self) -> None:
+        self.actor = self.policy.actor
+        self.critic = self.policy.critic
+        self.critic_target = self.policy.critic_target
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        assert isinstance(self.replay_buffer, MaskableReplayBuffer)
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        optimizers = [self.actor.optimizer, self.critic.optimizer]
+        if self.ent_coef_optimizer is not None:
+            optimizers.append(self.ent_coef_optimizer)
+        self._update_learning_rate(optimizers)
+        td_loss = F.smooth_l1_loss if self.critic_loss == "huber" else F.mse_loss
+
+        actor_losses, critic_losses, ent_coef_losses = [], [], []
+        ent_coefs, entropies, target_entropies, q_values = [], [], [], []
+        for _ in range(gradient_steps):
+            data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
+            actions = self.policy.action_to_index(data.actions).unsqueeze(1)
+            if self.log_ent_coef is not None:
+                ent_coef = th.exp(self.log_ent_coef.detach())
+            else:
+                ent_coef = self.ent_coef_tensor
+
+            # Critics: soft Bellman target with the exact expectation over the next policy
+            # V(s') = sum_a pi(a|s') [min_i Q_targ_i(s', a) - alpha log pi(a|s')]
+            with th.no_grad():
+                next_probs, next_log_probs = self.actor(
+                    data.next_observations, data.next_action_masks
+                )
+                next_q = th.stack(self.critic_target(data.next_observations)).min(dim=0).values
+                next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(
+                    dim=1, keepdim=True
+                )
+                target_q = data.rewards + (1 - data.dones) * self.gamma * next_v
+            current_q = [q.gather(1, actions) for q in self.critic(data.observations)]
+            critic_loss = 0.5 * sum(td_loss(q, target_q) for q in current_q)
+            assert isinstance(critic_loss, th.Tensor)
+            self._gradient_step(self.critic.optimizer, critic_loss)
+
+            # Actor: minimize sum_a pi(a|s) [alpha log pi(a|s) - min_i Q_i(s, a)]
+            probs, log_probs = self.actor(data.observations, data.action_masks)
+            with th.no_grad():
+                min_q = th.stack(self.critic(data.observations)).min(dim=0).values
+            actor_loss = (probs * (ent_coef * log_probs - min_q)).sum(dim=1).mean()
+            self._gradient_step(self.actor.optimizer, actor_loss)
+
+            # Temperature: move the exact entropy of pi(.|s) toward its target
+            # target(s) = target_entropy_ratio * log(number of allowed actions in s)
+            entropy = -(probs * log_probs).sum(dim=1).detach()
+            target_entropy = self.target_entropy_ratio * data.action_masks.sum(dim=1).float().log()
+            if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
+                ent_coef_loss = (self.log_ent_coef * (entropy - target_entropy)).mean()
+                self._gradient_step(self.ent_coef_optimizer, ent_coef_loss)
+                ent_coef_losses.append(ent_coef_loss.item())
+
+            self._n_updates += 1
+            if self._n_updates % self.target_update_interval == 0:
+                polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
+                # Copy running stats, see SB3 GH issue #996
+                polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
+
+            actor_losses.append(actor_loss.item())
+            critic_losses.append(critic_loss.item())
+            ent_coefs.append(ent_coef.item())
+            entropies.append(entropy.mean().item())
+            target_entropies.append(target_entropy.mean().item())
+            q_values.append(th.cat(current_q).mean().item())
+
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/ent_coef", np.mean(ent_coefs))
+        self.logger.record("train/actor_loss", np.mean(actor_losses))
+        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        self.logger.record("train/entropy", np.mean(entropies))
+        self.logger.record("train/target_entropy", np.mean(target_entropies))
+        self.logger.record("train/q_values", np.mean(q_values))
+        if len(ent_coef_losses) > 0:
+            self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+
+    def _gradient_step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
+        """One optimizer step on ``loss``, with the gradient norm clipped to ``max_grad_norm``."""
+        optimizer.zero_grad()
+        loss.backward()
+        if self.max_grad_norm is not None:
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            th.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        optimizer.step()
+
+    def _env_action_masks(self) -> np.ndarray | None:
+        """Joint action masks ``(n_envs, n_actions)`` of the current observations, if the env has them."""
+        assert self.env is not None
+        if not is_masking_supported(self.env):
+            return None
+        return joint_action_masks(get_action_masks(self.env), self.policy.nvec)
+
+    def _sample_action(
+        self,
+        learning_starts: int,
+        action_noise: ActionNoise | None = None,
+        n_envs: int = 1,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """
+        Sample an action from the masked policy, or uniformly among the allowed actions before
+        ``learning_starts``.
+
+        :param learning_starts: Number of steps before learning for the warm-up phase.
+        :param action_noise: unused (exploration comes from the stochastic policy)
+        :param n_envs: Number of parallel environments
+        :return: the action to take in the env and the same action to store in the buffer
+        """
+        self._last_action_masks = self._env_action_masks()
+        if self.num_timesteps < learning_starts:
+            allowed = th.ones(n_envs, self.policy.n_actions, device=self.device)
+            if self._last_action_masks is not None:
+                allowed = th.as_tensor(
+                    self._last_action_masks, dtype=th.float32, device=self.device
+                )
+            indices = th.multinomial(allowed, num_samples=1).squeeze(1)
+            action = self.policy.index_to_action(indices).cpu().numpy()
+        else:
+            assert self._last_obs is not None, "self._last_obs was not set"
+            action, _ = self.predict(
+                self._last_obs, deterministic=False, action_masks=self._last_action_masks
+            )
+        return action, action
+
+    def _store_transition(
+        self,
+        replay_buffer: ReplayBuffer,
+        buffer_action: np.ndarray,
+        new_obs: np.ndarray | dict[str, np.ndarray],
+        reward: np.ndarray,
+        dones: np.ndarray,
+        infos: list[dict[str, Any]],
+    ) -> None:
+        """
+        Store a transition with the action masks of its observation and of its next observation.
+
+        When an episode ends the VecEnv has already reset, so the env's masks belong to the first
+        observation of the next episode; the masks of the observation the step started from are
+        stored for the final observation instead (they only matter for a truncated episode, whose
+        target bootstraps from it).
+        """
+        next_action_masks = self._env_action_masks()
+        if next_action_masks is not None and self._last_action_masks is not None:
+            next_action_masks[dones] = self._last_action_masks[dones]
+        assert isinstance(replay_buffer, MaskableReplayBuffer)
+        replay_buffer.stage_action_masks(self._last_action_masks, next_action_masks)
+        super()._store_transition(replay_buffer, buffer_action, new_obs, reward, dones, infos)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+        action_masks: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """
+        Get the policy action from an observation, with optional action masks.
+
+        :param observation: the input observation (one, or a batch from a VecEnv)
+        :param state: unused, kept for the SB3 interface
+        :param episode_start: unused, kept for the SB3 interface
+        :param deterministic: Take the most probable allowed action instead of sampling
+        :param action_masks: ``True`` where an action is allowed: joint masks of length
+            ``prod(nvec)``, or per-dimension masks concatenated (length ``sum(nvec)``), as
+            ``env.action_masks()`` returns them; None for no masking
+        :return: the action(s) and the unchanged ``state``
+        """
+        return self.policy.predict(
+            observation, state, episode_start, deterministic, action_masks=action_masks
+        )
+
+    def learn(
+        self: SelfSACD,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 4,
+        tb_log_name: str = "SACD",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfSACD:
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        excluded = ["actor", "critic", "critic_target", "_last_action_masks"]
+        return super()._excluded_save_params() + excluded
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts = ["policy", "actor.optimizer", "critic.optimizer"]
+        if self.ent_coef_optimizer is not None:
+            saved_pytorch_variables = ["log_ent_coef"]
+            state_dicts.append("ent_coef_optimizer")
+        else:
+            saved_pytorch_variables = ["ent_coef_tensor"]
+        return state_dicts, saved_pytorch_variables

@@ -1,0 +1,339 @@
+"""Tests of SACD: Soft Actor-Critic for discrete and MultiDiscrete actions, with action masks."""
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import ReplayBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.envs import IdentityEnv, IdentityEnvMultiDiscrete
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv
+
+from splitrl.agents import SACD
+from splitrl.agents.sacd import MaskableReplayBuffer, SACDPolicy
+from splitrl.agents.sacd.policies import action_nvec, joint_action_masks
+
+# Small networks and an early start keep every learning test to a few seconds on a CPU.
+FAST: dict[str, Any] = dict(
+    learning_starts=100,
+    batch_size=64,
+    learning_rate=1e-3,
+    policy_kwargs=dict(net_arch=[64, 64]),
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def single_torch_thread() -> Iterator[None]:
+    """Such small networks run fastest on one thread; more only contend for a shared CPU."""
+    threads = th.get_num_threads()
+    th.set_num_threads(1)
+    yield
+    th.set_num_threads(threads)
+
+
+class OffloadBanditEnv(gym.Env):
+    """
+    One-step decisions: observe the uplink bandwidth (0..1), run locally (action 0, reward 0.5) or
+    offload (action 1, reward ``2 * bandwidth - 0.5``). Offloading pays off above bandwidth 0.5.
+    """
+
+    observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+    action_space = spaces.Discrete(2)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.bandwidth = self.np_random.random(1).astype(np.float32)
+        return self.bandwidth, {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        reward = 0.5 if action == 0 else 2.0 * float(self.bandwidth[0]) - 0.5
+        return self.bandwidth, reward, True, False, {}
+
+
+class MaskedBanditEnv(gym.Env):
+    """
+    Reward grows with the joint action index, so the last action is the best; ``action_masks()``
+    forbids it, and in context 1 also forbids the second best. Counts the forbidden actions taken.
+
+    :param action_space: ``Discrete`` or ``MultiDiscrete``
+    :param per_dimension: give masks in the MaskablePPO layout (per dimension, concatenated)
+    """
+
+    observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
+
+    def __init__(
+        self, action_space: spaces.Space, per_dimension: bool = False, ep_length: int = 50
+    ):
+        self.action_space = action_space
+        self.nvec = action_nvec(action_space)
+        n_actions = int(np.prod(self.nvec))
+        self.rewards = np.linspace(0.0, 1.0, n_actions)
+        if per_dimension:
+            last_value = [np.arange(n) == n - 1 for n in self.nvec]
+            self.masks = np.stack(
+                [
+                    np.concatenate([~last_value[0], np.ones(self.nvec[1], bool)]),
+                    np.concatenate([np.ones(self.nvec[0], bool), ~last_value[1]]),
+                ]
+            )
+        else:
+            self.masks = np.ones((2, n_actions), dtype=bool)
+            self.masks[:, -1] = False
+            self.masks[1, -2] = False
+        self.ep_length = ep_length
+        self.invalid_actions = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        self.steps = 0
+        self.context = int(self.np_random.integers(2))
+        return np.array([self.context], dtype=np.float32), {}
+
+    def action_masks(self) -> np.ndarray:
+        return self.masks[self.context]
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        index = int(np.ravel_multi_index(np.atleast_1d(action), self.nvec))
+        self.invalid_actions += int(
+            not joint_action_masks(self.action_masks(), self.nvec)[0, index]
+        )
+        reward = float(self.rewards[index])
+        self.steps += 1
+        self.context = int(self.np_random.integers(2))
+        truncated = self.steps >= self.ep_length
+        return np.array([self.context], dtype=np.float32), reward, False, truncated, {}
+
+    def best_allowed_actions(self) -> list[int]:
+        """The best allowed joint action index per context."""
+        joint = joint_action_masks(self.masks, self.nvec)
+        return [int(np.argmax(np.where(allowed, self.rewards, -np.inf))) for allowed in joint]
+
+
+MASKED_ENVS: dict[str, Callable[[], MaskedBanditEnv]] = {
+    "discrete": lambda: MaskedBanditEnv(spaces.Discrete(5)),
+    "multidiscrete-joint": lambda: MaskedBanditEnv(spaces.MultiDiscrete([2, 3])),
+    "multidiscrete-per-dimension": lambda: MaskedBanditEnv(
+        spaces.MultiDiscrete([2, 3]), per_dimension=True
+    ),
+}
+
+
+class StepRecorder(BaseCallback):
+    """Records the temperature at every step and whether training started and ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log_ent_coefs: list[float] = []
+        self.started = self.ended = False
+
+    def _on_training_start(self) -> None:
+        self.started = True
+
+    def _on_step(self) -> bool:
+        assert isinstance(self.model, SACD) and self.model.log_ent_coef is not None
+        self.log_ent_coefs.append(self.model.log_ent_coef.item())
+        return True
+
+    def _on_training_end(self) -> None:
+        self.ended = True
+
+
+def buffer_contents(buffer: MaskableReplayBuffer) -> tuple[np.ndarray, ...]:
+    """Stored joint actions, masks, next masks and dones, env by env, in order of storage."""
+    n = buffer.buffer_size if buffer.full else buffer.pos
+    nvec = action_nvec(buffer.action_space)
+    actions = buffer.actions[:n].astype(np.int64)
+    indices = np.ravel_multi_index(tuple(np.moveaxis(actions, -1, 0)), nvec)
+    return indices, buffer.action_masks[:n], buffer.next_action_masks[:n], buffer.dones[:n]
+
+
+def test_joint_index_follows_numpy_c_order() -> None:
+    nvec = np.array([3, 4, 2])
+    space = spaces.MultiDiscrete(nvec)
+    policy = SACDPolicy(space, space, lr_schedule=lambda _: 1e-3, net_arch=[8])
+    indices = th.arange(int(np.prod(nvec)))
+    actions = policy.index_to_action(indices).numpy()
+    np.testing.assert_array_equal(actions, np.stack(np.unravel_index(indices.numpy(), nvec), 1))
+    np.testing.assert_array_equal(policy.action_to_index(th.as_tensor(actions)), indices)
+
+
+def test_per_dimension_masks_become_their_outer_product() -> None:
+    nvec = np.array([2, 3])
+    per_dimension = np.array([[True, False, True, False, True]])
+    expected = [np.ravel_multi_index((0, b), nvec) for b in (0, 2)]
+    assert np.flatnonzero(joint_action_masks(per_dimension, nvec)).tolist() == expected
+
+
+@pytest.mark.parametrize(
+    ("mask", "message"),
+    [(np.ones(7, dtype=bool), "length 6"), (np.zeros(6, dtype=bool), "allows no action")],
+)
+def test_bad_masks_are_rejected(mask: np.ndarray, message: str) -> None:
+    model = SACD("MlpPolicy", MaskedBanditEnv(spaces.MultiDiscrete([2, 3])))
+    with pytest.raises(ValueError, match=message):
+        model.predict(np.zeros(1, dtype=np.float32), action_masks=mask)
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs", "message"),
+    [
+        (IdentityEnv(space=spaces.Box(-1, 1, (1,))), {}, "action space"),
+        (IdentityEnv(4), dict(target_entropy_ratio=1.5), "target_entropy_ratio"),
+        (IdentityEnv(4), dict(ent_coef="fixed"), "ent_coef"),
+        (IdentityEnv(4), dict(replay_buffer_class=ReplayBuffer), "MaskableReplayBuffer"),
+        (IdentityEnv(4), dict(critic_loss="l1"), "critic_loss"),
+    ],
+)
+def test_bad_arguments_are_rejected(env: gym.Env, kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SACD("MlpPolicy", env, **kwargs)
+
+
+@pytest.fixture(scope="module", params=["Discrete", "MultiDiscrete"])
+def trained_on_identity(request: pytest.FixtureRequest) -> tuple[SACD, StepRecorder]:
+    env = IdentityEnv(10) if request.param == "Discrete" else IdentityEnvMultiDiscrete(4)
+    env.action_space.seed(0)  # the identity envs draw their states from the action space
+    recorder = StepRecorder()
+    model = SACD("MlpPolicy", env, gamma=0.5, seed=0, **FAST)
+    model.learn(1500, callback=recorder)
+    return model, recorder
+
+
+def test_learns_identity_env(trained_on_identity: tuple[SACD, StepRecorder]) -> None:
+    model, _ = trained_on_identity
+    mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=3)  # type: ignore[arg-type]
+    assert isinstance(mean_reward, float) and mean_reward >= 90.0  # out of 100
+
+
+def test_temperature_stays_bounded_and_tracks_target_entropy(
+    trained_on_identity: tuple[SACD, StepRecorder],
+) -> None:
+    model, recorder = trained_on_identity
+    log_ent_coefs = np.array(recorder.log_ent_coefs)
+    assert np.isfinite(log_ent_coefs).all()
+    assert log_ent_coefs.max() <= 0.05  # starts at log(1) = 0 and must not run away upwards
+    entropy = model.logger.name_to_value["train/entropy"]
+    target = model.target_entropy_ratio * np.log(model.policy.n_actions)
+    assert abs(entropy - target) <= 0.25 * np.log(model.policy.n_actions)
+
+
+def test_chooses_local_or_offload_by_bandwidth() -> None:
+    model = SACD("MlpPolicy", OffloadBanditEnv(), seed=0, **FAST)
+    model.learn(800)
+    bandwidth = np.linspace(0.0, 1.0, 201, dtype=np.float32).reshape(-1, 1)
+    offload = model.predict(bandwidth, deterministic=True)[0] == 1
+    assert 0.3 <= offload.mean() <= 0.7
+    clear = np.abs(bandwidth[:, 0] - 0.5) > 0.1
+    assert (offload[clear] == (bandwidth[clear, 0] > 0.5)).mean() >= 0.9
+
+
+@pytest.mark.parametrize("env_name", list(MASKED_ENVS))
+def test_never_takes_a_masked_action(env_name: str) -> None:
+    env = MASKED_ENVS[env_name]()
+    model = SACD("MlpPolicy", env, seed=0, **FAST)
+    model.learn(600)
+
+    assert env.invalid_actions == 0
+    assert isinstance(model.replay_buffer, MaskableReplayBuffer)
+    indices, masks, next_masks, dones = buffer_contents(model.replay_buffer)
+    assert np.take_along_axis(masks, indices[..., None], axis=-1).all()
+    # The next observation's masks are the masks of the following step within an episode
+    continuing = dones[:-1, 0] == 0
+    np.testing.assert_array_equal(next_masks[:-1][continuing], masks[1:][continuing])
+
+    contexts = np.array([[0.0], [1.0]], dtype=np.float32)
+    masks_by_context = env.masks
+    for deterministic in (True, False):
+        for _ in range(20):
+            actions, _ = model.predict(
+                contexts, deterministic=deterministic, action_masks=masks_by_context
+            )
+            taken = np.ravel_multi_index(tuple(np.atleast_2d(actions.T)), env.nvec)
+            allowed = joint_action_masks(masks_by_context, env.nvec)
+            assert allowed[[0, 1], taken].all()
+    greedy, _ = model.predict(contexts, deterministic=True, action_masks=masks_by_context)
+    greedy_indices = np.ravel_multi_index(tuple(np.atleast_2d(greedy.T)), env.nvec)
+    assert greedy_indices.tolist() == env.best_allowed_actions()
+
+
+def test_save_load_round_trip(tmp_path: Path) -> None:
+    env = MASKED_ENVS["multidiscrete-joint"]()
+    model = SACD("MlpPolicy", env, seed=0, **FAST)
+    model.learn(300)
+    model.save(tmp_path / "sacd.zip")
+    model.save_replay_buffer(tmp_path / "buffer.pkl")
+
+    loaded = SACD.load(tmp_path / "sacd.zip", env=env)
+    observations = np.array([[0.0], [1.0]], dtype=np.float32)
+    for deterministic in (True, False):
+        th.manual_seed(1)
+        expected, _ = model.predict(
+            observations, deterministic=deterministic, action_masks=env.masks
+        )
+        th.manual_seed(1)
+        actual, _ = loaded.predict(
+            observations, deterministic=deterministic, action_masks=env.masks
+        )
+        np.testing.assert_array_equal(actual, expected)
+    obs_tensor = th.as_tensor(observations)
+    th.testing.assert_close(loaded.actor(obs_tensor)[0], model.actor(obs_tensor)[0])
+    assert model.log_ent_coef is not None and loaded.log_ent_coef is not None
+    assert loaded.log_ent_coef.item() == model.log_ent_coef.item()
+
+    loaded.load_replay_buffer(tmp_path / "buffer.pkl")
+    assert isinstance(loaded.replay_buffer, MaskableReplayBuffer)
+    assert isinstance(model.replay_buffer, MaskableReplayBuffer)
+    for restored, original in zip(
+        buffer_contents(loaded.replay_buffer), buffer_contents(model.replay_buffer), strict=True
+    ):
+        np.testing.assert_array_equal(restored, original)
+    loaded.learn(50, reset_num_timesteps=False)
+    assert loaded.num_timesteps == 350
+
+
+def test_vectorized_envs_callbacks_progress_bar_and_tensorboard(tmp_path: Path) -> None:
+    vec_env = make_vec_env(MASKED_ENVS["discrete"], n_envs=2, seed=0, vec_env_cls=DummyVecEnv)
+    recorder = StepRecorder()
+    model = SACD("MlpPolicy", vec_env, seed=0, tensorboard_log=str(tmp_path), **FAST)
+    model.learn(400, callback=recorder, progress_bar=True)
+
+    assert recorder.started and recorder.ended
+    assert recorder.n_calls == 200  # one call per vectorized step of 2 envs
+    assert vec_env.get_attr("invalid_actions") == [0, 0]
+    assert isinstance(model.replay_buffer, MaskableReplayBuffer)
+    indices, masks, _, _ = buffer_contents(model.replay_buffer)
+    assert indices.shape == (200, 2)
+    assert np.take_along_axis(masks, indices[..., None], axis=-1).all()
+    assert list(tmp_path.glob("SACD_1/events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("ent_coef", ["auto", 0.05])
+def test_logs_training_values(tmp_path: Path, ent_coef: str | float) -> None:
+    model = SACD("MlpPolicy", MASKED_ENVS["discrete"](), ent_coef=ent_coef, seed=0, **FAST)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(300, log_interval=1)
+
+    header, *rows = (tmp_path / "progress.csv").read_text().splitlines()
+    columns = header.split(",")
+    for key in ("actor_loss", "critic_loss", "ent_coef", "entropy", "q_values"):
+        assert f"train/{key}" in columns
+    assert ("train/ent_coef_loss" in columns) == (ent_coef == "auto")
+    cells = [row.split(",")[columns.index("train/ent_coef")] for row in rows]
+    logged = [float(cell) for cell in cells if cell]
+    assert logged
+    if ent_coef == "auto":
+        assert all(0.0 < value < 1.0 for value in logged)
+    else:
+        assert logged == pytest.approx([0.05] * len(logged))
