@@ -17,7 +17,6 @@ from splitrl.models.describe import (
 from splitrl.models.early_exit import EarlyExitConfig, EarlyExitNet
 from splitrl.models.fashion_mnist import IdxFormatError, load_fashion_mnist
 from splitrl.models.live import LiveInference, LiveOutcome, TensorCodec
-from splitrl.models.png import encode_png
 from splitrl.models.protocol import ExitSpec, InputSpec, StagedModel, StagedModule
 from splitrl.models.resnet import ResNetStaged, pooled_linear_head
 from splitrl.models.training import TrainingSettings, evaluate_exits, train_early_exit_net
@@ -45,7 +44,6 @@ __all__ = [
     "count_flops",
     "describe_exits",
     "describe_stages",
-    "encode_png",
     "evaluate_exits",
     "load_checkpoint",
     "load_default_model",
