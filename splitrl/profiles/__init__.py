@@ -10,7 +10,14 @@ from splitrl.profiles.presets import (
     load_device_presets,
     load_network_presets,
 )
-from splitrl.profiles.schema import LOSSLESS, BlockInfo, ExitInfo, HostLatency, Profile, ProfileError
+from splitrl.profiles.schema import (
+    LOSSLESS,
+    BlockInfo,
+    ExitInfo,
+    HostLatency,
+    Profile,
+    ProfileError,
+)
 
 __all__ = [
     "DEFAULT_PROFILE",
