@@ -1,5 +1,17 @@
-"""Agents that learn or hand-code split-computing decisions."""
+"""Agents that learn or hand-code split-computing decisions: SACD, comparison learners, baselines."""
 
+from splitrl.agents.baselines import BASELINES, make_baseline
+from splitrl.agents.learners import LEARNERS, get_learner, load_policy
+from splitrl.agents.policy import ModelPolicy, Policy
 from splitrl.agents.sacd import SACD
 
-__all__ = ["SACD"]
+__all__ = [
+    "BASELINES",
+    "LEARNERS",
+    "SACD",
+    "ModelPolicy",
+    "Policy",
+    "get_learner",
+    "load_policy",
+    "make_baseline",
+]

@@ -263,16 +263,21 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         )
 
     # ------------------------------------------------------------------ all actions at once
-    def evaluate_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
-        """The true outcome of every canonical action for the current request, without taking a step.
+    def evaluate_actions(
+        self, capacity_bps: float | None = None, know_labels: bool = False
+    ) -> ActionOutcomes:
+        """The outcome of every canonical action for the current request, without taking a step.
 
-        This knows what no device can: the request's own correctness and payload, the channel over
-        the actual transfer, the RTT and queueing of this request. The oracle baseline uses it.
+        This knows what no device can: the channel over the actual transfer, this request's payload
+        sizes, RTT, server load and queueing. The oracle baseline uses it. Correctness is the profile's
+        accuracy of each action unless ``know_labels``: an oracle that knew which exit answers this
+        very sample correctly would measure luck with labels, not the value of knowing the channel.
 
         :param capacity_bps: ``None`` integrates transfers over the true channel; a number assumes
             that constant capacity instead (everything else stays exact)
+        :param know_labels: use this sample's own correctness (and the reward's correctness rule)
         """
-        return self._all_actions(capacity_bps, predicted=False)
+        return self._all_actions(capacity_bps, predicted=False, know_labels=know_labels)
 
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
         """What the device can predict for every canonical action before it decides.
@@ -285,14 +290,18 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             measurement (``knowledge.throughput_estimate_bps``)
         """
         capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
-        return self._all_actions(capacity, predicted=True)
+        return self._all_actions(capacity, predicted=True, know_labels=False)
 
-    def _all_actions(self, capacity_bps: float | None, predicted: bool) -> ActionOutcomes:
+    def _all_actions(
+        self, capacity_bps: float | None, predicted: bool, know_labels: bool
+    ) -> ActionOutcomes:
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating actions")
         rewards, latencies, energies, sizes, correct = [], [], [], [], []
         for e, s, b in self._canonical_list:
-            info = self._simulate(e, s, b, capacity_bps=capacity_bps, predicted=predicted)
+            info = self._simulate(
+                e, s, b, capacity_bps, predicted=predicted, know_labels=know_labels
+            )
             rewards.append(info["reward"])
             latencies.append(info["latency_s"])
             energies.append(info["energy_j"])
@@ -322,11 +331,18 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.knowledge.observe(start, start - self._arrival)
 
     def _simulate(
-        self, e: int, s: int, b: int, capacity_bps: float | None, predicted: bool = False
+        self,
+        e: int,
+        s: int,
+        b: int,
+        capacity_bps: float | None,
+        predicted: bool = False,
+        know_labels: bool = True,
     ) -> dict[str, Any]:
         """The outcome of canonical action ``(e, s, b)`` for the current request (no state change).
 
-        ``predicted`` replaces what the device cannot know by its expectation: correctness by the
+        ``know_labels=False`` scores correctness by the profile's accuracy of the action. ``predicted``
+        replaces what the device cannot know by its expectation: correctness by the
         profile's accuracy, the payload by its mean, the RTT by its mean, the server load by the last
         reported one and the queueing delay by its mean.
         """
@@ -343,11 +359,13 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             correct = float(self._expected[s, b, e])
         elif self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
+            if not know_labels:
+                correct = float(self._expected[s, b, e])
         else:
             n_bytes = 0 if device_only else int(self._payload[sample, s, b])
             correct = (
                 float(self._correct[sample, s, b, e])
-                if self.reward_spec.correctness == "sample"
+                if know_labels and self.reward_spec.correctness == "sample"
                 else float(self._expected[s, b, e])
             )
         if device_only:

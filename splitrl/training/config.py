@@ -1,0 +1,231 @@
+"""The configuration of a training run: flags, config files, hyperparameter overrides, provenance.
+
+A config file (``--conf-file``) is YAML with one section per algorithm, holding constructor keywords
+of that algorithm (checked against its signature)::
+
+    sacd:
+      learning_rate: 3.0e-4
+      batch_size: 256
+      policy_kwargs: {net_arch: [128, 128], activation_fn: relu}
+    ppo:
+      n_steps: 2048
+
+``--hyperparams k=v ...`` overrides single keys; each value is read as a YAML scalar or flow
+collection (``gamma=0.95``, ``ent_coef=auto``, ``"policy_kwargs={net_arch: [32, 32]}"``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from splitrl.envs.scenarios import Scenario, get_scenario
+from splitrl.profiles.io import resolve_profile_path
+
+#: timesteps of a default run: a few minutes of SACD on one CPU core
+DEFAULT_TIMESTEPS = 30_000
+#: env steps between evaluations of the current policy (0: no evaluation)
+DEFAULT_EVAL_FREQ = 5_000
+#: episodes per evaluation
+DEFAULT_EVAL_EPISODES = 5
+#: env steps between checkpoints (0: only at the end and on interruption)
+DEFAULT_CHECKPOINT_FREQ = 10_000
+#: env steps between records of the split-computing metrics
+DEFAULT_LOG_FREQ = 1_000
+#: the evaluation env is seeded with ``seed + EVAL_SEED_OFFSET``, apart from the training envs
+EVAL_SEED_OFFSET = 10_000
+#: version of the run config format
+CONFIG_FORMAT = 1
+
+#: scenario fields a run may replace; run configs store them under these names (the env's keywords)
+SCENARIO_OVERRIDES = ("profile", "device", "channel", "reward", "horizon")
+
+VecEnvKind = Literal["dummy", "subproc"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the flags of ``splitrl train``.
+
+    :param algo: a learner of :data:`splitrl.agents.learners.LEARNERS`
+    :param scenario: a named scenario (``splitrl.envs.SCENARIOS``)
+    :param profile: profile name or path that replaces the scenario's
+    :param device_preset: device preset that replaces the scenario's
+    :param channel: channel model (``markov``, ``gilbert-elliott``, ``fading``, ``constant``) or
+        ``trace:PATH`` that replaces the scenario's
+    :param reward: reward preset that replaces the scenario's
+    :param horizon: requests per episode, replacing the scenario's
+    :param timesteps: total env steps to train
+    :param seed: seed of the model and the training envs
+    :param n_envs: parallel training envs
+    :param vec_env: ``"dummy"`` (one process) or ``"subproc"`` (one process per env)
+    :param hyperparameters: constructor keywords that replace the learner's defaults
+    :param eval_freq: env steps between evaluations (0: none)
+    :param n_eval_episodes: episodes per evaluation
+    :param checkpoint_freq: env steps between checkpoints (0: only at the end or on interruption)
+    :param log_freq: env steps between records of the split-computing metrics
+    :param torch_device: torch device (``cpu``, ``cuda``, ``auto``)
+    :param out: the folder that receives the run directory
+    """
+
+    algo: str = "sacd"
+    scenario: str = "default"
+    profile: str | None = None
+    device_preset: str | None = None
+    channel: str | None = None
+    reward: str | None = None
+    horizon: int | None = None
+    timesteps: int = DEFAULT_TIMESTEPS
+    seed: int = 0
+    n_envs: int = 1
+    vec_env: VecEnvKind = "dummy"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    eval_freq: int = DEFAULT_EVAL_FREQ
+    n_eval_episodes: int = DEFAULT_EVAL_EPISODES
+    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ
+    log_freq: int = DEFAULT_LOG_FREQ
+    torch_device: str = "cpu"
+    out: str | Path = "runs"
+
+    def __post_init__(self) -> None:
+        minimums = {
+            "timesteps": 1,
+            "n_envs": 1,
+            "n_eval_episodes": 1,
+            "log_freq": 1,
+            "eval_freq": 0,
+            "checkpoint_freq": 0,
+            "seed": 0,
+        }
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if self.horizon is not None and self.horizon < 1:
+            raise ValueError(f"horizon must be at least 1, got {self.horizon}")
+        if self.vec_env not in ("dummy", "subproc"):
+            raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
+
+    def scenario_overrides(self) -> dict[str, Any]:
+        """The scenario fields this config replaces, with paths made absolute."""
+        overrides: dict[str, Any] = {
+            "profile": self.profile,
+            "device": self.device_preset,
+            "channel": self.channel,
+            "reward": self.reward,
+            "horizon": self.horizon,
+        }
+        if self.profile is not None:
+            candidate = Path(self.profile)
+            if candidate.suffix in (".json", ".npz") or candidate.with_suffix(".json").exists():
+                overrides["profile"] = str(resolve_profile_path(candidate).resolve())
+        if self.channel is not None and self.channel.startswith("trace:"):
+            overrides["channel"] = "trace:" + str(Path(self.channel[len("trace:") :]).resolve())
+        return {key: value for key, value in overrides.items() if value is not None}
+
+    def effective_scenario(self) -> Scenario:
+        """The named scenario with this config's overrides applied."""
+        return dataclasses.replace(get_scenario(self.scenario), **self.scenario_overrides())
+
+
+def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    """The :class:`Scenario` stored in a run config (the inverse of ``Scenario.to_dict``)."""
+    names = {f.name for f in dataclasses.fields(Scenario)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown scenario fields {unknown}; known: {sorted(names)}")
+    values = dict(data)
+    if values.get("uplink_mbps") is not None:
+        values["uplink_mbps"] = tuple(values["uplink_mbps"])
+    try:
+        return Scenario(**values)
+    except TypeError as error:
+        raise ValueError(f"malformed scenario: {error}") from error
+
+
+def profile_identity(name_or_path: str | Path) -> dict[str, str]:
+    """What identifies a profile: its name, its JSON file and the SHA-256 of its arrays.
+
+    Two runs trained on profiles with the same ``arrays_sha256`` saw the same per-sample outcomes.
+    """
+    json_path = resolve_profile_path(name_or_path)
+    document = json.loads(json_path.read_text())
+    return {
+        "name": str(document["name"]),
+        "source": str(json_path.resolve()),
+        "arrays_sha256": str(document["arrays"]["sha256"]),
+    }
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and of the libraries a run depends on."""
+    versions = {"python": platform.python_version()}
+    for package in ("splitrl", "torch", "stable-baselines3", "sb3-contrib", "gymnasium", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def load_conf_file(path: str | Path, algo: str, known_algos: Sequence[str]) -> dict[str, Any]:
+    """The hyperparameters of ``algo`` in a YAML config file.
+
+    :param path: the config file
+    :param algo: the algorithm whose section is returned
+    :param known_algos: valid section names
+    :raises FileNotFoundError: when the file is missing
+    :raises ValueError: for a file that is not YAML, not a mapping of sections, names an unknown
+        algorithm or has no section for ``algo``
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError(
+            f"{path}: expected a mapping of algorithm sections (e.g. 'sacd:'), "
+            f"got {type(document).__name__}"
+        )
+    unknown = sorted(str(key) for key in document if key not in known_algos)
+    if unknown:
+        raise ValueError(
+            f"{path}: unknown algorithm sections {unknown}; known: {', '.join(known_algos)}"
+        )
+    if algo not in document:
+        raise ValueError(
+            f"{path}: no section for algorithm {algo!r} (sections: {', '.join(map(str, document))})"
+        )
+    section = document[algo] or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: section {algo!r} must be a mapping of hyperparameters")
+    return {str(key): value for key, value in section.items()}
+
+
+def parse_hyperparams(items: Sequence[str]) -> dict[str, Any]:
+    """Parse ``key=value`` overrides; each value is read as YAML (``0.95``, ``auto``, ``[64, 64]``).
+
+    :raises ValueError: for an item without ``=``, an empty key or a value that is not YAML
+    """
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, separator, text = item.partition("=")
+        key = key.strip()
+        if not separator or not key:
+            raise ValueError(f"--hyperparams expects key=value, got {item!r}")
+        try:
+            parsed[key] = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as error:
+            raise ValueError(f"--hyperparams {key}: value {text!r} is not valid YAML") from error
+    return parsed

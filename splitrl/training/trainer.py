@@ -1,0 +1,308 @@
+"""Train a learner in a scenario, or resume a run: the work behind ``splitrl train``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import (
+    BaseCallback,
+    CheckpointCallback,
+    EvalCallback,
+    ProgressBarCallback,
+)
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
+
+from splitrl.agents.learners import LearnerSpec, get_learner
+from splitrl.envs.scenarios import Scenario
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.training.callbacks import SplitMetricsCallback
+from splitrl.training.config import (
+    CONFIG_FORMAT,
+    EVAL_SEED_OFFSET,
+    SCENARIO_OVERRIDES,
+    TrainConfig,
+    library_versions,
+    profile_identity,
+)
+from splitrl.training.run_dir import CHECKPOINT_PREFIX, RunDirectory
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run left behind.
+
+    :param run_dir: the run directory
+    :param model: the trained model
+    :param num_timesteps: timesteps trained in total
+    :param interrupted: whether training stopped on ``KeyboardInterrupt`` (the model was saved)
+    """
+
+    run_dir: RunDirectory
+    model: BaseAlgorithm
+    num_timesteps: int
+    interrupted: bool
+
+
+def env_factory(scenario: Scenario) -> Callable[[], SplitComputingEnv]:
+    """Builds the env of ``scenario`` (picklable for subprocess envs)."""
+    return _ScenarioEnv(scenario)
+
+
+@dataclass(frozen=True)
+class _ScenarioEnv:
+    scenario: Scenario
+
+    def __call__(self) -> SplitComputingEnv:
+        return SplitComputingEnv(self.scenario)
+
+
+def make_envs(
+    spec: LearnerSpec, scenario: Scenario, n_envs: int, seed: int, vec_env: str = "dummy"
+) -> VecEnv:
+    """``n_envs`` envs of ``scenario`` seeded from ``seed``, with Monitor and the learner's wrapper."""
+    return make_vec_env(
+        env_factory(scenario),
+        n_envs=n_envs,
+        seed=seed,
+        wrapper_class=spec.env_wrapper,
+        vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
+    )
+
+
+def train(
+    config: TrainConfig,
+    *,
+    callbacks: Sequence[BaseCallback] = (),
+    progress_bar: bool = False,
+) -> TrainResult:
+    """Train ``config.algo`` in the configured scenario; writes a new run directory.
+
+    Everything is checked (learner, scenario, profile, hyperparameters) before the run directory
+    is created. On ``KeyboardInterrupt`` the model (and replay buffer) are saved and the result has
+    ``interrupted=True``.
+
+    :param config: the run's configuration
+    :param callbacks: extra callbacks, after the built-in ones
+    :param progress_bar: show a progress bar
+    """
+    spec = get_learner(config.algo)
+    overrides = config.scenario_overrides()
+    scenario = config.effective_scenario()
+    probe = env_factory(scenario)()
+    hyperparameters = spec.resolved_hyperparameters(config.hyperparameters)
+    envs = make_envs(spec, scenario, config.n_envs, config.seed, config.vec_env)
+    try:
+        model = spec.build_model(
+            envs, hyperparameters, seed=config.seed, device=config.torch_device
+        )
+    except ValueError:
+        envs.close()
+        raise
+    name = f"{spec.name}_{config.scenario}_s{config.seed}"
+    run = RunDirectory.create(config.out, name)
+    run_config: dict[str, Any] = {
+        "format": CONFIG_FORMAT,
+        "algo": spec.name,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": "running",
+        "num_timesteps": 0,
+        "timesteps": config.timesteps,
+        "seed": config.seed,
+        "n_envs": config.n_envs,
+        "vec_env": config.vec_env,
+        "torch_device": config.torch_device,
+        "eval_freq": config.eval_freq,
+        "n_eval_episodes": config.n_eval_episodes,
+        "eval_seed": config.seed + EVAL_SEED_OFFSET,
+        "checkpoint_freq": config.checkpoint_freq,
+        "log_freq": config.log_freq,
+        "scenario": config.scenario,
+        **{key: overrides.get(key) for key in SCENARIO_OVERRIDES},
+        "scenario_spec": _plain(scenario.to_dict()),
+        "profile_identity": profile_identity(scenario.profile),
+        "action_nvec": [int(n) for n in probe.actions.nvec],
+        "hyperparameter_overrides": _plain(config.hyperparameters),
+        "hyperparameters": _plain(hyperparameters),
+        "versions": library_versions(),
+    }
+    run.write_config(run_config)
+    return _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=False)
+
+
+def resume(
+    run_dir: str | Path,
+    *,
+    timesteps: int | None = None,
+    eval_freq: int | None = None,
+    checkpoint_freq: int | None = None,
+    callbacks: Sequence[BaseCallback] = (),
+    progress_bar: bool = False,
+) -> TrainResult:
+    """Continue a run from its latest checkpoint, with its replay buffer and step count.
+
+    The run keeps its configuration; training continues in the same directory until ``timesteps``
+    in total (default: the run's own target). The training envs are seeded with
+    ``seed + timesteps already trained``, so the resumed part does not replay the first episodes.
+
+    :param run_dir: the run directory
+    :param timesteps: new total of timesteps (must exceed what was trained)
+    :param eval_freq: replaces the run's evaluation frequency
+    :param checkpoint_freq: replaces the run's checkpoint frequency
+    :raises FileNotFoundError: when the run has no checkpoint
+    :raises ValueError: when the run already trained ``timesteps``
+    """
+    run = RunDirectory(Path(run_dir))
+    run_config = run.read_config()
+    spec = get_learner(str(run_config["algo"]))
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        raise FileNotFoundError(
+            f"{run.path}: no checkpoint to resume from in {run.checkpoints_dir}"
+        )
+    target = int(run_config["timesteps"] if timesteps is None else timesteps)
+    if target <= checkpoint.num_timesteps:
+        raise ValueError(
+            f"{run.path} has already trained {checkpoint.num_timesteps} timesteps; "
+            f"pass --timesteps larger than that to train longer"
+        )
+    for key, value in (("eval_freq", eval_freq), ("checkpoint_freq", checkpoint_freq)):
+        if value is not None:
+            if value < 0:
+                raise ValueError(f"{key} must be >= 0, got {value}")
+            run_config[key] = value
+    scenario = run.scenario()
+    probe = env_factory(scenario)()
+    if [int(n) for n in probe.actions.nvec] != list(run_config["action_nvec"]):
+        raise ValueError(
+            f"{run.path}: the profile's action space {probe.actions.nvec} differs from the run's "
+            f"{tuple(run_config['action_nvec'])}"
+        )
+    seed = int(run_config["seed"]) + checkpoint.num_timesteps
+    envs = make_envs(spec, scenario, int(run_config["n_envs"]), seed, str(run_config["vec_env"]))
+    model = spec.algorithm_class().load(
+        checkpoint.model_path, env=envs, device=str(run_config["torch_device"])
+    )
+    if spec.off_policy and checkpoint.replay_buffer_path is not None:
+        model.load_replay_buffer(checkpoint.replay_buffer_path)  # type: ignore[attr-defined]
+    run_config.update(timesteps=target, status="running")
+    run.write_config(run_config)
+    return _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=True)
+
+
+def _learn(
+    run: RunDirectory,
+    run_config: dict[str, Any],
+    spec: LearnerSpec,
+    model: BaseAlgorithm,
+    probe: SplitComputingEnv,
+    extra_callbacks: Sequence[BaseCallback],
+    progress_bar: bool,
+    resuming: bool,
+) -> TrainResult:
+    """Train ``model`` to the run's target, then save it; also on ``KeyboardInterrupt``."""
+    model.set_logger(configure(str(run.tensorboard_dir), ["tensorboard"]))
+    n_envs = int(run_config["n_envs"])
+    callbacks: list[BaseCallback] = [
+        SplitMetricsCallback(probe.actions, int(run_config["log_freq"]))
+    ]
+    if run_config["checkpoint_freq"] > 0:
+        callbacks.append(
+            CheckpointCallback(
+                save_freq=max(int(run_config["checkpoint_freq"]) // n_envs, 1),
+                save_path=str(run.checkpoints_dir),
+                name_prefix=CHECKPOINT_PREFIX,
+                save_replay_buffer=spec.off_policy,
+            )
+        )
+    eval_envs = None
+    if run_config["eval_freq"] > 0:
+        eval_envs = make_envs(spec, run.scenario(), 1, int(run_config["eval_seed"]))
+        callbacks.append(_eval_callback(spec, eval_envs, run, run_config, resuming))
+    progress = ProgressBarCallback() if progress_bar else None
+    if progress is not None:
+        callbacks.append(progress)
+    callbacks.extend(extra_callbacks)
+    interrupted = False
+    try:
+        model.learn(
+            total_timesteps=int(run_config["timesteps"]) - model.num_timesteps,
+            callback=callbacks,
+            reset_num_timesteps=not resuming,
+        )
+    except KeyboardInterrupt:
+        interrupted = True
+        if progress is not None and hasattr(progress, "pbar"):
+            progress.pbar.close()
+    finally:
+        model.logger.close()
+        _close(eval_envs)
+    run.save_checkpoint(model, with_replay_buffer=spec.off_policy)
+    model.save(run.model_path)
+    _close(model.env)
+    run_config.update(
+        status="interrupted" if interrupted else "finished", num_timesteps=model.num_timesteps
+    )
+    run.write_config(run_config)
+    return TrainResult(run, model, model.num_timesteps, interrupted)
+
+
+def _eval_callback(
+    spec: LearnerSpec,
+    eval_envs: VecEnv,
+    run: RunDirectory,
+    run_config: dict[str, Any],
+    resuming: bool,
+) -> EvalCallback:
+    """Periodic greedy evaluation on the separately seeded env; keeps ``best_model.zip``."""
+    kwargs: dict[str, Any] = {
+        "n_eval_episodes": int(run_config["n_eval_episodes"]),
+        "eval_freq": max(int(run_config["eval_freq"]) // int(run_config["n_envs"]), 1),
+        "best_model_save_path": str(run.path),
+        "log_path": str(run.eval_dir),
+        "deterministic": True,
+    }
+    callback: EvalCallback
+    if spec.uses_masks:
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+
+        callback = MaskableEvalCallback(eval_envs, **kwargs)
+    else:
+        callback = EvalCallback(eval_envs, **kwargs)
+    evaluations = run.eval_dir / "evaluations.npz"
+    if resuming and evaluations.exists():
+        # Continue the evaluation log, and keep the best model on disk until an evaluation beats it.
+        with np.load(evaluations) as logged:
+            callback.evaluations_timesteps = logged["timesteps"].tolist()
+            callback.evaluations_results = logged["results"].tolist()
+            callback.evaluations_length = logged["ep_lengths"].tolist()
+        callback.best_mean_reward = float(np.max(np.mean(callback.evaluations_results, axis=1)))
+    return callback
+
+
+def _close(envs: VecEnv | None) -> None:
+    """Close ``envs``; subprocess workers may already have exited on Ctrl-C."""
+    if envs is None:
+        return
+    try:
+        envs.close()
+    except (BrokenPipeError, EOFError):
+        pass
+
+
+def _plain(data: Any) -> Any:
+    """``data`` as plain YAML-safe types (tuples become lists)."""
+    if isinstance(data, dict):
+        return {str(key): _plain(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_plain(value) for value in data]
+    if isinstance(data, np.generic):
+        return data.item()
+    return data
