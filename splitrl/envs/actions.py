@@ -51,27 +51,36 @@ class ActionTable:
 
     def validate(self, action: object) -> tuple[int, int, int]:
         """Convert ``action`` to an ``(e, s, b)`` tuple of ints, or raise ``ValueError`` naming the problem."""
-        try:
-            values = np.asarray(action).reshape(-1)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"action {action!r} is not an array of three integers") from error
-        if values.shape != (3,) or not np.issubdtype(values.dtype, np.integer):
-            if values.shape == (3,) and np.issubdtype(values.dtype, np.floating):
-                if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-                    values = values.astype(np.int64)
-                else:
-                    raise ValueError(f"action {action!r} must hold integers (exit, split, bits)")
-            else:
-                raise ValueError(
-                    f"action {action!r} must be three integers (exit, split, bits), "
-                    f"got shape {values.shape} and dtype {values.dtype}"
-                )
-        e, s, b = (int(v) for v in values)
+        if isinstance(action, np.ndarray) and action.shape == (3,) and action.dtype.kind in "iu":
+            e, s, b = action.tolist()  # the common case, kept cheap: it runs on every step
+        else:
+            e, s, b = self._coerce(action)
+        n_exits, n_splits, n_bits = self.nvec
+        if 0 <= e < n_exits and 0 <= s < n_splits and 0 <= b < n_bits:
+            return e, s, b
         for name, value, size in zip(("exit", "split", "bits"), (e, s, b), self.nvec, strict=True):
             if not 0 <= value < size:
                 raise ValueError(
                     f"action {action!r}: {name} index {value} is outside [0, {size - 1}]"
                 )
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _coerce(action: object) -> tuple[int, int, int]:
+        try:
+            values = np.asarray(action).reshape(-1)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"action {action!r} is not an array of three integers") from error
+        if values.shape != (3,) or values.dtype.kind not in "iuf":
+            raise ValueError(
+                f"action {action!r} must be three integers (exit, split, bits), "
+                f"got shape {values.shape} and dtype {values.dtype}"
+            )
+        if values.dtype.kind == "f" and not (
+            np.all(np.isfinite(values)) and np.all(values == np.round(values))
+        ):
+            raise ValueError(f"action {action!r} must hold integers (exit, split, bits)")
+        e, s, b = (int(v) for v in values)
         return e, s, b
 
     def canonical(self, e: int, s: int, b: int) -> tuple[int, int, int]:

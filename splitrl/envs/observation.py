@@ -81,6 +81,11 @@ class DeviceKnowledge:
         self.throughputs: deque[float] = deque(
             [self.prior_bps] * self.layout.history_length, maxlen=self.layout.history_length
         )
+        # the same history as observation features, kept beside it so observe() does no math
+        self._scaled: deque[float] = deque(
+            [scale_throughput(self.prior_bps)] * self.layout.history_length,
+            maxlen=self.layout.history_length,
+        )
         self.last_transfer_end = -math.inf
         self.last_latency_s = 0.0
         self.server_load = 0.0
@@ -95,7 +100,9 @@ class DeviceKnowledge:
     def record_transfer(self, n_bytes: int, duration_s: float, end_time: float) -> None:
         """The device finished sending ``n_bytes`` in ``duration_s``, at ``end_time``."""
         if duration_s > 0.0:
-            self.throughputs.appendleft(8.0 * n_bytes / duration_s)
+            throughput = 8.0 * n_bytes / duration_s
+            self.throughputs.appendleft(throughput)
+            self._scaled.appendleft(scale_throughput(throughput))
             self.last_transfer_end = end_time
 
     def record_completion(
@@ -115,10 +122,9 @@ class DeviceKnowledge:
                     if load is not None:
                         self.server_load = load
         age = now - self.last_transfer_end
-        history = [scale_throughput(bps) for bps in self.throughputs]
         return np.array(
             [
-                *history,
+                *self._scaled,
                 age / (age + 1.0) if math.isfinite(age) else 1.0,
                 min(self.last_latency_s / self.deadline_s, _MAX_LATENCY_RATIO),
                 self.server_load,

@@ -23,6 +23,9 @@ from splitrl.profiles.schema import Profile
 
 Mode = Literal["replay", "live"]
 
+#: requests (sample index, queueing variate) drawn per numpy call
+_DRAW_BLOCK = 1024
+
 
 @dataclass(frozen=True)
 class ActionOutcomes:
@@ -177,6 +180,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             deadline_s=self.reward_spec.deadline_s,
             frame_interval_s=self.frame_interval_s,
         )
+        # Python lists: indexing them per step is several times cheaper than numpy scalars.
+        self._device_compute: list[list[float]] = self.costs.device_compute_s.tolist()
+        self._server_compute: list[list[float]] = self.costs.server_compute_s.tolist()
+        self._encode: list[list[float]] = self.costs.encode_s.tolist()
+        self._decode: list[list[float]] = self.costs.decode_s.tolist()
         self._mask = self.actions.mask()
         self._exit_stages = self.profile.exit_stages
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
@@ -202,6 +210,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._arrival = 0.0
         self._device_free = 0.0
         self._draw: tuple[int, float, float] = (0, 0.0, 0.0)
+        self._pending_draws: list[tuple[int, float]] = []
 
     # ------------------------------------------------------------------ Gymnasium API
     def reset(
@@ -215,6 +224,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         # Requests (which sample, RTT jitter, queueing) come from their own stream, so every policy
         # evaluated with the same seed faces the same requests whatever it does.
         self._requests = private_generator(self.np_random)
+        self._pending_draws = []
         self.knowledge.reset()
         self._step_index = 0
         self._arrival = 0.0
@@ -318,13 +328,15 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ internals
     def _draw_request(self) -> None:
-        assert self._requests is not None
-        rng = self._requests
-        self._draw = (
-            int(rng.integers(self.profile.n_samples)),
-            self.rtt.sample(rng),
-            float(rng.random()),
-        )
+        if not self._pending_draws:
+            # Drawn in blocks: one numpy call per 1024 requests instead of two per request.
+            assert self._requests is not None
+            samples = self._requests.integers(self.profile.n_samples, size=_DRAW_BLOCK).tolist()
+            uniforms = self._requests.random(_DRAW_BLOCK).tolist()
+            self._pending_draws = list(zip(samples, uniforms, strict=True))
+            self._pending_draws.reverse()
+        sample, queue_u = self._pending_draws.pop()
+        self._draw = (sample, self.rtt.sample(), queue_u)
 
     def _observe(self) -> np.ndarray:
         start = max(self._arrival, self._device_free)
@@ -352,7 +364,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             rtt_s, queue_u = self._mean_rtt_s, None
         arrival = self._arrival
         start = arrival if arrival > self._device_free else self._device_free
-        compute_s = float(self.costs.device_compute_s[e, s])
+        compute_s = self._device_compute[e][s]
         device_only = s >= self._exit_stages[e]
         if predicted:
             n_bytes = 0 if device_only else int(self._mean_payload[s, b])
@@ -375,7 +387,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             device_free = start + compute_s
             done = device_free
         else:
-            encode_s = float(self.costs.encode_s[s, b])
+            encode_s = self._encode[s][b]
             tx_start = start + compute_s + encode_s
             if capacity_bps is None:
                 transfer_s = self.channel.transfer_time(n_bytes, tx_start)
@@ -385,7 +397,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             rtt_used = rtt_s
             at_server = device_free + 0.5 * rtt_s
             load = self.knowledge.server_load if predicted else self.server_load.load(at_server)
-            service_s = float(self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b])
+            service_s = self._server_compute[e][s] + self._decode[s][b]
             server_s = service_s * self.server_load.compute_slowdown(load)
             queue_s = self.server_load.queueing_delay(load, self._server_job_s, queue_u)
             done = at_server + queue_s + server_s + 0.5 * rtt_s
