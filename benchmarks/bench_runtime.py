@@ -1,0 +1,238 @@
+"""Runtime benchmark: policy decision latency, a loopback load test, and time-model fidelity.
+
+Run: ``.venv/bin/python -m benchmarks.bench_runtime [--export DIR --trace PATH]``; writes
+``results/bench_runtime.json``.
+
+* **decision**: median and p99 time of one decision (observation from ``DeviceKnowledge`` plus
+  ``policy.onnx`` in onnxruntime, one thread) for a SACD actor of the default size (256x256) over
+  the default network's action table. Goal: median <= 100 us.
+* **load**: 8 device runtimes x 200 requests, concurrently, against one server over loopback
+  (EarlyExitNet architecture with untrained weights: the timing does not depend on them); every
+  request must be answered.
+* **fidelity** (needs ``--export`` of a trained run, ``--trace``, the default profile and the
+  Fashion-MNIST test set; skipped with the reason otherwise): per request, the measured end-to-end
+  latency against the environment's time model with the ``host`` presets (the profile's measured
+  stage and codec times, the trace integrated over the transfer, no RTT on loopback). Goal: median
+  absolute relative error <= 15%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from benchmarks.common import write_results
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
+from splitrl.envs.traces import Trace, load_trace
+from splitrl.runtime.device import DeviceRuntime, RequestRecord, ServerConnection
+from splitrl.runtime.pacing import TracePacer
+from splitrl.runtime.policy import OnnxPolicy
+from splitrl.runtime.segments import OnnxSegments
+from splitrl.runtime.server import ServerSettings, ServerThread
+
+DEFAULT_ACTIONS = ActionTable((2, 4, 5), 6, (1, 2, 3, 4, 6, 8, "lossless"))
+LAYOUT = ObservationLayout(4)
+
+
+class _SpacesEnv(gym.Env[np.ndarray, np.ndarray]):
+    """Only the spaces and masks of the split-computing env, to build a SACD of the right size."""
+
+    def __init__(self, actions: ActionTable) -> None:
+        self.observation_space = LAYOUT.space()
+        self.action_space = gym.spaces.MultiDiscrete(list(actions.nvec))
+        self._mask = actions.mask()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        super().reset(seed=seed)
+        return np.zeros(len(LAYOUT.names), np.float32), {}
+
+    def step(self, action: np.ndarray) -> Any:
+        return np.zeros(len(LAYOUT.names), np.float32), 0.0, False, False, {}
+
+    def action_masks(self) -> np.ndarray:
+        return self._mask.copy()
+
+
+def bench_decision(directory: Path, n_calls: int = 5000) -> dict[str, float]:
+    """Time observation + ONNX policy per decision."""
+    from splitrl.agents.sacd import SACD
+    from splitrl.runtime.onnx_export import export_policy
+
+    agent = SACD("MlpPolicy", _SpacesEnv(DEFAULT_ACTIONS), seed=0, device="cpu")
+    export_policy(
+        agent,
+        directory,
+        actions=DEFAULT_ACTIONS,
+        layout=LAYOUT,
+        prior_bps=2.4e6,
+        deadline_s=0.2,
+        frame_interval_s=0.2,
+    )
+    policy = OnnxPolicy(directory)
+    knowledge = policy.metadata.device_knowledge()
+    rng = np.random.default_rng(0)
+    times = []
+    for step in range(n_calls):
+        knowledge.record_transfer(
+            int(rng.integers(100, 20_000)), float(rng.uniform(1e-3, 0.1)), step
+        )
+        start = time.perf_counter_ns()
+        policy(knowledge.observe(step + 0.5, 0.0))
+        times.append(time.perf_counter_ns() - start)
+    times_us = np.array(times[100:]) / 1e3
+    return {
+        "median_us": float(np.median(times_us)),
+        "p99_us": float(np.percentile(times_us, 99)),
+        "calls": n_calls - 100,
+        "goal_median_us": 100.0,
+    }
+
+
+def bench_load(directory: Path, n_devices: int = 8, n_requests: int = 200) -> dict[str, Any]:
+    """Concurrent devices against one server over loopback."""
+    from splitrl.models.early_exit import EarlyExitNet
+    from splitrl.runtime.onnx_export import export_segments
+    from splitrl.runtime.torch_segments import TorchSegments
+
+    model = EarlyExitNet().eval()
+    export_segments(model, directory, label="EarlyExitNet (untrained)")
+    plan = [(2, 2, 3), (1, 2, 2), (2, 0, 6), (2, 4, 5), (0, 2, 0), (2, 1, 3)]
+    rng = np.random.default_rng(0)
+    inputs = rng.integers(0, 256, size=(n_requests, 1, 64, 64), dtype=np.uint8)
+    results: list[list[RequestRecord]] = [[] for _ in range(n_devices)]
+
+    def device(index: int, port: int) -> None:
+        calls = iter(range(n_requests))
+
+        def policy(_: np.ndarray) -> tuple[int, int, int]:
+            return plan[(next(calls) + index) % len(plan)]
+
+        knowledge = DeviceKnowledge(LAYOUT, 2.4e6, 0.2, 0.01)
+        connection = ServerConnection(("127.0.0.1", port))
+        try:
+            runtime = DeviceRuntime(
+                OnnxSegments(directory), policy, DEFAULT_ACTIONS, knowledge, connection
+            )
+            results[index] = runtime.run(((x, None) for x in inputs), frame_interval_s=0.0)
+        finally:
+            connection.close()
+
+    with ServerThread(TorchSegments(model), ServerSettings(workers=1)) as server:
+        threads = [threading.Thread(target=device, args=(i, server.port)) for i in range(n_devices)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - start
+        served, rejected = server.server.served, server.server.rejected
+    records = [record for device_records in results for record in device_records]
+    offloaded = [r for r in records if not r.device_only]
+    return {
+        "devices": n_devices,
+        "requests_per_device": n_requests,
+        "requests": len(records),
+        "ok": sum(r.status == "ok" for r in records),
+        "lost_or_failed": sum(r.status != "ok" for r in records),
+        "offloaded": len(offloaded),
+        "server_replies": served,
+        "server_rejected": rejected,
+        "wall_s": elapsed,
+        "requests_per_s": len(records) / elapsed,
+        "offloaded_per_s": len(offloaded) / elapsed,
+        # every frame arrives at once, so the latency after the device picked the request up
+        "median_offloaded_ms": 1e3 * statistics.median(r.latency_s - r.wait_s for r in offloaded),
+    }
+
+
+def bench_fidelity(export: Path | None, trace_path: Path | None, n_requests: int) -> dict[str, Any]:
+    """Measured latency against the time model with host presets, same trace and policy."""
+    if export is None or trace_path is None:
+        return {"skipped": "needs --export DIR (a trained, exported policy) and --trace PATH"}
+    try:
+        from splitrl.envs.channels.trace_replay import TraceChannel
+        from splitrl.envs.time_model import CostTables
+        from splitrl.models.checkpoint import load_default_model
+        from splitrl.profiles.io import load_profile
+        from splitrl.profiles.presets import get_device_preset
+        from splitrl.runtime.device import load_test_canvases
+        from splitrl.runtime.torch_segments import TorchSegments
+
+        policy = OnnxPolicy(export)
+        profile = load_profile(policy.metadata.identity.get("profile", "default"))
+        samples = list(load_test_canvases(0, n_requests, None))
+        model = load_default_model()
+    except (FileNotFoundError, ValueError) as error:
+        return {"skipped": f"missing input: {error}"}
+    trace = load_trace(trace_path)
+    host = get_device_preset("host")
+    costs = CostTables.build(profile, host, host)
+    metadata = policy.metadata
+    with ServerThread(TorchSegments(model)) as server:
+        connection = ServerConnection(("127.0.0.1", server.port), TracePacer(trace))
+        try:
+            runtime = DeviceRuntime(
+                OnnxSegments(export),
+                policy,
+                metadata.actions,
+                metadata.device_knowledge(),
+                connection,
+                metadata.codec,
+            )
+            records = runtime.run(samples, metadata.frame_interval_s)
+        finally:
+            connection.close()
+    channel = _channel(trace, TraceChannel)
+    errors = []
+    for record in records:
+        e, s, b = record.action
+        predicted = record.wait_s + float(costs.device_compute_s[e, s])
+        if not record.device_only:
+            tx_start = record.arrival_s + record.wait_s + record.device_compute_s + record.encode_s
+            predicted += float(costs.encode_s[s, b] + costs.server_compute_s[e, s])
+            predicted += float(costs.decode_s[s, b])
+            predicted += channel.transfer_time(record.message_bytes, tx_start)
+        errors.append(abs(record.latency_s - predicted) / predicted)
+    return {
+        "requests": len(records),
+        "trace": str(trace_path),
+        "median_abs_relative_error": float(np.median(errors)),
+        "p90_abs_relative_error": float(np.percentile(errors, 90)),
+        "goal_median": 0.15,
+    }
+
+
+def _channel(trace: Trace, channel_class: Any) -> Any:
+    channel = channel_class(trace, random_start=False)
+    channel.reset(np.random.default_rng(0))
+    return channel
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--export", type=Path, help="export directory of a trained run")
+    parser.add_argument("--trace", type=Path, help="uplink trace for the fidelity run")
+    parser.add_argument("--requests", type=int, default=200, help="requests of the fidelity run")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as policy_dir, tempfile.TemporaryDirectory() as seg_dir:
+        results = {
+            "decision": bench_decision(Path(policy_dir)),
+            "load": bench_load(Path(seg_dir)),
+            "fidelity": bench_fidelity(args.export, args.trace, args.requests),
+        }
+    for section, values in results.items():
+        print(f"{section}: {values}")
+    print(f"wrote {write_results('runtime', results)}")
+
+
+if __name__ == "__main__":
+    main()

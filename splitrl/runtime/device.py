@@ -1,0 +1,446 @@
+"""The device runtime and the ``splitrl run-device`` subcommand.
+
+For every request (a camera frame arriving every ``frame_interval_s``) the device
+
+1. builds the observation with :class:`splitrl.envs.observation.DeviceKnowledge`, the same object
+   the environment uses, fed only with what the device itself measured: the throughput of its own
+   paced transfers and their end time, the latency and server load of the replies that have
+   arrived, and how long the request waited for the device (backlog);
+2. asks the policy for ``(exit, split, bits)`` and executes its canonical form;
+3. runs stages ``[0, min(s, k_e))`` with onnxruntime; device-only requests finish locally at the
+   exit head, the others encode the split tensor with :mod:`splitrl.codecs` and send it, paced to
+   the uplink trace, to the edge server.
+
+The device is busy until its transfer ends (or its local compute ends), as in the environment's
+time model; replies are read by a background thread, so a reply can arrive while the next request
+is being computed. It depends on numpy, onnxruntime and splitrl's numpy-only modules, not on torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import queue
+import socket
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitrl.codecs import encode
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.observation import DeviceKnowledge
+from splitrl.envs.traces import Trace, load_trace
+from splitrl.runtime.pacing import DEFAULT_CHUNK_BYTES, TracePacer, TransferTiming
+from splitrl.runtime.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ProtocolError,
+    Reply,
+    Request,
+    frame_message,
+    recv_message,
+)
+from splitrl.runtime.segments import SegmentRunner, softmax_prediction
+
+Policy = Callable[[np.ndarray], Sequence[int]]
+"""Anything that maps an observation to ``(exit, split, bits)``, e.g. :class:`OnnxPolicy`."""
+
+
+class DeviceError(RuntimeError):
+    """The device lost its server connection or a reply never came."""
+
+
+class ServerConnection:
+    """A blocking TCP connection to the edge server with a paced sender and a reply reader thread.
+
+    :param address: ``(host, port)`` of the server.
+    :param pacer: paces every request to an uplink trace; ``None`` sends as fast as the socket
+        allows (the measured transfer time is then the socket's).
+    :param timeout_s: connect timeout.
+    :param send_buffer_bytes: ``SO_SNDBUF`` to request; a small buffer makes the time to hand the
+        bytes to the socket close to the time to push them through a shaped link.
+    """
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        pacer: TracePacer | None = None,
+        timeout_s: float = 10.0,
+        send_buffer_bytes: int | None = None,
+    ) -> None:
+        self.pacer = pacer
+        self.sock = socket.create_connection(address, timeout=timeout_s)
+        self.sock.settimeout(None)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if send_buffer_bytes is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        self.replies: queue.Queue[tuple[Reply, float] | BaseException] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_replies, daemon=True)
+        self._reader.start()
+
+    def send(self, request: Request, clock: Callable[[], float]) -> TransferTiming:
+        """Send one request; returns when its last byte was handed to the socket.
+
+        :param request: the request.
+        :param clock: the device's clock (seconds since its epoch) for the timing of an unpaced
+            send; a pacer times with its own epoch, which :meth:`DeviceRuntime.run` aligns.
+        """
+        message = frame_message(request.encode())
+        if self.pacer is not None:
+            return self.pacer.send(self.sock, message)
+        start = clock()
+        self.sock.sendall(message)
+        return TransferTiming(len(message), start, clock())
+
+    def _read_replies(self) -> None:
+        try:
+            while True:
+                body = recv_message(self.sock, max_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+                self.replies.put((Reply.decode(body), time.perf_counter()))
+        except (OSError, ProtocolError) as error:
+            self.replies.put(error)
+
+    def close(self) -> None:
+        """Close the connection."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        self._reader.join(timeout=5.0)
+
+
+@dataclass
+class RequestRecord:
+    """What happened to one request (one line of the device's JSONL log).
+
+    Times are seconds; ``arrival_s`` counts from the start of the run. ``transfer_s`` is the
+    measured time to send the whole message, ``server_s`` the server's own time from reading the
+    request to replying (queue + decode + compute) and ``latency_s`` the end-to-end latency from
+    the frame's arrival to the answer.
+    """
+
+    request_id: int
+    arrival_s: float
+    action: tuple[int, int, int]
+    label: str
+    observation: list[float]
+    device_only: bool
+    wait_s: float = 0.0
+    decision_s: float = 0.0
+    device_compute_s: float = 0.0
+    encode_s: float = 0.0
+    payload_bytes: int = 0
+    message_bytes: int = 0
+    transfer_s: float = 0.0
+    server_queue_s: float = 0.0
+    server_decode_s: float = 0.0
+    server_compute_s: float = 0.0
+    server_s: float = 0.0
+    server_load: float | None = None
+    latency_s: float = math.nan
+    predicted: int | None = None
+    confidence: float | None = None
+    truth: int | None = None
+    correct: bool | None = None
+    status: str = "pending"
+
+    def to_json(self) -> str:
+        """One JSON line."""
+        return json.dumps(asdict(self))
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Aggregate of a device run."""
+
+    requests: int
+    completed: int
+    errors: int
+    accuracy: float
+    median_latency_s: float
+    p95_latency_s: float
+    mean_payload_bytes: float
+    offloaded_fraction: float
+    actions: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, records: Sequence[RequestRecord]) -> RunSummary:
+        """Summarize ``records``."""
+        done = [r for r in records if r.status == "ok"]
+        latencies = sorted(r.latency_s for r in done)
+        judged = [r.correct for r in done if r.correct is not None]
+        return cls(
+            requests=len(records),
+            completed=len(done),
+            errors=len(records) - len(done),
+            accuracy=float(np.mean(judged)) if judged else math.nan,
+            median_latency_s=statistics.median(latencies) if latencies else math.nan,
+            p95_latency_s=float(np.percentile(latencies, 95)) if latencies else math.nan,
+            mean_payload_bytes=float(np.mean([r.payload_bytes for r in records]))
+            if records
+            else math.nan,
+            offloaded_fraction=float(np.mean([not r.device_only for r in records]))
+            if records
+            else math.nan,
+            actions=dict(Counter(r.label for r in records).most_common()),
+        )
+
+
+class DeviceRuntime:
+    """Run requests on the device, deciding each with a policy.
+
+    :param segments: runs the device's stages and exit heads (:class:`OnnxSegments`).
+    :param policy: observation -> ``(exit, split, bits)``.
+    :param actions: the action table of the policy.
+    :param knowledge: the observation state (:meth:`PolicyMetadata.device_knowledge`).
+    :param connection: the server connection; ``None`` allows device-only actions only.
+    :param codec: keyword settings of :func:`splitrl.codecs.encode` (the profile's).
+    :param reply_timeout_s: how long to wait for the last replies at the end of a run.
+    """
+
+    def __init__(
+        self,
+        segments: SegmentRunner,
+        policy: Policy,
+        actions: ActionTable,
+        knowledge: DeviceKnowledge,
+        connection: ServerConnection | None = None,
+        codec: dict[str, Any] | None = None,
+        reply_timeout_s: float = 30.0,
+    ) -> None:
+        if segments.exit_stages != actions.exit_stages:
+            raise ValueError(
+                f"segments have exits after stages {segments.exit_stages}, the policy's action "
+                f"table {actions.exit_stages}"
+            )
+        self.segments = segments
+        self.policy = policy
+        self.actions = actions
+        self.knowledge = knowledge
+        self.connection = connection
+        self.codec = dict(codec or {})
+        self.reply_timeout_s = reply_timeout_s
+        self.epoch = time.perf_counter()
+        self._pending: dict[int, RequestRecord] = {}
+
+    def now(self) -> float:
+        """Seconds since the start of the run."""
+        return time.perf_counter() - self.epoch
+
+    def run(
+        self, samples: Iterable[tuple[np.ndarray, int | None]], frame_interval_s: float
+    ) -> list[RequestRecord]:
+        """Serve one request per sample, frames arriving every ``frame_interval_s``.
+
+        :param samples: ``(input, label)`` pairs; the input has the model's per-sample shape.
+        :param frame_interval_s: time between frame arrivals.
+        :return: one record per request, in request order.
+        :raises DeviceError: the connection broke.
+        """
+        self.knowledge.reset()
+        self.epoch = time.perf_counter()
+        if self.connection is not None and self.connection.pacer is not None:
+            self.connection.pacer.restart(self.epoch)
+        records = []
+        for request_id, (x, label) in enumerate(samples):
+            arrival = request_id * frame_interval_s
+            delay = arrival - self.now()
+            if delay > 0:
+                time.sleep(delay)
+            records.append(self._serve(request_id, arrival, x, label))
+        self._collect_replies(wait_until=self.now() + self.reply_timeout_s)
+        for record in self._pending.values():
+            record.status = "lost"
+        self._pending.clear()
+        return records
+
+    def _serve(
+        self, request_id: int, arrival: float, x: np.ndarray, label: int | None
+    ) -> RequestRecord:
+        self._collect_replies()
+        start = self.now()
+        observation = self.knowledge.observe(start, start - arrival)
+        e, s, b = self.actions.canonical(*self.actions.validate(self.policy(observation)))
+        decided = self.now()
+        k_e = self.actions.exit_stages[e]
+        record = RequestRecord(
+            request_id=request_id,
+            arrival_s=arrival,
+            action=(e, s, b),
+            label=self.actions.label(e, s, b),
+            observation=[float(v) for v in observation],
+            device_only=self.actions.is_device_only(e, s),
+            wait_s=start - arrival,
+            decision_s=decided - start,
+            truth=None if label is None else int(label),
+        )
+        batch = np.asarray(x)[None]
+        if record.device_only:
+            logits = self.segments.run_exit(self.segments.run_stages(batch, 0, k_e), e)
+            done = self.now()
+            record.device_compute_s = done - decided
+            record.latency_s = done - arrival
+            self._finish(record, *softmax_prediction(logits[0]))
+            self.knowledge.record_completion(done, record.latency_s, None)
+            return record
+        if self.connection is None:
+            raise DeviceError(f"action {record.label} offloads, but there is no server connection")
+        tensor = batch[0] if s == 0 else self.segments.run_stages(batch, 0, s)[0]
+        computed = self.now()
+        frame = encode(tensor, self.actions.bit_options[b], **self.codec)
+        encoded = self.now()
+        record.device_compute_s = computed - decided
+        record.encode_s = encoded - computed
+        record.payload_bytes = len(frame)
+        self._pending[request_id] = record
+        try:
+            timing = self.connection.send(Request(request_id, e, s, frame), self.now)
+        except OSError as error:
+            raise DeviceError(f"sending request {request_id} failed: {error}") from error
+        record.message_bytes = timing.n_bytes
+        record.transfer_s = timing.duration_s
+        self.knowledge.record_transfer(timing.n_bytes, timing.duration_s, timing.end_s)
+        return record
+
+    def _finish(self, record: RequestRecord, predicted: int, confidence: float) -> None:
+        record.predicted = predicted
+        record.confidence = confidence
+        record.correct = None if record.truth is None else predicted == record.truth
+        record.status = "ok"
+
+    def _collect_replies(self, wait_until: float | None = None) -> None:
+        """Take in the replies that arrived; with ``wait_until``, wait for every pending one
+        until that time."""
+        if self.connection is None:
+            return
+        replies = self.connection.replies
+        while True:
+            try:
+                if wait_until is None:
+                    item = replies.get_nowait()
+                else:
+                    remaining = wait_until - self.now()
+                    if not self._pending or remaining <= 0:
+                        return
+                    item = replies.get(timeout=remaining)
+            except queue.Empty:
+                return
+            if isinstance(item, BaseException):
+                if self._pending:
+                    raise DeviceError(f"lost the server connection: {item!r}") from item
+                return
+            reply, received = item
+            self._take_reply(reply, received - self.epoch)
+
+    def _take_reply(self, reply: Reply, received: float) -> None:
+        record = self._pending.pop(reply.request_id, None)
+        if record is None:
+            raise DeviceError(f"reply for unknown request {reply.request_id}: {reply.error}")
+        record.latency_s = received - record.arrival_s
+        record.server_queue_s = reply.queue_s
+        record.server_decode_s = reply.decode_s
+        record.server_compute_s = reply.compute_s
+        record.server_s = reply.service_s
+        record.server_load = reply.server_load
+        if reply.ok:
+            self._finish(record, reply.predicted, reply.confidence)
+        else:
+            record.status = f"{reply.status.name.lower()}: {reply.error}"
+            record.correct = False
+        self.knowledge.record_completion(received, record.latency_s, reply.server_load)
+
+
+# ---------------------------------------------------------------------- command line
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` -> ``(host, port)``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--server must be HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl run-device``."""
+    parser.add_argument("--server", required=True, help="HOST:PORT of `splitrl serve`")
+    parser.add_argument("--export", required=True, type=Path, help="directory of `splitrl export`")
+    parser.add_argument("--trace", type=Path, help="uplink trace to pace the sender to")
+    parser.add_argument("--trace-scale", type=float, default=1.0, help="factor on the trace rates")
+    parser.add_argument("--requests", type=int, default=200, help="number of requests")
+    parser.add_argument(
+        "--frame-interval", type=float, help="seconds between frames (default: the policy's)"
+    )
+    parser.add_argument("--first-sample", type=int, default=0, help="first test canvas to use")
+    parser.add_argument("--data-dir", type=Path, help="Fashion-MNIST directory")
+    parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="pacing chunk")
+    parser.add_argument("--out", type=Path, help="JSONL log of every request")
+
+
+def load_test_canvases(
+    first: int, count: int, data_dir: Path | None
+) -> Iterable[tuple[np.ndarray, int]]:
+    """The canonical test canvases ``first .. first + count - 1`` with their labels.
+
+    :raises FileNotFoundError: the Fashion-MNIST files are missing.
+    """
+    # The canvas renderer is numpy code, but its module also defines a torch Dataset.
+    from splitrl.models.canvas import TEST_CANVAS_SEED, CanvasDataset
+    from splitrl.models.fashion_mnist import IdxFormatError
+
+    try:
+        dataset = CanvasDataset.from_fashion_mnist("test", seed=TEST_CANVAS_SEED, data_dir=data_dir)
+    except IdxFormatError as error:
+        raise FileNotFoundError(
+            f"the Fashion-MNIST test set is needed for the canvases ({error}); "
+            "pass --data-dir or install it under /usr/share/datasets/fashion-mnist"
+        ) from None
+    if not 0 <= first and first + count <= len(dataset):
+        raise ValueError(
+            f"samples {first}..{first + count - 1} exceed the {len(dataset)} test canvases"
+        )
+    for index in range(first, first + count):
+        yield dataset.render(index)[0], int(dataset.labels[index])
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run requests against a server and log them."""
+    from splitrl.runtime.policy import OnnxPolicy
+    from splitrl.runtime.segments import OnnxSegments
+
+    if args.requests < 1:
+        raise ValueError(f"--requests must be at least 1, got {args.requests}")
+    address = parse_address(args.server)
+    policy = OnnxPolicy(args.export)
+    metadata = policy.metadata
+    interval = metadata.frame_interval_s if args.frame_interval is None else args.frame_interval
+    if not interval > 0:
+        raise ValueError(f"--frame-interval must be positive, got {interval}")
+    trace: Trace | None = load_trace(args.trace) if args.trace is not None else None
+    pacer = TracePacer(trace, args.chunk_bytes, args.trace_scale) if trace is not None else None
+    samples = list(load_test_canvases(args.first_sample, args.requests, args.data_dir))
+    connection = ServerConnection(address, pacer)
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(args.export, threads=1),
+            policy,
+            metadata.actions,
+            metadata.device_knowledge(interval),
+            connection,
+            metadata.codec,
+        )
+        records = runtime.run(samples, interval)
+    finally:
+        connection.close()
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("".join(record.to_json() + "\n" for record in records))
+    summary = RunSummary.of(records)
+    print(json.dumps(asdict(summary), indent=2))
+    return 0 if summary.errors == 0 else 1

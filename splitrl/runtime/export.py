@@ -1,0 +1,41 @@
+"""The ``splitrl export`` subcommand: a training run to a deployable directory.
+
+``splitrl export RUN --out DIR`` writes ``policy.onnx`` + ``policy.json`` (the SACD policy of
+``RUN/model.zip``, deterministic, masks inside the graph) and ``stage_k.onnx`` / ``exit_e.onnx`` +
+``segments.json`` (the DNN segments for the device and the server). The work is done by
+:mod:`splitrl.runtime.onnx_export`, imported here only when the command runs (it needs torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl export``."""
+    parser.add_argument("run_dir", metavar="RUN", type=Path, help="training run directory")
+    parser.add_argument("--out", required=True, type=Path, help="export directory to write")
+    parser.add_argument(
+        "--model",
+        default="default",
+        help="'default' (the shipped network) or the checkpoint sidecar NAME.json the profile used",
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export the run and print what was written."""
+    from splitrl.models.checkpoint import load_checkpoint, load_default_model
+    from splitrl.runtime.onnx_export import export_run
+
+    model = load_default_model() if args.model == "default" else load_checkpoint(args.model)
+    metadata, manifest = export_run(args.run_dir, args.out, model=model, opset=args.opset)
+    print(
+        f"policy: {args.out / 'policy.onnx'} ({len(metadata.actions.canonical_actions())} actions)"
+    )
+    print(
+        f"segments: {manifest.n_stages} stages, {len(manifest.exit_stages)} exits, "
+        f"max |onnxruntime - torch| = {manifest.max_abs_error:.2e}"
+    )
+    return 0

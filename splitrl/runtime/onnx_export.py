@@ -1,0 +1,371 @@
+"""Export a trained SACD policy and a staged model's segments to ONNX (needs torch).
+
+* :func:`export_policy`: ``policy.onnx`` (observation -> action, mask and argmax inside the graph)
+  and ``policy.json`` (:class:`~splitrl.runtime.policy.PolicyMetadata`).
+* :func:`export_segments`: ``stage_k.onnx``, ``exit_e.onnx`` and ``segments.json``.
+* :func:`export_run`: both, from a training run directory (``model.zip`` and its ``config``).
+
+Graphs are written by the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): on these
+small graphs it gives the same operators as the ``torch.export`` based one at a sixth of the export
+time. Every export is checked against torch with onnxruntime before it is accepted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.observation import ObservationLayout
+from splitrl.models.protocol import StagedModel
+from splitrl.runtime.policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
+from splitrl.runtime.segments import (
+    OnnxSegments,
+    SegmentManifest,
+    exit_file,
+    file_sha256,
+    stage_file,
+)
+
+DEFAULT_OPSET = 17
+RUN_CONFIG_NAMES = ("config.json", "config.yaml", "config.yml", "config")
+
+
+def _onnx_export(
+    module: nn.Module, example: torch.Tensor, path: Path, names: tuple[str, str], opset: int
+) -> None:
+    with warnings.catch_warnings():
+        # The TorchScript exporter announces its deprecation on every call.
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            input_names=[names[0]],
+            output_names=[names[1]],
+            dynamic_axes={names[0]: {0: "batch"}, names[1]: {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+
+
+class PolicyGraph(nn.Module):
+    """The deterministic SACD policy as one graph: masked logits, argmax, unravelled action.
+
+    :param actor: the SACD actor (``model.policy.actor``), a categorical over the flat actions.
+    :param actions: the action table; its canonical mask is fixed into the graph.
+    """
+
+    allowed: torch.Tensor
+    strides: torch.Tensor
+    nvec: torch.Tensor
+
+    def __init__(self, actor: nn.Module, actions: ActionTable) -> None:
+        super().__init__()
+        self.actor = actor
+        nvec = np.array(actions.nvec, dtype=np.int64)
+        strides = np.array([nvec[1] * nvec[2], nvec[2], 1], dtype=np.int64)
+        self.register_buffer("allowed", torch.as_tensor(actions.mask()))
+        self.register_buffer("strides", torch.as_tensor(strides))
+        self.register_buffer("nvec", torch.as_tensor(nvec))
+
+    def flat_actions(self, observation: torch.Tensor) -> torch.Tensor:
+        """Flat index of the most probable canonical action, ``int64 [batch]``."""
+        logits = self.actor.masked_logits(observation, self.allowed)  # type: ignore[operator]
+        return logits.argmax(dim=-1)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """``(exit, split, bits)`` per observation, ``int64 [batch, 3]``."""
+        index = self.flat_actions(observation).unsqueeze(1)
+        return torch.remainder(torch.div(index, self.strides, rounding_mode="floor"), self.nvec)
+
+
+def library_versions(opset: int) -> dict[str, str | int]:
+    """Versions stored with an export."""
+    import onnx
+    import onnxruntime
+
+    import splitrl
+
+    return {
+        "splitrl": splitrl.__version__,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": opset,
+    }
+
+
+def export_policy(
+    model: Any,
+    directory: str | os.PathLike[str],
+    *,
+    actions: ActionTable,
+    layout: ObservationLayout,
+    prior_bps: float,
+    deadline_s: float,
+    frame_interval_s: float,
+    codec: Mapping[str, Any] | None = None,
+    identity: Mapping[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> PolicyMetadata:
+    """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
+
+    :param model: a :class:`~splitrl.agents.sacd.SACD` (its ``policy.actor`` is exported).
+    :param directory: the export directory (created if needed).
+    :param actions: the env's action table (its canonical mask is baked into the graph).
+    :param layout: the env's observation layout.
+    :param prior_bps: the env's throughput prior (``env.knowledge.prior_bps``).
+    :param deadline_s: the reward's deadline (latency unit of the observation).
+    :param frame_interval_s: the env's request period (backlog unit of the observation).
+    :param codec: codec settings of the profile (``profile.codec``).
+    :param identity: scenario, profile and preset names to record.
+    :param opset: ONNX opset.
+    :return: the metadata written.
+    :raises ValueError: when the model's spaces do not match ``actions`` and ``layout``.
+    """
+    policy = model.policy
+    n_features = len(layout.names)
+    if tuple(int(n) for n in policy.nvec) != actions.nvec:
+        raise ValueError(
+            f"the model acts on nvec {policy.nvec.tolist()}, the table on {actions.nvec}"
+        )
+    if tuple(policy.observation_space.shape) != (n_features,):
+        raise ValueError(
+            f"the model observes shape {policy.observation_space.shape}, the layout has "
+            f"{n_features} features"
+        )
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    graph = PolicyGraph(policy.actor, actions).eval()
+    path = directory / POLICY_ONNX
+    example = torch.zeros((1, n_features), dtype=torch.float32)
+    with torch.no_grad():
+        _onnx_export(graph, example, path, ("observation", "action"), opset)
+    metadata = PolicyMetadata(
+        feature_names=tuple(layout.names),
+        history_length=layout.history_length,
+        prior_bps=float(prior_bps),
+        deadline_s=float(deadline_s),
+        frame_interval_s=float(frame_interval_s),
+        exit_stages=actions.exit_stages,
+        n_splits=actions.n_splits,
+        bit_options=actions.bit_options,
+        codec=dict(codec or {}),
+        identity=dict(identity or {}),
+        versions=library_versions(opset),
+        files={POLICY_ONNX: file_sha256(path)},
+    )
+    metadata.save(directory)
+    observations = random_observations(layout, 256, seed=0)
+    mismatches = np.flatnonzero(
+        OnnxPolicy(directory).actions(observations) != torch_actions(graph, observations)
+    )
+    if len(mismatches):
+        raise RuntimeError(
+            f"exported policy disagrees with torch on {len(mismatches)} of 256 checks"
+        )
+    return metadata
+
+
+def random_observations(layout: ObservationLayout, n: int, seed: int) -> np.ndarray:
+    """``n`` observations drawn uniformly inside the observation space, float32."""
+    space = layout.space()
+    rng = np.random.default_rng(seed)
+    return rng.uniform(space.low, space.high, size=(n, len(layout.names))).astype(np.float32)
+
+
+def torch_actions(graph: PolicyGraph, observations: np.ndarray) -> np.ndarray:
+    """Actions of ``graph`` for a batch of observations, computed by torch."""
+    with torch.no_grad():
+        actions: np.ndarray = graph(torch.as_tensor(observations)).numpy()
+    return actions
+
+
+class _Segment(nn.Module):
+    """One stage or exit head as a module with a single tensor input.
+
+    Create it in eval mode: the exporter restores the wrapper's mode on its children afterwards,
+    which would otherwise leave BatchNorm layers of the caller's model in training mode.
+    """
+
+    def __init__(self, part: nn.Module) -> None:
+        super().__init__()
+        self.part = part
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        output: torch.Tensor = self.part(x)
+        return output
+
+
+def export_segments(
+    model: StagedModel,
+    directory: str | os.PathLike[str],
+    *,
+    check_inputs: np.ndarray | None = None,
+    opset: int = DEFAULT_OPSET,
+    label: str = "",
+) -> SegmentManifest:
+    """Write every stage and exit head of ``model`` as ONNX, with ``segments.json``.
+
+    :param model: the staged model (put in eval mode).
+    :param directory: the export directory (created if needed).
+    :param check_inputs: a batch ``[n, *input_shape]`` to compare onnxruntime with torch on; by
+        default 8 random inputs inside ``input_spec.value_range``.
+    :param opset: ONNX opset.
+    :param label: a name of the model, stored in the manifest.
+    :return: the manifest, with the largest onnxruntime/torch difference measured.
+    """
+    for module in (*model.stages, *(spec.head for spec in model.exits)):
+        module.eval()
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = model.input_spec
+    if check_inputs is None:
+        low, high = spec.value_range
+        rng = np.random.default_rng(0)
+        check_inputs = rng.uniform(low, high, size=(8, *spec.shape))
+    x = torch.as_tensor(np.asarray(check_inputs, dtype=np.float32))
+    outputs = [x]
+    files: dict[str, str] = {}
+    with torch.no_grad():
+        for k in range(len(model.stages)):
+            path = directory / stage_file(k)
+            _onnx_export(_Segment(model.stages[k]).eval(), outputs[-1][:1], path, ("x", "y"), opset)
+            files[path.name] = file_sha256(path)
+            outputs.append(model.run_stages(outputs[-1], k, k + 1))
+        logits = []
+        for e, exit_spec in enumerate(model.exits):
+            path = directory / exit_file(e)
+            features = outputs[exit_spec.after_stage]
+            _onnx_export(_Segment(exit_spec.head).eval(), features[:1], path, ("x", "y"), opset)
+            files[path.name] = file_sha256(path)
+            logits.append(model.run_exit(features, e))
+    manifest = SegmentManifest(
+        exit_stages=tuple(exit_spec.after_stage for exit_spec in model.exits),
+        split_shapes=tuple(tuple(int(d) for d in out.shape[1:]) for out in outputs),
+        files=files,
+        opset=opset,
+        max_abs_error=0.0,
+        model=label,
+    )
+    manifest.save(directory)
+    runner = OnnxSegments(directory)
+    errors = [
+        np.abs(runner.run_stages(outputs[k].numpy(), k, k + 1) - outputs[k + 1].numpy()).max()
+        for k in range(len(model.stages))
+    ]
+    errors += [
+        np.abs(runner.run_exit(outputs[spec.after_stage].numpy(), e) - logits[e].numpy()).max()
+        for e, spec in enumerate(model.exits)
+    ]
+    manifest = SegmentManifest(**{**manifest.__dict__, "max_abs_error": float(max(errors))})
+    manifest.save(directory)
+    return manifest
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The configuration a training run stored (``config.json`` or YAML ``config``).
+
+    :raises FileNotFoundError: no config file.
+    :raises ValueError: not a mapping.
+    """
+    run_dir = Path(run_dir)
+    for name in RUN_CONFIG_NAMES:
+        path = run_dir / name
+        if path.is_file():
+            text = path.read_text()
+            if path.suffix == ".json":
+                data = json.loads(text)
+            else:
+                import yaml
+
+                data = yaml.safe_load(text)
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
+            return data
+    raise FileNotFoundError(f"{run_dir}: no run config ({', '.join(RUN_CONFIG_NAMES)})")
+
+
+#: run-config keys passed to SplitComputingEnv as they are
+ENV_KEYS = (
+    "profile",
+    "device",
+    "server",
+    "network",
+    "channel",
+    "reward",
+    "frame_interval_s",
+    "deadline_s",
+    "history_length",
+)
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    model: StagedModel | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> tuple[PolicyMetadata, SegmentManifest]:
+    """Export a training run: its SACD policy and the DNN segments.
+
+    The run directory holds ``model.zip`` (``SACD.save``) and a config with ``scenario`` (a name)
+    and optionally the env overrides of :data:`ENV_KEYS`; the env built from them supplies the
+    action table, the observation constants, the codec settings and the identity.
+
+    :param run_dir: the training run directory.
+    :param directory: the export directory.
+    :param model: the staged model the profile was built from (default: the shipped network).
+    :param opset: ONNX opset.
+    """
+    from splitrl.agents.sacd import SACD
+    from splitrl.envs.split_computing import SplitComputingEnv
+    from splitrl.models.checkpoint import load_default_model
+
+    run_dir = Path(run_dir)
+    model_path = run_dir / "model.zip"
+    if not model_path.is_file():
+        raise FileNotFoundError(f"{model_path}: trained model not found")
+    config = read_run_config(run_dir)
+    overrides = {key: config[key] for key in ENV_KEYS if config.get(key) is not None}
+    env = SplitComputingEnv(config.get("scenario", "default"), **overrides)
+    staged = model if model is not None else load_default_model()
+    exit_stages = tuple(spec.after_stage for spec in staged.exits)
+    if exit_stages != env.actions.exit_stages or len(staged.stages) + 1 != env.actions.n_splits:
+        raise ValueError(
+            f"the model's exits {exit_stages} and {len(staged.stages)} stages do not match the "
+            f"profile's {env.actions.exit_stages} and {env.actions.n_splits - 1}"
+        )
+    agent = SACD.load(model_path, device="cpu")
+    identity = {
+        "run": str(run_dir),
+        "scenario": env.parts.name,
+        "profile": env.profile.name,
+        "device": env.parts.device.name,
+        "server": env.parts.server.name,
+        "network": env.parts.network.name,
+    }
+    metadata = export_policy(
+        agent,
+        directory,
+        actions=env.actions,
+        layout=env.layout,
+        prior_bps=env.knowledge.prior_bps,
+        deadline_s=env.reward_spec.deadline_s,
+        frame_interval_s=env.frame_interval_s,
+        codec=env.profile.codec,
+        identity=identity,
+        opset=opset,
+    )
+    manifest = export_segments(staged, directory, opset=opset, label=env.profile.name)
+    return metadata, manifest

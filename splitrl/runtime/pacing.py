@@ -1,0 +1,102 @@
+"""A sender that paces its bytes to a bandwidth trace, so that a real socket sees the trace's uplink.
+
+The pacer is a token bucket whose tokens are the bits the trace's capacity delivers: it starts
+empty when a transfer begins, fills at the capacity of the trace at that moment (integrated over
+every change of rate), and a chunk of ``chunk_bytes`` leaves as soon as the bucket holds all its
+bits. The last chunk therefore leaves exactly when the environment's channel
+(:meth:`~splitrl.envs.channels.base.PiecewiseConstantChannel.transfer_time`, the same code) says
+the transfer ends, and the transfer time the device measures is what the trace allows plus the
+socket's own (small) cost.
+
+The trace's time 0 is the pacer's ``epoch`` (by default the moment it is created); the trace loops.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitrl.envs.channels.trace_replay import TraceChannel
+from splitrl.envs.traces import Trace
+
+DEFAULT_CHUNK_BYTES = 2048
+
+
+@dataclass(frozen=True)
+class TransferTiming:
+    """One paced transfer.
+
+    :param n_bytes: bytes sent.
+    :param start_s: when the transfer began, seconds since the pacer's epoch.
+    :param end_s: when its last byte was handed to the socket.
+    """
+
+    n_bytes: int
+    start_s: float
+    end_s: float
+
+    @property
+    def duration_s(self) -> float:
+        """Measured transfer time."""
+        return self.end_s - self.start_s
+
+
+class TracePacer:
+    """Send bytes no faster than a trace's capacity.
+
+    :param trace: the uplink capacity over time.
+    :param chunk_bytes: size of the chunks released onto the socket (1-4 kB keeps the pacing smooth
+        without a system call per packet).
+    :param scale: factor applied to every rate of the trace.
+    :param clock: monotonic clock in seconds.
+    """
+
+    def __init__(
+        self,
+        trace: Trace,
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        scale: float = 1.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if chunk_bytes < 1:
+            raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes}")
+        self.trace = trace
+        self.chunk_bytes = chunk_bytes
+        self.clock = clock
+        self.channel = TraceChannel(trace, scale=scale, random_start=False)
+        self.channel.reset(np.random.default_rng(0))
+        self.epoch = clock()
+
+    def restart(self, epoch: float | None = None) -> None:
+        """Put the trace's time 0 at ``epoch`` (default: now)."""
+        self.channel.reset(np.random.default_rng(0))
+        self.epoch = self.clock() if epoch is None else epoch
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return self.clock() - self.epoch
+
+    def release_offsets(self, n_bytes: int, start_s: float) -> list[tuple[int, float]]:
+        """Where each chunk ends and when it may leave, for a transfer starting at ``start_s``.
+
+        :return: ``(end byte offset, release time in seconds since the epoch)`` per chunk.
+        """
+        ends = [*range(self.chunk_bytes, n_bytes, self.chunk_bytes), n_bytes]
+        return [(end, start_s + self.channel.transfer_time(end, start_s)) for end in ends]
+
+    def send(self, sock: socket.socket, data: bytes) -> TransferTiming:
+        """Send ``data`` on a blocking socket, paced to the trace; returns the measured timing."""
+        start = self.now()
+        view = memoryview(data)
+        sent = 0
+        for end, release in self.release_offsets(len(data), start):
+            delay = release - self.now()
+            if delay > 0:
+                time.sleep(delay)
+            sock.sendall(view[sent:end])
+            sent = end
+        return TransferTiming(len(data), start, self.now())

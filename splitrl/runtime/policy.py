@@ -1,0 +1,183 @@
+"""The exported policy: ``policy.onnx`` run with onnxruntime and its metadata ``policy.json``.
+
+``policy.onnx`` maps a float32 observation batch ``[batch, n_features]`` (input ``observation``) to
+int64 actions ``[batch, 3]`` (output ``action``: exit, split, bit option). The mask of canonical
+actions, the argmax and the unravelling of the flat index are inside the graph, so the device only
+builds the observation and reads three integers.
+
+``policy.json`` holds what the device needs to build that observation exactly as the environment
+does (feature names, the scaling constants, the prior throughput, the deadline and the frame
+interval), the action table, the codec settings of the payloads, the identity of the scenario and
+profile the policy was trained on, and library versions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
+from splitrl.runtime.segments import file_sha256
+
+POLICY_ONNX = "policy.onnx"
+POLICY_JSON = "policy.json"
+POLICY_FORMAT = 1
+
+#: how each observation feature is computed (documentation stored in policy.json)
+FEATURE_SCALING = {
+    "throughput_k": "log10(bit/s / 1e6) / 3 clipped to [-1, 1]; newest first; prior_bps before any",
+    "estimate_age": "age / (age + 1 s), age = seconds since the last transfer ended (1 if none)",
+    "last_latency": "latency of the last completed request / deadline_s, clipped to [0, 10]",
+    "server_load": "utilization reported in the last reply, [0, 1]",
+    "backlog": "seconds the request waited for the device / frame_interval_s, clipped to [0, 10]",
+}
+
+
+@dataclass(frozen=True)
+class PolicyMetadata:
+    """Contents of ``policy.json``.
+
+    :param feature_names: observation feature names, in order.
+    :param history_length: throughput measurements in the observation.
+    :param prior_bps: throughput assumed before the first transfer (the link's nominal rate).
+    :param deadline_s: latency unit of the ``last_latency`` feature.
+    :param frame_interval_s: backlog unit and the request period the policy was trained with.
+    :param exit_stages: ``k_e`` of every exit.
+    :param n_splits: number of split choices.
+    :param bit_options: the bit options, indexed by the action's third component.
+    :param codec: keyword settings of ``splitrl.codecs.encode`` for every payload.
+    :param identity: scenario, profile and presets the policy was trained on.
+    :param versions: library versions and the ONNX opset.
+    :param files: file name -> SHA-256.
+    :param feature_scaling: how each feature is computed.
+    :param format: file format version.
+    """
+
+    feature_names: tuple[str, ...]
+    history_length: int
+    prior_bps: float
+    deadline_s: float
+    frame_interval_s: float
+    exit_stages: tuple[int, ...]
+    n_splits: int
+    bit_options: tuple[int | str, ...]
+    codec: dict[str, Any] = field(default_factory=dict)
+    identity: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    feature_scaling: dict[str, str] = field(default_factory=lambda: dict(FEATURE_SCALING))
+    format: int = POLICY_FORMAT
+
+    @property
+    def actions(self) -> ActionTable:
+        """The action table."""
+        return ActionTable(self.exit_stages, self.n_splits, self.bit_options)
+
+    @property
+    def layout(self) -> ObservationLayout:
+        """The observation layout."""
+        return ObservationLayout(self.history_length)
+
+    def device_knowledge(self, frame_interval_s: float | None = None) -> DeviceKnowledge:
+        """A fresh :class:`DeviceKnowledge` that builds this policy's observation.
+
+        :param frame_interval_s: the request period actually used (default: the trained one).
+        """
+        interval = self.frame_interval_s if frame_interval_s is None else frame_interval_s
+        return DeviceKnowledge(self.layout, self.prior_bps, self.deadline_s, interval)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, with the action table spelled out."""
+        data = asdict(self)
+        table = self.actions
+        data["canonical_actions"] = [
+            {"action": list(action), "label": table.label(*action)}
+            for action in table.canonical_actions()
+        ]
+        return data
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write ``policy.json`` into ``directory``."""
+        path = Path(directory) / POLICY_JSON
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> PolicyMetadata:
+        """Read ``policy.json`` from an export directory.
+
+        :raises ValueError: missing or malformed file.
+        """
+        path = Path(directory) / POLICY_JSON
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: policy metadata not found (run `splitrl export`)")
+        try:
+            data = json.loads(path.read_text())
+            if data.get("format") != POLICY_FORMAT:
+                raise ValueError(f"{path}: not a format-{POLICY_FORMAT} policy file")
+            metadata = cls(
+                feature_names=tuple(data["feature_names"]),
+                history_length=int(data["history_length"]),
+                prior_bps=float(data["prior_bps"]),
+                deadline_s=float(data["deadline_s"]),
+                frame_interval_s=float(data["frame_interval_s"]),
+                exit_stages=tuple(int(k) for k in data["exit_stages"]),
+                n_splits=int(data["n_splits"]),
+                bit_options=tuple(data["bit_options"]),
+                codec=dict(data["codec"]),
+                identity=dict(data["identity"]),
+                versions=dict(data["versions"]),
+                files=dict(data["files"]),
+                feature_scaling=dict(data["feature_scaling"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+            raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
+        if list(metadata.feature_names) != metadata.layout.names:
+            raise ValueError(
+                f"{path}: feature names {metadata.feature_names} differ from this version's "
+                f"observation layout {metadata.layout.names}"
+            )
+        return metadata
+
+
+class OnnxPolicy:
+    """The exported policy as a callable ``observation -> (exit, split, bits)``.
+
+    :param directory: an export directory with ``policy.onnx`` and ``policy.json``.
+    :param threads: onnxruntime intra-op threads.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], threads: int = 1) -> None:
+        import onnxruntime
+
+        directory = Path(directory)
+        self.metadata = PolicyMetadata.load(directory)
+        path = directory / POLICY_ONNX
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: policy graph not found")
+        if file_sha256(path) != self.metadata.files.get(POLICY_ONNX):
+            raise ValueError(f"{path}: SHA-256 does not match {POLICY_JSON}")
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(path), options, providers=["CPUExecutionProvider"]
+        )
+        self._n_features = len(self.metadata.feature_names)
+
+    def actions(self, observations: np.ndarray) -> np.ndarray:
+        """Actions ``int64 [batch, 3]`` of a batch of observations ``[batch, n_features]``."""
+        batch = np.ascontiguousarray(observations, dtype=np.float32).reshape(-1, self._n_features)
+        actions: np.ndarray = self.session.run(["action"], {"observation": batch})[0]
+        return actions
+
+    def __call__(self, observation: np.ndarray) -> tuple[int, int, int]:
+        """The action of one observation."""
+        e, s, b = self.actions(observation)[0]
+        return int(e), int(s), int(b)

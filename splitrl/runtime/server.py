@@ -1,0 +1,506 @@
+"""The edge server: finishes split requests and reports its load (the ``splitrl serve`` subcommand).
+
+An asyncio TCP server reads length-prefixed requests (:mod:`splitrl.runtime.protocol`), decodes the
+codec frame, runs stages ``[s, k_e)`` and the exit head in a thread pool (so the event loop stays
+responsive while a request computes) and replies with the prediction, its load and its timings.
+
+* Requests of one connection run concurrently (up to ``max_in_flight`` each); replies carry the
+  request id and may come out of order.
+* A bad request (malformed header, :class:`~splitrl.codecs.CodecError`, a split or exit out of
+  range, a tensor of the wrong shape) gets an error reply and a log line; the connection stays
+  open. A bad length prefix (empty, or above ``max_message_bytes``) gets an error reply and the
+  connection is closed, since the stream cannot be resynchronized.
+* A client that sends nothing for ``idle_timeout_s``, or takes longer than ``read_timeout_s`` to
+  finish a message it started, is disconnected; other clients are not affected.
+* :meth:`EdgeServer.stop` (SIGTERM or SIGINT under ``splitrl serve``) stops accepting, lets the
+  requests already read finish and be answered, then closes every connection.
+
+The reported load is the utilization of the inference workers: the fraction of worker time spent
+computing over the last ``load_window_s`` seconds (see :class:`LoadMeter`), the quantity the
+environment's ``server_load`` observation stands for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from splitrl.codecs import CodecError, decode
+from splitrl.runtime.protocol import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    UNKNOWN_REQUEST_ID,
+    MessageTooLarge,
+    ProtocolError,
+    Reply,
+    ReplyStatus,
+    Request,
+    frame_message,
+    read_message,
+)
+from splitrl.runtime.segments import SegmentRunner, softmax_prediction
+
+logger = logging.getLogger(__name__)
+
+
+class LoadMeter:
+    """Utilization of ``workers`` inference workers over a sliding window.
+
+    ``load = busy worker-seconds in [now - window_s, now] / (workers x window_s)``, counting jobs
+    still running up to ``now``. Thread-safe.
+
+    :param workers: number of workers.
+    :param window_s: window length in seconds.
+    """
+
+    def __init__(self, workers: int, window_s: float = 1.0) -> None:
+        if workers < 1 or not window_s > 0:
+            raise ValueError(f"need workers >= 1 and window_s > 0, got {workers}, {window_s}")
+        self.workers = workers
+        self.window_s = window_s
+        self._finished: deque[tuple[float, float]] = deque()
+        self._running: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    def begin(self, job: int, start: float) -> None:
+        """Job ``job`` started at ``start`` (``time.perf_counter`` seconds)."""
+        with self._lock:
+            self._running[job] = start
+
+    def end(self, job: int, end: float) -> None:
+        """Job ``job`` finished at ``end``."""
+        with self._lock:
+            self._finished.append((self._running.pop(job), end))
+
+    def load(self, now: float) -> float:
+        """Utilization in ``[0, 1]`` over ``[now - window_s, now]``."""
+        horizon = now - self.window_s
+        with self._lock:
+            while self._finished and self._finished[0][1] <= horizon:
+                self._finished.popleft()
+            busy = sum(min(end, now) - max(start, horizon) for start, end in self._finished)
+            busy += sum(now - max(start, horizon) for start in self._running.values())
+        return min(max(busy / (self.workers * self.window_s), 0.0), 1.0)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Settings of an :class:`EdgeServer`.
+
+    :param host: address to listen on (``127.0.0.1`` by default: loopback only).
+    :param port: TCP port; 0 picks a free one (see :attr:`EdgeServer.port`).
+    :param workers: inference threads; 1 serves requests first come, first served.
+    :param max_message_bytes: largest accepted request body.
+    :param idle_timeout_s: a connection with no new message for this long is closed.
+    :param read_timeout_s: a message must be complete this long after its first byte.
+    :param max_in_flight: requests of one connection computing or waiting at once; the
+        connection is not read further until one finishes.
+    :param load_window_s: window of the :class:`LoadMeter`.
+    :param shutdown_grace_s: how long :meth:`EdgeServer.stop` waits for requests in flight.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    workers: int = 1
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    idle_timeout_s: float = 300.0
+    read_timeout_s: float = 10.0
+    max_in_flight: int = 16
+    load_window_s: float = 1.0
+    shutdown_grace_s: float = 10.0
+
+
+class EdgeServer:
+    """Serve the tails of a staged model over TCP.
+
+    Use it as an async context manager, or call :meth:`start` and :meth:`stop`::
+
+        async with EdgeServer(TorchSegments(load_default_model())) as server:
+            print(server.port)
+            await server.wait_stopped()     # until request_stop() (e.g. from a signal handler)
+
+    :param runner: runs stages and exit heads (ONNX segments or a torch model).
+    :param settings: network, timeout and worker settings.
+    """
+
+    def __init__(self, runner: SegmentRunner, settings: ServerSettings | None = None) -> None:
+        self.runner = runner
+        self.settings = settings or ServerSettings()
+        self.load_meter = LoadMeter(self.settings.workers, self.settings.load_window_s)
+        self._executor: ThreadPoolExecutor | None = None
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._requests: set[asyncio.Task[None]] = set()
+        self._stop_requested: asyncio.Event | None = None
+        self._stopping = False
+        self._job_counter = 0
+        self.served = 0
+        self.rejected = 0
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (after :meth:`start`)."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    async def start(self) -> None:
+        """Bind and start accepting connections."""
+        self._stop_requested = asyncio.Event()
+        self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="infer")
+        self._server = await asyncio.start_server(
+            self._handle_connection, self.settings.host, self.settings.port
+        )
+        self._port = int(self._server.sockets[0].getsockname()[1])
+
+    def request_stop(self) -> None:
+        """Ask :meth:`wait_stopped` to return (safe to call from a signal handler in the loop)."""
+        if self._stop_requested is not None:
+            self._stop_requested.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`request_stop` is called, then stop gracefully."""
+        if self._stop_requested is None:
+            raise RuntimeError("the server is not started")
+        await self._stop_requested.wait()
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop accepting, finish the requests in flight, close every connection."""
+        if self._server is None or self._stopping:
+            return
+        self._stopping = True
+        self._server.close()
+        if self._requests:
+            _, late = await asyncio.wait(self._requests, timeout=self.settings.shutdown_grace_s)
+            for task in late:
+                task.cancel()
+        for handler in list(self._handlers):
+            handler.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+        logger.info("stopped after %d replies (%d rejected)", self.served, self.rejected)
+
+    async def __aenter__(self) -> EdgeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ connections
+    async def _handle_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        peer = writer.get_extra_info("peername")
+        write_lock = asyncio.Lock()
+        slots = asyncio.Semaphore(self.settings.max_in_flight)
+        mine: set[asyncio.Task[None]] = set()
+        settings = self.settings
+        try:
+            while not self._stopping:
+                try:
+                    body = await read_message(
+                        reader,
+                        max_bytes=settings.max_message_bytes,
+                        idle_timeout_s=settings.idle_timeout_s,
+                        read_timeout_s=settings.read_timeout_s,
+                    )
+                except TimeoutError:
+                    logger.warning("%s: timed out waiting for data, closing", peer)
+                    break
+                except MessageTooLarge as error:
+                    await self._reject(writer, write_lock, UNKNOWN_REQUEST_ID, str(error), peer)
+                    break
+                except ProtocolError as error:
+                    logger.warning("%s: %s, closing", peer, error)
+                    break
+                except ConnectionError as error:
+                    logger.info("%s: connection lost (%s)", peer, error)
+                    break
+                if body is None:
+                    break
+                received = time.perf_counter()
+                await slots.acquire()
+                request_task = asyncio.create_task(
+                    self._serve_request(body, received, writer, write_lock, peer)
+                )
+                for group in (mine, self._requests):
+                    group.add(request_task)
+                    request_task.add_done_callback(group.discard)
+                request_task.add_done_callback(lambda _: slots.release())
+            if mine:
+                await asyncio.wait(mine)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._handlers.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _send(
+        self, writer: asyncio.StreamWriter, lock: asyncio.Lock, reply: Reply, peer: object
+    ) -> None:
+        async with lock:
+            if writer.is_closing():
+                return
+            writer.write(frame_message(reply.encode()))
+            try:
+                await asyncio.wait_for(writer.drain(), self.settings.read_timeout_s)
+            except (TimeoutError, ConnectionError) as error:
+                logger.warning("%s: cannot deliver reply %d (%r)", peer, reply.request_id, error)
+                writer.close()
+
+    async def _reject(
+        self,
+        writer: asyncio.StreamWriter,
+        lock: asyncio.Lock,
+        request_id: int,
+        problem: str,
+        peer: object,
+        status: ReplyStatus = ReplyStatus.BAD_REQUEST,
+    ) -> None:
+        logger.warning("%s: request %s rejected: %s", peer, _id_text(request_id), problem)
+        self.rejected += 1
+        reply = Reply(
+            request_id,
+            status,
+            server_load=self.load_meter.load(time.perf_counter()),
+            error=problem,
+        )
+        await self._send(writer, lock, reply, peer)
+
+    async def _serve_request(
+        self,
+        body: bytes,
+        received: float,
+        writer: asyncio.StreamWriter,
+        lock: asyncio.Lock,
+        peer: object,
+    ) -> None:
+        try:
+            request = Request.decode(body)
+        except ProtocolError as error:
+            await self._reject(writer, lock, UNKNOWN_REQUEST_ID, str(error), peer)
+            return
+        problem = self._check_request(request)
+        if problem:
+            await self._reject(writer, lock, request.request_id, problem, peer)
+            return
+        assert self._executor is not None
+        self._job_counter += 1
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(
+                self._executor, self._infer, request, received, self._job_counter
+            )
+        except Exception as error:  # a fault of the model must not take the server down
+            logger.exception("%s: request %d failed", peer, request.request_id)
+            await self._reject(
+                writer, lock, request.request_id, repr(error), peer, ReplyStatus.SERVER_ERROR
+            )
+            return
+        if reply.ok:
+            self.served += 1
+            await self._send(writer, lock, reply, peer)
+        else:
+            await self._reject(writer, lock, request.request_id, reply.error, peer, reply.status)
+
+    def _check_request(self, request: Request) -> str:
+        n_exits = len(self.runner.exit_stages)
+        if request.exit_index >= n_exits:
+            return f"exit {request.exit_index} out of range 0..{n_exits - 1}"
+        k_e = self.runner.exit_stages[request.exit_index]
+        if request.split >= k_e:
+            return (
+                f"split {request.split} is not before exit {request.exit_index} "
+                f"(after stage {k_e}); valid splits are 0..{k_e - 1}"
+            )
+        return ""
+
+    def _infer(self, request: Request, received: float, job: int) -> Reply:
+        """Decode and finish one request (runs in a worker thread)."""
+        start = time.perf_counter()
+        queue_s = start - received
+        if request.deadline_s is not None and queue_s > request.deadline_s:
+            return Reply(
+                request.request_id,
+                ReplyStatus.EXPIRED,
+                error=f"waited {queue_s:.4f} s for a worker, past the {request.deadline_s} s deadline",
+            )
+        self.load_meter.begin(job, start)
+        try:
+            try:
+                tensor = decode(request.frame)
+            except CodecError as error:
+                return Reply(request.request_id, ReplyStatus.BAD_REQUEST, error=f"codec: {error}")
+            expected = self.runner.split_shapes[request.split]
+            if tensor.shape != expected:
+                return Reply(
+                    request.request_id,
+                    ReplyStatus.BAD_REQUEST,
+                    error=f"tensor of shape {tensor.shape} at split {request.split}, "
+                    f"expected {expected}",
+                )
+            decoded = time.perf_counter()
+            k_e = self.runner.exit_stages[request.exit_index]
+            features = self.runner.run_stages(tensor[None], request.split, k_e)
+            logits = self.runner.run_exit(features, request.exit_index)
+            predicted, confidence = softmax_prediction(logits[0])
+            done = time.perf_counter()
+        finally:
+            self.load_meter.end(job, time.perf_counter())
+        return Reply(
+            request.request_id,
+            ReplyStatus.OK,
+            predicted=predicted,
+            confidence=confidence,
+            server_load=self.load_meter.load(done),
+            queue_s=queue_s,
+            decode_s=decoded - start,
+            compute_s=done - decoded,
+            service_s=done - received,
+        )
+
+
+class ServerThread:
+    """An :class:`EdgeServer` on its own event loop in a background thread.
+
+    For synchronous programs, tests and benchmarks::
+
+        with ServerThread(runner) as server:
+            connect(("127.0.0.1", server.port))
+
+    :param runner: runs stages and exit heads.
+    :param settings: server settings.
+    """
+
+    def __init__(self, runner: SegmentRunner, settings: ServerSettings | None = None) -> None:
+        self.server = EdgeServer(runner, settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port."""
+        return self.server.port
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start the loop and the server."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.server.start(), self._loop).result(timeout_s)
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop the server gracefully, then the loop."""
+        if not self._thread.is_alive():
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self._loop).result(timeout_s)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout_s)
+            self._loop.close()
+
+    def __enter__(self) -> ServerThread:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _id_text(request_id: int) -> str:
+    return "?" if request_id == UNKNOWN_REQUEST_ID else str(request_id)
+
+
+# ---------------------------------------------------------------------- command line
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``splitrl serve``."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--model",
+        default="default",
+        help="'default' (the shipped EarlyExitNet, run with torch) or a checkpoint sidecar NAME.json",
+    )
+    source.add_argument(
+        "--export", type=Path, help="an export directory: run its ONNX segments with onnxruntime"
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
+    parser.add_argument("--workers", type=int, default=1, help="inference threads")
+    parser.add_argument("--threads", type=int, default=0, help="compute threads (0: all cores)")
+    parser.add_argument("--read-timeout", type=float, default=10.0, help="seconds per message")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=300.0, help="seconds between messages"
+    )
+    parser.add_argument(
+        "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES, help="largest request"
+    )
+    parser.add_argument("--load-window", type=float, default=1.0, help="load window in seconds")
+
+
+def load_runner(model: str, export: Path | None, threads: int) -> SegmentRunner:
+    """The segment runner of ``splitrl serve``: ONNX segments of ``export`` or a torch model.
+
+    :param model: ``"default"`` or the path of a checkpoint sidecar.
+    :param export: an export directory, which takes precedence over ``model``.
+    :param threads: compute threads (0: all cores).
+    """
+    if export is not None:
+        from splitrl.runtime.segments import OnnxSegments
+
+        return OnnxSegments(export, threads=threads)
+    import torch
+
+    from splitrl.models.checkpoint import load_checkpoint, load_default_model
+    from splitrl.runtime.torch_segments import TorchSegments
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return TorchSegments(load_default_model() if model == "default" else load_checkpoint(model))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until SIGTERM or SIGINT."""
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if not (args.read_timeout > 0 and args.idle_timeout > 0):
+        raise ValueError("--read-timeout and --idle-timeout must be positive")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    runner = load_runner(args.model, args.export, args.threads)
+    settings = ServerSettings(
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        max_message_bytes=args.max_message_bytes,
+        idle_timeout_s=args.idle_timeout,
+        read_timeout_s=args.read_timeout,
+        load_window_s=args.load_window,
+    )
+
+    async def serve() -> None:
+        server = EdgeServer(runner, settings)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, server.request_stop)
+        print(f"listening on {settings.host}:{server.port}", flush=True)
+        await server.wait_stopped()
+
+    asyncio.run(serve())
+    return 0

@@ -1,0 +1,285 @@
+"""Runtime tests over loopback: wire protocol, edge server, device runtime and pacing."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splitrl.codecs import encode
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.observation import DeviceKnowledge, ObservationLayout, scale_throughput
+from splitrl.envs.traces import Trace
+from splitrl.runtime.device import DeviceRuntime, ServerConnection
+from splitrl.runtime.onnx_export import export_segments
+from splitrl.runtime.pacing import TracePacer
+from splitrl.runtime.protocol import (
+    LENGTH_PREFIX,
+    UNKNOWN_REQUEST_ID,
+    ProtocolError,
+    Reply,
+    ReplyStatus,
+    Request,
+    frame_message,
+    recv_message,
+)
+from splitrl.runtime.segments import OnnxSegments, SegmentRunner
+from splitrl.runtime.server import LoadMeter, ServerSettings, ServerThread
+from splitrl.runtime.torch_segments import TorchSegments
+from tests.conftest import TINY_BITS, tiny_inputs, tiny_staged_model
+
+TINY_ACTIONS = ActionTable((1, 3), 4, TINY_BITS)
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("export")
+    export_segments(tiny_staged_model(), directory)
+    return directory
+
+
+@pytest.fixture()
+def server() -> Iterator[ServerThread]:
+    with ServerThread(TorchSegments(tiny_staged_model()), ServerSettings(read_timeout_s=0.5)) as s:
+        yield s
+
+
+def connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10.0)
+    return sock
+
+
+def ask(sock: socket.socket, body: bytes) -> Reply:
+    sock.sendall(frame_message(body))
+    return Reply.decode(recv_message(sock))
+
+
+def torch_prediction(x: np.ndarray, exit_index: int) -> int:
+    with torch.no_grad():
+        logits = tiny_staged_model()(torch.as_tensor(x[None], dtype=torch.float32), exit_index)
+    return int(logits.argmax())
+
+
+# ---------------------------------------------------------------------- protocol
+@pytest.mark.parametrize("deadline", [None, 0.25])
+def test_request_round_trip(deadline: float | None) -> None:
+    request = Request(7, 1, 2, b"frame-bytes", deadline)
+    assert Request.decode(request.encode()) == request
+
+
+def test_reply_round_trip() -> None:
+    reply = Reply(3, ReplyStatus.BAD_REQUEST, error="bad split")
+    assert Reply.decode(reply.encode()) == reply
+    ok = Reply.decode(Reply(4, ReplyStatus.OK, 2, 0.5, 0.25, 1e-3, 2e-3, 3e-3, 4e-3).encode())
+    assert (ok.ok, ok.predicted, ok.confidence, ok.server_load) == (True, 2, 0.5, 0.25)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"), [(b"SRQ1\x00", "shorter"), (b"XXXX" + bytes(20), "magic")]
+)
+def test_malformed_request_is_refused(body: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=message):
+        Request.decode(body)
+
+
+def test_request_fields_are_checked() -> None:
+    with pytest.raises(ProtocolError, match=r"0\.\.255"):
+        Request(0, 300, 0, b"").encode()
+    with pytest.raises(ProtocolError, match="request_id"):
+        Request(UNKNOWN_REQUEST_ID, 0, 0, b"").encode()
+
+
+def test_load_meter_counts_busy_time_in_the_window() -> None:
+    meter = LoadMeter(workers=2, window_s=1.0)
+    meter.begin(1, 10.0)
+    meter.end(1, 10.5)
+    meter.begin(2, 10.8)
+    assert meter.load(11.0) == pytest.approx((0.5 + 0.2) / 2)
+    assert meter.load(12.6) == pytest.approx(1.0 / 2)  # only job 2, running all window
+
+
+# ---------------------------------------------------------------------- server
+@pytest.mark.parametrize(("exit_index", "split"), [(0, 0), (1, 0), (1, 1), (1, 2)])
+def test_server_predicts_like_the_model(server: ServerThread, exit_index: int, split: int) -> None:
+    inputs, _ = tiny_inputs(n=4, seed=1)
+    model = tiny_staged_model()
+    with connect(server.port) as sock:
+        for request_id, x in enumerate(inputs):
+            with torch.no_grad():
+                tensor = model.run_stages(torch.as_tensor(x[None], dtype=torch.float32), 0, split)
+            frame = encode(x if split == 0 else tensor[0].numpy(), "lossless")
+            reply = ask(sock, Request(request_id, exit_index, split, frame).encode())
+            assert reply.ok and reply.request_id == request_id
+            assert reply.predicted == torch_prediction(x, exit_index)
+            assert 0.0 <= reply.server_load <= 1.0 and reply.service_s >= reply.compute_s > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b"garbage that is no request", "magic"),
+        (Request(1, 0, 0, b"SPLC\x01").encode(), "codec"),
+        (Request(1, 0, 0, encode(np.zeros((1, 16, 16), np.uint8))[:-5]).encode(), "codec"),
+        (Request(1, 0, 1, encode(np.zeros((4, 8, 8), np.float32))).encode(), "split 1"),
+        (Request(1, 5, 0, encode(np.zeros((1, 16, 16), np.uint8))).encode(), "exit 5"),
+        (Request(1, 1, 1, encode(np.zeros((1, 16, 16), np.uint8))).encode(), "shape"),
+    ],
+)
+def test_bad_requests_get_error_replies(server: ServerThread, body: bytes, problem: str) -> None:
+    x = tiny_inputs(n=1)[0][0]
+    with connect(server.port) as bad, connect(server.port) as good:
+        reply = ask(bad, body)
+        assert reply.status is ReplyStatus.BAD_REQUEST and problem in reply.error
+        # the same connection and another one keep being served
+        for sock in (bad, good):
+            assert ask(sock, Request(2, 1, 0, encode(x, "lossless")).encode()).ok
+
+
+def test_oversized_message_is_refused_and_the_connection_closed(server: ServerThread) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(LENGTH_PREFIX.pack(2**31))
+        reply = Reply.decode(recv_message(sock))
+        assert reply.status is ReplyStatus.BAD_REQUEST and "exceeds" in reply.error
+        assert sock.recv(1) == b""
+
+
+def test_stuck_client_is_timed_out_without_blocking_others(server: ServerThread) -> None:
+    x = tiny_inputs(n=1)[0][0]
+    message = frame_message(Request(0, 1, 0, encode(x, "lossless")).encode())
+    with connect(server.port) as stuck, connect(server.port) as other:
+        stuck.sendall(message[: len(message) // 2])
+        assert ask(other, Request(1, 1, 0, encode(x, "lossless")).encode()).ok
+        stuck.settimeout(5.0)
+        assert stuck.recv(1) == b""  # closed by the server's read timeout (0.5 s)
+        assert ask(other, Request(2, 1, 0, encode(x, "lossless")).encode()).ok
+
+
+class SlowSegments:
+    """A runner whose exit heads take ``delay_s``: requests stay in flight for a while."""
+
+    def __init__(self, runner: SegmentRunner, delay_s: float) -> None:
+        self.runner = runner
+        self.delay_s = delay_s
+        self.n_stages = runner.n_stages
+        self.exit_stages = runner.exit_stages
+        self.split_shapes = runner.split_shapes
+
+    def run_stages(self, x: np.ndarray, start: int, stop: int) -> np.ndarray:
+        return self.runner.run_stages(x, start, stop)
+
+    def run_exit(self, features: np.ndarray, exit_index: int) -> np.ndarray:
+        time.sleep(self.delay_s)
+        return self.runner.run_exit(features, exit_index)
+
+
+def test_stop_finishes_requests_in_flight() -> None:
+    x = tiny_inputs(n=1)[0][0]
+    server = ServerThread(SlowSegments(TorchSegments(tiny_staged_model()), 0.4))
+    server.start()
+    try:
+        sock = connect(server.port)
+        sock.sendall(frame_message(Request(9, 1, 0, encode(x, "lossless")).encode()))
+        time.sleep(0.1)  # the request is computing
+    finally:
+        server.stop()
+    reply = Reply.decode(recv_message(sock))
+    assert reply.ok and reply.request_id == 9
+    assert sock.recv(1) == b""
+    sock.close()
+    with pytest.raises(OSError):
+        connect(server.port).close()
+
+
+def test_serve_command_stops_on_sigterm(tiny_export: Path) -> None:
+    command = [sys.executable, "-m", "splitrl", "serve", "--export", str(tiny_export)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.startswith("listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        x = tiny_inputs(n=1)[0][0]
+        with connect(port) as sock:
+            reply = ask(sock, Request(0, 0, 0, encode(x, "lossless")).encode())
+        assert reply.ok and reply.predicted == torch_prediction(x, 0)
+        process.terminate()
+        assert process.wait(timeout=20) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+# ---------------------------------------------------------------------- device
+def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_export: Path) -> None:
+    inputs, labels = tiny_inputs(n=8, seed=2)
+    plan = [(0, 1, 0), (1, 1, 3), (1, 0, 3), (1, 2, 2), (1, 3, 0), (0, 0, 3), (1, 2, 3), (0, 1, 0)]
+    observations: list[np.ndarray] = []
+
+    def policy(observation: np.ndarray) -> tuple[int, int, int]:
+        observations.append(observation)
+        return plan[len(observations) - 1]
+
+    knowledge = DeviceKnowledge(ObservationLayout(4), 1e6, deadline_s=0.2, frame_interval_s=0.02)
+    trace = Trace.from_rates([8e6], slot_s=1.0)
+    connection = ServerConnection(("127.0.0.1", server.port), TracePacer(trace))
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(tiny_export), policy, TINY_ACTIONS, knowledge, connection
+        )
+        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
+    finally:
+        connection.close()
+    assert [r.status for r in records] == ["ok"] * 8
+    assert [r.device_only for r in records] == [True, False, False, False, True, False, False, True]
+    for record, x in zip(records, inputs, strict=True):
+        e, _, b = record.action
+        if TINY_BITS[b] == "lossless" or record.device_only:  # exact: same answer as torch
+            assert record.predicted == torch_prediction(x, e)
+        if not record.device_only:  # the server's time and the transfer are parts of the latency
+            assert record.latency_s >= max(record.transfer_s, record.server_s) > 0
+    # the first transfer replaced the prior in the observed throughput history
+    assert observations[0][0] == pytest.approx(scale_throughput(1e6))
+    assert observations[2][0] != pytest.approx(scale_throughput(1e6))
+
+
+# ---------------------------------------------------------------------- pacing
+def test_release_times_integrate_the_trace() -> None:
+    trace = Trace((0.0, 1.0, 2.0), (8_000.0, 16_000.0))  # 1 kB/s, then 2 kB/s
+    pacer = TracePacer(trace, chunk_bytes=500)
+    releases = pacer.release_offsets(2000, start_s=0.5)
+    assert [end for end, _ in releases] == [500, 1000, 1500, 2000]
+    assert [t for _, t in releases] == pytest.approx([1.0, 1.25, 1.5, 1.75])
+
+
+def test_paced_transfer_takes_the_traces_time() -> None:
+    rate_bps, n_bytes = 4e6, 100_000
+    sender, receiver = socket.socketpair()
+    received = bytearray()
+
+    def drain() -> None:
+        while chunk := receiver.recv(65536):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    try:
+        timing = TracePacer(Trace.from_rates([rate_bps], 10.0), chunk_bytes=2048).send(
+            sender, bytes(n_bytes)
+        )
+    finally:
+        sender.close()
+        reader.join()
+        receiver.close()
+    assert len(received) == n_bytes
+    assert 0.8 < timing.duration_s / (8 * n_bytes / rate_bps) < 1.5

@@ -1,0 +1,154 @@
+"""Export tests: the ONNX policy and segments agree with torch; run directories; the device imports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from splitrl.agents.sacd import SACD
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.models.protocol import ExitSpec, InputSpec, StagedModule
+from splitrl.profiles.schema import Profile
+from splitrl.runtime.onnx_export import (
+    PolicyGraph,
+    export_policy,
+    export_run,
+    export_segments,
+    random_observations,
+    torch_actions,
+)
+from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
+from splitrl.runtime.segments import OnnxSegments, SegmentError
+from tests.conftest import tiny_inputs, tiny_staged_model
+
+SEGMENT_TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def env(tiny_profile: Profile) -> SplitComputingEnv:
+    return SplitComputingEnv(profile=tiny_profile, horizon=20)
+
+
+@pytest.fixture(scope="module")
+def agent(env: SplitComputingEnv) -> SACD:
+    return SACD("MlpPolicy", env, policy_kwargs={"net_arch": [32, 32]}, seed=0, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def exported(env: SplitComputingEnv, agent: SACD, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("policy")
+    export_policy(
+        agent,
+        directory,
+        actions=env.actions,
+        layout=env.layout,
+        prior_bps=env.knowledge.prior_bps,
+        deadline_s=env.reward_spec.deadline_s,
+        frame_interval_s=env.frame_interval_s,
+        codec=env.profile.codec,
+        identity={"profile": env.profile.name},
+    )
+    return directory
+
+
+def test_onnx_policy_matches_torch_on_random_observations(
+    env: SplitComputingEnv, agent: SACD, exported: Path
+) -> None:
+    observations = random_observations(env.layout, 10_000, seed=1)
+    onnx_actions = OnnxPolicy(exported).actions(observations)
+    graph = PolicyGraph(agent.policy.actor, env.actions).eval()
+    np.testing.assert_array_equal(onnx_actions, torch_actions(graph, observations))
+    # the same actions as SACD's own deterministic prediction with the env's masks
+    predicted, _ = agent.predict(
+        observations[:500], deterministic=True, action_masks=env.action_masks()
+    )
+    np.testing.assert_array_equal(onnx_actions[:500], predicted)
+    canonical = {tuple(a) for a in env.actions.canonical_actions()}
+    assert {tuple(int(v) for v in a) for a in onnx_actions} <= canonical
+
+
+def test_policy_metadata_describes_the_env(env: SplitComputingEnv, exported: Path) -> None:
+    metadata = PolicyMetadata.load(exported)
+    assert metadata.actions == env.actions
+    assert list(metadata.feature_names) == env.layout.names
+    knowledge = metadata.device_knowledge()
+    env.reset(seed=0)
+    np.testing.assert_array_equal(knowledge.observe(0.0, 0.0), env.knowledge.observe(0.0, 0.0))
+    raw = json.loads((exported / "policy.json").read_text())
+    assert raw["versions"]["opset"] == 17 and raw["canonical_actions"]
+
+
+def test_altered_policy_file_is_refused(exported: Path, tmp_path: Path) -> None:
+    for name in ("policy.onnx", "policy.json"):
+        (tmp_path / name).write_bytes((exported / name).read_bytes())
+    (tmp_path / "policy.onnx").write_bytes((exported / "policy.onnx").read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="SHA-256"):
+        OnnxPolicy(tmp_path)
+
+
+def test_segments_match_torch(tmp_path: Path) -> None:
+    model = tiny_staged_model()
+    manifest = export_segments(model, tmp_path)
+    assert manifest.max_abs_error <= SEGMENT_TOLERANCE
+    inputs = tiny_inputs(n=16, seed=3)[0]
+    runner = OnnxSegments(tmp_path)
+    for e, spec in enumerate(model.exits):
+        with torch.no_grad():
+            expected = model(torch.as_tensor(inputs, dtype=torch.float32), e).numpy()
+        got = runner.run_exit(runner.run_stages(inputs, 0, spec.after_stage), e)
+        np.testing.assert_allclose(got, expected, atol=SEGMENT_TOLERANCE, rtol=0)
+    (tmp_path / "stage_1.onnx").write_bytes(b"not onnx")
+    with pytest.raises(SegmentError, match="SHA-256"):
+        OnnxSegments(tmp_path)
+
+
+def test_segments_with_batch_norm_stay_in_eval_mode(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    norm = torch.nn.BatchNorm2d(4)
+    assert norm.running_mean is not None and norm.running_var is not None
+    norm.running_mean.uniform_(-1.0, 1.0)
+    norm.running_var.uniform_(0.5, 2.0)
+    stages = [torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), norm, torch.nn.ReLU())]
+    head = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 2)
+    )
+    model = StagedModule(
+        stages, [ExitSpec(1, head)], InputSpec((1, 8, 8), torch.float32, (0.0, 1.0))
+    )
+    manifest = export_segments(model.eval(), tmp_path)
+    assert manifest.max_abs_error <= SEGMENT_TOLERANCE
+    assert not any(module.training for module in model.modules())
+
+
+def test_export_run_directory(
+    env: SplitComputingEnv, agent: SACD, tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    agent.save(run_dir / "model.zip")
+    (run_dir / "config.json").write_text(
+        json.dumps({"scenario": "default", "profile": str(tiny_profile_path), "horizon": 20})
+    )
+    metadata, manifest = export_run(run_dir, tmp_path / "out", model=tiny_staged_model())
+    assert metadata.identity["scenario"] == "default" and manifest.exit_stages == (1, 3)
+    observations = random_observations(env.layout, 1000, seed=2)
+    graph = PolicyGraph(agent.policy.actor, env.actions).eval()
+    np.testing.assert_array_equal(
+        OnnxPolicy(tmp_path / "out").actions(observations), torch_actions(graph, observations)
+    )
+    with pytest.raises(FileNotFoundError, match=r"model\.zip"):
+        export_run(tmp_path, tmp_path / "other", model=tiny_staged_model())
+
+
+def test_device_side_imports_without_torch() -> None:
+    code = (
+        "import sys; import splitrl.runtime.device, splitrl.runtime.policy, splitrl.runtime.server;"
+        "sys.exit(int('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
