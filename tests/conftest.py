@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,20 @@ from splitrl.profiles.io import save_profile
 from splitrl.profiles.schema import Profile
 
 TINY_BITS: tuple[int | str, ...] = (2, 4, 8, "lossless")
+
+
+def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> None:
+    """Write ``array`` (uint8) as a gzip-compressed IDX file, the format of Fashion-MNIST."""
+    magic = (0x0800 | array.ndim) if magic is None else magic
+    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as stream:
+        stream.write(header + array.astype(np.uint8).tobytes())
+
+
+def write_split(root: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
+    """Write one split (``train`` or ``t10k``) of a Fashion-MNIST-like data set."""
+    write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
+    write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
 
 
 class _Scale(nn.Module):

@@ -31,6 +31,7 @@ from splitrl.models import (
     pooled_linear_head,
 )
 from splitrl.models.fashion_mnist import DATA_DIR_ENV, resolve_data_dir
+from tests.conftest import write_idx, write_split
 
 TINY_CONFIG = EarlyExitConfig(
     stem_channels=4, block_channels=(4, 6, 6, 8), bottleneck_channels=(2, 3), head_channels=4
@@ -38,19 +39,6 @@ TINY_CONFIG = EarlyExitConfig(
 FLAT_CANVAS = CanvasConfig(
     clutter_brightness=(1.0, 1.0), item_brightness=(1.0, 1.0), background=(0.0, 0.0), noise_std=0.0
 )
-
-
-def write_idx(path: Path, array: np.ndarray, magic: int | None = None) -> None:
-    """Write ``array`` (uint8) as a gzip-compressed IDX file."""
-    magic = (0x0800 | array.ndim) if magic is None else magic
-    header = struct.pack(">I", magic) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as stream:
-        stream.write(header + array.astype(np.uint8).tobytes())
-
-
-def write_split(root: Path, prefix: str, images: np.ndarray, labels: np.ndarray) -> None:
-    write_idx(root / f"{prefix}-images-idx3-ubyte.gz", images)
-    write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
 
 
 @pytest.fixture

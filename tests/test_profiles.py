@@ -162,3 +162,47 @@ def test_cli_reports_bad_profile_cleanly(
     bad.write_text("[]")
     assert main(["profile", "validate", str(bad)]) == 2
     assert "not a splitrl profile" in capsys.readouterr().err
+
+
+def _build_quick(data_dir: Path, out: Path) -> Path:
+    args = [
+        "profile",
+        "build",
+        "--quick",
+        "--train",
+        "--data-dir",
+        str(data_dir),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, "--samples", "12", "--bits", "2,4,lossless", "--no-progress"]) == 0
+    return out / "default.json"
+
+
+def test_profile_build_quick_end_to_end_is_reproducible(tmp_path: Path) -> None:
+    """``splitrl profile build --quick --train`` on a tiny Fashion-MNIST-like set, twice."""
+    from tests.conftest import write_split
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_split(data, "train", rng.integers(0, 256, (48, 28, 28)), rng.integers(0, 10, 48))
+    write_split(data, "t10k", rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, 12))
+    first = load_profile(_build_quick(data, tmp_path / "a"))
+    second = load_profile(_build_quick(data, tmp_path / "b"))
+    assert first.n_samples == 12 and first.bit_options == (2, 4, "lossless")
+    assert first.n_stages == 5 and first.exit_stages == (2, 4, 5)
+    sidecar = json.loads((tmp_path / "a" / "default-model.json").read_text())
+    assert first.metadata["model"]["weights_sha256"] == sidecar["weights_sha256"]
+    # same seed, same data: same weights, so identical payloads and outcomes
+    assert first.metadata["model"]["weights_sha256"] == second.metadata["model"]["weights_sha256"]
+    assert np.array_equal(first.payload_bytes, second.payload_bytes)
+    assert np.array_equal(first.correct, second.correct)
+
+
+def test_profile_build_without_data_names_the_missing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["profile", "build", "--quick", "--data-dir", str(tmp_path), "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "t10k-images-idx3-ubyte.gz" in capsys.readouterr().err
