@@ -29,7 +29,9 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 profile: $(STAMP)
-	$(BIN)/splitrl profile build --train
+	# retrains the network and rebuilds the shipped profile in place (needs dataset-fashion-mnist)
+	$(BIN)/splitrl profile build --train --out splitrl/profiles/data \
+		--weights-out splitrl/models/weights --model-name canvas_eenet
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -51,6 +51,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="where --train writes the network's checkpoint; default: the --out folder",
     )
+    build.add_argument(
+        "--model-name",
+        default=None,
+        help="file stem of the checkpoint --train writes; default: NAME-model",
+    )
     build.add_argument("--data-dir", type=Path, default=None, help="Fashion-MNIST IDX folder")
     build.add_argument(
         "--samples", type=int, default=None, help="profile the first N test canvases"
@@ -149,7 +154,7 @@ def _build(args: argparse.Namespace) -> int:
             None, args.data_dir, seed=args.seed, progress=progress, settings=settings, **kwargs
         )
         sidecar = save_checkpoint(
-            model, args.weights_out or args.out, f"{args.name}-model", metrics
+            model, args.weights_out or args.out, args.model_name or f"{args.name}-model", metrics
         )
         model_info = read_sidecar(sidecar)
     elif args.weights is not None:
