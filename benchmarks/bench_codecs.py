@@ -6,6 +6,11 @@ run-length + entropy, plain bit-packing) end to end, and beside them, on the sam
 codes (a ``uint8`` array), zlib, lz4 and zstd and the order-0 entropy of the codes. The goals
 (coding stage at least as fast as zstd-3 at most 1.1x its size; with the entropy stage at most
 zstd-19's size) are evaluated stage against stage: codes in, codes out.
+
+The codec is timed on both implementations: the compiled kernels (``splitrl.codecs._kernels``,
+when built) and the numpy reference (rows whose method ends in ``[numpy]``). For the shipped
+model's split points, the whole-codec encode time is also given as a fraction of the head's
+compute time (stages ``[0, s)`` with torch at batch 1 on one thread).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 import zstandard
 
 from benchmarks.common import best_time, print_table, write_results
-from splitrl.codecs import decode, encode
+from splitrl.codecs import decode, encode, kernels
 from splitrl.codecs.entropy import ENTROPY_LEVEL, entropy_decode, entropy_encode
 from splitrl.codecs.quantize import quantize
 from splitrl.codecs.rle import run_length_decode, run_length_encode
@@ -35,6 +40,7 @@ SAMPLES = 16  # tensors per activation set for sizes
 TIMED_SAMPLES = 3  # of those, tensors timed one by one
 BITS = tuple(range(1, 9))
 SIZE_GOAL_RLE_VS_ZSTD3 = 1.1
+NUMPY_SUFFIX = " [numpy]"
 
 
 def _load_images() -> tuple[np.ndarray, np.ndarray] | None:
@@ -81,6 +87,41 @@ def _profile_model_activations(images: np.ndarray) -> dict[str, np.ndarray] | No
     except (OSError, ValueError, RuntimeError, AttributeError, TypeError) as error:
         print(f"note: the default model is not usable ({error}); using a small network instead")
         return None
+
+
+def head_seconds() -> dict[str, float]:
+    """Compute time of the head (stages ``[0, s)``) of the shipped model per split set name.
+
+    Batch 1, one torch thread, best of :func:`best_time`; empty when there is no default model.
+    """
+    load_default_model = getattr(
+        importlib.import_module("splitrl.models"), "load_default_model", None
+    )
+    if load_default_model is None:
+        return {}
+    import torch
+
+    try:
+        model = load_default_model()
+    except (OSError, ValueError, RuntimeError, AttributeError, TypeError):
+        return {}
+    torch.set_num_threads(1)
+    spec = model.input_spec
+    sample = torch.zeros((1, *spec.shape), dtype=spec.dtype)
+    stages = list(model.stages)
+
+    def run_head(count: int) -> torch.Tensor:
+        tensor = sample
+        for stage in stages[:count]:
+            tensor = stage(tensor)
+        return tensor
+
+    times = {}
+    with torch.no_grad():
+        for count in range(1, len(stages) + 1):
+            shape = tuple(run_head(count).shape[1:])
+            times[f"split{count} {shape}"] = best_time(partial(run_head, count))
+    return times
 
 
 def _small_network_activations(images: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
@@ -173,6 +214,52 @@ def _rle_entropy_decode(data: bytes, bits: int, count: int) -> np.ndarray:
     return run_length_decode(entropy_decode(data, count), bits, count)
 
 
+def _codec_cases(
+    tensor: np.ndarray, codes: np.ndarray, bits: int, suffix: str
+) -> list[tuple[str, bytes, Callable[[], object], Callable[[], object]]]:
+    """The codec's variants and stages on one tensor, on the implementation selected now."""
+    cases: list[tuple[str, bytes, Callable[[], object], Callable[[], object]]] = []
+    for variant, options in _VARIANTS.items():
+        frame = encode(tensor, bits, **options)
+        cases.append(
+            (
+                variant + suffix,
+                frame,
+                partial(encode, tensor, bits, **options),
+                partial(decode, frame),
+            )
+        )
+    stage = run_length_encode(codes, bits)
+    cases.append(
+        (
+            "stage:rle" + suffix,
+            stage,
+            partial(run_length_encode, codes, bits),
+            partial(run_length_decode, stage, bits, codes.size),
+        )
+    )
+    stage_entropy = entropy_encode(stage)
+    cases.append(
+        (
+            "stage:rle+zstd" + suffix,
+            stage_entropy,
+            partial(_rle_entropy_encode, codes, bits),
+            partial(_rle_entropy_decode, stage_entropy, bits, codes.size),
+        )
+    )
+    return cases
+
+
+def _timed(
+    cases: list[tuple[str, bytes, Callable[[], object], Callable[[], object]]],
+) -> list[tuple[str, int, float, float]]:
+    """Size, encode and decode seconds of every case, on the implementation selected now."""
+    return [
+        (method, len(output), best_time(encode_call), best_time(decode_call))
+        for method, output, encode_call, decode_call in cases
+    ]
+
+
 def _measure(name: str, stack: np.ndarray, bits: int) -> list[dict[str, Any]]:
     """All methods on one activation set at one bit-width: one row per method."""
     elements = stack[0].size
@@ -188,56 +275,45 @@ def _measure(name: str, stack: np.ndarray, bits: int) -> list[dict[str, Any]]:
 
     entropy_bits = 0.0
     baselines = _baselines()
+    built = kernels.compiled
     for index, tensor in enumerate(stack):
         codes = quantize(tensor, bits).codes.reshape(-1)
         code_bytes = codes.tobytes()
         entropy_bits += _order0_entropy_bits(codes)
-        cases: list[tuple[str, bytes, Callable[[], object], Callable[[], object]]] = []
-        for variant, options in _VARIANTS.items():
-            frame = encode(tensor, bits, **options)
-            cases.append(
-                (variant, frame, partial(encode, tensor, bits, **options), partial(decode, frame))
-            )
-        stage = run_length_encode(codes, bits)
-        cases.append(
-            (
-                "stage:rle",
-                stage,
-                partial(run_length_encode, codes, bits),
-                partial(run_length_decode, stage, bits, codes.size),
-            )
-        )
-        stage_entropy = entropy_encode(stage)
-        cases.append(
-            (
-                "stage:rle+zstd",
-                stage_entropy,
-                partial(_rle_entropy_encode, codes, bits),
-                partial(_rle_entropy_decode, stage_entropy, bits, codes.size),
-            )
-        )
+        cases = _codec_cases(tensor, codes, bits, "")
         for method, (compress, decompress) in baselines.items():
             compressed = compress(code_bytes)
             cases.append(
                 (method, compressed, partial(compress, code_bytes), partial(decompress, compressed))
             )
-        for method, output, encode_call, decode_call in cases:
-            if index < TIMED_SAMPLES:
-                add(method, len(output), best_time(encode_call), best_time(decode_call))
-            else:
+        if index >= TIMED_SAMPLES:
+            for method, output, _, _ in cases:
                 add(method, len(output), None, None)
+            continue
+        for method, size, encode_s, decode_s in _timed(cases):
+            add(method, size, encode_s, decode_s)
+        if built is not None:
+            try:
+                kernels.compiled = None
+                fallback = _timed(_codec_cases(tensor, codes, bits, NUMPY_SUFFIX))
+            finally:
+                kernels.compiled = built
+            for method, size, encode_s, decode_s in fallback:
+                add(method, size, encode_s, decode_s)
     samples = len(stack)
     rows = []
     for method, entry in totals.items():
         encode_s = entry["encode_s"] / TIMED_SAMPLES
         decode_s = entry["decode_s"] / TIMED_SAMPLES
+        # the numpy rows are timed on the first tensors only; their sizes equal the compiled ones
+        sized = samples if not method.endswith(NUMPY_SUFFIX) else TIMED_SAMPLES
         rows.append(
             {
                 "set": name,
                 "bits": bits,
                 "method": method,
-                "bits_per_element": 8 * entry["bytes"] / samples / elements,
-                "ratio_vs_float32": float_bytes * samples / entry["bytes"],
+                "bits_per_element": 8 * entry["bytes"] / sized / elements,
+                "ratio_vs_float32": float_bytes * sized / entry["bytes"],
                 "encode_us": encode_s * 1e6,
                 "decode_us": decode_s * 1e6,
                 "encode_mb_s": float_bytes / encode_s / 1e6,
@@ -262,23 +338,36 @@ def _measure(name: str, stack: np.ndarray, bits: int) -> list[dict[str, Any]]:
     return rows
 
 
-def _goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Goal ratios per set and bit-width, coding stage against the baseline on the same codes."""
+def _goals(rows: list[dict[str, Any]], heads: dict[str, float]) -> list[dict[str, Any]]:
+    """Goal ratios per set and bit-width, coding stage against the baseline on the same codes.
+
+    :param heads: head compute seconds per set name (:func:`head_seconds`), where known.
+    """
     by_key = {(row["set"], row["bits"], row["method"]): row for row in rows}
     goals = []
     for name, bits in sorted({(row["set"], row["bits"]) for row in rows}):
         rle = by_key[(name, bits, "stage:rle")]
+        rle_numpy = by_key.get((name, bits, "stage:rle" + NUMPY_SUFFIX), rle)
+        codec = by_key[(name, bits, "rle")]
+        codec_numpy = by_key.get((name, bits, "rle" + NUMPY_SUFFIX), codec)
         rle_entropy = by_key[(name, bits, "stage:rle+zstd")]
         zstd3 = by_key[(name, bits, "zstd-3")]
         zstd19 = by_key[(name, bits, "zstd-19")]
-        speed = (zstd3["encode_us"] + zstd3["decode_us"]) / (rle["encode_us"] + rle["decode_us"])
+        zstd3_us = zstd3["encode_us"] + zstd3["decode_us"]
+        speed = zstd3_us / (rle["encode_us"] + rle["decode_us"])
+        speed_numpy = zstd3_us / (rle_numpy["encode_us"] + rle_numpy["decode_us"])
         size = rle["bits_per_element"] / zstd3["bits_per_element"]
         entropy_size = rle_entropy["bits_per_element"] / zstd19["bits_per_element"]
+        head_us = heads[name] * 1e6 if name in heads else float("nan")
         goals.append(
             {
                 "set": name,
                 "bits": bits,
                 "speed_ratio_rle_vs_zstd3": speed,
+                "speed_ratio_rle_numpy_vs_zstd3": speed_numpy,
+                "head_us": head_us,
+                "encode_fraction_of_head": codec["encode_us"] / head_us,
+                "encode_fraction_of_head_numpy": codec_numpy["encode_us"] / head_us,
                 "size_ratio_rle_vs_zstd3": size,
                 "size_ratio_rle_zstd_vs_zstd19": entropy_size,
                 "speed_goal_met": speed >= 1.0,
@@ -305,7 +394,7 @@ def main() -> int:
         }
         for bits in BITS:
             rows.extend(_measure(name, stack, bits))
-    goals = _goals(rows)
+    goals = _goals(rows, head_seconds())
     print_table(
         rows,
         [
@@ -327,11 +416,15 @@ def main() -> int:
             ("set", "set", "s"),
             ("bits", "bits", "d"),
             ("speed_ratio_rle_vs_zstd3", "speed vs zstd-3", ".2f"),
+            ("speed_ratio_rle_numpy_vs_zstd3", "numpy speed vs zstd-3", ".2f"),
             ("size_ratio_rle_vs_zstd3", "size vs zstd-3", ".3f"),
             ("size_ratio_rle_zstd_vs_zstd19", "size+zstd vs zstd-19", ".3f"),
             ("speed_goal_met", "speed ok", "b"),
             ("size_goal_met", "size ok", "b"),
             ("entropy_goal_met", "entropy ok", "b"),
+            ("head_us", "head us", ".0f"),
+            ("encode_fraction_of_head", "encode/head", ".3f"),
+            ("encode_fraction_of_head_numpy", "numpy encode/head", ".3f"),
         ],
     )
     path = write_results(
@@ -343,6 +436,7 @@ def main() -> int:
                 "timed_samples": TIMED_SAMPLES,
                 "entropy_level": ENTROPY_LEVEL,
                 "size_goal_rle_vs_zstd3": SIZE_GOAL_RLE_VS_ZSTD3,
+                "compiled_kernels": kernels.compiled is not None,
             },
             "sets": descriptions,
             "rows": rows,

@@ -13,6 +13,7 @@ from splitrl.codecs import CodecConfig, CodecError, Coding, decode, encode, fram
 from splitrl.codecs.bitpack import pack_bits, packed_size, unpack_bits
 from splitrl.codecs.clipping import ACIQ_ONE_SIDED, ACIQ_TWO_SIDED
 from splitrl.codecs.rle import run_length_decode, run_length_encode
+from tests.codec_paths import codec_path  # noqa: F401  (runs every test on both paths)
 
 
 def post_relu(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:

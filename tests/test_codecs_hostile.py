@@ -12,6 +12,7 @@ import zstandard
 from splitrl.codecs import MAX_ELEMENTS, CodecError, decode, encode, frame_info
 from splitrl.codecs.frame import Coding, build_frame
 from splitrl.codecs.reader import encode_varint
+from tests.codec_paths import codec_path  # noqa: F401  (runs every test on both paths)
 
 
 def sample_frames() -> list[bytes]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from splitrl.codecs import kernels
 from splitrl.codecs.errors import CodecError
 
 MAX_WIDTH = 32
@@ -38,6 +39,15 @@ def pack_bits(values: np.ndarray, width: int) -> bytes:
     count = values.size
     if width == 0 or count == 0:
         return b""
+    compiled = kernels.compiled
+    if (
+        compiled is not None
+        and width <= 8
+        and values.dtype == np.uint8
+        and values.ndim == 1
+        and values.flags.c_contiguous
+    ):
+        return compiled.pack_codes(values, width)
     if width == 8:
         return values.astype(np.uint8, copy=False).tobytes()
     if width == 1:
@@ -71,6 +81,9 @@ def unpack_bits(buffer: bytes | memoryview, width: int, count: int) -> np.ndarra
         )
     if width == 0:
         return np.zeros(count, dtype=np.uint8)
+    compiled = kernels.compiled
+    if compiled is not None and width <= 8:
+        return np.frombuffer(compiled.unpack_codes(buffer, width, count), dtype=np.uint8)
     raw = np.frombuffer(buffer, dtype=np.uint8)
     if width == 8:
         return raw.copy()

@@ -127,13 +127,16 @@ def encode(
         return _encode_raw(array, option, config.entropy)
     quantized = quantize(array, option, per_channel=config.per_channel, clip=config.clip)
     codes = quantized.codes.reshape(-1)
-    payload = pack_bits(codes, option)
+    payload = b""
     coding = Coding.BIT_PACKED
     if config.run_length:
         zero = zero_code(quantized.offsets, quantized.scales, option)
-        run_coded = run_length_encode(codes, option, zero)
-        if len(run_coded) < len(payload):
-            payload, coding = run_coded, Coding.RUN_LENGTH
+        payload = run_length_encode(codes, option, zero)
+        # plain bit-packing is only worth building when it is the smaller payload
+        if len(payload) < packed_size(codes.size, option):
+            coding = Coding.RUN_LENGTH
+    if coding is Coding.BIT_PACKED:
+        payload = pack_bits(codes, option)
     return build_frame(
         coding=coding,
         entropy=config.entropy,

@@ -17,9 +17,11 @@ tensor, axis 1 of a 4-D ``NCHW`` tensor.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from splitrl.codecs import kernels
 from splitrl.codecs.clipping import clip_range
 from splitrl.codecs.errors import CodecError
 
@@ -84,6 +86,10 @@ def quantize(
     :raises CodecError: for NaN or infinite values, or per-channel on a tensor that is not 3-D/4-D.
     """
     axis = channel_axis(x.ndim) if per_channel else None
+    if kernels.compiled is not None and axis is None and clip is None:
+        compiled = _quantize_compiled(x, bits, kernels.compiled)
+        if compiled is not None:
+            return compiled
     integer_input = x.dtype.kind in "biu"
     param_dtype = parameter_dtype(x.dtype)
     work = x.astype(param_dtype, copy=False)
@@ -110,6 +116,26 @@ def quantize(
     return LinearQuantization(scaled.astype(np.uint8), offsets, scales)
 
 
+def _quantize_compiled(x: np.ndarray, bits: int, compiled: ModuleType) -> LinearQuantization | None:
+    """The per-tensor min-max case on the compiled kernels, where they reproduce numpy exactly."""
+    if x.size == 0 or x.size > compiled.MAX_COUNT or not x.flags.c_contiguous:
+        return None
+    if x.dtype == np.float32:
+        result = compiled.quantize_float32(x, bits)
+    elif x.dtype == np.uint8:
+        result = compiled.quantize_uint8(x, bits)
+    else:
+        return None
+    if result is None:
+        return None
+    codes, offset, scale = result
+    return LinearQuantization(
+        np.frombuffer(codes, dtype=np.uint8).reshape(x.shape),
+        np.array([offset], dtype=np.float32),
+        np.array([scale], dtype=np.float32),
+    )
+
+
 def dequantize(
     codes: np.ndarray, offsets: np.ndarray, scales: np.ndarray, dtype: np.dtype, per_channel: bool
 ) -> np.ndarray:
@@ -122,6 +148,17 @@ def dequantize(
     :param per_channel: whether the parameters are per channel (:func:`channel_axis`).
     :return: the dequantized tensor.
     """
+    compiled = kernels.compiled
+    if (
+        compiled is not None
+        and not per_channel
+        and dtype == np.float32
+        and scales.dtype == np.float32
+        and codes.dtype == np.uint8
+        and codes.flags.c_contiguous
+    ):
+        values = compiled.dequantize_float32(codes, float(offsets[0]), float(scales[0]))
+        return np.frombuffer(values, dtype=np.float32).reshape(codes.shape)
     axis = channel_axis(codes.ndim) if per_channel else None
     shape = _broadcast_shape(codes.shape, axis)
     values = codes * scales.reshape(shape) + offsets.reshape(shape)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from splitrl.codecs import kernels
 from splitrl.codecs.errors import CodecError
 from splitrl.codecs.patched import decode_patched, encode_patched
 from splitrl.codecs.reader import ByteReader, encode_varint
@@ -43,6 +44,15 @@ def run_length_encode(codes: np.ndarray, bits: int, zero_code: int = 0) -> bytes
     :param zero_code: the code of the zero point (mapped to 0 before coding).
     :return: the payload (layout in the module docstring).
     """
+    compiled = kernels.compiled
+    if (
+        compiled is not None
+        and codes.dtype == np.uint8
+        and codes.ndim == 1
+        and codes.flags.c_contiguous
+        and codes.size <= compiled.MAX_COUNT
+    ):
+        return compiled.run_length_encode(codes, bits, zero_code)
     mapped = (codes - np.uint8(zero_code)) & np.uint8((1 << bits) - 1) if zero_code else codes
     count = mapped.size
     boundaries = np.concatenate(([0], np.flatnonzero(mapped[1:] != mapped[:-1]) + 1, [count]))
@@ -77,6 +87,9 @@ def run_length_decode(payload: bytes | memoryview, bits: int, count: int) -> np.
     :raises CodecError: if the runs and literals do not add up to ``count``, a value exceeds the
         bit-width, or the payload is truncated or too long.
     """
+    compiled = kernels.compiled
+    if compiled is not None and count <= compiled.MAX_COUNT:
+        return np.frombuffer(compiled.run_length_decode(payload, bits, count), dtype=np.uint8)
     reader = ByteReader(payload, "run-length payload")
     zero_code = reader.u8("zero code")
     run_count = reader.varint("run count")
