@@ -84,7 +84,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             name="default",
             description=(
-                "microcontroller camera board (STM32H7) at 50 frames/s on a weak Wi-Fi link "
+                "microcontroller camera board (STM32H7) at 60 frames/s on a weak Wi-Fi link "
                 "(50 kbit/s to 12 Mbit/s): most accurate answer within 40 ms"
             ),
             device="stm32h7",
@@ -92,7 +92,7 @@ SCENARIOS: dict[str, Scenario] = {
             uplink_mbps=(0.05, 12.0),
             reward="deadline",
             reward_overrides={"w_latency": 0.1},
-            frame_interval_s=0.02,
+            frame_interval_s=1 / 60,
             deadline_s=0.04,
         ),
         Scenario(
