@@ -1,0 +1,8 @@
+"""Seeds and sizes of an evaluation (no heavy imports: the command line's ``--help`` reads them)."""
+
+#: first reset seed of the evaluation episodes: apart from the training envs (``seed + rank``, and
+#: ``seed + timesteps`` when resumed) and the evaluations during training (``seed + 10 000``)
+DEFAULT_EVAL_SEED = 1_000_000
+#: first seed and number of the training-channel episodes the best static configuration is fitted on
+DEFAULT_FIT_SEED = 0
+DEFAULT_FIT_EPISODES = 3

@@ -1,0 +1,382 @@
+"""Evaluate trained runs and baselines side by side: the work behind ``splitrl evaluate``.
+
+The steps: load the runs (:func:`load_runs`), choose the scenario (:func:`evaluation_scenario`) and
+the channel conditions (:func:`evaluation_conditions`), check that every run fits the evaluated env
+(:func:`check_run_matches`), then :func:`evaluate` runs every policy on the same seeded episodes of
+each condition, fits the best static configuration on training seeds, and summarizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from splitrl.agents.baselines import BASELINES, BestStaticPolicy, make_baseline
+from splitrl.agents.policy import ModelPolicy, Policy
+from splitrl.envs.scenarios import Scenario, get_scenario
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
+from splitrl.evaluation.metrics import PolicyMetrics, aggregate_seeds, score, summarize
+from splitrl.evaluation.runner import Rollout, evaluate_policies
+
+#: baselines the normalized score refers to; always evaluated
+REFERENCE_BASELINES = ("best-static", "oracle")
+
+
+@dataclass
+class TrainedRun:
+    """A run directory and its trained policy.
+
+    :param path: the run directory
+    :param algo: its learner
+    :param seed: its training seed
+    :param config: its ``config.yaml``
+    :param policy: the trained policy (its ``name`` is the row name in tables)
+    """
+
+    path: Path
+    algo: str
+    seed: int
+    config: dict[str, Any]
+    policy: ModelPolicy
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One evaluation condition: the scenario with one channel.
+
+    :param name: short name in tables and file names (``"markov"``, ``"trace:norway_bus_1"``)
+    :param scenario: the scenario to build the env from
+    """
+
+    name: str
+    scenario: Scenario
+
+    def make_env(self) -> SplitComputingEnv:
+        """A new env of this condition."""
+        return SplitComputingEnv(self.scenario)
+
+
+@dataclass
+class ConditionResult:
+    """The outcome of one condition.
+
+    :param condition: the condition
+    :param rows: one row per policy, then one per group of training seeds
+    :param rollouts: every policy's requests, by name
+    :param best_static_action: the label of the fitted best static action
+    """
+
+    condition: Condition
+    rows: list[PolicyMetrics]
+    rollouts: dict[str, Rollout]
+    best_static_action: str
+
+
+@dataclass
+class EvaluationResult:
+    """Everything :func:`evaluate` measured.
+
+    :param scenario: the evaluated scenario (with the conditions' channels replaced)
+    :param seeds: the evaluation episodes' reset seeds
+    :param fit_seeds: the training-channel seeds the best static configuration was fitted on
+    :param runs: the evaluated runs
+    :param conditions: one result per condition
+    :param bit_options: the profile's bit options (labels of the bits distribution)
+    :param deadline_s: the reward's latency deadline
+    """
+
+    scenario: Scenario
+    seeds: list[int]
+    fit_seeds: list[int]
+    runs: list[TrainedRun]
+    conditions: list[ConditionResult]
+    bit_options: tuple[int | str, ...]
+    deadline_s: float
+
+    def rows(self) -> list[PolicyMetrics]:
+        """Every row of every condition."""
+        return [row for result in self.conditions for row in result.rows]
+
+
+def load_runs(
+    paths: Sequence[str | Path], which: Literal["final", "best"] = "final"
+) -> list[TrainedRun]:
+    """Load the trained policies of run directories, named for tables.
+
+    A learner with one run is named after it (``"sacd"``); several runs of one learner are named
+    by seed (``"sacd (seed 1)"``), or by directory when seeds repeat.
+
+    :param paths: run directories written by ``splitrl train``
+    :param which: ``"final"`` or ``"best"`` model
+    :raises FileNotFoundError: for a missing directory or model
+    :raises ValueError: for a malformed run config
+    """
+    from splitrl.agents.learners import load_policy
+    from splitrl.training.run_dir import RunDirectory
+
+    runs = []
+    for path in paths:
+        directory = RunDirectory(Path(path))
+        config = directory.read_config()
+        for key in ("seed", "action_nvec", "profile_identity", "scenario_spec"):
+            if key not in config:
+                raise ValueError(f"{directory.config_path}: not a splitrl run config (no {key!r})")
+        policy = load_policy(directory.path, which=which)
+        runs.append(
+            TrainedRun(directory.path, str(config["algo"]), int(config["seed"]), config, policy)
+        )
+    for algo in {run.algo for run in runs}:
+        group = [run for run in runs if run.algo == algo]
+        seeds = [run.seed for run in group]
+        for member in group:
+            if len(group) == 1:
+                member.policy.name = algo
+            elif len(set(seeds)) == len(seeds):
+                member.policy.name = f"{algo} (seed {member.seed})"
+            else:
+                member.policy.name = f"{algo} ({member.path.name})"
+    names = [run.policy.name for run in runs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the same run is given twice: {sorted(names)}")
+    return runs
+
+
+def evaluation_scenario(
+    runs: Sequence[TrainedRun], scenario: str | None = None, profile: str | None = None
+) -> Scenario:
+    """The scenario to evaluate in.
+
+    :param runs: the runs to evaluate
+    :param scenario: a named scenario; default: the scenario the runs trained in (with their
+        overrides), which must then be the same for every run; ``"default"`` without runs
+    :param profile: a profile name or path replacing the scenario's
+    :raises ValueError: when the runs trained in different scenarios and none is named
+    """
+    from splitrl.training.config import scenario_from_dict
+
+    if scenario is not None:
+        chosen = get_scenario(scenario)
+    elif runs:
+        specs = [run.config["scenario_spec"] for run in runs]
+        if any(spec != specs[0] for spec in specs[1:]):
+            trained = sorted({f"{run.path.name}: {run.config.get('scenario')}" for run in runs})
+            raise ValueError(
+                "the runs were trained in different scenarios or with different overrides "
+                f"({'; '.join(trained)}); name the one to evaluate in with --scenario"
+            )
+        chosen = scenario_from_dict(specs[0])
+    else:
+        chosen = get_scenario("default")
+    if profile is not None:
+        chosen = dataclasses.replace(chosen, profile=_absolute_if_path(profile))
+    return chosen
+
+
+def evaluation_conditions(
+    scenario: Scenario, channel: str | None = None, traces: Sequence[str | Path] = ()
+) -> list[Condition]:
+    """The channels to evaluate on: one channel model, or one condition per trace file.
+
+    :param scenario: the evaluated scenario
+    :param channel: a channel model name (``markov``, ``gilbert-elliott``, ``fading``, ``constant``)
+        or any ``make_channel`` spec; default: the scenario's channel
+    :param traces: trace files, each a separate condition (not together with ``channel``)
+    :raises FileNotFoundError: for a missing trace file
+    :raises ValueError: when both ``channel`` and ``traces`` are given
+    """
+    if channel is not None and traces:
+        raise ValueError("give either a channel model or trace files, not both")
+    if traces:
+        conditions = []
+        for trace in traces:
+            path = Path(trace)
+            if not path.is_file():
+                raise FileNotFoundError(f"trace file {path} not found")
+            spec = f"trace:{path.resolve()}"
+            conditions.append(
+                Condition(f"trace:{path.name}", dataclasses.replace(scenario, channel=spec))
+            )
+        names = [condition.name for condition in conditions]
+        if len(set(names)) != len(names):
+            raise ValueError(f"trace files must have distinct names, got {names}")
+        return conditions
+    if channel is not None:
+        return [Condition(_channel_name(channel), dataclasses.replace(scenario, channel=channel))]
+    return [Condition(_channel_name(scenario.channel), scenario)]
+
+
+def _channel_name(channel: str | Mapping[str, Any]) -> str:
+    if isinstance(channel, str):
+        if channel.startswith("trace:"):
+            return f"trace:{Path(channel[len('trace:') :]).name}"
+        return channel
+    return str(channel.get("model", "custom"))
+
+
+def _absolute_if_path(profile: str) -> str:
+    candidate = Path(profile)
+    if candidate.suffix in (".json", ".npz") or candidate.exists():
+        return str(candidate.resolve())
+    return profile
+
+
+def check_run_matches(run: TrainedRun, env: SplitComputingEnv, profile_sha256: str) -> None:
+    """Raise ``ValueError`` if ``run`` was trained on another profile or action space than ``env``.
+
+    :param run: the trained run
+    :param env: an env of the evaluated scenario
+    :param profile_sha256: ``arrays_sha256`` of the evaluated profile
+    """
+    identity = run.config["profile_identity"]
+    trained_sha = str(identity.get("arrays_sha256", ""))
+    if trained_sha != profile_sha256:
+        raise ValueError(
+            f"run {run.path} was trained on profile {identity.get('name')!r} "
+            f"(arrays {trained_sha[:12]}), but the evaluation uses profile {env.profile.name!r} "
+            f"(arrays {profile_sha256[:12]}); evaluate it in its own scenario (omit --scenario) "
+            "or pass its profile with --profile"
+        )
+    trained_nvec = [int(n) for n in run.config["action_nvec"]]
+    if trained_nvec != [int(n) for n in env.actions.nvec]:
+        raise ValueError(
+            f"run {run.path} acts in MultiDiscrete({trained_nvec}) but the evaluated env's action "
+            f"space is MultiDiscrete({list(env.actions.nvec)})"
+        )
+    trained_shape = tuple(run.policy.model.observation_space.shape)
+    if trained_shape != env.observation_space.shape:
+        raise ValueError(
+            f"run {run.path} observes vectors of shape {trained_shape} but the evaluated env's "
+            f"observations have shape {env.observation_space.shape}"
+        )
+
+
+def baseline_names(spec: str) -> list[str]:
+    """Baseline names from ``"all"``, ``"none"`` or a comma-separated list (checked).
+
+    The references of the normalized score (:data:`REFERENCE_BASELINES`) are always included.
+    """
+    text = spec.strip()
+    if text == "all":
+        chosen = list(BASELINES)
+    elif text in ("", "none"):
+        chosen = []
+    else:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in chosen if name not in BASELINES]
+        if unknown:
+            raise ValueError(f"unknown baselines {unknown}; known: {', '.join(BASELINES)}, all")
+    for name in REFERENCE_BASELINES:
+        if name not in chosen:
+            chosen.append(name)
+    return list(dict.fromkeys(chosen))
+
+
+def evaluate(
+    runs: Sequence[TrainedRun],
+    baselines: Sequence[str],
+    conditions: Sequence[Condition],
+    *,
+    episodes: int = 20,
+    seed: int = DEFAULT_EVAL_SEED,
+    fit_episodes: int = DEFAULT_FIT_EPISODES,
+    fit_seed: int = DEFAULT_FIT_SEED,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Evaluate the runs and baselines on the same seeded episodes of every condition.
+
+    The best static configuration is fitted per condition on the episodes of ``fit_seed ..``
+    (training-channel seeds), never on the evaluation seeds. Rows of several runs of one learner
+    are followed by an aggregate row ``"<algo> (<n> seeds)"``.
+
+    :param runs: loaded runs (:func:`load_runs`)
+    :param baselines: baseline names (:func:`baseline_names`); the references of the normalized
+        score (:data:`REFERENCE_BASELINES`) are added if missing
+    :param conditions: the conditions (:func:`evaluation_conditions`)
+    :param episodes: evaluation episodes per condition
+    :param seed: reset seed of the first evaluation episode (then ``seed + 1``, ...)
+    :param fit_episodes: episodes per action when fitting the best static configuration
+    :param fit_seed: first seed of those episodes
+    :param progress: show progress bars
+    :raises ValueError: for a run that does not match the evaluated profile or action space
+    """
+    from splitrl.training.config import profile_identity
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if not conditions:
+        raise ValueError("no evaluation condition")
+    envs = [condition.make_env() for condition in conditions]
+    for condition, env in zip(conditions, envs, strict=True):
+        sha = profile_identity(condition.scenario.profile)["arrays_sha256"]
+        for run in runs:
+            check_run_matches(run, env, sha)
+    baselines = list(dict.fromkeys([*baselines, *REFERENCE_BASELINES]))
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {', '.join(BASELINES)}")
+    seeds = list(range(seed, seed + episodes))
+    fit_seeds = list(range(fit_seed, fit_seed + fit_episodes))
+    results = []
+    for condition, env in zip(conditions, envs, strict=True):
+        policies: list[Policy] = [run.policy for run in runs]
+        best_static: BestStaticPolicy | None = None
+        for name in baselines:
+            if name == "best-static":
+                best_static = BestStaticPolicy().fit(condition.make_env, fit_episodes, fit_seed)
+                policies.append(best_static)
+            else:
+                policies.append(make_baseline(name))
+        rollouts = evaluate_policies(
+            policies, env, seeds, progress=progress, description=f"evaluating on {condition.name}"
+        )
+        learned = {run.policy.name for run in runs}
+        rows = [
+            summarize(
+                rollout,
+                env.actions.bit_options,
+                condition=condition.name,
+                kind="learned" if rollout.name in learned else "baseline",
+            )
+            for rollout in rollouts
+        ]
+        by_name = {row.name: row for row in rows}
+        for run in runs:
+            by_name[run.policy.name].seeds = [run.seed]
+        static = next(rollout for rollout in rollouts if rollout.name == "best-static")
+        score(rows, rollouts, static, by_name["oracle"].reward)
+        rows[len(runs) : len(runs)] = _seed_aggregates(runs, by_name)
+        assert best_static is not None and best_static.best_action is not None
+        results.append(
+            ConditionResult(
+                condition,
+                rows,
+                {rollout.name: rollout for rollout in rollouts},
+                env.actions.label(*best_static.best_action),
+            )
+        )
+        env.close()
+    return EvaluationResult(
+        conditions[0].scenario,
+        seeds,
+        fit_seeds,
+        list(runs),
+        results,
+        tuple(envs[0].actions.bit_options),
+        float(envs[0].reward_spec.deadline_s),
+    )
+
+
+def _seed_aggregates(
+    runs: Sequence[TrainedRun], rows: Mapping[str, PolicyMetrics]
+) -> list[PolicyMetrics]:
+    """One aggregate row per learner with several runs."""
+    aggregates = []
+    for algo in dict.fromkeys(run.algo for run in runs):
+        group = [rows[run.policy.name] for run in runs if run.algo == algo]
+        if len(group) > 1:
+            aggregates.append(aggregate_seeds(f"{algo} ({len(group)} seeds)", group))
+    return aggregates
