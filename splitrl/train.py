@@ -34,6 +34,7 @@ _RUN_DEFINING_FLAGS = {
     "channel": "--channel",
     "reward": "--reward",
     "horizon": "--horizon",
+    "reward_correctness": "--reward-correctness",
     "seed": "--seed",
     "n_envs": "--n-envs",
     "vec_env": "--vec-env",
@@ -78,6 +79,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--reward", help="reward preset, replacing the scenario's")
     what.add_argument(
         "--horizon", type=_integer(1), help="requests per episode, replacing the scenario's"
+    )
+    what.add_argument(
+        "--reward-correctness",
+        choices=("expected", "sample"),
+        help="correctness in the training reward: the action's accuracy (default, less noise) "
+        "or the drawn sample's outcome",
     )
     how = parser.add_argument_group("how to train")
     how.add_argument(
@@ -154,6 +161,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "channel": args.channel,
         "reward": args.reward,
         "horizon": args.horizon,
+        "reward_correctness": args.reward_correctness,
         "timesteps": args.timesteps,
         "seed": args.seed,
         "n_envs": args.n_envs,

@@ -145,12 +145,21 @@ def test_reward_presets_follow_their_formula(tiny_profile: Profile, preset: str)
         _, reward, _, _, info = env.step(np.array(action))
         expected = (
             info["correct"]
-            - spec.w_latency * info["latency_s"] / spec.deadline_s
+            - spec.w_latency * min(info["latency_s"] / spec.deadline_s, spec.latency_cap)
             - spec.w_miss * (info["latency_s"] > spec.deadline_s)
             - spec.w_energy * info["energy_j"] / spec.energy_ref_j
         )
         assert reward == pytest.approx(expected)
         assert info["deadline_missed"] == (info["latency_s"] > 0.005)
+
+
+def test_latency_term_is_capped(tiny_profile: Profile) -> None:
+    spec = get_reward_spec("latency-accuracy", deadline_s=0.01, latency_cap=3.0)
+    env = make_env(tiny_profile, channel=ConstantChannel(1e3), reward=spec)  # 1 kbit/s: very late
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.array((1, 0, 3)))
+    assert info["latency_s"] > 100 * spec.deadline_s
+    assert reward == pytest.approx(info["correct"] - spec.w_latency * 3.0 - spec.w_miss)
 
 
 def test_expected_correctness_uses_profile_accuracy(tiny_profile: Profile) -> None:

@@ -289,3 +289,18 @@ def test_action_adapters_reach_every_action(nvec: tuple[int, int, int]) -> None:
         chosen = [int(binned(point)[component]) for point in points]
         assert sorted(set(chosen)) == list(range(n))
         assert chosen == sorted(chosen)  # bins are in index order
+
+
+def test_training_reward_uses_expected_correctness_by_default() -> None:
+    from splitrl.envs import SplitComputingEnv, get_scenario
+    from splitrl.training.config import TrainConfig
+    from splitrl.training.trainer import training_scenario
+
+    assert TrainConfig().reward_correctness == "expected"
+    with pytest.raises(ValueError, match="reward_correctness"):
+        TrainConfig(reward_correctness="coin")
+    scenario = training_scenario(get_scenario("default"), "expected")
+    assert SplitComputingEnv(scenario).reward_spec.correctness == "expected"
+    assert SplitComputingEnv(get_scenario("default")).reward_spec.correctness == "sample"
+    # the scenario's own reward overrides survive
+    assert SplitComputingEnv(scenario).reward_spec.w_latency == pytest.approx(0.1)

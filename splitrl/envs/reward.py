@@ -2,7 +2,11 @@
 
 The reward of one request is::
 
-    r = correct - w_latency * latency / deadline - w_miss * [latency > deadline] - w_energy * energy / energy_ref
+    r = correct - w_latency * min(latency / deadline, latency_cap) - w_miss * [latency > deadline]
+        - w_energy * energy / energy_ref
+
+The latency term stops growing at ``latency_cap`` deadlines: an answer that late is worthless either
+way, and a bounded reward keeps value estimates finite when a bad policy lets the backlog run away.
 
 ``correct`` is 1 or 0 from the profile's per-sample outcome (``correctness="sample"``, exact replay) or the
 profile's accuracy of that exit, split and bit option (``correctness="expected"``, lower variance).
@@ -25,6 +29,7 @@ class RewardSpec:
     :param w_miss: penalty for missing the deadline
     :param w_energy: weight of device energy in units of ``energy_ref_j``
     :param energy_ref_j: reference energy per request, in joules
+    :param latency_cap: the latency term's ceiling, in deadlines
     :param correctness: ``"sample"`` (per-sample outcome) or ``"expected"`` (accuracy)
     """
 
@@ -33,11 +38,14 @@ class RewardSpec:
     w_miss: float = 0.5
     w_energy: float = 0.0
     energy_ref_j: float = 0.1
+    latency_cap: float = 10.0
     correctness: Correctness = "sample"
 
     def __post_init__(self) -> None:
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_s must be positive, got {self.deadline_s}")
+        if not self.latency_cap > 0:
+            raise ValueError(f"latency_cap must be positive, got {self.latency_cap}")
         if not self.energy_ref_j > 0:
             raise ValueError(f"energy_ref_j must be positive, got {self.energy_ref_j}")
         for name in ("w_latency", "w_miss", "w_energy"):
@@ -52,7 +60,7 @@ class RewardSpec:
         """The reward of one request."""
         return (
             correct
-            - self.w_latency * latency_s / self.deadline_s
+            - self.w_latency * min(latency_s / self.deadline_s, self.latency_cap)
             - (self.w_miss if latency_s > self.deadline_s else 0.0)
             - self.w_energy * energy_j / self.energy_ref_j
         )

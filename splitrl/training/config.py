@@ -63,6 +63,11 @@ class TrainConfig:
         ``trace:PATH`` that replaces the scenario's
     :param reward: reward preset that replaces the scenario's
     :param horizon: requests per episode, replacing the scenario's
+    :param reward_correctness: correctness in the training reward: ``"expected"`` (the profile's
+        accuracy of the chosen action) or ``"sample"`` (the drawn sample's own outcome). The device
+        never sees which sample it classifies, so both have the same optimal policy; ``"expected"``
+        removes the per-sample coin flip (a noise of about 0.4 per request, where good and bad
+        actions differ by hundredths). Evaluation always uses the scenario's own rule.
     :param timesteps: total env steps to train
     :param seed: seed of the model and the training envs
     :param n_envs: parallel training envs
@@ -83,6 +88,7 @@ class TrainConfig:
     channel: str | None = None
     reward: str | None = None
     horizon: int | None = None
+    reward_correctness: str = "expected"
     timesteps: int = DEFAULT_TIMESTEPS
     seed: int = 0
     n_envs: int = 1
@@ -111,6 +117,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if self.horizon is not None and self.horizon < 1:
             raise ValueError(f"horizon must be at least 1, got {self.horizon}")
+        if self.reward_correctness not in ("expected", "sample"):
+            raise ValueError(
+                f"reward_correctness must be 'expected' or 'sample', got {self.reward_correctness!r}"
+            )
         if self.vec_env not in ("dummy", "subproc"):
             raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
 

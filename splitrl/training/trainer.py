@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -64,6 +65,12 @@ class _ScenarioEnv:
         return SplitComputingEnv(self.scenario)
 
 
+def training_scenario(scenario: Scenario, reward_correctness: str) -> Scenario:
+    """``scenario`` with the correctness rule of the training reward (see ``TrainConfig``)."""
+    overrides = {**scenario.reward_overrides, "correctness": reward_correctness}
+    return dataclasses.replace(scenario, reward_overrides=overrides)
+
+
 def make_envs(
     spec: LearnerSpec, scenario: Scenario, n_envs: int, seed: int, vec_env: str = "dummy"
 ) -> VecEnv:
@@ -96,9 +103,10 @@ def train(
     spec = get_learner(config.algo)
     overrides = config.scenario_overrides()
     scenario = config.effective_scenario()
-    probe = env_factory(scenario)()
+    train_scenario = training_scenario(scenario, config.reward_correctness)
+    probe = env_factory(train_scenario)()
     hyperparameters = spec.resolved_hyperparameters(config.hyperparameters)
-    envs = make_envs(spec, scenario, config.n_envs, config.seed, config.vec_env)
+    envs = make_envs(spec, train_scenario, config.n_envs, config.seed, config.vec_env)
     try:
         model = spec.build_model(
             envs, hyperparameters, seed=config.seed, device=config.torch_device
@@ -126,6 +134,7 @@ def train(
         "log_freq": config.log_freq,
         "scenario": config.scenario,
         **{key: overrides.get(key) for key in SCENARIO_OVERRIDES},
+        "reward_correctness": config.reward_correctness,
         "scenario_spec": _plain(scenario.to_dict()),
         "profile_identity": profile_identity(scenario.profile),
         "action_nvec": [int(n) for n in probe.actions.nvec],
@@ -178,7 +187,7 @@ def resume(
             if value < 0:
                 raise ValueError(f"{key} must be >= 0, got {value}")
             run_config[key] = value
-    scenario = run.scenario()
+    scenario = training_scenario(run.scenario(), _reward_correctness(run_config))
     probe = env_factory(scenario)()
     if [int(n) for n in probe.actions.nvec] != list(run_config["action_nvec"]):
         raise ValueError(
@@ -224,7 +233,8 @@ def _learn(
         )
     eval_envs = None
     if run_config["eval_freq"] > 0:
-        eval_envs = make_envs(spec, run.scenario(), 1, int(run_config["eval_seed"]))
+        eval_scenario = training_scenario(run.scenario(), _reward_correctness(run_config))
+        eval_envs = make_envs(spec, eval_scenario, 1, int(run_config["eval_seed"]))
         callbacks.append(_eval_callback(spec, eval_envs, run, run_config, resuming))
     progress = ProgressBarCallback() if progress_bar else None
     if progress is not None:
@@ -285,6 +295,11 @@ def _eval_callback(
             callback.evaluations_length = logged["ep_lengths"].tolist()
         callback.best_mean_reward = float(np.max(np.mean(callback.evaluations_results, axis=1)))
     return callback
+
+
+def _reward_correctness(run_config: dict[str, Any]) -> str:
+    """The training reward's correctness rule of a run (runs written before the option: sample)."""
+    return str(run_config.get("reward_correctness", "sample"))
 
 
 def _close(envs: VecEnv | None) -> None:
