@@ -280,8 +280,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one scenario, one seed, fewer steps")
     parser.add_argument("--timesteps", type=int, help="training steps per run")
     parser.add_argument("--jobs", type=int, help="processes at once (default: 2)")
+    parser.add_argument(
+        "--scenarios", help="comma-separated scenario presets (default: all; --quick: default)"
+    )
     args = parser.parse_args(argv)
     settings = quick_settings() if args.quick else full_settings()
+    if args.scenarios:
+        from splitrl.envs import SCENARIOS
+
+        chosen = tuple(name.strip() for name in args.scenarios.split(","))
+        unknown = [name for name in chosen if name not in SCENARIOS]
+        if unknown:
+            parser.error(f"--scenarios: unknown {unknown}; known: {', '.join(SCENARIOS)}")
+        settings = dataclasses.replace(settings, scenarios=chosen)
     overrides = {"timesteps": args.timesteps, "jobs": args.jobs}
     for name, value in overrides.items():
         if value is not None:
