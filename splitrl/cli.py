@@ -14,7 +14,7 @@ import argparse
 import importlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 #: subcommand -> (module that implements it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -38,6 +38,21 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "serve": ("splitrl.runtime.server", "run the edge server"),
 }
+
+
+def integer_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` that accepts integers of at least ``minimum`` with a clear message."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def _available_subcommands() -> dict[str, tuple[str, str]]:

@@ -15,25 +15,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+
+from splitrl.cli import integer_at_least
 
 #: evaluation episodes per condition unless ``--episodes`` says otherwise
 DEFAULT_EPISODES = 20
 #: the output folder unless ``--out`` says otherwise
 DEFAULT_OUT = "results/evaluation"
-
-
-def _integer(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -74,20 +62,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--episodes",
-        type=_integer(1),
+        type=integer_at_least(1),
         default=DEFAULT_EPISODES,
         help=f"episodes per condition (default: {DEFAULT_EPISODES})",
     )
     parser.add_argument(
         "--seed",
-        type=_integer(0),
+        type=integer_at_least(0),
         default=DEFAULT_EVAL_SEED,
         help="reset seed of the first episode, apart from training seeds "
         f"(default: {DEFAULT_EVAL_SEED})",
     )
     parser.add_argument(
         "--fit-episodes",
-        type=_integer(1),
+        type=integer_at_least(1),
         default=DEFAULT_FIT_EPISODES,
         help="training-channel episodes per action to fit best-static "
         f"(default: {DEFAULT_FIT_EPISODES})",
@@ -99,7 +87,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument(
         "--torch-threads",
-        type=_integer(1),
+        type=integer_at_least(1),
         default=1,
         help="torch CPU threads (default: 1, fastest for small networks)",
     )

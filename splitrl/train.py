@@ -16,6 +16,7 @@ import argparse
 import sys
 from typing import Any
 
+from splitrl.cli import integer_at_least
 from splitrl.training.config import (
     DEFAULT_CHECKPOINT_FREQ,
     DEFAULT_EVAL_EPISODES,
@@ -47,19 +48,6 @@ _RUN_DEFINING_FLAGS = {
 }
 
 
-def _integer(minimum: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl train``."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -78,7 +66,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     what.add_argument("--reward", help="reward preset, replacing the scenario's")
     what.add_argument(
-        "--horizon", type=_integer(1), help="requests per episode, replacing the scenario's"
+        "--horizon", type=integer_at_least(1), help="requests per episode, replacing the scenario's"
     )
     what.add_argument(
         "--reward-correctness",
@@ -89,11 +77,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     how = parser.add_argument_group("how to train")
     how.add_argument(
         "--timesteps",
-        type=_integer(1),
+        type=integer_at_least(1),
         help=f"total env steps (default: {DEFAULT_TIMESTEPS}; with --resume: the run's target)",
     )
-    how.add_argument("--seed", type=_integer(0), help="seed of model and envs (default: 0)")
-    how.add_argument("--n-envs", type=_integer(1), help="parallel training envs (default: 1)")
+    how.add_argument("--seed", type=integer_at_least(0), help="seed of model and envs (default: 0)")
+    how.add_argument(
+        "--n-envs", type=integer_at_least(1), help="parallel training envs (default: 1)"
+    )
     how.add_argument(
         "--vec-env", choices=("dummy", "subproc"), help="vectorization (default: dummy)"
     )
@@ -109,7 +99,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     how.add_argument("--device", help="torch device: cpu (default), cuda, auto")
     how.add_argument(
         "--torch-threads",
-        type=_integer(1),
+        type=integer_at_least(1),
         default=1,
         help="torch CPU threads (default: 1, fastest for small networks)",
     )
@@ -117,22 +107,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     output.add_argument("--out", help="folder that receives the run directory (default: runs)")
     output.add_argument(
         "--eval-freq",
-        type=_integer(0),
+        type=integer_at_least(0),
         help=f"env steps between evaluations, 0 for none (default: {DEFAULT_EVAL_FREQ})",
     )
     output.add_argument(
         "--eval-episodes",
-        type=_integer(1),
+        type=integer_at_least(1),
         help=f"episodes per evaluation (default: {DEFAULT_EVAL_EPISODES})",
     )
     output.add_argument(
         "--checkpoint-freq",
-        type=_integer(0),
+        type=integer_at_least(0),
         help=f"env steps between checkpoints, 0 for end only (default: {DEFAULT_CHECKPOINT_FREQ})",
     )
     output.add_argument(
         "--log-freq",
-        type=_integer(1),
+        type=integer_at_least(1),
         help=f"env steps between split-computing metrics (default: {DEFAULT_LOG_FREQ})",
     )
     output.add_argument(

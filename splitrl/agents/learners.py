@@ -291,6 +291,18 @@ def _constructor_values(hyperparameters: dict[str, Any]) -> dict[str, Any]:
 _NET = {"net_arch": [64, 64]}
 
 #: the learners of ``splitrl train --algo``, by name (the defaults are tuned in this one place)
+#: PPO and MaskablePPO share their defaults: they differ only in the action view and masks
+_PPO_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "n_steps": 1_024,
+    "batch_size": 64,
+    "n_epochs": 10,
+    "gamma": 0.9,
+    "gae_lambda": 0.95,
+    "ent_coef": 0.01,
+    "policy_kwargs": _NET,
+}
+
 LEARNERS: dict[str, LearnerSpec] = {
     spec.name: spec
     for spec in (
@@ -322,16 +334,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             source="Schulman et al., 'Proximal Policy Optimization Algorithms', arXiv:1707.06347, 2017",
             action_view="multi-discrete",
             uses_masks=False,
-            default_hyperparameters={
-                "learning_rate": 3e-4,
-                "n_steps": 1_024,
-                "batch_size": 64,
-                "n_epochs": 10,
-                "gamma": 0.9,
-                "gae_lambda": 0.95,
-                "ent_coef": 0.01,
-                "policy_kwargs": _NET,
-            },
+            default_hyperparameters=_PPO_DEFAULTS,
         ),
         LearnerSpec(
             name="maskable-ppo",
@@ -340,16 +343,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             source="Huang and Ontañón, 'A Closer Look at Invalid Action Masking in Policy Gradient Algorithms', FLAIRS 2022",
             action_view="flat",
             uses_masks=True,
-            default_hyperparameters={
-                "learning_rate": 3e-4,
-                "n_steps": 1_024,
-                "batch_size": 64,
-                "n_epochs": 10,
-                "gamma": 0.9,
-                "gae_lambda": 0.95,
-                "ent_coef": 0.01,
-                "policy_kwargs": _NET,
-            },
+            default_hyperparameters=_PPO_DEFAULTS,
         ),
         LearnerSpec(
             name="dqn",
