@@ -303,6 +303,20 @@ _PPO_DEFAULTS: dict[str, Any] = {
     "policy_kwargs": _NET,
 }
 
+#: SACD and SB3's SAC share their settings, so the comparison is about the action space alone
+_SOFT_ACTOR_CRITIC_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 3e-4,
+    "buffer_size": 50_000,
+    "learning_starts": 1_000,
+    "batch_size": 128,
+    "gamma": 0.9,
+    "tau": 0.005,
+    "train_freq": 1,
+    "gradient_steps": 1,
+    "ent_coef": "auto",
+    "policy_kwargs": _NET,
+}
+
 LEARNERS: dict[str, LearnerSpec] = {
     spec.name: spec
     for spec in (
@@ -313,19 +327,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             source="Christodoulou, 'Soft Actor-Critic for Discrete Action Settings', arXiv:1910.07207, 2019",
             action_view="multi-discrete",
             uses_masks=True,
-            default_hyperparameters={
-                "learning_rate": 3e-4,
-                "buffer_size": 50_000,
-                "learning_starts": 1_000,
-                "batch_size": 128,
-                "gamma": 0.9,
-                "tau": 0.005,
-                "train_freq": 1,
-                "gradient_steps": 1,
-                "ent_coef": "auto",
-                "target_entropy_ratio": 0.3,
-                "policy_kwargs": _NET,
-            },
+            default_hyperparameters={**_SOFT_ACTOR_CRITIC_DEFAULTS, "target_entropy_ratio": 0.3},
         ),
         LearnerSpec(
             name="ppo",
@@ -373,18 +375,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             source="Haarnoja et al., 'Soft Actor-Critic Algorithms and Applications', arXiv:1812.05905, 2018",
             action_view="box",
             uses_masks=False,
-            default_hyperparameters={
-                "learning_rate": 3e-4,
-                "buffer_size": 50_000,
-                "learning_starts": 1_000,
-                "batch_size": 128,
-                "gamma": 0.9,
-                "tau": 0.005,
-                "train_freq": 1,
-                "gradient_steps": 1,
-                "ent_coef": "auto",
-                "policy_kwargs": _NET,
-            },
+            default_hyperparameters=_SOFT_ACTOR_CRITIC_DEFAULTS,
         ),
     )
 }
