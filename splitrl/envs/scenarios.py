@@ -170,7 +170,9 @@ def network_channel(
 ) -> Channel:
     """A channel for a network whose uplink ranges over ``uplink_mbps``.
 
-    :param spec: a :data:`SCENARIO_CHANNELS` name, or any ``make_channel`` spec (used as is)
+    :param spec: a :data:`SCENARIO_CHANNELS` name, or any ``make_channel`` spec (used as is).
+        ``"fading"`` keeps the block-fading model's own link budget (a 20 MHz cell, about 1 to
+        60 Mbit/s over positions): its range comes from physics, not from ``uplink_mbps``
     :param uplink_mbps: ``(low, high)`` capacity range in Mbit/s
     :param typical_mbps: the typical capacity in Mbit/s
     """
