@@ -304,3 +304,16 @@ def test_training_reward_uses_expected_correctness_by_default() -> None:
     assert SplitComputingEnv(get_scenario("default")).reward_spec.correctness == "sample"
     # the scenario's own reward overrides survive
     assert SplitComputingEnv(scenario).reward_spec.w_latency == pytest.approx(0.1)
+
+
+def test_every_evaluation_plays_the_same_episodes(tiny_profile_path: Path, tmp_path: Path) -> None:
+    """A policy that does not change scores the same at every evaluation: the episodes are fixed."""
+    config = fast_config(
+        tiny_profile_path, tmp_path, timesteps=300, eval_freq=100, n_eval_episodes=2
+    )
+    config.hyperparameters["learning_starts"] = 10_000  # no gradient step within the run
+    train(config)
+    with np.load(the_run(tmp_path) / "eval" / "evaluations.npz") as logged:
+        results = logged["results"]
+    assert results.shape == (3, 2)
+    assert np.array_equal(results[0], results[1]) and np.array_equal(results[1], results[2])

@@ -279,13 +279,12 @@ def _eval_callback(
         "log_path": str(run.eval_dir),
         "deterministic": True,
     }
-    callback: EvalCallback
+    base: type[EvalCallback] = EvalCallback
     if spec.uses_masks:
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 
-        callback = MaskableEvalCallback(eval_envs, **kwargs)
-    else:
-        callback = EvalCallback(eval_envs, **kwargs)
+        base = MaskableEvalCallback
+    callback = _same_episodes(base, int(run_config["eval_seed"]))(eval_envs, **kwargs)
     evaluations = run.eval_dir / "evaluations.npz"
     if resuming and evaluations.exists():
         # Continue the evaluation log, and keep the best model on disk until an evaluation beats it.
@@ -295,6 +294,22 @@ def _eval_callback(
             callback.evaluations_length = logged["ep_lengths"].tolist()
         callback.best_mean_reward = float(np.max(np.mean(callback.evaluations_results, axis=1)))
     return callback
+
+
+def _same_episodes(base: type[EvalCallback], seed: int) -> type[EvalCallback]:
+    """``base`` re-seeded before every evaluation, so that every evaluation plays the same episodes.
+
+    Without it each evaluation continues one random stream and ``best_model.zip`` is chosen on
+    different channels and requests each time: on luck as much as on the policy.
+    """
+
+    class SameEpisodesEvalCallback(base):  # type: ignore[valid-type,misc]
+        def _on_step(self) -> bool:
+            if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
+                self.eval_env.seed(seed)
+            return bool(super()._on_step())
+
+    return SameEpisodesEvalCallback
 
 
 def _reward_correctness(run_config: dict[str, Any]) -> str:
