@@ -238,7 +238,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() before step()")
         e, s, b = self.actions.canonical(*self.actions.validate(action))
         info = self._simulate(e, s, b, capacity_bps=None)
-        self._device_free = info["device_free"]
+        self._device_free = info.pop("device_free")
         offloaded = not self.actions.is_device_only(e, s)
         if offloaded:
             self.knowledge.record_transfer(
