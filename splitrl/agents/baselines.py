@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.agents.policy import Policy
+from splitrl.agents.rollout import run_episodes
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -159,17 +160,7 @@ def _mean_reward_of_fixed_action(
     env: SplitComputingEnv, action: Action, seeds: Sequence[int] | range
 ) -> float:
     """Mean reward per request of always taking ``action`` over the episodes of ``seeds``."""
-    total, steps = 0.0, 0
-    command = _action(*action)
-    for seed in seeds:
-        env.reset(seed=seed)
-        done = False
-        while not done:
-            _, reward, terminated, truncated, _ = env.step(command)
-            total += reward
-            steps += 1
-            done = terminated or truncated
-    return total / steps
+    return float(run_episodes(BestStaticPolicy(action), env, list(seeds)).reward.mean())
 
 
 class _PredictedActionsPolicy:

@@ -8,8 +8,8 @@ from pathlib import Path
 from stable_baselines3.common.callbacks import BaseCallback
 
 from splitrl.agents.learners import LearnerSpec
+from splitrl.agents.rollout import run_episodes
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.evaluation.runner import run_episodes
 
 
 class ValidationCallback(BaseCallback):
