@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,11 +13,11 @@ from splitrl.codecs.clipping import ClipSpec, parse_clip
 from splitrl.codecs.entropy import entropy_decode, entropy_encode
 from splitrl.codecs.errors import CodecError
 from splitrl.codecs.frame import (
-    MAX_ELEMENTS,
-    MAX_NDIM,
     Coding,
     FrameInfo,
     build_frame,
+    check_parameters,
+    check_shape,
     dtype_code,
     parse_frame,
 )
@@ -24,7 +25,6 @@ from splitrl.codecs.quantize import MAX_BITS, dequantize, quantize, zero_code
 from splitrl.codecs.rle import run_length_decode, run_length_encode
 
 LOSSLESS_OPTIONS = ("float16", "float32", "lossless")
-_MAX_DIM = 2**32 - 1
 
 
 def _parse_bits(bits: object) -> int | str:
@@ -114,18 +114,21 @@ def encode(
         config = CodecConfig(bits, per_channel, clip, entropy, run_length)
     array = _as_array(x)
     dtype_code(array.dtype)
-    if array.ndim > MAX_NDIM or array.size > MAX_ELEMENTS or max(array.shape, default=0) > _MAX_DIM:
-        raise CodecError(
-            f"shape {array.shape} exceeds the limits (ndim <= {MAX_NDIM}, "
-            f"elements <= MAX_ELEMENTS={MAX_ELEMENTS})"
-        )
-    array = np.ascontiguousarray(array)
+    check_shape(array.shape)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")  # np.ascontiguousarray would turn a 0-d array into 1-d
     option = config.bits
     if option == "lossless" and array.dtype.itemsize == 1:
         option = 8  # exact: the integer quantizer's step is 1 for any 1-byte integer range
     if isinstance(option, str):
         return _encode_raw(array, option, config.entropy)
     quantized = quantize(array, option, per_channel=config.per_channel, clip=config.clip)
+    try:
+        check_parameters(quantized.offsets, quantized.scales, option, array.dtype)
+    except CodecError:
+        raise CodecError(
+            f"the range of the tensor overflows {array.dtype} when quantized at {option} bits"
+        ) from None
     codes = quantized.codes.reshape(-1)
     payload = b""
     coding = Coding.BIT_PACKED
@@ -178,15 +181,60 @@ def frame_info(frame: bytes | bytearray | memoryview) -> FrameInfo:
     return parse_frame(frame)[0]
 
 
-def decode(frame: bytes | bytearray | memoryview) -> np.ndarray:
+def _check_bounds(
+    info: FrameInfo, expected_shape: Sequence[int] | None, max_elements: int | None
+) -> None:
+    """Refuse a frame whose header exceeds what the caller allows (nothing is allocated yet)."""
+    if expected_shape is not None and info.shape != tuple(expected_shape):
+        raise CodecError(
+            f"frame shape {info.shape} differs from the expected {tuple(expected_shape)}"
+        )
+    if max_elements is not None and info.element_count > max_elements:
+        raise CodecError(
+            f"shape {info.shape} holds {info.element_count} elements, "
+            f"above max_elements={max_elements}"
+        )
+
+
+def _check_bound_arguments(expected_shape: Sequence[int] | None, max_elements: int | None) -> None:
+    if expected_shape is not None and not (
+        isinstance(expected_shape, Sequence)
+        and all(isinstance(size, (int, np.integer)) and size >= 0 for size in expected_shape)
+    ):
+        raise CodecError(
+            f"expected_shape must be a sequence of non-negative integers, got {expected_shape!r}"
+        )
+    if max_elements is not None and not (
+        isinstance(max_elements, (int, np.integer))
+        and not isinstance(max_elements, bool)
+        and max_elements >= 0
+    ):
+        raise CodecError(f"max_elements must be a non-negative integer, got {max_elements!r}")
+
+
+def decode(
+    frame: bytes | bytearray | memoryview,
+    *,
+    expected_shape: Sequence[int] | None = None,
+    max_elements: int | None = None,
+) -> np.ndarray:
     """Decode a frame made by :func:`encode`.
 
+    The cost of decoding grows with the element count the header declares, not with the frame's
+    length (a run-length frame of 46 bytes can declare ``MAX_ELEMENTS`` zeros), so a receiver of
+    untrusted frames bounds it with ``expected_shape`` or ``max_elements``; both are checked
+    from the header before anything is allocated (worst-case costs in ``docs/codecs.md``).
+
     :param frame: the frame bytes.
+    :param expected_shape: the only shape accepted, or ``None`` for any.
+    :param max_elements: the largest element count accepted, or ``None`` for ``MAX_ELEMENTS``.
     :return: a new array with the original shape and dtype.
-    :raises CodecError: for a malformed, truncated, corrupted or forged frame (never allocates
-        more than the header's element count allows, itself capped at ``MAX_ELEMENTS``).
+    :raises CodecError: for a malformed, truncated, corrupted or forged frame, or one outside
+        the bounds.
     """
+    _check_bound_arguments(expected_shape, max_elements)
     info, payload = parse_frame(frame)
+    _check_bounds(info, expected_shape, max_elements)
     count = info.element_count
     if info.coding is Coding.RAW:
         stage_size = count * info.wire_dtype.itemsize

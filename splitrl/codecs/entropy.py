@@ -19,14 +19,15 @@ def entropy_encode(payload: bytes) -> bytes:
 
 
 def entropy_decode(data: bytes | memoryview, max_size: int) -> bytes:
-    """Decompress a zstd frame, refusing to produce more than ``max_size`` bytes.
+    """Decompress one zstd frame, refusing to produce more than ``max_size`` bytes.
 
     The content size in the zstd frame header is checked against ``max_size`` before anything is
     allocated, so a decompression bomb costs nothing.
 
     :param data: one zstd frame.
     :param max_size: the largest payload the frame header allows.
-    :raises CodecError: if the frame is not valid zstd, does not record its size, or is too large.
+    :raises CodecError: if the data is not exactly one valid zstd frame, the frame does not record
+        its size, or the size is too large.
     """
     try:
         parameters = zstandard.get_frame_parameters(bytes(data))
@@ -40,6 +41,8 @@ def entropy_decode(data: bytes | memoryview, max_size: int) -> bytes:
             f"entropy stage: decompressed size {size} exceeds the {max_size} bytes the header allows"
         )
     try:
-        return _DECOMPRESSOR.decompress(bytes(data), max_output_size=max_size)
+        return _DECOMPRESSOR.decompress(
+            bytes(data), max_output_size=max_size, allow_extra_data=False
+        )
     except zstandard.ZstdError as error:
         raise CodecError(f"entropy stage: corrupted zstd data ({error})") from None

@@ -58,6 +58,49 @@ class Coding(enum.IntEnum):
     """Quantization codes run-length coded (:mod:`splitrl.codecs.rle`)."""
 
 
+def check_shape(shape: tuple[int, ...]) -> int:
+    """The element count of a shape within the limits.
+
+    A zero-sized dimension does not lift the limit on the others: numpy cannot even describe
+    an array whose non-zero dimensions multiply beyond its address space.
+
+    :return: the number of elements.
+    :raises CodecError: for more than ``MAX_NDIM`` dimensions, or non-zero dimensions whose
+        product exceeds ``MAX_ELEMENTS``.
+    """
+    if len(shape) > MAX_NDIM:
+        raise CodecError(f"{len(shape)} dimensions exceed the limit of {MAX_NDIM}")
+    extent = 1
+    for size in shape:
+        extent *= size or 1
+    if extent > MAX_ELEMENTS:
+        raise CodecError(
+            f"shape {shape} spans {extent} elements, above MAX_ELEMENTS={MAX_ELEMENTS}"
+        )
+    return extent if all(shape) else 0
+
+
+def check_parameters(offsets: np.ndarray, scales: np.ndarray, bits: int, dtype: np.dtype) -> None:
+    """Refuse quantizer parameters that do not decode to finite values of ``dtype``.
+
+    Every decoded value ``offset + code * scale`` lies between ``offset`` and
+    ``offset + (2**bits - 1) * scale``, so the two ends decide.
+
+    :raises CodecError: for a non-finite or non-positive parameter, or a range that overflows the
+        parameters' or the output's floating-point type.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        span = scales * scales.dtype.type((1 << bits) - 1)
+        ends = np.concatenate((offsets, offsets + span))
+        if dtype.kind == "f":
+            ends = ends.astype(dtype)
+    if not (np.isfinite(span).all() and np.isfinite(ends).all() and (scales > 0).all()):
+        raise CodecError(
+            "quantizer parameters must be finite with positive scales, and decode to finite "
+            f"{dtype} values"
+        )
+
+
 def dtype_code(dtype: np.dtype) -> int:
     """Wire code of a supported dtype.
 
@@ -162,9 +205,7 @@ def parse_frame(frame: bytes | bytearray | memoryview) -> tuple[FrameInfo, memor
     if ndim > MAX_NDIM:
         raise CodecError(f"{ndim} dimensions exceed the limit of {MAX_NDIM}")
     shape = tuple(int(size) for size in reader.unpack(f"<{ndim}I", "shape"))
-    count = int(np.prod(shape, dtype=object)) if shape else 1
-    if count > MAX_ELEMENTS:
-        raise CodecError(f"shape {shape} holds {count} elements, above MAX_ELEMENTS={MAX_ELEMENTS}")
+    check_shape(shape)
     coding_kind = Coding(coding)
     per_channel = bool(flags & _FLAG_PER_CHANNEL)
     quantized = coding_kind is not Coding.RAW
@@ -180,8 +221,8 @@ def parse_frame(frame: bytes | bytearray | memoryview) -> tuple[FrameInfo, memor
     parameter_dtype = np.dtype("<f8" if flags & _FLAG_FLOAT64_PARAMETERS else "<f4")
     offsets = reader.array(parameter_dtype, parameter_count, "quantizer offsets")
     scales = reader.array(parameter_dtype, parameter_count, "quantizer scales")
-    if not (np.isfinite(offsets).all() and np.isfinite(scales).all() and (scales > 0).all()):
-        raise CodecError("quantizer parameters must be finite with positive scales")
+    if quantized:
+        check_parameters(offsets, scales, bits, _DTYPES[dtype_id])
     checked_length = reader.offset + 4
     payload_length, crc = reader.unpack(_TRAILER.format, "payload length and CRC")
     if reader.remaining != payload_length:

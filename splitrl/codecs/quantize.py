@@ -86,6 +86,9 @@ def quantize(
     :raises CodecError: for NaN or infinite values, or per-channel on a tensor that is not 3-D/4-D.
     """
     axis = channel_axis(x.ndim) if per_channel else None
+    if x.ndim == 0:  # numpy arithmetic turns 0-d arrays into scalars: quantize one element
+        flat = quantize(x.reshape(1), bits, clip=clip)
+        return LinearQuantization(flat.codes.reshape(()), flat.offsets, flat.scales)
     if kernels.compiled is not None and axis is None and clip is None:
         compiled = _quantize_compiled(x, bits, kernels.compiled)
         if compiled is not None:
@@ -148,6 +151,8 @@ def dequantize(
     :param per_channel: whether the parameters are per channel (:func:`channel_axis`).
     :return: the dequantized tensor.
     """
+    if codes.ndim == 0:  # numpy arithmetic turns 0-d arrays into scalars
+        return dequantize(codes.reshape(1), offsets, scales, dtype, per_channel).reshape(())
     compiled = kernels.compiled
     if (
         compiled is not None
@@ -166,7 +171,13 @@ def dequantize(
         return values >= 0.5
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+        rounded = np.rint(values)
+        # float(2**63 - 1) and float(2**64 - 1) round up out of range: saturate those by hand
+        top = float(info.max)
+        ceiling = top if int(top) <= info.max else np.nextafter(top, 0.0)
+        result = np.clip(rounded, info.min, ceiling).astype(dtype)
+        result[rounded >= top] = info.max
+        return result
     return values.astype(dtype, copy=False)
 
 
