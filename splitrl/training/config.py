@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import platform
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -123,6 +124,7 @@ class TrainConfig:
             )
         if self.vec_env not in ("dummy", "subproc"):
             raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
+        check_torch_device(self.torch_device)
 
     def scenario_overrides(self) -> dict[str, Any]:
         """The scenario fields this config replaces, with paths made absolute."""
@@ -144,6 +146,115 @@ class TrainConfig:
     def effective_scenario(self) -> Scenario:
         """The named scenario with this config's overrides applied."""
         return dataclasses.replace(get_scenario(self.scenario), **self.scenario_overrides())
+
+
+#: hyperparameter -> (rule, check): the ranges :func:`validate_hyperparameters` enforces
+_HYPERPARAMETER_RULES: dict[str, tuple[str, Callable[[Any], bool]]] = {}
+
+
+def _rule(names: Sequence[str], rule: str, check: Callable[[Any], bool]) -> None:
+    for name in names:
+        _HYPERPARAMETER_RULES[name] = (rule, check)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_entropy_coefficient(value: Any) -> bool:
+    if isinstance(value, str):
+        if value == "auto":
+            return True
+        prefix, _, initial = value.partition("_")
+        try:
+            return prefix == "auto" and float(initial) > 0
+        except ValueError:
+            return False
+    return _is_real(value) and value >= 0
+
+
+def _is_train_freq(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return (
+            len(value) == 2
+            and _is_int(value[0])
+            and value[0] >= 1
+            and value[1] in ("step", "episode")
+        )
+    return _is_int(value) and value >= 1
+
+
+_rule(
+    (
+        "batch_size",
+        "buffer_size",
+        "n_steps",
+        "n_epochs",
+        "target_update_interval",
+        "stats_window_size",
+    ),
+    "an integer > 0",
+    lambda v: _is_int(v) and v > 0,
+)
+_rule(("learning_starts",), "an integer >= 0", lambda v: _is_int(v) and v >= 0)
+_rule(("gradient_steps",), "an integer >= 1, or -1", lambda v: _is_int(v) and (v >= 1 or v == -1))
+_rule(("train_freq",), "an integer >= 1 or [n, 'step' | 'episode']", _is_train_freq)
+_rule(
+    ("gamma", "tau", "target_entropy_ratio"),
+    "a number in (0, 1]",
+    lambda v: _is_real(v) and 0 < v <= 1,
+)
+_rule(
+    ("gae_lambda", "exploration_fraction", "exploration_initial_eps", "exploration_final_eps"),
+    "a number in [0, 1]",
+    lambda v: _is_real(v) and 0 <= v <= 1,
+)
+_rule(("learning_rate", "clip_range"), "a number > 0", lambda v: _is_real(v) and v > 0)
+_rule(("ent_coef",), "a number >= 0, 'auto' or 'auto_<initial value>'", _is_entropy_coefficient)
+_rule(("vf_coef",), "a number >= 0", lambda v: _is_real(v) and v >= 0)
+_rule(
+    ("max_grad_norm",),
+    "a number > 0 (or null for none)",
+    lambda v: v is None or (_is_real(v) and v > 0),
+)
+
+
+def validate_hyperparameters(hyperparameters: Mapping[str, Any]) -> None:
+    """Check the type and range of every hyperparameter that has a rule, before anything runs.
+
+    The keys themselves are checked against the algorithm's constructor by
+    :meth:`splitrl.agents.learners.LearnerSpec.check_hyperparameters`; Stable-Baselines3 checks few
+    values at construction, so a ``batch_size`` of ``12.5`` or a ``gamma`` of ``5`` would otherwise
+    fail (or train nonsense) only once learning starts.
+
+    :raises ValueError: naming the first hyperparameter out of its range
+    """
+    for name, value in hyperparameters.items():
+        if name in _HYPERPARAMETER_RULES:
+            rule, check = _HYPERPARAMETER_RULES[name]
+            if not check(value):
+                raise ValueError(f"hyperparameter {name} must be {rule}, got {value!r}")
+
+
+def check_torch_device(name: str) -> None:
+    """Refuse a torch device name that torch does not know (``auto`` is Stable-Baselines3's).
+
+    :raises ValueError: naming the device
+    """
+    if name == "auto":
+        return
+    import torch
+
+    try:
+        torch.device(name)
+    except RuntimeError:
+        raise ValueError(
+            f"unknown torch device {name!r}; use cpu, cuda, cuda:N, mps or auto"
+        ) from None
 
 
 def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:

@@ -9,16 +9,29 @@ runs/<algo>_<scenario>_s<seed>_<YYYYmmdd-HHMMSS>/
     checkpoints/model_<N>_steps.zip      periodic checkpoints, N = timesteps trained
     checkpoints/model_replay_buffer_<N>_steps.pkl    their replay buffer (off-policy learners)
     tensorboard/events.out.tfevents.*    TensorBoard logs
+    .lock                                held by the process that trains in the directory
 ```
+
+Crash safety: every checkpoint file, ``model.zip`` and ``config.yaml`` is written to a temporary
+file in the same folder, flushed to disk and renamed over its final name, so a kill at any moment
+leaves either the previous file or the new one, never a truncated one. A checkpoint's replay buffer
+is written before its model, so a checkpoint model file always has its buffer. The training process
+holds an advisory lock on ``.lock``; a run whose config says ``running`` but whose lock nobody holds
+was killed, and is reported as ``interrupted``.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import signal
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -27,8 +40,60 @@ from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.training.config import scenario_from_dict
 
 CONFIG_FILE = "config.yaml"
+LOCK_FILE = ".lock"
 CHECKPOINT_PREFIX = "model"
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
+#: tests only: ``PHASE@STEPS`` kills the process with SIGKILL in that phase (see :func:`fault_point`)
+FAULT_INJECTION_VARIABLE = "SPLITRL_FAULT_INJECTION"
+#: the phases :func:`fault_point` knows
+FAULT_PHASES = ("env-step", "replay-buffer-write", "model-write", "config-write")
+
+
+def fault_point(phase: str, num_timesteps: int) -> None:
+    """Kill this process with SIGKILL if :data:`FAULT_INJECTION_VARIABLE` names this moment.
+
+    A fault-injection hook for the crash-safety tests: ``SPLITRL_FAULT_INJECTION=model-write@200``
+    kills the process while the model of step 200 is being written (its temporary file holds the
+    data, the final name does not exist yet). Unset, it does nothing.
+
+    :param phase: one of :data:`FAULT_PHASES`
+    :param num_timesteps: the timestep count of the moment
+    """
+    target = os.environ.get(FAULT_INJECTION_VARIABLE)
+    if target and target == f"{phase}@{num_timesteps}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def atomic_write(
+    path: Path, write: Callable[[IO[bytes]], object], *, phase: str = "", num_timesteps: int = 0
+) -> None:
+    """Write ``path`` so that a crash leaves the old file or the new one, never a part of it.
+
+    The data goes to a temporary file in the same folder, which is flushed, synced to disk and
+    renamed over ``path``; the folder entry is synced too.
+
+    :param path: the final file
+    :param write: writes the contents to the open binary file it is given
+    :param phase: the :func:`fault_point` phase of this write
+    :param num_timesteps: the timestep count for :func:`fault_point`
+    """
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            if phase:
+                fault_point(phase, num_timesteps)
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 @dataclass(frozen=True)
@@ -100,13 +165,49 @@ class RunDirectory:
         return self.path / "tensorboard"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write the configuration (plain data) as YAML, through a temporary file."""
-        temporary = self.config_path.with_suffix(".yaml.tmp")
-        temporary.write_text(yaml.safe_dump(config, sort_keys=False))
-        temporary.replace(self.config_path)
+        """Write the configuration (plain data) as YAML, atomically (see :func:`atomic_write`)."""
+        text = yaml.safe_dump(config, sort_keys=False).encode()
+        atomic_write(
+            self.config_path,
+            lambda file: file.write(text),
+            phase="config-write",
+            num_timesteps=int(config.get("num_timesteps", 0)),
+        )
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock while training in it (released by the system if the process dies).
+
+        :raises ValueError: when another process trains in the run
+        """
+        with open(self.path / LOCK_FILE, "a") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise ValueError(f"{self.path} is in use by another training process") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(file, fcntl.LOCK_UN)
+
+    def _locked_elsewhere(self) -> bool:
+        """Whether some process holds the run's lock."""
+        lock_path = self.path / LOCK_FILE
+        if not lock_path.exists():
+            return False
+        with open(lock_path, "rb") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(file, fcntl.LOCK_UN)
+        return False
 
     def read_config(self) -> dict[str, Any]:
         """The configuration of the run.
+
+        A run whose config says ``running`` while no process holds its lock was killed: its
+        ``status`` reads ``interrupted``.
 
         :raises FileNotFoundError: when the directory or its config is missing
         :raises ValueError: when the config is not a YAML mapping with an ``algo``
@@ -121,6 +222,8 @@ class RunDirectory:
             raise ValueError(f"{self.config_path}: not valid YAML: {error}") from error
         if not isinstance(config, dict) or "algo" not in config:
             raise ValueError(f"{self.config_path}: not a splitrl run config (no 'algo')")
+        if config.get("status") == "running" and not self._locked_elsewhere():
+            config["status"] = "interrupted"
         return config
 
     def scenario(self) -> Scenario:
@@ -150,22 +253,40 @@ class RunDirectory:
         name = f"{CHECKPOINT_PREFIX}_replay_buffer_{num_timesteps}_steps.pkl"
         return self.checkpoints_dir / name
 
-    def latest_checkpoint(self) -> Checkpoint | None:
-        """The checkpoint with the most timesteps, or ``None`` if there is none."""
+    def checkpoints(self) -> list[Checkpoint]:
+        """Every checkpoint, the newest (most timesteps) first."""
         if not self.checkpoints_dir.is_dir():
-            return None
+            return []
         steps = [
             int(match.group(1))
             for file in self.checkpoints_dir.iterdir()
             if (match := _CHECKPOINT.match(file.name))
         ]
-        return self.checkpoint(max(steps)) if steps else None
+        return [self.checkpoint(n) for n in sorted(steps, reverse=True)]
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The checkpoint with the most timesteps, or ``None`` if there is none."""
+        checkpoints = self.checkpoints()
+        return checkpoints[0] if checkpoints else None
 
     def save_checkpoint(self, model: Any, with_replay_buffer: bool) -> Checkpoint:
-        """Save ``model`` (and its replay buffer) as a checkpoint at its current timestep count."""
+        """Save ``model`` (and its replay buffer) as a checkpoint at its current timestep count.
+
+        The replay buffer is written first and every file atomically, so a checkpoint model file
+        is only ever seen complete and with its buffer.
+        """
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         steps = int(model.num_timesteps)
-        model.save(self.checkpoint(steps).model_path)
         if with_replay_buffer:
-            model.save_replay_buffer(self._replay_buffer_path(steps))
+            atomic_write(
+                self._replay_buffer_path(steps),
+                model.save_replay_buffer,
+                phase="replay-buffer-write",
+                num_timesteps=steps,
+            )
+        self.save_model(model, self.checkpoint(steps).model_path)
         return self.checkpoint(steps)
+
+    def save_model(self, model: Any, path: Path) -> None:
+        """Save ``model`` to ``path`` atomically."""
+        atomic_write(path, model.save, phase="model-write", num_timesteps=int(model.num_timesteps))

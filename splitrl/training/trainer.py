@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -11,12 +12,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import (
-    BaseCallback,
-    CheckpointCallback,
-    EvalCallback,
-    ProgressBarCallback,
-)
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, ProgressBarCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
@@ -25,6 +21,7 @@ from splitrl.agents.learners import LearnerSpec, get_learner
 from splitrl.envs.scenarios import Scenario
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.training.callbacks import SplitMetricsCallback
+from splitrl.training.checkpoints import PeriodicCheckpoint
 from splitrl.training.config import (
     CONFIG_FORMAT,
     EVAL_SEED_OFFSET,
@@ -32,8 +29,11 @@ from splitrl.training.config import (
     TrainConfig,
     library_versions,
     profile_identity,
+    validate_hyperparameters,
 )
-from splitrl.training.run_dir import CHECKPOINT_PREFIX, RunDirectory
+from splitrl.training.run_dir import Checkpoint, RunDirectory
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,14 @@ class TrainResult:
     :param model: the trained model
     :param num_timesteps: timesteps trained in total
     :param interrupted: whether training stopped on ``KeyboardInterrupt`` (the model was saved)
+    :param resumed_from: for a resumed run, the checkpoint it continued from
     """
 
     run_dir: RunDirectory
     model: BaseAlgorithm
     num_timesteps: int
     interrupted: bool
+    resumed_from: Checkpoint | None = None
 
 
 def env_factory(scenario: Scenario) -> Callable[[], SplitComputingEnv]:
@@ -106,6 +108,7 @@ def train(
     train_scenario = training_scenario(scenario, config.reward_correctness)
     probe = env_factory(train_scenario)()
     hyperparameters = spec.resolved_hyperparameters(config.hyperparameters)
+    validate_hyperparameters(hyperparameters)
     envs = make_envs(spec, train_scenario, config.n_envs, config.seed, config.vec_env)
     try:
         model = spec.build_model(
@@ -142,8 +145,9 @@ def train(
         "hyperparameters": _plain(hyperparameters),
         "versions": library_versions(),
     }
-    run.write_config(run_config)
-    return _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=False)
+    with run.lock():
+        run.write_config(run_config)
+        return _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=False)
 
 
 def resume(
@@ -155,9 +159,10 @@ def resume(
     callbacks: Sequence[BaseCallback] = (),
     progress_bar: bool = False,
 ) -> TrainResult:
-    """Continue a run from its latest checkpoint, with its replay buffer and step count.
+    """Continue a run from its newest checkpoint that loads, with its replay buffer and step count.
 
-    The run keeps its configuration; training continues in the same directory until ``timesteps``
+    A checkpoint that does not load (a file damaged outside of splitrl) is skipped with a warning
+    and the next older one is tried. The run keeps its configuration; training continues in the same directory until ``timesteps``
     in total (default: the run's own target). The training envs are seeded with
     ``seed + timesteps already trained``, so the resumed part does not replay the first episodes.
 
@@ -166,20 +171,36 @@ def resume(
     :param eval_freq: replaces the run's evaluation frequency
     :param checkpoint_freq: replaces the run's checkpoint frequency
     :raises FileNotFoundError: when the run has no checkpoint
-    :raises ValueError: when the run already trained ``timesteps``
+    :raises ValueError: when the run already trained ``timesteps``, no checkpoint loads, or another
+        process trains in the run
     """
     run = RunDirectory(Path(run_dir))
     run_config = run.read_config()
+    with run.lock():
+        return _resume_locked(
+            run, run_config, timesteps, eval_freq, checkpoint_freq, callbacks, progress_bar
+        )
+
+
+def _resume_locked(
+    run: RunDirectory,
+    run_config: dict[str, Any],
+    timesteps: int | None,
+    eval_freq: int | None,
+    checkpoint_freq: int | None,
+    callbacks: Sequence[BaseCallback],
+    progress_bar: bool,
+) -> TrainResult:
     spec = get_learner(str(run_config["algo"]))
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
+    checkpoints = run.checkpoints()
+    if not checkpoints:
         raise FileNotFoundError(
             f"{run.path}: no checkpoint to resume from in {run.checkpoints_dir}"
         )
     target = int(run_config["timesteps"] if timesteps is None else timesteps)
-    if target <= checkpoint.num_timesteps:
+    if target <= checkpoints[0].num_timesteps:
         raise ValueError(
-            f"{run.path} has already trained {checkpoint.num_timesteps} timesteps; "
+            f"{run.path} has already trained {checkpoints[0].num_timesteps} timesteps; "
             f"pass --timesteps larger than that to train longer"
         )
     for key, value in (("eval_freq", eval_freq), ("checkpoint_freq", checkpoint_freq)):
@@ -194,16 +215,40 @@ def resume(
             f"{run.path}: the profile's action space {probe.actions.nvec} differs from the run's "
             f"{tuple(run_config['action_nvec'])}"
         )
-    seed = int(run_config["seed"]) + checkpoint.num_timesteps
-    envs = make_envs(spec, scenario, int(run_config["n_envs"]), seed, str(run_config["vec_env"]))
-    model = spec.algorithm_class().load(
-        checkpoint.model_path, env=envs, device=str(run_config["torch_device"])
-    )
-    if spec.off_policy and checkpoint.replay_buffer_path is not None:
-        model.load_replay_buffer(checkpoint.replay_buffer_path)  # type: ignore[attr-defined]
-    run_config.update(timesteps=target, status="running")
+    model, checkpoint = _load_newest(run, run_config, spec, scenario, checkpoints)
+    run_config.update(timesteps=target, status="running", num_timesteps=checkpoint.num_timesteps)
     run.write_config(run_config)
-    return _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=True)
+    result = _learn(run, run_config, spec, model, probe, callbacks, progress_bar, resuming=True)
+    return dataclasses.replace(result, resumed_from=checkpoint)
+
+
+def _load_newest(
+    run: RunDirectory,
+    run_config: dict[str, Any],
+    spec: LearnerSpec,
+    scenario: Scenario,
+    checkpoints: Sequence[Checkpoint],
+) -> tuple[BaseAlgorithm, Checkpoint]:
+    """The model of the newest checkpoint that loads completely (with its replay buffer)."""
+    for checkpoint in checkpoints:
+        if spec.off_policy and checkpoint.replay_buffer_path is None:
+            logger.warning("%s: no replay buffer, skipped", checkpoint.model_path)
+            continue
+        seed = int(run_config["seed"]) + checkpoint.num_timesteps
+        n_envs, vec_env = int(run_config["n_envs"]), str(run_config["vec_env"])
+        envs = make_envs(spec, scenario, n_envs, seed, vec_env)
+        try:
+            model = spec.algorithm_class().load(
+                checkpoint.model_path, env=envs, device=str(run_config["torch_device"])
+            )
+            if checkpoint.replay_buffer_path is not None:
+                model.load_replay_buffer(checkpoint.replay_buffer_path)  # type: ignore[attr-defined]
+        except Exception as error:  # a damaged file of any kind: try the previous checkpoint
+            logger.warning("%s does not load (%r), skipped", checkpoint.model_path, error)
+            envs.close()
+            continue
+        return model, checkpoint
+    raise ValueError(f"{run.path}: none of the {len(checkpoints)} checkpoints loads")
 
 
 def _learn(
@@ -218,18 +263,12 @@ def _learn(
 ) -> TrainResult:
     """Train ``model`` to the run's target, then save it; also on ``KeyboardInterrupt``."""
     model.set_logger(configure(str(run.tensorboard_dir), ["tensorboard"]))
-    n_envs = int(run_config["n_envs"])
     callbacks: list[BaseCallback] = [
         SplitMetricsCallback(probe.actions, int(run_config["log_freq"]))
     ]
     if run_config["checkpoint_freq"] > 0:
         callbacks.append(
-            CheckpointCallback(
-                save_freq=max(int(run_config["checkpoint_freq"]) // n_envs, 1),
-                save_path=str(run.checkpoints_dir),
-                name_prefix=CHECKPOINT_PREFIX,
-                save_replay_buffer=spec.off_policy,
-            )
+            PeriodicCheckpoint(run, run_config, int(run_config["checkpoint_freq"]), spec.off_policy)
         )
     eval_envs = None
     if run_config["eval_freq"] > 0:
@@ -255,7 +294,7 @@ def _learn(
         model.logger.close()
         _close(eval_envs)
     run.save_checkpoint(model, with_replay_buffer=spec.off_policy)
-    model.save(run.model_path)
+    run.save_model(model, run.model_path)
     _close(model.env)
     run_config.update(
         status="interrupted" if interrupted else "finished", num_timesteps=model.num_timesteps
