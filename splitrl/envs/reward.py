@@ -17,6 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
+
 Correctness = Literal["sample", "expected"]
 
 
@@ -62,6 +64,20 @@ class RewardSpec:
             correct
             - self.w_latency * min(latency_s / self.deadline_s, self.latency_cap)
             - (self.w_miss if latency_s > self.deadline_s else 0.0)
+            - self.w_energy * energy_j / self.energy_ref_j
+        )
+
+    def rewards(self, correct: np.ndarray, latency_s: np.ndarray, energy_j: np.ndarray) -> np.ndarray:
+        """The rewards of many requests at once, elementwise; equal to calling the spec on each.
+
+        :param correct: correctness of each request (broadcast against the other arguments)
+        :param latency_s: latency of each request, in seconds
+        :param energy_j: device energy of each request, in joules
+        """
+        return (
+            correct
+            - self.w_latency * np.minimum(latency_s / self.deadline_s, self.latency_cap)
+            - np.where(latency_s > self.deadline_s, self.w_miss, 0.0)
             - self.w_energy * energy_j / self.energy_ref_j
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -12,6 +13,7 @@ from gymnasium import spaces
 
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.channels.base import Channel, private_generator
+from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
 from splitrl.envs.reward import RewardSpec
 from splitrl.envs.rtt import RTTModel
@@ -25,13 +27,28 @@ Mode = Literal["replay", "live"]
 
 #: requests (sample index, queueing variate) drawn per numpy call
 _DRAW_BLOCK = 1024
+#: bound of the seeds drawn from ``np_random`` for the components' own generators
+_SEED_BOUND = 2**63
 
 
 @dataclass(frozen=True)
 class ActionOutcomes:
-    """The outcome of every canonical action for one request, from :meth:`SplitComputingEnv.evaluate_actions`.
+    """The outcome of every canonical action for one request.
 
-    Arrays are indexed like ``actions`` (canonical ``(e, s, b)`` triples, in flat-index order).
+    From :meth:`SplitComputingEnv.evaluate_actions` (true) or
+    :meth:`SplitComputingEnv.predict_actions` (the device's prediction). Arrays are indexed like
+    ``actions`` (canonical ``(e, s, b)`` triples, in flat-index order); times are in seconds.
+
+    :param actions: the canonical actions, shape ``(n, 3)``
+    :param reward: reward of each action
+    :param latency_s: end-to-end latency, from the request's arrival (its wait included)
+    :param energy_j: device energy
+    :param payload_bytes: bytes sent (0 when device-only)
+    :param correct: correctness as the reward counts it
+    :param device_free_s: when the device could start the next request, counted from this
+        request's arrival (its wait included): what the action leaves to the next frames
+    :param wait_s: how long this request waited for the device before it started (the same for
+        every action)
     """
 
     actions: np.ndarray
@@ -40,10 +57,24 @@ class ActionOutcomes:
     energy_j: np.ndarray
     payload_bytes: np.ndarray
     correct: np.ndarray
+    device_free_s: np.ndarray
+    wait_s: float
 
     def best(self) -> np.ndarray:
         """The action with the highest reward (ties go to the lowest flat index)."""
         return self.actions[int(np.argmax(self.reward))]
+
+
+@dataclass(frozen=True)
+class _ActionArrays:
+    """Per canonical action (flat-index order): the parts of its outcome that do not depend on the state."""
+
+    device_only: np.ndarray
+    compute_s: np.ndarray
+    encode_s: np.ndarray
+    service_s: np.ndarray
+    mean_payload_bytes: np.ndarray
+    accuracy: np.ndarray
 
 
 class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -75,12 +106,19 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     | index | name | range | meaning |
     |-------|------|-------|---------|
     | 0..H-1 | throughput_k | [-1, 1] | throughput of the device's last H transfers, newest first, ``log10(Mbit/s)/3`` (the link's nominal rate before any) |
-    | H | estimate_age | [0, 1] | time since the last transfer ended, ``age/(age + 1 s)`` |
-    | H+1 | last_latency | [0, 10] | latency of the last completed request, in deadlines |
-    | H+2 | server_load | [0, 1] | utilization reported in the last reply from the server |
-    | H+3 | backlog | [0, 10] | how long this request waited for the device, in frame intervals |
+    | H | link_quality | [-1, 1] | the link rate the radio reports now, same scaling (absent with ``link_quality=False``) |
+    | H+1 | estimate_age | [0, 1] | time since the last transfer ended, ``age/(age + 1 s)`` |
+    | H+2 | last_latency | [0, 10] | latency of the last completed request, in deadlines |
+    | H+3 | server_load | [0, 1] | utilization reported in the last reply from the server |
+    | H+4 | backlog | [0, 10] | how long this request waited for the device, in frame intervals |
 
-    The true current capacity is never observed (it is in ``info`` for analysis and the oracle).
+    Without link quality the last four features move to ``H..H+3``. The link-rate report is the
+    capacity ``delay_s`` before the decision times a log-normal error, correlated over about a
+    second, whose mean absolute relative error is 17% by default
+    (:class:`~splitrl.envs.link_quality.LinkQualityModel`): what LTE's RSRP/SINR/CQI or Wi-Fi's
+    RSSI/MCS tell a device without sending anything. ``knowledge.link_quality_bps`` holds it in
+    bit/s (``None`` when it is not observed). The true current capacity is never observed (it is
+    in ``info`` for analysis and the oracles).
 
     ## Time model
     ``latency = wait + device compute + encode + uplink transfer (integrated over the capacity) + RTT/2
@@ -94,7 +132,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Starting state and episode end
     Each episode starts with an idle device, the channel at a random point of its realization and no
-    measurement yet. Episodes never terminate; they are truncated after ``horizon`` requests.
+    measurement yet. Episodes never terminate; they are truncated after ``horizon`` requests: by
+    default the requests of the scenario's ``episode_s`` (at least 20 s of simulated time, e.g.
+    1200 requests at 60 frames/s), long enough for the link to change within an episode.
 
     ## Arguments
     Every argument after ``scenario`` overrides that part of the scenario; names or objects are accepted.
@@ -105,8 +145,12 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``network``: network preset name or :class:`NetworkPreset` (RTT, nominal rate, radio power)
     * ``channel``: channel spec (``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"trace:PATH"``) or object
     * ``reward``: reward preset name or :class:`RewardSpec`
-    * ``frame_interval_s``, ``deadline_s``, ``horizon``: request period, latency deadline, episode length
+    * ``frame_interval_s``, ``deadline_s``: request period, latency deadline
+    * ``horizon``: requests per episode (default: ``ceil(scenario.episode_s / frame_interval_s)``)
     * ``history_length``: throughput measurements in the observation
+    * ``link_quality``: observe the radio's link-rate report: ``True`` (the default model), a
+      :class:`~splitrl.envs.link_quality.LinkQualityModel`, or ``False`` for throughput-only
+      studies (default: the scenario's ``link_quality``)
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
@@ -116,6 +160,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``canonical_action``.
 
     ## Version history
+    * v1: the ``link_quality`` observation (the radio's noisy link-rate report); episodes cover
+      the scenario's ``episode_s`` of simulated time (default scenario: 1200 requests instead of
+      200). Policies trained on v0 observe a different vector and do not run on v1.
     * v0: initial version.
     """
 
@@ -135,6 +182,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         deadline_s: float | None = None,
         horizon: int | None = None,
         history_length: int = 4,
+        link_quality: bool | LinkQualityModel | None = None,
         mode: Mode = "replay",
         render_mode: str | None = None,
     ) -> None:
@@ -169,9 +217,20 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self.mode: Mode = mode
         self.render_mode = render_mode
 
+        if link_quality is None:
+            link_quality = parts.link_quality
+        if isinstance(link_quality, LinkQualityModel):
+            self.link_quality_model: LinkQualityModel | None = link_quality
+        elif isinstance(link_quality, bool):
+            self.link_quality_model = LinkQualityModel() if link_quality else None
+        else:
+            raise TypeError(
+                f"link_quality must be a bool or a LinkQualityModel, got {type(link_quality).__name__}"
+            )
+
         self.actions = ActionTable.from_profile(self.profile)
         self.costs = CostTables.build(self.profile, parts.device, parts.server)
-        self.layout = ObservationLayout(history_length)
+        self.layout = ObservationLayout(history_length, self.link_quality_model is not None)
         self.action_space = spaces.MultiDiscrete(list(self.actions.nvec))
         self.observation_space = self.layout.space()
         self.knowledge = DeviceKnowledge(
@@ -206,6 +265,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
             self._live = LiveOutcomes(self.profile)
         self._requests: np.random.Generator | None = None
+        self._link_quality = (
+            None
+            if self.link_quality_model is None
+            else LinkQualityReport(self.link_quality_model, self.frame_interval_s)
+        )
         self._step_index = 0
         self._arrival = 0.0
         self._device_free = 0.0
@@ -224,6 +288,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         # Requests (which sample, RTT jitter, queueing) come from their own stream, so every policy
         # evaluated with the same seed faces the same requests whatever it does.
         self._requests = private_generator(self.np_random)
+        if self._link_quality is not None:
+            self._link_quality.reset(int(self.np_random.integers(_SEED_BOUND)))
         self._pending_draws = []
         self.knowledge.reset()
         self._step_index = 0
@@ -268,55 +334,47 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         return (
             f"t={self._arrival:8.3f}s request={self._step_index} "
             f"estimate={self.knowledge.throughput_estimate_bps / 1e6:7.2f} Mbit/s "
-            f"capacity={self.channel.capacity(self._arrival) / 1e6:7.2f} Mbit/s "
+            + (
+                ""
+                if self.knowledge.link_quality_bps is None
+                else f"link={self.knowledge.link_quality_bps / 1e6:7.2f} Mbit/s "
+            )
+            + f"capacity={self.channel.capacity(self._arrival) / 1e6:7.2f} Mbit/s "
             f"backlog={max(self._device_free - self._arrival, 0.0) * 1e3:7.1f} ms"
         )
 
     # ------------------------------------------------------------------ all actions at once
+    @property
+    def request_start_s(self) -> float:
+        """When the current request starts: its arrival, or later if the device is still busy."""
+        return max(self._arrival, self._device_free)
+
     def evaluate_actions(
         self, capacity_bps: float | None = None, know_labels: bool = False
     ) -> ActionOutcomes:
         """The outcome of every canonical action for the current request, without taking a step.
 
         This knows what no device can: the channel over the actual transfer, this request's payload
-        sizes, RTT, server load and queueing. The oracle baseline uses it. Correctness is the profile's
-        accuracy of each action unless ``know_labels``: an oracle that knew which exit answers this
-        very sample correctly would measure luck with labels, not the value of knowing the channel.
+        sizes, its RTT draw, the true server load when it arrives and its queueing draw. The
+        clairvoyant baselines use it. Correctness is the profile's accuracy of each action unless
+        ``know_labels``: an oracle that knew which exit answers this very sample correctly would
+        measure luck with labels, not the value of knowing the channel.
 
         :param capacity_bps: ``None`` integrates transfers over the true channel; a number assumes
             that constant capacity instead (everything else stays exact)
         :param know_labels: use this sample's own correctness (and the reward's correctness rule)
         """
-        return self._all_actions(capacity_bps, predicted=False, know_labels=know_labels)
-
-    def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
-        """What the device can predict for every canonical action before it decides.
-
-        Uses only device knowledge: the profile's accuracy and mean payload of each action, the mean
-        RTT, the server load reported in the last reply (with its mean queueing delay), its own
-        backlog, and a constant uplink capacity.
-
-        :param capacity_bps: the capacity to assume; default: the device's latest throughput
-            measurement (``knowledge.throughput_estimate_bps``)
-        """
-        capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
-        return self._all_actions(capacity, predicted=True, know_labels=False)
-
-    def _all_actions(
-        self, capacity_bps: float | None, predicted: bool, know_labels: bool
-    ) -> ActionOutcomes:
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating actions")
-        rewards, latencies, energies, sizes, correct = [], [], [], [], []
+        rewards, latencies, energies, sizes, correct, device_free = [], [], [], [], [], []
         for e, s, b in self._canonical_list:
-            info = self._simulate(
-                e, s, b, capacity_bps, predicted=predicted, know_labels=know_labels
-            )
+            info = self._simulate(e, s, b, capacity_bps, know_labels=know_labels)
             rewards.append(info["reward"])
             latencies.append(info["latency_s"])
             energies.append(info["energy_j"])
             sizes.append(info["payload_bytes"])
             correct.append(info["correct"])
+            device_free.append(info["device_free"])
         return ActionOutcomes(
             actions=self._canonical.copy(),
             reward=np.array(rewards),
@@ -324,6 +382,82 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             energy_j=np.array(energies),
             payload_bytes=np.array(sizes, dtype=np.int64),
             correct=np.array(correct),
+            device_free_s=np.array(device_free) - self._arrival,
+            wait_s=self.request_start_s - self._arrival,
+        )
+
+    def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
+        """What the device can predict for every canonical action before it decides.
+
+        Uses only device knowledge: the profile's accuracy and mean payload of each action, the mean
+        RTT, the server load reported in the last reply (with the server's mean queueing delay at
+        that load), its own backlog, and a constant uplink capacity. It never reads the channel, the
+        server's true load or this request's draws. The same time model as :meth:`step`, computed
+        for all actions at once (numpy over actions).
+
+        :param capacity_bps: the capacity to assume; default: the device's latest throughput
+            measurement (``knowledge.throughput_estimate_bps``)
+        """
+        if self._requests is None:
+            raise RuntimeError("call reset() before predicting actions")
+        capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
+        if not capacity > 0:
+            raise ValueError(f"capacity_bps must be positive, got {capacity}")
+        table = self._action_arrays
+        arrival = self._arrival
+        start = self.request_start_s
+        transfer_s = 8.0 * table.mean_payload_bytes / capacity
+        device_free = start + table.compute_s + table.encode_s + transfer_s
+        load = self.knowledge.server_load
+        queue_s = self.server_load.queueing_delay(load, self._server_job_s, None)
+        server_s = table.service_s * self.server_load.compute_slowdown(load)
+        half_rtt = 0.5 * self._mean_rtt_s
+        done = np.where(
+            table.device_only,
+            device_free,
+            device_free + half_rtt + queue_s + server_s + half_rtt,
+        )
+        if self._device_radio_w is None:
+            radio_j = np.array(
+                [
+                    self._network.transmit_energy_j(n_bytes, seconds) if n_bytes else 0.0
+                    for n_bytes, seconds in zip(
+                        table.mean_payload_bytes.tolist(), transfer_s.tolist(), strict=True
+                    )
+                ]
+            )
+        else:
+            radio_j = self._device_radio_w * transfer_s
+        energy_j = (
+            self._compute_power_w * (table.compute_s + table.encode_s)
+            + radio_j
+            + self._idle_power_w * (done - device_free)
+        )
+        latency_s = done - arrival
+        return ActionOutcomes(
+            actions=self._canonical.copy(),
+            reward=self.reward_spec.rewards(table.accuracy, latency_s, energy_j),
+            latency_s=latency_s,
+            energy_j=energy_j,
+            payload_bytes=table.mean_payload_bytes.copy(),
+            correct=table.accuracy.copy(),
+            device_free_s=device_free - arrival,
+            wait_s=start - arrival,
+        )
+
+    @functools.cached_property
+    def _action_arrays(self) -> _ActionArrays:
+        """Per canonical action: what :meth:`predict_actions` needs, as arrays."""
+        e, s, b = self._canonical.T
+        device_only = s >= np.asarray(self._exit_stages)[e]
+        offloaded = ~device_only
+        return _ActionArrays(
+            device_only=device_only,
+            compute_s=self.costs.device_compute_s[e, s],
+            encode_s=np.where(offloaded, self.costs.encode_s[s, b], 0.0),
+            service_s=self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b],
+            mean_payload_bytes=np.where(offloaded, self._mean_payload[s, b], 0),
+            accuracy=self._expected[s, b, e],
         )
 
     # ------------------------------------------------------------------ internals
@@ -340,7 +474,12 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _observe(self) -> np.ndarray:
         start = max(self._arrival, self._device_free)
-        return self.knowledge.observe(start, start - self._arrival)
+        link_quality = (
+            None
+            if self._link_quality is None
+            else self._link_quality.report(self.channel.capacity, start)
+        )
+        return self.knowledge.observe(start, start - self._arrival, link_quality)
 
     def _simulate(
         self,
