@@ -1,9 +1,9 @@
 """What the device knows before it decides, and how that becomes the observation vector.
 
-The device learns the uplink throughput only from its own transfers (bytes sent over the time they
-took), the end-to-end latency and the server load only from replies that have arrived, and its own
-backlog from its queue. It never sees the true current capacity: the oracle baseline does, the agent
-does not.
+The device learns the uplink throughput from its own transfers (bytes sent over the time they
+took) and from the link rate its radio reports (:mod:`splitrl.envs.link_quality`, noisy), the
+end-to-end latency and the server load only from replies that have arrived, and its own backlog from
+its queue. It never sees the true current capacity: the oracle baselines do, the agent does not.
 """
 
 from __future__ import annotations
@@ -20,26 +20,34 @@ _LOG_MBPS_RANGE = 3.0
 _MAX_LATENCY_RATIO = 10.0
 _MAX_BACKLOG_FRAMES = 10.0
 
+#: version of the observation (that of ``splitrl/SplitComputing-v1``); exported policies carry it
+OBSERVATION_VERSION = 1
+
 
 @dataclass(frozen=True)
 class ObservationLayout:
     """Names and bounds of the observation features.
 
     :param history_length: how many throughput measurements are observed (newest first)
+    :param link_quality: whether the radio's link-rate report is observed (after the throughputs)
     """
 
     history_length: int = 4
+    link_quality: bool = True
 
     @property
     def names(self) -> list[str]:
         """Feature names, in order."""
-        history = [f"throughput_{k}" for k in range(self.history_length)]
-        return [*history, "estimate_age", "last_latency", "server_load", "backlog"]
+        rates = [f"throughput_{k}" for k in range(self.history_length)]
+        if self.link_quality:
+            rates.append("link_quality")
+        return [*rates, "estimate_age", "last_latency", "server_load", "backlog"]
 
     def space(self) -> spaces.Box:
         """The observation space."""
-        low = [-1.0] * self.history_length + [0.0, 0.0, 0.0, 0.0]
-        high = [1.0] * self.history_length + [1.0, _MAX_LATENCY_RATIO, 1.0, _MAX_BACKLOG_FRAMES]
+        n_rates = self.history_length + int(self.link_quality)
+        low = [-1.0] * n_rates + [0.0, 0.0, 0.0, 0.0]
+        high = [1.0] * n_rates + [1.0, _MAX_LATENCY_RATIO, 1.0, _MAX_BACKLOG_FRAMES]
         return spaces.Box(np.array(low, np.float32), np.array(high, np.float32), dtype=np.float32)
 
 
@@ -89,6 +97,8 @@ class DeviceKnowledge:
         self.last_transfer_end = -math.inf
         self.last_latency_s = 0.0
         self.server_load = 0.0
+        #: the radio's link-rate report at the last decision (``None`` when it is not observed)
+        self.link_quality_bps: float | None = None
         # replies in flight: (arrival time at the device, latency, server load it reports or None)
         self._pending: list[tuple[float, float, float | None]] = []
 
@@ -111,8 +121,14 @@ class DeviceKnowledge:
         """A request will complete at ``done_time``; the device learns its outcome then."""
         self._pending.append((done_time, latency_s, server_load))
 
-    def observe(self, now: float, backlog_s: float) -> np.ndarray:
-        """The observation at decision time ``now`` with the request having waited ``backlog_s``."""
+    def observe(
+        self, now: float, backlog_s: float, link_quality_bps: float | None = None
+    ) -> np.ndarray:
+        """The observation at decision time ``now`` with the request having waited ``backlog_s``.
+
+        :param link_quality_bps: the radio's link-rate report at ``now``; required when the layout
+            observes link quality, ignored otherwise
+        """
         if self._pending:
             arrived = [p for p in self._pending if p[0] <= now]
             if arrived:
@@ -121,10 +137,16 @@ class DeviceKnowledge:
                     self.last_latency_s = latency
                     if load is not None:
                         self.server_load = load
+        rates = [*self._scaled]
+        if self.layout.link_quality:
+            if link_quality_bps is None:
+                raise ValueError("the layout observes link quality; pass link_quality_bps")
+            self.link_quality_bps = link_quality_bps
+            rates.append(scale_throughput(link_quality_bps))
         age = now - self.last_transfer_end
         return np.array(
             [
-                *self._scaled,
+                *rates,
                 age / (age + 1.0) if math.isfinite(age) else 1.0,
                 min(self.last_latency_s / self.deadline_s, _MAX_LATENCY_RATIO),
                 self.server_load,

@@ -10,6 +10,7 @@ and typical rates, block fading, a constant link at the typical rate, or a trace
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,9 +51,14 @@ class Scenario:
     :param profile: profile name or path
     :param frame_interval_s: time between requests
     :param deadline_s: latency deadline of the reward
-    :param horizon: requests per episode
+    :param episode_s: simulated seconds per episode; an episode holds
+        ``ceil(episode_s / frame_interval_s)`` requests. At least 20 s by default, longer than a
+        real uplink takes to change, so that an episode sees its link change
+    :param horizon: requests per episode, replacing the length given by ``episode_s``
     :param server_job_s: mean service time of the other tenants' requests queued at the server
     :param reward_overrides: reward fields that differ from the preset
+    :param link_quality: whether the device observes its radio's link-rate report
+        (:mod:`splitrl.envs.link_quality`); ``False`` for throughput-only studies
     """
 
     name: str
@@ -66,9 +72,16 @@ class Scenario:
     profile: str = "default"
     frame_interval_s: float = 0.2
     deadline_s: float = 0.2
-    horizon: int = 200
+    episode_s: float = 20.0
+    horizon: int | None = None
     server_job_s: float = 0.01
     reward_overrides: Mapping[str, Any] = field(default_factory=dict)
+    link_quality: bool = True
+
+    @property
+    def requests_per_episode(self) -> int:
+        """``horizon`` if given, else the requests that cover ``episode_s``."""
+        return episode_requests(self.episode_s, self.frame_interval_s, self.horizon)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form, for run configs."""
@@ -101,12 +114,14 @@ SCENARIOS: dict[str, Scenario] = {
             device="stm32h7",
             network="wifi",
             uplink_mbps=(0.5, 12.0),
+            episode_s=40.0,
         ),
         Scenario(
             name="pizero-lte",
             description="Raspberry Pi Zero 2 W on LTE, latency vs accuracy",
             device="pi_zero_2w",
             network="lte",
+            episode_s=40.0,
         ),
         Scenario(
             name="nano-5g",
@@ -125,6 +140,7 @@ SCENARIOS: dict[str, Scenario] = {
             reward="deadline",
             frame_interval_s=1.0,
             deadline_s=1.0,
+            episode_s=200.0,
         ),
         Scenario(
             name="mcu-energy",
@@ -133,6 +149,7 @@ SCENARIOS: dict[str, Scenario] = {
             network="wifi",
             uplink_mbps=(0.5, 12.0),
             reward="energy-aware",
+            episode_s=40.0,
         ),
     )
 }
@@ -153,6 +170,7 @@ class ScenarioParts:
     reward: RewardSpec
     frame_interval_s: float
     horizon: int
+    link_quality: bool
     server_job_s: float
     uplink_mbps: tuple[float, float]
     nominal_mbps: float
@@ -199,6 +217,21 @@ def network_channel(
     if spec == "constant":
         return make_channel(f"constant:{typical_mbps * 1e6}")
     return make_channel(spec)
+
+
+def episode_requests(episode_s: float, frame_interval_s: float, horizon: int | None = None) -> int:
+    """Requests per episode: ``horizon`` if given, else ``ceil(episode_s / frame_interval_s)``.
+
+    :raises ValueError: a horizon below 1 or a non-positive episode length
+    """
+    if horizon is not None:
+        if int(horizon) < 1:
+            raise ValueError(f"horizon must be at least 1, got {horizon}")
+        return int(horizon)
+    if not (math.isfinite(episode_s) and episode_s > 0.0):
+        raise ValueError(f"episode_s must be positive, got {episode_s}")
+    # the tolerance keeps 20 s at 1/60 s from becoming 1201 requests through rounding
+    return math.ceil(episode_s / frame_interval_s - 1e-9)
 
 
 def _birth_death(n: int, move: float) -> list[list[float]]:
@@ -263,11 +296,9 @@ def resolve_scenario(
     if deadline_s is not None:
         reward_ = reward_.with_overrides(deadline_s=deadline_s)
     frame = base.frame_interval_s if frame_interval_s is None else float(frame_interval_s)
-    steps = base.horizon if horizon is None else int(horizon)
     if not frame > 0:
         raise ValueError(f"frame_interval_s must be positive, got {frame}")
-    if steps < 1:
-        raise ValueError(f"horizon must be at least 1, got {steps}")
+    steps = episode_requests(base.episode_s, frame, base.horizon if horizon is None else horizon)
     jitter = network_.rtt_jitter_ms * 1e-3
     return ScenarioParts(
         name=base.name,
@@ -281,6 +312,7 @@ def resolve_scenario(
         reward=reward_,
         frame_interval_s=frame,
         horizon=steps,
+        link_quality=base.link_quality,
         server_job_s=base.server_job_s,
         uplink_mbps=(float(uplink[0]), float(uplink[1])),
         nominal_mbps=nominal,

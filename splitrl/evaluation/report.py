@@ -90,7 +90,7 @@ def markdown_report(result: EvaluationResult) -> str:
     sections = [
         f"# Evaluation: scenario {result.scenario.name}",
         "",
-        f"{len(seeds)} episodes of {result.scenario.horizon} requests per policy, reset seeds "
+        f"{len(seeds)} episodes of {result.scenario.requests_per_episode} requests per policy, reset seeds "
         f"{seeds[0]}..{seeds[-1]} (the same for every policy). Reward: mean per request with a "
         "95% t-interval over episodes (over training seeds for aggregate rows). Gain vs static: "
         "reward minus the best static configuration's, paired per episode (same channel and "
