@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         [
             ("how", "env", "s"),
             ("cartpole", "CartPole-v1", ",.0f"),
-            ("splitrl", "SplitComputing-v0", ",.0f"),
+            ("splitrl", "SplitComputing-v1", ",.0f"),
             ("ratio", "ratio", ".2f"),
         ],
     )

@@ -12,7 +12,14 @@ import pytest
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-from splitrl.envs import ENV_ID, ActionTable, SplitComputingEnv, get_reward_spec
+from splitrl.envs import (
+    ENV_ID,
+    SCENARIOS,
+    ActionTable,
+    SplitComputingEnv,
+    get_reward_spec,
+    scenario_env_id,
+)
 from splitrl.envs.channels import ConstantChannel, MarkovChannel
 from splitrl.envs.observation import scale_throughput, unscale_throughput
 from splitrl.profiles.schema import Profile
@@ -36,6 +43,14 @@ def test_registered_with_gymnasium() -> None:
     assert env.observation_space.contains(obs)
     assert isinstance(env.action_space, gym.spaces.MultiDiscrete)
     env.close()
+
+
+def test_every_scenario_is_registered_as_v1() -> None:
+    for name in SCENARIOS:
+        env_id = scenario_env_id(name)
+        assert env_id.endswith("-v1") and env_id in gym.registry
+    assert gym.registry[ENV_ID].kwargs == {"scenario": "default"}
+    assert "splitrl/SplitComputing-v0" not in gym.registry
 
 
 def _rollout(env: SplitComputingEnv, seed: int, steps: int) -> list[tuple[object, ...]]:
@@ -170,10 +185,13 @@ def test_expected_correctness_uses_profile_accuracy(tiny_profile: Profile) -> No
 
 
 def test_observation_never_contains_the_true_capacity(tiny_profile: Profile) -> None:
-    """Before any transfer the throughput features hold the prior, whatever the channel's rate."""
+    """Before any transfer the throughput features hold the prior, whatever the channel's rate.
+
+    Without the radio's link-rate report (``tests/test_link_quality.py``) nothing else varies.
+    """
     observations = []
     for rate in (1e5, 5e7):
-        env = make_env(tiny_profile, channel=ConstantChannel(rate))
+        env = make_env(tiny_profile, channel=ConstantChannel(rate), link_quality=False)
         obs, _ = env.reset(seed=0)
         obs, *_ = env.step(np.array((1, 3, 0)))  # device-only: nothing measured
         observations.append(obs)

@@ -1,12 +1,12 @@
 """The split-computing environment, its scenarios, channels, server load and time model.
 
-Importing this package registers ``splitrl/SplitComputing-v0`` (the default scenario) and one id per
-named scenario, ``splitrl/SplitComputing-<scenario>-v0``, with Gymnasium::
+Importing this package registers ``splitrl/SplitComputing-v1`` (the default scenario) and one id per
+named scenario, ``splitrl/SplitComputing-<scenario>-v1``, with Gymnasium::
 
     import gymnasium as gym
     import splitrl.envs
 
-    env = gym.make("splitrl/SplitComputing-v0")
+    env = gym.make("splitrl/SplitComputing-v1")
 """
 
 import gymnasium
@@ -16,12 +16,12 @@ from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.scenarios import SCENARIOS, Scenario, get_scenario, resolve_scenario
 from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
 
-ENV_ID = "splitrl/SplitComputing-v0"
+ENV_ID = "splitrl/SplitComputing-v1"
 
 
 def scenario_env_id(scenario: str) -> str:
     """The Gymnasium id of a named scenario."""
-    return ENV_ID if scenario == "default" else f"splitrl/SplitComputing-{scenario}-v0"
+    return ENV_ID if scenario == "default" else f"splitrl/SplitComputing-{scenario}-v1"
 
 
 def _register() -> None:
