@@ -94,7 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("splitrl: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as error:
+    except (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        ConnectionError,
+    ) as error:
         # Bad input is the user's to fix: one clear line, no traceback.
         print(f"splitrl {args.command}: error: {error}", file=sys.stderr)
         return 2

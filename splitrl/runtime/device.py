@@ -401,7 +401,7 @@ def load_test_canvases(
             f"the Fashion-MNIST test set is needed for the canvases ({error}); "
             "pass --data-dir or install it under /usr/share/datasets/fashion-mnist"
         ) from None
-    if not 0 <= first and first + count <= len(dataset):
+    if not (0 <= first and first + count <= len(dataset)):
         raise ValueError(
             f"samples {first}..{first + count - 1} exceed the {len(dataset)} test canvases"
         )
@@ -425,7 +425,12 @@ def run(args: argparse.Namespace) -> int:
     trace: Trace | None = load_trace(args.trace) if args.trace is not None else None
     pacer = TracePacer(trace, args.chunk_bytes, args.trace_scale) if trace is not None else None
     samples = list(load_test_canvases(args.first_sample, args.requests, args.data_dir))
-    connection = ServerConnection(address, pacer)
+    try:
+        connection = ServerConnection(address, pacer)
+    except OSError as error:
+        raise ConnectionError(
+            f"cannot reach the server at {args.server}: {error.strerror or error}"
+        ) from None
     try:
         runtime = DeviceRuntime(
             OnnxSegments(args.export, threads=1),

@@ -34,7 +34,12 @@ class ProtocolError(ValueError):
     """A message breaks the wire protocol (bad length, magic, header or field value)."""
 
 
-class MessageTooLarge(ProtocolError):
+class BadLengthPrefix(ProtocolError):
+    """A length prefix the receiver refuses (empty message or above its limit): the stream cannot
+    be resynchronized after it."""
+
+
+class MessageTooLarge(BadLengthPrefix):
     """A length prefix announces more bytes than the receiver accepts."""
 
 
@@ -88,7 +93,8 @@ class Request:
     def decode(cls, body: bytes) -> Request:
         """Parse a request body.
 
-        :raises ProtocolError: for a short body or a wrong magic.
+        :raises ProtocolError: for a short body, a wrong magic or the reserved request id
+            :data:`UNKNOWN_REQUEST_ID`.
         """
         if len(body) < REQUEST_HEADER.size:
             raise ProtocolError(
@@ -97,6 +103,10 @@ class Request:
         magic, request_id, exit_index, split, deadline_us = REQUEST_HEADER.unpack_from(body)
         if magic != REQUEST_MAGIC:
             raise ProtocolError(f"bad request magic {magic!r}, expected {REQUEST_MAGIC!r}")
+        if request_id == UNKNOWN_REQUEST_ID:
+            raise ProtocolError(
+                f"request id {UNKNOWN_REQUEST_ID:#x} is reserved for replies to unreadable requests"
+            )
         deadline = deadline_us * 1e-6 if deadline_us else None
         return cls(request_id, exit_index, split, bytes(body[REQUEST_HEADER.size :]), deadline)
 
@@ -192,12 +202,60 @@ def check_length(length: int, max_bytes: int) -> None:
     """Refuse an empty message or one above ``max_bytes``.
 
     :raises MessageTooLarge: when ``length > max_bytes``.
-    :raises ProtocolError: when ``length == 0``.
+    :raises BadLengthPrefix: when ``length == 0``.
     """
     if length > max_bytes:
         raise MessageTooLarge(f"message of {length} bytes exceeds the limit of {max_bytes} bytes")
     if length == 0:
-        raise ProtocolError("empty message")
+        raise BadLengthPrefix("empty message (length prefix 0)")
+
+
+async def read_length(
+    reader: asyncio.StreamReader,
+    *,
+    max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    idle_timeout_s: float | None = None,
+    read_timeout_s: float | None = None,
+) -> int | None:
+    """Read and check the length prefix of the next message.
+
+    :param reader: the stream.
+    :param max_bytes: largest accepted body.
+    :param idle_timeout_s: how long to wait for the first byte of the message.
+    :param read_timeout_s: how long the other three bytes may take once the first arrived.
+    :return: the body length, or ``None`` when the peer closed the connection between messages.
+    :raises TimeoutError: a timeout ran out.
+    :raises BadLengthPrefix: an empty message or one above ``max_bytes``.
+    :raises ProtocolError: the peer closed the connection inside the prefix.
+    """
+    first = await asyncio.wait_for(reader.read(1), idle_timeout_s)
+    if not first:
+        return None
+    async with asyncio.timeout(read_timeout_s):
+        (length,) = LENGTH_PREFIX.unpack(first + await _read_exactly(reader, 3))
+    check_length(length, max_bytes)
+    return int(length)
+
+
+async def read_body(
+    reader: asyncio.StreamReader, length: int, *, read_timeout_s: float | None = None
+) -> bytes:
+    """Read a message body of ``length`` bytes (after :func:`read_length`).
+
+    :raises TimeoutError: the body took longer than ``read_timeout_s``.
+    :raises ProtocolError: the peer closed the connection inside the body.
+    """
+    async with asyncio.timeout(read_timeout_s):
+        return await _read_exactly(reader, length)
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n_bytes: int) -> bytes:
+    try:
+        return await reader.readexactly(n_bytes)
+    except asyncio.IncompleteReadError as error:
+        raise ProtocolError(
+            f"connection closed inside a message ({len(error.partial)} bytes of the last read)"
+        ) from None
 
 
 async def read_message(
@@ -207,28 +265,22 @@ async def read_message(
     idle_timeout_s: float | None = None,
     read_timeout_s: float | None = None,
 ) -> bytes | None:
-    """Read one message body from a stream.
+    """Read one message body from a stream (:func:`read_length`, then :func:`read_body`).
 
     :param reader: the stream.
     :param max_bytes: largest accepted body.
     :param idle_timeout_s: how long to wait for the first byte of the message.
-    :param read_timeout_s: how long the rest of the message may take once its first byte arrived.
+    :param read_timeout_s: how long the prefix, and then the body, may each take.
     :return: the body, or ``None`` when the peer closed the connection between messages.
     :raises TimeoutError: a timeout ran out.
     :raises ProtocolError: bad length prefix, or the peer closed the connection inside a message.
     """
-    first = await asyncio.wait_for(reader.read(1), idle_timeout_s)
-    if not first:
+    length = await read_length(
+        reader, max_bytes=max_bytes, idle_timeout_s=idle_timeout_s, read_timeout_s=read_timeout_s
+    )
+    if length is None:
         return None
-    try:
-        async with asyncio.timeout(read_timeout_s):
-            (length,) = LENGTH_PREFIX.unpack(first + await reader.readexactly(3))
-            check_length(length, max_bytes)
-            return await reader.readexactly(length)
-    except asyncio.IncompleteReadError as error:
-        raise ProtocolError(
-            f"connection closed inside a message ({len(error.partial)} bytes of the last read)"
-        ) from None
+    return await read_body(reader, length, read_timeout_s=read_timeout_s)
 
 
 def recv_exactly(sock: socket.socket, n_bytes: int) -> bytes:

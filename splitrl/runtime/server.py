@@ -6,14 +6,26 @@ responsive while a request computes) and replies with the prediction, its load a
 
 * Requests of one connection run concurrently (up to ``max_in_flight`` each); replies carry the
   request id and may come out of order.
-* A bad request (malformed header, :class:`~splitrl.codecs.CodecError`, a split or exit out of
-  range, a tensor of the wrong shape) gets an error reply and a log line; the connection stays
-  open. A bad length prefix (empty, or above ``max_message_bytes``) gets an error reply and the
-  connection is closed, since the stream cannot be resynchronized.
+* A bad request (malformed header, the reserved request id, :class:`~splitrl.codecs.CodecError`,
+  a split or exit out of range, a tensor of the wrong shape, NaN or infinite values) gets an error
+  reply and a log line; the connection stays open. A bad length prefix (empty, or above
+  ``max_message_bytes``) gets an error reply and the connection is closed, since the stream cannot
+  be resynchronized.
 * A client that sends nothing for ``idle_timeout_s``, or takes longer than ``read_timeout_s`` to
   finish a message it started, is disconnected; other clients are not affected.
-* :meth:`EdgeServer.stop` (SIGTERM or SIGINT under ``splitrl serve``) stops accepting, lets the
-  requests already read finish and be answered, then closes every connection.
+* :meth:`EdgeServer.stop` (SIGTERM or SIGINT under ``splitrl serve``) stops accepting and reading,
+  lets the requests already read finish and be answered, then closes every connection.
+
+Resource envelope (the defaults of :class:`ServerSettings`; ``docs/deploy.md``):
+
+* at most ``max_connections`` connections; one more is answered with an error and closed;
+* at most ``max_buffered_bytes`` bytes of request bodies read and not yet answered, over all
+  connections: a connection whose next message does not fit is not read until replies free room
+  (back-pressure through TCP), so memory for requests stays bounded whatever clients send;
+* per request, the codec frame's header is checked against the split's tensor shape before
+  anything is decoded, so decoding allocates at most that tensor: a frame that declares a larger
+  tensor (an amplifying frame: 54 bytes can declare 2^26 elements) is refused from its header,
+  without a worker's time.
 
 The reported load is the utilization of the inference workers: the fraction of worker time spent
 computing over the last ``load_window_s`` seconds (see :class:`LoadMeter`), the quantity the
@@ -26,25 +38,30 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import signal
 import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-from splitrl.codecs import CodecError, decode
+import numpy as np
+
+from splitrl.codecs import CodecError, decode, frame_info
 from splitrl.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     UNKNOWN_REQUEST_ID,
-    MessageTooLarge,
+    BadLengthPrefix,
     ProtocolError,
     Reply,
     ReplyStatus,
     Request,
     frame_message,
-    read_message,
+    read_body,
+    read_length,
 )
 from splitrl.runtime.segments import SegmentRunner, softmax_prediction
 
@@ -91,6 +108,40 @@ class LoadMeter:
         return min(max(busy / (self.workers * self.window_s), 0.0), 1.0)
 
 
+class ByteBudget:
+    """Bytes of request bodies held by the server, with a cap; :meth:`acquire` waits for room.
+
+    Used from one event loop.
+
+    :param capacity: the most bytes held at once.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, n_bytes: int) -> None:
+        """Wait until ``n_bytes`` fit (``n_bytes <= capacity``), then take them."""
+        if n_bytes > self.capacity:
+            raise ValueError(f"{n_bytes} bytes can never fit a budget of {self.capacity}")
+        while self.used + n_bytes > self.capacity:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += n_bytes
+
+    def release(self, n_bytes: int) -> None:
+        """Give ``n_bytes`` back."""
+        self.used -= n_bytes
+        self._freed.set()
+
+
+#: default cap on connections
+DEFAULT_MAX_CONNECTIONS = 256
+#: default cap on request bytes read and not yet answered, over all connections
+DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """Settings of an :class:`EdgeServer`.
@@ -99,6 +150,10 @@ class ServerSettings:
     :param port: TCP port; 0 picks a free one (see :attr:`EdgeServer.port`).
     :param workers: inference threads; 1 serves requests first come, first served.
     :param max_message_bytes: largest accepted request body.
+    :param max_connections: connections served at once; one more gets an error reply and is closed.
+    :param max_buffered_bytes: request bytes read and not yet answered, over all connections;
+        reading waits (back-pressure) while the next message does not fit. At least
+        ``max_message_bytes``.
     :param idle_timeout_s: a connection with no new message for this long is closed.
     :param read_timeout_s: a message must be complete this long after its first byte.
     :param max_in_flight: requests of one connection computing or waiting at once; the
@@ -111,11 +166,29 @@ class ServerSettings:
     port: int = 0
     workers: int = 1
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     idle_timeout_s: float = 300.0
     read_timeout_s: float = 10.0
     max_in_flight: int = 16
     load_window_s: float = 1.0
     shutdown_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        for name in ("workers", "max_message_bytes", "max_connections", "max_in_flight"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_buffered_bytes < self.max_message_bytes:
+            raise ValueError(
+                f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least "
+                f"max_message_bytes ({self.max_message_bytes})"
+            )
+        for name in ("idle_timeout_s", "read_timeout_s", "load_window_s", "shutdown_grace_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value}")
 
 
 class EdgeServer:
@@ -139,7 +212,9 @@ class EdgeServer:
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._handlers: set[asyncio.Task[None]] = set()
+        self._reads: set[asyncio.Task[bytes | None]] = set()
         self._requests: set[asyncio.Task[None]] = set()
+        self._budget = ByteBudget(self.settings.max_buffered_bytes)
         self._stop_requested: asyncio.Event | None = None
         self._stopping = False
         self._job_counter = 0
@@ -156,10 +231,16 @@ class EdgeServer:
     async def start(self) -> None:
         """Bind and start accepting connections."""
         self._stop_requested = asyncio.Event()
+        try:
+            self._server = await asyncio.start_server(
+                self._handle_connection, self.settings.host, self.settings.port
+            )
+        except OSError as error:
+            raise ConnectionError(
+                f"cannot listen on {self.settings.host}:{self.settings.port}: "
+                f"{error.strerror or error}"
+            ) from None
         self._executor = ThreadPoolExecutor(self.settings.workers, thread_name_prefix="infer")
-        self._server = await asyncio.start_server(
-            self._handle_connection, self.settings.host, self.settings.port
-        )
         self._port = int(self._server.sockets[0].getsockname()[1])
 
     def request_stop(self) -> None:
@@ -175,17 +256,21 @@ class EdgeServer:
         await self.stop()
 
     async def stop(self) -> None:
-        """Stop accepting, finish the requests in flight, close every connection."""
+        """Stop accepting and reading, answer the requests already read, close every connection.
+
+        Each connection closes once its own replies are written; after ``shutdown_grace_s`` the
+        rest are cancelled.
+        """
         if self._server is None or self._stopping:
             return
         self._stopping = True
         self._server.close()
-        if self._requests:
-            _, late = await asyncio.wait(self._requests, timeout=self.settings.shutdown_grace_s)
-            for task in late:
+        for read in list(self._reads):
+            read.cancel()
+        if self._handlers:
+            _, late = await asyncio.wait(self._handlers, timeout=self.settings.shutdown_grace_s)
+            for task in (*self._requests, *late):
                 task.cancel()
-        for handler in list(self._handlers):
-            handler.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         await self._server.wait_closed()
         if self._executor is not None:
@@ -205,25 +290,34 @@ class EdgeServer:
     ) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
         peer = writer.get_extra_info("peername")
         write_lock = asyncio.Lock()
+        if len(self._handlers) >= self.settings.max_connections or self._stopping:
+            problem = f"the server is at its limit of {self.settings.max_connections} connections"
+            await self._reject(
+                writer, write_lock, UNKNOWN_REQUEST_ID, problem, peer, ReplyStatus.SERVER_ERROR
+            )
+            writer.close()
+            return
+        self._handlers.add(task)
         slots = asyncio.Semaphore(self.settings.max_in_flight)
         mine: set[asyncio.Task[None]] = set()
-        settings = self.settings
         try:
             while not self._stopping:
+                await slots.acquire()
+                read = asyncio.create_task(self._read_request(reader))
+                self._reads.add(read)
+                read.add_done_callback(self._reads.discard)
                 try:
-                    body = await read_message(
-                        reader,
-                        max_bytes=settings.max_message_bytes,
-                        idle_timeout_s=settings.idle_timeout_s,
-                        read_timeout_s=settings.read_timeout_s,
-                    )
+                    body = await read
+                except asyncio.CancelledError:
+                    if task.cancelling():
+                        raise
+                    break  # stop() cancelled the read: answer what was read, then close
                 except TimeoutError:
                     logger.warning("%s: timed out waiting for data, closing", peer)
                     break
-                except MessageTooLarge as error:
+                except BadLengthPrefix as error:
                     await self._reject(writer, write_lock, UNKNOWN_REQUEST_ID, str(error), peer)
                     break
                 except ProtocolError as error:
@@ -235,14 +329,13 @@ class EdgeServer:
                 if body is None:
                     break
                 received = time.perf_counter()
-                await slots.acquire()
                 request_task = asyncio.create_task(
                     self._serve_request(body, received, writer, write_lock, peer)
                 )
                 for group in (mine, self._requests):
                     group.add(request_task)
                     request_task.add_done_callback(group.discard)
-                request_task.add_done_callback(lambda _: slots.release())
+                request_task.add_done_callback(partial(self._release, slots, len(body)))
             if mine:
                 await asyncio.wait(mine)
         except asyncio.CancelledError:
@@ -252,6 +345,29 @@ class EdgeServer:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    def _release(self, slots: asyncio.Semaphore, size: int, _: object) -> None:
+        """A request was answered: free its connection slot and its bytes."""
+        self._budget.release(size)
+        slots.release()
+
+    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """The next request body, read once it fits the byte budget (which it then holds)."""
+        settings = self.settings
+        length = await read_length(
+            reader,
+            max_bytes=settings.max_message_bytes,
+            idle_timeout_s=settings.idle_timeout_s,
+            read_timeout_s=settings.read_timeout_s,
+        )
+        if length is None:
+            return None
+        await self._budget.acquire(length)
+        try:
+            return await read_body(reader, length, read_timeout_s=settings.read_timeout_s)
+        except BaseException:
+            self._budget.release(length)
+            raise
 
     async def _send(
         self, writer: asyncio.StreamWriter, lock: asyncio.Lock, reply: Reply, peer: object
@@ -322,6 +438,7 @@ class EdgeServer:
             await self._reject(writer, lock, request.request_id, reply.error, peer, reply.status)
 
     def _check_request(self, request: Request) -> str:
+        """What is wrong with a request, from its header and its frame's header alone."""
         n_exits = len(self.runner.exit_stages)
         if request.exit_index >= n_exits:
             return f"exit {request.exit_index} out of range 0..{n_exits - 1}"
@@ -331,6 +448,13 @@ class EdgeServer:
                 f"split {request.split} is not before exit {request.exit_index} "
                 f"(after stage {k_e}); valid splits are 0..{k_e - 1}"
             )
+        try:
+            shape = frame_info(request.frame).shape
+        except CodecError as error:
+            return f"codec: {error}"
+        expected = tuple(self.runner.split_shapes[request.split])
+        if shape != expected:
+            return f"tensor of shape {shape} at split {request.split}, expected {expected}"
         return ""
 
     def _infer(self, request: Request, received: float, job: int) -> Reply:
@@ -345,17 +469,16 @@ class EdgeServer:
             )
         self.load_meter.begin(job, start)
         try:
+            expected = self.runner.split_shapes[request.split]
             try:
-                tensor = decode(request.frame)
+                tensor = decode(request.frame, expected_shape=expected)
             except CodecError as error:
                 return Reply(request.request_id, ReplyStatus.BAD_REQUEST, error=f"codec: {error}")
-            expected = self.runner.split_shapes[request.split]
-            if tensor.shape != expected:
+            if not np.isfinite(tensor).all():
                 return Reply(
                     request.request_id,
                     ReplyStatus.BAD_REQUEST,
-                    error=f"tensor of shape {tensor.shape} at split {request.split}, "
-                    f"expected {expected}",
+                    error=f"the tensor at split {request.split} holds NaN or infinite values",
                 )
             decoded = time.perf_counter()
             k_e = self.runner.exit_stages[request.exit_index]
