@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -53,6 +54,25 @@ def integer_at_least(minimum: int) -> Callable[[str], int]:
         return value
 
     return parse
+
+
+def port_number(text: str) -> int:
+    """An argparse ``type`` for a TCP port, ``0..65535``."""
+    port = integer_at_least(0)(text)
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {port}")
+    return port
+
+
+def positive_number(text: str) -> float:
+    """An argparse ``type`` that accepts finite numbers above 0 with a clear message."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
 
 
 def _available_subcommands() -> dict[str, tuple[str, str]]:

@@ -163,18 +163,34 @@ class OnnxSegments:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
 
-        def session(name: str) -> Any:
+        shapes = self.manifest.split_shapes
+
+        def session(name: str, input_shape: tuple[int, ...]) -> Any:
             path = self.directory / name
             if not path.is_file():
                 raise SegmentError(f"{path}: segment file not found")
             if verify and file_sha256(path) != self.manifest.files.get(name):
                 raise SegmentError(f"{path}: SHA-256 does not match {MANIFEST_NAME}")
-            return onnxruntime.InferenceSession(
-                str(path), options, providers=["CPUExecutionProvider"]
-            )
+            try:
+                loaded = onnxruntime.InferenceSession(
+                    str(path), options, providers=["CPUExecutionProvider"]
+                )
+            except Exception as error:  # onnxruntime raises its own classes for a bad graph
+                problem = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+                raise SegmentError(f"{path}: not a loadable ONNX graph ({problem})") from None
+            inputs = loaded.get_inputs()
+            declared = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else ()
+            if len(inputs) != 1 or declared != input_shape:
+                raise SegmentError(
+                    f"{path}: the graph takes {[tuple(i.shape) for i in inputs]}, but "
+                    f"{MANIFEST_NAME} feeds it a batch of {input_shape}"
+                )
+            return loaded
 
-        self._stages = [session(stage_file(k)) for k in range(self.manifest.n_stages)]
-        self._exits = [session(exit_file(e)) for e in range(len(self.manifest.exit_stages))]
+        self._stages = [session(stage_file(k), shapes[k]) for k in range(self.manifest.n_stages)]
+        self._exits = [
+            session(exit_file(e), shapes[k]) for e, k in enumerate(self.manifest.exit_stages)
+        ]
 
     @property
     def n_stages(self) -> int:

@@ -50,6 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
+from splitrl.cli import integer_at_least, port_number, positive_number
 from splitrl.codecs import CodecError, decode, frame_info
 from splitrl.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -119,6 +120,8 @@ class ByteBudget:
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
         self.used = 0
+        #: the most bytes held at once so far
+        self.peak = 0
         self._freed = asyncio.Event()
 
     async def acquire(self, n_bytes: int) -> None:
@@ -129,6 +132,7 @@ class ByteBudget:
             self._freed.clear()
             await self._freed.wait()
         self.used += n_bytes
+        self.peak = max(self.peak, self.used)
 
     def release(self, n_bytes: int) -> None:
         """Give ``n_bytes`` back."""
@@ -214,7 +218,7 @@ class EdgeServer:
         self._handlers: set[asyncio.Task[None]] = set()
         self._reads: set[asyncio.Task[bytes | None]] = set()
         self._requests: set[asyncio.Task[None]] = set()
-        self._budget = ByteBudget(self.settings.max_buffered_bytes)
+        self.budget = ByteBudget(self.settings.max_buffered_bytes)
         self._stop_requested: asyncio.Event | None = None
         self._stopping = False
         self._job_counter = 0
@@ -348,7 +352,7 @@ class EdgeServer:
 
     def _release(self, slots: asyncio.Semaphore, size: int, _: object) -> None:
         """A request was answered: free its connection slot and its bytes."""
-        self._budget.release(size)
+        self.budget.release(size)
         slots.release()
 
     async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
@@ -362,11 +366,11 @@ class EdgeServer:
         )
         if length is None:
             return None
-        await self._budget.acquire(length)
+        await self.budget.acquire(length)
         try:
             return await read_body(reader, length, read_timeout_s=settings.read_timeout_s)
         except BaseException:
-            self._budget.release(length)
+            self.budget.release(length)
             raise
 
     async def _send(
@@ -564,17 +568,41 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--export", type=Path, help="an export directory: run its ONNX segments with onnxruntime"
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=0, help="TCP port (0: pick a free one)")
-    parser.add_argument("--workers", type=int, default=1, help="inference threads")
-    parser.add_argument("--threads", type=int, default=0, help="compute threads (0: all cores)")
-    parser.add_argument("--read-timeout", type=float, default=10.0, help="seconds per message")
     parser.add_argument(
-        "--idle-timeout", type=float, default=300.0, help="seconds between messages"
+        "--port", type=port_number, default=0, help="TCP port 0..65535 (0: pick a free one)"
+    )
+    parser.add_argument("--workers", type=integer_at_least(1), default=1, help="inference threads")
+    parser.add_argument(
+        "--threads", type=integer_at_least(0), default=0, help="compute threads (0: all cores)"
     )
     parser.add_argument(
-        "--max-message-bytes", type=int, default=DEFAULT_MAX_MESSAGE_BYTES, help="largest request"
+        "--read-timeout", type=positive_number, default=10.0, help="seconds per message"
     )
-    parser.add_argument("--load-window", type=float, default=1.0, help="load window in seconds")
+    parser.add_argument(
+        "--idle-timeout", type=positive_number, default=300.0, help="seconds between messages"
+    )
+    parser.add_argument(
+        "--max-message-bytes",
+        type=integer_at_least(1),
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help=f"largest request (default: {DEFAULT_MAX_MESSAGE_BYTES})",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=integer_at_least(1),
+        default=DEFAULT_MAX_CONNECTIONS,
+        help=f"connections served at once (default: {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--max-buffered-bytes",
+        type=integer_at_least(1),
+        default=DEFAULT_MAX_BUFFERED_BYTES,
+        help="request bytes read and not yet answered, over all connections "
+        f"(default: {DEFAULT_MAX_BUFFERED_BYTES})",
+    )
+    parser.add_argument(
+        "--load-window", type=positive_number, default=1.0, help="load window in seconds"
+    )
 
 
 def load_runner(model: str, export: Path | None, threads: int) -> SegmentRunner:
@@ -600,21 +628,19 @@ def load_runner(model: str, export: Path | None, threads: int) -> SegmentRunner:
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM or SIGINT."""
-    if args.workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {args.workers}")
-    if not (args.read_timeout > 0 and args.idle_timeout > 0):
-        raise ValueError("--read-timeout and --idle-timeout must be positive")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    runner = load_runner(args.model, args.export, args.threads)
     settings = ServerSettings(
         host=args.host,
         port=args.port,
         workers=args.workers,
         max_message_bytes=args.max_message_bytes,
+        max_connections=args.max_connections,
+        max_buffered_bytes=args.max_buffered_bytes,
         idle_timeout_s=args.idle_timeout,
         read_timeout_s=args.read_timeout,
         load_window_s=args.load_window,
     )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    runner = load_runner(args.model, args.export, args.threads)
 
     async def serve() -> None:
         server = EdgeServer(runner, settings)
