@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint profile clean
+.PHONY: demo test bench lint profile clean fuzz slow-checks
 
 $(STAMP): pyproject.toml setup.py splitrl/codecs/_kernels.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,21 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# Coverage-guided fuzzing of the codec decoder and the server's parser (fuzz/fuzz_codec.py).
+FUZZ_SECONDS ?= 600
+FUZZ_RUNS ?= 200000
+FUZZ_DEPS := $(BIN)/python -c "import atheris" 2>/dev/null || $(BIN)/pip install -q -e ".[fuzz]"
+
+fuzz: $(STAMP)
+	$(FUZZ_DEPS)
+	fuzz/run.sh compiled $(BIN)/python -max_total_time=$(FUZZ_SECONDS)
+
+# Checks too slow for `make test`: a bounded fuzzing round on both codec paths.
+slow-checks: $(STAMP)
+	$(FUZZ_DEPS)
+	fuzz/run.sh compiled $(BIN)/python -runs=$(FUZZ_RUNS) -seed=1
+	fuzz/run.sh numpy $(BIN)/python -runs=$(FUZZ_RUNS) -seed=1
 
 profile: $(STAMP)
 	# retrains the network and rebuilds the shipped profile in place (needs dataset-fashion-mnist)

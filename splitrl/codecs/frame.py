@@ -180,9 +180,14 @@ def build_frame(
     return head + _TRAILER.pack(len(payload), crc) + payload
 
 
-def parse_frame(frame: bytes | bytearray | memoryview) -> tuple[FrameInfo, memoryview]:
+def parse_frame(
+    frame: bytes | bytearray | memoryview, *, verify_crc: bool = True
+) -> tuple[FrameInfo, memoryview]:
     """Parse and check a frame's header, length and CRC; the payload is not decoded.
 
+    :param frame: the frame bytes.
+    :param verify_crc: ``False`` skips the CRC comparison, for tools that repair or forge frames
+        (the fuzzer); a decoder always verifies it.
     :return: the header and a view of the payload.
     :raises CodecError: naming the first problem found.
     """
@@ -233,9 +238,10 @@ def parse_frame(frame: bytes | bytearray | memoryview) -> tuple[FrameInfo, memor
         )
     view = memoryview(frame)
     payload = view[reader.offset :]
-    actual = zlib.crc32(payload, zlib.crc32(view[:checked_length]))
-    if actual != crc:
-        raise CodecError(f"CRC mismatch: stored {crc:#010x}, computed {actual:#010x}")
+    if verify_crc:
+        actual = zlib.crc32(payload, zlib.crc32(view[:checked_length]))
+        if actual != crc:
+            raise CodecError(f"CRC mismatch: stored {crc:#010x}, computed {actual:#010x}")
     info = FrameInfo(
         version=version,
         coding=coding_kind,
