@@ -31,6 +31,7 @@ import numpy as np
 
 from benchmarks.common import write_results
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
 from splitrl.envs.traces import Trace, load_trace
 from splitrl.runtime.device import DeviceRuntime, RequestRecord, ServerConnection
@@ -76,9 +77,11 @@ def bench_decision(directory: Path, n_calls: int = 5000) -> dict[str, float]:
         prior_bps=2.4e6,
         deadline_s=0.2,
         frame_interval_s=0.2,
+        link_quality=LinkQualityModel(),
     )
     policy = OnnxPolicy(directory)
     knowledge = policy.metadata.device_knowledge()
+    link_quality = LinkQualityReport(LinkQualityModel(), frame_interval_s=0.2)
     rng = np.random.default_rng(0)
     times = []
     for step in range(n_calls):
@@ -86,7 +89,8 @@ def bench_decision(directory: Path, n_calls: int = 5000) -> dict[str, float]:
             int(rng.integers(100, 20_000)), float(rng.uniform(1e-3, 0.1)), step
         )
         start = time.perf_counter_ns()
-        policy(knowledge.observe(step + 0.5, 0.0))
+        now = step + 0.5
+        policy(knowledge.observe(now, 0.0, link_quality.report(lambda _: 2.4e6, now)))
         times.append(time.perf_counter_ns() - start)
     times_us = np.array(times[100:]) / 1e3
     return {
@@ -120,7 +124,12 @@ def bench_load(directory: Path, n_devices: int = 8, n_requests: int = 200) -> di
         connection = ServerConnection(("127.0.0.1", port))
         try:
             runtime = DeviceRuntime(
-                OnnxSegments(directory), policy, DEFAULT_ACTIONS, knowledge, connection
+                OnnxSegments(directory),
+                policy,
+                DEFAULT_ACTIONS,
+                knowledge,
+                connection,
+                link_quality=lambda _: 2.4e6,
             )
             results[index] = runtime.run(((x, None) for x in inputs), frame_interval_s=0.0)
         finally:

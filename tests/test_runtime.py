@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import subprocess
 import sys
@@ -16,11 +17,21 @@ import torch
 
 from splitrl.codecs import encode
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.channels import TraceChannel
+from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout, scale_throughput
+from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.envs.traces import Trace
-from splitrl.runtime.device import DeviceRuntime, ServerConnection
+from splitrl.profiles.schema import Profile
+from splitrl.runtime.device import (
+    DeviceError,
+    DeviceRuntime,
+    ServerConnection,
+    link_quality_source,
+    load_link_quality_callback,
+)
 from splitrl.runtime.onnx_export import export_segments
-from splitrl.runtime.pacing import TracePacer
+from splitrl.runtime.pacing import TraceLinkQuality, TracePacer
 from splitrl.runtime.protocol import (
     LENGTH_PREFIX,
     UNKNOWN_REQUEST_ID,
@@ -232,10 +243,17 @@ def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_exp
 
     knowledge = DeviceKnowledge(ObservationLayout(4), 1e6, deadline_s=0.2, frame_interval_s=0.02)
     trace = Trace.from_rates([8e6], slot_s=1.0)
-    connection = ServerConnection(("127.0.0.1", server.port), TracePacer(trace))
+    pacer = TracePacer(trace)
+    connection = ServerConnection(("127.0.0.1", server.port), pacer)
+    link_quality = TraceLinkQuality(pacer.channel, LinkQualityModel(), frame_interval_s=0.02)
     try:
         runtime = DeviceRuntime(
-            OnnxSegments(tiny_export), policy, TINY_ACTIONS, knowledge, connection
+            OnnxSegments(tiny_export),
+            policy,
+            TINY_ACTIONS,
+            knowledge,
+            connection,
+            link_quality=link_quality,
         )
         records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
     finally:
@@ -251,6 +269,84 @@ def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_exp
     # the first transfer replaced the prior in the observed throughput history
     assert observations[0][0] == pytest.approx(scale_throughput(1e6))
     assert observations[2][0] != pytest.approx(scale_throughput(1e6))
+    # the radio's report: the trace's 8 Mbit/s with an error, never the rate itself
+    reports = [float(o[4]) for o in observations]
+    assert all(abs(r - scale_throughput(8e6)) < 0.2 for r in reports)
+    assert scale_throughput(8e6) not in reports
+
+
+def test_device_observes_what_the_env_observes(tiny_profile: Profile, tiny_export: Path) -> None:
+    """Parity: on the same trace and requests the runtime builds the env's observation."""
+    trace = Trace.from_rates([1e6, 8e6, 2e5, 3e6, 5e7], slot_s=0.4)
+    frame_s, n_requests, action = 0.1, 16, (0, 1, 0)  # exit 0 on the device: nothing is sent
+    # reports describe mid-slot times: 50 ms from any rate change, wider than the runtime's jitter
+    model = LinkQualityModel(delay_s=0.05)
+    env = SplitComputingEnv(
+        profile=tiny_profile,
+        channel=TraceChannel(trace, random_start=False),
+        frame_interval_s=frame_s,
+        link_quality=model,
+        horizon=n_requests,
+    )
+    first, _ = env.reset(seed=9)
+    expected = np.array([first] + [env.step(np.array(action))[0] for _ in range(n_requests - 1)])
+    assert env.link_quality_report is not None
+    observed: list[np.ndarray] = []
+
+    def policy(observation: np.ndarray) -> tuple[int, int, int]:
+        observed.append(observation)
+        return action
+
+    knowledge = DeviceKnowledge(
+        env.layout, env.knowledge.prior_bps, env.reward_spec.deadline_s, frame_s
+    )
+    link_quality = TraceLinkQuality(
+        TracePacer(trace).channel, model, frame_s, seed=env.link_quality_report.seed
+    )
+    runtime = DeviceRuntime(
+        OnnxSegments(tiny_export), policy, env.actions, knowledge, link_quality=link_quality
+    )
+    inputs, labels = tiny_inputs(n=n_requests, seed=4)
+    records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=frame_s)
+    assert [r.status for r in records] == ["ok"] * n_requests
+    names = env.layout.names
+    exact = [names.index(name) for name in names if name not in ("last_latency", "backlog")]
+    timed = [names.index("last_latency"), names.index("backlog")]
+    np.testing.assert_array_equal(np.array(observed)[:, exact], expected[:, exact])
+    # latency and waiting are the host's real times, the env's from its device preset
+    np.testing.assert_allclose(np.array(observed)[:, timed], expected[:, timed], atol=0.25)
+    reports = expected[:, names.index("link_quality")]
+    assert reports.max() - reports.min() > 0.3  # the reports followed the trace's rate changes
+
+
+def test_link_quality_sources_are_checked(tiny_export: Path) -> None:
+    knowledge = DeviceKnowledge(ObservationLayout(4), 1e6, deadline_s=0.2, frame_interval_s=0.02)
+    with pytest.raises(ValueError, match="observes link quality"):
+        DeviceRuntime(OnnxSegments(tiny_export), lambda _: (0, 1, 0), TINY_ACTIONS, knowledge)
+    with pytest.raises(ValueError, match="--link-quality MODULE:FUNCTION"):
+        link_quality_source(LinkQualityModel(), None, None, 0.1)
+    with pytest.raises(ValueError, match="does not observe link quality"):
+        link_quality_source(None, "math:sqrt", None, 0.1)
+    assert link_quality_source(None, None, None, 0.1) is None
+    assert load_link_quality_callback("math:sqrt")(4.0) == 2.0
+    for spec, message in (
+        ("sqrt", "MODULE:FUNCTION"),
+        ("no_such_module:f", "cannot import"),
+        ("math:no_such_function", "no function"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            load_link_quality_callback(spec)
+    # a callback that returns no rate stops the run with a clear error
+    runtime = DeviceRuntime(
+        OnnxSegments(tiny_export),
+        lambda _: (0, 1, 0),
+        TINY_ACTIONS,
+        knowledge,
+        link_quality=lambda _: math.nan,
+    )
+    inputs, labels = tiny_inputs(n=1, seed=5)
+    with pytest.raises(DeviceError, match="link-quality source returned nan"):
+        runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.01)
 
 
 # ---------------------------------------------------------------------- pacing

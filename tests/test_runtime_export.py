@@ -51,6 +51,7 @@ def exported(env: SplitComputingEnv, agent: SACD, tmp_path_factory: pytest.TempP
         prior_bps=env.knowledge.prior_bps,
         deadline_s=env.reward_spec.deadline_s,
         frame_interval_s=env.frame_interval_s,
+        link_quality=env.link_quality_model,
         codec=env.profile.codec,
         identity={"profile": env.profile.name},
     )
@@ -77,11 +78,47 @@ def test_policy_metadata_describes_the_env(env: SplitComputingEnv, exported: Pat
     metadata = PolicyMetadata.load(exported)
     assert metadata.actions == env.actions
     assert list(metadata.feature_names) == env.layout.names
+    assert metadata.link_quality is not None and metadata.link_quality == env.link_quality_model
     knowledge = metadata.device_knowledge()
     env.reset(seed=0)
-    np.testing.assert_array_equal(knowledge.observe(0.0, 0.0), env.knowledge.observe(0.0, 0.0))
+    np.testing.assert_array_equal(
+        knowledge.observe(0.0, 0.0, 3e6), env.knowledge.observe(0.0, 0.0, 3e6)
+    )
     raw = json.loads((exported / "policy.json").read_text())
     assert raw["versions"]["opset"] == 17 and raw["canonical_actions"]
+
+
+@pytest.mark.parametrize("version", [None, 0, 2])
+def test_policy_of_another_observation_version_is_refused(
+    exported: Path, tmp_path: Path, version: int | None
+) -> None:
+    for name in ("policy.onnx", "policy.json"):
+        (tmp_path / name).write_bytes((exported / name).read_bytes())
+    data = json.loads((tmp_path / "policy.json").read_text())
+    assert data["observation_version"] == 1
+    if version is None:  # exported before observations had versions
+        del data["observation_version"]
+    else:
+        data["observation_version"] = version
+    (tmp_path / "policy.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f"observation version {version or 0}, this runtime"):
+        OnnxPolicy(tmp_path)
+
+
+def test_export_checks_the_link_quality_model(
+    env: SplitComputingEnv, agent: SACD, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="no link_quality model"):
+        export_policy(
+            agent,
+            tmp_path,
+            actions=env.actions,
+            layout=env.layout,
+            prior_bps=1e6,
+            deadline_s=0.2,
+            frame_interval_s=0.1,
+        )
+    assert not any(tmp_path.iterdir())
 
 
 def test_altered_policy_file_is_refused(exported: Path, tmp_path: Path) -> None:

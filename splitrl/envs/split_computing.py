@@ -265,7 +265,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
             self._live = LiveOutcomes(self.profile)
         self._requests: np.random.Generator | None = None
-        self._link_quality = (
+        # the radio's reports; reset() seeds each episode's error from np_random
+        self.link_quality_report: LinkQualityReport | None = (
             None
             if self.link_quality_model is None
             else LinkQualityReport(self.link_quality_model, self.frame_interval_s)
@@ -288,8 +289,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         # Requests (which sample, RTT jitter, queueing) come from their own stream, so every policy
         # evaluated with the same seed faces the same requests whatever it does.
         self._requests = private_generator(self.np_random)
-        if self._link_quality is not None:
-            self._link_quality.reset(int(self.np_random.integers(_SEED_BOUND)))
+        if self.link_quality_report is not None:
+            self.link_quality_report.reset(int(self.np_random.integers(_SEED_BOUND)))
         self._pending_draws = []
         self.knowledge.reset()
         self._step_index = 0
@@ -476,8 +477,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         start = max(self._arrival, self._device_free)
         link_quality = (
             None
-            if self._link_quality is None
-            else self._link_quality.report(self.channel.capacity, start)
+            if self.link_quality_report is None
+            else self.link_quality_report.report(self.channel.capacity, start)
         )
         return self.knowledge.observe(start, start - self._arrival, link_quality)
 

@@ -4,8 +4,9 @@ For every request (a camera frame arriving every ``frame_interval_s``) the devic
 
 1. builds the observation with :class:`splitrl.envs.observation.DeviceKnowledge`, the same object
    the environment uses, fed only with what the device itself measured: the throughput of its own
-   paced transfers and their end time, the latency and server load of the replies that have
-   arrived, and how long the request waited for the device (backlog);
+   paced transfers and their end time, the link rate its radio reports (a user callback on a real
+   radio, :class:`~splitrl.runtime.pacing.TraceLinkQuality` on loopback), the latency and server
+   load of the replies that have arrived, and how long the request waited for the device (backlog);
 2. asks the policy for ``(exit, split, bits)`` and executes its canonical form;
 3. runs stages ``[0, min(s, k_e))`` with onnxruntime; device-only requests finish locally at the
    exit head, the others encode the split tensor with :mod:`splitrl.codecs` and send it, paced to
@@ -19,6 +20,7 @@ is being computed. It depends on numpy, onnxruntime and splitrl's numpy-only mod
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import queue
@@ -36,9 +38,15 @@ import numpy as np
 
 from splitrl.codecs import encode
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import DeviceKnowledge
 from splitrl.envs.traces import Trace, load_trace
-from splitrl.runtime.pacing import DEFAULT_CHUNK_BYTES, TracePacer, TransferTiming
+from splitrl.runtime.pacing import (
+    DEFAULT_CHUNK_BYTES,
+    TraceLinkQuality,
+    TracePacer,
+    TransferTiming,
+)
 from splitrl.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ProtocolError,
@@ -51,6 +59,13 @@ from splitrl.runtime.segments import SegmentRunner, softmax_prediction
 
 Policy = Callable[[np.ndarray], Sequence[int]]
 """Anything that maps an observation to ``(exit, split, bits)``, e.g. :class:`OnnxPolicy`."""
+
+LinkQualitySource = Callable[[float], float]
+"""The radio's link-rate report: seconds since the run started -> uplink rate in bit/s.
+
+Called once per request, just before the decision, so it must return at once without sending
+anything (``docs/deploy.md``: the callback's contract).
+"""
 
 
 class DeviceError(RuntimeError):
@@ -204,6 +219,8 @@ class DeviceRuntime:
     :param connection: the server connection; ``None`` allows device-only actions only.
     :param codec: keyword settings of :func:`splitrl.codecs.encode` (the profile's).
     :param reply_timeout_s: how long to wait for the last replies at the end of a run.
+    :param link_quality: the radio's link-rate report; required when the policy observes link
+        quality (``knowledge.layout.link_quality``), refused otherwise.
     """
 
     def __init__(
@@ -215,7 +232,14 @@ class DeviceRuntime:
         connection: ServerConnection | None = None,
         codec: dict[str, Any] | None = None,
         reply_timeout_s: float = 30.0,
+        link_quality: LinkQualitySource | None = None,
     ) -> None:
+        if knowledge.layout.link_quality != (link_quality is not None):
+            raise ValueError(
+                "the policy observes link quality: give the runtime the radio's link-rate report"
+                if link_quality is None
+                else "the policy does not observe link quality, but a link-quality source was given"
+            )
         if segments.exit_stages != actions.exit_stages:
             raise ValueError(
                 f"segments have exits after stages {segments.exit_stages}, the policy's action "
@@ -228,6 +252,7 @@ class DeviceRuntime:
         self.connection = connection
         self.codec = dict(codec or {})
         self.reply_timeout_s = reply_timeout_s
+        self.link_quality = link_quality
         self.epoch = time.perf_counter()
         self._pending: dict[int, RequestRecord] = {}
 
@@ -267,7 +292,7 @@ class DeviceRuntime:
     ) -> RequestRecord:
         self._collect_replies()
         start = self.now()
-        observation = self.knowledge.observe(start, start - arrival)
+        observation = self.knowledge.observe(start, start - arrival, self._link_quality(start))
         e, s, b = self.actions.canonical(*self.actions.validate(self.policy(observation)))
         decided = self.now()
         k_e = self.actions.exit_stages[e]
@@ -309,6 +334,21 @@ class DeviceRuntime:
         record.transfer_s = timing.duration_s
         self.knowledge.record_transfer(timing.n_bytes, timing.duration_s, timing.end_s)
         return record
+
+    def _link_quality(self, now: float) -> float | None:
+        if self.link_quality is None:
+            return None
+        reported = self.link_quality(now)
+        try:
+            rate = float(reported)
+        except (TypeError, ValueError):
+            rate = math.nan
+        if not (math.isfinite(rate) and rate >= 0.0):
+            raise DeviceError(
+                f"the link-quality source returned {reported!r}; it must return a rate in bit/s "
+                "(a finite number >= 0)"
+            )
+        return rate
 
     def _finish(self, record: RequestRecord, predicted: int, confidence: float) -> None:
         record.predicted = predicted
@@ -381,6 +421,64 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="Fashion-MNIST directory")
     parser.add_argument("--chunk-bytes", type=int, default=DEFAULT_CHUNK_BYTES, help="pacing chunk")
     parser.add_argument("--out", type=Path, help="JSONL log of every request")
+    parser.add_argument(
+        "--link-quality",
+        metavar="MODULE:FUNCTION",
+        help="the radio's link-rate report, a function now_s -> bit/s (default with --trace: "
+        "the trace, with the policy's link-quality error)",
+    )
+    parser.add_argument(
+        "--link-quality-seed", type=int, default=0, help="seed of the error added to the trace"
+    )
+
+
+def load_link_quality_callback(spec: str) -> LinkQualitySource:
+    """The function ``MODULE:FUNCTION`` names (``--link-quality``).
+
+    :raises ValueError: a malformed spec, a module that does not import or a missing function.
+    """
+    module_name, sep, function_name = spec.partition(":")
+    if not (sep and module_name and function_name):
+        raise ValueError(f"--link-quality must be MODULE:FUNCTION, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise ValueError(f"--link-quality: cannot import {module_name!r} ({error})") from None
+    function = getattr(module, function_name, None)
+    if not callable(function):
+        raise ValueError(f"--link-quality: {module_name!r} has no function {function_name!r}")
+    source: LinkQualitySource = function
+    return source
+
+
+def link_quality_source(
+    model: LinkQualityModel | None,
+    callback: str | None,
+    pacer: TracePacer | None,
+    frame_interval_s: float,
+    seed: int = 0,
+) -> LinkQualitySource | None:
+    """Where the runtime gets the radio's link-rate report for a policy.
+
+    :param model: the policy's link-quality model (``None``: it does not observe link quality)
+    :param callback: ``MODULE:FUNCTION`` of a real radio's report, preferred when given
+    :param pacer: on loopback, the paced trace: the report is computed from it as in the env
+    :param frame_interval_s: the request period
+    :param seed: seed of the error added to the trace
+    :raises ValueError: the policy needs a report and there is no source, or it needs none
+    """
+    if model is None:
+        if callback is not None:
+            raise ValueError("--link-quality: this policy does not observe link quality")
+        return None
+    if callback is not None:
+        return load_link_quality_callback(callback)
+    if pacer is not None:
+        return TraceLinkQuality(pacer.channel, model, frame_interval_s, seed)
+    raise ValueError(
+        "this policy observes link quality: pass --link-quality MODULE:FUNCTION (the radio's "
+        "link-rate report in bit/s) or --trace (loopback)"
+    )
 
 
 def load_test_canvases(
@@ -424,6 +522,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--frame-interval must be positive, got {interval}")
     trace: Trace | None = load_trace(args.trace) if args.trace is not None else None
     pacer = TracePacer(trace, args.chunk_bytes, args.trace_scale) if trace is not None else None
+    link_quality = link_quality_source(
+        metadata.link_quality, args.link_quality, pacer, interval, args.link_quality_seed
+    )
     samples = list(load_test_canvases(args.first_sample, args.requests, args.data_dir))
     try:
         connection = ServerConnection(address, pacer)
@@ -439,6 +540,7 @@ def run(args: argparse.Namespace) -> int:
             metadata.device_knowledge(interval),
             connection,
             metadata.codec,
+            link_quality=link_quality,
         )
         records = runtime.run(samples, interval)
     finally:

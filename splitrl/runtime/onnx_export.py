@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import ObservationLayout
 from splitrl.models.protocol import StagedModel
 from splitrl.runtime.policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
@@ -114,6 +115,7 @@ def export_policy(
     prior_bps: float,
     deadline_s: float,
     frame_interval_s: float,
+    link_quality: LinkQualityModel | None = None,
     codec: Mapping[str, Any] | None = None,
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
@@ -127,14 +129,23 @@ def export_policy(
     :param prior_bps: the env's throughput prior (``env.knowledge.prior_bps``).
     :param deadline_s: the reward's deadline (latency unit of the observation).
     :param frame_interval_s: the env's request period (backlog unit of the observation).
+    :param link_quality: the env's link-quality model (``env.link_quality_model``); required
+        when the layout observes link quality.
     :param codec: codec settings of the profile (``profile.codec``).
     :param identity: scenario, profile and preset names to record.
     :param opset: ONNX opset.
     :return: the metadata written.
-    :raises ValueError: when the model's spaces do not match ``actions`` and ``layout``.
+    :raises ValueError: when the model's spaces do not match ``actions`` and ``layout``, or
+        ``link_quality`` does not match the layout.
     """
     policy = model.policy
     n_features = len(layout.names)
+    if layout.link_quality != (link_quality is not None):
+        raise ValueError(
+            "the layout observes link quality but no link_quality model was given"
+            if layout.link_quality
+            else "a link_quality model was given but the layout does not observe link quality"
+        )
     if tuple(int(n) for n in policy.nvec) != actions.nvec:
         raise ValueError(
             f"the model acts on nvec {policy.nvec.tolist()}, the table on {actions.nvec}"
@@ -164,6 +175,7 @@ def export_policy(
         identity=dict(identity or {}),
         versions=library_versions(opset),
         files={POLICY_ONNX: file_sha256(path)},
+        link_quality=link_quality,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
@@ -319,9 +331,10 @@ def export_run(
 ) -> tuple[PolicyMetadata, SegmentManifest]:
     """Export a training run: its SACD policy and the DNN segments.
 
-    The run directory holds ``model.zip`` (``SACD.save``) and a config with ``scenario`` (a name)
-    and optionally the env overrides of :data:`ENV_KEYS`; the env built from them supplies the
-    action table, the observation constants, the codec settings and the identity.
+    The run directory holds ``model.zip`` (``SACD.save``) and a config with the scenario the run
+    trained in (``scenario_spec``, as ``splitrl train`` writes it), or a ``scenario`` name and
+    optionally the env overrides of :data:`ENV_KEYS`; the env built from them supplies the action
+    table, the observation constants, the codec settings and the identity.
 
     :param run_dir: the training run directory.
     :param directory: the export directory.
@@ -338,7 +351,12 @@ def export_run(
         raise FileNotFoundError(f"{model_path}: trained model not found")
     config = read_run_config(run_dir)
     overrides = {key: config[key] for key in ENV_KEYS if config.get(key) is not None}
-    env = SplitComputingEnv(config.get("scenario", "default"), **overrides)
+    if isinstance(config.get("scenario_spec"), dict):
+        from splitrl.training.config import scenario_from_dict
+
+        env = SplitComputingEnv(scenario_from_dict(config["scenario_spec"]), **overrides)
+    else:
+        env = SplitComputingEnv(config.get("scenario", "default"), **overrides)
     staged = model if model is not None else load_default_model()
     exit_stages = tuple(spec.after_stage for spec in staged.exits)
     if exit_stages != env.actions.exit_stages or len(staged.stages) + 1 != env.actions.n_splits:
@@ -363,6 +381,7 @@ def export_run(
         prior_bps=env.knowledge.prior_bps,
         deadline_s=env.reward_spec.deadline_s,
         frame_interval_s=env.frame_interval_s,
+        link_quality=env.link_quality_model,
         codec=env.profile.codec,
         identity=identity,
         opset=opset,

@@ -9,6 +9,9 @@ the transfer ends, and the transfer time the device measures is what the trace a
 socket's own (small) cost.
 
 The trace's time 0 is the pacer's ``epoch`` (by default the moment it is created); the trace loops.
+
+On loopback the trace is also what the device's radio would measure: :class:`TraceLinkQuality`
+reports the link rate from it exactly as the environment does from its channel.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitrl.envs.channels.base import Channel
 from splitrl.envs.channels.trace_replay import TraceChannel
+from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.traces import Trace
 
 DEFAULT_CHUNK_BYTES = 2048
@@ -100,3 +105,27 @@ class TracePacer:
             sock.sendall(view[sent:end])
             sent = end
         return TransferTiming(len(data), start, self.now())
+
+
+class TraceLinkQuality:
+    """The radio's link-rate report on loopback: the environment's model on the paced trace.
+
+    A callable ``now_s -> bit/s`` for :class:`~splitrl.runtime.device.DeviceRuntime`: one report per
+    request, from the trace's capacity ``delay_s`` before ``now_s`` and the model's error, as
+    :class:`~splitrl.envs.link_quality.LinkQualityReport` computes it in the environment.
+
+    :param channel: the true capacity, with time 0 at the start of the run (``TracePacer.channel``)
+    :param model: the policy's link-quality model (``PolicyMetadata.link_quality``)
+    :param frame_interval_s: the request period
+    :param seed: seed of the error
+    """
+
+    def __init__(
+        self, channel: Channel, model: LinkQualityModel, frame_interval_s: float, seed: int = 0
+    ) -> None:
+        self.channel = channel
+        self.report = LinkQualityReport(model, frame_interval_s, seed)
+
+    def __call__(self, now_s: float) -> float:
+        """The report for the request decided at ``now_s`` (seconds since the run started)."""
+        return self.report.report(self.channel.capacity, now_s)

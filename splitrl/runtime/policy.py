@@ -6,9 +6,10 @@ actions, the argmax and the unravelling of the flat index are inside the graph, 
 builds the observation and reads three integers.
 
 ``policy.json`` holds what the device needs to build that observation exactly as the environment
-does (feature names, the scaling constants, the prior throughput, the deadline and the frame
-interval), the action table, the codec settings of the payloads, the identity of the scenario and
-profile the policy was trained on, and library versions.
+does (the observation's version, feature names, the scaling constants, the prior throughput, the
+deadline, the frame interval and the link-quality model), the action table, the codec settings of
+the payloads, the identity of the scenario and profile the policy was trained on, and library
+versions.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from splitrl.envs.actions import ActionTable
-from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
+from splitrl.envs.link_quality import LinkQualityModel
+from splitrl.envs.observation import OBSERVATION_VERSION, DeviceKnowledge, ObservationLayout
 from splitrl.runtime.segments import file_sha256
 
 POLICY_ONNX = "policy.onnx"
@@ -32,6 +34,7 @@ POLICY_FORMAT = 1
 #: how each observation feature is computed (documentation stored in policy.json)
 FEATURE_SCALING = {
     "throughput_k": "log10(bit/s / 1e6) / 3 clipped to [-1, 1]; newest first; prior_bps before any",
+    "link_quality": "the radio's link-rate report in bit/s, scaled like throughput_k",
     "estimate_age": "age / (age + 1 s), age = seconds since the last transfer ended (1 if none)",
     "last_latency": "latency of the last completed request / deadline_s, clipped to [0, 10]",
     "server_load": "utilization reported in the last reply, [0, 1]",
@@ -57,6 +60,10 @@ class PolicyMetadata:
     :param files: file name -> SHA-256.
     :param feature_scaling: how each feature is computed.
     :param format: file format version.
+    :param link_quality: the model of the ``link_quality`` feature, ``None`` when the policy does
+        not observe it.
+    :param observation_version: the version of the observation the policy was trained on
+        (:data:`~splitrl.envs.observation.OBSERVATION_VERSION`); a device refuses others.
     """
 
     feature_names: tuple[str, ...]
@@ -73,6 +80,8 @@ class PolicyMetadata:
     files: dict[str, str] = field(default_factory=dict)
     feature_scaling: dict[str, str] = field(default_factory=lambda: dict(FEATURE_SCALING))
     format: int = POLICY_FORMAT
+    link_quality: LinkQualityModel | None = None
+    observation_version: int = OBSERVATION_VERSION
 
     @property
     def actions(self) -> ActionTable:
@@ -82,7 +91,7 @@ class PolicyMetadata:
     @property
     def layout(self) -> ObservationLayout:
         """The observation layout."""
-        return ObservationLayout(self.history_length)
+        return ObservationLayout(self.history_length, self.link_quality is not None)
 
     def device_knowledge(self, frame_interval_s: float | None = None) -> DeviceKnowledge:
         """A fresh :class:`DeviceKnowledge` that builds this policy's observation.
@@ -112,15 +121,27 @@ class PolicyMetadata:
     def load(cls, directory: str | os.PathLike[str]) -> PolicyMetadata:
         """Read ``policy.json`` from an export directory.
 
-        :raises ValueError: missing or malformed file.
+        :raises ValueError: malformed file, or a policy trained on an observation of another
+            version than this one's.
         """
         path = Path(directory) / POLICY_JSON
         if not path.is_file():
             raise FileNotFoundError(f"{path}: policy metadata not found (run `splitrl export`)")
         try:
             data = json.loads(path.read_text())
-            if data.get("format") != POLICY_FORMAT:
-                raise ValueError(f"{path}: not a format-{POLICY_FORMAT} policy file")
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
+        if not isinstance(data, dict) or data.get("format") != POLICY_FORMAT:
+            raise ValueError(f"{path}: not a format-{POLICY_FORMAT} policy file")
+        # exports from before versioned observations (SplitComputing-v0) carry no version
+        version = data.get("observation_version", 0)
+        if version != OBSERVATION_VERSION:
+            raise ValueError(
+                f"{path}: the policy observes observation version {version}, this runtime builds "
+                f"version {OBSERVATION_VERSION} (splitrl/SplitComputing-v{OBSERVATION_VERSION}); "
+                "retrain the policy in that env and export it again"
+            )
+        try:
             metadata = cls(
                 feature_names=tuple(data["feature_names"]),
                 history_length=int(data["history_length"]),
@@ -135,8 +156,12 @@ class PolicyMetadata:
                 versions=dict(data["versions"]),
                 files=dict(data["files"]),
                 feature_scaling=dict(data["feature_scaling"]),
+                link_quality=None
+                if data["link_quality"] is None
+                else LinkQualityModel.from_dict(data["link_quality"]),
+                observation_version=OBSERVATION_VERSION,
             )
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
         if list(metadata.feature_names) != metadata.layout.names:
             raise ValueError(
