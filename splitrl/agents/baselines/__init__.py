@@ -1,0 +1,146 @@
+"""Baselines and references: every one a :class:`~splitrl.agents.policy.Policy` that says what it knows.
+
+Each baseline class declares ``causal`` (``True`` iff it decides only from what the device knows:
+its observation, ``env.knowledge`` and :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`)
+and ``knows`` (one line). The causal ones are what a learned policy must beat; the others
+(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``) measure what knowing more is worth.
+
+* fixed actions (:mod:`.fixed`): ``device-only``, ``device-only-first-exit``, ``edge-only``,
+  ``best-static``, ``random``
+* ``channel-blind`` (:mod:`.channel_blind`): the best backlog-aware local rule
+* the published per-request rules (:mod:`.heuristics`): ``neurosurgeon``, ``edgent``, ``greedy``
+* ``robust-mpc`` (:mod:`.robust_mpc`): a cautious throughput forecast, with the backlog priced
+  (:mod:`.backlog`)
+* references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
+  ``clairvoyant-lookahead``
+
+Build one by name with :func:`make_baseline`; :data:`BASELINES` lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, backlog_cost
+from splitrl.agents.baselines.channel_blind import ChannelBlindPolicy
+from splitrl.agents.baselines.fixed import (
+    BestStaticPolicy,
+    DeviceOnlyPolicy,
+    EdgeOnlyPolicy,
+    RandomPolicy,
+    lossless_bit_index,
+)
+from splitrl.agents.baselines.heuristics import EdgentPolicy, GreedyPolicy, NeurosurgeonPolicy
+from splitrl.agents.baselines.oracles import (
+    ClairvoyantLookaheadPolicy,
+    ClairvoyantPolicy,
+    OracleNowPolicy,
+)
+from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
+from splitrl.agents.policy import Policy
+from splitrl.envs.split_computing import SplitComputingEnv
+
+
+@runtime_checkable
+class Baseline(Policy, Protocol):
+    """A :class:`~splitrl.agents.policy.Policy` that says what it knows.
+
+    :ivar causal: whether it decides only from what the device knows
+    :ivar knows: what it knows, in one line
+    """
+
+    causal: bool
+    knows: str
+
+
+@runtime_checkable
+class FittedBaseline(Baseline, Protocol):
+    """A baseline tuned on training episodes before it acts (``best-static``, ``channel-blind``)."""
+
+    def fit(
+        self, env_factory: Callable[[], SplitComputingEnv], episodes: int = ..., seed: int = ...
+    ) -> Any:
+        """Tune on the seeded episodes ``seed ..`` of ``env_factory``'s env; returns ``self``."""
+
+
+#: baseline name -> factory; keyword arguments of :func:`make_baseline` go to the factory
+BASELINES: dict[str, Callable[..., Baseline]] = {
+    "device-only": lambda: DeviceOnlyPolicy("final"),
+    "device-only-first-exit": lambda: DeviceOnlyPolicy("first"),
+    "edge-only": EdgeOnlyPolicy,
+    "best-static": BestStaticPolicy,
+    "channel-blind": ChannelBlindPolicy,
+    "neurosurgeon": NeurosurgeonPolicy,
+    "edgent": EdgentPolicy,
+    "greedy": GreedyPolicy,
+    "robust-mpc": RobustMPCPolicy,
+    "oracle-now": OracleNowPolicy,
+    "clairvoyant": ClairvoyantPolicy,
+    "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
+    "random": RandomPolicy,
+}
+
+_FIT_ARGUMENTS = ("env_factory", "episodes", "seed")
+
+
+def causal_baselines() -> list[str]:
+    """Names of the baselines that decide only from what the device knows."""
+    return [name for name, factory in BASELINES.items() if factory().causal]
+
+
+def fitted_baselines() -> list[str]:
+    """Names of the baselines that must be fitted (``make_baseline(name, env_factory=...)``)."""
+    return [name for name, factory in BASELINES.items() if isinstance(factory(), FittedBaseline)]
+
+
+def make_baseline(name: str, **kwargs: Any) -> Baseline:
+    """Build the baseline called ``name``.
+
+    :param name: a key of :data:`BASELINES`
+    :param kwargs: passed to its factory (``seed`` for ``"random"``, ``horizon`` for the
+        backlog-aware ones, ``deadline_fraction`` for ``"channel-blind"``, ``action`` for
+        ``"best-static"``); for a fitted baseline (:func:`fitted_baselines`), ``env_factory`` with
+        optional ``episodes`` and ``seed`` fits it right away
+    :return: the policy
+    """
+    if name not in BASELINES:
+        raise ValueError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+    fit_kwargs: dict[str, Any] = {}
+    if "env_factory" in kwargs:
+        if name not in fitted_baselines():
+            raise ValueError(f"baseline {name!r} is not fitted: env_factory does not apply")
+        fit_kwargs = {key: kwargs.pop(key) for key in _FIT_ARGUMENTS if key in kwargs}
+    try:
+        policy = BASELINES[name](**kwargs)
+    except TypeError as error:
+        raise ValueError(f"baseline {name!r}: {error}") from error
+    if fit_kwargs:
+        assert isinstance(policy, FittedBaseline)
+        policy.fit(**fit_kwargs)
+    return policy
+
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_BACKLOG_HORIZON",
+    "Baseline",
+    "BestStaticPolicy",
+    "ChannelBlindPolicy",
+    "ClairvoyantLookaheadPolicy",
+    "ClairvoyantPolicy",
+    "DeviceOnlyPolicy",
+    "EdgeOnlyPolicy",
+    "EdgentPolicy",
+    "FittedBaseline",
+    "GreedyPolicy",
+    "NeurosurgeonPolicy",
+    "OracleNowPolicy",
+    "RandomPolicy",
+    "RobustMPCPolicy",
+    "backlog_cost",
+    "causal_baselines",
+    "fitted_baselines",
+    "lossless_bit_index",
+    "make_baseline",
+]

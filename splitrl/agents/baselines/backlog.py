@@ -1,0 +1,106 @@
+"""The cost a backlog puts on the next requests: one lookahead shared by the backlog-aware baselines.
+
+A slow action keeps the device busy past the next frame's arrival, so the next request waits, and
+a long enough wait makes it miss its deadline whatever it then does. A per-request argmax ignores
+this (see ``greedy``). :func:`backlog_cost` prices it by a short lookahead:
+
+* **Forecast.** The next ``horizon`` requests are assumed to have the outcomes of the current one,
+  as the caller sees them (``robust-mpc`` its prediction, ``oracle-now`` the prediction at the true
+  capacity, ``clairvoyant-lookahead`` the exact outcomes of this request): once it starts, action
+  ``c`` answers after ``L_c`` seconds and keeps the device busy for ``D_c`` seconds, with the same
+  correctness and energy. A request arriving ``T`` (the frame interval) after one that waited ``w``
+  waits ``max(0, w + D_c - T)``.
+* **Continuation.** The next requests act optimally under that forecast: dynamic programming over
+  ``horizon`` requests, on a grid of waits (fine up to the deadline, coarser up to the reward's
+  latency cap, where the reward stops changing; linear in between). Actions no better than another
+  in accuracy, ``L``, ``D`` and energy are left out first, which keeps it cheap.
+* **Cost.** The reward of those ``horizon`` requests after an idle device minus their reward after
+  the wait the current action leaves: never negative, undiscounted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitrl.envs.reward import RewardSpec
+from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
+
+#: requests after the current one whose reward the backlog cost counts (8 frames: 133 ms at 60 fps)
+DEFAULT_BACKLOG_HORIZON = 8
+#: grid points of the wait from 0 to the deadline, and from the deadline to the latency cap
+_FINE_POINTS, _COARSE_POINTS = 129, 65
+
+
+def check_horizon(horizon: int) -> int:
+    """``horizon`` if it is at least 1, else a ``ValueError``."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1, got {horizon}")
+    return horizon
+
+
+def backlog_cost(
+    outcomes: ActionOutcomes,
+    frame_interval_s: float,
+    reward_spec: RewardSpec,
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
+) -> np.ndarray:
+    """The reward the next ``horizon`` requests lose to the wait each action leaves behind.
+
+    :param outcomes: the current request's outcomes, also the forecast of the next requests
+    :param frame_interval_s: time between request arrivals
+    :param reward_spec: the reward of a request from its correctness, latency and energy
+    :param horizon: how many next requests are counted (at least 1)
+    :return: one non-negative cost per action, like ``outcomes.reward``
+    """
+    check_horizon(horizon)
+    service_s = outcomes.latency_s - outcomes.wait_s
+    busy_s = outcomes.device_free_s - outcomes.wait_s
+    keep = _undominated(outcomes.correct, service_s, busy_s, outcomes.energy_j)
+    correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
+    energy_j = outcomes.energy_j[keep]
+    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
+    deadline = reward_spec.deadline_s
+    waits = np.unique(
+        np.concatenate(
+            [
+                np.linspace(0.0, deadline, _FINE_POINTS),
+                np.linspace(deadline, reward_spec.latency_cap * deadline, _COARSE_POINTS),
+                next_wait,
+            ]
+        )
+    )
+    # value[i]: the best reward of the requests still to come when the next one waits waits[i]
+    value = np.zeros_like(waits)
+    after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
+    now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
+    for _ in range(horizon):
+        value = (now + np.interp(after, waits, value)).max(axis=1)
+    return np.maximum(value[0] - value[np.searchsorted(waits, next_wait)], 0.0)
+
+
+def _undominated(
+    correct: np.ndarray, service_s: np.ndarray, busy_s: np.ndarray, energy_j: np.ndarray
+) -> np.ndarray:
+    """Mask of the actions no other action matches or beats on all four (the first of equals kept)."""
+    no_worse = np.ones((len(correct), len(correct)), dtype=bool)
+    better = np.zeros_like(no_worse)
+    # [i, j]: action i against action j, one criterion at a time (smaller is better)
+    for cost in (-correct, service_s, busy_s, energy_j):
+        no_worse &= cost[:, None] <= cost[None, :]
+        better |= cost[:, None] < cost[None, :]
+    index = np.arange(len(correct))
+    dominates = no_worse & (better | (index[:, None] < index[None, :]))
+    return np.asarray(~dominates.any(axis=0))
+
+
+def best_with_backlog(
+    outcomes: ActionOutcomes, env: SplitComputingEnv, horizon: int = DEFAULT_BACKLOG_HORIZON
+) -> np.ndarray:
+    """The action of highest reward minus :func:`backlog_cost` (ties go to the lowest flat index).
+
+    :param outcomes: the current request's outcomes as the policy sees them
+    :param env: the env (its frame interval and reward)
+    :param horizon: requests the backlog cost counts
+    """
+    score = outcomes.reward - backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, horizon)
+    return outcomes.actions[int(np.argmax(score))].copy()

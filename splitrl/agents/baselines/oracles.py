@@ -1,0 +1,96 @@
+"""References that know what no device can: the channel now, or the channel over the transfer and every draw.
+
+None of them is realizable; they measure what knowing more is worth. They read the env's internals
+through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions` (``clairvoyant``,
+``clairvoyant-lookahead``) or the true channel (``oracle-now``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitrl.agents.baselines.backlog import (
+    DEFAULT_BACKLOG_HORIZON,
+    best_with_backlog,
+    check_horizon,
+)
+from splitrl.envs.split_computing import SplitComputingEnv
+
+
+class OracleNowPolicy:
+    """The device's predictor, told the true capacity at decision time, with the backlog priced.
+
+    Everything else is device knowledge, as for ``robust-mpc``: ``env.predict_actions`` at the true
+    capacity of the uplink when the request starts (``env.channel.capacity(env.request_start_s)``),
+    minus :func:`~splitrl.agents.baselines.backlog.backlog_cost`. It does not know how the capacity
+    moves during the transfer, the payload of this very request, nor its RTT and queueing draws. The
+    gap between it and ``robust-mpc`` is what a perfect link estimate is worth.
+
+    :param horizon: next requests the backlog cost counts
+    """
+
+    name = "oracle-now"
+    causal = False
+    knows = "the true capacity at decision time; otherwise the device's own estimates"
+
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        self.horizon = check_horizon(horizon)
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Nothing to reset."""
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The best action at the true current capacity, backlog priced."""
+        capacity = env.channel.capacity(env.request_start_s)
+        return best_with_backlog(env.predict_actions(capacity), env, self.horizon)
+
+
+class ClairvoyantPolicy:
+    """The action of highest true reward for this request, myopic.
+
+    It calls ``env.evaluate_actions()``, which knows, for this request: the channel capacity over
+    the actual transfer of each action, its payload in bytes, its RTT draw, the server's true load
+    when it arrives and its queueing draw. Correctness is the action's accuracy in the profile, not
+    this sample's label. It is myopic: it does not weigh what its choice does to the backlog of the
+    next requests, so it is not an upper bound (``clairvoyant-lookahead`` is the upper reference).
+    """
+
+    name = "clairvoyant"
+    causal = False
+    knows = (
+        "the capacity over the actual transfer, this request's payload, RTT, server load and "
+        "queueing draws"
+    )
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Nothing to reset."""
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The action of highest true reward."""
+        return env.evaluate_actions().best()
+
+
+class ClairvoyantLookaheadPolicy:
+    """``clairvoyant``, plus the cost its backlog puts on the next requests: the upper reference.
+
+    The action maximizes the true reward of this request (``env.evaluate_actions()``) minus
+    :func:`~splitrl.agents.baselines.backlog.backlog_cost` over the next ``horizon`` requests,
+    which are forecast to have this request's true outcomes (the capacity it would meet, its
+    payloads, RTT, load and queueing). Not realizable.
+
+    :param horizon: next requests the backlog cost counts
+    """
+
+    name = "clairvoyant-lookahead"
+    causal = False
+    knows = "what clairvoyant knows, and the backlog's cost on the next requests forecast from it"
+
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        self.horizon = check_horizon(horizon)
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Nothing to reset."""
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The action of highest true reward minus backlog cost."""
+        return best_with_backlog(env.evaluate_actions(), env, self.horizon)

@@ -1,0 +1,87 @@
+"""RobustMPC for split computing: a cautious throughput prediction, and the backlog priced."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from splitrl.agents.baselines.backlog import (
+    DEFAULT_BACKLOG_HORIZON,
+    best_with_backlog,
+    check_horizon,
+)
+from splitrl.envs.split_computing import SplitComputingEnv
+
+#: past prediction errors the discount looks at (RobustMPC's window of 5 chunks)
+DEFAULT_ERROR_WINDOW = 5
+
+
+class RobustMPCPolicy:
+    """A RobustMPC-style controller: a discounted throughput forecast, and the backlog priced.
+
+    Yin, Jindal, Sekar, Sinopoli, "A Control-Theoretic Approach for Dynamic Adaptive Video Streaming
+    over HTTP", SIGCOMM 2015. RobustMPC predicts the throughput by the harmonic mean of the last
+    measurements, divides it by ``1 + max error`` (the largest relative error of its past
+    predictions, ``|predicted - measured| / measured``, over the last ``error_window`` transfers),
+    and optimizes the reward of the next decisions under that prediction.
+
+    Here the measurements are the throughputs of the device's last transfers
+    (``env.knowledge.throughputs``, the link's nominal rate before any) and, when the env observes
+    it, the radio's link-rate report (``env.knowledge.link_quality_bps``). The error of a prediction
+    is scored on the transfer its decision started. The action is the argmax of the predicted reward
+    (``env.predict_actions`` at the discounted throughput) minus the cost its backlog puts on the
+    next requests (:func:`~splitrl.agents.baselines.backlog.backlog_cost`). It is causal: it reads
+    only the device's knowledge.
+
+    :param error_window: past transfers whose prediction error discounts the forecast
+    :param horizon: next requests the backlog cost counts
+    """
+
+    name = "robust-mpc"
+    causal = True
+    knows = (
+        "the device's own estimates (its measured throughputs, the link-rate report when observed, "
+        "the last reported server load, its backlog), priced with the backlog"
+    )
+
+    def __init__(
+        self,
+        error_window: int = DEFAULT_ERROR_WINDOW,
+        horizon: int = DEFAULT_BACKLOG_HORIZON,
+    ) -> None:
+        if error_window < 1:
+            raise ValueError(f"error_window must be at least 1, got {error_window}")
+        self.error_window = error_window
+        self.horizon = check_horizon(horizon)
+        self.errors: deque[float] = deque(maxlen=error_window)
+        #: the harmonic mean of the last decision, before the discount
+        self.predicted_bps = math.nan
+        #: the discounted forecast the last decision used
+        self.robust_bps = math.nan
+        self._seen_transfer_end = -math.inf
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Forget past errors and predictions: a new episode."""
+        self.errors.clear()
+        self.predicted_bps = math.nan
+        self.robust_bps = math.nan
+        self._seen_transfer_end = env.knowledge.last_transfer_end
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The action of highest predicted reward minus backlog cost, at the robust throughput."""
+        knowledge = env.knowledge
+        if knowledge.last_transfer_end != self._seen_transfer_end:
+            # The previous decision started a transfer: score the prediction it was made with.
+            self._seen_transfer_end = knowledge.last_transfer_end
+            measured = knowledge.throughput_estimate_bps
+            if math.isfinite(self.predicted_bps):
+                self.errors.append(abs(self.predicted_bps - measured) / measured)
+        samples = list(knowledge.throughputs)
+        link_quality = getattr(knowledge, "link_quality_bps", None)
+        if link_quality is not None:
+            samples.append(link_quality)
+        self.predicted_bps = len(samples) / sum(1.0 / max(sample, 1.0) for sample in samples)
+        self.robust_bps = self.predicted_bps / (1.0 + max(self.errors, default=0.0))
+        return best_with_backlog(env.predict_actions(self.robust_bps), env, self.horizon)
