@@ -9,6 +9,11 @@ Formats (see ``docs/channels.md``):
 * **Pensieve cooked**: two whitespace-separated columns ``time_s throughput_Mbps``; the value of
   row ``i`` holds over ``(t[i-1], t[i]]``, so the first row only marks the start.
 * **CSV**: ``time_s,Mbps`` with an optional header line, same interval convention as Pensieve.
+
+Limits, checked while a file is read and before anything of a trace's size is allocated, so that a
+hostile or mistaken file fails at load in well under a second: files of at most
+:data:`MAX_TRACE_FILE_BYTES`, at most :data:`MAX_TRACE_SEGMENTS` segments, segments of at least
+:data:`MIN_SEGMENT_S` and rates of at most :data:`MAX_RATE_BPS`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,14 @@ import numpy as np
 
 TRACE_FORMATS = ("mahimahi", "pensieve", "csv")
 MAHIMAHI_PACKET_BITS = 1500 * 8
+#: most capacity segments of a trace (a Mahimahi file's bins, a table's rows)
+MAX_TRACE_SEGMENTS = 1_000_000
+#: shortest segment (time step) of a trace, in seconds: 1 us
+MIN_SEGMENT_S = 1e-6
+#: highest rate of a trace, in bit/s: 100 Gbit/s
+MAX_RATE_BPS = 100e9
+#: largest trace file read, in bytes
+MAX_TRACE_FILE_BYTES = 64 * 1024 * 1024
 
 
 class TraceFormatError(ValueError):
@@ -72,8 +85,24 @@ class Trace:
             raise ValueError(f"trace {self.name!r}: boundaries must be strictly increasing")
         if not all(math.isfinite(b) for b in boundaries):
             raise ValueError(f"trace {self.name!r}: boundaries must be finite")
+        if len(rates) > MAX_TRACE_SEGMENTS:
+            raise ValueError(
+                f"trace {self.name!r}: {len(rates)} segments, above the limit of "
+                f"{MAX_TRACE_SEGMENTS}"
+            )
+        shortest = min(b1 - b0 for b0, b1 in pairwise(boundaries))
+        if shortest < MIN_SEGMENT_S * (1 - 1e-9):
+            raise ValueError(
+                f"trace {self.name!r}: a segment of {shortest:g} s, shorter than the "
+                f"{MIN_SEGMENT_S:g} s limit"
+            )
         if not all(math.isfinite(r) and r >= 0.0 for r in rates):
             raise ValueError(f"trace {self.name!r}: rates must be finite and non-negative")
+        if max(rates) > MAX_RATE_BPS:
+            raise ValueError(
+                f"trace {self.name!r}: a rate of {max(rates):g} bit/s, above the limit of "
+                f"{MAX_RATE_BPS:g} bit/s"
+            )
         if not any(r > 0.0 for r in rates):
             raise ValueError(f"trace {self.name!r}: all rates are zero")
         object.__setattr__(self, "boundaries_s", boundaries)
@@ -118,6 +147,15 @@ class Trace:
 
 
 def _read_lines(path: Path) -> list[str]:
+    if path.is_dir():
+        raise TraceFormatError(path, None, "a directory, not a trace file")
+    if not path.exists():
+        raise FileNotFoundError(f"trace file {path} not found")
+    size = path.stat().st_size
+    if size > MAX_TRACE_FILE_BYTES:
+        raise TraceFormatError(
+            path, None, f"{size} bytes, above the limit of {MAX_TRACE_FILE_BYTES} for a trace file"
+        )
     try:
         return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
@@ -136,8 +174,8 @@ def parse_mahimahi(path: str | Path, *, bin_s: float = 0.1, name: str | None = N
     :param name: a label (default: the file name)
     :raises TraceFormatError: empty file, non-integer, negative or decreasing timestamps
     """
-    if not (math.isfinite(bin_s) and bin_s > 0.0):
-        raise ValueError(f"bin_s must be positive, got {bin_s}")
+    if not (math.isfinite(bin_s) and bin_s >= MIN_SEGMENT_S):
+        raise ValueError(f"bin_s must be at least {MIN_SEGMENT_S:g} s, got {bin_s}")
     path = Path(path)
     stamps: list[int] = []
     last_line = 0
@@ -173,6 +211,13 @@ def parse_mahimahi(path: str | Path, *, bin_s: float = 0.1, name: str | None = N
     duration_s = period_ms / 1000.0
     # The slack keeps a rounding error in duration_s / bin_s from adding an empty last bin.
     n_bins = max(1, math.ceil(duration_s / bin_s - 1e-6))
+    if n_bins > MAX_TRACE_SEGMENTS:
+        raise TraceFormatError(
+            path,
+            last_line,
+            f"the trace lasts {duration_s:g} s: {n_bins} bins of {bin_s:g} s, above the limit "
+            f"of {MAX_TRACE_SEGMENTS} segments",
+        )
     bins = np.minimum(np.floor(np.asarray(stamps) / (1000.0 * bin_s)), n_bins - 1)
     counts = np.bincount(bins.astype(np.int64), minlength=n_bins)
     boundaries = [min(k * bin_s, duration_s) for k in range(n_bins)] + [duration_s]
@@ -208,9 +253,26 @@ def _parse_time_rate_table(path: Path, fmt: str, name: str | None) -> Trace:
             raise TraceFormatError(path, line_no, f"non-finite value in {fields!r}")
         if rate < 0.0:
             raise TraceFormatError(path, line_no, f"negative rate {rate} Mbps")
+        if rate * 1e6 > MAX_RATE_BPS:
+            raise TraceFormatError(
+                path,
+                line_no,
+                f"rate {rate:g} Mbps is above the limit of {MAX_RATE_BPS / 1e6:g} Mbps",
+            )
         if times and t <= times[-1]:
             raise TraceFormatError(
                 path, line_no, f"time {t} s does not increase (previous row: {times[-1]} s)"
+            )
+        if times and t - times[-1] < MIN_SEGMENT_S:
+            raise TraceFormatError(
+                path,
+                line_no,
+                f"time step of {t - times[-1]:g} s after the previous row is shorter than the "
+                f"{MIN_SEGMENT_S:g} s limit",
+            )
+        if len(times) > MAX_TRACE_SEGMENTS:
+            raise TraceFormatError(
+                path, line_no, f"more than {MAX_TRACE_SEGMENTS} segments, the limit of a trace"
             )
         times.append(t)
         mbps.append(rate)
