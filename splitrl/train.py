@@ -35,6 +35,7 @@ _RUN_DEFINING_FLAGS = {
     "channel": "--channel",
     "reward": "--reward",
     "horizon": "--horizon",
+    "link_quality": "--no-link-quality",
     "reward_correctness": "--reward-correctness",
     "seed": "--seed",
     "n_envs": "--n-envs",
@@ -67,6 +68,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--reward", help="reward preset, replacing the scenario's")
     what.add_argument(
         "--horizon", type=integer_at_least(1), help="requests per episode, replacing the scenario's"
+    )
+    what.add_argument(
+        "--no-link-quality",
+        dest="link_quality",
+        action="store_const",
+        const=False,
+        help="observe throughput only, without the radio's link-rate report",
     )
     what.add_argument(
         "--reward-correctness",
@@ -151,6 +159,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         "channel": args.channel,
         "reward": args.reward,
         "horizon": args.horizon,
+        "link_quality": args.link_quality,
         "reward_correctness": args.reward_correctness,
         "timesteps": args.timesteps,
         "seed": args.seed,

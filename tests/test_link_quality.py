@@ -191,3 +191,15 @@ def test_episodes_cover_the_scenarios_seconds(tiny_profile: Profile) -> None:
     assert episode_requests(20.0, 0.3) == 67
     with pytest.raises(ValueError, match="episode_s"):
         episode_requests(0.0, 0.1)
+
+
+def test_train_flag_turns_link_quality_off() -> None:
+    import argparse
+
+    from splitrl.train import config_from_args, configure_parser
+
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    off = config_from_args(parser.parse_args(["--no-link-quality"]))
+    assert off.effective_scenario().link_quality is False
+    assert config_from_args(parser.parse_args([])).effective_scenario().link_quality is True

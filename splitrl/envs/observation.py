@@ -53,8 +53,9 @@ class ObservationLayout:
 
 def scale_throughput(bps: float) -> float:
     """Throughput feature: ``log10(bps / 1e6) / 3`` clipped to ``[-1, 1]`` (1 kbit/s .. 1 Gbit/s)."""
-    value = math.log10(max(bps, 1.0) / 1e6) / _LOG_MBPS_RANGE
-    return min(max(value, -1.0), 1.0)
+    # conditional expressions instead of min/max: this runs in every step
+    value = (math.log10(bps if bps > 1.0 else 1.0) - 6.0) / _LOG_MBPS_RANGE
+    return -1.0 if value < -1.0 else 1.0 if value > 1.0 else value
 
 
 def unscale_throughput(feature: float) -> float:
@@ -79,6 +80,7 @@ class DeviceKnowledge:
         frame_interval_s: float,
     ) -> None:
         self.layout = layout
+        self._observes_link_quality = layout.link_quality
         self.prior_bps = prior_bps
         self.deadline_s = deadline_s
         self.frame_interval_s = frame_interval_s
@@ -138,7 +140,7 @@ class DeviceKnowledge:
                     if load is not None:
                         self.server_load = load
         rates = [*self._scaled]
-        if self.layout.link_quality:
+        if self._observes_link_quality:
             if link_quality_bps is None:
                 raise ValueError("the layout observes link quality; pass link_quality_bps")
             self.link_quality_bps = link_quality_bps

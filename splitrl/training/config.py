@@ -47,7 +47,7 @@ EVAL_SEED_OFFSET = 10_000
 CONFIG_FORMAT = 1
 
 #: scenario fields a run may replace; run configs store them under these names (the env's keywords)
-SCENARIO_OVERRIDES = ("profile", "device", "channel", "reward", "horizon")
+SCENARIO_OVERRIDES = ("profile", "device", "channel", "reward", "horizon", "link_quality")
 
 VecEnvKind = Literal["dummy", "subproc"]
 
@@ -64,6 +64,8 @@ class TrainConfig:
         ``trace:PATH`` that replaces the scenario's
     :param reward: reward preset that replaces the scenario's
     :param horizon: requests per episode, replacing the scenario's
+    :param link_quality: ``False`` drops the radio's link-rate report from the observation
+        (throughput-only studies); ``None`` keeps the scenario's choice
     :param reward_correctness: correctness in the training reward: ``"expected"`` (the profile's
         accuracy of the chosen action) or ``"sample"`` (the drawn sample's own outcome). The device
         never sees which sample it classifies, so both have the same optimal policy; ``"expected"``
@@ -89,6 +91,7 @@ class TrainConfig:
     channel: str | None = None
     reward: str | None = None
     horizon: int | None = None
+    link_quality: bool | None = None
     reward_correctness: str = "expected"
     timesteps: int = DEFAULT_TIMESTEPS
     seed: int = 0
@@ -134,6 +137,7 @@ class TrainConfig:
             "channel": self.channel,
             "reward": self.reward,
             "horizon": self.horizon,
+            "link_quality": self.link_quality,
         }
         if self.profile is not None:
             candidate = Path(self.profile)
