@@ -4,12 +4,18 @@ JSON holds what a person reads and diffs (stages, exits, accuracies, provenance)
 per-sample arrays compactly and loads without pickle, so a foreign or hostile file cannot run code.
 The JSON records the SHA-256 of the NPZ file: a profile whose arrays were swapped or damaged is
 rejected instead of silently replaying other outcomes.
+
+A profile is read as untrusted input: its arrays file must lie in the JSON's own folder; every
+array's size, shape and dtype is read from the zip and ``.npy`` headers and checked against the
+metadata before anything is decompressed; latencies, codec times and codec settings are checked
+for type and range (finite, non-negative, at most :data:`MAX_LATENCY_MS`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import zipfile
 from importlib import resources
 from pathlib import Path
@@ -17,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.codecs import CodecError
+from splitrl.codecs.clipping import parse_clip
 from splitrl.profiles.schema import (
     PROFILE_FORMAT,
     PROFILE_VERSION,
@@ -40,6 +48,27 @@ _ARRAYS: dict[str, str] = {
     "encode_ms": "float32",
     "decode_ms": "float32",
 }
+#: bytes an ``.npy`` member may hold beyond its array data (its header)
+_NPY_HEADER_BYTES = 64 * 1024
+#: the longest latency or codec time a profile may record, in milliseconds (one hour)
+MAX_LATENCY_MS = 3_600_000.0
+#: codec settings a profile may record, and their types
+_CODEC_SETTINGS = {"per_channel": bool, "clip": object, "entropy": bool, "run_length": bool}
+
+
+def _expected_shapes(
+    n_samples: int, n_splits: int, n_bits: int, n_exits: int
+) -> dict[str, tuple[int, ...]]:
+    """The shape of every array of a profile of these dimensions."""
+    return {
+        "labels": (n_samples,),
+        "payload_bytes": (n_samples, n_splits, n_bits),
+        "correct": (n_samples, n_splits, n_bits, n_exits),
+        "confidence": (n_samples, n_splits, n_bits, n_exits),
+        "input_png_bytes": (n_samples,),
+        "encode_ms": (n_splits, n_bits),
+        "decode_ms": (n_splits, n_bits),
+    }
 
 
 def shipped_profiles_dir() -> Path:
@@ -165,10 +194,25 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
             f"(this splitrl reads version {PROFILE_VERSION})"
         )
     try:
-        arrays_file = json_path.parent / _require(document["arrays"], "file", str)
+        arrays_name = _require(document["arrays"], "file", str)
         expected_sha = _require(document["arrays"], "sha256", str)
     except (KeyError, TypeError) as error:
         raise ProfileError(f"{json_path}: missing or malformed 'arrays' entry: {error}") from error
+    try:
+        shapes = _expected_shapes(
+            _require(document, "n_samples", int),
+            len(_require(document, "stages", list)) + 1,
+            len(_require(document, "bit_options", list)),
+            len(_require(document, "exits", list)),
+        )
+    except (KeyError, TypeError) as error:
+        raise ProfileError(f"{json_path}: malformed metadata: {error!r}") from error
+    if Path(arrays_name).name != arrays_name or arrays_name in ("", ".", ".."):
+        raise ProfileError(
+            f"{json_path}: 'arrays.file' must name a file in the profile's own folder, "
+            f"got {arrays_name!r}"
+        )
+    arrays_file = json_path.parent / arrays_name
     if not arrays_file.exists():
         raise ProfileError(f"{json_path}: its arrays file {arrays_file} is missing")
     actual_sha = sha256_of_file(arrays_file)
@@ -177,7 +221,7 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
             f"{arrays_file}: SHA-256 {actual_sha[:12]}... does not match {expected_sha[:12]}... "
             f"recorded in {json_path.name}: the arrays were changed or damaged"
         )
-    arrays = _read_arrays(arrays_file)
+    arrays = _read_arrays(arrays_file, shapes)
     try:
         profile = _from_json(document, arrays)
     except (KeyError, TypeError, ValueError) as error:
@@ -191,8 +235,39 @@ def load_profile(name_or_path: str | Path = DEFAULT_PROFILE) -> Profile:
     return profile
 
 
-def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+def _check_array_headers(path: Path, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Check every member's size, shape and dtype from the zip and ``.npy`` headers alone."""
+    with zipfile.ZipFile(path) as archive:
+        members = {info.filename: info for info in archive.infolist()}
+        missing = [key for key in _ARRAYS if f"{key}.npy" not in members]
+        if missing:
+            raise ProfileError(f"{path}: missing arrays {missing}")
+        for key, dtype in _ARRAYS.items():
+            shape = shapes[key]
+            limit = math.prod(shape) * np.dtype(dtype).itemsize + _NPY_HEADER_BYTES
+            size = members[f"{key}.npy"].file_size
+            if size > limit:
+                raise ProfileError(
+                    f"{path}: array {key!r} would decompress to {size} bytes; "
+                    f"a {dtype} array of shape {shape} takes at most {limit}"
+                )
+            with archive.open(f"{key}.npy") as member:
+                version = np.lib.format.read_magic(member)
+                if version == (1, 0):
+                    header = np.lib.format.read_array_header_1_0(member)
+                else:
+                    header = np.lib.format.read_array_header_2_0(member)
+            if tuple(header[0]) != shape:
+                raise ProfileError(
+                    f"{path}: array {key!r} has shape {tuple(header[0])}, expected {shape}"
+                )
+            if header[2] != np.dtype(dtype):
+                raise ProfileError(f"{path}: array {key!r} has dtype {header[2]}, expected {dtype}")
+
+
+def _read_arrays(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
     try:
+        _check_array_headers(path, shapes)
         with np.load(path, allow_pickle=False) as npz:
             missing = [key for key in _ARRAYS if key not in npz.files]
             if missing:
@@ -290,18 +365,18 @@ def validate_profile(profile: Profile) -> None:
     for block in (*profile.stages, *profile.exits):
         if block.flops < 0 or block.params < 0 or block.n_layers < 0:
             raise ProfileError(f"{block.name}: flops, params and n_layers must be non-negative")
+        for name, value in vars(block.host).items():
+            if name == "n_threads":
+                if value < 1:
+                    raise ProfileError(f"{block.name}: host n_threads must be at least 1")
+            elif not (math.isfinite(value) and 0.0 <= value <= MAX_LATENCY_MS):
+                raise ProfileError(
+                    f"{block.name}: host latency {name} = {value!r} ms is not in "
+                    f"[0, {MAX_LATENCY_MS:g}]"
+                )
         if any(d < 1 for d in block.output_shape):
             raise ProfileError(f"{block.name}: output shape {block.output_shape} is not positive")
-    expected_shapes = {
-        "labels": (n,),
-        "payload_bytes": (n, n_splits, n_bits),
-        "correct": (n, n_splits, n_bits, n_exits),
-        "confidence": (n, n_splits, n_bits, n_exits),
-        "input_png_bytes": (n,),
-        "encode_ms": (n_splits, n_bits),
-        "decode_ms": (n_splits, n_bits),
-    }
-    for key, shape in expected_shapes.items():
+    for key, shape in _expected_shapes(n, n_splits, n_bits, n_exits).items():
         actual = getattr(profile, key).shape
         if actual != shape:
             raise ProfileError(f"array {key!r} has shape {actual}, expected {shape}")
@@ -317,8 +392,13 @@ def validate_profile(profile: Profile) -> None:
     confidence = profile.confidence.astype(np.float32)
     if not np.all(np.isfinite(confidence)) or confidence.min() < 0 or confidence.max() > 1.0 + 1e-3:
         raise ProfileError("confidence must lie in [0, 1]")
-    if np.any(profile.encode_ms < 0) or np.any(profile.decode_ms < 0):
-        raise ProfileError("codec times must be non-negative")
+    for key in ("encode_ms", "decode_ms"):
+        times = getattr(profile, key)
+        if not (np.all(np.isfinite(times)) and times.min() >= 0 and times.max() <= MAX_LATENCY_MS):
+            raise ProfileError(
+                f"codec times {key} must be finite and in [0, {MAX_LATENCY_MS:g}] ms"
+            )
+    _validate_codec_settings(profile.codec)
     for e, k_e in enumerate(exit_stages):
         device_only = profile.correct[:, k_e:, :, e]
         reference = profile.correct[:, -1:, :1, e]
@@ -331,3 +411,17 @@ def validate_profile(profile: Profile) -> None:
         raise ProfileError(
             f"input dtype {profile.input_dtype!r} is not one of uint8, float16, float32"
         )
+
+
+def _validate_codec_settings(codec: dict[str, Any]) -> None:
+    """The codec settings must be those :func:`splitrl.codecs.encode` accepts."""
+    unknown = sorted(set(codec) - set(_CODEC_SETTINGS))
+    if unknown:
+        raise ProfileError(f"unknown codec settings {unknown}; known: {sorted(_CODEC_SETTINGS)}")
+    for name, kind in _CODEC_SETTINGS.items():
+        if kind is bool and name in codec and not isinstance(codec[name], bool):
+            raise ProfileError(f"codec setting {name} must be true or false, got {codec[name]!r}")
+    try:
+        parse_clip(codec.get("clip"))
+    except CodecError as error:
+        raise ProfileError(f"codec setting clip: {error}") from None
