@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from splitrl.cli import integer_at_least
@@ -195,6 +196,14 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--resume continues a run with its own configuration; drop {', '.join(conflicting)}"
             )
+        from splitrl.training.run_dir import RunDirectory
+
+        previous = RunDirectory(Path(args.resume)).read_config()
+        print(
+            f"resuming {args.resume}: {previous.get('status')} at "
+            f"{previous.get('num_timesteps')} timesteps",
+            file=sys.stderr,
+        )
         result = resume(
             args.resume,
             timesteps=args.timesteps,
@@ -205,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         result = train(config_from_args(args), progress_bar=progress_bar)
     path = result.run_dir.path
+    if result.resumed_from is not None:
+        print(f"continued from the checkpoint of {result.resumed_from.num_timesteps} timesteps")
     if result.interrupted:
         print(
             f"interrupted after {result.num_timesteps} timesteps; model saved to {path}\n"

@@ -23,6 +23,7 @@ was killed, and is reported as ``interrupted``.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import yaml
 
@@ -65,7 +66,11 @@ def fault_point(phase: str, num_timesteps: int) -> None:
 
 
 def atomic_write(
-    path: Path, write: Callable[[IO[bytes]], object], *, phase: str = "", num_timesteps: int = 0
+    path: Path,
+    write: Callable[[io.BufferedWriter], object],
+    *,
+    phase: str = "",
+    num_timesteps: int = 0,
 ) -> None:
     """Write ``path`` so that a crash leaves the old file or the new one, never a part of it.
 
