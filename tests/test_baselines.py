@@ -1,9 +1,10 @@
-"""Baselines and the oracle: valid canonical actions, their defining rules, their ordering."""
+"""Baselines and references: valid actions, what each one may read, and the behaviour that defines it."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -12,97 +13,317 @@ import pytest
 from splitrl.agents.baselines import (
     BASELINES,
     BestStaticPolicy,
+    ChannelBlindPolicy,
+    ClairvoyantLookaheadPolicy,
+    ClairvoyantPolicy,
     EdgentPolicy,
+    GreedyPolicy,
     NeurosurgeonPolicy,
+    OracleNowPolicy,
+    RobustMPCPolicy,
+    backlog_cost,
+    causal_baselines,
+    fitted_baselines,
     lossless_bit_index,
     make_baseline,
 )
 from splitrl.agents.policy import Policy
+from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv
+from splitrl.envs.server_load import ServerLoad
 from splitrl.profiles.presets import get_device_preset
 from splitrl.profiles.schema import Profile
 
 #: the tiny model on a device slow enough that offloading sometimes pays off
 SLOW_DEVICE = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
+#: frames faster than the tiny model's final exit on SLOW_DEVICE (10 ms), with a tight deadline:
+#: a slow choice makes the next frames wait
+QUEUEING: dict[str, Any] = {"frame_interval_s": 0.006, "deadline_s": 0.02}
 
 
-def env_factory(profile: Profile, horizon: int = 50) -> Callable[[], SplitComputingEnv]:
+def env_factory(
+    profile: Profile, horizon: int = 50, *, fcfs: bool = False, **overrides: Any
+) -> Callable[[], SplitComputingEnv]:
+    """Envs of the tiny profile; ``fcfs``: a server whose queueing is a random draw per request."""
+
     def make() -> SplitComputingEnv:
-        return SplitComputingEnv(profile=profile, device=SLOW_DEVICE, horizon=horizon)
+        env = SplitComputingEnv(profile=profile, device=SLOW_DEVICE, horizon=horizon, **overrides)
+        if fcfs:
+            env.server_load = ServerLoad(discipline="fcfs")
+        return env
 
     return make
 
 
 def baseline(name: str, profile: Profile) -> Policy:
-    if name == "best-static":
+    if name in fitted_baselines():
         return make_baseline(name, env_factory=env_factory(profile), episodes=1, seed=100)
     return make_baseline(name)
 
 
-def run_episodes(
-    policy: Policy, env: SplitComputingEnv, seeds: range
-) -> tuple[list[np.ndarray], list[dict[str, Any]], list[float]]:
-    actions, infos, rewards = [], [], []
-    for seed in seeds:
-        observation, _ = env.reset(seed=seed)
-        policy.reset(env)
-        done = False
-        while not done:
-            action = policy.act(env, observation)
-            observation, reward, terminated, truncated, info = env.step(action)
-            actions.append(action)
-            infos.append(info)
-            rewards.append(reward)
-            done = terminated or truncated
-    return actions, infos, rewards
+def mean_reward(policy: Policy, env: SplitComputingEnv, seeds: list[int]) -> float:
+    return float(run_episodes(policy, env, seeds).reward.mean())
 
 
 @pytest.mark.parametrize("name", list(BASELINES))
 def test_every_baseline_takes_valid_canonical_actions(name: str, tiny_profile: Profile) -> None:
     env = env_factory(tiny_profile)()
-    policy = baseline(name, tiny_profile)
-    actions, _, _ = run_episodes(policy, env, range(1))
+    rollout = run_episodes(baseline(name, tiny_profile), env, [0])
     mask = env.action_masks()
-    assert len(actions) == env.horizon
-    for action in actions:
-        assert action.shape == (3,) and np.issubdtype(action.dtype, np.integer)
-        assert env.action_space.contains(action)
-        assert mask[env.actions.flat_index(*action)], f"{name} took non-canonical {action}"
+    assert rollout.reward.shape == (1, env.horizon)
+    for e, s, b in zip(rollout.exit[0], rollout.split[0], rollout.bits[0], strict=True):
+        assert mask[env.actions.flat_index(*env.actions.canonical(e, s, max(b, 0)))]
 
 
-def test_oracle_bounds_every_baseline_and_greedy_beats_random(tiny_profile: Profile) -> None:
-    # The env draws requests and the channel from private streams: every policy faces the same ones.
-    seeds = range(3)
-    mean_reward = {
-        name: float(
-            np.mean(
-                run_episodes(baseline(name, tiny_profile), env_factory(tiny_profile, 200)(), seeds)[
-                    2
-                ]
-            )
-        )
-        for name in BASELINES
-    }
-    assert all(mean_reward["oracle"] >= value for value in mean_reward.values()), mean_reward
-    assert mean_reward["greedy"] > mean_reward["random"], mean_reward
+def test_every_baseline_says_whether_it_is_causal_and_what_it_knows() -> None:
+    for name, factory in BASELINES.items():
+        policy = factory()
+        assert isinstance(policy.causal, bool) and policy.knows.strip(), name
+    references = {"oracle-now", "clairvoyant", "clairvoyant-lookahead"}
+    assert set(causal_baselines()) == set(BASELINES) - references
+    assert set(fitted_baselines()) == {"best-static", "channel-blind"}
 
 
-@pytest.mark.parametrize("name", ["device-only", "device-only-first-exit"])
-def test_device_only_sends_nothing(name: str, tiny_profile: Profile) -> None:
+class _Forbidden:
+    """Raises on any use: what the device cannot know while it decides."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def _refuse(self, *_: object) -> Any:
+        raise AssertionError(f"read {self._what} while deciding")
+
+    __getattr__ = __iter__ = __getitem__ = __call__ = _refuse
+
+
+class _ServiceModelOnly:
+    """The server's published service model (slowdown and mean queueing at a reported load) only."""
+
+    def __init__(self, server_load: ServerLoad) -> None:
+        self._server_load = server_load
+
+    def compute_slowdown(self, load: float) -> float:
+        return self._server_load.compute_slowdown(load)
+
+    def queueing_delay(self, load: float, service_time: float, u: float | None = None) -> float:
+        assert u is None, "read this request's queueing draw while deciding"
+        return self._server_load.queueing_delay(load, service_time, None)
+
+    def __getattr__(self, name: str) -> Any:
+        raise AssertionError(f"read server_load.{name} (the true load) while deciding")
+
+
+#: env attributes that hold the truth: the channel, the RTT and request draws, the radio's report
+#: process (the device sees its report through ``env.knowledge``), and the all-knowing helpers
+_HIDDEN = (
+    "channel",
+    "rtt",
+    "_draw",
+    "_requests",
+    "link_quality_report",
+    "evaluate_actions",
+    "step",
+    "reset",
+)
+
+
+@contextmanager
+def device_view(env: SplitComputingEnv, also_hidden: tuple[str, ...] = ()) -> Iterator[None]:
+    """Within the block, everything the device cannot know raises when touched."""
+    names = [name for name in (*_HIDDEN, *also_hidden) if hasattr(env, name)]
+    saved = {name: env.__dict__[name] for name in (*names, "server_load") if name in env.__dict__}
+    for name in names:
+        setattr(env, name, _Forbidden(name))
+    env.server_load = _ServiceModelOnly(saved["server_load"])  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for name in names:
+            if name not in saved:
+                delattr(env, name)  # a method: the class's own comes back
+        for name, value in saved.items():
+            setattr(env, name, value)
+
+
+class _DeviceViewPolicy:
+    """Runs ``policy`` with every ``act`` inside :func:`device_view`."""
+
+    def __init__(self, policy: Policy, also_hidden: tuple[str, ...] = ()) -> None:
+        self.policy = policy
+        self.name = policy.name
+        self.also_hidden = also_hidden
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        self.policy.reset(env)
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        with device_view(env, self.also_hidden):
+            return self.policy.act(env, observation)
+
+
+@pytest.mark.parametrize("name", causal_baselines())
+def test_no_causal_baseline_reads_what_the_device_cannot_know(
+    name: str, tiny_profile: Profile
+) -> None:
+    make_env = env_factory(tiny_profile, horizon=60, fcfs=True, **QUEUEING)
+    policy = baseline(name, tiny_profile)
+    guarded = run_episodes(_DeviceViewPolicy(policy), make_env(), [3])
+    free = run_episodes(baseline(name, tiny_profile), make_env(), [3])
+    np.testing.assert_array_equal(guarded.reward, free.reward)
+
+
+def test_the_guard_catches_a_reference(tiny_profile: Profile) -> None:
     env = env_factory(tiny_profile)()
-    actions, infos, _ = run_episodes(make_baseline(name), env, range(1))
-    expected_exit = len(tiny_profile.exits) - 1 if name == "device-only" else 0
-    assert all(info["payload_bytes"] == 0 and info["transfer_s"] == 0.0 for info in infos)
-    assert all(action[0] == expected_exit for action in actions)
+    with pytest.raises(AssertionError, match="while deciding"):
+        run_episodes(_DeviceViewPolicy(OracleNowPolicy()), env, [0])
+    with pytest.raises(AssertionError, match="while deciding"):
+        run_episodes(_DeviceViewPolicy(ClairvoyantPolicy()), env, [0])
 
 
-def test_edge_only_sends_the_input_losslessly(tiny_profile: Profile) -> None:
+def test_predict_actions_is_the_step_time_model_at_the_devices_estimates(
+    tiny_profile: Profile,
+) -> None:
+    env = env_factory(tiny_profile, horizon=80, fcfs=True, **QUEUEING, reward="energy-aware")()
+    env.reset(seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(80):
+        predicted = env.predict_actions()
+        capacity = env.knowledge.throughput_estimate_bps
+        for index, (e, s, b) in enumerate(predicted.actions):
+            expected = env._simulate(e, s, b, capacity, predicted=True, know_labels=False)
+            assert predicted.reward[index] == expected["reward"]
+            assert predicted.latency_s[index] == expected["latency_s"]
+            assert predicted.energy_j[index] == expected["energy_j"]
+            assert predicted.payload_bytes[index] == expected["payload_bytes"]
+            assert predicted.device_free_s[index] == expected["device_free"] - env._arrival
+        assert predicted.wait_s == pytest.approx(expected["wait_s"])
+        env.step(predicted.actions[rng.integers(len(predicted.actions))])
+
+
+def test_backlog_cost_is_what_the_next_requests_lose_to_the_wait(tiny_profile: Profile) -> None:
+    env = env_factory(tiny_profile, horizon=40, **QUEUEING)()
+    env.reset(seed=0)
+    outcomes = env.evaluate_actions()
+    cost = backlog_cost(outcomes, env.frame_interval_s, env.reward_spec)
+    leaves_no_wait = outcomes.device_free_s <= env.frame_interval_s
+    assert leaves_no_wait.any() and (~leaves_no_wait).any()
+    assert np.all(cost[leaves_no_wait] == 0.0)
+    assert np.all(cost >= 0.0)
+    # the longer the wait an action leaves, the more it costs
+    order = np.argsort(outcomes.device_free_s)
+    assert np.all(np.diff(cost[order]) >= -1e-12)
+    assert cost[order[-1]] > 0.0
+    with pytest.raises(ValueError, match="horizon"):
+        backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, 0)
+
+
+def test_channel_blind_decides_from_its_observation_and_the_profile_alone(
+    tiny_profile: Profile,
+) -> None:
+    policy = _DeviceViewPolicy(
+        ChannelBlindPolicy(0.5), also_hidden=("knowledge", "predict_actions")
+    )
+    rollouts = [
+        run_episodes(policy, env_factory(tiny_profile, **QUEUEING, channel=channel)(), [0, 1])
+        for channel in ("markov", "gilbert-elliott")
+    ]
+    exit_stages = np.asarray(tiny_profile.exit_stages)
+    assert (rollouts[0].split >= exit_stages[rollouts[0].exit]).all()  # never offloads
+    np.testing.assert_array_equal(rollouts[0].exit, rollouts[1].exit)
+
+
+@pytest.mark.parametrize(("fraction", "expected_exit"), [(0.1, 0), (5.0, 1)])
+def test_channel_blind_budget_chooses_between_fast_and_accurate(
+    fraction: float, expected_exit: int, tiny_profile: Profile
+) -> None:
+    # exit 1 takes 10 ms on the device, exit 0 5 ms, frames come every 17 ms (nothing queues);
+    # the budget is a fraction of the 40 ms deadline
+    rollout = run_episodes(ChannelBlindPolicy(fraction), env_factory(tiny_profile)(), [0])
+    assert (rollout.exit == expected_exit).all()
+
+
+def test_channel_blind_fit_keeps_the_best_member(tiny_profile: Profile) -> None:
+    factory = env_factory(tiny_profile, horizon=40, **QUEUEING)
+    policy = make_baseline("channel-blind", env_factory=factory, episodes=2, seed=5)
+    assert isinstance(policy, ChannelBlindPolicy)
+    assert policy.deadline_fraction == policy.candidates[int(np.argmax(policy.mean_rewards))]
+    assert len(set(policy.mean_rewards.round(9))) > 1  # the members differ
+    assert policy.mean_rewards.max() == pytest.approx(
+        mean_reward(ChannelBlindPolicy(policy.deadline_fraction), factory(), [5, 6])
+    )
+    with pytest.raises(RuntimeError, match="fit"):
+        ChannelBlindPolicy().reset(factory())
+
+
+def test_robust_mpc_lowers_its_forecast_after_a_big_over_estimate(tiny_profile: Profile) -> None:
     env = env_factory(tiny_profile)()
-    actions, infos, _ = run_episodes(make_baseline("edge-only"), env, range(1))
-    lossless = tiny_profile.bit_options.index("lossless")
-    final = len(tiny_profile.exits) - 1
-    assert all(tuple(action) == (final, 0, lossless) for action in actions)
-    assert all(info["payload_bytes"] > 0 for info in infos)
+    observation, _ = env.reset(seed=0)
+    policy = RobustMPCPolicy()
+    policy.reset(env)
+    policy.act(env, observation)
+    assert policy.robust_bps == policy.predicted_bps  # no error measured yet
+    measured = policy.predicted_bps / 10
+    env.knowledge.record_transfer(1000, 8 * 1000 / measured, end_time=0.01)
+    policy.act(env, observation)
+    assert policy.errors[-1] == pytest.approx(9.0)  # |10 m - m| / m
+    assert policy.robust_bps == pytest.approx(policy.predicted_bps / 10)
+    # the harmonic mean follows the low measurement more than an arithmetic mean would
+    samples = list(env.knowledge.throughputs)
+    if env.knowledge.link_quality_bps is not None:
+        samples.append(env.knowledge.link_quality_bps)
+    assert policy.predicted_bps < np.mean(samples)
+    policy.reset(env)
+    assert not policy.errors
+
+
+def test_robust_mpc_drains_the_backlog_that_greedy_lets_grow(tiny_profile: Profile) -> None:
+    env = env_factory(tiny_profile, horizon=150, **QUEUEING)()
+    greedy = run_episodes(GreedyPolicy(), env, [0, 1])
+    robust = run_episodes(RobustMPCPolicy(), env, [0, 1])
+    assert robust.latency_s.mean() < 0.7 * greedy.latency_s.mean()
+    assert robust.reward.mean() > greedy.reward.mean()
+
+
+def test_oracle_now_follows_the_true_capacity_at_decision_time_only(
+    tiny_profile: Profile,
+) -> None:
+    class CapacityNow:
+        def __init__(self, bps: float) -> None:
+            self.bps = bps
+            self.times: list[float] = []
+
+        def capacity(self, t: float) -> float:
+            self.times.append(t)
+            return self.bps
+
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"oracle-now read channel.{name}")
+
+    env = env_factory(tiny_profile)()
+    observation, _ = env.reset(seed=0)
+    for _ in range(3):  # a few requests in, so that the device may be busy
+        observation, *_ = env.step(np.array((0, 1, 0)))
+    real_channel = env.channel
+    local = {}
+    for bps in (1e3, 1e9):
+        channel = CapacityNow(bps)
+        env.channel = channel
+        e, s, _ = OracleNowPolicy().act(env, observation)
+        local[bps] = env.actions.is_device_only(int(e), int(s))
+        assert channel.times == [env.request_start_s]
+    env.channel = real_channel
+    assert local == {1e3: True, 1e9: False}  # a dead link keeps it local, a fast one offloads
+
+
+def test_clairvoyant_lookahead_beats_the_myopic_clairvoyant_where_frames_queue(
+    tiny_profile: Profile,
+) -> None:
+    env = env_factory(tiny_profile, horizon=150, **QUEUEING)()
+    seeds = [0, 1]
+    lookahead = mean_reward(ClairvoyantLookaheadPolicy(), env, seeds)
+    assert lookahead > mean_reward(ClairvoyantPolicy(), env, seeds)
+    for name in ("greedy", "robust-mpc", "oracle-now"):
+        assert lookahead > mean_reward(baseline(name, tiny_profile), env, seeds), name
 
 
 def test_neurosurgeon_takes_the_fastest_predicted_lossless_split_of_the_final_exit(
@@ -159,6 +380,22 @@ def test_edgent_takes_the_most_accurate_exit_within_the_deadline_else_the_fastes
         observation, *_ = env.step(action)
 
 
+@pytest.mark.parametrize("name", ["device-only", "device-only-first-exit"])
+def test_device_only_sends_nothing(name: str, tiny_profile: Profile) -> None:
+    rollout = run_episodes(make_baseline(name), env_factory(tiny_profile)(), [0])
+    expected_exit = len(tiny_profile.exits) - 1 if name == "device-only" else 0
+    assert (rollout.payload_bytes == 0).all()
+    assert (rollout.exit == expected_exit).all()
+
+
+def test_edge_only_sends_the_input_losslessly(tiny_profile: Profile) -> None:
+    rollout = run_episodes(make_baseline("edge-only"), env_factory(tiny_profile)(), [0])
+    assert (rollout.split == 0).all()
+    assert (rollout.bits == tiny_profile.bit_options.index("lossless")).all()
+    assert (rollout.exit == len(tiny_profile.exits) - 1).all()
+    assert (rollout.payload_bytes > 0).all()
+
+
 def test_best_static_keeps_the_argmax_of_its_enumeration(tiny_profile: Profile) -> None:
     factory = env_factory(tiny_profile, horizon=40)
     policy = BestStaticPolicy().fit(factory, episodes=2, seed=5)
@@ -166,23 +403,24 @@ def test_best_static_keeps_the_argmax_of_its_enumeration(tiny_profile: Profile) 
     assert policy.candidates == env.actions.canonical_actions()
     assert policy.best_action == policy.candidates[int(np.argmax(policy.mean_rewards))]
     # its score is the mean reward of a rollout of that action alone
-    rewards = run_episodes(BestStaticPolicy(policy.best_action), env, range(5, 7))[2]
-    assert policy.mean_rewards.max() == pytest.approx(np.mean(rewards))
-
-
-def test_best_static_must_be_fitted(tiny_profile: Profile) -> None:
-    env = env_factory(tiny_profile)()
-    env.reset(seed=0)
+    assert policy.mean_rewards.max() == pytest.approx(
+        mean_reward(BestStaticPolicy(policy.best_action), env, [5, 6])
+    )
     with pytest.raises(RuntimeError, match="fit"):
         BestStaticPolicy().reset(env)
 
 
 def test_random_is_reproducible_and_covers_the_canonical_actions(tiny_profile: Profile) -> None:
     env = env_factory(tiny_profile, horizon=300)()
-    first = run_episodes(make_baseline("random", seed=3), env, range(1))[0]
-    second = run_episodes(make_baseline("random", seed=3), env, range(1))[0]
-    assert [tuple(a) for a in first] == [tuple(a) for a in second]
-    assert {tuple(int(v) for v in a) for a in first} == set(env.actions.canonical_actions())
+    first = run_episodes(make_baseline("random", seed=3), env, [0])
+    second = run_episodes(make_baseline("random", seed=3), env, [0])
+    np.testing.assert_array_equal(first.exit, second.exit)
+    np.testing.assert_array_equal(first.bits, second.bits)
+    taken = {
+        env.actions.canonical(int(e), int(s), max(int(b), 0))
+        for e, s, b in zip(first.exit[0], first.split[0], first.bits[0], strict=True)
+    }
+    assert taken == set(env.actions.canonical_actions())
 
 
 @pytest.mark.parametrize(
@@ -198,8 +436,14 @@ def test_lossless_bit_index(bit_options: tuple[int | str, ...], expected: int) -
     assert lossless_bit_index(bit_options) == expected
 
 
-def test_unknown_baseline_is_named() -> None:
-    with pytest.raises(ValueError, match=r"unknown baseline 'nope'.*oracle"):
-        make_baseline("nope")
-    with pytest.raises(ValueError, match="oracle"):
-        make_baseline("oracle", seed=1)
+def test_bad_baseline_arguments_are_named(tiny_profile: Profile) -> None:
+    with pytest.raises(ValueError, match=r"unknown baseline 'oracle'.*clairvoyant"):
+        make_baseline("oracle")
+    with pytest.raises(ValueError, match="greedy"):
+        make_baseline("greedy", seed=1)
+    with pytest.raises(ValueError, match="not fitted"):
+        make_baseline("greedy", env_factory=env_factory(tiny_profile))
+    with pytest.raises(ValueError, match="horizon"):
+        make_baseline("robust-mpc", horizon=0)
+    with pytest.raises(ValueError, match="deadline_fraction"):
+        make_baseline("channel-blind", deadline_fraction=0.0)

@@ -79,9 +79,8 @@ class RobustMPCPolicy:
             if math.isfinite(self.predicted_bps):
                 self.errors.append(abs(self.predicted_bps - measured) / measured)
         samples = list(knowledge.throughputs)
-        link_quality = getattr(knowledge, "link_quality_bps", None)
-        if link_quality is not None:
-            samples.append(link_quality)
+        if knowledge.link_quality_bps is not None:
+            samples.append(knowledge.link_quality_bps)
         self.predicted_bps = len(samples) / sum(1.0 / max(sample, 1.0) for sample in samples)
         self.robust_bps = self.predicted_bps / (1.0 + max(self.errors, default=0.0))
         return best_with_backlog(env.predict_actions(self.robust_bps), env, self.horizon)
