@@ -1,8 +1,17 @@
-"""Environment speed beside CartPole-v1, the all-actions helpers, and the oracle's spread per scenario.
+"""Environment speed beside CartPole-v1, the all-actions helpers, and what adapting is worth per
+scenario.
 
 Run with ``python -m benchmarks.bench_env`` (or ``make bench``); results go to
 ``results/bench_env.json``. Speeds are reported as ratios against CartPole-v1 measured in the same
 process, so that the goal (at least 50% of CartPole's rate) does not depend on the machine.
+
+Per scenario, the non-triviality measures (:mod:`splitrl.evaluation.references`):
+``clairvoyant-lookahead`` minus ``channel-blind`` (goal: at least 0.05 reward per request) and the
+best causal baseline other than ``channel-blind`` minus it (goal: paired 95% interval above zero).
+
+``--episode-study N`` also measures, in the default scenario, how the paired 95% interval of the
+best causal baseline against ``channel-blind`` shrinks over ``N`` episodes, and how many episodes
+bring it to at most 0.005 reward per request (the evaluation's default episode count).
 """
 
 from __future__ import annotations
@@ -17,7 +26,12 @@ import numpy as np
 
 from benchmarks.common import print_table, write_results
 from splitrl.envs import ENV_ID, SCENARIOS, SplitComputingEnv
-from splitrl.envs.diagnostics import oracle_statistics
+from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
+from splitrl.evaluation.episodes import EpisodeStudy
+from splitrl.evaluation.references import CHANNEL_BLIND, adaptation_value, reference_rollouts
+
+#: the paired 95% half-width the evaluation's default episode count must reach (reward per request)
+TARGET_HALF_WIDTH = 0.005
 
 
 def steps_per_second(env: gym.Env[Any, Any], actions: list[Any], seconds: float) -> float:
@@ -59,11 +73,95 @@ def time_per_call(function: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def adaptation_row(scenario: str, episodes: int) -> dict[str, Any]:
+    """The non-triviality measures of ``scenario`` on ``episodes`` paired evaluation episodes."""
+    started = time.perf_counter()
+    rollouts, causal = reference_rollouts(
+        lambda: SplitComputingEnv(scenario),
+        range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + episodes),
+        fit_episodes=DEFAULT_FIT_EPISODES,
+        fit_seed=DEFAULT_FIT_SEED,
+    )
+    value = adaptation_value(rollouts, causal)
+    return {
+        "scenario": scenario,
+        "upper_gain": value.upper_gain.mean,
+        "upper_gain_ci95": value.upper_gain.ci95,
+        "best_causal": value.best_causal,
+        "causal_gain": value.causal_gain.mean,
+        "causal_gain_ci95": value.causal_gain.ci95,
+        "upper_goal_met": value.upper_goal_met,
+        "causal_goal_met": value.causal_goal_met,
+        "nontrivial": "yes" if value.upper_goal_met and value.causal_goal_met else "no",
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def episode_study(episodes: int) -> dict[str, Any]:
+    """How the paired interval of the best causal baseline against ``channel-blind`` shrinks with
+    the episode count in the default scenario, and the count that meets the target half-width."""
+    started = time.perf_counter()
+    rollouts, causal = reference_rollouts(
+        lambda: SplitComputingEnv("default"),
+        range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + episodes),
+        fit_episodes=DEFAULT_FIT_EPISODES,
+        fit_seed=DEFAULT_FIT_SEED,
+    )
+    seconds = time.perf_counter() - started
+    best = adaptation_value(rollouts, causal).best_causal
+    study = EpisodeStudy.from_rollouts(rollouts[best], rollouts[CHANNEL_BLIND])
+    counts = sorted(
+        {n for n in (5, 10, 20, 50, 100, 200, 400, 800, episodes) if 2 <= n <= episodes}
+    )
+    curve = study.curve(counts)
+    needed = study.episodes_needed(TARGET_HALF_WIDTH)
+    print(
+        f"\nPaired 95% half-width of {best} - {CHANNEL_BLIND} in the default scenario "
+        f"(spread {study.spread:.4f} per episode, mean {study.differences.mean():+.4f}):"
+    )
+    print_table(
+        [{"episodes": n, "half_width": h} for n, h in curve],
+        [("episodes", "episodes", "d"), ("half_width", "half-width", ".4f")],
+    )
+    print(
+        f"episodes for a half-width of at most {TARGET_HALF_WIDTH}: {needed} "
+        f"(the {len(rollouts)} reference baselines took {seconds:.0f} s for {episodes} episodes: "
+        f"about {seconds * needed / episodes:.0f} s for {needed})"
+    )
+    return {
+        "policy": best,
+        "reference": CHANNEL_BLIND,
+        "episodes": episodes,
+        "spread": study.spread,
+        "mean": float(study.differences.mean()),
+        "curve": [{"episodes": n, "half_width": h} for n, h in curve],
+        "target_half_width": TARGET_HALF_WIDTH,
+        "episodes_needed": needed,
+        "seconds": seconds,
+        "seconds_at_needed": seconds * needed / episodes,
+        "references": sorted(rollouts),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per env")
-    parser.add_argument("--episodes", type=int, default=10, help="oracle episodes per scenario")
+    parser.add_argument(
+        "--episodes", type=int, default=20, help="paired episodes per scenario (default: 20)"
+    )
+    parser.add_argument(
+        "--episode-study",
+        type=int,
+        default=0,
+        metavar="N",
+        help="measure the paired interval against the episode count on N episodes of the "
+        "default scenario (0: skip)",
+    )
     args = parser.parse_args(argv)
+    if args.episodes < 2:
+        parser.error(f"--episodes must be at least 2, got {args.episodes}")
+    if args.episode_study and args.episode_study < 4:
+        parser.error(f"--episode-study needs at least 4 episodes, got {args.episode_study}")
 
     raw = SplitComputingEnv()
     speed_rows = []
@@ -114,40 +212,28 @@ def main(argv: list[str] | None = None) -> None:
         f"(one step {helpers['step_us']:.1f} us)"
     )
 
-    scenario_rows = []
-    for name in SCENARIOS:
-        stats = oracle_statistics(SplitComputingEnv(name), episodes=args.episodes, seed=1000)
-        top_pairs = ", ".join(
-            f"{e}/{s}: {share:.0%}" for (e, s), share in list(stats.pair_shares.items())[:5]
-        )
-        scenario_rows.append(
-            {
-                "scenario": name,
-                "requests": stats.requests,
-                "top_action_share": stats.top_action_share,
-                "pairs_over_5pct": stats.pairs_above(0.05),
-                "nontrivial": "yes" if stats.is_nontrivial() else "no",
-                "oracle_mean_reward": stats.mean_reward,
-                "top_pairs": top_pairs,
-            }
-        )
+    scenario_rows = [adaptation_row(name, args.episodes) for name in SCENARIOS]
     print(
-        "\nOracle spread per scenario (non-trivial: top action < 60% and >= 3 (exit, split) pairs >= 5%)"
+        f"\nWhat adapting is worth per scenario ({args.episodes} paired episodes; goals: "
+        "upper gain >= 0.05, causal gain's 95% interval above 0)"
     )
     print_table(
         scenario_rows,
         [
             ("scenario", "scenario", "s"),
-            ("top_action_share", "top action", ".0%"),
-            ("pairs_over_5pct", "pairs>=5%", "d"),
+            ("upper_gain", "lookahead - blind", "+.4f"),
+            ("upper_gain_ci95", "± (95%)", ".4f"),
+            ("best_causal", "best causal", "s"),
+            ("causal_gain", "causal - blind", "+.4f"),
+            ("causal_gain_ci95", "± (95%)", ".4f"),
             ("nontrivial", "non-trivial", "s"),
-            ("oracle_mean_reward", "oracle reward", ".3f"),
-            ("top_pairs", "exit/split shares", "s"),
+            ("seconds", "seconds", ".1f"),
         ],
     )
-    path = write_results(
-        "env", {"speed": speed_rows, "helpers": helpers, "scenarios": scenario_rows}
-    )
+    results: dict[str, Any] = {"speed": speed_rows, "helpers": helpers, "scenarios": scenario_rows}
+    if args.episode_study:
+        results["episode_study"] = episode_study(args.episode_study)
+    path = write_results("env", results)
     print(f"\nwrote {path}")
 
 

@@ -1,10 +1,11 @@
 """``splitrl demo`` (``make demo``): train SACD briefly, compare it with every baseline, plot.
 
 Uses only what the repository ships: the default profile and scenario. SACD trains for a few
-minutes on one CPU core, evaluated greedily ten times on the same five validation episodes (the
-learning curve, and the best model); then that model and all baselines are evaluated on held-out
-channel realizations (evaluation seeds apart from the training and validation seeds) and the
-comparison table and plots are written to ``results/demo/``.
+minutes on one CPU core and is evaluated greedily ten times on the same validation episodes (the
+learning curve; a later model replaces the best one only when its paired gain over it is
+significant); then that best model and all baselines are evaluated on held-out channel
+realizations (evaluation seeds apart from the training and validation seeds) and the comparison
+table and plots are written to ``results/demo/``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ DEMO_TIMESTEPS = 25_000
 DEMO_EPISODES = 20
 #: validation evaluations during training (the learning curve and the best model)
 DEMO_EVAL_POINTS = 10
-#: validation episodes of each periodic evaluation, and their first seed (apart from the training
-#: seeds and from the evaluation seeds of :mod:`splitrl.evaluation.suite`)
-VALIDATION_EPISODES = 5
-VALIDATION_SEED = 500_000
+#: validation episodes of each periodic evaluation (seeds ``seed + 10 000 ..``, apart from the
+#: training seeds and from the evaluation seeds)
+VALIDATION_EPISODES = 10
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,8 @@ class DemoSettings:
     :param eval_seed: reset seed of the first evaluation episode
     :param hyperparameters: SACD keywords replacing the learner's defaults
     :param out: output folder (run directory under ``runs/``, tables and plots)
-    :param which: evaluate the ``"best"`` model of the validation evaluations during training
-        (saved as the run's ``best_model.zip``) or the ``"final"`` one
+    :param which: evaluate the ``"best"`` model of the validation during training (the run's
+        ``best_model.zip``) or the ``"final"`` one
     :param progress: show progress bars
     """
 
@@ -84,8 +84,6 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     """
     import torch
 
-    from splitrl.agents.learners import get_learner
-    from splitrl.envs.split_computing import SplitComputingEnv
     from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED
     from splitrl.evaluation.plots import plot_evaluation
     from splitrl.evaluation.report import markdown_report, write_reports
@@ -96,7 +94,7 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         evaluation_scenario,
         load_runs,
     )
-    from splitrl.evaluation.validation import ValidationCallback
+    from splitrl.training.callbacks import EVALUATIONS_FILE, load_validation_log
     from splitrl.training.config import TrainConfig
     from splitrl.training.trainer import train
 
@@ -113,7 +111,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         timesteps=settings.timesteps,
         seed=settings.seed,
         hyperparameters=dict(settings.hyperparameters),
-        eval_freq=0,
+        eval_freq=eval_freq,
+        n_eval_episodes=VALIDATION_EPISODES,
         checkpoint_freq=0,
         out=out / "runs",
     )
@@ -122,23 +121,13 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         f"(seed {settings.seed})",
         flush=True,
     )
-    validation = ValidationCallback(
-        get_learner("sacd"),
-        SplitComputingEnv(config.effective_scenario()),
-        range(VALIDATION_SEED, VALIDATION_SEED + VALIDATION_EPISODES),
-        eval_freq,
-        out / "validation_best.zip",
-    )
     started = time.perf_counter()
-    trained = train(config, callbacks=[validation], progress_bar=settings.progress)
+    trained = train(config, progress_bar=settings.progress)
     train_seconds = time.perf_counter() - started
     run_dir = trained.run_dir.path
-    if settings.which == "best":
-        validation.best_path.replace(trained.run_dir.best_model_path)
-    else:
-        validation.best_path.unlink(missing_ok=True)
     runs = load_runs([run_dir], which="best" if settings.which == "best" else "final")
     scenario = evaluation_scenario(runs)
+    validation = load_validation_log(trained.run_dir.eval_dir / EVALUATIONS_FILE)
     curve = validation.curve
     print(f"trained in {train_seconds:.0f} s: {run_dir}")
     print(
@@ -146,7 +135,8 @@ def run_demo(settings: DemoSettings) -> DemoResult:
         "mean reward per request):"
     )
     for step, reward in curve:
-        print(f"  {step:>7d} steps  {reward:.4f}")
+        kept = "  <- best_model.zip" if step == validation.best_timesteps else ""
+        print(f"  {step:>7d} steps  {reward:.4f}{kept}")
     started = time.perf_counter()
     result = evaluate(
         runs,
@@ -174,17 +164,23 @@ def run_demo(settings: DemoSettings) -> DemoResult:
 
 
 def _verdict(result: Any) -> str:
-    """One line: SACD's margin over the random and device-only baselines, and its score."""
-    rows = {row.name: row for row in result.conditions[0].rows}
-    sacd = rows["sacd"]
-    margins = ", ".join(
-        f"{sacd.reward - rows[name].reward:+.4f} vs {name}"
-        for name in ("random", "device-only", "greedy", "best-static")
-        if name in rows
+    """One line: SACD's paired gains over the best causal baseline and channel-blind, and its
+    normalized score."""
+    from splitrl.evaluation.references import CHANNEL_BLIND, UPPER_REFERENCE
+
+    condition = result.conditions[0]
+    sacd = next(row for row in condition.rows if row.name == "sacd")
+    gains = ", ".join(
+        f"{gain.mean:+.4f} ± {gain.ci95:.4f} vs {name}"
+        for name in dict.fromkeys((condition.best_causal, CHANNEL_BLIND))
+        for gain in (sacd.gains[name],)
+    )
+    score = (
+        "n/a" if sacd.normalized_score != sacd.normalized_score else f"{sacd.normalized_score:.2f}"
     )
     return (
-        f"SACD: mean reward {sacd.reward:.4f} per request ({margins}); "
-        f"normalized score {sacd.normalized_score:.2f} (0 = best static, 1 = oracle)"
+        f"SACD: mean reward {sacd.reward:.4f} per request; paired gain {gains}; normalized score "
+        f"{score} (0 = best causal baseline {condition.best_causal}, 1 = {UPPER_REFERENCE})"
     )
 
 
@@ -200,7 +196,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--episodes",
         type=int,
         default=DEMO_EPISODES,
-        help=f"evaluation episodes per policy (default: {DEMO_EPISODES})",
+        help=f"evaluation episodes per policy, at least 2 (default: {DEMO_EPISODES})",
     )
     parser.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     parser.add_argument(
@@ -211,9 +207,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo with the parsed flags."""
-    for name in ("timesteps", "episodes"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name, minimum in (("timesteps", 1), ("episodes", 2)):
+        if getattr(args, name) < minimum:
+            raise ValueError(f"--{name} must be at least {minimum}, got {getattr(args, name)}")
     if args.seed < 0:
         raise ValueError(f"--seed must be at least 0, got {args.seed}")
     run_demo(

@@ -8,7 +8,7 @@ Examples::
     splitrl evaluate runs/sacd_default_s0_* --trace walk.csv --trace bus.up
     splitrl evaluate --scenario pizero-lte --baselines greedy,neurosurgeon   # baselines only
 
-See ``docs/evaluation.md`` for the metrics, the normalized score and the plots.
+See ``docs/evaluation.md`` for the protocol, the metrics, the normalized score and the plots.
 """
 
 from __future__ import annotations
@@ -18,15 +18,17 @@ from pathlib import Path
 
 from splitrl.cli import integer_at_least
 
-#: evaluation episodes per condition unless ``--episodes`` says otherwise
-DEFAULT_EPISODES = 20
 #: the output folder unless ``--out`` says otherwise
 DEFAULT_OUT = "results/evaluation"
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl evaluate``."""
-    from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES
+    from splitrl.evaluation.defaults import (
+        DEFAULT_EVAL_EPISODES,
+        DEFAULT_EVAL_SEED,
+        DEFAULT_FIT_EPISODES,
+    )
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = "Metrics, normalized score, plots: docs/evaluation.md"
@@ -42,7 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baselines",
         default="all",
-        help="all (default), none, or a comma list; best-static and oracle are always evaluated",
+        help="all (default), none, or a comma list; the references (every causal baseline and "
+        "clairvoyant-lookahead) are always evaluated",
     )
     parser.add_argument(
         "--scenario", help="named scenario (default: the runs' own; default without runs)"
@@ -62,9 +65,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--episodes",
-        type=integer_at_least(1),
-        default=DEFAULT_EPISODES,
-        help=f"episodes per condition (default: {DEFAULT_EPISODES})",
+        type=integer_at_least(2),
+        default=DEFAULT_EVAL_EPISODES,
+        help=f"episodes per condition, at least 2 (default: {DEFAULT_EVAL_EPISODES})",
     )
     parser.add_argument(
         "--seed",

@@ -38,15 +38,21 @@ def test_demo_trains_evaluates_and_plots(
     assert (result.run_dir / "best_model.zip").exists()
     names = [row.name for row in result.evaluation.conditions[0].rows]
     assert names[0] == "sacd"
-    assert {"random", "device-only", "greedy", "best-static", "oracle"} <= set(names)
+    assert {"random", "channel-blind", "robust-mpc", "clairvoyant-lookahead"} <= set(names)
+    sacd = result.evaluation.conditions[0].rows[0]
+    assert {result.evaluation.conditions[0].best_causal, "channel-blind"} <= set(sacd.gains)
     assert result.evaluation.seeds[0] >= 1_000_000  # held out from the training seeds
-    assert "| sacd |" in printed and "normalized score" in printed
+    assert "| sacd |" in printed and "normalized score" in printed and "Non-triviality" in printed
     for path in result.files:
         assert path.stat().st_size > 0
     assert {path.name for path in result.files} >= {"results.md", "timeline_markov.png"}
 
 
-@pytest.mark.parametrize("flag", ["--timesteps", "--episodes"])
-def test_demo_rejects_a_zero_budget(flag: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["demo", flag, "0"]) == 2
-    assert f"{flag} must be at least 1" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("flag", "value", "minimum"), [("--timesteps", 0, 1), ("--episodes", 1, 2)]
+)
+def test_demo_rejects_a_too_small_budget(
+    flag: str, value: int, minimum: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["demo", flag, str(value)]) == 2
+    assert f"{flag} must be at least {minimum}" in capsys.readouterr().err

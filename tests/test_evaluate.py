@@ -17,14 +17,16 @@ import yaml
 from splitrl.agents.baselines import make_baseline
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
+from splitrl.evaluation.episodes import EpisodeStudy
 from splitrl.evaluation.metrics import (
-    PolicyMetrics,
-    aggregate_seeds,
+    PairedDifference,
     normalized_score,
-    student_t_quantile,
+    paired_difference,
     t_interval,
 )
-from splitrl.evaluation.runner import LOCAL_BITS, evaluate_policies
+from splitrl.evaluation.references import CHANNEL_BLIND, UPPER_REFERENCE, reference_names
+from splitrl.evaluation.runner import LOCAL_BITS, Rollout, evaluate_policies
+from splitrl.evaluation.seeds import interval_estimate, probability_of_improvement
 from splitrl.evaluation.suite import (
     baseline_names,
     evaluate,
@@ -32,6 +34,7 @@ from splitrl.evaluation.suite import (
     evaluation_scenario,
     load_runs,
 )
+from splitrl.training.callbacks import EVALUATIONS_FILE, load_validation_log
 from splitrl.training.config import TrainConfig
 from splitrl.training.trainer import train
 
@@ -60,7 +63,8 @@ def sacd_runs(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory)
             horizon=HORIZON,
             timesteps=120,
             seed=seed,
-            eval_freq=0,
+            eval_freq=30,
+            n_eval_episodes=3,
             checkpoint_freq=0,
             hyperparameters={"learning_starts": 40, "batch_size": 16},
             out=out,
@@ -97,91 +101,134 @@ def test_device_only_records_no_bits(tiny_env: SplitComputingEnv) -> None:
     assert np.all(rollout.payload_bytes == 0)
 
 
-@pytest.mark.parametrize(
-    ("dof", "expected"), [(1, 12.7062047), (4, 2.7764451), (9, 2.2621572), (30, 2.0422725)]
-)
-def test_student_t_quantile(dof: int, expected: float) -> None:
-    assert student_t_quantile(0.95, dof) == pytest.approx(expected, abs=1e-6)
-
-
 def test_t_interval_on_known_data() -> None:
     mean, half_width = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
     assert mean == 3.0
+    # t(0.975, 4) = 2.7764451 (Abramowitz and Stegun, table 26.10)
     assert half_width == pytest.approx(2.7764451 * math.sqrt(2.5 / 5), abs=1e-6)
     assert math.isnan(t_interval([2.0])[1])
 
 
 @pytest.mark.parametrize(("reward", "expected"), [(0.8, 0.0), (1.0, 1.0), (0.9, 0.5), (0.7, -0.5)])
 def test_normalized_score(reward: float, expected: float) -> None:
-    assert normalized_score(reward, static_reward=0.8, oracle_reward=1.0) == pytest.approx(expected)
+    assert normalized_score(reward, low_reward=0.8, high_reward=1.0) == pytest.approx(expected)
 
 
-def test_normalized_score_without_gap_is_nan() -> None:
-    assert math.isnan(normalized_score(0.5, static_reward=0.8, oracle_reward=0.8))
+@pytest.mark.parametrize("high", [0.8, 0.809, 0.7])
+def test_normalized_score_is_nan_when_the_references_are_close(high: float) -> None:
+    assert math.isnan(normalized_score(0.85, low_reward=0.8, high_reward=high))
 
 
-def _row(reward: float, score: float, seed: int) -> PolicyMetrics:
-    return PolicyMetrics(
-        name=f"sacd (seed {seed})",
-        condition="markov",
-        kind="learned",
-        episodes=4,
-        requests=40,
-        reward=reward,
-        reward_ci95=0.01,
-        latency_ms=10.0 * (seed + 1),
-        latency_p95_ms=20.0,
-        accuracy=0.9,
-        deadline_miss_rate=0.0,
-        energy_mj=1.0,
-        payload_bytes=100.0,
-        exits={"0": 0.5, "1": 0.5},
-        splits={"0": 1.0},
-        bits={"8": 1.0 - 0.5 * seed, "local": 0.5 * seed},
-        normalized_score=score,
-        gain_vs_static=reward - 0.5,
-        seeds=[seed],
+def _rollout(name: str, rewards: np.ndarray, seeds: tuple[int, ...] | None = None) -> Rollout:
+    """A rollout with the given ``(episodes, horizon)`` rewards (other records zero)."""
+    zeros = np.zeros_like(rewards)
+    integers = zeros.astype(np.int64)
+    return Rollout(
+        name=name,
+        seeds=seeds or tuple(range(rewards.shape[0])),
+        reward=rewards,
+        latency_s=zeros,
+        energy_j=zeros,
+        payload_bytes=integers,
+        correct=zeros,
+        deadline_missed=zeros.astype(bool),
+        capacity_bps=zeros,
+        sample_index=integers,
+        exit=integers,
+        split=integers,
+        bits=integers,
+        n_exits=1,
+        n_splits=1,
     )
 
 
-def test_aggregate_seeds() -> None:
-    row = aggregate_seeds("sacd (2 seeds)", [_row(0.5, 0.2, 0), _row(0.7, 0.6, 1)])
-    assert (row.name, row.kind, row.seeds) == ("sacd (2 seeds)", "seeds", [0, 1])
-    assert row.reward == pytest.approx(0.6)
-    assert row.reward_seed_std == pytest.approx(math.sqrt(0.02))
-    assert row.normalized_score == pytest.approx(0.4)
-    assert row.gain_vs_static == pytest.approx(0.1)
-    assert row.latency_ms == pytest.approx(15.0)
-    assert row.bits == pytest.approx({"8": 0.75, "local": 0.25})
+def test_paired_difference_removes_the_shared_episode_luck() -> None:
+    rng = np.random.default_rng(0)
+    luck = rng.normal(0.0, 0.3, size=(40, 1))  # what the episode's channel does to everyone
+    reference = _rollout("reference", 0.5 + luck + rng.normal(0, 0.01, (40, 5)))
+    better = _rollout("better", 0.52 + luck + rng.normal(0, 0.01, (40, 5)))
+    gain = paired_difference(better, reference)
+    assert gain.reference == "reference"
+    assert gain.is_positive() and gain.low < 0.02 < gain.high
+    unpaired = t_interval(better.reward.mean(axis=1))[1]
+    assert gain.ci95 < unpaired / 10
+    with pytest.raises(ValueError, match="other seeds"):
+        paired_difference(better, _rollout("elsewhere", reference.reward, tuple(range(1, 41))))
 
 
-def test_evaluate_aggregates_training_seeds(sacd_runs: list[Path]) -> None:
+def test_episode_study_finds_the_episodes_a_half_width_needs() -> None:
+    rng = np.random.default_rng(1)
+    reference = _rollout("blind", rng.normal(0.5, 0.05, (400, 3)))
+    policy = _rollout("mpc", reference.reward + rng.normal(0.01, 0.02, (400, 3)))
+    study = EpisodeStudy.from_rollouts(policy, reference)
+    curve = study.curve([10, 100, 400])
+    assert curve[0][1] > curve[1][1] > curve[2][1]
+    needed = study.episodes_needed(0.002)
+    spread = study.spread
+    from scipy import stats
+
+    assert stats.t.ppf(0.975, needed - 1) * spread / math.sqrt(needed) <= 0.002
+    assert stats.t.ppf(0.975, needed - 2) * spread / math.sqrt(needed - 1) > 0.002
+    assert study.half_width(400) == pytest.approx(t_interval(study.differences)[1])
+
+
+def test_iqm_interval_is_reproducible_and_leaves_numpy_alone() -> None:
+    scores = np.array([[0.1], [0.5], [0.6], [0.7], [2.0]])
+    np.random.seed(123)  # noqa: NPY002
+    state = np.random.get_state()  # noqa: NPY002
+    first = interval_estimate(scores)
+    assert np.array_equal(np.random.get_state()[1], state[1])  # noqa: NPY002
+    assert first == interval_estimate(scores)
+    # The IQM ignores the outer quarters: the outlier 2.0 barely moves it, unlike the mean.
+    assert first.value < interval_estimate(scores, "mean").value
+    assert first.low <= first.value <= first.high
+
+
+def test_probability_of_improvement() -> None:
+    low = np.array([[0.1, 0.2], [0.2, 0.3]])
+    high = low + 1.0
+    assert probability_of_improvement(high, low).value == pytest.approx(1.0)
+    assert probability_of_improvement(low, high).value == pytest.approx(0.0)
+    assert probability_of_improvement(low, low).value == pytest.approx(0.5)
+
+
+def test_evaluate_pairs_every_row_with_the_references(sacd_runs: list[Path]) -> None:
     runs = load_runs(sacd_runs)
     assert [run.policy.name for run in runs] == ["sacd (seed 0)", "sacd (seed 1)"]
     conditions = evaluation_conditions(evaluation_scenario(runs))
     result = evaluate(runs, ["greedy"], conditions, episodes=3, seed=100, progress=False)
-    rows = {row.name: row for row in result.conditions[0].rows}
-    assert set(rows) == {
-        "sacd (seed 0)",
-        "sacd (seed 1)",
-        "sacd (2 seeds)",
-        "greedy",
-        "best-static",
-        "oracle",
-    }
-    aggregate = rows["sacd (2 seeds)"]
-    assert aggregate.reward == pytest.approx(
-        (rows["sacd (seed 0)"].reward + rows["sacd (seed 1)"].reward) / 2
+    (condition,) = result.conditions
+    rows = {row.name: row for row in condition.rows}
+    assert set(rows) == {"sacd (seed 0)", "sacd (seed 1)", "greedy", *reference_names()}
+    causal = [row for row in condition.rows if row.kind == "baseline" and row.causal]
+    assert condition.best_causal == max(causal, key=lambda row: row.reward).name
+    assert not rows[UPPER_REFERENCE].causal
+    low, high = rows[condition.best_causal].reward, rows[UPPER_REFERENCE].reward
+    for row in condition.rows:
+        assert row.normalized_score == pytest.approx(
+            normalized_score(row.reward, low, high), nan_ok=True
+        )
+        for name in ("greedy", *reference_names()):
+            assert row.gains[name].mean == pytest.approx(row.reward - rows[name].reward)
+        if row.kind == "baseline":
+            assert row.gains[row.name] == PairedDifference(row.name, 0.0, 0.0)
+    adaptation = condition.adaptation
+    assert adaptation.upper_gain.mean == pytest.approx(
+        rows[UPPER_REFERENCE].reward - rows[CHANNEL_BLIND].reward
     )
-    static, oracle = rows["best-static"].reward, rows["oracle"].reward
-    for row in result.conditions[0].rows[:2] + result.conditions[0].rows[3:]:
-        expected = normalized_score(row.reward, static, oracle)
-        assert row.normalized_score == pytest.approx(expected, nan_ok=True)
-        assert row.gain_vs_static == pytest.approx(row.reward - static)
-    assert rows["best-static"].gain_vs_static_ci95 == 0.0
+    assert adaptation.best_causal != CHANNEL_BLIND
     assert sum(rows["greedy"].exits.values()) == pytest.approx(1.0)
     assert result.seeds == [100, 101, 102]
     assert result.fit_seeds == [0, 1, 2]
+    report = result.seeds_report
+    assert report is not None
+    (overall,) = report.overall
+    assert (overall.name, overall.seeds) == ("sacd (2 seeds)", [0, 1])
+    seed_rewards = [rows["sacd (seed 0)"].reward, rows["sacd (seed 1)"].reward]
+    assert overall.reward.value == pytest.approx(np.mean(seed_rewards))  # IQM of two = mean
+    assert overall.gain.value == pytest.approx(np.mean(seed_rewards) - low)
+    assert overall.beats_best_causal is not None
+    assert report.improvements == []  # one learner
 
 
 def test_command_writes_tables_and_plots(
@@ -191,28 +238,44 @@ def test_command_writes_tables_and_plots(
     args = ["evaluate", *map(str, sacd_runs), "--episodes", "2", "--out", str(out)]
     assert main([*args, "--no-progress", "--baselines", "greedy,device-only"]) == 0
     printed = capsys.readouterr().out
-    assert "| sacd (2 seeds) |" in printed
+    assert "| sacd (2 seeds) |" in printed  # the rliable aggregate
+    assert "Non-triviality: adapting is worth" in printed
     with (out / "results.csv").open() as handle:
         records = list(csv.DictReader(handle))
     names = [record["name"] for record in records]
-    assert names == [
-        "sacd (seed 0)",
-        "sacd (seed 1)",
-        "sacd (2 seeds)",
-        "greedy",
-        "device-only",
-        "best-static",
-        "oracle",
-    ]
+    assert names == list(
+        dict.fromkeys(
+            ["sacd (seed 0)", "sacd (seed 1)", "greedy", "device-only", *reference_names()]
+        )
+    )
     assert all(0.0 <= float(record["accuracy"]) <= 1.0 for record in records)
+    assert all(f"gain_vs_{CHANNEL_BLIND}" in record for record in records)
     document = json.loads((out / "results.json").read_text())
     (condition,) = document["conditions"]
     assert condition["name"] == "markov"
     assert [row["name"] for row in condition["rows"]] == names
-    assert "| policy | reward (95% CI) |" in (out / "results.md").read_text()
-    for plot in ("reward", "latency_cdf", "timeline", "accuracy_latency"):
-        path = out / f"{plot}_markov.png"
+    assert condition["adaptation"]["best_causal"] != CHANNEL_BLIND
+    assert document["seeds_report"]["overall"][0]["name"] == "sacd (2 seeds)"
+    assert "| policy | reward (95% CI) | gain vs " in (out / "results.md").read_text()
+    for plot in ("reward_markov", "latency_cdf_markov", "timeline_markov", "seeds_aggregate"):
+        path = out / f"{plot}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_training_keeps_a_new_best_only_on_a_significant_paired_gain(
+    sacd_runs: list[Path],
+) -> None:
+    for run in sacd_runs:
+        log = load_validation_log(run / "eval" / EVALUATIONS_FILE)
+        assert log.timesteps == [30, 60, 90, 120]
+        assert log.results.shape == (4, 3)
+        best = 0
+        for index in range(1, len(log.timesteps)):
+            gain, half_width = t_interval(log.results[index] - log.results[best])
+            if gain - half_width > 0:
+                best = index
+        assert log.best_timesteps == log.timesteps[best]
+        assert (run / "best_model.zip").exists()
 
 
 def test_each_trace_is_a_condition(tiny_profile_path: Path, tmp_path: Path) -> None:
@@ -224,7 +287,7 @@ def test_each_trace_is_a_condition(tiny_profile_path: Path, tmp_path: Path) -> N
     scenario = evaluation_scenario([], profile=str(tiny_profile_path))
     conditions = evaluation_conditions(scenario, traces=traces)
     assert [condition.name for condition in conditions] == ["trace:slow.csv", "trace:fast.csv"]
-    result = evaluate([], ["edge-only"], conditions, episodes=1, progress=False)
+    result = evaluate([], ["edge-only"], conditions, episodes=2, progress=False)
     edge = [next(r for r in c.rows if r.name == "edge-only") for c in result.conditions]
     assert edge[0].latency_ms > edge[1].latency_ms
 
@@ -233,7 +296,7 @@ def test_run_on_another_profile_is_rejected(sacd_runs: list[Path]) -> None:
     runs = load_runs(sacd_runs[:1])
     conditions = evaluation_conditions(evaluation_scenario(runs, scenario="default"))
     with pytest.raises(ValueError, match="trained on profile 'tiny'"):
-        evaluate(runs, [], conditions, episodes=1, progress=False)
+        evaluate(runs, [], conditions, episodes=2, progress=False)
 
 
 def test_run_with_another_action_space_is_rejected(sacd_runs: list[Path], tmp_path: Path) -> None:
@@ -244,7 +307,7 @@ def test_run_with_another_action_space_is_rejected(sacd_runs: list[Path], tmp_pa
     runs = load_runs([copy])
     conditions = evaluation_conditions(evaluation_scenario(runs))
     with pytest.raises(ValueError, match=r"MultiDiscrete\(\[9, 9, 9\]\)"):
-        evaluate(runs, [], conditions, episodes=1, progress=False)
+        evaluate(runs, [], conditions, episodes=2, progress=False)
 
 
 def test_runs_from_different_scenarios_need_a_scenario(
@@ -277,5 +340,6 @@ def test_bad_input_is_one_clear_line(
 
 
 def test_baseline_names_always_include_the_references() -> None:
-    assert baseline_names("greedy") == ["greedy", "best-static", "oracle"]
-    assert baseline_names("none") == ["best-static", "oracle"]
+    assert baseline_names("greedy") == list(dict.fromkeys(["greedy", *reference_names()]))
+    assert baseline_names("none") == reference_names()
+    assert {CHANNEL_BLIND, UPPER_REFERENCE} <= set(reference_names())

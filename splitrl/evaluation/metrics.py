@@ -1,9 +1,15 @@
-"""Metrics of evaluated policies: per-episode rewards with a t-interval, latency, accuracy, actions.
+"""Metrics of evaluated policies: rewards with t-intervals, paired gains, latency, accuracy, actions.
 
 Every number refers to the requests of the evaluation episodes:
 
 * ``reward``: mean reward per request; the 95% confidence interval is a Student-t interval over the
   episodes' mean rewards (episodes are independent draws of channel and requests).
+* ``gains``: against every evaluated baseline, the mean over episodes of ``R_episode -
+  R_baseline_episode`` with its paired 95% t-interval. Both policies faced the same channel and
+  requests in each episode (common random numbers), so this interval is far narrower than the two
+  rewards' own intervals.
+* ``normalized_score``: ``(R - R_low) / (R_high - R_low)``: 0 is the best causal baseline, 1 the
+  upper reference ``clairvoyant-lookahead`` (see :mod:`splitrl.evaluation.references`).
 * ``latency_ms`` / ``latency_p95_ms``: mean and 95th percentile end-to-end latency.
 * ``accuracy``: mean of the env's ``correct`` (per sample, or the profile's accuracy of the action
   under ``correctness="expected"`` rewards).
@@ -12,71 +18,26 @@ Every number refers to the requests of the evaluation episodes:
 * ``exits``, ``splits``, ``bits``: fractions of requests per chosen exit, split and bit option of
   the canonical action; device-only requests send nothing and count under the bit option
   ``"local"``.
-* ``normalized_score``: ``(R - R_static) / (R_oracle - R_static)``: 0 is the best static
-  configuration, 1 the oracle.
-* ``gain_vs_static``: the mean over episodes of ``R_episode - R_static_episode`` with its paired
-  t-interval. Both policies faced the same channel and requests in each episode (common random
-  numbers), so this interval is far narrower than the two rewards' own intervals.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats
 
-from splitrl.evaluation.runner import LOCAL_BITS, Rollout
+from splitrl.agents.rollout import LOCAL_BITS, Rollout
 
 #: the bit-option label of device-only requests in the action distribution
 LOCAL_LABEL = "local"
-
-
-def student_t_two_sided(t: float, dof: int) -> float:
-    """``P(|T| < t)`` for Student's t with ``dof`` degrees of freedom (exact finite sums).
-
-    Abramowitz and Stegun, Handbook of Mathematical Functions, 26.7.3 and 26.7.4.
-    """
-    if dof < 1:
-        raise ValueError(f"degrees of freedom must be at least 1, got {dof}")
-    if t <= 0:
-        return 0.0
-    theta = math.atan(t / math.sqrt(dof))
-    cos2 = math.cos(theta) ** 2
-    if dof % 2 == 1:
-        total, term = (1.0, 1.0) if dof > 1 else (0.0, 0.0)
-        for k in range(2, dof - 1, 2):
-            term *= cos2 * k / (k + 1)
-            total += term
-        return 2.0 / math.pi * (theta + math.sin(theta) * math.cos(theta) * total)
-    total, term = 1.0, 1.0
-    for k in range(1, dof - 2, 2):
-        term *= cos2 * k / (k + 1)
-        total += term
-    return math.sin(theta) * total
-
-
-def student_t_quantile(confidence: float, dof: int) -> float:
-    """The ``t`` with ``P(|T| < t) = confidence``: the half-width factor of a two-sided interval.
-
-    :param confidence: coverage of the interval, in ``(0, 1)``
-    :param dof: degrees of freedom
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    low, high = 0.0, 1.0
-    while student_t_two_sided(high, dof) < confidence:
-        high *= 2.0
-    for _ in range(100):
-        middle = 0.5 * (low + high)
-        if student_t_two_sided(middle, dof) < confidence:
-            low = middle
-        else:
-            high = middle
-    return 0.5 * (low + high)
+#: the normalized score is ``nan`` when its two references are closer than this (reward per
+#: request): a ratio of two small, noisy numbers says nothing; read the paired gain instead
+MIN_SCORE_GAP = 0.01
 
 
 def t_interval(
@@ -85,42 +46,94 @@ def t_interval(
     """Mean and half-width of the Student-t confidence interval of the mean of ``values``.
 
     :param values: independent observations (at least one; one gives a half-width of ``nan``)
-    :param confidence: coverage of the interval
+    :param confidence: coverage of the interval, in ``(0, 1)``
     :return: ``(mean, half_width)``
     """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     data = np.asarray(values, dtype=np.float64).reshape(-1)
     if data.size == 0:
         raise ValueError("t_interval needs at least one value")
     mean = float(data.mean())
     if data.size == 1:
         return mean, math.nan
-    standard_error = float(data.std(ddof=1)) / math.sqrt(data.size)
-    return mean, student_t_quantile(confidence, data.size - 1) * standard_error
+    quantile = float(stats.t.ppf(0.5 + confidence / 2.0, data.size - 1))
+    return mean, quantile * float(stats.sem(data))
 
 
-def normalized_score(reward: float, static_reward: float, oracle_reward: float) -> float:
-    """``(R - R_static) / (R_oracle - R_static)``: 0 is the best static configuration, 1 the oracle.
+def episode_rewards(rollout: Rollout) -> np.ndarray:
+    """The mean reward per request of every episode of ``rollout``."""
+    return np.asarray(rollout.reward.mean(axis=1))
 
-    ``nan`` when the oracle does not beat the best static configuration (nothing to normalize by).
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A policy's reward minus a reference's on the same episodes, with its paired 95% t-interval.
+
+    :param reference: the reference policy's name
+    :param mean: mean over episodes of the difference of the episodes' mean rewards per request
+    :param ci95: half-width of the 95% t-interval of ``mean`` (``nan`` for one episode)
     """
-    gap = oracle_reward - static_reward
-    if not gap > 0:
+
+    reference: str
+    mean: float
+    ci95: float
+
+    @property
+    def low(self) -> float:
+        """Lower end of the interval."""
+        return self.mean - self.ci95
+
+    @property
+    def high(self) -> float:
+        """Upper end of the interval."""
+        return self.mean + self.ci95
+
+    def is_positive(self) -> bool:
+        """Whether the whole interval lies above zero."""
+        return math.isfinite(self.ci95) and self.low > 0.0
+
+
+def paired_difference(rollout: Rollout, reference: Rollout) -> PairedDifference:
+    """``rollout``'s reward minus ``reference``'s, paired per episode.
+
+    :raises ValueError: when the two ran on different seeds (the pairing would be meaningless)
+    """
+    if rollout.seeds != reference.seeds:
+        raise ValueError(f"{rollout.name} ran on other seeds than {reference.name}")
+    mean, half_width = t_interval(episode_rewards(rollout) - episode_rewards(reference))
+    return PairedDifference(reference.name, mean, half_width)
+
+
+def normalized_score(
+    reward: float, low_reward: float, high_reward: float, min_gap: float = MIN_SCORE_GAP
+) -> float:
+    """``(R - R_low) / (R_high - R_low)``: 0 is the lower reference, 1 the upper one.
+
+    :param reward: the policy's mean reward per request
+    :param low_reward: the lower reference's (the best causal baseline)
+    :param high_reward: the upper reference's (``clairvoyant-lookahead``)
+    :param min_gap: the smallest ``R_high - R_low`` worth normalizing by
+    :return: the score, ``nan`` when the references are less than ``min_gap`` apart
+    """
+    gap = high_reward - low_reward
+    if not gap >= min_gap:
         return math.nan
-    return (reward - static_reward) / gap
+    return (reward - low_reward) / gap
 
 
 @dataclass
 class PolicyMetrics:
-    """The summary of one policy (or of several training seeds of one learner) in one condition.
+    """The summary of one policy in one condition.
 
-    :param name: row name (``"sacd"``, ``"sacd (seed 1)"``, ``"sacd (3 seeds)"``, ``"greedy"``)
+    :param name: row name (``"sacd"``, ``"sacd (seed 1)"``, ``"robust-mpc"``)
     :param condition: the evaluation condition (channel model or trace file)
-    :param kind: ``"learned"``, ``"baseline"`` or ``"seeds"`` (an aggregate over training seeds)
+    :param kind: ``"learned"`` or ``"baseline"``
+    :param causal: whether the policy decides only from what the device knows at decision time
     :param episodes: evaluation episodes
     :param requests: requests served
     :param reward: mean reward per request
-    :param reward_ci95: half-width of the 95% t-interval (over episodes; over training seeds for
-        ``kind="seeds"``)
+    :param reward_ci95: half-width of the 95% t-interval over episodes
     :param latency_ms: mean end-to-end latency
     :param latency_p95_ms: 95th percentile latency
     :param accuracy: mean correctness
@@ -130,18 +143,15 @@ class PolicyMetrics:
     :param exits: fraction of requests per exit index
     :param splits: fraction of requests per split index
     :param bits: fraction of requests per bit option label (``"local"``: nothing sent)
-    :param normalized_score: ``(R - R_static) / (R_oracle - R_static)``
-    :param gain_vs_static: mean per-episode reward minus the best static configuration's
-    :param gain_vs_static_ci95: half-width of its paired 95% t-interval (over episodes; over
-        training seeds for ``kind="seeds"``)
-    :param seeds: training seeds behind an aggregate row
-    :param reward_seed_std: standard deviation of the mean reward across training seeds
-    :param normalized_score_seed_std: the same for the normalized score
+    :param normalized_score: ``(R - R_best_causal) / (R_clairvoyant_lookahead - R_best_causal)``
+    :param gains: the paired gain over every evaluated baseline, by baseline name
+    :param seeds: the training seed of a learned policy
     """
 
     name: str
     condition: str
     kind: str
+    causal: bool
     episodes: int
     requests: int
     reward: float
@@ -156,32 +166,29 @@ class PolicyMetrics:
     splits: dict[str, float]
     bits: dict[str, float]
     normalized_score: float = math.nan
-    gain_vs_static: float = math.nan
-    gain_vs_static_ci95: float = math.nan
+    gains: dict[str, PairedDifference] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=list)
-    reward_seed_std: float = math.nan
-    normalized_score_seed_std: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON (``nan`` becomes ``None``)."""
-        return _json_safe(dataclasses.asdict(self))
+        return json_safe(dataclasses.asdict(self))
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by ``None`` (JSON has no ``nan``)."""
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 def _fractions(values: np.ndarray, labels: Sequence[str], codes: Sequence[int]) -> dict[str, float]:
-    counts = {
+    return {
         label: float(np.mean(values == code)) for label, code in zip(labels, codes, strict=True)
     }
-    return counts
 
 
 def summarize(
@@ -190,16 +197,17 @@ def summarize(
     *,
     condition: str = "",
     kind: str = "baseline",
+    causal: bool = True,
 ) -> PolicyMetrics:
-    """The metrics of one policy's rollout (the normalized score is set by :func:`score`).
+    """The metrics of one policy's rollout (gains and score are set by :func:`compare`).
 
     :param rollout: the per-request records of the policy
     :param bit_options: the profile's bit options (labels of the bits distribution)
     :param condition: the evaluation condition's name
     :param kind: ``"learned"`` or ``"baseline"``
+    :param causal: whether the policy decides only from what the device knows
     """
-    episode_rewards = rollout.reward.mean(axis=1)
-    reward, half_width = t_interval(episode_rewards)
+    reward, half_width = t_interval(episode_rewards(rollout))
     n_exits = int(rollout.n_exits)
     n_splits = int(rollout.n_splits)
     bit_labels = [*(str(option) for option in bit_options), LOCAL_LABEL]
@@ -208,6 +216,7 @@ def summarize(
         name=rollout.name,
         condition=condition,
         kind=kind,
+        causal=causal,
         episodes=rollout.episodes,
         requests=int(rollout.reward.size),
         reward=reward,
@@ -224,74 +233,24 @@ def summarize(
     )
 
 
-def score(
+def compare(
     rows: Sequence[PolicyMetrics],
-    rollouts: Sequence[Rollout],
-    static: Rollout,
-    oracle_reward: float,
+    rollouts: Mapping[str, Rollout],
+    baselines: Sequence[str],
+    low_reference: str,
+    high_reference: str,
 ) -> None:
-    """Set the normalized score and the paired gain over the best static configuration, in place.
+    """Set every row's paired gains over ``baselines`` and its normalized score, in place.
 
-    :param rows: the summaries of ``rollouts``, in the same order
-    :param rollouts: the policies' rollouts on the same seeds as ``static``
-    :param static: the best static configuration's rollout
-    :param oracle_reward: the oracle's mean reward
+    :param rows: the summaries of the policies in ``rollouts``
+    :param rollouts: every policy's rollout on the same seeds, by name
+    :param baselines: the baselines to pair every row with
+    :param low_reference: the policy at score 0 (the best causal baseline)
+    :param high_reference: the policy at score 1 (``clairvoyant-lookahead``)
     """
-    static_rewards = static.reward.mean(axis=1)
-    static_reward = float(static_rewards.mean())
-    for row, rollout in zip(rows, rollouts, strict=True):
-        if rollout.seeds != static.seeds:
-            raise ValueError(f"{rollout.name} ran on other seeds than {static.name}")
-        row.normalized_score = normalized_score(row.reward, static_reward, oracle_reward)
-        row.gain_vs_static, row.gain_vs_static_ci95 = t_interval(
-            rollout.reward.mean(axis=1) - static_rewards
-        )
-
-
-def aggregate_seeds(name: str, rows: Sequence[PolicyMetrics]) -> PolicyMetrics:
-    """One row for several training seeds of a learner: the mean of their metrics and the spread.
-
-    ``reward_ci95`` is the t-interval over the seeds' mean rewards (the spread that matters when
-    comparing learners), ``reward_seed_std`` their standard deviation.
-
-    :param name: the row's name, e.g. ``"sacd (3 seeds)"``
-    :param rows: one row per training seed, all of the same condition
-    """
-    if not rows:
-        raise ValueError("aggregate_seeds needs at least one row")
-    rewards = np.array([row.reward for row in rows])
-    scores = np.array([row.normalized_score for row in rows])
-    reward, half_width = t_interval(rewards)
-    gain, gain_half_width = t_interval([row.gain_vs_static for row in rows])
-
-    def mean_of(attribute: str) -> float:
-        return float(np.mean([getattr(row, attribute) for row in rows]))
-
-    def mean_distribution(attribute: str) -> dict[str, float]:
-        keys = getattr(rows[0], attribute).keys()
-        return {key: float(np.mean([getattr(row, attribute)[key] for row in rows])) for key in keys}
-
-    return PolicyMetrics(
-        name=name,
-        condition=rows[0].condition,
-        kind="seeds",
-        episodes=rows[0].episodes,
-        requests=sum(row.requests for row in rows),
-        reward=reward,
-        reward_ci95=half_width,
-        latency_ms=mean_of("latency_ms"),
-        latency_p95_ms=mean_of("latency_p95_ms"),
-        accuracy=mean_of("accuracy"),
-        deadline_miss_rate=mean_of("deadline_miss_rate"),
-        energy_mj=mean_of("energy_mj"),
-        payload_bytes=mean_of("payload_bytes"),
-        exits=mean_distribution("exits"),
-        splits=mean_distribution("splits"),
-        bits=mean_distribution("bits"),
-        normalized_score=float(np.mean(scores)),
-        gain_vs_static=gain,
-        gain_vs_static_ci95=gain_half_width,
-        seeds=[seed for row in rows for seed in row.seeds],
-        reward_seed_std=float(rewards.std(ddof=1)) if len(rows) > 1 else math.nan,
-        normalized_score_seed_std=float(scores.std(ddof=1)) if len(rows) > 1 else math.nan,
-    )
+    low = float(episode_rewards(rollouts[low_reference]).mean())
+    high = float(episode_rewards(rollouts[high_reference]).mean())
+    for row in rows:
+        rollout = rollouts[row.name]
+        row.gains = {name: paired_difference(rollout, rollouts[name]) for name in baselines}
+        row.normalized_score = normalized_score(row.reward, low, high)

@@ -2,7 +2,8 @@
 
 Per condition: the mean reward per policy with its confidence interval, the latency CDF, a timeline
 of one episode (the true capacity and the exit, split and bit-width a learned policy chose beside a
-baseline's), and accuracy against mean latency.
+baseline's), and accuracy against mean latency. With several runs, the learners aggregated over
+training seeds (rliable's interval and probability-of-improvement plots).
 """
 
 from __future__ import annotations
@@ -16,13 +17,11 @@ import numpy as np
 
 from splitrl.evaluation.metrics import PolicyMetrics
 from splitrl.evaluation.runner import LOCAL_BITS, Rollout
+from splitrl.evaluation.seeds import SeedsReport
 from splitrl.evaluation.suite import ConditionResult, EvaluationResult
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-#: the baseline the timeline shows beside the learned policy, if it was evaluated
-TIMELINE_BASELINE = "greedy"
 
 
 def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, np.ndarray]:
@@ -35,11 +34,13 @@ def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, np.ndar
     return figure, axes[:, 0]
 
 
-def _save(figure: Figure, path: Path) -> Path:
+def _save(figure: Figure, path: Path, *, layout: bool = True) -> Path:
     from matplotlib import pyplot as plt
 
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    if layout:
+        figure.tight_layout()
+    # "tight" also keeps the labels rliable places outside the axes
+    figure.savefig(path, dpi=110, bbox_inches=None if layout else "tight")
     plt.close(figure)
     return path
 
@@ -145,6 +146,60 @@ def plot_accuracy_latency(rows: Sequence[PolicyMetrics], title: str, path: Path)
     return _save(figure, path)
 
 
+def plot_seeds(report: SeedsReport, path: Path) -> list[Path]:
+    """The learners over their training seeds and every condition: IQM of the reward, IQM and mean
+    of the gain over the best causal baseline (stratified bootstrap 95% intervals), and, with two
+    learners or more, the probability of improvement between them.
+
+    Drawn with rliable's plotting utilities.
+
+    :return: ``path``, and ``<path stem>_improvement.png`` when there are two learners or more
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from rliable import plot_utils
+
+    names = [aggregate.name for aggregate in report.overall]
+    estimates = {
+        aggregate.name: (aggregate.reward, aggregate.gain, aggregate.gain_mean)
+        for aggregate in report.overall
+    }
+    figure, _ = plot_utils.plot_interval_estimates(
+        {name: np.array([e.value for e in estimates[name]]) for name in names},
+        {
+            name: np.array([[e.low for e in estimates[name]], [e.high for e in estimates[name]]])
+            for name in names
+        },
+        metric_names=["reward IQM", "gain IQM", "gain mean"],
+        algorithms=names,
+        xlabel="reward per request; gain over the best causal baseline",
+        xlabel_y_coordinate=-0.6 / max(len(names), 1),
+        subfigure_width=3.6,
+        row_height=0.6,
+    )
+    paths = [_save(figure, path, layout=False)]
+    if report.improvements:
+        figure, axis = plt.subplots(figsize=(5.0, 1.0 + 0.5 * len(report.improvements)))
+        plot_utils.plot_probability_of_improvement(
+            {
+                f"{item.learner},{item.other}": item.probability.value
+                for item in report.improvements
+            },
+            {
+                f"{item.learner},{item.other}": np.array(
+                    [item.probability.low, item.probability.high]
+                )
+                for item in report.improvements
+            },
+            ax=axis,
+        )
+        improvement = path.with_name(f"{path.stem}_improvement{path.suffix}")
+        paths.append(_save(figure, improvement, layout=False))
+    return paths
+
+
 def plot_condition(
     result: ConditionResult,
     bit_options: Sequence[int | str],
@@ -158,13 +213,12 @@ def plot_condition(
     :param bit_options: the profile's bit options
     :param deadline_s: the reward's deadline (drawn in the latency CDF)
     :param out: folder of the PNG files
-    :param learned: the learned policy of the timeline (shown beside the greedy baseline)
+    :param learned: the learned policy of the timeline (shown beside the best causal baseline)
     """
     out.mkdir(parents=True, exist_ok=True)
     name = result.condition.name
     tag = slug(name)
     rows = result.rows
-    single_rows = [row for row in rows if row.kind != "seeds"]
     paths = [
         plot_rewards(rows, f"reward per policy: {name}", out / f"reward_{tag}.png"),
         plot_latency_cdf(
@@ -174,13 +228,11 @@ def plot_condition(
             out / f"latency_cdf_{tag}.png",
         ),
         plot_accuracy_latency(
-            single_rows, f"accuracy vs latency: {name}", out / f"accuracy_latency_{tag}.png"
+            rows, f"accuracy vs latency: {name}", out / f"accuracy_latency_{tag}.png"
         ),
     ]
     if learned is not None:
-        shown = [result.rollouts[learned]]
-        if TIMELINE_BASELINE in result.rollouts:
-            shown.append(result.rollouts[TIMELINE_BASELINE])
+        shown = [result.rollouts[learned], result.rollouts[result.best_causal]]
         paths.append(
             plot_timeline(shown, bit_options, f"timeline: {name}", out / f"timeline_{tag}.png")
         )
@@ -196,4 +248,6 @@ def plot_evaluation(result: EvaluationResult, out: Path) -> list[Path]:
     paths = []
     for condition in result.conditions:
         paths += plot_condition(condition, result.bit_options, result.deadline_s, out, learned)
+    if result.seeds_report is not None:
+        paths += plot_seeds(result.seeds_report, out / "seeds_aggregate.png")
     return paths

@@ -14,16 +14,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from splitrl.agents.baselines import BASELINES, BestStaticPolicy, make_baseline
+import numpy as np
+
+from splitrl.agents.baselines import BASELINES, BestStaticPolicy
 from splitrl.agents.policy import ModelPolicy, Policy
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
-from splitrl.evaluation.metrics import PolicyMetrics, aggregate_seeds, score, summarize
+from splitrl.evaluation.defaults import (
+    DEFAULT_EVAL_EPISODES,
+    DEFAULT_EVAL_SEED,
+    DEFAULT_FIT_EPISODES,
+    DEFAULT_FIT_SEED,
+)
+from splitrl.evaluation.metrics import PolicyMetrics, compare, summarize
+from splitrl.evaluation.references import (
+    UPPER_REFERENCE,
+    AdaptationValue,
+    adaptation_value,
+    best_of,
+    is_causal,
+    make_baselines,
+    reference_names,
+)
 from splitrl.evaluation.runner import Rollout, evaluate_policies
-
-#: baselines the normalized score refers to; always evaluated
-REFERENCE_BASELINES = ("best-static", "oracle")
+from splitrl.evaluation.seeds import SeedsReport, aggregate_learner, pairwise_improvements
 
 
 @dataclass
@@ -65,15 +79,19 @@ class ConditionResult:
     """The outcome of one condition.
 
     :param condition: the condition
-    :param rows: one row per policy, then one per group of training seeds
+    :param rows: one row per policy
     :param rollouts: every policy's requests, by name
-    :param best_static_action: the label of the fitted best static action
+    :param best_causal: the best causal baseline (0 on the normalized score)
+    :param adaptation: what adapting to the link is worth in this condition
+    :param best_static_action: the label of the fitted best static action, if it was evaluated
     """
 
     condition: Condition
     rows: list[PolicyMetrics]
     rollouts: dict[str, Rollout]
-    best_static_action: str
+    best_causal: str
+    adaptation: AdaptationValue
+    best_static_action: str | None
 
 
 @dataclass
@@ -87,6 +105,8 @@ class EvaluationResult:
     :param conditions: one result per condition
     :param bit_options: the profile's bit options (labels of the bits distribution)
     :param deadline_s: the reward's latency deadline
+    :param seeds_report: the learners aggregated over training seeds with rliable (``None`` with
+        fewer than two runs)
     """
 
     scenario: Scenario
@@ -96,6 +116,7 @@ class EvaluationResult:
     conditions: list[ConditionResult]
     bit_options: tuple[int | str, ...]
     deadline_s: float
+    seeds_report: SeedsReport | None = None
 
     def rows(self) -> list[PolicyMetrics]:
         """Every row of every condition."""
@@ -257,7 +278,8 @@ def check_run_matches(run: TrainedRun, env: SplitComputingEnv, profile_sha256: s
 def baseline_names(spec: str) -> list[str]:
     """Baseline names from ``"all"``, ``"none"`` or a comma-separated list (checked).
 
-    The references of the normalized score (:data:`REFERENCE_BASELINES`) are always included.
+    The references of the measures (:func:`splitrl.evaluation.references.reference_names`: every
+    causal baseline, ``channel-blind`` and ``clairvoyant-lookahead``) are always included.
     """
     text = spec.strip()
     if text == "all":
@@ -269,10 +291,7 @@ def baseline_names(spec: str) -> list[str]:
         unknown = [name for name in chosen if name not in BASELINES]
         if unknown:
             raise ValueError(f"unknown baselines {unknown}; known: {', '.join(BASELINES)}, all")
-    for name in REFERENCE_BASELINES:
-        if name not in chosen:
-            chosen.append(name)
-    return list(dict.fromkeys(chosen))
+    return list(dict.fromkeys([*chosen, *reference_names()]))
 
 
 def evaluate(
@@ -280,7 +299,7 @@ def evaluate(
     baselines: Sequence[str],
     conditions: Sequence[Condition],
     *,
-    episodes: int = 20,
+    episodes: int = DEFAULT_EVAL_EPISODES,
     seed: int = DEFAULT_EVAL_SEED,
     fit_episodes: int = DEFAULT_FIT_EPISODES,
     fit_seed: int = DEFAULT_FIT_SEED,
@@ -288,15 +307,17 @@ def evaluate(
 ) -> EvaluationResult:
     """Evaluate the runs and baselines on the same seeded episodes of every condition.
 
-    The best static configuration is fitted per condition on the episodes of ``fit_seed ..``
-    (training-channel seeds), never on the evaluation seeds. Rows of several runs of one learner
-    are followed by an aggregate row ``"<algo> (<n> seeds)"``.
+    Every row gets its paired gain over every baseline and its normalized score (0 = the best
+    causal baseline, 1 = ``clairvoyant-lookahead``). The best static configuration is fitted per
+    condition on the episodes of ``fit_seed ..`` (training-channel seeds), never on the evaluation
+    seeds. With two runs or more, the learners are aggregated over their training seeds with
+    rliable (:mod:`splitrl.evaluation.seeds`).
 
     :param runs: loaded runs (:func:`load_runs`)
-    :param baselines: baseline names (:func:`baseline_names`); the references of the normalized
-        score (:data:`REFERENCE_BASELINES`) are added if missing
+    :param baselines: baseline names (:func:`baseline_names`); the references of the measures are
+        added if missing
     :param conditions: the conditions (:func:`evaluation_conditions`)
-    :param episodes: evaluation episodes per condition
+    :param episodes: evaluation episodes per condition (at least 2: intervals need them)
     :param seed: reset seed of the first evaluation episode (then ``seed + 1``, ...)
     :param fit_episodes: episodes per action when fitting the best static configuration
     :param fit_seed: first seed of those episodes
@@ -305,78 +326,121 @@ def evaluate(
     """
     from splitrl.training.config import profile_identity
 
-    if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
+    if episodes < 2:
+        raise ValueError(
+            f"episodes must be at least 2 (a confidence interval needs them), got {episodes}"
+        )
     if not conditions:
         raise ValueError("no evaluation condition")
+    baselines = list(dict.fromkeys([*baselines, *reference_names()]))
+    unknown = [name for name in baselines if name not in BASELINES]
+    if unknown:
+        raise ValueError(f"unknown baselines {unknown}; known: {', '.join(BASELINES)}")
     envs = [condition.make_env() for condition in conditions]
     for condition, env in zip(conditions, envs, strict=True):
         sha = profile_identity(condition.scenario.profile)["arrays_sha256"]
         for run in runs:
             check_run_matches(run, env, sha)
-    baselines = list(dict.fromkeys([*baselines, *REFERENCE_BASELINES]))
-    unknown = [name for name in baselines if name not in BASELINES]
-    if unknown:
-        raise ValueError(f"unknown baselines {unknown}; known: {', '.join(BASELINES)}")
     seeds = list(range(seed, seed + episodes))
-    fit_seeds = list(range(fit_seed, fit_seed + fit_episodes))
     results = []
     for condition, env in zip(conditions, envs, strict=True):
-        policies: list[Policy] = [run.policy for run in runs]
-        best_static: BestStaticPolicy | None = None
-        for name in baselines:
-            if name == "best-static":
-                best_static = BestStaticPolicy().fit(condition.make_env, fit_episodes, fit_seed)
-                policies.append(best_static)
-            else:
-                policies.append(make_baseline(name))
-        rollouts = evaluate_policies(
-            policies, env, seeds, progress=progress, description=f"evaluating on {condition.name}"
-        )
-        learned = {run.policy.name for run in runs}
+        references = make_baselines(baselines, condition.make_env, fit_episodes, fit_seed)
+        policies: list[Policy] = [*(run.policy for run in runs), *references]
+        rollouts = {
+            rollout.name: rollout
+            for rollout in evaluate_policies(
+                policies,
+                env,
+                seeds,
+                progress=progress,
+                description=f"evaluating on {condition.name}",
+            )
+        }
+        causal = [policy.name for policy in references if is_causal(policy)]
+        best_causal = best_of(rollouts, causal)
+        learned = {run.policy.name: run.seed for run in runs}
         rows = [
             summarize(
-                rollout,
+                rollouts[policy.name],
                 env.actions.bit_options,
                 condition=condition.name,
-                kind="learned" if rollout.name in learned else "baseline",
+                kind="learned" if policy.name in learned else "baseline",
+                causal=is_causal(policy),
             )
-            for rollout in rollouts
+            for policy in policies
         ]
-        by_name = {row.name: row for row in rows}
-        for run in runs:
-            by_name[run.policy.name].seeds = [run.seed]
-        static = next(rollout for rollout in rollouts if rollout.name == "best-static")
-        score(rows, rollouts, static, by_name["oracle"].reward)
-        rows[len(runs) : len(runs)] = _seed_aggregates(runs, by_name)
-        assert best_static is not None and best_static.best_action is not None
+        for row in rows:
+            if row.name in learned:
+                row.seeds = [learned[row.name]]
+        compare(rows, rollouts, baselines, best_causal, UPPER_REFERENCE)
+        static = next((p for p in references if isinstance(p, BestStaticPolicy)), None)
         results.append(
             ConditionResult(
                 condition,
                 rows,
-                {rollout.name: rollout for rollout in rollouts},
-                env.actions.label(*best_static.best_action),
+                rollouts,
+                best_causal,
+                adaptation_value(rollouts, causal),
+                None
+                if static is None or static.best_action is None
+                else env.actions.label(*static.best_action),
             )
         )
         env.close()
     return EvaluationResult(
         conditions[0].scenario,
         seeds,
-        fit_seeds,
+        list(range(fit_seed, fit_seed + fit_episodes)),
         list(runs),
         results,
         tuple(envs[0].actions.bit_options),
         float(envs[0].reward_spec.deadline_s),
+        seeds_report(runs, results) if len(runs) > 1 else None,
     )
 
 
-def _seed_aggregates(
-    runs: Sequence[TrainedRun], rows: Mapping[str, PolicyMetrics]
-) -> list[PolicyMetrics]:
-    """One aggregate row per learner with several runs."""
-    aggregates = []
+def learner_row_name(algo: str, n_runs: int) -> str:
+    """The name of a learner's aggregate: ``"sacd (3 seeds)"``, or ``"sacd"`` for one run."""
+    return f"{algo} ({n_runs} seeds)" if n_runs > 1 else algo
+
+
+def seeds_report(runs: Sequence[TrainedRun], results: Sequence[ConditionResult]) -> SeedsReport:
+    """Aggregate every learner over its runs with rliable, per condition and over all of them.
+
+    :param runs: the evaluated runs
+    :param results: their results, one per condition
+    """
+    names = [result.condition.name for result in results]
+    best_causal = np.array(
+        [next(r.reward for r in result.rows if r.name == result.best_causal) for result in results]
+    )
+    report = SeedsReport()
+    matrices = {}
     for algo in dict.fromkeys(run.algo for run in runs):
-        group = [rows[run.policy.name] for run in runs if run.algo == algo]
-        if len(group) > 1:
-            aggregates.append(aggregate_seeds(f"{algo} ({len(group)} seeds)", group))
-    return aggregates
+        group = [run for run in runs if run.algo == algo]
+        name = learner_row_name(algo, len(group))
+        rewards = np.array(
+            [
+                [
+                    next(r.reward for r in result.rows if r.name == run.policy.name)
+                    for result in results
+                ]
+                for run in group
+            ]
+        )
+        matrices[name] = rewards
+        seeds = [run.seed for run in group]
+        for column, condition in enumerate(names):
+            report.per_condition.setdefault(condition, []).append(
+                aggregate_learner(
+                    name,
+                    seeds,
+                    [condition],
+                    rewards[:, [column]],
+                    best_causal[[column]],
+                    with_improvement=False,
+                )
+            )
+        report.overall.append(aggregate_learner(name, seeds, names, rewards, best_causal))
+    report.improvements = pairwise_improvements(matrices)
+    return report

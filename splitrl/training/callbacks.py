@@ -1,12 +1,24 @@
-"""Training callbacks: split-computing metrics for TensorBoard."""
+"""Training callbacks: split-computing metrics for TensorBoard, and the validation that keeps the
+best model."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from splitrl.agents.learners import LearnerSpec
+from splitrl.agents.rollout import run_episodes
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.evaluation.metrics import PairedDifference, t_interval
+from splitrl.training.run_dir import atomic_write
 
+#: the validation log in a run's ``eval/`` folder
+EVALUATIONS_FILE = "evaluations.npz"
 #: logger outputs that cannot show a histogram
 _NOT_HISTOGRAM_OUTPUTS = ("stdout", "log", "json", "csv")
 
@@ -98,3 +110,147 @@ class SplitMetricsCallback(BaseCallback):
         self.logger.record("actions/flat_index", flat, exclude=_NOT_HISTOGRAM_OUTPUTS)
         self._last_record = self.num_timesteps
         self._reset_window()
+
+
+@dataclass(frozen=True)
+class ValidationLog:
+    """The evaluations of a run's validation (``eval/evaluations.npz``).
+
+    :param timesteps: when each evaluation ran
+    :param results: evaluations x episodes: each validation episode's mean reward per request
+    :param best_timesteps: the timesteps of the model kept as ``best_model.zip``
+    """
+
+    timesteps: list[int]
+    results: np.ndarray
+    best_timesteps: int
+
+    @property
+    def curve(self) -> list[tuple[int, float]]:
+        """``(timesteps, mean reward per request)`` of every evaluation."""
+        return [(t, float(r.mean())) for t, r in zip(self.timesteps, self.results, strict=True)]
+
+
+def load_validation_log(path: Path) -> ValidationLog:
+    """Read the validation log a :class:`ValidationCallback` wrote."""
+    with np.load(path) as logged:
+        return ValidationLog(
+            [int(t) for t in logged["timesteps"]],
+            np.asarray(logged["results"], dtype=np.float64),
+            int(logged["best_timesteps"]),
+        )
+
+
+class ValidationCallback(BaseCallback):
+    """Evaluates the greedy policy every ``every`` env steps on fixed validation episodes and keeps
+    the best model: the one best-model mechanism of training.
+
+    Every evaluation plays the same episodes (common random numbers), so successive policies are
+    compared on the same channel and requests. A policy becomes the new best only when its paired
+    gain over the current best, per episode, has a 95% t-interval above zero. Keeping the highest
+    mean of about ten noisy evaluations would select noise (the winner's curse): a later policy
+    that is no better replaces the earlier one about half of the time. The first evaluation is the
+    first best.
+
+    The log (``log_path``, NumPy ``.npz``, read by :func:`load_validation_log`) holds
+    ``timesteps`` (one per evaluation), ``results`` (evaluations x episodes: each episode's mean
+    reward per request) and ``best_timesteps``; a resumed run continues it (:meth:`restore`).
+
+    :param learner: the learner being trained (turns the model into a policy)
+    :param env: an env of the training scenario (reset with the validation seeds)
+    :param seeds: reset seeds of the validation episodes, apart from training and evaluation seeds
+    :param every: env steps between evaluations
+    :param best_path: where the best model is saved
+    :param log_path: where the evaluations are logged (``None``: not written)
+    :ivar curve: ``(timesteps, mean reward per request)`` of every evaluation
+    :ivar best_timesteps: the timesteps of the best model so far (``None`` before the first)
+    :ivar last_gain: the latest evaluation's paired gain over the best before it
+    """
+
+    def __init__(
+        self,
+        learner: LearnerSpec,
+        env: SplitComputingEnv,
+        seeds: Sequence[int],
+        every: int,
+        best_path: Path,
+        log_path: Path | None = None,
+    ) -> None:
+        super().__init__()
+        if every < 1:
+            raise ValueError(f"every must be at least 1, got {every}")
+        if len(seeds) < 2:
+            raise ValueError(f"validation needs at least 2 episodes, got {len(seeds)}")
+        self.learner = learner
+        self.env = env
+        self.seeds = [int(seed) for seed in seeds]
+        self.every = every
+        self.best_path = best_path
+        self.log_path = log_path
+        self.curve: list[tuple[int, float]] = []
+        self.best_timesteps: int | None = None
+        self.last_gain: PairedDifference | None = None
+        self._results: list[np.ndarray] = []
+        self._best_rewards: np.ndarray | None = None
+        self._next_evaluation = every
+
+    def restore(self, log_path: Path) -> None:
+        """Continue the evaluations logged at ``log_path`` by an earlier part of the run."""
+        log = load_validation_log(log_path)
+        if log.results.size and log.results.shape[1] != len(self.seeds):
+            raise ValueError(
+                f"{log_path} holds evaluations of {log.results.shape[1]} episodes, "
+                f"but this validation plays {len(self.seeds)}"
+            )
+        self.curve = log.curve
+        self._results = list(log.results)
+        if log.timesteps:
+            self.best_timesteps = log.best_timesteps
+            self._best_rewards = log.results[log.timesteps.index(log.best_timesteps)]
+
+    def _on_training_start(self) -> None:
+        self._next_evaluation = (self.num_timesteps // self.every + 1) * self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self._next_evaluation:
+            self._next_evaluation = (self.num_timesteps // self.every + 1) * self.every
+            self.evaluate()
+        return True
+
+    def evaluate(self) -> None:
+        """Evaluate the current policy now; save it when it beats the best one."""
+        policy = self.learner.as_policy(self.model, self.env.actions.nvec)
+        rewards = run_episodes(policy, self.env, self.seeds).reward.mean(axis=1)
+        mean = float(rewards.mean())
+        self.curve.append((self.num_timesteps, mean))
+        self._results.append(rewards)
+        self.logger.record("eval/mean_reward", mean)
+        if self._best_rewards is None:
+            self._keep(rewards)
+        else:
+            gain, half_width = t_interval(rewards - self._best_rewards)
+            self.last_gain = PairedDifference("best", gain, half_width)
+            self.logger.record("eval/gain_over_best", gain)
+            if self.last_gain.is_positive():
+                self._keep(rewards)
+        self._write_log()
+
+    def _keep(self, rewards: np.ndarray) -> None:
+        self.best_timesteps = self.num_timesteps
+        self._best_rewards = rewards
+        self.best_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.best_path, self.model.save)
+
+    def _write_log(self) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(
+            self.log_path,
+            lambda file: np.savez(
+                file,
+                timesteps=np.array([t for t, _ in self.curve], dtype=np.int64),
+                results=np.array(self._results),
+                best_timesteps=np.int64(self.best_timesteps or 0),
+            ),
+        )

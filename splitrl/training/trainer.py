@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback, ProgressBarCallback
+from stable_baselines3.common.callbacks import BaseCallback, ProgressBarCallback
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
@@ -20,7 +20,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv
 from splitrl.agents.learners import LearnerSpec, get_learner
 from splitrl.envs.scenarios import Scenario
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.training.callbacks import SplitMetricsCallback
+from splitrl.training.callbacks import EVALUATIONS_FILE, SplitMetricsCallback, ValidationCallback
 from splitrl.training.checkpoints import PeriodicCheckpoint
 from splitrl.training.config import (
     CONFIG_FORMAT,
@@ -270,11 +270,8 @@ def _learn(
         callbacks.append(
             PeriodicCheckpoint(run, run_config, int(run_config["checkpoint_freq"]), spec.off_policy)
         )
-    eval_envs = None
     if run_config["eval_freq"] > 0:
-        eval_scenario = training_scenario(run.scenario(), _reward_correctness(run_config))
-        eval_envs = make_envs(spec, eval_scenario, 1, int(run_config["eval_seed"]))
-        callbacks.append(_eval_callback(spec, eval_envs, run, run_config, resuming))
+        callbacks.append(_validation_callback(spec, run, run_config, resuming))
     progress = ProgressBarCallback() if progress_bar else None
     if progress is not None:
         callbacks.append(progress)
@@ -292,7 +289,6 @@ def _learn(
             progress.pbar.close()
     finally:
         model.logger.close()
-        _close(eval_envs)
     run.save_checkpoint(model, with_replay_buffer=spec.off_policy)
     run.save_model(model, run.model_path)
     _close(model.env)
@@ -303,52 +299,27 @@ def _learn(
     return TrainResult(run, model, model.num_timesteps, interrupted)
 
 
-def _eval_callback(
-    spec: LearnerSpec,
-    eval_envs: VecEnv,
-    run: RunDirectory,
-    run_config: dict[str, Any],
-    resuming: bool,
-) -> EvalCallback:
-    """Periodic greedy evaluation on the separately seeded env; keeps ``best_model.zip``."""
-    kwargs: dict[str, Any] = {
-        "n_eval_episodes": int(run_config["n_eval_episodes"]),
-        "eval_freq": max(int(run_config["eval_freq"]) // int(run_config["n_envs"]), 1),
-        "best_model_save_path": str(run.path),
-        "log_path": str(run.eval_dir),
-        "deterministic": True,
-    }
-    base: type[EvalCallback] = EvalCallback
-    if spec.uses_masks:
-        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+def _validation_callback(
+    spec: LearnerSpec, run: RunDirectory, run_config: dict[str, Any], resuming: bool
+) -> ValidationCallback:
+    """Periodic greedy evaluation on the run's validation episodes; keeps ``best_model.zip``.
 
-        base = MaskableEvalCallback
-    callback = _same_episodes(base, int(run_config["eval_seed"]))(eval_envs, **kwargs)
-    evaluations = run.eval_dir / "evaluations.npz"
-    if resuming and evaluations.exists():
-        # Continue the evaluation log, and keep the best model on disk until an evaluation beats it.
-        with np.load(evaluations) as logged:
-            callback.evaluations_timesteps = logged["timesteps"].tolist()
-            callback.evaluations_results = logged["results"].tolist()
-            callback.evaluations_length = logged["ep_lengths"].tolist()
-        callback.best_mean_reward = float(np.max(np.mean(callback.evaluations_results, axis=1)))
-    return callback
-
-
-def _same_episodes(base: type[EvalCallback], seed: int) -> type[EvalCallback]:
-    """``base`` re-seeded before every evaluation, so that every evaluation plays the same episodes.
-
-    Without it each evaluation continues one random stream and ``best_model.zip`` is chosen on
-    different channels and requests each time: on luck as much as on the policy.
+    The episodes are ``eval_seed .. eval_seed + n_eval_episodes - 1``, the same at every
+    evaluation; a resumed run continues the evaluation log and the best model.
     """
-
-    class SameEpisodesEvalCallback(base):  # type: ignore[valid-type,misc]
-        def _on_step(self) -> bool:
-            if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:
-                self.eval_env.seed(seed)
-            return bool(super()._on_step())
-
-    return SameEpisodesEvalCallback
+    scenario = training_scenario(run.scenario(), _reward_correctness(run_config))
+    first = int(run_config["eval_seed"])
+    callback = ValidationCallback(
+        spec,
+        SplitComputingEnv(scenario),
+        range(first, first + int(run_config["n_eval_episodes"])),
+        int(run_config["eval_freq"]),
+        run.best_model_path,
+        run.eval_dir / EVALUATIONS_FILE,
+    )
+    if resuming and (run.eval_dir / EVALUATIONS_FILE).exists():
+        callback.restore(run.eval_dir / EVALUATIONS_FILE)
+    return callback
 
 
 def _reward_correctness(run_config: dict[str, Any]) -> str:
