@@ -34,7 +34,12 @@ from splitrl.envs.actions import ActionTable
 from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
 from splitrl.envs.traces import Trace, load_trace
-from splitrl.runtime.device import DeviceRuntime, RequestRecord, ServerConnection
+from splitrl.runtime.device import (
+    DeviceRuntime,
+    RequestRecord,
+    ServerConnection,
+    link_quality_source,
+)
 from splitrl.runtime.pacing import TracePacer
 from splitrl.runtime.policy import OnnxPolicy
 from splitrl.runtime.segments import OnnxSegments
@@ -190,8 +195,12 @@ def bench_fidelity(export: Path | None, trace_path: Path | None, n_requests: int
     host = get_device_preset("host")
     costs = CostTables.build(profile, host, host)
     metadata = policy.metadata
+    pacer = TracePacer(trace)
+    link_quality = link_quality_source(
+        metadata.link_quality, None, pacer, metadata.frame_interval_s
+    )
     with ServerThread(TorchSegments(model)) as server:
-        connection = ServerConnection(("127.0.0.1", server.port), TracePacer(trace))
+        connection = ServerConnection(("127.0.0.1", server.port), pacer)
         try:
             runtime = DeviceRuntime(
                 OnnxSegments(export),
@@ -200,6 +209,7 @@ def bench_fidelity(export: Path | None, trace_path: Path | None, n_requests: int
                 metadata.device_knowledge(),
                 connection,
                 metadata.codec,
+                link_quality=link_quality,
             )
             records = runtime.run(samples, metadata.frame_interval_s)
         finally:
