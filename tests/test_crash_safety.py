@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from stable_baselines3.common.callbacks import BaseCallback
 
 from splitrl.cli import main
 from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, RunDirectory
 from splitrl.training.trainer import resume, train
-from tests.test_train import InterruptAt, fast_config
+from tests.test_train import fast_config
 
 #: checkpoints every 100 steps of a 400-step run with a 1,000-transition buffer
 FLAGS = [
@@ -33,6 +34,21 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class InterruptAfterStep(BaseCallback):
+    """Raises KeyboardInterrupt once step ``timestep`` is stored, as Ctrl-C during learning would."""
+
+    def __init__(self, timestep: int) -> None:
+        super().__init__()
+        self.timestep = timestep
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self.num_timesteps >= self.timestep:
+            raise KeyboardInterrupt
 
 
 def killed_run(profile: Path, out: Path, fault: str) -> RunDirectory:
@@ -99,14 +115,12 @@ def test_resume_skips_a_damaged_newest_checkpoint(tiny_profile_path: Path, tmp_p
 
 def test_checkpoint_grid_holds_after_a_resume(tiny_profile_path: Path, tmp_path: Path) -> None:
     config = fast_config(tiny_profile_path, tmp_path, checkpoint_freq=100, timesteps=400)
-    first = train(config, callbacks=[InterruptAt(150)])
+    first = train(config, callbacks=[InterruptAfterStep(150)])
     assert first.interrupted and first.num_timesteps == 150
     resume(first.run_dir.path, timesteps=320)
     steps = sorted(checkpoint.num_timesteps for checkpoint in first.run_dir.checkpoints())
     assert steps == [100, 150, 200, 300, 320]
     for checkpoint in first.run_dir.checkpoints():
-        if checkpoint.num_timesteps % 100:
-            continue  # Ctrl-C inside a step (as InterruptAt raises it) loses that step's transition
         assert checkpoint.replay_buffer_path is not None
         assert buffer_size_of(checkpoint.replay_buffer_path) == checkpoint.num_timesteps
 
@@ -142,7 +156,9 @@ def test_bad_hyperparameters_fail_before_the_run_directory(
     flags = ["train", "--profile", str(tiny_profile_path), "--out", str(out), "--hyperparams"]
     assert main([*flags, *hyperparams]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and error.startswith("splitrl train: error: hyperparameter")
+    assert error.count("\n") == 1 and error.startswith(
+        "splitrl train: error: invalid hyperparameters:"
+    )
     assert re.search(message, error), error
     assert not out.exists()
 

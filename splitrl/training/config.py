@@ -35,8 +35,9 @@ from splitrl.profiles.io import resolve_profile_path
 DEFAULT_TIMESTEPS = 30_000
 #: env steps between evaluations of the current policy (0: no evaluation)
 DEFAULT_EVAL_FREQ = 5_000
-#: episodes per evaluation
-DEFAULT_EVAL_EPISODES = 5
+#: validation episodes per evaluation (the same ones every time; a later model replaces the best
+#: one only when its paired gain over it is significant on them, see ``ValidationCallback``)
+DEFAULT_EVAL_EPISODES = 10
 #: env steps between checkpoints (0: only at the end and on interruption)
 DEFAULT_CHECKPOINT_FREQ = 10_000
 #: env steps between records of the split-computing metrics
@@ -77,7 +78,7 @@ class TrainConfig:
     :param vec_env: ``"dummy"`` (one process) or ``"subproc"`` (one process per env)
     :param hyperparameters: constructor keywords that replace the learner's defaults
     :param eval_freq: env steps between evaluations (0: none)
-    :param n_eval_episodes: episodes per evaluation
+    :param n_eval_episodes: validation episodes per evaluation (at least 2)
     :param checkpoint_freq: env steps between checkpoints (0: only at the end or on interruption)
     :param log_freq: env steps between records of the split-computing metrics
     :param torch_device: torch device (``cpu``, ``cuda``, ``auto``)
@@ -109,7 +110,7 @@ class TrainConfig:
         minimums = {
             "timesteps": 1,
             "n_envs": 1,
-            "n_eval_episodes": 1,
+            "n_eval_episodes": 2,
             "log_freq": 1,
             "eval_freq": 0,
             "checkpoint_freq": 0,
@@ -241,7 +242,7 @@ def validate_hyperparameters(hyperparameters: Mapping[str, Any]) -> None:
         if name in _HYPERPARAMETER_RULES:
             rule, check = _HYPERPARAMETER_RULES[name]
             if not check(value):
-                raise ValueError(f"hyperparameter {name} must be {rule}, got {value!r}")
+                raise ValueError(f"invalid hyperparameters: {name} must be {rule}, got {value!r}")
 
 
 def check_torch_device(name: str) -> None:
