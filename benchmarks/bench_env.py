@@ -150,6 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         "--episodes", type=int, default=20, help="paired episodes per scenario (default: 20)"
     )
     parser.add_argument(
+        "--scenarios",
+        default="all",
+        help="scenarios of the adaptation table: all (default), none, or a comma list",
+    )
+    parser.add_argument(
         "--episode-study",
         type=int,
         default=0,
@@ -162,6 +167,15 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--episodes must be at least 2, got {args.episodes}")
     if args.episode_study and args.episode_study < 4:
         parser.error(f"--episode-study needs at least 4 episodes, got {args.episode_study}")
+    if args.scenarios == "all":
+        scenarios = list(SCENARIOS)
+    elif args.scenarios == "none":
+        scenarios = []
+    else:
+        scenarios = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+        unknown = [name for name in scenarios if name not in SCENARIOS]
+        if unknown:
+            parser.error(f"--scenarios: unknown {unknown}; known: {', '.join(SCENARIOS)}")
 
     raw = SplitComputingEnv()
     speed_rows = []
@@ -212,24 +226,25 @@ def main(argv: list[str] | None = None) -> None:
         f"(one step {helpers['step_us']:.1f} us)"
     )
 
-    scenario_rows = [adaptation_row(name, args.episodes) for name in SCENARIOS]
-    print(
-        f"\nWhat adapting is worth per scenario ({args.episodes} paired episodes; goals: "
-        "upper gain >= 0.05, causal gain's 95% interval above 0)"
-    )
-    print_table(
-        scenario_rows,
-        [
-            ("scenario", "scenario", "s"),
-            ("upper_gain", "lookahead - blind", "+.4f"),
-            ("upper_gain_ci95", "± (95%)", ".4f"),
-            ("best_causal", "best causal", "s"),
-            ("causal_gain", "causal - blind", "+.4f"),
-            ("causal_gain_ci95", "± (95%)", ".4f"),
-            ("nontrivial", "non-trivial", "s"),
-            ("seconds", "seconds", ".1f"),
-        ],
-    )
+    scenario_rows = [adaptation_row(name, args.episodes) for name in scenarios]
+    if scenario_rows:
+        print(
+            f"\nWhat adapting is worth per scenario ({args.episodes} paired episodes; goals: "
+            "upper gain >= 0.05, causal gain's 95% interval above 0)"
+        )
+        print_table(
+            scenario_rows,
+            [
+                ("scenario", "scenario", "s"),
+                ("upper_gain", "lookahead - blind", "+.4f"),
+                ("upper_gain_ci95", "± (95%)", ".4f"),
+                ("best_causal", "best causal", "s"),
+                ("causal_gain", "causal - blind", "+.4f"),
+                ("causal_gain_ci95", "± (95%)", ".4f"),
+                ("nontrivial", "non-trivial", "s"),
+                ("seconds", "seconds", ".1f"),
+            ],
+        )
     results: dict[str, Any] = {"speed": speed_rows, "helpers": helpers, "scenarios": scenario_rows}
     if args.episode_study:
         results["episode_study"] = episode_study(args.episode_study)

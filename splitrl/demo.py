@@ -20,7 +20,7 @@ from typing import Any
 #: SACD timesteps of the demo: three to four minutes on one core of a small machine
 DEMO_TIMESTEPS = 25_000
 #: evaluation episodes per policy
-DEMO_EPISODES = 20
+DEMO_EPISODES = 10
 #: validation evaluations during training (the learning curve and the best model)
 DEMO_EVAL_POINTS = 10
 #: validation episodes of each periodic evaluation (seeds ``seed + 10 000 ..``, apart from the

@@ -121,8 +121,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     output.add_argument(
         "--eval-episodes",
-        type=integer_at_least(1),
-        help=f"episodes per evaluation (default: {DEFAULT_EVAL_EPISODES})",
+        type=integer_at_least(2),
+        help=f"validation episodes per evaluation, at least 2 (default: {DEFAULT_EVAL_EPISODES})",
     )
     output.add_argument(
         "--checkpoint-freq",

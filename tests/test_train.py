@@ -133,7 +133,7 @@ def test_resume_continues_the_step_count_and_the_replay_buffer(
 ) -> None:
     first = train(
         fast_config(
-            tiny_profile_path, tmp_path, checkpoint_freq=100, eval_freq=100, n_eval_episodes=1
+            tiny_profile_path, tmp_path, checkpoint_freq=100, eval_freq=100, n_eval_episodes=2
         )
     )
     assert first.num_timesteps == 200
