@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import pytest
 
-from splitrl.codecs import CodecError, decode, encode, kernels
+from splitrl.codecs import CodecError, decode, encode, frame_info, kernels
 from splitrl.codecs.bitpack import pack_bits, unpack_bits
 from splitrl.codecs.quantize import dequantize, quantize
 from splitrl.codecs.rle import run_length_decode, run_length_encode
@@ -163,3 +165,43 @@ def test_environment_variable_forces_numpy() -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
     )
     assert output.stdout.strip() == "True"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # numpy on the overflowing range
+@pytest.mark.parametrize("bits", [1, 4, 8])
+def test_whole_frames_of_edge_tensors_are_identical(bits: int) -> None:
+    """The one-call float32 frame path against numpy, where it must hand over to Python too."""
+    rng = np.random.default_rng(bits)
+    tensors = [x for x in quantizer_inputs() if x.dtype == np.float32]
+    tensors += [
+        np.array(2.5, np.float32),  # 0-d
+        rng.normal(size=(3, 5, 7)).astype(np.float32),  # zero code in the middle of the range
+        np.full((4, 70_000), 1.25, np.float32),  # one long run
+        np.zeros((2, 0, 3), np.float32),
+        np.array([0.0, 3.4e38], np.float32),  # 255 * scale overflows float32
+    ]
+    for x in tensors:
+        frame, reference = on_both_paths(encode, x, bits)
+        assert frame == reference
+        if isinstance(reference, bytes):
+            assert_same_arrays(*on_both_paths(decode, frame))
+
+
+def test_hostile_whole_frames_get_the_same_answer() -> None:
+    rng = np.random.default_rng(5)
+    x = np.maximum(rng.laplace(-0.3, 1.0, size=(8, 12, 12)), 0).astype(np.float32)
+    answers = {"decoded": 0, "rejected": 0}
+    for frame in (encode(x, 3), encode(x, 6, run_length=False), encode(x[0, 0], 8)):
+        header_length = frame_info(frame).header_length
+        for _ in range(200):
+            mutated = bytearray(frame)
+            for position in rng.integers(0, len(mutated), size=rng.integers(1, 3)):
+                mutated[position] ^= 1 << int(rng.integers(8))
+            if rng.random() < 0.7:  # a forger's CRC, so that the payload is decoded
+                crc = zlib.crc32(mutated[header_length:], zlib.crc32(mutated[: header_length - 4]))
+                mutated[header_length - 4 : header_length] = struct.pack("<I", crc)
+            bounds = [{}, {"max_elements": 100}, {"expected_shape": x.shape}][rng.integers(3)]
+            compiled, reference = on_both_paths(decode, bytes(mutated), **bounds)
+            assert_same_arrays(compiled, reference)
+            answers["decoded" if isinstance(reference, np.ndarray) else "rejected"] += 1
+    assert answers["rejected"] > answers["decoded"] > 0

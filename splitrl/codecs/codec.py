@@ -8,11 +8,13 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.codecs import kernels
 from splitrl.codecs.bitpack import pack_bits, packed_size, unpack_bits
 from splitrl.codecs.clipping import ClipSpec, parse_clip
 from splitrl.codecs.entropy import entropy_decode, entropy_encode
 from splitrl.codecs.errors import CodecError
 from splitrl.codecs.frame import (
+    MAX_ELEMENTS,
     Coding,
     FrameInfo,
     build_frame,
@@ -106,6 +108,21 @@ def encode(
     :raises CodecError: for an unsupported dtype, a tensor above ``MAX_ELEMENTS`` elements,
         non-finite values with a linear quantizer, or invalid options.
     """
+    compiled = kernels.compiled
+    if (
+        compiled is not None
+        and type(bits) is int
+        and isinstance(x, np.ndarray)
+        and x.dtype == np.float32
+        and not (per_channel or entropy)
+        and clip is None
+        and run_length
+    ):
+        # the common case in one call, byte for byte the frame of the code below; None leaves
+        # the tensors it cannot reproduce exactly (and every error) to that code
+        frame: bytes | None = compiled.encode_float32_frame(x, bits, MAX_ELEMENTS)
+        if frame is not None:
+            return frame
     if isinstance(bits, CodecConfig):
         if per_channel or clip is not None or entropy or not run_length:
             raise CodecError("pass either a CodecConfig or keyword options, not both")
@@ -181,22 +198,10 @@ def frame_info(frame: bytes | bytearray | memoryview) -> FrameInfo:
     return parse_frame(frame)[0]
 
 
-def _check_bounds(
-    info: FrameInfo, expected_shape: Sequence[int] | None, max_elements: int | None
-) -> None:
-    """Refuse a frame whose header exceeds what the caller allows (nothing is allocated yet)."""
-    if expected_shape is not None and info.shape != tuple(expected_shape):
-        raise CodecError(
-            f"frame shape {info.shape} differs from the expected {tuple(expected_shape)}"
-        )
-    if max_elements is not None and info.element_count > max_elements:
-        raise CodecError(
-            f"shape {info.shape} holds {info.element_count} elements, "
-            f"above max_elements={max_elements}"
-        )
-
-
-def _check_bound_arguments(expected_shape: Sequence[int] | None, max_elements: int | None) -> None:
+def _check_bound_arguments(
+    expected_shape: Sequence[int] | None, max_elements: int | None
+) -> tuple[int, ...] | None:
+    """Validate the bounds of :func:`decode`; returns the expected shape as a tuple."""
     if expected_shape is not None and not (
         isinstance(expected_shape, Sequence)
         and all(isinstance(size, (int, np.integer)) and size >= 0 for size in expected_shape)
@@ -210,6 +215,20 @@ def _check_bound_arguments(expected_shape: Sequence[int] | None, max_elements: i
         and max_elements >= 0
     ):
         raise CodecError(f"max_elements must be a non-negative integer, got {max_elements!r}")
+    return None if expected_shape is None else tuple(int(size) for size in expected_shape)
+
+
+def _check_bounds(
+    info: FrameInfo, expected_shape: tuple[int, ...] | None, max_elements: int | None
+) -> None:
+    """Refuse a frame whose header exceeds what the caller allows (nothing is allocated yet)."""
+    if expected_shape is not None and info.shape != expected_shape:
+        raise CodecError(f"frame shape {info.shape} differs from the expected {expected_shape}")
+    if max_elements is not None and info.element_count > max_elements:
+        raise CodecError(
+            f"shape {info.shape} holds {info.element_count} elements, "
+            f"above max_elements={max_elements}"
+        )
 
 
 def decode(
@@ -232,9 +251,18 @@ def decode(
     :raises CodecError: for a malformed, truncated, corrupted or forged frame, or one outside
         the bounds.
     """
-    _check_bound_arguments(expected_shape, max_elements)
+    expected = None
+    if expected_shape is not None or max_elements is not None:
+        expected = _check_bound_arguments(expected_shape, max_elements)
+    compiled = kernels.compiled
+    if compiled is not None and isinstance(frame, (bytes, bytearray, memoryview)):
+        # the common frame in one call; None leaves every other frame to the code below
+        limit = MAX_ELEMENTS if max_elements is None else min(int(max_elements), MAX_ELEMENTS)
+        decoded = compiled.decode_float32_frame(frame, limit, expected)
+        if decoded is not None:
+            return np.frombuffer(decoded[1], dtype=np.float32).reshape(decoded[0])
     info, payload = parse_frame(frame)
-    _check_bounds(info, expected_shape, max_elements)
+    _check_bounds(info, expected, max_elements)
     count = info.element_count
     if info.coding is Coding.RAW:
         stage_size = count * info.wire_dtype.itemsize
