@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
+#: height of one learner's row in the aggregate plot; its x label sits half an inch below the axes
+ROW_HEIGHT_INCHES = 0.6
+
+
 def _figure(width: float, height: float, rows: int = 1) -> tuple[Figure, np.ndarray]:
     import matplotlib
 
@@ -175,9 +179,10 @@ def plot_seeds(report: SeedsReport, path: Path) -> list[Path]:
         metric_names=["reward IQM", "gain IQM", "gain mean"],
         algorithms=names,
         xlabel="reward per request; gain over the best causal baseline",
-        xlabel_y_coordinate=-0.6 / max(len(names), 1),
+        xlabel_y_coordinate=-0.5 / (ROW_HEIGHT_INCHES * max(len(names), 1)),
         subfigure_width=3.6,
-        row_height=0.6,
+        row_height=ROW_HEIGHT_INCHES,
+        max_ticks=3,
     )
     paths = [_save(figure, path, layout=False)]
     if report.improvements:
