@@ -11,7 +11,7 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a short lookahead:
   correctness and energy. A request arriving ``T`` (the frame interval) after one that waited ``w``
   waits ``max(0, w + D_c - T)``.
 * **Continuation.** The next requests act optimally under that forecast: dynamic programming over
-  ``horizon`` requests, on a grid of waits (fine up to the deadline, coarser up to the reward's
+  ``horizon`` requests, on a grid of waits (64 steps up to the deadline, 16 more up to the reward's
   latency cap, where the reward stops changing; linear in between). Actions no better than another
   in accuracy, ``L``, ``D`` and energy are left out first, which keeps it cheap.
 * **Cost.** The reward of those ``horizon`` requests after an idle device minus their reward after
@@ -19,6 +19,8 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a short lookahead:
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -28,7 +30,7 @@ from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
 #: requests after the current one whose reward the backlog cost counts (8 frames: 133 ms at 60 fps)
 DEFAULT_BACKLOG_HORIZON = 8
 #: grid points of the wait from 0 to the deadline, and from the deadline to the latency cap
-_FINE_POINTS, _COARSE_POINTS = 129, 65
+_FINE_POINTS, _COARSE_POINTS = 65, 17
 
 
 def check_horizon(horizon: int) -> int:
@@ -58,24 +60,28 @@ def backlog_cost(
     keep = _undominated(outcomes.correct, service_s, busy_s, outcomes.energy_j)
     correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
     energy_j = outcomes.energy_j[keep]
-    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
-    deadline = reward_spec.deadline_s
-    waits = np.unique(
-        np.concatenate(
-            [
-                np.linspace(0.0, deadline, _FINE_POINTS),
-                np.linspace(deadline, reward_spec.latency_cap * deadline, _COARSE_POINTS),
-                next_wait,
-            ]
-        )
-    )
+    waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
     # value[i]: the best reward of the requests still to come when the next one waits waits[i]
     value = np.zeros_like(waits)
     after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
     now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
     for _ in range(horizon):
         value = (now + np.interp(after, waits, value)).max(axis=1)
-    return np.maximum(value[0] - value[np.searchsorted(waits, next_wait)], 0.0)
+    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
+    return np.maximum(value[0] - np.interp(next_wait, waits, value), 0.0)
+
+
+@functools.lru_cache(maxsize=16)
+def _wait_grid(deadline_s: float, latency_cap: float) -> np.ndarray:
+    """The waits the lookahead values: fine up to the deadline, coarse up to the latency cap."""
+    grid = np.concatenate(
+        [
+            np.linspace(0.0, deadline_s, _FINE_POINTS),
+            np.linspace(deadline_s, latency_cap * deadline_s, _COARSE_POINTS)[1:],
+        ]
+    )
+    grid.flags.writeable = False
+    return grid
 
 
 def _undominated(
