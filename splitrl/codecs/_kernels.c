@@ -200,11 +200,22 @@ static void unpack_u8(const uint8_t *in, size_t count, int width, uint8_t *value
 }
 
 /* Packs values[i] - escape at `width` bits (0..32) for every values[i] >= escape, MSB first,
- * zero-padded to a byte. Branch-free per value: escapes are frequent and unpredictable. */
+ * zero-padded to a byte. Rare escapes take a predictable branch; frequent ones (one value in
+ * eight or more) a branch-free loop, as their branch would be mispredicted. */
 #define DEFINE_WRITE_EXCESSES(name, type)                                                      \
     static uint8_t *name(uint8_t *out, const type *values, size_t count, uint32_t escape,      \
-                         int width) {                                                          \
+                         int width, uint64_t escapes) {                                        \
         const uint64_t mask = width_mask(width);                                               \
+        if (escapes * 8 < count) {                                                             \
+            BitWriter writer = {out, 0, 0};                                                    \
+            for (size_t index = 0; index < count; index++) {                                   \
+                if (values[index] >= escape) {                                                 \
+                    put_bits(&writer, values[index] - escape, width);                          \
+                }                                                                              \
+            }                                                                                  \
+            flush_bits(&writer);                                                               \
+            return writer.out;                                                                 \
+        }                                                                                      \
         uint64_t accumulator = 0;                                                              \
         int pending = 0; /* below 32 between values */                                         \
         for (size_t index = 0; index < count; index++) {                                       \
@@ -289,12 +300,18 @@ static StreamWidths choose_widths(const uint32_t *values, size_t count) {
 
 /* choose_widths() for byte values: a histogram of the 256 values, then of their bit lengths. */
 static StreamWidths choose_widths_u8(const uint8_t *values, size_t count) {
-    uint64_t partial[4][256] = {{0}};
+    enum { SMALL = 512 }; /* below this, clearing the 256-value tables costs more than it saves */
+    uint64_t partial[4][256];
     uint64_t histogram[MAX_WIDTH + 2] = {0};
     uint32_t largest = 0;
-    if (count == 0) {
-        return (StreamWidths){0, 0, 0};
+    if (count < SMALL) {
+        for (size_t index = 0; index < count; index++) {
+            histogram[bit_length((uint64_t)values[index] + 1)]++;
+            largest = values[index] > largest ? values[index] : largest;
+        }
+        return count ? select_widths(histogram, count, largest) : (StreamWidths){0, 0, 0};
     }
+    memset(partial, 0, sizeof partial);
     size_t index = 0;
     for (; index + 4 <= count; index += 4) {
         partial[0][values[index]]++;
@@ -324,7 +341,8 @@ static uint8_t *write_stream(uint8_t *out, const uint32_t *values, size_t count,
     *out++ = (uint8_t)widths.width;
     *out++ = (uint8_t)widths.excess_width;
     out = pack_u32(out, values, count, widths.width, escape);
-    return widths.escapes ? write_excesses_u32(out, values, count, escape, widths.excess_width)
+    return widths.escapes ? write_excesses_u32(out, values, count, escape, widths.excess_width,
+                                               widths.escapes)
                           : out;
 }
 
@@ -334,7 +352,8 @@ static uint8_t *write_stream_u8(uint8_t *out, const uint8_t *values, size_t coun
     *out++ = (uint8_t)widths.width;
     *out++ = (uint8_t)widths.excess_width;
     out = pack_u8(out, values, count, widths.width, escape);
-    return widths.escapes ? write_excesses_u8(out, values, count, escape, widths.excess_width)
+    return widths.escapes ? write_excesses_u8(out, values, count, escape, widths.excess_width,
+                                              widths.escapes)
                           : out;
 }
 
@@ -525,7 +544,7 @@ typedef struct {
  * On success runs->literal_counts owns the memory (PyMem_Free). */
 static int scan_runs(const uint8_t *mapped, size_t count, Runs *runs) {
     const size_t max_runs = count / MIN_RUN;
-    uint32_t *memory = PyMem_Malloc(3 * max_runs * sizeof(uint32_t) + count + 1);
+    uint32_t *memory = PyMem_Malloc(3 * max_runs * sizeof(uint32_t) + count + 8);
     if (memory == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -536,8 +555,25 @@ static int scan_runs(const uint8_t *mapped, size_t count, Runs *runs) {
     runs->literals = (uint8_t *)(memory + 3 * max_runs);
     size_t run_count = 0, literal_total = 0, last_run_end = 0, index = 0;
     while (index < count) {
-        const size_t start = find_run_start(mapped, index, count);
-        memcpy(runs->literals + literal_total, mapped + index, start - index);
+        size_t start = index;
+#ifdef WORD_AT_A_TIME
+        /* Search and copy the literals eight positions at a time (the buffer has 8 bytes of
+         * slack): runs start every few codes in post-ReLU tensors, so per-call costs count. */
+        for (; start + 10 <= count; start += 8) {
+            const uint64_t word = load_word(mapped + start), next = load_word(mapped + start + 1);
+            memcpy(runs->literals + literal_total + (start - index), &word, sizeof word);
+            const int found = lowest_zero_byte((word ^ next) | (next ^ load_word(mapped + start + 2)));
+            if (found < 8) {
+                start += (size_t)found;
+                break;
+            }
+        }
+        if (start + 10 > count)
+#endif
+        {
+            start = find_run_start(mapped, start, count);
+            memcpy(runs->literals + literal_total, mapped + index, start - index);
+        }
         literal_total += start - index;
         if (start == count) {
             break;
@@ -747,11 +783,20 @@ static int decode_runs(const uint8_t *payload, uint64_t size, int bits, uint64_t
     }
     uint8_t *out = codes;
     for (uint64_t index = 0; index < runs; index++) {
-        memmove(out, literal, literal_counts[index]);
-        out += literal_counts[index];
-        literal += literal_counts[index];
-        memset(out, (int)run_values[index], run_lengths[index]);
-        out += run_lengths[index];
+        const uint64_t literals_here = literal_counts[index], run = run_lengths[index];
+        /* `literal - out` is the run codes still to write: at least 16 means a word copy and
+         * a word fill of at most 8 codes each stay clear of the unread literals */
+        if (literals_here <= 8 && run <= 8 && literal - out >= 16) {
+            uint64_t word, fill = 0x0101010101010101ull * (uint8_t)run_values[index];
+            memcpy(&word, literal, sizeof word);
+            memcpy(out, &word, sizeof word);
+            memcpy(out + literals_here, &fill, sizeof fill);
+        } else {
+            memmove(out, literal, literals_here);
+            memset(out + literals_here, (int)run_values[index], run);
+        }
+        out += literals_here + run;
+        literal += literals_here;
     }
     memmove(out, literal, trailing);
     if (zero_code) {
@@ -974,7 +1019,30 @@ static void quantize_codes(uint8_t *codes, const void *values, int is_float, siz
      * ties to even, like numpy's rint. The clamp keeps the value there; clamping before or
      * after rounding gives the same code. */
     const float magic = 12582912.0f, ceiling = (float)(levels + 1);
-    for (size_t index = 0; index < count; index++) {
+    size_t index = 0;
+#if defined(__SSE2__)
+    /* The same operations four lanes at a time: maxps, minps and the rounding pair select and
+     * round exactly like the scalar expressions below. */
+    if (is_float) {
+        const float *floats = values;
+        const __m128 lo = _mm_set1_ps(offset), step = _mm_set1_ps(scale), zero = _mm_setzero_ps();
+        const __m128 top = _mm_set1_ps(ceiling), round = _mm_set1_ps(magic);
+        const __m128 highest = _mm_set1_ps((float)levels);
+        for (; index + 16 <= count; index += 16) {
+            __m128i lanes[4];
+            for (int quarter = 0; quarter < 4; quarter++) {
+                __m128 scaled = _mm_div_ps(_mm_sub_ps(_mm_loadu_ps(floats + index + 4 * quarter), lo), step);
+                scaled = _mm_min_ps(_mm_max_ps(scaled, zero), top);
+                scaled = _mm_min_ps(_mm_sub_ps(_mm_add_ps(scaled, round), round), highest);
+                lanes[quarter] = _mm_cvttps_epi32(scaled);
+            }
+            const __m128i low = _mm_packs_epi32(lanes[0], lanes[1]);
+            const __m128i high = _mm_packs_epi32(lanes[2], lanes[3]);
+            _mm_storeu_si128((__m128i *)(codes + index), _mm_packus_epi16(low, high));
+        }
+    }
+#endif
+    for (; index < count; index++) {
         const float x = is_float ? ((const float *)values)[index]
                                  : (float)((const uint8_t *)values)[index];
         float scaled = (x - offset) / scale;
@@ -1083,9 +1151,9 @@ done:
 
 /* float32 offset + code * scale for every code (quantize.dequantize with float32 parameters). */
 static void dequantize_codes(float *out, const uint8_t *codes, size_t count, float offset,
-                             float scale) {
+                             float scale, int distinct) {
     float table[256];
-    for (int code = 0; code < 256; code++) {
+    for (int code = 0; code < distinct; code++) {
         const float product = (float)code * scale;
         table[code] = product + offset;
     }
@@ -1109,7 +1177,7 @@ static PyObject *dequantize_float32(PyObject *self, PyObject *args) {
     result = PyByteArray_FromStringAndSize(NULL, buffer.len * (Py_ssize_t)sizeof(float));
     if (result != NULL) {
         dequantize_codes((float *)PyByteArray_AS_STRING(result), buffer.buf, (size_t)buffer.len,
-                         offset, scale);
+                         offset, scale, 256);
     }
     PyBuffer_Release(&buffer);
     return result;
@@ -1363,7 +1431,8 @@ static PyObject *decode_float32_frame(PyObject *self, PyObject *args) {
     } else {
         unpack_u8(payload, count, bits, codes);
     }
-    dequantize_codes((float *)PyByteArray_AS_STRING(values), codes, count, offset, scale);
+    dequantize_codes((float *)PyByteArray_AS_STRING(values), codes, count, offset, scale,
+                     1 << bits);
     result = PyTuple_Pack(2, shape, values);
     goto done;
 none:
