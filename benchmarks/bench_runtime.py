@@ -9,6 +9,10 @@ Run: ``.venv/bin/python -m benchmarks.bench_runtime [--export DIR --trace PATH]`
 * **load**: 8 device runtimes x 200 requests, concurrently, against one server over loopback
   (EarlyExitNet architecture with untrained weights: the timing does not depend on them); every
   request must be answered.
+* **flood**: a normal client's round-trip latency (sequential requests) with the server idle and
+  while four attacker processes keep it busy with forged amplifying frames (54 bytes that declare
+  2^26 elements, which the server must refuse from the header). Goal: p99 under the flood within
+  2x of the idle p99.
 * **fidelity** (needs ``--export`` of a trained run, ``--trace``, the default profile and the
   Fashion-MNIST test set; skipped with the reason otherwise): per request, the measured end-to-end
   latency against the environment's time model with the ``host`` presets (the profile's measured
@@ -19,6 +23,8 @@ Run: ``.venv/bin/python -m benchmarks.bench_runtime [--export DIR --trace PATH]`
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import socket
 import statistics
 import tempfile
 import threading
@@ -42,6 +48,7 @@ from splitrl.runtime.device import (
 )
 from splitrl.runtime.pacing import TracePacer
 from splitrl.runtime.policy import OnnxPolicy
+from splitrl.runtime.protocol import Reply, Request, frame_message, recv_message
 from splitrl.runtime.segments import OnnxSegments
 from splitrl.runtime.server import ServerSettings, ServerThread
 
@@ -168,6 +175,106 @@ def bench_load(directory: Path, n_devices: int = 8, n_requests: int = 200) -> di
     }
 
 
+def _attack(port: int, forged: bytes, flooding: Any, stop: Any, sent: Any) -> None:
+    """Keep 16 ``forged`` messages in flight on one connection while ``flooding`` is set."""
+    in_flight = count = 0
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        while not stop.is_set():
+            if flooding.is_set():
+                sock.sendall(forged * (16 - in_flight))
+                count += 16 - in_flight
+                in_flight = 16
+            if in_flight:
+                recv_message(sock)
+                in_flight -= 1
+            else:
+                flooding.wait(0.05)
+    with sent.get_lock():
+        sent.value += count
+
+
+def _round_trips(port: int, body: bytes, n_requests: int) -> list[float]:
+    """Seconds per request of a client that sends one request at a time."""
+    times = []
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(n_requests):
+            start = time.perf_counter()
+            sock.sendall(frame_message(body))
+            if not Reply.decode(recv_message(sock)).ok:
+                raise RuntimeError("the normal client's request was refused")
+            times.append(time.perf_counter() - start)
+            time.sleep(0.005)
+    return times
+
+
+def bench_flood(
+    n_rounds: int = 6, requests_per_round: int = 60, n_attackers: int = 4
+) -> dict[str, Any]:
+    """A normal client's latency, idle and under a flood of forged amplifying frames.
+
+    Idle and flooded rounds alternate, so that other load on the machine weighs on both alike.
+    """
+    from splitrl.codecs import encode
+    from splitrl.models.early_exit import EarlyExitNet
+    from splitrl.runtime.torch_segments import TorchSegments
+
+    model = EarlyExitNet().eval()
+    x = np.random.default_rng(0).integers(0, 256, size=(1, 64, 64), dtype=np.uint8)
+    body = Request(1, 0, 0, encode(x, "lossless")).encode()
+    frame = encode(np.zeros((1, 8192, 8192), np.uint8), 1)
+    forged = frame_message(Request(0, 0, 0, frame).encode())
+    # fork: the attackers start at once, without importing anything
+    context = multiprocessing.get_context("fork")
+    flooding, stop, sent = context.Event(), context.Event(), context.Value("q", 0)
+    idle: list[float] = []
+    flooded: list[float] = []
+    flood_s = 0.0
+    rejected = 0
+    with ServerThread(TorchSegments(model), ServerSettings(workers=1)) as server:
+        attackers = [
+            context.Process(target=_attack, args=(server.port, forged, flooding, stop, sent))
+            for _ in range(n_attackers)
+        ]
+        for attacker in attackers:
+            attacker.start()
+        _round_trips(server.port, body, 20)  # warm-up
+        for _ in range(n_rounds):
+            flooding.clear()
+            time.sleep(0.2)  # the attackers' last replies drain
+            idle += _round_trips(server.port, body, requests_per_round)
+            flooding.set()
+            before = server.server.rejected
+            while server.server.rejected < before + 200:
+                time.sleep(0.01)  # the flood runs
+            before, start = server.server.rejected, time.perf_counter()
+            flooded += _round_trips(server.port, body, requests_per_round)
+            flood_s += time.perf_counter() - start
+            rejected += server.server.rejected - before
+        stop.set()
+        flooding.set()
+        for attacker in attackers:
+            attacker.join(30)
+        peak_buffered = server.server.budget.peak
+    idle_p99, flood_p99 = float(np.percentile(idle, 99)), float(np.percentile(flooded, 99))
+    return {
+        "requests_idle": len(idle),
+        "requests_flooded": len(flooded),
+        "attackers": n_attackers,
+        "forged_frame_bytes": len(frame),
+        "forged_frame_declares_elements": 2**26,
+        "forged_refused_per_s": rejected / flood_s,
+        "forged_sent": int(sent.value),
+        "idle_median_ms": 1e3 * float(np.median(idle)),
+        "idle_p99_ms": 1e3 * idle_p99,
+        "flood_median_ms": 1e3 * float(np.median(flooded)),
+        "flood_p99_ms": 1e3 * flood_p99,
+        "p99_ratio": flood_p99 / idle_p99,
+        "peak_buffered_bytes": peak_buffered,
+        "goal_p99_ratio": 2.0,
+    }
+
+
 #: offloaded requests that calibrate the loopback round trip (and are left out of the error)
 CALIBRATION_REQUESTS = 20
 
@@ -270,6 +377,7 @@ def main() -> None:
         results = {
             "decision": bench_decision(Path(policy_dir)),
             "load": bench_load(Path(seg_dir)),
+            "flood": bench_flood(),
             "fidelity": bench_fidelity(args.export, args.trace, args.requests),
         }
     for section, values in results.items():

@@ -140,6 +140,8 @@ class ByteBudget:
         self._freed.set()
 
 
+#: seconds between log lines about rejected requests
+REJECTION_LOG_INTERVAL_S = 1.0
 #: default cap on connections
 DEFAULT_MAX_CONNECTIONS = 256
 #: default cap on request bytes read and not yet answered, over all connections
@@ -160,6 +162,8 @@ class ServerSettings:
         ``max_message_bytes``.
     :param idle_timeout_s: a connection with no new message for this long is closed.
     :param read_timeout_s: a message must be complete this long after its first byte.
+    :param bad_request_pause_s: after a bad request, its connection is not read for this long, so
+        that a client sending bad requests (a flood of forged frames) slows itself, not the others.
     :param max_in_flight: requests of one connection computing or waiting at once; the
         connection is not read further until one finishes.
     :param load_window_s: window of the :class:`LoadMeter`.
@@ -174,6 +178,7 @@ class ServerSettings:
     max_buffered_bytes: int = DEFAULT_MAX_BUFFERED_BYTES
     idle_timeout_s: float = 300.0
     read_timeout_s: float = 10.0
+    bad_request_pause_s: float = 0.01
     max_in_flight: int = 16
     load_window_s: float = 1.0
     shutdown_grace_s: float = 10.0
@@ -189,6 +194,8 @@ class ServerSettings:
                 f"max_buffered_bytes ({self.max_buffered_bytes}) must be at least "
                 f"max_message_bytes ({self.max_message_bytes})"
             )
+        if not (math.isfinite(self.bad_request_pause_s) and self.bad_request_pause_s >= 0):
+            raise ValueError(f"bad_request_pause_s must be >= 0, got {self.bad_request_pause_s}")
         for name in ("idle_timeout_s", "read_timeout_s", "load_window_s", "shutdown_grace_s"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -224,6 +231,8 @@ class EdgeServer:
         self._job_counter = 0
         self.served = 0
         self.rejected = 0
+        self._last_rejection_log = -math.inf
+        self._read_after: dict[asyncio.StreamWriter, float] = {}
 
     @property
     def port(self) -> int:
@@ -309,6 +318,11 @@ class EdgeServer:
         try:
             while not self._stopping:
                 await slots.acquire()
+                pause = self._read_after.get(writer, 0.0) - time.monotonic()
+                if pause > 0:
+                    await asyncio.sleep(
+                        pause
+                    )  # this client sent a bad request: it waits, not others
                 read = asyncio.create_task(self._read_request(reader))
                 self._reads.add(read)
                 read.add_done_callback(self._reads.discard)
@@ -346,6 +360,7 @@ class EdgeServer:
             pass
         finally:
             self._handlers.discard(task)
+            self._read_after.pop(writer, None)
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
@@ -395,8 +410,20 @@ class EdgeServer:
         peer: object,
         status: ReplyStatus = ReplyStatus.BAD_REQUEST,
     ) -> None:
-        logger.warning("%s: request %s rejected: %s", peer, _id_text(request_id), problem)
         self.rejected += 1
+        now = time.monotonic()
+        if status is ReplyStatus.BAD_REQUEST:
+            self._read_after[writer] = now + self.settings.bad_request_pause_s
+        if now - self._last_rejection_log >= REJECTION_LOG_INTERVAL_S:
+            # One line per interval: a flood of bad requests must not become a flood of log lines.
+            logger.warning(
+                "%s: request %s rejected: %s (%d rejected in all)",
+                peer,
+                _id_text(request_id),
+                problem,
+                self.rejected,
+            )
+            self._last_rejection_log = now
         reply = Reply(
             request_id,
             status,
