@@ -269,3 +269,55 @@ def test_first_sample_off_the_end_is_refused() -> None:
             list(load_test_canvases(-1, 2, None))
     except FileNotFoundError:
         pytest.skip("the Fashion-MNIST test set is not installed")
+
+
+@pytest.mark.parametrize("opset", ["5", "99"])
+def test_export_refuses_an_opset_outside_the_exporters_range(
+    opset: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "run"), "--out", str(out), "--opset", opset]) == 2
+    assert (
+        f"--opset must be in 7..20 (what the ONNX exporter writes), got {opset}"
+        in one_error_line(capsys, "export")
+    )
+    assert not out.exists()
+
+
+def test_run_device_to_a_closed_port_fails_in_one_line(
+    tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from splitrl.agents.sacd import SACD
+    from splitrl.envs import SplitComputingEnv
+    from splitrl.runtime.onnx_export import export_policy
+
+    env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=5)
+    agent = SACD("MlpPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0, device="cpu")
+    export = tmp_path / "export"
+    export_policy(
+        agent,
+        export,
+        actions=env.actions,
+        layout=env.layout,
+        prior_bps=env.knowledge.prior_bps,
+        deadline_s=env.reward_spec.deadline_s,
+        frame_interval_s=env.frame_interval_s,
+        codec=env.profile.codec,
+        link_quality=env.link_quality_model,
+    )
+    export_segments(tiny_staged_model(), export)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    trace = tmp_path / "uplink.csv"
+    trace.write_text("0,1\n10,5\n")
+    address = f"127.0.0.1:{port}"
+    status = main(
+        ["run-device", "--server", address, "--export", str(export), "--trace", str(trace)]
+    )
+    error = capsys.readouterr().err
+    if "Fashion-MNIST" in error:
+        pytest.skip("the Fashion-MNIST test set is not installed")
+    assert status == 2
+    assert f"cannot reach the server at 127.0.0.1:{port}: Connection refused" in error
+    assert error.count("\n") == 1

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+#: the opsets the TorchScript ONNX exporter writes (torch.onnx._constants)
+OPSET_RANGE = (7, 20)
+
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``splitrl export``."""
@@ -21,11 +24,21 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default="default",
         help="'default' (the shipped network) or the checkpoint sidecar NAME.json the profile used",
     )
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    parser.add_argument(
+        "--opset",
+        type=int,
+        default=17,
+        help=f"ONNX opset, {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default: %(default)s)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Export the run and print what was written."""
+    if not OPSET_RANGE[0] <= args.opset <= OPSET_RANGE[1]:
+        raise ValueError(
+            f"--opset must be in {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (what the ONNX exporter "
+            f"writes), got {args.opset}"
+        )
     from splitrl.models.checkpoint import load_checkpoint, load_default_model
     from splitrl.runtime.onnx_export import export_run
 
