@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import threading
@@ -284,16 +285,16 @@ def test_export_refuses_an_opset_outside_the_exporters_range(
     assert not out.exists()
 
 
-def test_run_device_to_a_closed_port_fails_in_one_line(
-    tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def policy_export(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An export of an untrained SACD on the tiny profile, with the tiny model's segments."""
     from splitrl.agents.sacd import SACD
     from splitrl.envs import SplitComputingEnv
     from splitrl.runtime.onnx_export import export_policy
 
     env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=5)
     agent = SACD("MlpPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0, device="cpu")
-    export = tmp_path / "export"
+    export = tmp_path_factory.mktemp("policy_export")
     export_policy(
         agent,
         export,
@@ -306,18 +307,38 @@ def test_run_device_to_a_closed_port_fails_in_one_line(
         link_quality=env.link_quality_model,
     )
     export_segments(tiny_staged_model(), export)
+    return export
+
+
+def test_run_device_to_a_closed_port_fails_in_one_line(
+    policy_export: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     trace = tmp_path / "uplink.csv"
     trace.write_text("0,1\n10,5\n")
     address = f"127.0.0.1:{port}"
-    status = main(
-        ["run-device", "--server", address, "--export", str(export), "--trace", str(trace)]
-    )
+    flags = ["--server", address, "--export", str(policy_export), "--trace", str(trace)]
+    status = main(["run-device", *flags])
     error = capsys.readouterr().err
     if "Fashion-MNIST" in error:
         pytest.skip("the Fashion-MNIST test set is not installed")
     assert status == 2
-    assert f"cannot reach the server at 127.0.0.1:{port}: Connection refused" in error
+    assert f"cannot reach the server at {address}: Connection refused" in error
     assert error.count("\n") == 1
+
+
+def test_garbage_policy_graph_with_a_matching_hash_is_named(
+    policy_export: Path, tmp_path: Path
+) -> None:
+    from splitrl.runtime.policy import POLICY_JSON, POLICY_ONNX, OnnxPolicy
+
+    export = tmp_path / "export"
+    shutil.copytree(policy_export, export)
+    (export / POLICY_ONNX).write_bytes(b"\x08garbage" * 20)
+    document = json.loads((export / POLICY_JSON).read_text())
+    document["files"][POLICY_ONNX] = file_sha256(export / POLICY_ONNX)
+    (export / POLICY_JSON).write_text(json.dumps(document))
+    with pytest.raises(SegmentError, match=r"policy\.onnx: not a loadable ONNX graph"):
+        OnnxPolicy(export)

@@ -25,7 +25,7 @@ import numpy as np
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import OBSERVATION_VERSION, DeviceKnowledge, ObservationLayout
-from splitrl.runtime.segments import file_sha256
+from splitrl.runtime.segments import file_sha256, open_onnx_session
 
 POLICY_ONNX = "policy.onnx"
 POLICY_JSON = "policy.json"
@@ -191,9 +191,7 @@ class OnnxPolicy:
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = onnxruntime.InferenceSession(
-            str(path), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = open_onnx_session(path, options)
         self._n_features = len(self.metadata.feature_names)
 
     def actions(self, observations: np.ndarray) -> np.ndarray:

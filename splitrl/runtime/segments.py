@@ -133,6 +133,23 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def open_onnx_session(path: Path, options: Any) -> Any:
+    """An onnxruntime CPU session of ``path``.
+
+    :param options: ``onnxruntime.SessionOptions``.
+    :raises SegmentError: the file is not a graph onnxruntime can load (named, in one line).
+    """
+    import onnxruntime
+
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own classes for a bad graph
+        lines = str(error).strip().splitlines()
+        raise SegmentError(
+            f"{path}: not a loadable ONNX graph ({lines[0] if lines else repr(error)})"
+        ) from None
+
+
 def softmax_prediction(logits: np.ndarray) -> tuple[int, float]:
     """Predicted class and its softmax probability from one row of logits."""
     row = np.asarray(logits, dtype=np.float64).reshape(-1)
@@ -171,13 +188,7 @@ class OnnxSegments:
                 raise SegmentError(f"{path}: segment file not found")
             if verify and file_sha256(path) != self.manifest.files.get(name):
                 raise SegmentError(f"{path}: SHA-256 does not match {MANIFEST_NAME}")
-            try:
-                loaded = onnxruntime.InferenceSession(
-                    str(path), options, providers=["CPUExecutionProvider"]
-                )
-            except Exception as error:  # onnxruntime raises its own classes for a bad graph
-                problem = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-                raise SegmentError(f"{path}: not a loadable ONNX graph ({problem})") from None
+            loaded = open_onnx_session(path, options)
             inputs = loaded.get_inputs()
             declared = tuple(inputs[0].shape[1:]) if len(inputs) == 1 else ()
             if len(inputs) != 1 or declared != input_shape:
