@@ -14,7 +14,7 @@ from splitrl.codecs.quantize import parameter_dtype
 from splitrl.codecs.reader import encode_varint
 from tests.codec_paths import codec_path  # noqa: F401  (runs every test on both paths)
 
-DECODE_BYTES_PER_ELEMENT = 48
+DECODE_BYTES_PER_ELEMENT = 40
 """The documented worst case of decoding memory per declared element (docs/codecs.md)."""
 
 
