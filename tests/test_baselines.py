@@ -27,6 +27,7 @@ from splitrl.agents.baselines import (
     lossless_bit_index,
     make_baseline,
 )
+from splitrl.agents.baselines.spread import LatencySpread
 from splitrl.agents.policy import Policy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv
@@ -97,7 +98,11 @@ class _Forbidden:
 
 
 class _ServiceModelOnly:
-    """The server's published service model (slowdown and mean queueing at a reported load) only."""
+    """The server's published service model at a reported load, without the true load.
+
+    A policy may evaluate the queueing model with variates of its own; this request's own variate
+    lies in ``env._draw``, which is hidden.
+    """
 
     def __init__(self, server_load: ServerLoad) -> None:
         self._server_load = server_load
@@ -106,8 +111,7 @@ class _ServiceModelOnly:
         return self._server_load.compute_slowdown(load)
 
     def queueing_delay(self, load: float, service_time: float, u: float | None = None) -> float:
-        assert u is None, "read this request's queueing draw while deciding"
-        return self._server_load.queueing_delay(load, service_time, None)
+        return self._server_load.queueing_delay(load, service_time, u)
 
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"read server_load.{name} (the true load) while deciding")
@@ -217,6 +221,26 @@ def test_backlog_cost_is_what_the_next_requests_lose_to_the_wait(tiny_profile: P
         backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, 0)
 
 
+def test_latency_spread_prices_the_risk_of_missing_the_deadline(tiny_profile: Profile) -> None:
+    env = env_factory(tiny_profile, fcfs=True)()
+    env.reset(seed=0)
+    predicted = env.predict_actions()
+    offloaded = predicted.payload_bytes > 0
+    # a deadline 1 ms after the fastest offloaded action's predicted latency: safe at the means,
+    # missed whenever the RTT jitter or the server's queue adds more than 1 ms
+    fastest = int(np.flatnonzero(offloaded)[np.argmin(predicted.latency_s[offloaded])])
+    env.reward_spec = dataclasses.replace(
+        env.reward_spec, deadline_s=float(predicted.latency_s[fastest]) + 1e-3
+    )
+    predicted = env.predict_actions()
+    spread = LatencySpread(draws=256)
+    spread.reset(env)
+    expected = spread.expected_rewards(predicted, env)
+    np.testing.assert_allclose(expected[~offloaded], predicted.reward[~offloaded])
+    miss_penalty = env.reward_spec.w_miss
+    assert predicted.reward[fastest] - expected[fastest] > 0.05 * miss_penalty
+
+
 def test_channel_blind_decides_from_its_observation_and_the_profile_alone(
     tiny_profile: Profile,
 ) -> None:
@@ -308,7 +332,9 @@ def test_oracle_now_follows_the_true_capacity_at_decision_time_only(
     for bps in (1e3, 1e9):
         channel = CapacityNow(bps)
         env.channel = channel
-        e, s, _ = OracleNowPolicy().act(env, observation)
+        policy = OracleNowPolicy()
+        policy.reset(env)
+        e, s, _ = policy.act(env, observation)
         local[bps] = env.actions.is_device_only(int(e), int(s))
         assert channel.times == [env.request_start_s]
     env.channel = real_channel

@@ -100,13 +100,18 @@ def _undominated(
 
 
 def best_with_backlog(
-    outcomes: ActionOutcomes, env: SplitComputingEnv, horizon: int = DEFAULT_BACKLOG_HORIZON
+    outcomes: ActionOutcomes,
+    env: SplitComputingEnv,
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
+    rewards: np.ndarray | None = None,
 ) -> np.ndarray:
     """The action of highest reward minus :func:`backlog_cost` (ties go to the lowest flat index).
 
     :param outcomes: the current request's outcomes as the policy sees them
     :param env: the env (its frame interval and reward)
     :param horizon: requests the backlog cost counts
+    :param rewards: the rewards to rank instead of ``outcomes.reward`` (e.g. expected over a spread)
     """
-    score = outcomes.reward - backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, horizon)
+    reward = outcomes.reward if rewards is None else rewards
+    score = reward - backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, horizon)
     return outcomes.actions[int(np.argmax(score))].copy()

@@ -14,35 +14,43 @@ from splitrl.agents.baselines.backlog import (
     best_with_backlog,
     check_horizon,
 )
+from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
 from splitrl.envs.split_computing import SplitComputingEnv
 
 
 class OracleNowPolicy:
     """The device's predictor, told the true capacity at decision time, with the backlog priced.
 
-    Everything else is device knowledge, as for ``robust-mpc``: ``env.predict_actions`` at the true
-    capacity of the uplink when the request starts (``env.channel.capacity(env.request_start_s)``),
-    minus :func:`~splitrl.agents.baselines.backlog.backlog_cost`. It does not know how the capacity
-    moves during the transfer, the payload of this very request, nor its RTT and queueing draws. The
-    gap between it and ``robust-mpc`` is what a perfect link estimate is worth.
+    Everything else is ``robust-mpc``'s rule: ``env.predict_actions`` at the true capacity of the
+    uplink when the request starts (``env.channel.capacity(env.request_start_s)``), averaged over the
+    RTT and queueing spread (:class:`~splitrl.agents.baselines.spread.LatencySpread`), minus
+    :func:`~splitrl.agents.baselines.backlog.backlog_cost`. It does not know how the capacity moves
+    during the transfer, the payload of this very request, nor its RTT and queueing draws. The gap
+    between it and ``robust-mpc`` is what a perfect link estimate is worth.
 
     :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread per prediction
     """
 
     name = "oracle-now"
     causal = False
     knows = "the true capacity at decision time; otherwise the device's own estimates"
 
-    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+    def __init__(
+        self, horizon: int = DEFAULT_BACKLOG_HORIZON, spread_draws: int = DEFAULT_SPREAD_DRAWS
+    ) -> None:
         self.horizon = check_horizon(horizon)
+        self.spread = LatencySpread(spread_draws)
 
     def reset(self, env: SplitComputingEnv) -> None:
-        """Nothing to reset."""
+        """Draw the RTT and queueing spread for ``env``."""
+        self.spread.reset(env)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The best action at the true current capacity, backlog priced."""
-        capacity = env.channel.capacity(env.request_start_s)
-        return best_with_backlog(env.predict_actions(capacity), env, self.horizon)
+        predicted = env.predict_actions(env.channel.capacity(env.request_start_s))
+        rewards = self.spread.expected_rewards(predicted, env)
+        return best_with_backlog(predicted, env, self.horizon, rewards)
 
 
 class ClairvoyantPolicy:

@@ -12,6 +12,7 @@ from splitrl.agents.baselines.backlog import (
     best_with_backlog,
     check_horizon,
 )
+from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: past prediction errors the discount looks at (RobustMPC's window of 5 chunks)
@@ -31,30 +32,35 @@ class RobustMPCPolicy:
     (``env.knowledge.throughputs``, the link's nominal rate before any) and, when the env observes
     it, the radio's link-rate report (``env.knowledge.link_quality_bps``). The error of a prediction
     is scored on the transfer its decision started. The action is the argmax of the predicted reward
-    (``env.predict_actions`` at the discounted throughput) minus the cost its backlog puts on the
-    next requests (:func:`~splitrl.agents.baselines.backlog.backlog_cost`). It is causal: it reads
-    only the device's knowledge.
+    (``env.predict_actions`` at the discounted throughput, averaged over the spread of the RTT and
+    the server's queueing: :class:`~splitrl.agents.baselines.spread.LatencySpread`) minus the cost
+    its backlog puts on the next requests (:func:`~splitrl.agents.baselines.backlog.backlog_cost`).
+    It is causal: it reads only the device's knowledge and the models of its RTT and of the
+    server's service, never their draws.
 
     :param error_window: past transfers whose prediction error discounts the forecast
     :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread per prediction
     """
 
     name = "robust-mpc"
     causal = True
     knows = (
         "the device's own estimates (its measured throughputs, the link-rate report when observed, "
-        "the last reported server load, its backlog), priced with the backlog"
+        "the last reported server load, its backlog, its RTT's spread), priced with the backlog"
     )
 
     def __init__(
         self,
         error_window: int = DEFAULT_ERROR_WINDOW,
         horizon: int = DEFAULT_BACKLOG_HORIZON,
+        spread_draws: int = DEFAULT_SPREAD_DRAWS,
     ) -> None:
         if error_window < 1:
             raise ValueError(f"error_window must be at least 1, got {error_window}")
         self.error_window = error_window
         self.horizon = check_horizon(horizon)
+        self.spread = LatencySpread(spread_draws)
         self.errors: deque[float] = deque(maxlen=error_window)
         #: the harmonic mean of the last decision, before the discount
         self.predicted_bps = math.nan
@@ -68,6 +74,7 @@ class RobustMPCPolicy:
         self.predicted_bps = math.nan
         self.robust_bps = math.nan
         self._seen_transfer_end = env.knowledge.last_transfer_end
+        self.spread.reset(env)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The action of highest predicted reward minus backlog cost, at the robust throughput."""
@@ -83,4 +90,6 @@ class RobustMPCPolicy:
             samples.append(knowledge.link_quality_bps)
         self.predicted_bps = len(samples) / sum(1.0 / max(sample, 1.0) for sample in samples)
         self.robust_bps = self.predicted_bps / (1.0 + max(self.errors, default=0.0))
-        return best_with_backlog(env.predict_actions(self.robust_bps), env, self.horizon)
+        predicted = env.predict_actions(self.robust_bps)
+        rewards = self.spread.expected_rewards(predicted, env)
+        return best_with_backlog(predicted, env, self.horizon, rewards)
