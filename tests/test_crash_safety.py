@@ -20,10 +20,11 @@ from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, RunDirectory
 from splitrl.training.trainer import resume, train
 from tests.test_train import fast_config
 
-#: checkpoints every 100 steps of a 400-step run with a 1,000-transition buffer
+#: checkpoints every 100 steps of a 400-step run with a 1,000-transition buffer; learning from
+#: step 250 keeps the runs short
 FLAGS = [
     "--timesteps", "400", "--checkpoint-freq", "100", "--eval-freq", "0", "--horizon", "50",
-    "--hyperparams", "learning_starts=50", "batch_size=32", "buffer_size=1000",
+    "--hyperparams", "learning_starts=250", "batch_size=32", "buffer_size=1000",
     "--no-progress",
 ]  # fmt: skip
 
