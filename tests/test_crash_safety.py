@@ -16,7 +16,7 @@ import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
 from splitrl.cli import main
-from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, RunDirectory
+from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, TEMPORARY_MARK, RunDirectory
 from splitrl.training.trainer import resume, train
 from tests.test_train import fast_config
 
@@ -70,31 +70,35 @@ def buffer_size_of(path: Path) -> int:
 
 
 @pytest.mark.parametrize(
-    ("fault", "resumes_from", "config_steps"),
+    ("fault", "resumes_from", "config_steps", "half_written"),
     [
-        ("env-step@250", 200, 200),
-        ("replay-buffer-write@200", 100, 100),
-        ("model-write@200", 100, 100),
-        ("config-write@200", 200, 100),
+        ("env-step@250", 200, 200, []),
+        ("replay-buffer-write@200", 100, 100, [".model_replay_buffer_200_steps.pkl"]),
+        ("model-write@200", 100, 100, [".model_200_steps.zip"]),
+        ("config-write@200", 200, 100, [".config.yaml"]),
     ],
 )
 def test_kill_in_any_phase_resumes_from_the_newest_complete_checkpoint(
-    fault: str, resumes_from: int, config_steps: int, tiny_profile_path: Path, tmp_path: Path
+    fault: str,
+    resumes_from: int,
+    config_steps: int,
+    half_written: list[str],
+    tiny_profile_path: Path,
+    tmp_path: Path,
 ) -> None:
     run = killed_run(tiny_profile_path, tmp_path / "runs", fault)
     config = run.read_config()
     assert config["status"] == "interrupted"
     assert config["num_timesteps"] == config_steps
-    leftovers = [file.name for file in run.checkpoints_dir.iterdir() if ".tmp" in file.name]
-    assert all(
-        name.startswith(".") for name in leftovers
-    )  # temporary files never take a final name
+    leftovers = [file.name for file in run.path.rglob("*") if TEMPORARY_MARK in file.name]
+    assert [name.split(TEMPORARY_MARK)[0] for name in leftovers] == half_written
     newest = run.latest_checkpoint()
     assert newest is not None and newest.num_timesteps == resumes_from
     assert newest.replay_buffer_path is not None
     assert buffer_size_of(newest.replay_buffer_path) == resumes_from  # all N transitions
 
     result = resume(run.path, timesteps=300)
+    assert not [file for file in run.path.rglob("*") if TEMPORARY_MARK in file.name]
     assert result.resumed_from is not None and result.resumed_from.num_timesteps == resumes_from
     assert result.num_timesteps == 300
     assert result.model.replay_buffer.size() == 300  # type: ignore[attr-defined]

@@ -42,6 +42,8 @@ from splitrl.training.config import scenario_from_dict
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
+#: between a file's name and the writer's process id in the name of a temporary file
+TEMPORARY_MARK = ".tmp-"
 CHECKPOINT_PREFIX = "model"
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
 #: tests only: ``PHASE@STEPS`` kills the process with SIGKILL in that phase (see :func:`fault_point`)
@@ -82,7 +84,7 @@ def atomic_write(
     :param phase: the :func:`fault_point` phase of this write
     :param num_timesteps: the timestep count for :func:`fault_point`
     """
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
     try:
         with open(temporary, "wb") as file:
             write(file)
@@ -194,6 +196,17 @@ class RunDirectory:
                 yield
             finally:
                 fcntl.flock(file, fcntl.LOCK_UN)
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files a killed writer left (call it while holding :meth:`lock`).
+
+        :return: the files deleted
+        """
+        pattern = f".*{TEMPORARY_MARK}*"
+        stale = [*self.path.glob(pattern), *self.path.glob(f"*/{pattern}")]
+        for file in stale:
+            file.unlink(missing_ok=True)
+        return stale
 
     def _locked_elsewhere(self) -> bool:
         """Whether some process holds the run's lock."""

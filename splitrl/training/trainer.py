@@ -177,6 +177,8 @@ def resume(
     run = RunDirectory(Path(run_dir))
     run_config = run.read_config()
     with run.lock():
+        for file in run.remove_temporaries():
+            logger.warning("removed %s, left by an interrupted write", file)
         return _resume_locked(
             run, run_config, timesteps, eval_freq, checkpoint_freq, callbacks, progress_bar
         )
