@@ -199,51 +199,28 @@ static void unpack_u8(const uint8_t *in, size_t count, int width, uint8_t *value
     }
 }
 
-/* Packs values[i] - escape at `width` bits (0..32) for every values[i] >= escape, MSB first,
- * zero-padded to a byte. Rare escapes take a predictable branch; frequent ones (one value in
- * eight or more) a branch-free loop, as their branch would be mispredicted. */
-#define DEFINE_WRITE_EXCESSES(name, type)                                                      \
+/* Packs values[i] - escape at `width` bits for every values[i] >= escape, MSB first, zero-padded
+ * to a byte. The escaped values are first gathered without a branch (escapes are frequent and
+ * unpredictable in literal streams) into chunks of a multiple of 8 values, which pack into whole
+ * bytes, so the chunks concatenate into one stream. */
+#define EXCESS_CHUNK 4096
+#define DEFINE_WRITE_EXCESSES(name, type, pack)                                                \
     static uint8_t *name(uint8_t *out, const type *values, size_t count, uint32_t escape,      \
-                         int width, uint64_t escapes) {                                        \
-        const uint64_t mask = width_mask(width);                                               \
-        if (escapes * 8 < count) {                                                             \
-            BitWriter writer = {out, 0, 0};                                                    \
-            for (size_t index = 0; index < count; index++) {                                   \
-                if (values[index] >= escape) {                                                 \
-                    put_bits(&writer, values[index] - escape, width);                          \
-                }                                                                              \
-            }                                                                                  \
-            flush_bits(&writer);                                                               \
-            return writer.out;                                                                 \
-        }                                                                                      \
-        uint64_t accumulator = 0;                                                              \
-        int pending = 0; /* below 32 between values */                                         \
+                         int width) {                                                          \
+        type chunk[EXCESS_CHUNK];                                                              \
+        size_t filled = 0;                                                                     \
         for (size_t index = 0; index < count; index++) {                                       \
-            const uint64_t escaped = values[index] >= escape;                                  \
-            const int shift = (int)escaped * width;                                            \
-            accumulator = (accumulator << shift) |                                             \
-                          ((uint64_t)(values[index] - escape) & mask & (0 - escaped));         \
-            pending += shift;                                                                  \
-            if (pending >= 32) {                                                               \
-                pending -= 32;                                                                 \
-                const uint32_t word = (uint32_t)(accumulator >> pending);                      \
-                out[0] = (uint8_t)(word >> 24);                                                \
-                out[1] = (uint8_t)(word >> 16);                                                \
-                out[2] = (uint8_t)(word >> 8);                                                 \
-                out[3] = (uint8_t)word;                                                        \
-                out += 4;                                                                      \
+            chunk[filled] = (type)(values[index] - escape);                                    \
+            filled += values[index] >= escape;                                                 \
+            if (filled == EXCESS_CHUNK) {                                                      \
+                out = pack(out, chunk, filled, width, width_mask(width));                      \
+                filled = 0;                                                                    \
             }                                                                                  \
         }                                                                                      \
-        for (; pending >= 8; pending -= 8) {                                                   \
-            *out++ = (uint8_t)(accumulator >> (pending - 8));                                  \
-        }                                                                                      \
-        if (pending) {                                                                         \
-            *out++ = (uint8_t)(accumulator << (8 - pending));                                  \
-        }                                                                                      \
-        return out;                                                                            \
+        return pack(out, chunk, filled, width, width_mask(width));                             \
     }
-DEFINE_WRITE_EXCESSES(write_excesses_u32, uint32_t)
-DEFINE_WRITE_EXCESSES(write_excesses_u8, uint8_t)
+DEFINE_WRITE_EXCESSES(write_excesses_u32, uint32_t, pack_u32)
+DEFINE_WRITE_EXCESSES(write_excesses_u8, uint8_t, pack_u8)
 
 /* ---------------------------------------------------------------------------------------------
  * Patched streams (patched.py): k (1 byte), k2 (1 byte), values at k bits with the escape
@@ -341,8 +318,7 @@ static uint8_t *write_stream(uint8_t *out, const uint32_t *values, size_t count,
     *out++ = (uint8_t)widths.width;
     *out++ = (uint8_t)widths.excess_width;
     out = pack_u32(out, values, count, widths.width, escape);
-    return widths.escapes ? write_excesses_u32(out, values, count, escape, widths.excess_width,
-                                               widths.escapes)
+    return widths.escapes ? write_excesses_u32(out, values, count, escape, widths.excess_width)
                           : out;
 }
 
@@ -352,8 +328,7 @@ static uint8_t *write_stream_u8(uint8_t *out, const uint8_t *values, size_t coun
     *out++ = (uint8_t)widths.width;
     *out++ = (uint8_t)widths.excess_width;
     out = pack_u8(out, values, count, widths.width, escape);
-    return widths.escapes ? write_excesses_u8(out, values, count, escape, widths.excess_width,
-                                              widths.escapes)
+    return widths.escapes ? write_excesses_u8(out, values, count, escape, widths.excess_width)
                           : out;
 }
 
@@ -685,32 +660,32 @@ static int read_literals(Reader *reader, uint64_t count, uint64_t limit, uint8_t
         /* width <= bits here: only escaped values can reach the limit. The excesses are
          * unpacked a block at a time; the merge is branch-free (escapes are unpredictable). */
         enum { BLOCK = 256 };
-        uint32_t block[BLOCK + 1];
-        uint64_t accumulator = 0, remaining = escapes;
+        uint32_t block[BLOCK];
+        uint64_t accumulator = 0, remaining = escapes, index = 0;
         int available = 0, exceeds = 0;
-        size_t position = 0, filled = 0;
         const uint32_t mask = width_mask(excess_width);
         const uint8_t escape_code = (uint8_t)escape;
-        for (uint64_t index = 0; index < count; index++) {
-            if (position == filled && remaining) {
-                filled = remaining < BLOCK ? (size_t)remaining : BLOCK;
-                remaining -= filled;
-                for (size_t slot = 0; slot < filled; slot++) {
-                    while (available < excess_width) {
-                        accumulator = (accumulator << 8) | *excess_bytes++;
-                        available += 8;
-                    }
-                    available -= excess_width;
-                    block[slot] = (uint32_t)((accumulator >> available) & mask);
+        while (remaining) {
+            const size_t filled = remaining < BLOCK ? (size_t)remaining : BLOCK;
+            remaining -= filled;
+            for (size_t slot = 0; slot < filled; slot++) {
+                while (available < excess_width) {
+                    accumulator = (accumulator << 8) | *excess_bytes++;
+                    available += 8;
                 }
-                block[filled] = 0;
-                position = 0;
+                available -= excess_width;
+                block[slot] = (uint32_t)((accumulator >> available) & mask);
             }
-            const int escaped = codes[index] == escape_code;
-            const uint64_t value = escape + block[position];
-            exceeds |= escaped & (value >= limit);
-            codes[index] = escaped ? (uint8_t)value : codes[index];
-            position += (size_t)escaped;
+            /* the codes hold exactly `escapes` escape symbols: index stays below count */
+            for (size_t position = 0; position < filled; index++) {
+                /* a mask rather than a conditional, which compilers turn into a branch */
+                const uint8_t code = codes[index];
+                const uint8_t escaped = (uint8_t)(0 - (code == escape_code));
+                const uint64_t value = escape + block[position];
+                exceeds |= escaped & (value >= limit);
+                codes[index] = (uint8_t)(code ^ ((code ^ (uint8_t)value) & escaped));
+                position += escaped & 1u;
+            }
         }
         *too_wide |= exceeds;
     }
