@@ -11,6 +11,7 @@ table and plots are written to ``results/demo/``.
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -171,13 +172,10 @@ def _verdict(result: Any) -> str:
     condition = result.conditions[0]
     sacd = next(row for row in condition.rows if row.name == "sacd")
     gains = ", ".join(
-        f"{gain.mean:+.4f} ± {gain.ci95:.4f} vs {name}"
+        f"{sacd.gains[name].mean:+.4f} ± {sacd.gains[name].ci95:.4f} vs {name}"
         for name in dict.fromkeys((condition.best_causal, CHANNEL_BLIND))
-        for gain in (sacd.gains[name],)
     )
-    score = (
-        "n/a" if sacd.normalized_score != sacd.normalized_score else f"{sacd.normalized_score:.2f}"
-    )
+    score = f"{sacd.normalized_score:.2f}" if math.isfinite(sacd.normalized_score) else "n/a"
     return (
         f"SACD: mean reward {sacd.reward:.4f} per request; paired gain {gains}; normalized score "
         f"{score} (0 = best causal baseline {condition.best_causal}, 1 = {UPPER_REFERENCE})"
