@@ -1127,12 +1127,28 @@ done:
 /* float32 offset + code * scale for every code (quantize.dequantize with float32 parameters). */
 static void dequantize_codes(float *out, const uint8_t *codes, size_t count, float offset,
                              float scale, int distinct) {
+    size_t index = 0;
+#if defined(__SSE2__)
+    /* the same two roundings as the table below (int to float is exact), 16 codes at a time */
+    const __m128 step = _mm_set1_ps(scale), lo = _mm_set1_ps(offset);
+    const __m128i zero = _mm_setzero_si128();
+    for (; index + 16 <= count; index += 16) {
+        const __m128i bytes = _mm_loadu_si128((const __m128i *)(codes + index));
+        const __m128i low = _mm_unpacklo_epi8(bytes, zero), high = _mm_unpackhi_epi8(bytes, zero);
+        const __m128i lanes[4] = {_mm_unpacklo_epi16(low, zero), _mm_unpackhi_epi16(low, zero),
+                                  _mm_unpacklo_epi16(high, zero), _mm_unpackhi_epi16(high, zero)};
+        for (int quarter = 0; quarter < 4; quarter++) {
+            const __m128 product = _mm_mul_ps(_mm_cvtepi32_ps(lanes[quarter]), step);
+            _mm_storeu_ps(out + index + 4 * quarter, _mm_add_ps(product, lo));
+        }
+    }
+#endif
     float table[256];
     for (int code = 0; code < distinct; code++) {
         const float product = (float)code * scale;
         table[code] = product + offset;
     }
-    for (size_t index = 0; index < count; index++) {
+    for (; index < count; index++) {
         out[index] = table[codes[index]];
     }
 }
