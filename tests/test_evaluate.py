@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import shutil
@@ -285,7 +286,9 @@ def test_each_trace_is_a_condition(tiny_profile_path: Path, tmp_path: Path) -> N
         path.write_text("time_s,throughput_mbps\n" + "".join(f"{t},{rate}\n" for t in range(60)))
         traces.append(path)
     scenario = evaluation_scenario([], profile=str(tiny_profile_path))
-    conditions = evaluation_conditions(scenario, traces=traces)
+    conditions = evaluation_conditions(
+        dataclasses.replace(scenario, horizon=HORIZON), traces=traces
+    )
     assert [condition.name for condition in conditions] == ["trace:slow.csv", "trace:fast.csv"]
     result = evaluate([], ["edge-only"], conditions, episodes=2, progress=False)
     edge = [next(r for r in c.rows if r.name == "edge-only") for c in result.conditions]
