@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> None:
                 "causal": policy.causal,
                 "reward": reward,
                 "reward_ci95": reward_ci,
+                "miss_rate": float(rollouts[name].deadline_missed.mean()),
                 "decision_ms": 1e3 * timed.seconds / timed.calls,
                 "knows": policy.knows,
             }
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             ("reward_ci95", "±", ".4f"),
             ("gain", f"- {REFERENCE}", "+.4f"),
             ("gain_ci95", "±", ".4f"),
+            ("miss_rate", "misses", ".4f"),
             ("decision_ms", "ms/decision", ".3f"),
         ],
     )

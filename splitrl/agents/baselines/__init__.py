@@ -9,8 +9,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
   ``best-static``, ``random``
 * ``channel-blind`` (:mod:`.channel_blind`): the best backlog-aware local rule
 * the published per-request rules (:mod:`.heuristics`): ``neurosurgeon``, ``edgent``, ``greedy``
-* ``robust-mpc`` (:mod:`.robust_mpc`): a cautious throughput forecast, with the backlog priced
-  (:mod:`.backlog`)
+* ``robust-mpc`` (:mod:`.robust_mpc`): a cautious throughput forecast, the deadline-miss risk of
+  the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`)
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
   ``clairvoyant-lookahead``
 
