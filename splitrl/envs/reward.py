@@ -67,7 +67,9 @@ class RewardSpec:
             - self.w_energy * energy_j / self.energy_ref_j
         )
 
-    def rewards(self, correct: np.ndarray, latency_s: np.ndarray, energy_j: np.ndarray) -> np.ndarray:
+    def rewards(
+        self, correct: np.ndarray, latency_s: np.ndarray, energy_j: np.ndarray
+    ) -> np.ndarray:
         """The rewards of many requests at once, elementwise; equal to calling the spec on each.
 
         :param correct: correctness of each request (broadcast against the other arguments)
