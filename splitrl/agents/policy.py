@@ -1,10 +1,11 @@
-"""One interface for every decision maker: learned models, heuristics and the oracle.
+"""One interface for every decision maker: learned models, baselines and the clairvoyant references.
 
-A :class:`Policy` picks the action for the env's current request. Heuristics and the oracle need
-more than the observation (the device's throughput estimate, the predicted or true outcome of every
-action), so ``act`` receives the env itself; a policy must only use what its docstring says it
-uses: the learned ones and the device heuristics see the observation and the device's own knowledge,
-only the oracle calls :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`.
+A :class:`Policy` picks the action for the env's current request. Baselines need more than the
+observation (the device's throughput estimate, the predicted or true outcome of every action), so
+``act`` receives the env itself; a policy must only use what its docstring says it uses: the learned
+ones and the causal baselines see the observation and the device's own knowledge, only the
+references that know more (``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``) read the
+channel or call :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`.
 """
 
 from __future__ import annotations
