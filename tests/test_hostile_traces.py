@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from splitrl.cli import main
+from splitrl.envs.channels import make_channel
 from splitrl.envs.traces import MAX_TRACE_SEGMENTS, Trace, TraceFormatError, load_trace
 
 
@@ -64,3 +65,22 @@ def test_train_on_a_bad_trace_fails_before_the_run_directory(
         error = capsys.readouterr().err
         assert error.count("\n") == 1 and error.startswith("splitrl train: error:"), error
         assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"model": "markov", "slot_s": 1e-300}, r"slot_s must be at least 1e-06 s"),
+        ({"model": "markov", "levels_bps": [1e6, 1e300]}, "above the limit of 1e\\+11"),
+        ({"model": "gilbert-elliott", "slot_s": 1e-12}, r"slot_s must be at least 1e-06 s"),
+        ({"model": "fading", "coherence_time_s": 1e-300}, "shorter than the 1e-06 s limit"),
+        ({"model": "fading", "speed_range_mps": [1, 1e300]}, "shorter than the 1e-06 s limit"),
+        ({"model": "fading", "bandwidth_mhz": 1e300}, "above the limit of 1e\\+11"),
+        ({"model": "constant", "rate_bps": 1e300}, "rate_bps must be positive and at most 1e\\+11"),
+    ],
+)
+def test_synthetic_channels_obey_the_trace_limits(spec: dict[str, object], message: str) -> None:
+    start = time.process_time()
+    with pytest.raises(ValueError, match=message):
+        make_channel(spec)
+    assert time.process_time() - start < 1.0

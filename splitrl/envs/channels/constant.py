@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel
+from splitrl.envs.traces import MAX_RATE_BPS
 
 
 class ConstantChannel(PiecewiseConstantChannel):
@@ -19,8 +20,10 @@ class ConstantChannel(PiecewiseConstantChannel):
 
     def __init__(self, rate_bps: float, **kwargs: float) -> None:
         super().__init__(**kwargs)
-        if not (np.isfinite(rate_bps) and rate_bps > 0.0):
-            raise ValueError(f"rate_bps must be positive and finite, got {rate_bps}")
+        if not (np.isfinite(rate_bps) and 0.0 < rate_bps <= MAX_RATE_BPS):
+            raise ValueError(
+                f"rate_bps must be positive and at most {MAX_RATE_BPS:g}, got {rate_bps}"
+            )
         self.rate_bps = float(rate_bps)
 
     def _generate_segments(self, rng: np.random.Generator) -> tuple[list[float], list[float]]:

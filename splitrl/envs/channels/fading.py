@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel
+from splitrl.envs.traces import MAX_RATE_BPS, MIN_SEGMENT_S
 
 SPEED_OF_LIGHT_MPS = 299_792_458.0
 THERMAL_NOISE_DBM_PER_HZ = -174.0
@@ -162,6 +163,20 @@ class BlockFadingChannel(PiecewiseConstantChannel):
         self._snr_at_1m_db = self.tx_power_dbm - self.reference_loss_db - noise_dbm
         # Distance travelled per Doppler coherence time, 0.423 wavelengths, independent of speed.
         self._doppler_coherence_m = 0.423 * SPEED_OF_LIGHT_MPS / (self.carrier_ghz * 1e9)
+        shortest_block_s = (
+            self._doppler_coherence_m / v_max if coherence_time_s is None else coherence_time_s
+        )
+        if shortest_block_s < MIN_SEGMENT_S:
+            raise ValueError(
+                f"fading blocks of {shortest_block_s:g} s are shorter than the "
+                f"{MIN_SEGMENT_S:g} s limit (coherence_time_s, or speed_range_mps and carrier_ghz)"
+            )
+        peak_bps = bandwidth_mhz * 1e6 * bandwidth_efficiency * max_spectral_efficiency
+        if peak_bps > MAX_RATE_BPS:
+            raise ValueError(
+                f"a peak rate of {peak_bps:g} bit/s is above the limit of {MAX_RATE_BPS:g} "
+                "(bandwidth_mhz x bandwidth_efficiency x max_spectral_efficiency)"
+            )
         self._distance = d_min
         self._shadow_db = 0.0
         self._direction = 1.0

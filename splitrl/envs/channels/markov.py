@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel
-from splitrl.envs.traces import Trace
+from splitrl.envs.traces import MAX_RATE_BPS, MAX_TRACE_SEGMENTS, MIN_SEGMENT_S, Trace
 
 DEFAULT_LEVELS_BPS = (1e6, 3e6, 6e6, 10e6, 15e6)
 DEFAULT_TRANSITION_MATRIX = (
@@ -60,6 +60,10 @@ class MarkovChannel(PiecewiseConstantChannel):
             raise ValueError(f"levels_bps must list at least two levels, got {levels_bps!r}")
         if not (np.all(np.isfinite(levels)) and np.all(levels >= 0.0) and np.any(levels > 0.0)):
             raise ValueError("levels_bps must be finite, non-negative and not all zero")
+        if levels.max() > MAX_RATE_BPS:
+            raise ValueError(
+                f"levels_bps reach {levels.max():g} bit/s, above the limit of {MAX_RATE_BPS:g}"
+            )
         if matrix.shape != (n, n):
             raise ValueError(f"transition_matrix must be {n}x{n}, got shape {matrix.shape}")
         if np.any(matrix < 0.0) or not np.allclose(matrix.sum(axis=1), 1.0, atol=1e-6):
@@ -70,8 +74,8 @@ class MarkovChannel(PiecewiseConstantChannel):
                 f"state {int(absorbing[0])} of the transition matrix is never left (P[i][i] = 1); "
                 "use ConstantChannel for a fixed rate"
             )
-        if not (math.isfinite(slot_s) and slot_s > 0.0):
-            raise ValueError(f"slot_s must be positive, got {slot_s}")
+        if not (math.isfinite(slot_s) and slot_s >= MIN_SEGMENT_S):
+            raise ValueError(f"slot_s must be at least {MIN_SEGMENT_S:g} s, got {slot_s}")
         matrix = matrix / matrix.sum(axis=1, keepdims=True)
         self.slot_s = float(slot_s)
         self._levels = levels
@@ -165,9 +169,14 @@ class MarkovChannel(PiecewiseConstantChannel):
             raise ValueError(f"n_levels must be at least 2, got {n_levels}")
         if not (math.isfinite(smoothing) and smoothing >= 0.0):
             raise ValueError(f"smoothing must be non-negative, got {smoothing}")
-        if not (math.isfinite(slot_s) and slot_s > 0.0):
-            raise ValueError(f"slot_s must be positive, got {slot_s}")
+        if not (math.isfinite(slot_s) and slot_s >= MIN_SEGMENT_S):
+            raise ValueError(f"slot_s must be at least {MIN_SEGMENT_S:g} s, got {slot_s}")
         n_slots = int(trace.duration_s / slot_s + 1e-9)
+        if n_slots > MAX_TRACE_SEGMENTS:
+            raise ValueError(
+                f"trace {trace.name!r} holds {n_slots} slots of {slot_s:g} s, above the limit "
+                f"of {MAX_TRACE_SEGMENTS}"
+            )
         if n_slots < 2:
             raise ValueError(
                 f"trace {trace.name!r} lasts {trace.duration_s:g} s: too short for two slots of "
