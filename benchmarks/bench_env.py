@@ -108,13 +108,19 @@ def episode_study(episodes: int) -> dict[str, Any]:
         fit_seed=DEFAULT_FIT_SEED,
     )
     seconds = time.perf_counter() - started
-    best = adaptation_value(rollouts, causal).best_causal
+    value = adaptation_value(rollouts, causal)
+    best = value.best_causal
     study = EpisodeStudy.from_rollouts(rollouts[best], rollouts[CHANNEL_BLIND])
     counts = sorted(
         {n for n in (5, 10, 20, 50, 100, 200, 400, 800, episodes) if 2 <= n <= episodes}
     )
     curve = study.curve(counts)
     needed = study.episodes_needed(TARGET_HALF_WIDTH)
+    means = ", ".join(
+        f"{name} {float(rollout.reward.mean()):.4f}"
+        for name, rollout in sorted(rollouts.items(), key=lambda item: -item[1].reward.mean())
+    )
+    print(f"\nDefault scenario, {episodes} paired episodes: {value.summary()}\nmeans: {means}")
     print(
         f"\nPaired 95% half-width of {best} - {CHANNEL_BLIND} in the default scenario "
         f"(spread {study.spread:.4f} per episode, mean {study.differences.mean():+.4f}):"
@@ -129,6 +135,14 @@ def episode_study(episodes: int) -> dict[str, Any]:
         f"about {seconds * needed / episodes:.0f} s for {needed})"
     )
     return {
+        "adaptation": {
+            "upper_gain": value.upper_gain.mean,
+            "upper_gain_ci95": value.upper_gain.ci95,
+            "best_causal": best,
+            "causal_gain": value.causal_gain.mean,
+            "causal_gain_ci95": value.causal_gain.ci95,
+        },
+        "mean_rewards": {name: float(r.reward.mean()) for name, r in rollouts.items()},
         "policy": best,
         "reference": CHANNEL_BLIND,
         "episodes": episodes,
