@@ -199,6 +199,11 @@ def main(argv: list[str] | None = None) -> None:
     cartpole_made = steps_per_second(gym.make("CartPole-v1"), _cartpole_actions(4096), args.seconds)
     ours_raw = steps_per_second(raw, _split_actions(raw, 4096), args.seconds)
     ours_made = steps_per_second(gym.make(ENV_ID), _split_actions(raw, 4096), args.seconds)
+    # the throughput-only observation: what the link-rate report costs per step
+    throughput_only = SplitComputingEnv(link_quality=False)
+    ours_no_link = steps_per_second(
+        throughput_only, _split_actions(throughput_only, 4096), args.seconds
+    )
     speed_rows.append(
         {
             "how": "raw",
@@ -213,6 +218,14 @@ def main(argv: list[str] | None = None) -> None:
             "cartpole": cartpole_made,
             "splitrl": ours_made,
             "ratio": ours_made / cartpole_made,
+        }
+    )
+    speed_rows.append(
+        {
+            "how": "raw, link_quality=False",
+            "cartpole": cartpole_raw,
+            "splitrl": ours_no_link,
+            "ratio": ours_no_link / cartpole_raw,
         }
     )
     print("Steps per second (goal: splitrl >= 50% of CartPole-v1)")
