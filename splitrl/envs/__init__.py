@@ -12,6 +12,7 @@ named scenario, ``splitrl/SplitComputing-<scenario>-v1``, with Gymnasium::
 import gymnasium
 
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.scenarios import SCENARIOS, Scenario, get_scenario, resolve_scenario
 from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
@@ -43,6 +44,7 @@ __all__ = [
     "SCENARIOS",
     "ActionOutcomes",
     "ActionTable",
+    "LinkQualityModel",
     "RewardSpec",
     "Scenario",
     "SplitComputingEnv",
