@@ -189,3 +189,44 @@ def test_device_side_imports_without_torch() -> None:
         "sys.exit(int('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_edited_segment_manifest_is_refused(tmp_path: Path) -> None:
+    export_segments(tiny_staged_model(), tmp_path)
+    OnnxSegments(tmp_path)  # intact: loads
+    manifest_path = tmp_path / "segments.json"
+    data = json.loads(manifest_path.read_text())
+    data["split_shapes"][1] = [shape + 1 for shape in data["split_shapes"][1]]
+    manifest_path.write_text(json.dumps(data))
+    with pytest.raises(SegmentError, match="content hash"):
+        OnnxSegments(tmp_path)
+
+
+def test_failed_export_leaves_no_partial_directory(
+    agent: SACD, tiny_profile_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import splitrl.runtime.onnx_export as onnx_export
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    agent.save(run_dir / "model.zip")
+    (run_dir / "config.json").write_text(
+        json.dumps({"scenario": "default", "profile": str(tiny_profile_path), "horizon": 20})
+    )
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("segment export failed")
+
+    monkeypatch.setattr(onnx_export, "export_segments", fail)
+    with pytest.raises(RuntimeError, match="segment export failed"):
+        export_run(run_dir, tmp_path / "out", model=tiny_staged_model())
+    # the policy was written into the staging folder only: nothing is left beside the run
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["run"]
+
+    existing = tmp_path / "existing"
+    existing.mkdir()
+    (existing / "policy.json").write_text("previous export")
+    with pytest.raises(RuntimeError, match="segment export failed"):
+        export_run(run_dir, existing, model=tiny_staged_model())
+    assert (existing / "policy.json").read_text() == "previous export"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["existing", "run"]

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +325,34 @@ ENV_KEYS = (
 )
 
 
+@contextmanager
+def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
+    """A fresh sibling folder to write into, moved to ``directory`` only when the block succeeds.
+
+    An export that fails (or is killed) part way leaves ``directory`` as it was: no half-written
+    export that a device or server could load. Files already in ``directory`` that the new
+    export does not write stay in place.
+    """
+    target = Path(directory)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists() and not target.is_dir():
+        raise NotADirectoryError(f"{target}: exists and is not a directory")
+    staging = Path(
+        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    )
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if target.exists():
+        for item in staging.iterdir():
+            os.replace(item, target / item.name)
+        staging.rmdir()
+    else:
+        os.replace(staging, target)
+
+
 def export_run(
     run_dir: str | os.PathLike[str],
     directory: str | os.PathLike[str],
@@ -373,18 +404,19 @@ def export_run(
         "server": env.parts.server.name,
         "network": env.parts.network.name,
     }
-    metadata = export_policy(
-        agent,
-        directory,
-        actions=env.actions,
-        layout=env.layout,
-        prior_bps=env.knowledge.prior_bps,
-        deadline_s=env.reward_spec.deadline_s,
-        frame_interval_s=env.frame_interval_s,
-        link_quality=env.link_quality_model,
-        codec=env.profile.codec,
-        identity=identity,
-        opset=opset,
-    )
-    manifest = export_segments(staged, directory, opset=opset, label=env.profile.name)
+    with staged_directory(directory) as staging:
+        metadata = export_policy(
+            agent,
+            staging,
+            actions=env.actions,
+            layout=env.layout,
+            prior_bps=env.knowledge.prior_bps,
+            deadline_s=env.reward_spec.deadline_s,
+            frame_interval_s=env.frame_interval_s,
+            link_quality=env.link_quality_model,
+            codec=env.profile.codec,
+            identity=identity,
+            opset=opset,
+        )
+        manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 MANIFEST_NAME = "segments.json"
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2
 
 
 class SegmentError(ValueError):
@@ -84,10 +84,21 @@ class SegmentManifest:
         """Number of stages."""
         return len(self.split_shapes) - 1
 
+    def content_sha256(self) -> str:
+        """SHA-256 of the manifest's canonical JSON (sorted keys, no whitespace)."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
     def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write ``segments.json`` into ``directory``."""
+        """Write ``segments.json`` into ``directory``, sealed with its own content hash.
+
+        The segment files are hashed in ``files``; ``content_sha256`` covers the manifest
+        itself, so an edited or damaged manifest (a changed shape, exit or file hash) is
+        refused on load instead of misleading the server.
+        """
         path = Path(directory) / MANIFEST_NAME
-        path.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        sealed = {**asdict(self), "content_sha256": self.content_sha256()}
+        path.write_text(json.dumps(sealed, indent=2) + "\n")
         return path
 
     @classmethod
@@ -102,7 +113,10 @@ class SegmentManifest:
         try:
             data: dict[str, Any] = json.loads(path.read_text())
             if data.get("format") != MANIFEST_FORMAT:
-                raise SegmentError(f"{path}: not a format-{MANIFEST_FORMAT} segment manifest")
+                raise SegmentError(
+                    f"{path}: not a format-{MANIFEST_FORMAT} segment manifest "
+                    "(run `splitrl export` again)"
+                )
             manifest = cls(
                 exit_stages=tuple(int(k) for k in data["exit_stages"]),
                 split_shapes=tuple(tuple(int(d) for d in shape) for shape in data["split_shapes"]),
@@ -113,6 +127,11 @@ class SegmentManifest:
             )
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
             raise SegmentError(f"{path}: malformed segment manifest ({error!r})") from None
+        if data.get("content_sha256") != manifest.content_sha256():
+            raise SegmentError(
+                f"{path}: the manifest's content hash does not match its contents "
+                "(edited or damaged after export; run `splitrl export` again)"
+            )
         if not manifest.exit_stages or manifest.exit_stages[-1] != manifest.n_stages:
             raise SegmentError(f"{path}: the last exit must follow the last stage")
         return manifest
