@@ -1,7 +1,8 @@
 /*
  * Compiled kernels of the codec's hot loops: run-length coding with patched bit-packing
- * (splitrl/codecs/rle.py, patched.py), fixed-width packing of uint8 codes (bitpack.py) and the
- * per-tensor quantizer and dequantizer of float32 tensors (quantize.py).
+ * (splitrl/codecs/rle.py, patched.py), fixed-width packing of uint8 codes (bitpack.py), the
+ * per-tensor quantizer and dequantizer of float32 tensors (quantize.py), and whole frames of the
+ * common float32 case (frame.py, codec.py) in one call each way.
  *
  * The numpy modules are the reference: every function here produces the same bytes and the same
  * values, and the run-length decoder makes the same checks in the same order with the same

@@ -1,8 +1,10 @@
 """The compiled kernels of the codec's hot loops, when they are built and allowed.
 
 ``splitrl.codecs._kernels`` (C, built by ``setup.py`` where a compiler exists) runs the
-run-length coder, the bit-packing of codes and the per-tensor quantizer of ``float32`` and
-``uint8`` tensors. The numpy modules stay the reference and the fallback: both paths produce the
+run-length coder, the bit-packing of codes, the per-tensor quantizer of ``float32`` and
+``uint8`` tensors, and whole ``float32`` frames with the per-tensor quantizer and no entropy
+stage (one call for :func:`~splitrl.codecs.encode`, one for :func:`~splitrl.codecs.decode`).
+The numpy modules stay the reference and the fallback: both paths produce the
 same frames byte for byte and the same decoded arrays, and reject a bad frame with the same
 message. Setting the environment variable ``SPLITRL_CODEC_KERNELS=numpy`` before the import
 forces the numpy path.
