@@ -1,0 +1,40 @@
+"""The fuzz harness runs over its seed corpus and mutations of it without a finding."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from tests.codec_paths import codec_path  # noqa: F401  (runs every test on both paths)
+
+pytest.importorskip("atheris")
+FUZZ_DIR = Path(__file__).resolve().parent.parent / "fuzz"
+
+
+@pytest.fixture(scope="module")
+def harness() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fuzz_codec", FUZZ_DIR / "fuzz_codec.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_committed_seeds_are_the_harness_seeds(harness: ModuleType) -> None:
+    committed = {path.name: path.read_bytes() for path in (FUZZ_DIR / "seeds").iterdir()}
+    assert committed == harness.seed_inputs()
+
+
+def test_mutated_seeds_raise_no_finding(harness: ModuleType) -> None:
+    rng = np.random.default_rng(11)
+    for seed in harness.seed_inputs().values():
+        harness.test_one_input(seed)
+        for _ in range(100):
+            mutated = bytearray(seed)
+            for position in rng.integers(0, len(mutated), size=rng.integers(1, 4)):
+                mutated[position] = int(rng.integers(256))
+            harness.test_one_input(bytes(mutated[: int(rng.integers(1, len(mutated) + 1))]))
