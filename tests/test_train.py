@@ -99,7 +99,7 @@ def test_train_command_writes_a_complete_run_directory(
     status = main(
         [
             *("train", "--profile", str(tiny_profile_path), "--timesteps", "300"),
-            *("--out", str(tmp_path), "--eval-freq", "150", "--eval-episodes", "1"),
+            *("--out", str(tmp_path), "--eval-freq", "150", "--eval-episodes", "2"),
             *("--checkpoint-freq", "150", "--log-freq", "100", "--horizon", "50", *FAST_FLAGS),
         ]
     )
