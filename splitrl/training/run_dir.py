@@ -4,8 +4,8 @@
 runs/<algo>_<scenario>_s<seed>_<YYYYmmdd-HHMMSS>/
     config.yaml                          the resolved configuration (see docs/training.md)
     model.zip                            the model at the end of training (or where it was interrupted)
-    best_model.zip                       the best model of the periodic evaluations
-    eval/evaluations.npz                 the periodic evaluations (Stable-Baselines3 EvalCallback)
+    best_model.zip                       the model kept by the validation (ValidationCallback)
+    eval/evaluations.npz                 the validation log (callbacks.load_validation_log)
     checkpoints/model_<N>_steps.zip      periodic checkpoints, N = timesteps trained
     checkpoints/model_replay_buffer_<N>_steps.pkl    their replay buffer (off-policy learners)
     tensorboard/events.out.tfevents.*    TensorBoard logs
