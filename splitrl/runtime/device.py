@@ -20,12 +20,15 @@ is being computed. It depends on numpy, onnxruntime and splitrl's numpy-only mod
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib
 import json
 import math
 import queue
 import socket
 import statistics
+import struct
+import termios
 import threading
 import time
 from collections import Counter
@@ -72,6 +75,16 @@ class DeviceError(RuntimeError):
     """The device lost its server connection or a reply never came."""
 
 
+#: how often a send ``until_acked`` looks at the socket's send queue
+ACK_POLL_S = 0.0005
+
+
+def unacknowledged_bytes(sock: socket.socket) -> int:
+    """Bytes of ``sock``'s send queue the peer has not acknowledged yet (Linux ``SIOCOUTQ``)."""
+    queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
+    return int(struct.unpack("i", queued)[0])
+
+
 class ServerConnection:
     """A blocking TCP connection to the edge server with a paced sender and a reply reader thread.
 
@@ -81,6 +94,11 @@ class ServerConnection:
     :param timeout_s: connect timeout.
     :param send_buffer_bytes: ``SO_SNDBUF`` to request; a small buffer makes the time to hand the
         bytes to the socket close to the time to push them through a shaped link.
+    :param until_acked: a send returns once the server has acknowledged every byte (the socket's
+        send queue is empty), not when the bytes are in the socket's buffer: on a real or shaped
+        link, that is when the transfer ended.
+    :param connect: opens the socket, ``(address, timeout_s) -> socket`` (e.g.
+        :meth:`splitrl.runtime.netem.ShapedLink.connect` from another network namespace).
     """
 
     def __init__(
@@ -89,9 +107,12 @@ class ServerConnection:
         pacer: TracePacer | None = None,
         timeout_s: float = 10.0,
         send_buffer_bytes: int | None = None,
+        until_acked: bool = False,
+        connect: Callable[[tuple[str, int], float], socket.socket] = socket.create_connection,
     ) -> None:
         self.pacer = pacer
-        self.sock = socket.create_connection(address, timeout=timeout_s)
+        self.until_acked = until_acked
+        self.sock = connect(address, timeout_s)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if send_buffer_bytes is not None:
@@ -109,10 +130,16 @@ class ServerConnection:
         """
         message = frame_message(request.encode())
         if self.pacer is not None:
-            return self.pacer.send(self.sock, message)
-        start = clock()
-        self.sock.sendall(message)
-        return TransferTiming(len(message), start, clock())
+            timing = self.pacer.send(self.sock, message)
+        else:
+            start = clock()
+            self.sock.sendall(message)
+            timing = TransferTiming(len(message), start, clock())
+        if not self.until_acked:
+            return timing
+        while unacknowledged_bytes(self.sock) > 0:
+            time.sleep(ACK_POLL_S)
+        return TransferTiming(timing.n_bytes, timing.start_s, clock())
 
     def _read_replies(self) -> None:
         try:
@@ -137,9 +164,10 @@ class RequestRecord:
     """What happened to one request (one line of the device's JSONL log).
 
     Times are seconds; ``arrival_s`` counts from the start of the run. ``transfer_s`` is the
-    measured time to send the whole message, ``server_s`` the server's own time from reading the
-    request to replying (queue + decode + compute) and ``latency_s`` the end-to-end latency from
-    the frame's arrival to the answer.
+    measured time to send the whole message, ``server_receive_s`` the time from its first byte to
+    its last at the server, ``server_s`` the server's own time from reading the request to
+    replying (queue + decode + compute) and ``latency_s`` the end-to-end latency from the frame's
+    arrival to the answer.
     """
 
     request_id: int
@@ -159,6 +187,7 @@ class RequestRecord:
     server_decode_s: float = 0.0
     server_compute_s: float = 0.0
     server_s: float = 0.0
+    server_receive_s: float = math.nan
     server_load: float | None = None
     latency_s: float = math.nan
     predicted: int | None = None
@@ -261,17 +290,22 @@ class DeviceRuntime:
         return time.perf_counter() - self.epoch
 
     def run(
-        self, samples: Iterable[tuple[np.ndarray, int | None]], frame_interval_s: float
+        self,
+        samples: Iterable[tuple[np.ndarray, int | None]],
+        frame_interval_s: float,
+        epoch: float | None = None,
     ) -> list[RequestRecord]:
         """Serve one request per sample, frames arriving every ``frame_interval_s``.
 
         :param samples: ``(input, label)`` pairs; the input has the model's per-sample shape.
         :param frame_interval_s: time between frame arrivals.
+        :param epoch: ``time.perf_counter()`` at which the first frame arrives, to align the run
+            with a link shaped to a trace (default: now).
         :return: one record per request, in request order.
         :raises DeviceError: the connection broke.
         """
         self.knowledge.reset()
-        self.epoch = time.perf_counter()
+        self.epoch = time.perf_counter() if epoch is None else epoch
         if self.connection is not None and self.connection.pacer is not None:
             self.connection.pacer.restart(self.epoch)
         records = []
@@ -389,6 +423,7 @@ class DeviceRuntime:
         record.server_decode_s = reply.decode_s
         record.server_compute_s = reply.compute_s
         record.server_s = reply.service_s
+        record.server_receive_s = reply.receive_s
         record.server_load = reply.server_load
         if reply.ok:
             self._finish(record, reply.predicted, reply.confidence)

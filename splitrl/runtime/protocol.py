@@ -2,7 +2,9 @@
 
 Every message is a 4-byte big-endian length ``L`` followed by ``L`` bytes of body. A request body is a
 14-byte header and the codec frame of the split tensor (:mod:`splitrl.codecs`); a reply body is a
-35-byte header and, for an error, a UTF-8 message. The byte tables are in ``docs/deploy.md``.
+39-byte header (magic ``SRP2``) and, for an error, a UTF-8 message. The byte tables are in
+``docs/deploy.md``. Replies of the first version (magic ``SRP1``, a 35-byte header without the
+receive time) are still read.
 
 Replies may arrive out of order (the server runs the requests of one connection concurrently); the
 request id matches them up.
@@ -19,9 +21,12 @@ from enum import IntEnum
 
 LENGTH_PREFIX = struct.Struct(">I")
 REQUEST_HEADER = struct.Struct(">4sIBBI")
-REPLY_HEADER = struct.Struct(">4sBIHffffff")
+REPLY_HEADER = struct.Struct(">4sBIHfffffff")
+#: the first reply version, without ``receive_s``; still decoded
+REPLY_HEADER_V1 = struct.Struct(">4sBIHffffff")
 REQUEST_MAGIC = b"SRQ1"
-REPLY_MAGIC = b"SRP1"
+REPLY_MAGIC = b"SRP2"
+REPLY_MAGIC_V1 = b"SRP1"
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 #: request id of an error reply to a message whose header could not be read
 UNKNOWN_REQUEST_ID = 0xFFFF_FFFF
@@ -126,6 +131,9 @@ class Reply:
     :param compute_s: time to run the tail stages and the exit head.
     :param service_s: time from reading the request to writing the reply.
     :param error: what was wrong, for a reply that is not OK.
+    :param receive_s: time from the request's first byte to its last at the server: the uplink
+        transfer as the server sees it (0 in an error reply; NaN in a version-1 reply, which
+        has no such field).
     """
 
     request_id: int
@@ -138,6 +146,7 @@ class Reply:
     compute_s: float = 0.0
     service_s: float = 0.0
     error: str = ""
+    receive_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -157,6 +166,7 @@ class Reply:
             self.decode_s,
             self.compute_s,
             self.service_s,
+            self.receive_s,
         )
         return header + self.error.encode("utf-8")
 
@@ -166,19 +176,20 @@ class Reply:
 
         :raises ProtocolError: for a short body, a wrong magic or an unknown status.
         """
-        size = REPLY_HEADER.size
+        header = REPLY_HEADER_V1 if bytes(body[:4]) == REPLY_MAGIC_V1 else REPLY_HEADER
+        size = header.size
         if len(body) < size:
             raise ProtocolError(
                 f"reply of {len(body)} bytes is shorter than its {size}-byte header"
             )
-        magic, status, request_id, predicted, *timings = REPLY_HEADER.unpack_from(body)
-        if magic != REPLY_MAGIC:
+        magic, status, request_id, predicted, *timings = header.unpack_from(body)
+        if magic not in (REPLY_MAGIC, REPLY_MAGIC_V1):
             raise ProtocolError(f"bad reply magic {magic!r}, expected {REPLY_MAGIC!r}")
         try:
             reply_status = ReplyStatus(status)
         except ValueError:
             raise ProtocolError(f"unknown reply status {status}") from None
-        confidence, load, queue_s, decode_s, compute_s, service_s = timings
+        confidence, load, queue_s, decode_s, compute_s, service_s, *receive = timings
         return cls(
             request_id,
             reply_status,
@@ -190,6 +201,7 @@ class Reply:
             compute_s,
             service_s,
             bytes(body[size:]).decode("utf-8", errors="replace"),
+            receive[0] if receive else math.nan,
         )
 
 

@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -223,7 +223,7 @@ class EdgeServer:
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._handlers: set[asyncio.Task[None]] = set()
-        self._reads: set[asyncio.Task[bytes | None]] = set()
+        self._reads: set[asyncio.Task[tuple[bytes, float] | None]] = set()
         self._requests: set[asyncio.Task[None]] = set()
         self.budget = ByteBudget(self.settings.max_buffered_bytes)
         self._stop_requested: asyncio.Event | None = None
@@ -327,7 +327,7 @@ class EdgeServer:
                 self._reads.add(read)
                 read.add_done_callback(self._reads.discard)
                 try:
-                    body = await read
+                    message = await read
                 except asyncio.CancelledError:
                     if task.cancelling():
                         raise
@@ -344,11 +344,12 @@ class EdgeServer:
                 except ConnectionError as error:
                     logger.info("%s: connection lost (%s)", peer, error)
                     break
-                if body is None:
+                if message is None:
                     break
+                body, first_byte = message
                 received = time.perf_counter()
                 request_task = asyncio.create_task(
-                    self._serve_request(body, received, writer, write_lock, peer)
+                    self._serve_request(body, first_byte, received, writer, write_lock, peer)
                 )
                 for group in (mine, self._requests):
                     group.add(request_task)
@@ -370,8 +371,9 @@ class EdgeServer:
         self.budget.release(size)
         slots.release()
 
-    async def _read_request(self, reader: asyncio.StreamReader) -> bytes | None:
-        """The next request body, read once it fits the byte budget (which it then holds)."""
+    async def _read_request(self, reader: asyncio.StreamReader) -> tuple[bytes, float] | None:
+        """The next request body, read once it fits the byte budget (which it then holds), and
+        when its length prefix was read (``time.perf_counter``)."""
         settings = self.settings
         length = await read_length(
             reader,
@@ -381,9 +383,12 @@ class EdgeServer:
         )
         if length is None:
             return None
+        first_byte = time.perf_counter()
         await self.budget.acquire(length)
         try:
-            return await read_body(reader, length, read_timeout_s=settings.read_timeout_s)
+            return await read_body(
+                reader, length, read_timeout_s=settings.read_timeout_s
+            ), first_byte
         except BaseException:
             self.budget.release(length)
             raise
@@ -435,6 +440,7 @@ class EdgeServer:
     async def _serve_request(
         self,
         body: bytes,
+        first_byte: float,
         received: float,
         writer: asyncio.StreamWriter,
         lock: asyncio.Lock,
@@ -464,7 +470,7 @@ class EdgeServer:
             return
         if reply.ok:
             self.served += 1
-            await self._send(writer, lock, reply, peer)
+            await self._send(writer, lock, replace(reply, receive_s=received - first_byte), peer)
         else:
             await self._reject(writer, lock, request.request_id, reply.error, peer, reply.status)
 
