@@ -165,6 +165,8 @@ class LearnerSpec:
         ``"flat"`` (``Discrete`` over flat indices) or ``"box"`` (binned ``[-1, 1]^3``)
     :param uses_masks: whether the algorithm uses ``action_masks()`` (training and evaluation)
     :param default_hyperparameters: constructor keywords used unless a config overrides them
+    :param predicted_values: whether the learner observes, besides the env's observation, the
+        predicted value of every flat action (:mod:`splitrl.agents.features`)
     """
 
     name: str
@@ -174,6 +176,7 @@ class LearnerSpec:
     action_view: ActionView
     uses_masks: bool
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
+    predicted_values: bool = False
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
         """The algorithm class (imported now)."""
@@ -188,10 +191,15 @@ class LearnerSpec:
 
         return issubclass(self.algorithm_class(), OffPolicyAlgorithm)
 
-    @property
-    def env_wrapper(self) -> type[gym.ActionWrapper[Any, Any, Any]] | None:
-        """The action wrapper between the env and the learner, if any."""
-        return _WRAPPERS[self.action_view]
+    def wrap_env(self, env: gym.Env[Any, Any]) -> gym.Env[Any, Any]:
+        """``env`` as the learner sees it: with the predicted-value features and the action wrapper
+        its spec asks for."""
+        if self.predicted_values:
+            from splitrl.agents.features import PredictedValuesObservation
+
+            env = PredictedValuesObservation(env)
+        wrapper = _WRAPPERS[self.action_view]
+        return env if wrapper is None else wrapper(env)
 
     def action_adapter(self, nvec: Sequence[int]) -> Callable[[Any], np.ndarray] | None:
         """Maps the trained model's raw action to ``(exit, split, bits)``; ``None`` for identity."""
@@ -240,7 +248,7 @@ class LearnerSpec:
         device: str = "cpu",
         verbose: int = 0,
     ) -> BaseAlgorithm:
-        """A new model of this algorithm on ``env`` (a VecEnv wrapped with :attr:`env_wrapper`).
+        """A new model of this algorithm on ``env`` (a VecEnv of envs wrapped by :meth:`wrap_env`).
 
         :param hyperparameters: constructor keywords (plain data: ``policy_kwargs.activation_fn``
             names a function of :data:`ACTIVATION_FUNCTIONS`, ``train_freq`` may be a list)
@@ -267,7 +275,14 @@ class LearnerSpec:
         :param nvec: the env's action component sizes ``(n_exits, n_splits, n_bits)``
         :param name: name in tables (default: the learner's name)
         """
-        return ModelPolicy(model, name or self.name, action_adapter=self.action_adapter(nvec))
+        features = None
+        if self.predicted_values:
+            from splitrl.agents.features import PredictedActionValues
+
+            features = PredictedActionValues()
+        return ModelPolicy(
+            model, name or self.name, action_adapter=self.action_adapter(nvec), features=features
+        )
 
 
 def _constructor_values(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -328,6 +343,21 @@ LEARNERS: dict[str, LearnerSpec] = {
             action_view="multi-discrete",
             uses_masks=True,
             default_hyperparameters={**_SOFT_ACTOR_CRITIC_DEFAULTS, "target_entropy_ratio": 0.3},
+        ),
+        LearnerSpec(
+            name="sacd-prior",
+            algorithm="splitrl.agents.sacd:SACD",
+            description="SACD that also observes robust-mpc's predicted value of every action, "
+            "with a critic residual and actor logits on that prior",
+            source="Christodoulou, arXiv:1910.07207, 2019; the prior: Yin et al., SIGCOMM 2015",
+            action_view="multi-discrete",
+            uses_masks=True,
+            default_hyperparameters={
+                **_SOFT_ACTOR_CRITIC_DEFAULTS,
+                "target_entropy_ratio": 0.3,
+                "policy_kwargs": {**_NET, "action_prior": True},
+            },
+            predicted_values=True,
         ),
         LearnerSpec(
             name="ppo",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:
+    from splitrl.agents.features import PredictedActionValues
     from splitrl.envs.split_computing import SplitComputingEnv
 
 
@@ -45,19 +46,33 @@ class ModelPolicy:
     :param name: name in tables
     :param action_adapter: maps the model's raw action to ``(exit, split, bits)`` (for learners on a
         relaxed or flattened action space); identity by default
+    :param features: for a model trained on observations extended with the predicted value of
+        every action (:class:`~splitrl.agents.features.PredictedActionValues`), a new instance that
+        computes them; None for the env's observation as it is
     """
 
-    def __init__(self, model: Any, name: str, action_adapter: Any = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        name: str,
+        action_adapter: Any = None,
+        features: PredictedActionValues | None = None,
+    ) -> None:
         self.model = model
         self.name = name
         self.action_adapter = action_adapter
+        self.features = features
         self._takes_masks = "action_masks" in _parameters(model.predict)
 
     def reset(self, env: SplitComputingEnv) -> None:
-        """Nothing to reset: the model is stateless."""
+        """Reset the features' predictor, if any: the model itself is stateless."""
+        if self.features is not None:
+            self.features.reset(env)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The model's deterministic action."""
+        if self.features is not None:
+            observation = self.features.extend(env, observation)
         if self._takes_masks:
             action, _ = self.model.predict(
                 observation, deterministic=True, action_masks=env.action_masks()

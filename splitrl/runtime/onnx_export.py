@@ -381,6 +381,11 @@ def export_run(
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: trained model not found")
     config = read_run_config(run_dir)
+    if config.get("algo") == "sacd-prior":
+        raise ValueError(
+            f"{run_dir}: a sacd-prior policy cannot be exported yet: it observes robust-mpc's "
+            "predicted value of every action, which the device runtime does not compute"
+        )
     overrides = {key: config[key] for key in ENV_KEYS if config.get(key) is not None}
     if isinstance(config.get("scenario_spec"), dict):
         from splitrl.training.config import scenario_from_dict

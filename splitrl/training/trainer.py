@@ -81,7 +81,7 @@ def make_envs(
         env_factory(scenario),
         n_envs=n_envs,
         seed=seed,
-        wrapper_class=spec.env_wrapper,
+        wrapper_class=spec.wrap_env,
         vec_env_cls=SubprocVecEnv if vec_env == "subproc" else DummyVecEnv,
     )
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from splitrl.agents.baselines.backlog import (
     DEFAULT_BACKLOG_HORIZON,
-    best_with_backlog,
+    backlog_cost,
     check_horizon,
 )
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
@@ -78,6 +78,16 @@ class RobustMPCPolicy:
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The action of highest predicted reward minus backlog cost, at the robust throughput."""
+        actions, values = self.action_values(env)
+        return actions[int(np.argmax(values))].copy()
+
+    def action_values(self, env: SplitComputingEnv) -> tuple[np.ndarray, np.ndarray]:
+        """The value of every canonical action for the current request, as :meth:`act` ranks them.
+
+        Call it once per request: it scores the previous prediction and makes the next one.
+
+        :return: the canonical actions ``(n, 3)`` and their predicted reward minus backlog cost
+        """
         knowledge = env.knowledge
         if knowledge.last_transfer_end != self._seen_transfer_end:
             # The previous decision started a transfer: score the prediction it was made with.
@@ -92,4 +102,5 @@ class RobustMPCPolicy:
         self.robust_bps = self.predicted_bps / (1.0 + max(self.errors, default=0.0))
         predicted = env.predict_actions(self.robust_bps)
         rewards = self.spread.expected_rewards(predicted, env)
-        return best_with_backlog(predicted, env, self.horizon, rewards)
+        cost = backlog_cost(predicted, env.frame_interval_s, env.reward_spec, self.horizon)
+        return predicted.actions, rewards - cost

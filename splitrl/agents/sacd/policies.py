@@ -78,6 +78,26 @@ def joint_action_masks(action_masks: np.ndarray, nvec: np.ndarray) -> np.ndarray
     return joint
 
 
+def check_prior_space(observation_space: spaces.Space, n_actions: int) -> None:
+    """Raise ``ValueError`` unless ``observation_space`` is a flat ``Box`` that can end with one
+    prior value per joint action."""
+    if not (
+        isinstance(observation_space, spaces.Box)
+        and len(observation_space.shape) == 1
+        and observation_space.shape[0] >= n_actions
+    ):
+        raise ValueError(
+            f"action_prior needs a flat Box observation ending with {n_actions} prior values "
+            f"(one per joint action), got {observation_space}"
+        )
+
+
+def action_prior(obs: PyTorchObs, n_actions: int) -> th.Tensor:
+    """The prior value of every joint action: the last ``n_actions`` entries of the observation."""
+    assert isinstance(obs, th.Tensor)
+    return obs[:, -n_actions:].float()
+
+
 class CategoricalActor(BaseModel):
     """
     Actor network for SACD: logits over the joint actions, turned into masked probabilities.
@@ -89,6 +109,8 @@ class CategoricalActor(BaseModel):
     :param features_dim: Number of features
     :param activation_fn: Activation function
     :param normalize_images: Whether to normalize images or not, dividing by 255.0
+    :param prior_scale: with an action prior (the last ``n_actions`` observation entries, see
+        :class:`SACDPolicy`), the logits are ``prior_scale * prior + network output``; 0 for none
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -102,6 +124,7 @@ class CategoricalActor(BaseModel):
         features_dim: int,
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
+        prior_scale: float = 0.0,
     ):
         super().__init__(
             observation_space,
@@ -112,6 +135,7 @@ class CategoricalActor(BaseModel):
         self.net_arch = net_arch
         self.features_dim = features_dim
         self.activation_fn = activation_fn
+        self.prior_scale = prior_scale
         self.n_actions = int(np.prod(action_nvec(action_space)))
         self.logits_net = nn.Sequential(
             *create_mlp(features_dim, self.n_actions, net_arch, activation_fn)
@@ -125,6 +149,7 @@ class CategoricalActor(BaseModel):
                 features_dim=self.features_dim,
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
+                prior_scale=self.prior_scale,
             )
         )
         return data
@@ -138,6 +163,8 @@ class CategoricalActor(BaseModel):
         :return: Logits ``(batch, n_actions)``
         """
         logits = self.logits_net(self.extract_features(obs, self.features_extractor))
+        if self.prior_scale:
+            logits = logits + self.prior_scale * action_prior(obs, self.n_actions)
         if action_masks is None:
             return logits
         return th.where(action_masks, logits, -th.inf)
@@ -192,6 +219,8 @@ class DiscreteCritic(BaseModel):
     :param activation_fn: Activation function
     :param normalize_images: Whether to normalize images or not, dividing by 255.0
     :param n_critics: Number of critic networks
+    :param use_prior: add the action prior (the last ``n_actions`` observation entries) to every
+        Q-value, so the networks learn a residual
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -206,6 +235,7 @@ class DiscreteCritic(BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         n_critics: int = 2,
+        use_prior: bool = False,
     ):
         super().__init__(
             observation_space,
@@ -214,6 +244,8 @@ class DiscreteCritic(BaseModel):
             normalize_images=normalize_images,
         )
         n_actions = int(np.prod(action_nvec(action_space)))
+        self.n_actions = n_actions
+        self.use_prior = use_prior
         self.n_critics = n_critics
         self.q_networks: list[nn.Module] = []
         for idx in range(n_critics):
@@ -227,7 +259,10 @@ class DiscreteCritic(BaseModel):
         :return: One ``(batch, n_actions)`` tensor of Q-values per critic
         """
         features = self.extract_features(obs, self.features_extractor)
-        return tuple(q_net(features) for q_net in self.q_networks)
+        if not self.use_prior:
+            return tuple(q_net(features) for q_net in self.q_networks)
+        prior = action_prior(obs, self.n_actions)
+        return tuple(q_net(features) + prior for q_net in self.q_networks)
 
 
 class SACDPolicy(BasePolicy):
@@ -247,6 +282,11 @@ class SACDPolicy(BasePolicy):
     :param optimizer_kwargs: Additional keyword arguments, excluding the learning rate, to pass to
         the optimizer
     :param n_critics: Number of critic networks to create
+    :param action_prior: whether the last ``n_actions`` entries of the (``Box``) observation are a
+        prior value of every joint action (such as the predicted reward of
+        :mod:`splitrl.agents.features`): the critics then learn a residual on it and the actor's
+        logits start from ``prior_scale`` times it
+    :param prior_scale: the actor's logits per unit of prior value (with ``action_prior``)
     """
 
     actor: CategoricalActor
@@ -267,6 +307,8 @@ class SACDPolicy(BasePolicy):
         optimizer_class: type[th.optim.Optimizer] = th.optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
         n_critics: int = 2,
+        action_prior: bool = False,
+        prior_scale: float = 30.0,
     ):
         super().__init__(
             observation_space,
@@ -286,6 +328,10 @@ class SACDPolicy(BasePolicy):
         self.n_critics = n_critics
         self.nvec = action_nvec(action_space)
         self.n_actions = int(np.prod(self.nvec))
+        if action_prior:
+            check_prior_space(observation_space, self.n_actions)
+        self.action_prior = action_prior
+        self.prior_scale = prior_scale
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
         # Place value of each dimension in the joint index (C order, first dimension most significant)
         strides = np.cumprod(np.concatenate([self.nvec[1:], [1]])[::-1])[::-1].copy()
@@ -297,8 +343,17 @@ class SACDPolicy(BasePolicy):
             "activation_fn": self.activation_fn,
             "normalize_images": normalize_images,
         }
-        self.actor_kwargs = {**net_args, "net_arch": actor_arch}
-        self.critic_kwargs = {**net_args, "net_arch": critic_arch, "n_critics": n_critics}
+        self.actor_kwargs = {
+            **net_args,
+            "net_arch": actor_arch,
+            "prior_scale": prior_scale if action_prior else 0.0,
+        }
+        self.critic_kwargs = {
+            **net_args,
+            "net_arch": critic_arch,
+            "n_critics": n_critics,
+            "use_prior": action_prior,
+        }
         self._build(lr_schedule)
 
     def _build(self, lr_schedule: Schedule) -> None:
@@ -326,6 +381,8 @@ class SACDPolicy(BasePolicy):
                 net_arch=self.net_arch,
                 activation_fn=self.activation_fn,
                 n_critics=self.n_critics,
+                action_prior=self.action_prior,
+                prior_scale=self.prior_scale,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,

@@ -71,6 +71,11 @@ class SACD(OffPolicyAlgorithm):
         value; ``None`` for no clipping
     :param critic_loss: ``"mse"`` (squared TD error) or ``"huber"`` (smooth L1, less sensitive to
         rare large rewards)
+    :param reward_centering: step size of the running mean reward that is subtracted from every
+        reward in the critic target (reward centering, Naik et al., 2024); 0 turns it off. The
+        mean starts at the first batch's mean reward and follows the sampled batches. Centering
+        shifts every Q-value by the same constant, so the ranking of actions is unchanged, but the
+        critics no longer spend their capacity on that constant.
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -109,6 +114,7 @@ class SACD(OffPolicyAlgorithm):
         target_update_interval: int = 1,
         max_grad_norm: float | None = None,
         critic_loss: Literal["mse", "huber"] = "mse",
+        reward_centering: float = 0.0,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -148,6 +154,9 @@ class SACD(OffPolicyAlgorithm):
         self.target_update_interval = target_update_interval
         self.max_grad_norm = max_grad_norm
         self.critic_loss = critic_loss
+        self.reward_centering = reward_centering
+        #: the running mean reward subtracted in the critic target (``None`` before the first update)
+        self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
         self.ent_coef_optimizer: th.optim.Adam | None = None
         self._last_action_masks: np.ndarray | None = None
@@ -168,6 +177,8 @@ class SACD(OffPolicyAlgorithm):
             )
         if self.critic_loss not in ("mse", "huber"):
             raise ValueError(f"critic_loss must be 'mse' or 'huber', got {self.critic_loss!r}")
+        if not 0.0 <= self.reward_centering <= 1.0:
+            raise ValueError(f"reward_centering must lie in [0, 1], got {self.reward_centering}")
         if self.target_update_interval < 1:
             raise ValueError(
                 f"target_update_interval must be at least 1, got {self.target_update_interval}"
@@ -223,6 +234,15 @@ class SACD(OffPolicyAlgorithm):
             else:
                 ent_coef = self.ent_coef_tensor
 
+            # Reward centering: r_bar <- r_bar + eta (mean batch reward - r_bar)
+            rewards = data.rewards
+            if self.reward_centering > 0.0:
+                batch_mean = data.rewards.mean().item()
+                if self.reward_offset is None:
+                    self.reward_offset = batch_mean
+                self.reward_offset += self.reward_centering * (batch_mean - self.reward_offset)
+                rewards = data.rewards - self.reward_offset
+
             # Critics: soft Bellman target with the exact expectation over the next policy
             # V(s') = sum_a pi(a|s') [min_i Q_targ_i(s', a) - alpha log pi(a|s')]
             with th.no_grad():
@@ -233,7 +253,7 @@ class SACD(OffPolicyAlgorithm):
                 next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(
                     dim=1, keepdim=True
                 )
-                target_q = data.rewards + (1 - data.dones) * self.gamma * next_v
+                target_q = rewards + (1 - data.dones) * self.gamma * next_v
             current_q = [q.gather(1, actions) for q in self.critic(data.observations)]
             critic_loss = 0.5 * sum(td_loss(q, target_q) for q in current_q)
             assert isinstance(critic_loss, th.Tensor)
@@ -277,6 +297,8 @@ class SACD(OffPolicyAlgorithm):
         self.logger.record("train/q_values", np.mean(q_values))
         if len(ent_coef_losses) > 0:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+        if self.reward_offset is not None:
+            self.logger.record("train/reward_offset", self.reward_offset)
 
     def _gradient_step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
         """One optimizer step on ``loss``, with the gradient norm clipped to ``max_grad_norm``."""

@@ -1,0 +1,99 @@
+"""What the device predicts for every action, as observation features a learner can use.
+
+The device knows its profile, its presets and its own estimates, so it can predict the outcome of
+every action before it decides: ``robust-mpc`` does exactly that (predicted reward over the latency
+spread, minus the cost of the backlog the action leaves). :class:`PredictedActionValues` turns
+those predictions into one feature per flat action; :class:`PredictedValuesObservation` appends
+them to the env's observation for training, and :class:`~splitrl.agents.policy.ModelPolicy` appends
+the same features when the trained policy acts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
+from splitrl.envs.split_computing import SplitComputingEnv
+
+
+class PredictedActionValues:
+    """``robust-mpc``'s value of every flat action for the current request, relative to the best.
+
+    Entry ``i`` is the predicted reward minus backlog cost of flat action ``i`` (C order over
+    ``(exit, split, bits)``) minus that of the best action, so the best action has 0 and the others
+    a negative value; actions that are not canonical (masked) get 0. Causal: it reads only the
+    device's knowledge (:meth:`RobustMPCPolicy.action_values`).
+    """
+
+    def __init__(self) -> None:
+        self.predictor = RobustMPCPolicy()
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Forget the previous episode's prediction errors."""
+        self.predictor.reset(env)
+
+    def __call__(self, env: SplitComputingEnv) -> np.ndarray:
+        """The features of the current request, ``(n_actions,)`` float32; call once per request."""
+        actions, values = self.predictor.action_values(env)
+        features = np.zeros(env.actions.n_actions, dtype=np.float32)
+        flat = np.ravel_multi_index(tuple(actions.T), env.actions.nvec)
+        features[flat] = values - values.max()
+        return features
+
+    def extend(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """``observation`` with the features of the current request appended."""
+        return np.concatenate([observation, self(env)]).astype(np.float32, copy=False)
+
+
+def extended_observation_space(env: SplitComputingEnv) -> spaces.Box:
+    """The env's observation space with one predicted-value feature per flat action appended."""
+    space = env.observation_space
+    assert isinstance(space, spaces.Box)
+    n_actions = env.actions.n_actions
+    return spaces.Box(
+        low=np.concatenate([space.low, np.full(n_actions, -np.inf, dtype=np.float32)]),
+        high=np.concatenate([space.high, np.zeros(n_actions, dtype=np.float32)]),
+        dtype=np.float32,
+    )
+
+
+class PredictedValuesObservation(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
+    """Appends :class:`PredictedActionValues` to every observation of a split-computing env.
+
+    :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, Any]) -> None:
+        super().__init__(env)
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, SplitComputingEnv):
+            raise ValueError(
+                f"predicted-value features need a SplitComputingEnv, got {type(unwrapped).__name__}"
+            )
+        self.split_env = unwrapped
+        self.features = PredictedActionValues()
+        self.observation_space = extended_observation_space(unwrapped)
+
+    def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        self.features.reset(self.split_env)
+        return self.features.extend(self.split_env, observation), info
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return (
+            self.features.extend(self.split_env, observation),
+            float(reward),
+            terminated,
+            truncated,
+            info,
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """The env's masks of canonical actions."""
+        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
+        return masks
