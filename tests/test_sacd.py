@@ -19,6 +19,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 
 from splitrl.agents import SACD
 from splitrl.agents.sacd import MaskableReplayBuffer, SACDPolicy
+from splitrl.agents.sacd.buffers import MaskableReplayBufferSamples
 from splitrl.agents.sacd.policies import action_nvec, joint_action_masks
 
 # Small networks and an early start keep every learning test to a few seconds on a CPU.
@@ -337,3 +338,112 @@ def test_logs_training_values(tmp_path: Path, ent_coef: str | float) -> None:
         assert all(0.0 < value < 1.0 for value in logged)
     else:
         assert logged == pytest.approx([0.05] * len(logged))
+
+
+def fixed_batch(
+    rewards: list[float], actions: list[int], dones: list[float], masks: np.ndarray
+) -> MaskableReplayBufferSamples:
+    """A batch of the ``MASKED_ENVS["discrete"]`` env with the given rewards, actions and dones."""
+    n = len(rewards)
+    observations = th.tensor([[0.0], [1.0], [0.0], [1.0]][:n])
+    masks_tensor = th.as_tensor(masks[:n])
+    return MaskableReplayBufferSamples(
+        observations=observations,
+        actions=th.tensor(actions, dtype=th.float32).reshape(n, 1),
+        next_observations=1.0 - observations,
+        dones=th.tensor(dones).reshape(n, 1),
+        rewards=th.tensor(rewards).reshape(n, 1),
+        action_masks=masks_tensor,
+        next_action_masks=masks_tensor.flip(0),
+    )
+
+
+def hand_critic_loss(model: SACD, batch: MaskableReplayBufferSamples, offset: float) -> float:
+    """The critic loss of one batch, written out with numpy from the networks' outputs."""
+    with th.no_grad():
+        logits = model.actor.logits_net(batch.next_observations).numpy()
+        next_q = np.minimum(*(q.numpy() for q in model.critic_target(batch.next_observations)))
+        current_q = [q.numpy() for q in model.critic(batch.observations)]
+    allowed = batch.next_action_masks.numpy()
+    alpha, gamma = 0.1, model.gamma
+    loss = 0.0
+    for row in range(len(logits)):
+        z = logits[row][allowed[row]]
+        probs = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+        soft_v = float((probs * (next_q[row][allowed[row]] - alpha * np.log(probs))).sum())
+        target = float(batch.rewards[row]) - offset + gamma * (1 - float(batch.dones[row])) * soft_v
+        action = int(batch.actions[row, 0])
+        loss += 0.5 * sum((q[row, action] - target) ** 2 for q in current_q) / len(logits)
+    return loss
+
+
+def test_critic_target_with_reward_centering_matches_a_hand_computation() -> None:
+    env = MASKED_ENVS["discrete"]()
+    masks = np.ones((4, 5), dtype=bool)
+    masks[1, 3:] = False
+    masks[3, 0] = False
+    model = SACD(
+        "MlpPolicy",
+        env,
+        ent_coef=0.1,
+        reward_centering=0.25,
+        learning_rate=0.0,
+        seed=0,
+        **{key: value for key, value in FAST.items() if key != "learning_rate"},
+    )
+    model.set_logger(configure(None, []))
+    batches = [
+        fixed_batch([1.0, 0.5, 0.0, 0.25], [0, 2, 4, 1], [0.0, 1.0, 0.0, 0.0], masks),
+        fixed_batch([2.0, 1.0, 0.5, 1.5], [1, 0, 3, 4], [0.0, 0.0, 1.0, 0.0], masks),
+    ]
+    assert model.replay_buffer is not None
+    model.replay_buffer.sample = lambda *args, **kwargs: batches.pop(0)  # type: ignore[method-assign,assignment]
+    # The running mean starts at the first batch's mean (0.4375) and moves a quarter of the way
+    # to the second's (1.25): offsets 0.4375 and 0.640625.
+    expected = [
+        hand_critic_loss(model, batch, offset)
+        for batch, offset in zip(list(batches), [0.4375, 0.640625], strict=True)
+    ]
+    model.train(gradient_steps=2, batch_size=4)
+
+    assert model.reward_offset == pytest.approx(0.640625)
+    logged = model.logger.name_to_value["train/critic_loss"]
+    assert logged == pytest.approx(np.mean(expected), rel=1e-5)
+
+
+def test_action_prior_is_the_starting_point_of_critics_and_actor() -> None:
+    n_actions = 6
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + n_actions,), dtype=np.float32)
+    policy = SACDPolicy(
+        observation_space,
+        spaces.MultiDiscrete([2, 3]),
+        lambda _: 1e-3,
+        net_arch=[8],
+        action_prior=True,
+        prior_scale=10.0,
+    )
+    for network in (policy.actor.logits_net, *policy.critic.q_networks):
+        assert isinstance(network, th.nn.Sequential)
+        last = network[-1]
+        assert isinstance(last, th.nn.Linear)
+        th.nn.init.zeros_(last.weight)
+        th.nn.init.zeros_(last.bias)
+    prior = th.tensor([[0.0, -0.1, -0.3, 0.0, -0.2, -1.0]])
+    obs = th.cat([th.tensor([[0.5, 2.0]]), prior], dim=1)
+    mask = th.tensor([[True, True, True, False, True, True]])
+
+    for q in policy.critic(obs):
+        th.testing.assert_close(q, prior)
+    probs, _ = policy.actor(obs, mask)
+    expected = th.softmax(th.where(mask, 10.0 * prior, -th.inf), dim=1)
+    th.testing.assert_close(probs, expected)
+
+
+def test_action_prior_needs_room_in_the_observation() -> None:
+    with pytest.raises(ValueError, match="action_prior needs a flat Box observation ending with 6"):
+        SACDPolicy(
+            spaces.Box(0.0, 1.0, shape=(3,), dtype=np.float32),
+            spaces.MultiDiscrete([2, 3]),
+            lambda _: 1e-3,
+            action_prior=True,
+        )

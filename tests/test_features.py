@@ -1,0 +1,65 @@
+"""Tests of the predicted-value features: what robust-mpc predicts for every action."""
+
+import numpy as np
+import pytest
+
+from splitrl.agents.baselines import make_baseline
+from splitrl.agents.features import PredictedActionValues, PredictedValuesObservation
+from splitrl.agents.learners import get_learner
+from splitrl.envs import SplitComputingEnv
+
+HORIZON = 40
+
+
+def test_features_rank_actions_as_robust_mpc_does() -> None:
+    env = SplitComputingEnv("default", horizon=HORIZON)
+    twin = SplitComputingEnv("default", horizon=HORIZON)
+    features, baseline = PredictedActionValues(), make_baseline("robust-mpc")
+    observation, _ = env.reset(seed=3)
+    twin.reset(seed=3)
+    features.reset(env)
+    baseline.reset(twin)
+    canonical = env.action_masks()
+    for _ in range(HORIZON):
+        values = features(env)
+        action = baseline.act(twin, observation)
+        assert values.shape == (env.actions.n_actions,)
+        assert values.max() == 0.0 and np.all(values[~canonical] == 0.0)
+        best = np.flatnonzero(canonical)[np.argmax(values[canonical])]
+        assert best == np.ravel_multi_index(tuple(action), env.actions.nvec)
+        observation, *_ = env.step(action)
+        twin.step(action)
+
+
+def test_wrapper_and_trained_policy_see_the_same_observation() -> None:
+    wrapped = PredictedValuesObservation(SplitComputingEnv("default", horizon=HORIZON))
+    plain = SplitComputingEnv("default", horizon=HORIZON)
+    features = PredictedActionValues()
+    extended, _ = wrapped.reset(seed=5)
+    observation, _ = plain.reset(seed=5)
+    features.reset(plain)
+    rng = np.random.default_rng(0)
+    for _ in range(HORIZON):
+        assert wrapped.observation_space.contains(extended)
+        np.testing.assert_array_equal(extended, features.extend(plain, observation))
+        action = np.array(
+            np.unravel_index(rng.choice(np.flatnonzero(plain.action_masks())), (3, 6, 7))
+        )
+        extended, *_ = wrapped.step(action)
+        observation, *_ = plain.step(action)
+    np.testing.assert_array_equal(wrapped.action_masks(), plain.action_masks())
+
+
+def test_sacd_prior_learner_observes_the_features() -> None:
+    plain = SplitComputingEnv("default", horizon=HORIZON)
+    env = get_learner("sacd-prior").wrap_env(plain)
+    assert plain.observation_space.shape is not None
+    assert env.observation_space.shape == (plain.observation_space.shape[0] + 126,)
+    assert get_learner("sacd").wrap_env(plain) is plain
+
+
+def test_features_need_a_split_computing_env() -> None:
+    import gymnasium as gym
+
+    with pytest.raises(ValueError, match="need a SplitComputingEnv"):
+        PredictedValuesObservation(gym.make("CartPole-v1"))
