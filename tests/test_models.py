@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import struct
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 
 from splitrl.models import (
+    TEST_CANVAS_SEED,
+    VALIDATION_CANVAS_SEED,
     CanvasConfig,
     CanvasDataset,
     EarlyExitConfig,
@@ -24,20 +27,30 @@ from splitrl.models import (
     ResNetStaged,
     StagedModel,
     StagedModule,
+    TrainingSettings,
     count_flops,
     describe_exits,
     describe_stages,
     load_fashion_mnist,
     pooled_linear_head,
+    train_early_exit_net,
 )
 from splitrl.models.fashion_mnist import DATA_DIR_ENV, resolve_data_dir
 from tests.conftest import write_idx, write_split
 
 TINY_CONFIG = EarlyExitConfig(
-    stem_channels=4, block_channels=(4, 6, 6, 8), bottleneck_channels=(2, 3), head_channels=4
+    stem_channels=4,
+    block_channels=(4, 6, 6),
+    bottleneck_channels=(2, 3),
+    tail_channels=(4, 8),
+    head_channels=4,
 )
 FLAT_CANVAS = CanvasConfig(
-    clutter_brightness=(1.0, 1.0), item_brightness=(1.0, 1.0), background=(0.0, 0.0), noise_std=0.0
+    clutter_brightness=(1.0, 1.0),
+    item_brightness=(1.0, 1.0),
+    item_scale=(1.0, 1.0),
+    background=(0.0, 0.0),
+    noise_std=0.0,
 )
 
 
@@ -134,13 +147,66 @@ def test_test_canvases_only_use_test_items(tiny_data: Path) -> None:
         assert all(0 <= other < len(dataset) for other in sources.clutter)
 
 
+@pytest.mark.parametrize(("scale", "side"), [(0.5, 14), (1.0, 28), (1.25, 35)])
+def test_item_scale_resizes_the_item(tiny_data: Path, scale: float, side: int) -> None:
+    config = dataclasses.replace(FLAT_CANVAS, clutter_items=(0, 0), item_scale=(scale, scale))
+    dataset = CanvasDataset.from_fashion_mnist("test", seed=3, data_dir=tiny_data, config=config)
+    for index in range(4):
+        canvas = dataset.render(index)[0][0]
+        rows, cols = np.nonzero(canvas == 100)
+        assert len(rows) == side * side  # a solid square item, resampled to side x side
+        assert rows.max() - rows.min() + 1 == side and cols.max() - cols.min() + 1 == side
+
+
 @pytest.mark.parametrize(
     "kwargs",
-    [{"size": 32}, {"clutter_crop": (0, 5)}, {"noise_std": -1.0}, {"clutter_items": (3, 1)}],
+    [
+        {"size": 32},
+        {"clutter_crop": (0, 5)},
+        {"noise_std": -1.0},
+        {"clutter_items": (3, 1)},
+        {"item_scale": (0.1, 1.0)},
+        {"item_scale": (1.0, 2.5)},
+    ],
 )
 def test_bad_canvas_config_is_rejected(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         CanvasConfig(**kwargs)  # type: ignore[arg-type]
+
+
+# --- training ------------------------------------------------------------------------------------
+
+
+def test_training_holds_out_the_last_items_for_validation(
+    random_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    drawn: dict[int, np.ndarray] = {}
+    original_init = CanvasDataset.__init__
+
+    def recording_init(self: CanvasDataset, images: np.ndarray, *args: object) -> None:
+        original_init(self, images, *args)  # type: ignore[arg-type]
+        drawn[self.seed] = images
+
+    monkeypatch.setattr(CanvasDataset, "__init__", recording_init)
+    settings = TrainingSettings(batch_size=16, validation_samples=8)
+    _, metrics = train_early_exit_net(
+        TINY_CONFIG, random_data, seed=0, epochs=2, progress=False, settings=settings
+    )
+    items, _ = load_fashion_mnist("train", random_data)
+    assert np.array_equal(drawn.pop(VALIDATION_CANVAS_SEED), items[-8:])
+    assert np.array_equal(drawn.pop(TEST_CANVAS_SEED), load_fashion_mnist("test", random_data)[0])
+    assert len(drawn) == 2  # one fresh set of training canvases per epoch, all without the 8
+    assert all(np.array_equal(images, items[:-8]) for images in drawn.values())
+    assert len(metrics["epoch_validation_accuracy"]) == 2
+    assert metrics["validation_accuracy"] == metrics["epoch_validation_accuracy"][-1]
+    assert all(0.0 <= a <= 1.0 for a in metrics["validation_accuracy"] + metrics["exit_accuracy"])
+
+
+@pytest.mark.parametrize("validation_samples", [1, 63, 64])
+def test_training_rejects_a_bad_validation_size(random_data: Path, validation_samples: int) -> None:
+    settings = TrainingSettings(validation_samples=validation_samples)
+    with pytest.raises(ValueError, match=r"validation_samples must be 2\.\.62"):
+        train_early_exit_net(TINY_CONFIG, random_data, seed=0, progress=False, settings=settings)
 
 
 # --- the network and the protocol ---------------------------------------------------------------
@@ -150,7 +216,7 @@ def test_early_exit_net_satisfies_protocol() -> None:
     model = EarlyExitNet().eval()
     assert isinstance(model, StagedModel)
     assert len(model.stages) >= 5 and len(model.exits) >= 3
-    assert [spec.after_stage for spec in model.exits] == [2, 4, 5]
+    assert [spec.after_stage for spec in model.exits] == [2, 3, 5]
     assert model.input_spec.shape == (1, 64, 64) and model.input_spec.dtype == torch.uint8
 
 
@@ -199,10 +265,10 @@ def test_describe_stages_and_exits() -> None:
     model = EarlyExitNet()
     stages = describe_stages(model)
     assert [s.output_shape for s in stages] == [
-        (16, 32, 32), (8, 16, 16), (64, 8, 8), (16, 8, 8), (128, 4, 4),
+        (16, 32, 32), (8, 16, 16), (40, 8, 8), (16, 8, 8), (128, 4, 4),
     ]  # fmt: skip
     assert all(s.flops > 0 for s in stages)
-    assert [s.n_layers for s in stages] == [1, 2, 1, 2, 2]  # convolutions per stage
+    assert [s.n_layers for s in stages] == [1, 2, 1, 2, 6]  # convolutions per stage
     assert stages[0].flops == 2 * 16 * 32 * 32 * 9  # conv3x3, 1 -> 16 channels, stride 2
     exits = describe_exits(model)
     assert [e.num_classes for e in exits] == [10, 10, 10]

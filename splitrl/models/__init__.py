@@ -1,6 +1,12 @@
 """Early-exit networks, the staged-model protocol, the canvas task, training and live inference."""
 
-from splitrl.models.canvas import TEST_CANVAS_SEED, CanvasConfig, CanvasDataset, CanvasSources
+from splitrl.models.canvas import (
+    TEST_CANVAS_SEED,
+    VALIDATION_CANVAS_SEED,
+    CanvasConfig,
+    CanvasDataset,
+    CanvasSources,
+)
 from splitrl.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -23,6 +29,7 @@ from splitrl.models.training import TrainingSettings, evaluate_exits, train_earl
 
 __all__ = [
     "TEST_CANVAS_SEED",
+    "VALIDATION_CANVAS_SEED",
     "CanvasConfig",
     "CanvasDataset",
     "CanvasSources",

@@ -24,6 +24,9 @@ from splitrl.models.fashion_mnist import Split, load_fashion_mnist
 TEST_CANVAS_SEED = 20_240_601
 """Seed of the canonical test canvases (used for the reported accuracies and the profiles)."""
 
+VALIDATION_CANVAS_SEED = 20_240_602
+"""Seed of the validation canvases (held-out training items, used to choose the architecture)."""
+
 
 @dataclass(frozen=True)
 class CanvasConfig:
@@ -34,6 +37,8 @@ class CanvasConfig:
     :param clutter_crop: inclusive range of the side lengths (pixels) of a clutter crop.
     :param clutter_brightness: range of the factor that dims a clutter crop.
     :param item_brightness: range of the factor applied to the labelled item.
+    :param item_scale: range of the labelled item's scale (nearest-neighbour resampling of the
+        28x28 image; 1.0 keeps it as is), as objects at different distances from a camera.
     :param background: range of the uniform background level (0..255 scale).
     :param noise_std: standard deviation of the additive Gaussian sensor noise (0..255 scale).
     """
@@ -43,6 +48,7 @@ class CanvasConfig:
     clutter_crop: tuple[int, int] = (10, 20)
     clutter_brightness: tuple[float, float] = (0.25, 0.55)
     item_brightness: tuple[float, float] = (0.8, 1.0)
+    item_scale: tuple[float, float] = (1.0, 1.0)
     background: tuple[float, float] = (0.0, 24.0)
     noise_std: float = 6.0
 
@@ -56,6 +62,12 @@ class CanvasConfig:
         if not 1 <= low <= high <= 28:
             raise ValueError(
                 f"clutter_crop must be 1 <= low <= high <= 28, got {self.clutter_crop}"
+            )
+        smallest, largest = self.item_scale
+        if not 0.25 <= smallest <= largest or round(28 * largest) > self.size:
+            raise ValueError(
+                f"item_scale must be 0.25 <= low <= high with the item fitting the canvas, "
+                f"got {self.item_scale}"
             )
         if self.noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
@@ -164,8 +176,11 @@ class CanvasDataset(Dataset[tuple[torch.Tensor, int]]):
             np.maximum(region, crop[y0 - top : y1 - top, x0 - left : x1 - left], out=region)
 
         item = self.images[index].astype(np.float32) * rng.uniform(*cfg.item_brightness)
-        top, left = rng.integers(0, size - 27, size=2)
-        region = frame[top : top + 28, left : left + 28]
+        side = round(28 * rng.uniform(*cfg.item_scale))
+        pick = (np.arange(side) * 28) // side  # nearest-neighbour source rows and columns
+        item = item[np.ix_(pick, pick)]
+        top, left = rng.integers(0, size - side + 1, size=2)
+        region = frame[top : top + side, left : left + side]
         region[...] = np.where(item > 0, item, region)  # the item occludes what lies behind it
 
         frame += rng.normal(0.0, cfg.noise_std, size=frame.shape).astype(np.float32)

@@ -2,7 +2,10 @@
 
 The loss is a weighted sum of the cross-entropy of every exit. Every epoch draws fresh training
 canvases (a new dataset seed per epoch, derived from the run seed), so the network sees each
-Fashion-MNIST training item in a new position with new clutter each time. The run is
+Fashion-MNIST training item in a new position with new clutter each time. The last
+``validation_samples`` training items are held out: rendered once with
+:data:`~splitrl.models.canvas.VALIDATION_CANVAS_SEED`, they measure every exit after every epoch
+and are what design choices are made on; the test canvases are only measured at the end. The run is
 deterministic for a given seed and thread count: ``torch.manual_seed``, deterministic algorithms,
 a fixed number of intra-op threads and a seeded shuffling generator.
 
@@ -25,7 +28,12 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from splitrl.models.canvas import TEST_CANVAS_SEED, CanvasConfig, CanvasDataset
+from splitrl.models.canvas import (
+    TEST_CANVAS_SEED,
+    VALIDATION_CANVAS_SEED,
+    CanvasConfig,
+    CanvasDataset,
+)
 from splitrl.models.checkpoint import DEFAULT_MODEL_NAME, WEIGHTS_DIR, save_checkpoint
 from splitrl.models.early_exit import EarlyExitConfig, EarlyExitNet
 from splitrl.models.fashion_mnist import load_fashion_mnist
@@ -44,20 +52,22 @@ class TrainingSettings:
     :param exit_weights: weight of each exit's cross-entropy in the joint loss (one per exit).
     :param num_threads: intra-op threads (part of what makes a run reproducible; one thread
         degrades gracefully when the cores are shared, where several threads stall each other).
-    :param train_samples: use only the first ``n`` training items (``None``: all 60,000).
+    :param train_samples: train on only the first ``n`` training items (``None``: all that are
+        not held out for validation, 55,000 of Fashion-MNIST's 60,000).
+    :param validation_samples: the last ``n`` training items, never trained on, rendered with
+        :data:`~splitrl.models.canvas.VALIDATION_CANVAS_SEED` and evaluated after every epoch.
     :param test_samples: evaluate on the first ``n`` test canvases (``None``: all 10,000).
-    :param monitor_samples: test canvases evaluated after every epoch (``epoch_exit_accuracy``).
     :param canvas: how canvases are drawn.
     """
 
     batch_size: int = 128
     learning_rate: float = 4e-3
     weight_decay: float = 5e-4
-    exit_weights: tuple[float, ...] = (0.6, 0.8, 1.0)
+    exit_weights: tuple[float, ...] = (0.3, 0.5, 1.0)
     num_threads: int = 1
     train_samples: int | None = None
+    validation_samples: int = 5000
     test_samples: int | None = None
-    monitor_samples: int = 2000
     canvas: CanvasConfig = field(default_factory=CanvasConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,9 +134,12 @@ def train_early_exit_net(
     :param progress: show tqdm progress bars.
     :param settings: optimisation settings (``None``: :class:`TrainingSettings` defaults).
     :return: the trained model in eval mode and a metrics dict: ``exit_accuracy`` (test accuracy
-        per exit), ``epoch_loss``, ``epoch_exit_accuracy`` (on the monitor canvases),
-        ``train_seconds``, ``seed``, ``epochs``, ``settings``,
-        ``test_canvas_seed``, ``test_samples``.
+        per exit), ``validation_accuracy`` (per exit, final), ``epoch_loss``,
+        ``epoch_validation_accuracy`` (per epoch and exit), ``train_seconds`` (wall time),
+        ``train_cpu_seconds`` (CPU time of this process, what the run costs on a core of its own
+        with one thread), ``seed``,
+        ``epochs``, ``settings``, ``validation_canvas_seed``, ``test_canvas_seed``,
+        ``test_samples``.
     """
     cfg = config or EarlyExitConfig()
     opts = settings or TrainingSettings()
@@ -138,19 +151,26 @@ def train_early_exit_net(
         )
     if opts.canvas.size != cfg.canvas_size:
         raise ValueError(f"canvas size {opts.canvas.size} != model input {cfg.canvas_size}")
-    train_images, train_labels = load_fashion_mnist("train", data_dir)
+    images, labels = load_fashion_mnist("train", data_dir)
     test_images, test_labels = load_fashion_mnist("test", data_dir)
-    train_images = train_images[: opts.train_samples]
-    train_labels = train_labels[: opts.train_samples]
+    held_out = opts.validation_samples
+    if not 2 <= held_out <= len(images) - 2:
+        raise ValueError(
+            f"validation_samples must be 2..{len(images) - 2} for {len(images)} training items, "
+            f"got {held_out}"
+        )
+    train_images = images[:-held_out][: opts.train_samples]
+    train_labels = labels[:-held_out][: opts.train_samples]
+    validation_set = CanvasDataset(
+        images[-held_out:], labels[-held_out:], VALIDATION_CANVAS_SEED, opts.canvas
+    )
+    validation_canvases, validation_labels = validation_set.materialize()
     test_set = CanvasDataset(test_images, test_labels, TEST_CANVAS_SEED, opts.canvas)
     n_test = len(test_set) if opts.test_samples is None else min(opts.test_samples, len(test_set))
-    monitor_canvases, monitor_labels = test_set.materialize(
-        np.arange(min(opts.monitor_samples, n_test))
-    )
     epoch_seeds = np.random.SeedSequence(seed).generate_state(epochs)
     weights = torch.tensor(opts.exit_weights, dtype=torch.float32)
 
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     with deterministic_torch(seed, opts.num_threads):
         model = EarlyExitNet(cfg)
         steps_per_epoch = -(-len(train_images) // opts.batch_size)
@@ -191,22 +211,25 @@ def train_early_exit_net(
                 total += batch_loss * len(batch)
                 batches.set_postfix(loss=f"{batch_loss:.3f}")
             epoch_loss.append(total / len(x_all))
-            epoch_accuracy.append(evaluate_exits(model, monitor_canvases, monitor_labels))
+            epoch_accuracy.append(evaluate_exits(model, validation_canvases, validation_labels))
             if progress:
                 tqdm.write(
                     f"epoch {epoch + 1}: loss {epoch_loss[-1]:.4f}, exit accuracy on "
-                    f"{len(monitor_labels)} test canvases {epoch_accuracy[-1]}"
+                    f"{len(validation_labels)} validation canvases {epoch_accuracy[-1]}"
                 )
         test_canvases, test_y = test_set.materialize(np.arange(n_test))
         accuracy = evaluate_exits(model, test_canvases, test_y)
     metrics: dict[str, Any] = {
         "exit_accuracy": accuracy,
+        "validation_accuracy": epoch_accuracy[-1],
         "epoch_loss": epoch_loss,
-        "epoch_exit_accuracy": epoch_accuracy,
+        "epoch_validation_accuracy": epoch_accuracy,
         "train_seconds": time.perf_counter() - started,
+        "train_cpu_seconds": time.process_time() - cpu_started,
         "seed": seed,
         "epochs": epochs,
         "settings": opts.to_dict(),
+        "validation_canvas_seed": VALIDATION_CANVAS_SEED,
         "test_canvas_seed": TEST_CANVAS_SEED,
         "test_samples": n_test,
     }

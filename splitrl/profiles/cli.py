@@ -19,6 +19,7 @@ from typing import Any
 QUICK = {
     "samples": 200,
     "train_samples": 2000,
+    "validation_samples": 16,
     "epochs": 1,
     "latency_repeats": 5,
     "codec_timing": 8,
@@ -142,7 +143,10 @@ def _build(args: argparse.Namespace) -> int:
     model_info: dict[str, Any]
     if args.train:
         settings = (
-            TrainingSettings(train_samples=QUICK["train_samples"])
+            TrainingSettings(
+                train_samples=QUICK["train_samples"],
+                validation_samples=QUICK["validation_samples"],
+            )
             if args.quick
             else TrainingSettings()
         )
