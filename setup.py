@@ -1,21 +1,31 @@
 """Build of the optional compiled codec kernels; the project metadata lives in pyproject.toml.
 
-``splitrl.codecs._kernels`` speeds up the codec's hot loops. It is optional: where it cannot be
-compiled the installation goes on and the codec uses its numpy implementation.
+``splitrl.codecs._kernels`` speeds up the codec's hot loops. It is the Python face of the codec's
+C core (``splitrl/codecs/csrc``, which a device's encoder library compiles too). It is optional:
+where it cannot be compiled the installation goes on and the codec uses its numpy implementation.
 """
 
 import sys
 
 from setuptools import Extension, setup
 
+CODEC_CORE = "splitrl/codecs/csrc"
 # The kernels must round like numpy: no fused multiply-add contraction of float arithmetic.
 _FLOAT_FLAGS = [] if sys.platform == "win32" else ["-ffp-contract=off"]
+# A host has the memory for the faster CRC32 (a device's library keeps the 1 KiB table alone).
+_MACROS = [("SPLITRL_CRC_SLICE_BY_8", "1")]
 
 setup(
     ext_modules=[
         Extension(
             "splitrl.codecs._kernels",
-            sources=["splitrl/codecs/_kernels.c"],
+            sources=[
+                "splitrl/codecs/_kernels.c",
+                f"{CODEC_CORE}/splitrl_codec.c",
+                f"{CODEC_CORE}/splitrl_codec_decode.c",
+            ],
+            depends=[f"{CODEC_CORE}/splitrl_codec.h", f"{CODEC_CORE}/splitrl_codec_internal.h"],
+            define_macros=_MACROS,
             extra_compile_args=_FLOAT_FLAGS,
             optional=True,
         )
