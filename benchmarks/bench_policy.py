@@ -57,11 +57,14 @@ class Variant:
     :param algo: a learner of :data:`splitrl.agents.learners.LEARNERS`
     :param hyperparameters: constructor keywords that replace the learner's defaults
     :param description: what the variant changes, for the ablation table
+    :param channel: the training channel, replacing the scenario's (``"randomized"``: domain
+        randomization over the synthetic models)
     """
 
     algo: str
     hyperparameters: Mapping[str, Any]
     description: str
+    channel: str | None = None
 
 
 #: the ablation variants, by name (each learner of LEARNERS is also a variant of itself)
@@ -83,6 +86,12 @@ VARIANTS: dict[str, Variant] = {
         "sacd-prior",
         {"ent_coef": "auto_0.01", "reward_centering": 0.01},
         "+ critic residual and actor logits on the predicted values",
+    ),
+    "sacd-prior-randomized": Variant(
+        "sacd-prior",
+        {"ent_coef": "auto_0.01", "reward_centering": 0.01},
+        "+ trained on randomized channels (model, parameters, outages)",
+        channel="randomized",
     ),
 }
 
@@ -151,6 +160,7 @@ def train_cell(cell: TrainCell, runs_dir: str) -> dict[str, Any]:
         scenario=cell.scenario,
         seed=cell.seed,
         timesteps=cell.timesteps,
+        channel=chosen.channel,
         hyperparameters=dict(chosen.hyperparameters),
         eval_freq=0,
         checkpoint_freq=0,

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.envs.channels import Channel, make_channel
+from splitrl.envs.channels.randomized import RandomizedChannel
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
@@ -31,7 +32,7 @@ from splitrl.profiles.presets import (
 from splitrl.profiles.schema import Profile
 
 #: channel models a scenario can name without further parameters
-SCENARIO_CHANNELS = ("markov", "gilbert-elliott", "fading", "constant")
+SCENARIO_CHANNELS = ("markov", "gilbert-elliott", "fading", "constant", "randomized")
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,10 @@ class Scenario:
     :param device: device preset name (``splitrl.profiles.presets``)
     :param network: network preset name: RTT, uplink range, radio power
     :param reward: reward preset name (``splitrl.envs.reward.REWARD_PRESETS``)
-    :param channel: ``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"constant"`` (parameterized by
-        the network's uplink range), a ``make_channel`` spec string such as ``"trace:PATH"``, or a dict
+    :param channel: ``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"constant"``,
+        ``"randomized"`` (parameterized by the network's uplink range; ``"randomized"`` draws a model
+        and its parameters every episode), a ``make_channel`` spec string such as
+        ``"trace:PATH"``, or a dict
     :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
         slower than the network's norm (a microcontroller's Wi-Fi module)
     :param server: server preset name
@@ -216,6 +219,8 @@ def network_channel(
         )
     if spec == "constant":
         return make_channel(f"constant:{typical_mbps * 1e6}")
+    if spec == "randomized":
+        return RandomizedChannel(uplink_mbps)
     return make_channel(spec)
 
 

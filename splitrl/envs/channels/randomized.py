@@ -1,0 +1,92 @@
+"""Domain randomization over channel models: a new model and new parameters every episode."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from splitrl.envs.channels.base import PiecewiseConstantChannel, private_generator
+from splitrl.envs.channels.fading import BlockFadingChannel
+from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
+from splitrl.envs.channels.markov import MarkovChannel
+
+#: probability that a Gilbert-Elliott draw has outages (a bad rate of 0)
+OUTAGE_PROBABILITY = 0.3
+
+
+class RandomizedChannel:
+    """At every reset, one of the synthetic models with parameters drawn at random.
+
+    For training a policy that has to generalize to links it never saw (domain randomization,
+    Tobin et al., IROS 2017). Each episode draws, uniformly, one of:
+
+    * a :class:`MarkovChannel` over 4 to 8 levels spread log-uniformly over the uplink range,
+      scaled by a factor log-uniform in ``[1/3, 3]``, birth-death moves with probability 0.05 to 0.3
+      per slot of 0.1 to 1 s;
+    * a :class:`GilbertElliottChannel` whose good rate is log-uniform over the range, whose bad rate
+      is 0 (an outage) with probability :data:`OUTAGE_PROBABILITY` and otherwise log-uniform from
+      a tenth of the low end to the low end, with mean sojourns of 1 to 10 s (good) and 0.2 to 5 s
+      (bad);
+    * a :class:`BlockFadingChannel` with a bandwidth of 5 to 20 MHz.
+
+    :param uplink_mbps: the network's ``(low, high)`` uplink capacity in Mbit/s
+    """
+
+    def __init__(self, uplink_mbps: tuple[float, float]) -> None:
+        low, high = uplink_mbps
+        if not 0 < low < high:
+            raise ValueError(f"uplink range must satisfy 0 < low < high, got {uplink_mbps}")
+        self.low_bps, self.high_bps = low * 1e6, high * 1e6
+        #: the channel of the current episode
+        self.current: PiecewiseConstantChannel | None = None
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw this episode's model and parameters, then start its realization."""
+        draws = private_generator(rng)
+        model = int(draws.integers(3))
+        if model == 0:
+            n_levels = int(draws.integers(4, 9))
+            scale = float(np.exp(draws.uniform(np.log(1 / 3), np.log(3))))
+            levels = np.geomspace(self.low_bps, self.high_bps, n_levels) * scale
+            move = float(draws.uniform(0.05, 0.3))
+            matrix = np.zeros((n_levels, n_levels))
+            for level in range(n_levels):
+                neighbours = [n for n in (level - 1, level + 1) if 0 <= n < n_levels]
+                for neighbour in neighbours:
+                    matrix[level, neighbour] = move / 2
+                matrix[level, level] = 1.0 - matrix[level].sum()
+            self.current = MarkovChannel(
+                levels.tolist(), matrix, slot_s=float(draws.uniform(0.1, 1.0))
+            )
+        elif model == 1:
+            outage = draws.random() < OUTAGE_PROBABILITY
+            bad = 0.0 if outage else self._log_uniform(draws, self.low_bps / 10, self.low_bps)
+            self.current = GilbertElliottChannel(
+                good_rate_bps=self._log_uniform(draws, self.low_bps, self.high_bps),
+                bad_rate_bps=bad,
+                mean_good_s=float(draws.uniform(1.0, 10.0)),
+                mean_bad_s=float(draws.uniform(0.2, 5.0)),
+            )
+        else:
+            self.current = BlockFadingChannel(bandwidth_mhz=float(draws.uniform(5.0, 20.0)))
+        self.current.reset(draws)
+
+    @staticmethod
+    def _log_uniform(draws: np.random.Generator, low: float, high: float) -> float:
+        return float(np.exp(draws.uniform(np.log(low), np.log(high))))
+
+    def _channel(self) -> PiecewiseConstantChannel:
+        if self.current is None:
+            raise RuntimeError("call reset() before using a RandomizedChannel")
+        return self.current
+
+    def capacity(self, t: float) -> float:
+        """Uplink capacity in bit/s at time ``t`` of this episode's channel."""
+        return self._channel().capacity(t)
+
+    def transfer_time(self, n_bytes: int, t0: float) -> float:
+        """Seconds this episode's channel needs for ``n_bytes`` from ``t0``."""
+        return self._channel().transfer_time(n_bytes, t0)
+
+    def mean_throughput(self, t0: float, t1: float) -> float:
+        """This episode's capacity averaged over ``[t0, t1]`` in bit/s."""
+        return self._channel().mean_throughput(t0, t1)
