@@ -16,7 +16,7 @@ Stages (for a 64x64 canvas; ``c`` = channels, see :class:`EarlyExitConfig`):
 The device side (stages 1..4) is lean, because the device it runs on is slow; the server-side
 tail (stage 5) holds most of the compute and is where the accuracy of the final exit comes from.
 The bottlenecks (1x1 convolutions that cut the channels, followed by ReLU) make the tensors after
-stages 2 and 4 small and sparse, so they are the natural split points. Exits sit after stages 2,
+stages 2 and 4 smaller than the stage outputs on either side, so they are the natural split points. Exits sit after stages 2,
 3 and 5: the two early exits are what the device can afford on its own, the final exit needs the
 tail. The early heads are one small conv3x3 -> BN -> ReLU, global average pooling and a linear
 layer, the final head is global average pooling and a linear layer.

@@ -137,9 +137,8 @@ def train_early_exit_net(
         per exit), ``validation_accuracy`` (per exit, final), ``epoch_loss``,
         ``epoch_validation_accuracy`` (per epoch and exit), ``train_seconds`` (wall time),
         ``train_cpu_seconds`` (CPU time of this process, what the run costs on a core of its own
-        with one thread), ``seed``,
-        ``epochs``, ``settings``, ``validation_canvas_seed``, ``test_canvas_seed``,
-        ``test_samples``.
+        with one thread), ``seed``, ``epochs``, ``settings``, ``validation_canvas_seed``,
+        ``test_canvas_seed``, ``test_samples``.
     """
     cfg = config or EarlyExitConfig()
     opts = settings or TrainingSettings()
