@@ -57,14 +57,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     what = parser.add_argument_group("what to train")
     what.add_argument(
         "--algo",
-        help="learner: sacd (default, ours), ppo, maskable-ppo, dqn, sac",
+        help="learner: sacd (default, ours), sacd-prior, ppo, maskable-ppo, dqn, sac",
     )
     what.add_argument("--scenario", help="named scenario (default: default)")
     what.add_argument("--profile", help="profile name or path, replacing the scenario's")
     what.add_argument("--device-preset", help="device preset, replacing the scenario's")
     what.add_argument(
         "--channel",
-        help="channel model (markov, gilbert-elliott, fading, constant) or trace:PATH",
+        help="channel model (markov, gilbert-elliott, fading, constant, randomized) or trace:PATH",
     )
     what.add_argument("--reward", help="reward preset, replacing the scenario's")
     what.add_argument(
