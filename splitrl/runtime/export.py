@@ -4,6 +4,10 @@
 ``RUN/model.zip``, deterministic, masks inside the graph) and ``stage_k.onnx`` / ``exit_e.onnx`` +
 ``segments.json`` (the DNN segments for the device and the server). The work is done by
 :mod:`splitrl.runtime.onnx_export`, imported here only when the command runs (it needs torch).
+
+``splitrl export RUN --format c --out DIR [--quantize int8]`` writes the policy as dependency-free
+C for a microcontroller instead (``splitrl_policy.h`` / ``.c``, :mod:`splitrl.runtime.c_export`),
+beside the ``policy.onnx`` and ``policy.json`` it was generated from and is checked against.
 """
 
 from __future__ import annotations
@@ -25,6 +29,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="'default' (the shipped network) or the checkpoint sidecar NAME.json the profile used",
     )
     parser.add_argument(
+        "--format",
+        choices=("onnx", "c"),
+        default="onnx",
+        help="onnx: policy and DNN segments for the device runtime; c: the policy as C99 for a "
+        "microcontroller (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--quantize",
+        choices=("float32", "int8"),
+        default="float32",
+        help="weights of the C policy: float32, or int8 with per-channel scales (--format c "
+        "only; default: %(default)s)",
+    )
+    parser.add_argument(
         "--opset",
         type=int,
         default=17,
@@ -39,6 +57,17 @@ def run(args: argparse.Namespace) -> int:
             f"--opset must be in {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (what the ONNX exporter "
             f"writes), got {args.opset}"
         )
+    if args.format == "c":
+        from splitrl.runtime.c_export import POLICY_SOURCE, export_c_run
+
+        metadata = export_c_run(args.run_dir, args.out, quantize=args.quantize, opset=args.opset)
+        print(
+            f"policy: {args.out / POLICY_SOURCE} ({args.quantize} weights, "
+            f"{len(metadata.actions.canonical_actions())} actions)"
+        )
+        return 0
+    if args.quantize != "float32":
+        raise ValueError("--quantize applies to --format c only")
     from splitrl.models.checkpoint import load_checkpoint, load_default_model
     from splitrl.runtime.onnx_export import export_run
 

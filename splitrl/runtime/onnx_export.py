@@ -353,39 +353,24 @@ def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(staging, target)
 
 
-def export_run(
-    run_dir: str | os.PathLike[str],
-    directory: str | os.PathLike[str],
-    *,
-    model: StagedModel | None = None,
-    opset: int = DEFAULT_OPSET,
-) -> tuple[PolicyMetadata, SegmentManifest]:
-    """Export a training run: its SACD policy and the DNN segments.
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, str]]:
+    """The trained SACD of a run directory, the env it trained in and its identity.
 
     The run directory holds ``model.zip`` (``SACD.save``) and a config with the scenario the run
     trained in (``scenario_spec``, as ``splitrl train`` writes it), or a ``scenario`` name and
     optionally the env overrides of :data:`ENV_KEYS`; the env built from them supplies the action
     table, the observation constants, the codec settings and the identity.
 
-    :param run_dir: the training run directory.
-    :param directory: the export directory.
-    :param model: the staged model the profile was built from (default: the shipped network).
-    :param opset: ONNX opset.
+    :return: ``(agent, env, identity)``.
     """
     from splitrl.agents.sacd import SACD
     from splitrl.envs.split_computing import SplitComputingEnv
-    from splitrl.models.checkpoint import load_default_model
 
     run_dir = Path(run_dir)
     model_path = run_dir / "model.zip"
     if not model_path.is_file():
         raise FileNotFoundError(f"{model_path}: trained model not found")
     config = read_run_config(run_dir)
-    if config.get("algo") == "sacd-prior":
-        raise ValueError(
-            f"{run_dir}: a sacd-prior policy cannot be exported yet: it observes robust-mpc's "
-            "predicted value of every action, which the device runtime does not compute"
-        )
     overrides = {key: config[key] for key in ENV_KEYS if config.get(key) is not None}
     if isinstance(config.get("scenario_spec"), dict):
         from splitrl.training.config import scenario_from_dict
@@ -393,13 +378,6 @@ def export_run(
         env = SplitComputingEnv(scenario_from_dict(config["scenario_spec"]), **overrides)
     else:
         env = SplitComputingEnv(config.get("scenario", "default"), **overrides)
-    staged = model if model is not None else load_default_model()
-    exit_stages = tuple(spec.after_stage for spec in staged.exits)
-    if exit_stages != env.actions.exit_stages or len(staged.stages) + 1 != env.actions.n_splits:
-        raise ValueError(
-            f"the model's exits {exit_stages} and {len(staged.stages)} stages do not match the "
-            f"profile's {env.actions.exit_stages} and {env.actions.n_splits - 1}"
-        )
     agent = SACD.load(model_path, device="cpu")
     identity = {
         "run": str(run_dir),
@@ -409,6 +387,33 @@ def export_run(
         "server": env.parts.server.name,
         "network": env.parts.network.name,
     }
+    return agent, env, identity
+
+
+def export_run(
+    run_dir: str | os.PathLike[str],
+    directory: str | os.PathLike[str],
+    *,
+    model: StagedModel | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> tuple[PolicyMetadata, SegmentManifest]:
+    """Export a training run (:func:`load_run`): its SACD policy and the DNN segments.
+
+    :param run_dir: the training run directory.
+    :param directory: the export directory.
+    :param model: the staged model the profile was built from (default: the shipped network).
+    :param opset: ONNX opset.
+    """
+    from splitrl.models.checkpoint import load_default_model
+
+    agent, env, identity = load_run(run_dir)
+    staged = model if model is not None else load_default_model()
+    exit_stages = tuple(spec.after_stage for spec in staged.exits)
+    if exit_stages != env.actions.exit_stages or len(staged.stages) + 1 != env.actions.n_splits:
+        raise ValueError(
+            f"the model's exits {exit_stages} and {len(staged.stages)} stages do not match the "
+            f"profile's {env.actions.exit_stages} and {env.actions.n_splits - 1}"
+        )
     with staged_directory(directory) as staging:
         metadata = export_policy(
             agent,
