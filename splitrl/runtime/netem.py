@@ -2,16 +2,23 @@
 
 :class:`ShapedLink` creates two namespaces joined by a veth pair with private addresses
 (``10.213.x.1`` on the device side, ``10.213.x.2`` on the server side) and shapes the device's
-egress with an ``htb`` class whose rate a background thread moves along the trace at the trace's
-own segment boundaries (:meth:`ShapedLink.start_following`), through one long-lived
-``tc -batch`` process, so a change costs no process start.
+egress to the trace. A background thread moves the shaper along the trace at the trace's own
+segment boundaries (:meth:`ShapedLink.start_following`), through one long-lived ``tc -batch``
+process, so a change costs no process start. The shaper is two qdiscs:
 
-Why ``htb`` and not ``tbf``: ``tc qdisc change ... tbf`` refills the token bucket on every change,
-so a rate that moves every 100 ms lets an extra bucket through every 100 ms (measured: 100 kB at
-200 kbit/s took 2.31 s instead of 4.04 s with ten changes a second). An ``htb`` class keeps its
-tokens across ``tc class change``. Generic segmentation is turned off on the device's veth
-(``gso_max_segs 1``), so the shaper charges every packet as it goes on the wire (frame of at
-most 1514 bytes); with 64 kB GSO packets ``htb`` let 36% more through than its rate.
+* an ``htb`` class whose rate is the trace's. Not ``tbf`` alone: ``tc qdisc change ... tbf``
+  refills the token bucket on every change, so a rate that moves every 100 ms lets an extra
+  bucket through every 100 ms (measured: 100 kB at 200 kbit/s took 2.31 s instead of 4.04 s with
+  ten changes a second); an ``htb`` class keeps its tokens across ``tc class change``;
+* above it a ``tbf`` gate, open (1 Gbit/s) while the trace has capacity and closed (8 bit/s)
+  where it has less than ``outage_rate_bps``: ``htb`` sends a packet whenever its bucket is not
+  empty and then owes the packet's time at its rate, so an ``htb`` rate near zero would leave a
+  debt of seconds after an outage. The gate holds the packets instead; the bucket it refills when
+  it closes lets at most one packet through.
+
+Generic segmentation is turned off on the device's veth (``gso_max_segs 1``), so the shaper
+charges every packet as it goes on the wire (a frame of at most 1514 bytes); with 64 kB GSO
+packets ``htb`` let 36% more through than its rate.
 
 The link has no delay of its own (the kernel here has no ``netem``): :class:`ReplyDelayRelay`
 adds the round trip in userspace, on the server side, by holding each reply for one draw of the
@@ -43,9 +50,10 @@ from collections.abc import Callable, Iterator, Sequence
 from splitrl.envs.traces import Trace
 from splitrl.runtime.protocol import frame_message, recv_message
 
-#: rate given to the shaper where the trace has none (``htb`` needs a positive rate); a packet
-#: sent during an outage takes 1.5 s at this rate
-MIN_RATE_BPS = 8_000
+#: below this rate the trace is in an outage: the gate closes
+OUTAGE_RATE_BPS = 8_000
+_GATE_OPEN = "1gbit"
+_GATE_CLOSED = "8bit"
 #: bytes a shaper class may send at once after an idle time: one full frame (1500-byte IP
 #: packet + 14-byte Ethernet header) and a little slack
 DEFAULT_BURST_BYTES = 1600
@@ -117,7 +125,7 @@ class ShapedLink:
 
     :param trace: the uplink capacity over time (looped); its segments are the shaper's steps.
     :param burst_bytes: bytes the shaper sends at once after an idle time (``htb`` burst).
-    :param min_rate_bps: rate given where the trace has less (outages).
+    :param outage_rate_bps: where the trace has less, the gate closes (an outage).
     :param subnet: third byte of the ``10.213.x.0/30`` subnet of the pair.
     :raises RuntimeError: when :func:`shaping_unavailable` gives a reason.
     """
@@ -126,7 +134,7 @@ class ShapedLink:
         self,
         trace: Trace,
         burst_bytes: int = DEFAULT_BURST_BYTES,
-        min_rate_bps: float = MIN_RATE_BPS,
+        outage_rate_bps: float = OUTAGE_RATE_BPS,
         subnet: int = 1,
     ) -> None:
         if not 0 <= subnet <= 255:
@@ -144,7 +152,7 @@ class ShapedLink:
         self._veth = (f"sdev{tag}", f"ssrv{tag}")
         self.trace = trace
         self.burst_bytes = burst_bytes
-        self.min_rate_bps = float(min_rate_bps)
+        self.outage_rate_bps = float(outage_rate_bps)
         #: rate changes the shaper made, ``(seconds since the epoch it was due, seconds late)``
         self.changes: list[tuple[float, float]] = []
         self._stop = threading.Event()
@@ -170,20 +178,41 @@ class ShapedLink:
                 _ip("-n", ns, "addr", "add", f"{address}/30", "dev", link)
                 _ip("-n", ns, "link", "set", link, "up")
                 _ip("-n", ns, "link", "set", "lo", "up")
-            root = ["qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "1"]
-            self._run_tc(root)
-            self._run_tc(self._class_command("add", self.trace.rates_bps[0]))
+            first = self.trace.rates_bps[0]
+            self._run_tc(self._gate_command("add", first >= self.outage_rate_bps))
+            htb = [
+                "qdisc",
+                "add",
+                "dev",
+                dev,
+                "parent",
+                "1:1",
+                "handle",
+                "2:",
+                "htb",
+                "default",
+                "1",
+            ]
+            self._run_tc(htb)
+            self._run_tc(self._class_command("add", max(first, self.outage_rate_bps)))
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as error:
             self.close()
             detail = getattr(error, "stderr", "") or ""
             raise RuntimeError(f"setting up the shaped link failed: {error} {detail}") from error
 
     def _class_command(self, verb: str, rate_bps: float) -> list[str]:
-        rate = f"{max(int(rate_bps), int(self.min_rate_bps))}bit"
+        rate = f"{int(rate_bps)}bit"
         burst = str(self.burst_bytes)
         return [
-            *("class", verb, "dev", self._veth[0], "parent", "1:", "classid", "1:1", "htb"),
+            *("class", verb, "dev", self._veth[0], "parent", "2:", "classid", "2:1", "htb"),
             *("rate", rate, "ceil", rate, "burst", burst, "cburst", burst, "quantum", "1514"),
+        ]
+
+    def _gate_command(self, verb: str, open_: bool) -> list[str]:
+        rate = _GATE_OPEN if open_ else _GATE_CLOSED
+        return [
+            *("qdisc", verb, "dev", self._veth[0], "root", "handle", "1:", "tbf", "rate", rate),
+            *("burst", str(self.burst_bytes), "latency", "1000ms"),
         ]
 
     def _run_tc(self, argv: Sequence[str]) -> None:
@@ -236,19 +265,27 @@ class ShapedLink:
     def _follow(self, epoch: float) -> None:
         assert self._tc is not None and self._tc.stdin is not None
         boundaries, rates = self.trace.boundaries_s, self.trace.rates_bps
-        last = rates[0]
+        is_open = rates[0] >= self.outage_rate_bps
+        rate = max(rates[0], self.outage_rate_bps)
         offset = 0.0
         while True:
             for k in range(len(rates)):
-                due = offset + boundaries[k]
-                if rates[k] == last:
+                commands = []
+                opens = rates[k] >= self.outage_rate_bps
+                if opens != is_open:
+                    commands.append(self._gate_command("change", opens))
+                if opens and rates[k] != rate:
+                    commands.append(self._class_command("change", rates[k]))
+                if not commands:
                     continue
+                due = offset + boundaries[k]
                 if self._stop.wait(max(due - (time.perf_counter() - epoch), 0.0)):
                     return
-                self._tc.stdin.write(" ".join(self._class_command("change", rates[k])) + "\n")
+                self._tc.stdin.write("".join(" ".join(c) + "\n" for c in commands))
                 self._tc.stdin.flush()
                 self.changes.append((due, time.perf_counter() - epoch - due))
-                last = rates[k]
+                is_open = opens
+                rate = rates[k] if opens else rate
             offset += self.trace.duration_s
 
     def close(self) -> None:
@@ -286,7 +323,8 @@ class ReplyDelayRelay:
     the shaped one; each reply (one length-prefixed message) leaves ``rtt_s()`` seconds after it
     came from the server. The whole round trip on the reply path gives the same end-to-end
     latency as half on each way for a request that fits the sender's window, and keeps the
-    TCP acknowledgements of the uplink (the ACK clock) undelayed.
+    TCP acknowledgements of the uplink (the ACK clock) undelayed; the relay acknowledges every
+    request segment at once (``TCP_QUICKACK``).
 
     :param listener: a listening socket.
     :param upstream: opens a connection to the server.
@@ -329,7 +367,11 @@ class ReplyDelayRelay:
     @staticmethod
     def _forward(source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
+            # Acknowledge at once: a delayed ACK (up to 40 ms, waiting to ride on the reply)
+            # would keep the device's send queue, hence its idea of the transfer, open.
+            source.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
             while chunk := source.recv(65536):
+                source.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
                 sink.sendall(chunk)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)

@@ -1,0 +1,431 @@
+"""Sim-to-real fidelity: measured end-to-end latency of real requests against the time model.
+
+Run: ``.venv/bin/python -m benchmarks.bench_fidelity [--traces PATH ...] [--requests N]``;
+writes ``results/bench_fidelity.json``. Needs the default profile, model and the Fashion-MNIST
+test set; the traces default to the five in ``../shared/traces`` (skipped with the reason when
+absent).
+
+Per trace, the same requests run on two paths, each printed with the path's name:
+
+* **kernel**: device and edge server in two network namespaces joined by a veth pair, real TCP,
+  the device's egress shaped by an ``htb`` class whose rate follows the binned trace
+  (:class:`~splitrl.runtime.netem.ShapedLink`); needs root, ``ip`` and ``tc`` with ``htb``, and is
+  skipped with the reason elsewhere;
+* **pacer**: loopback, the device's sender paced in Python to the same trace
+  (:class:`~splitrl.runtime.pacing.TracePacer`); runs anywhere.
+
+On both the round trip, which the veth pair lacks, is added by a userspace relay on the server
+side that holds each reply for one draw of the environment's ``RTTModel``
+(:class:`~splitrl.runtime.netem.ReplyDelayRelay`); the prediction uses the same draws in the same
+order. The policy offloads every request, with a seeded random ``(exit, split, bits)``, frames
+every ``--frame-interval`` seconds; the server runs the default model (torch), the device its
+ONNX segments.
+
+The prediction replays the environment's time model over the same actions, frames and trace
+(``host`` presets: the profile's measured stage, head and codec times): backlog wait, device
+compute, encode, transfer of the message over the trace, RTT, server decode and compute. The
+kernel path's prediction adds the link's measured terms
+(:class:`~splitrl.envs.time_model.LinkOverheads`: header bytes per packet, the shaper's burst);
+``kernel, no link terms`` shows the error without them. Errors: per offloaded request,
+``|measured - predicted| / predicted`` of the end-to-end latency (goals: median <= 15%, p90 <=
+30%), and per component the median of ``measured - predicted`` in ms. Measured components: the
+device's own timings, the transfer as the server saw it (first to last byte of the request), the
+server's service time, and the rest of the latency as the round trip.
+
+``Verizon-EVDO-driving.up`` runs on a fixed segment that starts ``OUTAGE_LEAD_S`` before its
+first outage of at least ``OUTAGE_MIN_S`` (capacity below 50 kbit/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import print_table, write_results
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.channels.trace_replay import TraceChannel
+from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
+from splitrl.envs.rtt import RTTModel
+from splitrl.envs.time_model import CostTables, LinkOverheads
+from splitrl.envs.traces import Trace, load_trace
+from splitrl.runtime.device import DeviceRuntime, RequestRecord, ServerConnection
+from splitrl.runtime.netem import (
+    DEFAULT_BURST_BYTES,
+    MSS_BYTES,
+    WIRE_HEADER_BYTES,
+    ReplyDelayRelay,
+    ShapedLink,
+    entered_namespace,
+    shaping_unavailable,
+)
+from splitrl.runtime.pacing import TracePacer
+
+TRACES_DIR = Path(__file__).resolve().parents[2] / "shared" / "traces"
+TRACE_NAMES = (
+    "Verizon-LTE-short.up",
+    "TMobile-LTE-short.up",
+    "norway_bus_1",
+    "norway_car_1",
+    "Verizon-EVDO-driving.up",
+)
+SEGMENTED_TRACE = "Verizon-EVDO-driving.up"
+OUTAGE_MIN_S = 3.0
+OUTAGE_RATE_BPS = 50_000.0
+OUTAGE_LEAD_S = 15.0
+SEGMENT_S = 120.0
+KERNEL_LINK = LinkOverheads(
+    WIRE_HEADER_BYTES, MSS_BYTES, DEFAULT_BURST_BYTES, reply_ack_bytes=WIRE_HEADER_BYTES
+)
+GOAL_MEDIAN = 0.15
+GOAL_P90 = 0.30
+COMPONENTS = ("wait", "device_compute", "encode", "transfer", "server", "rtt")
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What both paths share: model segments, action table, costs, requests, round trips."""
+
+    segments_dir: Path
+    actions: ActionTable
+    codec: dict[str, Any]
+    costs: CostTables
+    samples: list[tuple[np.ndarray, int]]
+    plan: list[tuple[int, int, int]]
+    rtt_draws: list[float]
+    frame_interval_s: float
+    serve_args: tuple[str, ...] = ("--model", "default")
+
+
+def offload_plan(actions: ActionTable, n_requests: int, seed: int) -> list[tuple[int, int, int]]:
+    """A seeded random offloading action ``(e, s, b)`` per request."""
+    offloaded = [
+        (e, s, b)
+        for e, k_e in enumerate(actions.exit_stages)
+        for s in range(k_e)
+        for b in range(len(actions.bit_options))
+    ]
+    rng = np.random.default_rng(seed)
+    return [offloaded[i] for i in rng.integers(len(offloaded), size=n_requests)]
+
+
+def outage_segment(trace: Trace) -> Trace:
+    """``SEGMENT_S`` seconds of ``trace`` from ``OUTAGE_LEAD_S`` before its first long outage."""
+    boundaries, rates = trace.boundaries_s, trace.rates_bps
+    outage_start = None
+    for k, rate in enumerate(rates):
+        if rate >= OUTAGE_RATE_BPS:
+            outage_start = None
+            continue
+        outage_start = boundaries[k] if outage_start is None else outage_start
+        if boundaries[k + 1] - outage_start >= OUTAGE_MIN_S:
+            break
+    else:
+        raise ValueError(f"{trace.name} has no outage of {OUTAGE_MIN_S} s")
+    assert outage_start is not None
+    start = max(outage_start - OUTAGE_LEAD_S, 0.0)
+    first = max(k for k in range(len(rates)) if boundaries[k] <= start)
+    last = min(len(rates), next(k for k in range(len(rates)) if boundaries[k] >= start + SEGMENT_S))
+    cut = [start, *boundaries[first + 1 : last], min(boundaries[last], start + SEGMENT_S)]
+    return Trace(
+        tuple(b - start for b in cut),
+        rates[first:last],
+        name=f"{trace.name}[{start:.1f}s+{SEGMENT_S:g}s]",
+    )
+
+
+def _policy(plan: Sequence[tuple[int, int, int]]) -> Callable[[np.ndarray], tuple[int, int, int]]:
+    calls = iter(plan)
+    return lambda _: next(calls)
+
+
+def _run_device(
+    setup: Setup, connection: ServerConnection, epoch: float | None
+) -> list[RequestRecord]:
+    from splitrl.runtime.segments import OnnxSegments
+
+    interval = setup.frame_interval_s
+    runtime = DeviceRuntime(
+        OnnxSegments(setup.segments_dir, threads=1),
+        _policy(setup.plan),
+        setup.actions,
+        DeviceKnowledge(ObservationLayout(4, link_quality=False), 2.4e6, 1.0, interval),
+        connection,
+        setup.codec,
+    )
+    return runtime.run(setup.samples, interval, epoch=epoch)
+
+
+def _serve(setup: Setup, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[str], int]:
+    """``splitrl serve`` on the loopback (of the namespace ``prefix`` enters), and its port."""
+    argv = [*prefix, sys.executable, "-m", "splitrl", "serve", *setup.serve_args, "--port", "0"]
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert server.stdout is not None
+    line = server.stdout.readline()
+    if not line.startswith("listening on "):
+        server.kill()
+        raise RuntimeError(f"the server did not start: {line!r}")
+    return server, int(line.rsplit(":", 1)[1])
+
+
+def run_kernel(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """The requests over real TCP through the shaped veth pair."""
+    with ShapedLink(trace) as link:
+        server, port = _serve(setup, link.command("server", []))
+        try:
+
+            def upstream() -> socket.socket:
+                with entered_namespace(link.server_ns):
+                    return socket.create_connection(("127.0.0.1", port))
+
+            draws = iter(setup.rtt_draws)
+            listener = link.listen("server", link.server_address)
+            with ReplyDelayRelay(listener, upstream, lambda: next(draws)) as relay:
+                connection = ServerConnection(
+                    (link.server_address, relay.port), until_acked=True, connect=link.connect
+                )
+                try:
+                    epoch = time.perf_counter() + 0.5
+                    link.start_following(epoch)
+                    records = _run_device(setup, connection, epoch)
+                finally:
+                    connection.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+        lateness = [late for _, late in link.changes]
+    return records, {
+        "rate_changes": len(lateness),
+        "rate_change_late_median_ms": 1e3 * float(np.median(lateness)) if lateness else 0.0,
+        "rate_change_late_p99_ms": 1e3 * float(np.percentile(lateness, 99)) if lateness else 0.0,
+    }
+
+
+def run_pacer(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str, Any]]:
+    """The requests over loopback, the sender paced to the trace."""
+    server, port = _serve(setup)
+    try:
+        draws = iter(setup.rtt_draws)
+        listener = socket.create_server(("127.0.0.1", 0))
+        with ReplyDelayRelay(
+            listener,
+            lambda: socket.create_connection(("127.0.0.1", port)),
+            lambda: next(draws),
+        ) as relay:
+            connection = ServerConnection(
+                ("127.0.0.1", relay.port), TracePacer(trace), until_acked=True
+            )
+            try:
+                records = _run_device(setup, connection, None)
+            finally:
+                connection.close()
+    finally:
+        server.terminate()
+        server.wait(30)
+    return records, {}
+
+
+def predict(
+    records: Sequence[RequestRecord], setup: Setup, trace: Trace, link: LinkOverheads
+) -> list[dict[str, float]]:
+    """The time model's components of every request, replayed over the recorded actions."""
+    channel = TraceChannel(trace, random_start=False)
+    channel.reset(np.random.default_rng(0))
+    costs = setup.costs
+    device_free = -math.inf
+    bucket: tuple[float, float] | None = None
+    draws = iter(setup.rtt_draws)
+    predicted = []
+    for record in records:
+        e, s, b = record.action
+        start = max(record.arrival_s, device_free)
+        parts = {"wait": start - record.arrival_s, "device_compute": costs.device_compute_s[e, s]}
+        if record.device_only:
+            device_free = start + parts["device_compute"]
+            parts |= {"encode": 0.0, "transfer": 0.0, "server": 0.0, "rtt": 0.0}
+        else:
+            parts["encode"] = costs.encode_s[s, b]
+            tx_start = start + parts["device_compute"] + parts["encode"]
+            parts["transfer"], bucket = link.transfer(
+                channel, record.message_bytes, tx_start, bucket
+            )
+            device_free = tx_start + parts["transfer"]
+            parts["server"] = costs.server_compute_s[e, s] + costs.decode_s[s, b]
+            parts["rtt"] = next(draws)
+        parts = {name: float(value) for name, value in parts.items()}
+        parts["latency"] = sum(parts[name] for name in COMPONENTS)
+        predicted.append(parts)
+    return predicted
+
+
+def measured_parts(record: RequestRecord) -> dict[str, float]:
+    """The measured components of an offloaded request (the rest of the latency is the RTT).
+
+    The transfer is the device's: from the first byte handed to the socket until the server
+    acknowledged the last one (the server's own receive time misses how long the first packet
+    waited in the shaper).
+    """
+    parts = {
+        "wait": record.wait_s,
+        "device_compute": record.decision_s + record.device_compute_s,
+        "encode": record.encode_s,
+        "transfer": record.transfer_s,
+        "server": record.server_s,
+    }
+    parts["rtt"] = record.latency_s - sum(parts.values())
+    parts["latency"] = record.latency_s
+    return parts
+
+
+def compare(
+    records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]
+) -> dict[str, Any]:
+    """Errors over the offloaded requests that were answered."""
+    pairs = [
+        (measured_parts(r), p)
+        for r, p in zip(records, predicted, strict=True)
+        if not r.device_only and r.status == "ok"
+    ]
+    relative = np.array([abs(m["latency"] - p["latency"]) / p["latency"] for m, p in pairs])
+    result: dict[str, Any] = {
+        "offloaded_answered": len(pairs),
+        "lost_or_failed": sum(r.status != "ok" for r in records),
+        "median_abs_relative_error": float(np.median(relative)),
+        "p90_abs_relative_error": float(np.percentile(relative, 90)),
+        "median_measured_ms": 1e3 * float(np.median([m["latency"] for m, _ in pairs])),
+        "median_predicted_ms": 1e3 * float(np.median([p["latency"] for _, p in pairs])),
+    }
+    for name in COMPONENTS:
+        result[f"{name}_error_ms"] = 1e3 * float(np.median([m[name] - p[name] for m, p in pairs]))
+    result["goals_met"] = bool(
+        result["median_abs_relative_error"] <= GOAL_MEDIAN
+        and result["p90_abs_relative_error"] <= GOAL_P90
+    )
+    return result
+
+
+def make_setup(directory: Path, n_requests: int, frame_interval_s: float, seed: int) -> Setup | str:
+    """The shared inputs, or why they are missing."""
+    try:
+        from splitrl.models.checkpoint import load_default_model
+        from splitrl.profiles.io import load_profile
+        from splitrl.profiles.presets import get_device_preset
+        from splitrl.runtime.device import load_test_canvases
+        from splitrl.runtime.onnx_export import export_segments
+
+        profile = load_profile("default")
+        samples = list(load_test_canvases(0, n_requests, None))
+        model = load_default_model()
+    except (FileNotFoundError, ValueError) as error:
+        return f"missing input: {error}"
+    export_segments(model.eval(), directory, label="default model")
+    host = get_device_preset("host")
+    actions = ActionTable(profile.exit_stages, profile.n_splits, profile.bit_options)
+    rtt = RTTModel()
+    rtt.reset(np.random.default_rng(seed))
+    return Setup(
+        segments_dir=directory,
+        actions=actions,
+        codec=dict(profile.codec),
+        costs=CostTables.build(profile, host, host),
+        samples=samples,
+        plan=offload_plan(actions, n_requests, seed),
+        rtt_draws=[rtt.sample() for _ in range(n_requests)],
+        frame_interval_s=frame_interval_s,
+    )
+
+
+def bench_trace(setup: Setup, path: Path, kernel_reason: str | None) -> dict[str, Any]:
+    """Both paths on one trace."""
+    trace = load_trace(path)
+    if path.name == SEGMENTED_TRACE:
+        trace = outage_segment(trace)
+    result: dict[str, Any] = {"trace": trace.name}
+    if kernel_reason is None:
+        records, info = run_kernel(setup, trace)
+        result["kernel"] = compare(records, predict(records, setup, trace, KERNEL_LINK)) | info
+        result["kernel, no link terms"] = compare(
+            records, predict(records, setup, trace, LinkOverheads())
+        )
+    else:
+        result["kernel"] = {"skipped": kernel_reason}
+    records, info = run_pacer(setup, trace)
+    result["pacer"] = compare(records, predict(records, setup, trace, LinkOverheads())) | info
+    return result
+
+
+def print_trace(result: dict[str, Any]) -> None:
+    """One table per trace: the paths side by side, the error by component."""
+    print(f"\n{result['trace']}")
+    rows = [
+        {"path": name} | values
+        for name, values in result.items()
+        if "median_abs_relative_error" in values
+    ]
+    for name, values in result.items():
+        if isinstance(values, dict) and "skipped" in values:
+            print(f"  {name}: skipped ({values['skipped']})")
+    columns = [
+        ("path", "path", "s"),
+        ("offloaded_answered", "n", "d"),
+        ("median_abs_relative_error", "median err", ".3f"),
+        ("p90_abs_relative_error", "p90 err", ".3f"),
+        ("median_measured_ms", "meas ms", ".1f"),
+        ("median_predicted_ms", "pred ms", ".1f"),
+        *((f"{name}_error_ms", f"{name} ms", "+.2f") for name in COMPONENTS),
+    ]
+    print_table(rows, columns)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=Path, nargs="*", help="uplink traces (default: the five)")
+    parser.add_argument("--requests", type=int, default=200, help="requests per trace and path")
+    parser.add_argument("--frame-interval", type=float, default=0.25, help="seconds between frames")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the actions and round trips")
+    args = parser.parse_args()
+    if args.requests < 1 or not args.frame_interval > 0:
+        parser.error("--requests must be >= 1 and --frame-interval > 0")
+    paths = args.traces or [TRACES_DIR / name for name in TRACE_NAMES]
+    missing = [str(path) for path in paths if not path.is_file()]
+    results: dict[str, Any]
+    if missing:
+        results = {"skipped": f"traces not found: {', '.join(missing)}"}
+        print(results["skipped"])
+        write_results("fidelity", results)
+        return
+    kernel_reason = shaping_unavailable()
+    print("paths: pacer" + (" and kernel" if kernel_reason is None else f" only ({kernel_reason})"))
+    with tempfile.TemporaryDirectory() as directory:
+        setup = make_setup(Path(directory), args.requests, args.frame_interval, args.seed)
+        if isinstance(setup, str):
+            print(f"skipped: {setup}")
+            write_results("fidelity", {"skipped": setup})
+            return
+        traces = []
+        for path in paths:
+            traces.append(bench_trace(setup, path, kernel_reason))
+            print_trace(traces[-1])
+    results = {
+        "requests": args.requests,
+        "frame_interval_s": args.frame_interval,
+        "kernel_path": "ran" if kernel_reason is None else f"skipped: {kernel_reason}",
+        "goal_median": GOAL_MEDIAN,
+        "goal_p90": GOAL_P90,
+        "traces": traces,
+    }
+    print(f"wrote {write_results('fidelity', results)}")
+
+
+if __name__ == "__main__":
+    main()
