@@ -1,7 +1,7 @@
-"""Runtime benchmark: policy decision latency, a loopback load test, and time-model fidelity.
+"""Runtime benchmark: policy decision latency, a loopback load test and a flood of forged frames.
 
-Run: ``.venv/bin/python -m benchmarks.bench_runtime [--export DIR --trace PATH]``; writes
-``results/bench_runtime.json``.
+Run: ``.venv/bin/python -m benchmarks.bench_runtime``; writes ``results/bench_runtime.json``.
+How well the time model predicts real requests is ``benchmarks.bench_fidelity``.
 
 * **decision**: median and p99 time of one decision (observation from ``DeviceKnowledge`` plus
   ``policy.onnx`` in onnxruntime, one thread) for a SACD actor of the default size (256x256) over
@@ -13,11 +13,6 @@ Run: ``.venv/bin/python -m benchmarks.bench_runtime [--export DIR --trace PATH]`
   while four attacker processes keep it busy with forged amplifying frames (54 bytes that declare
   2^26 elements, which the server must refuse from the header). Goal: p99 under the flood within
   2x of the idle p99.
-* **fidelity** (needs ``--export`` of a trained run, ``--trace``, the default profile and the
-  Fashion-MNIST test set; skipped with the reason otherwise): per request, the measured end-to-end
-  latency against the environment's time model with the ``host`` presets (the profile's measured
-  stage and codec times, the trace integrated over the transfer, no RTT on loopback). Goal: median
-  absolute relative error <= 15%.
 """
 
 from __future__ import annotations
@@ -39,14 +34,11 @@ from benchmarks.common import write_results
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
-from splitrl.envs.traces import Trace, load_trace
 from splitrl.runtime.device import (
     DeviceRuntime,
     RequestRecord,
     ServerConnection,
-    link_quality_source,
 )
-from splitrl.runtime.pacing import TracePacer
 from splitrl.runtime.policy import OnnxPolicy
 from splitrl.runtime.protocol import Reply, Request, frame_message, recv_message
 from splitrl.runtime.segments import OnnxSegments
@@ -275,110 +267,13 @@ def bench_flood(
     }
 
 
-#: offloaded requests that calibrate the loopback round trip (and are left out of the error)
-CALIBRATION_REQUESTS = 20
-
-
-def bench_fidelity(export: Path | None, trace_path: Path | None, n_requests: int) -> dict[str, Any]:
-    """Measured latency against the time model with host presets, same trace and policy."""
-    if export is None or trace_path is None:
-        return {"skipped": "needs --export DIR (a trained, exported policy) and --trace PATH"}
-    try:
-        from splitrl.envs.channels.trace_replay import TraceChannel
-        from splitrl.envs.time_model import CostTables
-        from splitrl.models.checkpoint import load_default_model
-        from splitrl.profiles.io import load_profile
-        from splitrl.profiles.presets import get_device_preset
-        from splitrl.runtime.device import load_test_canvases
-        from splitrl.runtime.torch_segments import TorchSegments
-
-        policy = OnnxPolicy(export)
-        profile = load_profile(policy.metadata.identity.get("profile", "default"))
-        samples = list(load_test_canvases(0, n_requests, None))
-        model = load_default_model()
-    except (FileNotFoundError, ValueError) as error:
-        return {"skipped": f"missing input: {error}"}
-    trace = load_trace(trace_path)
-    host = get_device_preset("host")
-    costs = CostTables.build(profile, host, host)
-    metadata = policy.metadata
-    pacer = TracePacer(trace)
-    link_quality = link_quality_source(
-        metadata.link_quality, None, pacer, metadata.frame_interval_s
-    )
-    with ServerThread(TorchSegments(model)) as server:
-        connection = ServerConnection(("127.0.0.1", server.port), pacer)
-        try:
-            runtime = DeviceRuntime(
-                OnnxSegments(export),
-                policy,
-                metadata.actions,
-                metadata.device_knowledge(),
-                connection,
-                metadata.codec,
-                link_quality=link_quality,
-            )
-            records = runtime.run(samples, metadata.frame_interval_s)
-        finally:
-            connection.close()
-    channel = _channel(trace, TraceChannel)
-    predicted, measured, offloaded = [], [], []
-    for record in records:
-        e, s, b = record.action
-        latency = record.wait_s + float(costs.device_compute_s[e, s])
-        if not record.device_only:
-            tx_start = record.arrival_s + record.wait_s + record.device_compute_s + record.encode_s
-            latency += float(costs.encode_s[s, b] + costs.server_compute_s[e, s])
-            latency += float(costs.decode_s[s, b])
-            latency += channel.transfer_time(record.message_bytes, tx_start)
-        predicted.append(latency)
-        measured.append(record.latency_s)
-        offloaded.append(not record.device_only)
-    # The time model's round trip on loopback is the fixed cost of the software stack (socket,
-    # event loop, thread hop, reply): calibrated as the median residual of the first offloaded
-    # requests, which are then left out of the error.
-    calibration = [i for i, sent in enumerate(offloaded) if sent][:CALIBRATION_REQUESTS]
-    rtt_s = (
-        float(np.median([measured[i] - predicted[i] for i in calibration])) if calibration else 0.0
-    )
-    held_out = [i for i in range(len(records)) if i not in set(calibration)]
-    errors = [
-        abs(measured[i] - (predicted[i] + (rtt_s if offloaded[i] else 0.0)))
-        / (predicted[i] + (rtt_s if offloaded[i] else 0.0))
-        for i in held_out
-    ]
-    uncalibrated = [abs(measured[i] - predicted[i]) / predicted[i] for i in held_out]
-    return {
-        "requests": len(records),
-        "offloaded": int(sum(offloaded)),
-        "trace": str(trace_path),
-        "calibrated_rtt_ms": 1e3 * rtt_s,
-        "calibration_requests": len(calibration),
-        "median_abs_relative_error": float(np.median(errors)),
-        "p90_abs_relative_error": float(np.percentile(errors, 90)),
-        "median_abs_relative_error_without_rtt": float(np.median(uncalibrated)),
-        "goal_median": 0.15,
-    }
-
-
-def _channel(trace: Trace, channel_class: Any) -> Any:
-    channel = channel_class(trace, random_start=False)
-    channel.reset(np.random.default_rng(0))
-    return channel
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--export", type=Path, help="export directory of a trained run")
-    parser.add_argument("--trace", type=Path, help="uplink trace for the fidelity run")
-    parser.add_argument("--requests", type=int, default=200, help="requests of the fidelity run")
-    args = parser.parse_args()
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     with tempfile.TemporaryDirectory() as policy_dir, tempfile.TemporaryDirectory() as seg_dir:
         results = {
             "decision": bench_decision(Path(policy_dir)),
             "load": bench_load(Path(seg_dir)),
             "flood": bench_flood(),
-            "fidelity": bench_fidelity(args.export, args.trace, args.requests),
         }
     for section, values in results.items():
         print(f"{section}: {values}")
