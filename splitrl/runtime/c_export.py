@@ -51,17 +51,19 @@ static void dense_f32(const float *in, int n_in, const float *weight, const floa
                       int n_out, int activation, float *out) {
     for (int row = 0; row < n_out; row++) {
         const float *row_weights = weight + row * n_in;
-        float partial[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        /* four partial sums in registers: the adds need not wait on each other */
+        float sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, sum3 = 0.0f;
         int column = 0;
         for (; column + 4 <= n_in; column += 4) {
-            for (int lane = 0; lane < 4; lane++) {
-                partial[lane] += in[column + lane] * row_weights[column + lane];
-            }
+            sum0 += in[column] * row_weights[column];
+            sum1 += in[column + 1] * row_weights[column + 1];
+            sum2 += in[column + 2] * row_weights[column + 2];
+            sum3 += in[column + 3] * row_weights[column + 3];
         }
         for (; column < n_in; column++) {
-            partial[0] += in[column] * row_weights[column];
+            sum0 += in[column] * row_weights[column];
         }
-        const float sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+        const float sum = (sum0 + sum1) + (sum2 + sum3);
         out[row] = activate(sum + bias[row], activation);
     }
 }
@@ -71,17 +73,19 @@ static void dense_i8(const float *in, int n_in, const int8_t *weight, const floa
                      const float *bias, int n_out, int activation, float *out) {
     for (int row = 0; row < n_out; row++) {
         const int8_t *row_weights = weight + row * n_in;
-        float partial[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        /* four partial sums in registers: the adds need not wait on each other */
+        float sum0 = 0.0f, sum1 = 0.0f, sum2 = 0.0f, sum3 = 0.0f;
         int column = 0;
         for (; column + 4 <= n_in; column += 4) {
-            for (int lane = 0; lane < 4; lane++) {
-                partial[lane] += in[column + lane] * (float)row_weights[column + lane];
-            }
+            sum0 += in[column] * (float)row_weights[column];
+            sum1 += in[column + 1] * (float)row_weights[column + 1];
+            sum2 += in[column + 2] * (float)row_weights[column + 2];
+            sum3 += in[column + 3] * (float)row_weights[column + 3];
         }
         for (; column < n_in; column++) {
-            partial[0] += in[column] * (float)row_weights[column];
+            sum0 += in[column] * (float)row_weights[column];
         }
-        const float sum = (partial[0] + partial[1]) + (partial[2] + partial[3]);
+        const float sum = (sum0 + sum1) + (sum2 + sum3);
         out[row] = activate(sum * scale[row] + bias[row], activation);
     }
 }
