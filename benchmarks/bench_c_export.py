@@ -10,7 +10,9 @@
   Cortex-M7 (``arm-none-eabi-size``);
 * decision time in C on this host (``gcc -O2``, best of 5 rounds over the observations);
 * instructions per decision and per 8-bit encoding on QEMU's Cortex-M7 with ``-icount``:
-  estimates only, QEMU is not cycle-accurate.
+  estimates only, QEMU is not cycle-accurate;
+* the same sizes and times for an actor of SACD's default architecture (256x256, untrained: size
+  and time do not depend on the weights' values).
 
 Results go to ``results/bench_c_export.json``. The M7 rows need ``arm-none-eabi-gcc``,
 ``libnewlib-arm-none-eabi`` and ``qemu-system-arm``; without them they are left out.
@@ -29,10 +31,11 @@ import numpy as np
 import torch
 
 from benchmarks.common import write_results
+from splitrl.agents.sacd import SACD
 from splitrl.runtime import c_build
-from splitrl.runtime.c_export import export_c_run
+from splitrl.runtime.c_export import export_c_run, write_c_policy
 from splitrl.runtime.onnx_export import load_run
-from splitrl.runtime.policy import OnnxPolicy
+from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
 
 TIMING_HARNESS = r"""
 #define _POSIX_C_SOURCE 199309L
@@ -127,6 +130,35 @@ def host_decision_ns(export: Path, observations: np.ndarray, build: Path) -> flo
     return float(result.stdout)
 
 
+def footprint(
+    directory: Path, observations: np.ndarray, tensor: np.ndarray, n_actions: int, build: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Sizes and times of one C export: ``(policy row, encoder row)``; the M7 parts need the
+    cross toolchain and check that the emulated Cortex-M7 decides as the host."""
+    host = c_build.HostPolicy(directory, build / "host", observations.shape[1], n_actions)
+    row: dict[str, Any] = {
+        "weight_bytes": weight_bytes(directory / "splitrl_policy.c"),
+        "host_decision_ns": host_decision_ns(directory, observations, build / "time"),
+    }
+    encoder: dict[str, Any] = {}
+    if c_build.environment_has_cross_toolchain():
+        vectors = build / "vectors" / "check_vectors.h"
+        vectors.parent.mkdir(parents=True)
+        c_build.write_check_vectors(vectors, observations[:16], tensor)
+        firmware = c_build.build_check_firmware(directory, vectors, build / "m7")
+        output = c_build.parse_check_output(c_build.run_on_qemu(firmware.elf))
+        if not np.array_equal(output.actions, host.act(observations[:16])):
+            raise RuntimeError(f"{directory}: the Cortex-M7 decided otherwise than the host")
+        instructions_per_tick = 200_000 / output.ticks["calibration"]
+        row["m7_policy_sections"] = c_build.arm_sections([firmware.policy]).__dict__
+        row["m7_instructions_per_decision"] = output.ticks["decide"] * instructions_per_tick / 16
+        encoder["m7_encoder_sections"] = c_build.arm_sections([firmware.encoder]).__dict__
+        encoder[f"m7_instructions_per_encode_{'x'.join(map(str, tensor.shape))}_8bit"] = (
+            output.ticks["encode"] * instructions_per_tick
+        )
+    return row, encoder
+
+
 def measure(run_dir: Path, n_observations: int) -> dict[str, Any]:
     """Every measurement of the module docstring for one training run."""
     agent, env, _ = load_run(run_dir)
@@ -154,33 +186,27 @@ def measure(run_dir: Path, n_observations: int) -> dict[str, Any]:
                 directory, root / f"build-{quantize}", observations.shape[1], env.actions.n_actions
             )
             differ = np.flatnonzero((host.act(observations) != onnx_actions).any(axis=1))
-            row: dict[str, Any] = {
+            row, encoder = footprint(
+                directory, observations, tensor, env.actions.n_actions, root / f"size-{quantize}"
+            )
+            results[quantize] = {
                 "agreement": 1.0 - len(differ) / len(observations),
                 "disagreements": len(differ),
                 "largest_gap_of_a_disagreement": float(gaps[differ].max()) if len(differ) else 0.0,
-                "weight_bytes": weight_bytes(directory / "splitrl_policy.c"),
-                "host_decision_ns": host_decision_ns(
-                    directory, observations, root / f"time-{quantize}"
-                ),
+                **row,
             }
-            if c_build.environment_has_cross_toolchain():
-                vectors = root / f"vectors-{quantize}" / "check_vectors.h"
-                vectors.parent.mkdir()
-                c_build.write_check_vectors(vectors, observations[:16], tensor)
-                firmware = c_build.build_check_firmware(directory, vectors, root / f"m7-{quantize}")
-                output = c_build.parse_check_output(c_build.run_on_qemu(firmware.elf))
-                if not np.array_equal(output.actions, host.act(observations[:16])):
-                    raise RuntimeError(f"{quantize}: the Cortex-M7 decided otherwise than the host")
-                instructions_per_tick = 200_000 / output.ticks["calibration"]
-                row["m7_policy_sections"] = c_build.arm_sections([firmware.policy]).__dict__
-                row["m7_instructions_per_decision"] = (
-                    output.ticks["decide"] * instructions_per_tick / 16
-                )
-                results["m7_encoder_sections"] = c_build.arm_sections([firmware.encoder]).__dict__
-                results["m7_instructions_per_encode_8x14x14_8bit"] = (
-                    output.ticks["encode"] * instructions_per_tick
-                )
-            results[quantize] = row
+            results.update(encoder)
+        default = SACD("MlpPolicy", env, seed=0, device="cpu")
+        metadata = PolicyMetadata.load(exports["float32"])
+        results["default_architecture_parameters"] = sum(
+            p.numel() for p in default.policy.actor.parameters()
+        )
+        for quantize in ("float32", "int8"):
+            directory = root / f"default-{quantize}"
+            write_c_policy(default.policy.actor, directory, metadata, quantize)
+            results[f"default_architecture_{quantize}"], _ = footprint(
+                directory, observations, tensor, env.actions.n_actions, root / f"dsize-{quantize}"
+            )
         near_ties = int(np.sum(gaps <= 1e-5))
         results["near_ties_1e-5"] = near_ties
     return results
