@@ -76,7 +76,7 @@ def rollout_observations(run_dir: Path, export: Path, n: int, seed: int = 0) -> 
     policy = OnnxPolicy(export)
     allowed = np.flatnonzero(env.actions.mask())
     rng = np.random.default_rng(seed)
-    observations = []
+    observations: list[np.ndarray] = []
     observation, _ = env.reset(seed=seed)
     while len(observations) < n:
         observations.append(observation)

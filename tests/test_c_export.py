@@ -118,12 +118,12 @@ def rollout_observations(env: SplitComputingEnv) -> np.ndarray:
     """Observations the env produced in episodes of random actions."""
     rollout = SplitComputingEnv(profile=env.profile, horizon=20)
     rng = np.random.default_rng(0)
-    observations = []
+    observations: list[np.ndarray] = []
     observation, _ = rollout.reset(seed=0)
     while len(observations) < N_ROLLOUT_OBSERVATIONS:
         observations.append(observation)
         action = rollout.actions.unflatten(int(rng.choice(np.flatnonzero(rollout.actions.mask()))))
-        observation, _, terminated, truncated, _ = rollout.step(action)
+        observation, _, terminated, truncated, _ = rollout.step(np.array(action))
         if terminated or truncated:
             observation, _ = rollout.reset(seed=int(rng.integers(2**31)))
     return np.array(observations, dtype=np.float32)
