@@ -256,16 +256,29 @@ def _feature_code(name: str, index: int, metadata: PolicyMetadata) -> str:
         k = int(name[len("throughput_") :])
         if k < metadata.history_length:
             return f"{target}scale_throughput(measurements->throughput_bps[{k}]);\n"
-    simple = {
-        "link_quality": "scale_throughput(measurements->link_quality_bps)",
-        "estimate_age": "(age >= 0.0 ? age / (age + 1.0) : 1.0)",
-        "last_latency": "(latency < MAX_LATENCY_RATIO ? latency : MAX_LATENCY_RATIO)",
-        "server_load": "measurements->server_load",
-        "backlog": "(backlog < MAX_BACKLOG_FRAMES ? backlog : MAX_BACKLOG_FRAMES)",
-    }
-    if name not in simple:
+    if name not in _FEATURES:
         raise CExportError(f"cannot export the observation feature {name!r} to C")
-    return f"{target}{simple[name]};\n"
+    local, expression = _FEATURES[name]
+    return f"{local}{target}{expression};\n"
+
+
+#: feature name -> (a local it needs, its C expression)
+_FEATURES = {
+    "link_quality": ("", "scale_throughput(measurements->link_quality_bps)"),
+    "estimate_age": (
+        "    const double age = measurements->seconds_since_transfer;\n",
+        "(age >= 0.0 ? age / (age + 1.0) : 1.0)",
+    ),
+    "last_latency": (
+        "    const double latency = measurements->last_latency_s / DEADLINE_S;\n",
+        "(latency < MAX_LATENCY_RATIO ? latency : MAX_LATENCY_RATIO)",
+    ),
+    "server_load": ("", "measurements->server_load"),
+    "backlog": (
+        "    const double backlog = measurements->backlog_s / FRAME_INTERVAL_S;\n",
+        "(backlog < MAX_BACKLOG_FRAMES ? backlog : MAX_BACKLOG_FRAMES)",
+    ),
+}
 
 
 def generate_c_policy(
