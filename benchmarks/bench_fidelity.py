@@ -87,6 +87,8 @@ SEGMENT_S = 120.0
 KERNEL_LINK = LinkOverheads(
     WIRE_HEADER_BYTES, MSS_BYTES, DEFAULT_BURST_BYTES, reply_ack_bytes=WIRE_HEADER_BYTES
 )
+#: offloaded requests, before the evaluated ones, that measure the software stack's time
+CALIBRATION_REQUESTS = 30
 GOAL_MEDIAN = 0.15
 GOAL_P90 = 0.30
 COMPONENTS = ("wait", "device_compute", "encode", "transfer", "server", "rtt")
@@ -104,7 +106,7 @@ class Setup:
     plan: list[tuple[int, int, int]]
     rtt_draws: list[float]
     frame_interval_s: float
-    serve_args: tuple[str, ...] = ("--model", "default")
+    serve_args: tuple[str, ...] = ("--model", "default", "--read-timeout", "120")
 
 
 def offload_plan(actions: ActionTable, n_requests: int, seed: int) -> list[tuple[int, int, int]]:
@@ -236,9 +238,16 @@ def run_pacer(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str
 
 
 def predict(
-    records: Sequence[RequestRecord], setup: Setup, trace: Trace, link: LinkOverheads
+    records: Sequence[RequestRecord],
+    setup: Setup,
+    trace: Trace,
+    link: LinkOverheads,
+    stack_s: float = 0.0,
 ) -> list[dict[str, float]]:
-    """The time model's components of every request, replayed over the recorded actions."""
+    """The time model's components of every request, replayed over the recorded actions.
+
+    :param stack_s: the software stack's time per offloaded request, added to the round trip.
+    """
     channel = TraceChannel(trace, random_start=False)
     channel.reset(np.random.default_rng(0))
     costs = setup.costs
@@ -261,7 +270,7 @@ def predict(
             )
             device_free = tx_start + parts["transfer"]
             parts["server"] = costs.server_compute_s[e, s] + costs.decode_s[s, b]
-            parts["rtt"] = next(draws)
+            parts["rtt"] = next(draws) + stack_s
         parts = {name: float(value) for name, value in parts.items()}
         parts["latency"] = sum(parts[name] for name in COMPONENTS)
         predicted.append(parts)
@@ -287,13 +296,20 @@ def measured_parts(record: RequestRecord) -> dict[str, float]:
     return parts
 
 
+def stack_time(records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]) -> float:
+    """The software stack's time per request: the median of measured minus predicted latency."""
+    return float(
+        np.median([m.latency_s - p["latency"] for m, p in zip(records, predicted, strict=True)])
+    )
+
+
 def compare(
-    records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]
+    records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]], first: int = 0
 ) -> dict[str, Any]:
-    """Errors over the offloaded requests that were answered."""
+    """Errors over the offloaded requests from ``first`` on that were answered."""
     pairs = [
         (measured_parts(r), p)
-        for r, p in zip(records, predicted, strict=True)
+        for r, p in zip(records[first:], predicted[first:], strict=True)
         if not r.device_only and r.status == "ok"
     ]
     relative = np.array([abs(m["latency"] - p["latency"]) / p["latency"] for m, p in pairs])
@@ -353,15 +369,35 @@ def bench_trace(setup: Setup, path: Path, kernel_reason: str | None) -> dict[str
     result: dict[str, Any] = {"trace": trace.name}
     if kernel_reason is None:
         records, info = run_kernel(setup, trace)
-        result["kernel"] = compare(records, predict(records, setup, trace, KERNEL_LINK)) | info
-        result["kernel, no link terms"] = compare(
-            records, predict(records, setup, trace, LinkOverheads())
-        )
+        result |= _rows("kernel", records, setup, trace, KERNEL_LINK, info)
     else:
         result["kernel"] = {"skipped": kernel_reason}
     records, info = run_pacer(setup, trace)
-    result["pacer"] = compare(records, predict(records, setup, trace, LinkOverheads())) | info
+    result |= _rows("pacer", records, setup, trace, LinkOverheads(), info)
     return result
+
+
+def _rows(
+    path: str,
+    records: Sequence[RequestRecord],
+    setup: Setup,
+    trace: Trace,
+    link: LinkOverheads,
+    info: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """The path's errors: the full model (link terms and the stack time measured on the first
+    ``CALIBRATION_REQUESTS``, which are left out), without the stack time, and the env's own
+    model (neither)."""
+    n = CALIBRATION_REQUESTS
+    stack_s = stack_time(records[:n], predict(records, setup, trace, link)[:n])
+    rows = {path: compare(records, predict(records, setup, trace, link, stack_s), n)}
+    rows[path] |= {"stack_ms": 1e3 * stack_s} | info
+    if link != LinkOverheads():
+        rows[f"{path}, no stack term"] = compare(records, predict(records, setup, trace, link), n)
+    rows[f"{path}, env model"] = compare(
+        records, predict(records, setup, trace, LinkOverheads()), n
+    )
+    return rows
 
 
 def print_trace(result: dict[str, Any]) -> None:
@@ -385,12 +421,17 @@ def print_trace(result: dict[str, Any]) -> None:
         *((f"{name}_error_ms", f"{name} ms", "+.2f") for name in COMPONENTS),
     ]
     print_table(rows, columns)
+    for name, values in result.items():
+        if isinstance(values, dict) and "stack_ms" in values:
+            print(f"  {name}: stack time {values['stack_ms']:.2f} ms per request")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, nargs="*", help="uplink traces (default: the five)")
-    parser.add_argument("--requests", type=int, default=200, help="requests per trace and path")
+    parser.add_argument(
+        "--requests", type=int, default=200, help="evaluated requests per trace and path"
+    )
     parser.add_argument("--frame-interval", type=float, default=0.25, help="seconds between frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of the actions and round trips")
     args = parser.parse_args()
@@ -407,7 +448,8 @@ def main() -> None:
     kernel_reason = shaping_unavailable()
     print("paths: pacer" + (" and kernel" if kernel_reason is None else f" only ({kernel_reason})"))
     with tempfile.TemporaryDirectory() as directory:
-        setup = make_setup(Path(directory), args.requests, args.frame_interval, args.seed)
+        n_requests = CALIBRATION_REQUESTS + args.requests
+        setup = make_setup(Path(directory), n_requests, args.frame_interval, args.seed)
         if isinstance(setup, str):
             print(f"skipped: {setup}")
             write_results("fidelity", {"skipped": setup})

@@ -76,7 +76,7 @@ class DeviceError(RuntimeError):
 
 
 #: how often a send ``until_acked`` looks at the socket's send queue
-ACK_POLL_S = 0.0005
+ACK_POLL_S = 0.0001
 
 
 def unacknowledged_bytes(sock: socket.socket) -> int:

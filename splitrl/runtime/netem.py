@@ -39,6 +39,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import queue
 import shutil
 import socket
 import subprocess
@@ -377,14 +378,29 @@ class ReplyDelayRelay:
             sink.shutdown(socket.SHUT_WR)
 
     def _delay(self, source: socket.socket, sink: socket.socket) -> None:
+        # Replies are timed as they come from the server and sent by a second thread, so
+        # replies that come in a burst each wait their own round trip, not the sum of them.
+        due: queue.Queue[tuple[float, bytes] | None] = queue.Queue()
+        sender = threading.Thread(target=self._send_when_due, args=(due, sink), daemon=True)
+        sender.start()
         with contextlib.suppress(OSError, ConnectionError, ValueError):
             while True:
                 body = recv_message(source)
-                due = time.perf_counter() + self.rtt_s()
-                delay = due - time.perf_counter()
+                due.put((time.perf_counter() + self.rtt_s(), body))
+        due.put(None)
+        sender.join()
+
+    @staticmethod
+    def _send_when_due(due: queue.Queue[tuple[float, bytes] | None], sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while (item := due.get()) is not None:
+                when, body = item
+                delay = when - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
                 sink.sendall(frame_message(body))
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)  # the server went away: so does the device's link
 
     def close(self) -> None:
         """Stop relaying and close every socket."""
