@@ -12,6 +12,7 @@ import pytest
 
 from splitrl.agents.baselines import (
     BASELINES,
+    DEFAULT_BACKLOG_HORIZON,
     BestStaticPolicy,
     ChannelBlindPolicy,
     ClairvoyantLookaheadPolicy,
@@ -221,6 +222,27 @@ def test_backlog_cost_is_what_the_next_requests_lose_to_the_wait(tiny_profile: P
         backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, 0)
 
 
+def test_backlog_cost_counts_the_requests_until_the_backlog_has_drained(
+    tiny_profile: Profile,
+) -> None:
+    env = env_factory(tiny_profile, horizon=40, **QUEUEING)()
+    env.reset(seed=0)
+    outcomes = env.evaluate_actions()
+    cost = {
+        horizon: backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, horizon)
+        for horizon in (2, DEFAULT_BACKLOG_HORIZON, 4 * DEFAULT_BACKLOG_HORIZON)
+    }
+    # two requests see only part of what a long wait costs
+    assert np.all(cost[DEFAULT_BACKLOG_HORIZON] >= cost[2] - 1e-12)
+    assert np.any(cost[DEFAULT_BACKLOG_HORIZON] > cost[2] + 0.01)
+    # the default horizon has seen nearly all the price of a backlog that drains: counting four
+    # times as many requests changes it by a tenth of what two requests leave out at most
+    drains = cost[DEFAULT_BACKLOG_HORIZON] < 1.0
+    longer = cost[4 * DEFAULT_BACKLOG_HORIZON][drains]
+    left_out = np.abs(longer - cost[DEFAULT_BACKLOG_HORIZON][drains]).max()
+    assert left_out < 0.1 * np.abs(longer - cost[2][drains]).max()
+
+
 def test_latency_spread_prices_the_risk_of_missing_the_deadline(tiny_profile: Profile) -> None:
     env = env_factory(tiny_profile, fcfs=True)()
     env.reset(seed=0)
@@ -341,15 +363,19 @@ def test_oracle_now_follows_the_true_capacity_at_decision_time_only(
     assert local == {1e3: True, 1e9: False}  # a dead link keeps it local, a fast one offloads
 
 
-def test_clairvoyant_lookahead_beats_the_myopic_clairvoyant_where_frames_queue(
+def test_clairvoyant_lookahead_is_the_upper_reference_where_frames_queue(
     tiny_profile: Profile,
 ) -> None:
-    env = env_factory(tiny_profile, horizon=150, **QUEUEING)()
+    factory = env_factory(tiny_profile, horizon=150, **QUEUEING)
+    env = factory()
     seeds = [0, 1]
     lookahead = mean_reward(ClairvoyantLookaheadPolicy(), env, seeds)
-    assert lookahead > mean_reward(ClairvoyantPolicy(), env, seeds)
-    for name in ("greedy", "robust-mpc", "oracle-now"):
-        assert lookahead > mean_reward(baseline(name, tiny_profile), env, seeds), name
+    others: list[Policy] = [
+        make_baseline("channel-blind", env_factory=factory, episodes=2, seed=100),
+        *(make_baseline(name) for name in ("clairvoyant", "greedy", "robust-mpc", "oracle-now")),
+    ]
+    for policy in others:
+        assert lookahead > mean_reward(policy, env, seeds), policy.name
 
 
 def test_neurosurgeon_takes_the_fastest_predicted_lossless_split_of_the_final_exit(

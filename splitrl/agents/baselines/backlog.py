@@ -2,20 +2,25 @@
 
 A slow action keeps the device busy past the next frame's arrival, so the next request waits, and
 a long enough wait makes it miss its deadline whatever it then does. A per-request argmax ignores
-this (see ``greedy``). :func:`backlog_cost` prices it by a short lookahead:
+this (see ``greedy``). :func:`backlog_cost` prices it by a lookahead:
 
-* **Forecast.** The next ``horizon`` requests are assumed to have the outcomes of the current one,
-  as the caller sees them (``robust-mpc`` its prediction, ``oracle-now`` the prediction at the true
+* **Forecast.** The next requests are assumed to have the outcomes of the current one, as the
+  caller sees them (``robust-mpc`` its prediction, ``oracle-now`` the prediction at the true
   capacity, ``clairvoyant-lookahead`` the exact outcomes of this request): once it starts, action
   ``c`` answers after ``L_c`` seconds and keeps the device busy for ``D_c`` seconds, with the same
   correctness and energy. A request arriving ``T`` (the frame interval) after one that waited ``w``
   waits ``max(0, w + D_c - T)``.
-* **Continuation.** The next requests act optimally under that forecast: dynamic programming over
-  ``horizon`` requests, on a grid of waits (64 steps up to the deadline, 16 more up to the reward's
-  latency cap, where the reward stops changing; linear in between). Actions no better than another
-  in accuracy, ``L``, ``D`` and energy are left out first, which keeps it cheap.
-* **Cost.** The reward of those ``horizon`` requests after an idle device minus their reward after
-  the wait the current action leaves: never negative, undiscounted.
+* **Continuation.** The next requests act optimally under that forecast: dynamic programming on a
+  grid of waits (64 steps up to the deadline, 16 more up to the reward's latency cap, where the
+  reward stops changing; linear in between), over as many requests as it takes the price of a wait
+  to stop changing (at most ``horizon``). Values are kept relative to an idle device, so the
+  iteration is relative value iteration: what it converges to is the price of a backlog under an
+  endless run of such requests, the terminal value a short horizon lacks. A horizon of 8 requests
+  saw only the first frames of a backlog that takes tens of frames to drain at 100 frames/s, and
+  ranked slow, accurate actions as nearly free. Actions no better than another in accuracy,
+  ``L``, ``D`` and energy are left out first, which keeps it cheap.
+* **Cost.** The reward of the counted requests after an idle device minus their reward after the
+  wait the current action leaves: never negative, undiscounted.
 """
 
 from __future__ import annotations
@@ -27,8 +32,11 @@ import numpy as np
 from splitrl.envs.reward import RewardSpec
 from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
 
-#: requests after the current one whose reward the backlog cost counts (8 frames: 133 ms at 60 fps)
-DEFAULT_BACKLOG_HORIZON = 8
+#: most requests after the current one whose reward the backlog cost counts (0.53 s at 120 fps):
+#: enough for the price of any backlog that drains in the default scenario to converge
+DEFAULT_BACKLOG_HORIZON = 64
+#: change of the relative values (reward per request) below which the lookahead has converged
+_CONVERGED = 1e-6
 #: grid points of the wait from 0 to the deadline, and from the deadline to the latency cap
 _FINE_POINTS, _COARSE_POINTS = 65, 17
 
@@ -46,12 +54,12 @@ def backlog_cost(
     reward_spec: RewardSpec,
     horizon: int = DEFAULT_BACKLOG_HORIZON,
 ) -> np.ndarray:
-    """The reward the next ``horizon`` requests lose to the wait each action leaves behind.
+    """The reward the next requests lose to the wait each action leaves behind.
 
     :param outcomes: the current request's outcomes, also the forecast of the next requests
     :param frame_interval_s: time between request arrivals
     :param reward_spec: the reward of a request from its correctness, latency and energy
-    :param horizon: how many next requests are counted (at least 1)
+    :param horizon: the most next requests counted (at least 1); fewer once the price converges
     :return: one non-negative cost per action, like ``outcomes.reward``
     """
     check_horizon(horizon)
@@ -62,13 +70,24 @@ def backlog_cost(
     energy_j = outcomes.energy_j[keep]
     waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
     # value[i]: the best reward of the requests still to come when the next one waits waits[i]
+    # relative to an idle device (value[0] = 0), so that it converges however long the horizon
     value = np.zeros_like(waits)
     after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
+    # linear interpolation of the value at ``after``, as fixed grid indices and weights
+    position = np.interp(after, waits, np.arange(len(waits), dtype=float))
+    below = np.minimum(position.astype(np.int64), len(waits) - 2)
+    weight = position - below
     now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
     for _ in range(horizon):
-        value = (now + np.interp(after, waits, value)).max(axis=1)
+        continuation = value[below] * (1.0 - weight) + value[below + 1] * weight
+        relative = (now + continuation).max(axis=1)
+        relative -= relative[0]
+        converged = np.abs(relative - value).max() <= _CONVERGED
+        value = relative
+        if converged:
+            break
     next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
-    return np.maximum(value[0] - np.interp(next_wait, waits, value), 0.0)
+    return np.maximum(-np.interp(next_wait, waits, value), 0.0)
 
 
 @functools.lru_cache(maxsize=16)
