@@ -374,7 +374,9 @@ def test_cortex_m7_build_and_emulated_run_match_the_host(
         np.testing.assert_array_equal(output.actions, host_policies[quantize].act(observations))
         assert output.frames == {bits: encode(tensor, bits=bits) for bits in range(1, 9)}
         assert c_build.arm_sections([firmware.policy]).text > 0
-        usage = c_build.stack_usage([directory / "splitrl_policy.c"], tmp_path, c_build.M7_FLAGS)
+        usage = c_build.stack_usage(
+            [directory / "splitrl_policy.c"], tmp_path, c_build.M7_FLAGS, c_build.ARM_GCC
+        )
         calls = ("splitrl_policy_decide", "splitrl_policy_act", "splitrl_policy_logits")
         chain = sum(usage[name] for name in calls)
         chain += max(size for name, size in usage.items() if name.startswith("dense"))

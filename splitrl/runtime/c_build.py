@@ -77,13 +77,19 @@ def compile_host_library(
 
 
 def stack_usage(
-    sources: list[Path], directory: Path, flags: tuple[str, ...] = HOST_FLAGS
+    sources: list[Path],
+    directory: Path,
+    flags: tuple[str, ...] = HOST_FLAGS,
+    compiler: str = "gcc",
 ) -> dict[str, int]:
-    """Bytes of stack of every function of ``sources`` (gcc's ``-fstack-usage``), by name."""
+    """Bytes of stack of every function of ``sources`` (gcc's ``-fstack-usage``), by name.
+
+    :param flags: compiler flags (:data:`M7_FLAGS` with ``compiler=ARM_GCC`` for the M7).
+    """
+    require(compiler)
     usage: dict[str, int] = {}
     for source in sources:
         target = directory / (source.stem + ".o")
-        compiler = ARM_GCC if "-mcpu=cortex-m7" in flags else "gcc"
         _run(
             [
                 compiler,
