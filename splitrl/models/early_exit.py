@@ -54,7 +54,7 @@ class EarlyExitConfig:
     block_channels: tuple[int, int, int] = (32, 40, 40)
     bottleneck_channels: tuple[int, int] = (8, 16)
     tail_channels: tuple[int, int] = (64, 128)
-    head_channels: int = 16
+    head_channels: int = 8
     exit_after: tuple[int, ...] = (2, 3, 5)
 
     def __post_init__(self) -> None:
