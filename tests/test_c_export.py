@@ -36,9 +36,6 @@ FLOAT32_TIE = 1e-5
 INT8_AGREEMENT = 0.995
 INT8_TIE = 0.05
 N_ROLLOUT_OBSERVATIONS = 10_000
-#: the trained actor's output weights are scaled by this, so that its decisions vary across the
-#: tiny env's rollouts (300 steps of training leave it choosing one action almost everywhere)
-OUTPUT_SPREAD = 3.0
 
 needs_gcc = pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed")
 needs_cross = pytest.mark.skipif(
@@ -55,21 +52,11 @@ def env(tiny_profile: Profile) -> SplitComputingEnv:
 
 @pytest.fixture(scope="module")
 def agent(env: SplitComputingEnv) -> SACD:
-    torch.manual_seed(0)
-    model = SACD(
-        "MlpPolicy",
-        env,
-        policy_kwargs={"net_arch": [32, 32]},
-        learning_starts=100,
-        batch_size=32,
-        seed=0,
-        device="cpu",
-    )
-    model.learn(300)
-    output = [m for m in model.policy.actor.logits_net if isinstance(m, nn.Linear)][-1]
-    with torch.no_grad():
-        output.weight.mul_(OUTPUT_SPREAD)
-    return model
+    """A SACD as initialized (seeded): its decisions vary over the tiny env's rollouts (five
+    distinct actions), where a few hundred steps of training collapse them onto one or two, which
+    would leave the parity checks with a single decision to compare. The demo's trained policy is
+    measured by benchmarks/bench_c_export.py."""
+    return SACD("MlpPolicy", env, policy_kwargs={"net_arch": [64, 64]}, seed=0, device="cpu")
 
 
 def export(agent: SACD, env: SplitComputingEnv, directory: Path, quantize: str) -> Path:
