@@ -53,6 +53,9 @@ from splitrl.runtime.protocol import frame_message, recv_message
 
 #: below this rate the trace is in an outage: the gate closes
 OUTAGE_RATE_BPS = 8_000
+#: after the gate opens, when to send a datagram that restarts the egress (tc applies the change
+#: within a few milliseconds)
+KICK_DELAYS_S = (0.002, 0.008)
 _GATE_OPEN = "1gbit"
 _GATE_CLOSED = "8bit"
 #: bytes a shaper class may send at once after an idle time: one full frame (1500-byte IP
@@ -265,6 +268,13 @@ class ShapedLink:
 
     def _follow(self, epoch: float) -> None:
         assert self._tc is not None and self._tc.stdin is not None
+        with entered_namespace(self.device_ns):
+            kicker = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with kicker:
+            self._follow_with(epoch, kicker)
+
+    def _follow_with(self, epoch: float, kicker: socket.socket) -> None:
+        assert self._tc is not None and self._tc.stdin is not None
         boundaries, rates = self.trace.boundaries_s, self.trace.rates_bps
         is_open = rates[0] >= self.outage_rate_bps
         rate = max(rates[0], self.outage_rate_bps)
@@ -285,9 +295,25 @@ class ShapedLink:
                 self._tc.stdin.write("".join(" ".join(c) + "\n" for c in commands))
                 self._tc.stdin.flush()
                 self.changes.append((due, time.perf_counter() - epoch - due))
+                if opens and not is_open:
+                    self._kick(kicker)
                 is_open = opens
                 rate = rates[k] if opens else rate
             offset += self.trace.duration_s
+
+    def _kick(self, kicker: socket.socket) -> None:
+        """Restart the device's egress after the gate opened.
+
+        While closed, the gate set its watchdog to when its bucket would hold the next packet at
+        8 bit/s, minutes away, and ``tc qdisc change`` does not reset it: the queue would stay
+        held until the next packet is queued (a TCP retransmission, seconds later after a long
+        outage). One small datagram, queued once ``tc`` has applied the change, restarts it.
+        """
+        for delay_s in KICK_DELAYS_S:
+            if self._stop.wait(delay_s):
+                return
+            with contextlib.suppress(OSError):
+                kicker.sendto(b"\0", (self.server_address, 9))
 
     def close(self) -> None:
         """Stop the shaper and delete both namespaces (which removes the veth pair and qdiscs)."""
