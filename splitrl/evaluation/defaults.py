@@ -5,9 +5,9 @@
 DEFAULT_EVAL_SEED = 1_000_000
 #: evaluation episodes per condition: enough that the paired 95% interval of the best causal
 #: baseline against ``channel-blind`` is at most 0.005 reward per request in the default scenario
-#: (70 by the spread measured with ``python -m benchmarks.bench_env --scenarios none
-#: --episode-study 40``, see docs/evaluation.md)
-DEFAULT_EVAL_EPISODES = 70
+#: (216 by the spread measured with ``python -m benchmarks.bench_env --scenarios none
+#: --episode-study 40``, see docs/evaluation.md; ``--episodes`` trades that for time)
+DEFAULT_EVAL_EPISODES = 216
 #: first seed and number of the training-channel episodes the best static configuration is fitted on
 DEFAULT_FIT_SEED = 0
 DEFAULT_FIT_EPISODES = 3
