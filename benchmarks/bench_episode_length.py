@@ -2,7 +2,7 @@
 
 Run with ``python -m benchmarks.bench_episode_length``; results go to
 ``results/bench_episode_length.json``. In the default scenario, for the former 200-request episodes
-and the scenario's own length (20 s = 1200 requests), alternating so that both see the same load:
+and the scenario's own length (20 s = 2400 requests at 120 frames/s), alternating so that both see the same load:
 SACD's steps per second over ``--steps`` learning steps, the episodes those steps complete, and the
 seconds of one deterministic evaluation episode.
 """

@@ -183,9 +183,9 @@ def test_custom_model_and_scenario_switch(tiny_profile: Profile) -> None:
 def test_episodes_cover_the_scenarios_seconds(tiny_profile: Profile) -> None:
     for scenario in SCENARIOS.values():
         assert scenario.requests_per_episode * scenario.frame_interval_s >= 20.0 - 1e-9
-    assert SCENARIOS["default"].requests_per_episode == 1200  # 20 s at 60 frames/s
+    assert SCENARIOS["default"].requests_per_episode == 2400  # 20 s at 120 frames/s
     env = SplitComputingEnv(profile=tiny_profile)
-    assert env.horizon == 1200
+    assert env.horizon == 2400
     assert SplitComputingEnv(profile=tiny_profile, horizon=7).horizon == 7
     assert SplitComputingEnv(profile=tiny_profile, frame_interval_s=0.1).horizon == 200
     assert episode_requests(20.0, 0.3) == 67

@@ -134,7 +134,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     Each episode starts with an idle device, the channel at a random point of its realization and no
     measurement yet. Episodes never terminate; they are truncated after ``horizon`` requests: by
     default the requests of the scenario's ``episode_s`` (at least 20 s of simulated time, e.g.
-    1200 requests at 60 frames/s), long enough for the link to change within an episode.
+    2400 requests at 120 frames/s), long enough for the link to change within an episode.
 
     ## Arguments
     Every argument after ``scenario`` overrides that part of the scenario; names or objects are accepted.
@@ -161,8 +161,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Version history
     * v1: the ``link_quality`` observation (the radio's noisy link-rate report); episodes cover
-      the scenario's ``episode_s`` of simulated time (default scenario: 1200 requests instead of
-      200). Policies trained on v0 observe a different vector and do not run on v1.
+      the scenario's ``episode_s`` of simulated time (default scenario: 20 s instead of 200
+      requests). Policies trained on v0 observe a different vector and do not run on v1.
     * v0: initial version.
     """
 
