@@ -218,8 +218,8 @@ def test_requests_over_the_namespaces_match_the_time_model(
         serve_args=("--export", str(tmp_path), "--threads", "1"),
     )
     # ~450 bytes on the wire per request (message, headers, the reply's ACK) every 100 ms: the
-    # link keeps up at 40 kbit/s, then at 20 kbit/s a backlog builds up
-    trace = Trace.from_rates([4e4, 2e4], slot_s=0.6)
+    # link keeps up at 40 kbit/s, then at 15 kbit/s a backlog of seconds builds up
+    trace = Trace.from_rates([4e4, 1.5e4, 1.5e4, 1.5e4], slot_s=0.6)
     records, info = run_kernel(setup, trace)
     assert [r.status for r in records] == ["ok"] * len(inputs)
     assert info["rate_changes"] >= 1
@@ -227,12 +227,12 @@ def test_requests_over_the_namespaces_match_the_time_model(
     predicted = predict(records, setup, trace, KERNEL_LINK)
     errors = compare(records, predicted)
     assert errors["offloaded_answered"] == len(inputs)
-    # the shaped requests follow the model; the others are 10-15 ms, and a millisecond or two
-    # of software stack on a busy machine weighs much on them
+    # the requests the backlog holds follow the model; the others take 10-15 ms, on which the
+    # software stack's milliseconds on a busy machine weigh much
     shaped = [
         abs(r.latency_s - p["latency"]) / p["latency"]
         for r, p in zip(records, predicted, strict=True)
-        if p["latency"] > 0.05
+        if p["latency"] > 0.2
     ]
     assert len(shaped) >= 8 and float(np.median(shaped)) < 0.25
     assert errors["median_abs_relative_error"] < 0.5
