@@ -20,7 +20,6 @@ is being computed. It depends on numpy, onnxruntime and splitrl's numpy-only mod
 from __future__ import annotations
 
 import argparse
-import fcntl
 import importlib
 import json
 import math
@@ -28,7 +27,6 @@ import queue
 import socket
 import statistics
 import struct
-import termios
 import threading
 import time
 from collections import Counter
@@ -81,6 +79,9 @@ ACK_POLL_S = 0.0001
 
 def unacknowledged_bytes(sock: socket.socket) -> int:
     """Bytes of ``sock``'s send queue the peer has not acknowledged yet (Linux ``SIOCOUTQ``)."""
+    import fcntl  # Linux only, like the send queue's ioctl
+    import termios
+
     queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, bytes(4))
     return int(struct.unpack("i", queued)[0])
 
@@ -96,7 +97,7 @@ class ServerConnection:
         bytes to the socket close to the time to push them through a shaped link.
     :param until_acked: a send returns once the server has acknowledged every byte (the socket's
         send queue is empty), not when the bytes are in the socket's buffer: on a real or shaped
-        link, that is when the transfer ended.
+        link, that is when the transfer ended (Linux).
     :param connect: opens the socket, ``(address, timeout_s) -> socket`` (e.g.
         :meth:`splitrl.runtime.netem.ShapedLink.connect` from another network namespace).
     """
