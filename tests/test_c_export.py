@@ -27,7 +27,7 @@ from splitrl.runtime.c_export import (
     mlp_layers,
     write_c_policy,
 )
-from splitrl.runtime.onnx_export import export_policy
+from splitrl.runtime.onnx_export import export_env_policy
 from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
 
 #: float32: a disagreement with ONNX is accepted only where the top-two logits are this close
@@ -60,18 +60,7 @@ def agent(env: SplitComputingEnv) -> SACD:
 
 
 def export(agent: SACD, env: SplitComputingEnv, directory: Path, quantize: str) -> Path:
-    export_policy(
-        agent,
-        directory,
-        actions=env.actions,
-        layout=env.layout,
-        prior_bps=env.knowledge.prior_bps,
-        deadline_s=env.reward_spec.deadline_s,
-        frame_interval_s=env.frame_interval_s,
-        link_quality=env.link_quality_model,
-        codec=env.profile.codec,
-        identity={"profile": env.profile.name},
-    )
+    export_env_policy(agent, directory, env)
     write_c_policy(agent.policy.actor, directory, PolicyMetadata.load(directory), quantize)
     return directory
 

@@ -290,22 +290,12 @@ def policy_export(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFact
     """An export of an untrained SACD on the tiny profile, with the tiny model's segments."""
     from splitrl.agents.sacd import SACD
     from splitrl.envs import SplitComputingEnv
-    from splitrl.runtime.onnx_export import export_policy
+    from splitrl.runtime.onnx_export import export_env_policy
 
     env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=5)
     agent = SACD("MlpPolicy", env, policy_kwargs={"net_arch": [8]}, seed=0, device="cpu")
     export = tmp_path_factory.mktemp("policy_export")
-    export_policy(
-        agent,
-        export,
-        actions=env.actions,
-        layout=env.layout,
-        prior_bps=env.knowledge.prior_bps,
-        deadline_s=env.reward_spec.deadline_s,
-        frame_interval_s=env.frame_interval_s,
-        codec=env.profile.codec,
-        link_quality=env.link_quality_model,
-    )
+    export_env_policy(agent, export, env)
     export_segments(tiny_staged_model(), export)
     return export
 

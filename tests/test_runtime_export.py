@@ -17,6 +17,7 @@ from splitrl.models.protocol import ExitSpec, InputSpec, StagedModule
 from splitrl.profiles.schema import Profile
 from splitrl.runtime.onnx_export import (
     PolicyGraph,
+    export_env_policy,
     export_policy,
     export_run,
     export_segments,
@@ -43,18 +44,7 @@ def agent(env: SplitComputingEnv) -> SACD:
 @pytest.fixture(scope="module")
 def exported(env: SplitComputingEnv, agent: SACD, tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("policy")
-    export_policy(
-        agent,
-        directory,
-        actions=env.actions,
-        layout=env.layout,
-        prior_bps=env.knowledge.prior_bps,
-        deadline_s=env.reward_spec.deadline_s,
-        frame_interval_s=env.frame_interval_s,
-        link_quality=env.link_quality_model,
-        codec=env.profile.codec,
-        identity={"profile": env.profile.name},
-    )
+    export_env_policy(agent, directory, env)
     return directory
 
 

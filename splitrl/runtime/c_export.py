@@ -423,7 +423,7 @@ def export_c_run(
     """
     from splitrl.runtime.onnx_export import (
         DEFAULT_OPSET,
-        export_policy,
+        export_env_policy,
         load_run,
         staged_directory,
     )
@@ -434,16 +434,10 @@ def export_c_run(
     # refuse before any file is written
     mlp_layers(agent.policy.actor, len(env.layout.names))
     with staged_directory(directory) as staging:
-        export_policy(
+        export_env_policy(
             agent,
             staging,
-            actions=env.actions,
-            layout=env.layout,
-            prior_bps=env.knowledge.prior_bps,
-            deadline_s=env.reward_spec.deadline_s,
-            frame_interval_s=env.frame_interval_s,
-            link_quality=env.link_quality_model,
-            codec=env.profile.codec,
+            env,
             identity=identity,
             opset=DEFAULT_OPSET if opset is None else opset,
         )

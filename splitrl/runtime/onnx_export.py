@@ -20,7 +20,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -30,6 +30,10 @@ from splitrl.envs.actions import ActionTable
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import ObservationLayout
 from splitrl.models.protocol import StagedModel
+
+if TYPE_CHECKING:
+    from splitrl.envs.split_computing import SplitComputingEnv
+
 from splitrl.runtime.policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
 from splitrl.runtime.segments import (
     OnnxSegments,
@@ -190,6 +194,41 @@ def export_policy(
             f"exported policy disagrees with torch on {len(mismatches)} of 256 checks"
         )
     return metadata
+
+
+def export_env_policy(
+    model: Any,
+    directory: str | os.PathLike[str],
+    env: SplitComputingEnv,
+    *,
+    identity: Mapping[str, Any] | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> PolicyMetadata:
+    """:func:`export_policy` with every constant taken from the env the policy acts in.
+
+    The action table, observation layout, throughput prior, deadline, frame interval,
+    link-quality model and codec settings all come from ``env``, so the export cannot disagree
+    with what the policy was trained on.
+
+    :param model: a :class:`~splitrl.agents.sacd.SACD`.
+    :param directory: the export directory (created if needed).
+    :param env: the env of the policy (the training run's scenario).
+    :param identity: scenario, profile and preset names to record (default: the profile's name).
+    :param opset: ONNX opset.
+    """
+    return export_policy(
+        model,
+        directory,
+        actions=env.actions,
+        layout=env.layout,
+        prior_bps=env.knowledge.prior_bps,
+        deadline_s=env.reward_spec.deadline_s,
+        frame_interval_s=env.frame_interval_s,
+        link_quality=env.link_quality_model,
+        codec=env.profile.codec,
+        identity={"profile": env.profile.name} if identity is None else identity,
+        opset=opset,
+    )
 
 
 def random_observations(layout: ObservationLayout, n: int, seed: int) -> np.ndarray:
@@ -415,18 +454,6 @@ def export_run(
             f"profile's {env.actions.exit_stages} and {env.actions.n_splits - 1}"
         )
     with staged_directory(directory) as staging:
-        metadata = export_policy(
-            agent,
-            staging,
-            actions=env.actions,
-            layout=env.layout,
-            prior_bps=env.knowledge.prior_bps,
-            deadline_s=env.reward_spec.deadline_s,
-            frame_interval_s=env.frame_interval_s,
-            link_quality=env.link_quality_model,
-            codec=env.profile.codec,
-            identity=identity,
-            opset=opset,
-        )
+        metadata = export_env_policy(agent, staging, env, identity=identity, opset=opset)
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest
