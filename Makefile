@@ -37,8 +37,10 @@ fuzz: $(STAMP)
 	$(FUZZ_DEPS)
 	fuzz/run.sh compiled $(BIN)/python -max_total_time=$(FUZZ_SECONDS)
 
-# Checks too slow for `make test`: a bounded fuzzing round on both codec paths.
+# Checks too slow for `make test`: a bounded fuzzing round on both codec paths, and what adapting
+# is worth in the default scenario on the evaluation's 40 episodes (tests/test_scenarios.py).
 slow-checks: $(STAMP)
+	SPLITRL_SLOW_CHECKS=1 $(BIN)/python -m pytest -q tests/test_scenarios.py -k adapting_is_worth
 	$(FUZZ_DEPS)
 	fuzz/run.sh compiled $(BIN)/python -runs=$(FUZZ_RUNS) -seed=1
 	fuzz/run.sh numpy $(BIN)/python -runs=$(FUZZ_RUNS) -seed=1

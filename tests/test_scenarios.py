@@ -3,10 +3,13 @@ default one, and profile replay agrees with live inference."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from splitrl.envs import SCENARIOS, SplitComputingEnv, get_scenario
+from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
 from splitrl.evaluation.references import UPPER_GAIN_GOAL, adaptation_value, reference_rollouts
 from splitrl.models.fashion_mnist import idx_paths
 
@@ -21,26 +24,43 @@ def test_every_scenario_runs(name: str) -> None:
     assert get_scenario(name).to_dict()["name"] == name
 
 
-#: paired episodes of the non-triviality test (apart from the evaluation seeds)
-NONTRIVIALITY_EPISODES = 10
+def test_default_scenario_leaves_the_final_exit_to_the_link() -> None:
+    """Exit 0 fits a frame on the device and exit 1 does not, so staying local mixes them; the
+    final exit misses the deadline on the device and meets it offloaded over a fast link."""
+    env = SplitComputingEnv("default")
+    env.reset(seed=0)
+    stages = env.actions.exit_stages
+    compute_s = [float(env.costs.device_compute_s[e, k]) for e, k in enumerate(stages)]
+    assert compute_s[0] < env.frame_interval_s < compute_s[1]
+    assert compute_s[-1] > env.reward_spec.deadline_s
+    outcomes = env.evaluate_actions(capacity_bps=12e6)
+    final_offloaded = (outcomes.actions[:, 0] == len(stages) - 1) & (outcomes.payload_bytes > 0)
+    assert outcomes.latency_s[final_offloaded].min() < env.reward_spec.deadline_s
+
+
+#: environment variable that turns on the checks too slow for ``make test`` (``make slow-checks``)
+SLOW_CHECKS = "SPLITRL_SLOW_CHECKS"
+#: paired episodes of the non-triviality test: those of the evaluation's episode study. Fewer do
+#: not resolve robust-mpc against channel-blind: their difference spreads by 0.037 per 20-s
+#: episode around +0.020 (docs/evaluation.md), so 20 episodes give an interval of about ±0.017
+NONTRIVIALITY_EPISODES = 40
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="the current default profile misses the first goal: on 40 evaluation episodes "
-    "clairvoyant-lookahead - channel-blind = +0.043 ± 0.008 (robust-mpc - channel-blind = "
-    "+0.009 ± 0.007, docs/evaluation.md); remove this mark when the network and scenario meet both",
+@pytest.mark.timeout(3600)
+@pytest.mark.skipif(
+    not os.environ.get(SLOW_CHECKS),
+    reason=f"about 13 minutes on 2 cores: set {SLOW_CHECKS}=1 (make slow-checks runs it)",
 )
 def test_default_scenario_adapting_is_worth_something() -> None:
-    """On the default (Markov) channel, clairvoyant-lookahead beats channel-blind by at least 0.05
-    reward per request, and the best causal baseline other than channel-blind beats channel-blind
-    with a paired 95% interval above zero: the link is worth watching."""
+    """On the default (Markov) channel and the evaluation's episodes, clairvoyant-lookahead beats
+    channel-blind by at least 0.05 reward per request, and the best causal baseline other than
+    channel-blind beats it with a paired 95% interval above zero: the link is worth watching."""
     rollouts, causal = reference_rollouts(
         lambda: SplitComputingEnv("default"),
-        range(100, 100 + NONTRIVIALITY_EPISODES),
-        fit_episodes=1,
-        fit_seed=0,
+        range(DEFAULT_EVAL_SEED, DEFAULT_EVAL_SEED + NONTRIVIALITY_EPISODES),
+        fit_episodes=DEFAULT_FIT_EPISODES,
+        fit_seed=DEFAULT_FIT_SEED,
     )
     value = adaptation_value(rollouts, causal)
     assert value.upper_gain.mean >= UPPER_GAIN_GOAL, value.summary()
