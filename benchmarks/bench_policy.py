@@ -414,6 +414,7 @@ def aggregate_condition(
             "reward_high": reward.high,
             "seeds": len(episodes),
             "score": None if math.isnan(score) else score,
+            "score_goal_met": not math.isnan(score) and score >= SCORE_GOAL,
             "gains": gains,
             "beats_every_causal_baseline": all(
                 gain["low"] > 0 and gain["seeds_better"] >= math.ceil(0.8 * len(episodes))
