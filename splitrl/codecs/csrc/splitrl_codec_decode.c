@@ -140,20 +140,26 @@ static int read_varint(Reader *reader, const char *field, uint64_t *value) {
     return fail(reader, "%s: %s is not a valid variable-length integer", PAYLOAD, field);
 }
 
+/* The two bit-widths that open a patched stream and its main packed bytes, or NULL on error. */
+static const uint8_t *read_stream_header(Reader *reader, uint64_t count, const char *field,
+                                         int *width, int *excess_width) {
+    if (read_u8(reader, field, " width", width) < 0 ||
+        read_u8(reader, field, " width", excess_width) < 0) {
+        return NULL;
+    }
+    if (*width > MAX_WIDTH || *excess_width > MAX_WIDTH) {
+        fail(reader, "%s: bit-width %d exceeds %d", field,
+                     *width > *excess_width ? *width : *excess_width, MAX_WIDTH);
+        return NULL;
+    }
+    return take(reader, splitrl_packed_size(count, *width), field, "");
+}
+
 /* decode_patched() of patched.py; on success *values is a malloc buffer of `count` values. */
 static int read_stream(Reader *reader, uint64_t count, const char *field, uint64_t **values) {
     int width, excess_width;
     *values = NULL;
-    if (read_u8(reader, field, " width", &width) < 0 ||
-        read_u8(reader, field, " width", &excess_width) < 0) {
-        return -1;
-    }
-    if (width > MAX_WIDTH || excess_width > MAX_WIDTH) {
-        fail(reader, "%s: bit-width %d exceeds %d", field,
-                     width > excess_width ? width : excess_width, MAX_WIDTH);
-        return -1;
-    }
-    const uint8_t *main_bytes = take(reader, splitrl_packed_size(count, width), field, "");
+    const uint8_t *main_bytes = read_stream_header(reader, count, field, &width, &excess_width);
     if (main_bytes == NULL) {
         return -1;
     }
@@ -199,16 +205,7 @@ static int read_literals(Reader *reader, uint64_t count, uint64_t limit, uint8_t
                          int *too_wide) {
     static const char field[] = "literals";
     int width, excess_width;
-    if (read_u8(reader, field, " width", &width) < 0 ||
-        read_u8(reader, field, " width", &excess_width) < 0) {
-        return -1;
-    }
-    if (width > MAX_WIDTH || excess_width > MAX_WIDTH) {
-        fail(reader, "%s: bit-width %d exceeds %d", field,
-                     width > excess_width ? width : excess_width, MAX_WIDTH);
-        return -1;
-    }
-    const uint8_t *main_bytes = take(reader, splitrl_packed_size(count, width), field, "");
+    const uint8_t *main_bytes = read_stream_header(reader, count, field, &width, &excess_width);
     if (main_bytes == NULL) {
         return -1;
     }
