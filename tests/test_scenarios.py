@@ -50,7 +50,7 @@ NONTRIVIALITY_EPISODES = 40
 @pytest.mark.timeout(3600)
 @pytest.mark.skipif(
     not os.environ.get(SLOW_CHECKS),
-    reason=f"about 13 minutes on 2 cores: set {SLOW_CHECKS}=1 (make slow-checks runs it)",
+    reason=f"6-13 minutes on 2 cores: set {SLOW_CHECKS}=1 (make slow-checks runs it)",
 )
 def test_default_scenario_adapting_is_worth_something() -> None:
     """On the default (Markov) channel and the evaluation's episodes, clairvoyant-lookahead beats
