@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,12 @@ def tiny_profile(tiny_profile_path: Path) -> Profile:
     from splitrl.profiles.io import load_profile
 
     return load_profile(tiny_profile_path)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Small networks train fastest on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
