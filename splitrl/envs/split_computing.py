@@ -261,7 +261,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._mean_rtt_s = self.rtt.mean_s
         self._live: Any = None
         if mode == "live":
-            from splitrl.envs.live import LiveOutcomes
+            from splitrl.envs.live_outcomes import LiveOutcomes
 
             self._live = LiveOutcomes(self.profile)
         self._requests: np.random.Generator | None = None
