@@ -34,8 +34,8 @@ from benchmarks.common import write_results
 from splitrl.agents.sacd import SACD
 from splitrl.runtime import c_build
 from splitrl.runtime.c_export import export_c_run, write_c_policy
+from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata
 from splitrl.runtime.onnx_export import load_run
-from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
 
 TIMING_HARNESS = r"""
 #define _POSIX_C_SOURCE 199309L

@@ -39,7 +39,7 @@ from splitrl.runtime.device import (
     RequestRecord,
     ServerConnection,
 )
-from splitrl.runtime.policy import OnnxPolicy
+from splitrl.runtime.exported_policy import OnnxPolicy
 from splitrl.runtime.protocol import Reply, Request, frame_message, recv_message
 from splitrl.runtime.segments import OnnxSegments
 from splitrl.runtime.server import ServerSettings, ServerThread

@@ -27,8 +27,8 @@ from splitrl.runtime.c_export import (
     mlp_layers,
     write_c_policy,
 )
+from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata
 from splitrl.runtime.onnx_export import export_env_policy
-from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
 
 #: float32: a disagreement with ONNX is accepted only where the top-two logits are this close
 FLOAT32_TIE = 1e-5

@@ -322,7 +322,7 @@ def test_run_device_to_a_closed_port_fails_in_one_line(
 def test_garbage_policy_graph_with_a_matching_hash_is_named(
     policy_export: Path, tmp_path: Path
 ) -> None:
-    from splitrl.runtime.policy import POLICY_JSON, POLICY_ONNX, OnnxPolicy
+    from splitrl.runtime.exported_policy import POLICY_JSON, POLICY_ONNX, OnnxPolicy
 
     export = tmp_path / "export"
     shutil.copytree(policy_export, export)

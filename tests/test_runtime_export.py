@@ -15,6 +15,7 @@ from splitrl.agents.sacd import SACD
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.models.protocol import ExitSpec, InputSpec, StagedModule
 from splitrl.profiles.schema import Profile
+from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata
 from splitrl.runtime.onnx_export import (
     PolicyGraph,
     export_env_policy,
@@ -24,7 +25,6 @@ from splitrl.runtime.onnx_export import (
     random_observations,
     torch_actions,
 )
-from splitrl.runtime.policy import OnnxPolicy, PolicyMetadata
 from splitrl.runtime.segments import OnnxSegments, SegmentError
 from tests.conftest import tiny_inputs, tiny_staged_model
 
@@ -175,7 +175,7 @@ def test_export_run_directory(
 
 def test_device_side_imports_without_torch() -> None:
     code = (
-        "import sys; import splitrl.runtime.device, splitrl.runtime.policy, splitrl.runtime.server;"
+        "import sys; import splitrl.runtime.device, splitrl.runtime.exported_policy, splitrl.runtime.server;"
         "sys.exit(int('torch' in sys.modules))"
     )
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,7 +1,7 @@
 """Export a trained SACD policy as dependency-free C for microcontrollers (needs torch).
 
 :func:`write_c_policy` writes ``splitrl_policy.h`` and ``splitrl_policy.c`` from the actor's MLP
-and the export's :class:`~splitrl.runtime.policy.PolicyMetadata` (``policy.json``): the observation
+and the export's :class:`~splitrl.runtime.exported_policy.PolicyMetadata` (``policy.json``): the observation
 features computed from the device's raw measurements with the constants of ``policy.json``, the
 forward pass with ``const`` weights (float32, or int8 with one scale per output channel), the mask
 of canonical actions and the argmax. :func:`export_c_run` does it for a training run, next to the
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from splitrl.envs import observation as observation_module
-from splitrl.runtime.policy import PolicyMetadata
+from splitrl.runtime.exported_policy import PolicyMetadata
 
 #: the generated files
 POLICY_HEADER = "splitrl_policy.h"

@@ -545,7 +545,7 @@ def load_test_canvases(
 
 def run(args: argparse.Namespace) -> int:
     """Run requests against a server and log them."""
-    from splitrl.runtime.policy import OnnxPolicy
+    from splitrl.runtime.exported_policy import OnnxPolicy
     from splitrl.runtime.segments import OnnxSegments
 
     if args.requests < 1:

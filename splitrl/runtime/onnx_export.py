@@ -1,7 +1,7 @@
 """Export a trained SACD policy and a staged model's segments to ONNX (needs torch).
 
 * :func:`export_policy`: ``policy.onnx`` (observation -> action, mask and argmax inside the graph)
-  and ``policy.json`` (:class:`~splitrl.runtime.policy.PolicyMetadata`).
+  and ``policy.json`` (:class:`~splitrl.runtime.exported_policy.PolicyMetadata`).
 * :func:`export_segments`: ``stage_k.onnx``, ``exit_e.onnx`` and ``segments.json``.
 * :func:`export_run`: both, from a training run directory (``model.zip`` and its ``config``).
 
@@ -34,7 +34,7 @@ from splitrl.models.protocol import StagedModel
 if TYPE_CHECKING:
     from splitrl.envs.split_computing import SplitComputingEnv
 
-from splitrl.runtime.policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
+from splitrl.runtime.exported_policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
 from splitrl.runtime.segments import (
     OnnxSegments,
     SegmentManifest,
