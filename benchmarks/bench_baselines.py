@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmarks.common import print_table, write_results
 from splitrl.agents.baselines import BASELINES, fitted_baselines, make_baseline
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout, run_episodes
 from splitrl.envs import SplitComputingEnv
 from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED

@@ -197,7 +197,7 @@ def eval_cell(cell: EvalCell, run_dir: str | None = None) -> dict[str, Any]:
 
     from splitrl.agents.baselines import fitted_baselines, make_baseline
     from splitrl.agents.learners import load_policy
-    from splitrl.agents.policy import Policy
+    from splitrl.agents.policy_interface import Policy
     from splitrl.agents.rollout import run_episodes
     from splitrl.envs.split_computing import SplitComputingEnv
     from splitrl.evaluation.defaults import DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED

@@ -29,7 +29,7 @@ from splitrl.agents.baselines import (
     make_baseline,
 )
 from splitrl.agents.baselines.spread import LatencySpread
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv
 from splitrl.envs.server_load import ServerLoad

@@ -14,7 +14,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from splitrl.agents.learners import LEARNERS, BinnedAction, FlatAction, load_policy
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
 from splitrl.training.config import TrainConfig

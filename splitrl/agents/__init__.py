@@ -2,7 +2,7 @@
 
 from splitrl.agents.baselines import BASELINES, make_baseline
 from splitrl.agents.learners import LEARNERS, get_learner, load_policy
-from splitrl.agents.policy import ModelPolicy, Policy
+from splitrl.agents.policy_interface import ModelPolicy, Policy
 from splitrl.agents.sacd import SACD
 
 __all__ = [

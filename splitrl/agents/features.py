@@ -4,7 +4,7 @@ The device knows its profile, its presets and its own estimates, so it can predi
 every action before it decides: ``robust-mpc`` does exactly that (predicted reward over the latency
 spread, minus the cost of the backlog the action leaves). :class:`PredictedActionValues` turns
 those predictions into one feature per flat action; :class:`PredictedValuesObservation` appends
-them to the env's observation for training, and :class:`~splitrl.agents.policy.ModelPolicy` appends
+them to the env's observation for training, and :class:`~splitrl.agents.policy_interface.ModelPolicy` appends
 the same features when the trained policy acts.
 """
 

@@ -2,7 +2,7 @@
 
 Each :class:`LearnerSpec` says how the algorithm sees the env's ``MultiDiscrete([exits, splits, bits])``
 action, its default hyperparameters, and how a trained model becomes a
-:class:`~splitrl.agents.policy.Policy`:
+:class:`~splitrl.agents.policy_interface.Policy`:
 
 | name | algorithm | action seen by the learner | masks |
 |---|---|---|---|
@@ -34,7 +34,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.agents.policy import ModelPolicy
+from splitrl.agents.policy_interface import ModelPolicy
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -270,7 +270,7 @@ class LearnerSpec:
         return self.algorithm_class().load(path, device=device)
 
     def as_policy(self, model: Any, nvec: Sequence[int], name: str | None = None) -> ModelPolicy:
-        """A trained model as a :class:`~splitrl.agents.policy.Policy` acting greedily.
+        """A trained model as a :class:`~splitrl.agents.policy_interface.Policy` acting greedily.
 
         :param nvec: the env's action component sizes ``(n_exits, n_splits, n_bits)``
         :param name: name in tables (default: the learner's name)

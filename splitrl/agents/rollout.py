@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: the bit index recorded for device-only requests (nothing is sent, no bit option applies)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from splitrl.agents.baselines import causal_baselines, fitted_baselines, make_baseline
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.evaluation.metrics import PairedDifference, episode_rewards, paired_difference

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import LOCAL_BITS, Rollout, run_episodes
 from splitrl.envs.split_computing import SplitComputingEnv
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 
 from splitrl.agents.baselines import BASELINES, BestStaticPolicy
-from splitrl.agents.policy import ModelPolicy, Policy
+from splitrl.agents.policy_interface import ModelPolicy, Policy
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.evaluation.defaults import (

@@ -1,4 +1,4 @@
-"""Baselines and references: every one a :class:`~splitrl.agents.policy.Policy` that says what it knows.
+"""Baselines and references: every one a :class:`~splitrl.agents.policy_interface.Policy` that says what it knows.
 
 Each baseline class declares ``causal`` (``True`` iff it decides only from what the device knows:
 its observation, ``env.knowledge`` and :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`)
@@ -38,13 +38,13 @@ from splitrl.agents.baselines.oracles import (
     OracleNowPolicy,
 )
 from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
-from splitrl.agents.policy import Policy
+from splitrl.agents.policy_interface import Policy
 from splitrl.envs.split_computing import SplitComputingEnv
 
 
 @runtime_checkable
 class Baseline(Policy, Protocol):
-    """A :class:`~splitrl.agents.policy.Policy` that says what it knows.
+    """A :class:`~splitrl.agents.policy_interface.Policy` that says what it knows.
 
     :ivar causal: whether it decides only from what the device knows
     :ivar knows: what it knows, in one line
