@@ -8,12 +8,16 @@ measures the host latency of every stage and exit head and the host codec times.
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import platform
-import statistics
 import time
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +27,7 @@ from tqdm import tqdm
 from splitrl import codecs
 from splitrl.models.describe import describe_exits, describe_stages
 from splitrl.models.protocol import StagedModel
+from splitrl.profiles.samples import ArraySamples, SampleSource
 from splitrl.profiles.schema import (
     LOSSLESS,
     BlockInfo,
@@ -60,75 +65,85 @@ class BuildSettings:
     codec_timing_samples: int = 64
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "latency_repeats", "codec_timing_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
 
 def build_profile(
     model: StagedModel,
-    inputs: np.ndarray,
-    labels: np.ndarray,
+    inputs: np.ndarray | SampleSource,
+    labels: np.ndarray | None = None,
     settings: BuildSettings | None = None,
     progress: bool = True,
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    device: str = "cpu",
 ) -> Profile:
-    """Measure ``model`` on ``inputs`` and return the profile.
+    """Measure ``model`` on the test samples and return the profile.
+
+    Before the long measuring loop, the first sample goes through every split, bit option and
+    exit, and its PNG size is taken, so a model or data set that cannot be profiled fails in
+    seconds (:func:`check_build`). Every phase shows a progress bar.
 
     :param model: the staged early-exit model, in eval mode
-    :param inputs: the test inputs as the camera delivers them, ``uint8 [N, *input_shape]``
-    :param labels: their classes, ``[N]``
+    :param inputs: the test inputs as the camera delivers them, ``uint8 [N, *input_shape]``, or a
+        :class:`~splitrl.profiles.samples.SampleSource` that reads them a batch at a time
+    :param labels: their classes, ``[N]``, when ``inputs`` is an array (a source has its own)
     :param settings: what to measure
     :param progress: show progress bars
+    :param checkpoint: a file where the measurements are saved after every batch; a build that
+        finds one of the same model, samples and settings resumes after its last batch, and the
+        file is removed once the profile is complete (``None``: no checkpoint)
+    :param device: where the model runs, ``"cpu"`` or ``"cuda"`` (``"cuda:N"``); the codec and
+        the host latencies always run on the CPU
     """
     settings = settings or BuildSettings()
-    if inputs.dtype != np.uint8:
-        raise ValueError(f"inputs must be uint8 as delivered by the camera, got {inputs.dtype}")
-    if len(inputs) != len(labels) or len(inputs) == 0:
-        raise ValueError(f"need as many labels as inputs (got {len(inputs)} and {len(labels)})")
-    n_samples = len(inputs)
+    source = _as_source(inputs, labels)
+    torch_device = _torch_device(device)
+    labels_all = source.labels
+    n_samples = len(source)
     n_stages = len(model.stages)
-    exit_stages = [spec.after_stage for spec in model.exits]
-    n_exits, n_bits = len(exit_stages), len(settings.bit_options)
+    n_exits, n_bits = len(model.exits), len(settings.bit_options)
+    n_timed = min(settings.codec_timing_samples, settings.batch_size, n_samples)
+    first_input = check_build(model, source, settings, progress=progress)
 
-    payload = np.zeros((n_samples, n_stages + 1, n_bits), dtype=np.int32)
-    correct = np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=bool)
-    confidence = np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=np.float16)
-    encode_times: list[list[list[float]]] = [[[] for _ in range(n_bits)] for _ in range(n_stages)]
-    decode_times: list[list[list[float]]] = [[[] for _ in range(n_bits)] for _ in range(n_stages)]
-
-    batches = range(0, n_samples, settings.batch_size)
+    _move(model, torch_device)
+    state = _BuildState.empty(n_samples, n_stages, n_bits, n_exits, n_timed)
+    checkpoint_path = Path(checkpoint) if checkpoint is not None else None
+    fingerprint = _build_fingerprint(model, source, settings, torch_device)
+    if checkpoint_path is not None and checkpoint_path.exists():
+        state = _BuildState.load(checkpoint_path, fingerprint, state)
     bar = tqdm(
-        total=n_samples, desc=f"profile {settings.name}", unit="sample", disable=not progress
+        total=n_samples,
+        initial=state.done,
+        desc=f"profile {settings.name}: measuring",
+        unit="sample",
+        disable=not progress,
     )
     with torch.inference_mode():
-        for start in batches:
+        for start in range(state.done, n_samples, settings.batch_size):
             stop = min(start + settings.batch_size, n_samples)
-            batch_labels = torch.as_tensor(labels[start:stop], dtype=torch.long)
-            tensors = _stage_outputs(model, torch.from_numpy(inputs[start:stop]).float())
-            clean_correct, clean_conf = _exit_outcomes(model, tensors, batch_labels)
-            correct[start:stop] = clean_correct[:, None, None, :]
-            confidence[start:stop] = clean_conf[:, None, None, :]
-            for split in range(n_stages):
-                reachable = [e for e, k_e in enumerate(exit_stages) if k_e > split]
-                sent = tensors[split].to(torch.uint8) if split == 0 else tensors[split]
-                for b, option in enumerate(settings.bit_options):
-                    time_codec = start == 0  # time the codec on the first batch's samples only
-                    restored, sizes = _code_batch(
-                        sent.numpy(),
-                        option,
-                        settings,
-                        encode_times[split][b] if time_codec else None,
-                        decode_times[split][b] if time_codec else None,
-                        settings.codec_timing_samples,
-                    )
-                    payload[start:stop, split, b] = sizes
-                    outcome_correct, outcome_conf = _outcomes_from(
-                        model, split, torch.from_numpy(restored).float(), reachable, batch_labels
-                    )
-                    for e in reachable:
-                        correct[start:stop, split, b, e] = outcome_correct[e]
-                        confidence[start:stop, split, b, e] = outcome_conf[e]
+            batch = source.read(start, stop)
+            _check_batch(batch, first_input.shape[1:], start)
+            measured = _measure_batch(
+                model,
+                batch,
+                labels_all[start:stop],
+                settings,
+                torch_device,
+                n_timed if start == 0 else 0,
+            )
+            state.store(start, stop, measured)
+            if checkpoint_path is not None:
+                state.save(checkpoint_path, fingerprint)
             bar.update(stop - start)
     bar.close()
+    _move(model, torch.device("cpu"))
 
     stage_latency, exit_latency = measure_host_latencies(
-        model, inputs[:1], settings.latency_repeats
+        model, first_input, settings.latency_repeats, progress=progress
     )
     stages = tuple(
         BlockInfo(
@@ -155,16 +170,14 @@ def build_profile(
     )
     encode_ms = np.zeros((n_stages + 1, n_bits), dtype=np.float32)
     decode_ms = np.zeros((n_stages + 1, n_bits), dtype=np.float32)
-    for split in range(n_stages):
-        for b in range(n_bits):
-            encode_ms[split, b] = 1e3 * statistics.median(encode_times[split][b])
-            decode_ms[split, b] = 1e3 * statistics.median(decode_times[split][b])
-    return Profile(
+    encode_ms[:n_stages] = 1e3 * np.median(state.encode_seconds, axis=2)
+    decode_ms[:n_stages] = 1e3 * np.median(state.decode_seconds, axis=2)
+    profile = Profile(
         name=settings.name,
         stages=stages,
         exits=exits,
         bit_options=tuple(settings.bit_options),
-        input_shape=tuple(int(d) for d in inputs.shape[1:]),
+        input_shape=tuple(int(d) for d in first_input.shape[1:]),
         input_dtype="uint8",
         codec={
             "per_channel": settings.per_channel,
@@ -173,17 +186,269 @@ def build_profile(
         },
         encode_ms=encode_ms,
         decode_ms=decode_ms,
-        labels=labels.astype(np.int16),
-        payload_bytes=payload,
-        correct=correct,
-        confidence=confidence,
-        input_png_bytes=np.array([png_size(image) for image in inputs], dtype=np.int32),
+        labels=labels_all.astype(np.int16),
+        payload_bytes=state.payload,
+        correct=state.correct,
+        confidence=state.confidence,
+        input_png_bytes=state.png_bytes,
         metadata={
             **settings.metadata,
             "build": {key: value for key, value in asdict(settings).items() if key != "metadata"},
-            "host": host_description(),
+            "host": {**host_description(), "build_device": str(torch_device)},
         },
     )
+    if checkpoint_path is not None:
+        checkpoint_path.unlink(missing_ok=True)
+    return profile
+
+
+def check_build(
+    model: StagedModel, source: SampleSource, settings: BuildSettings, progress: bool = True
+) -> np.ndarray:
+    """The cheap checks a build runs before its long loop; returns the first sample, ``[1, ...]``.
+
+    The first sample must have the shape the model declares, its PNG size must be measurable,
+    and it must go through every split, bit option and exit, with as many classes at every exit
+    as the labels need.
+
+    :param model: the staged model
+    :param source: the test samples
+    :param settings: what the build measures
+    :param progress: say what is being checked
+    :raises ValueError: naming the first problem found
+    """
+    if len(source) == 0:
+        raise ValueError("need at least one test sample")
+    first = source.read(0, 1)
+    if first.dtype != np.uint8:
+        raise ValueError(f"inputs must be uint8 as delivered by the camera, got {first.dtype}")
+    declared = tuple(getattr(getattr(model, "input_spec", None), "shape", ()) or ())
+    if declared and tuple(first.shape[1:]) != declared:
+        raise ValueError(
+            f"the samples have shape {tuple(first.shape[1:])}, the model takes {declared}"
+        )
+    png_size(first[0])
+    bar = tqdm(total=1, desc=f"profile {settings.name}: checking sample 0", disable=not progress)
+    try:
+        with torch.inference_mode():
+            measured = _measure_batch(
+                model, first, source.labels[:1], settings, torch.device("cpu"), n_timed=0
+            )
+    except Exception as error:
+        raise ValueError(
+            f"sample 0 does not go through every split, bit option and exit: {error}"
+        ) from error
+    bar.update()
+    bar.close()
+    classes = min(measured.n_classes)
+    if int(source.labels.max()) >= classes:
+        raise ValueError(
+            f"the labels go up to {int(source.labels.max())}, an exit gives only {classes} classes"
+        )
+    return first
+
+
+@dataclass
+class _BatchMeasurements:
+    """What one batch contributes to the profile (arrays indexed like the profile's, per sample)."""
+
+    payload: np.ndarray
+    correct: np.ndarray
+    confidence: np.ndarray
+    png_bytes: np.ndarray
+    encode_seconds: np.ndarray
+    decode_seconds: np.ndarray
+    n_classes: list[int]
+
+
+def _measure_batch(
+    model: StagedModel,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    settings: BuildSettings,
+    device: torch.device,
+    n_timed: int,
+) -> _BatchMeasurements:
+    """Measure one batch: every split, bit option and reachable exit, and the PNG sizes.
+
+    :param n_timed: how many of its samples have their codec times kept
+    """
+    n_batch, n_stages = len(inputs), len(model.stages)
+    exit_stages = [spec.after_stage for spec in model.exits]
+    n_exits, n_bits = len(exit_stages), len(settings.bit_options)
+    payload = np.zeros((n_batch, n_stages + 1, n_bits), dtype=np.int32)
+    correct = np.zeros((n_batch, n_stages + 1, n_bits, n_exits), dtype=bool)
+    confidence = np.zeros((n_batch, n_stages + 1, n_bits, n_exits), dtype=np.float16)
+    encode_seconds = np.zeros((n_stages, n_bits, n_timed))
+    decode_seconds = np.zeros((n_stages, n_bits, n_timed))
+    batch_labels = torch.as_tensor(labels, dtype=torch.long)
+    tensors = _stage_outputs(model, torch.from_numpy(inputs).to(device).float())
+    clean_correct, clean_conf, n_classes = _exit_outcomes(model, tensors, batch_labels)
+    correct[:] = clean_correct[:, None, None, :]
+    confidence[:] = clean_conf[:, None, None, :]
+    for split in range(n_stages):
+        reachable = [e for e, k_e in enumerate(exit_stages) if k_e > split]
+        sent = tensors[split].to(torch.uint8) if split == 0 else tensors[split]
+        for b, option in enumerate(settings.bit_options):
+            restored, sizes = _code_batch(
+                sent.cpu().numpy(),
+                option,
+                settings,
+                encode_seconds[split, b],
+                decode_seconds[split, b],
+            )
+            payload[:, split, b] = sizes
+            outcome_correct, outcome_conf = _outcomes_from(
+                model,
+                split,
+                torch.from_numpy(restored).to(device).float(),
+                reachable,
+                batch_labels,
+            )
+            for e in reachable:
+                correct[:, split, b, e] = outcome_correct[e]
+                confidence[:, split, b, e] = outcome_conf[e]
+    return _BatchMeasurements(
+        payload=payload,
+        correct=correct,
+        confidence=confidence,
+        png_bytes=np.array([png_size(image) for image in inputs], dtype=np.int32),
+        encode_seconds=encode_seconds,
+        decode_seconds=decode_seconds,
+        n_classes=n_classes,
+    )
+
+
+@dataclass
+class _BuildState:
+    """The measurements of a build so far: what a checkpoint holds."""
+
+    done: int
+    payload: np.ndarray
+    correct: np.ndarray
+    confidence: np.ndarray
+    png_bytes: np.ndarray
+    encode_seconds: np.ndarray
+    decode_seconds: np.ndarray
+
+    @classmethod
+    def empty(
+        cls, n_samples: int, n_stages: int, n_bits: int, n_exits: int, n_timed: int
+    ) -> _BuildState:
+        return cls(
+            done=0,
+            payload=np.zeros((n_samples, n_stages + 1, n_bits), dtype=np.int32),
+            correct=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=bool),
+            confidence=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=np.float16),
+            png_bytes=np.zeros(n_samples, dtype=np.int32),
+            encode_seconds=np.zeros((n_stages, n_bits, n_timed)),
+            decode_seconds=np.zeros((n_stages, n_bits, n_timed)),
+        )
+
+    def store(self, start: int, stop: int, measured: _BatchMeasurements) -> None:
+        self.payload[start:stop] = measured.payload
+        self.correct[start:stop] = measured.correct
+        self.confidence[start:stop] = measured.confidence
+        self.png_bytes[start:stop] = measured.png_bytes
+        if measured.encode_seconds.shape[2]:
+            self.encode_seconds[:] = measured.encode_seconds
+            self.decode_seconds[:] = measured.decode_seconds
+        self.done = stop
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        """Write the state atomically (a kill leaves the previous checkpoint or this one)."""
+        from splitrl.training.run_dir import atomic_write
+
+        arrays = {name: getattr(self, name) for name in _CHECKPOINT_ARRAYS}
+        atomic_write(
+            path,
+            lambda file: np.savez(
+                file, fingerprint=np.array(fingerprint), done=np.array(self.done), **arrays
+            ),
+        )
+
+    @classmethod
+    def load(cls, path: Path, fingerprint: str, empty: _BuildState) -> _BuildState:
+        """Resume from a checkpoint of the same build; raises ``ValueError`` for another build's."""
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                if str(stored["fingerprint"]) != fingerprint:
+                    raise ValueError(
+                        f"{path}: checkpoint of another build (model, samples or settings "
+                        "differ); delete it to start afresh"
+                    )
+                arrays = {name: stored[name] for name in _CHECKPOINT_ARRAYS}
+                done = int(stored["done"])
+        except (OSError, KeyError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{path}: not a profile build checkpoint ({error})") from error
+        for name, array in arrays.items():
+            expected = getattr(empty, name)
+            if array.shape != expected.shape or array.dtype != expected.dtype:
+                raise ValueError(f"{path}: checkpoint array {name} does not fit this build")
+        return cls(done=done, **arrays)
+
+
+_CHECKPOINT_ARRAYS = (
+    "payload",
+    "correct",
+    "confidence",
+    "png_bytes",
+    "encode_seconds",
+    "decode_seconds",
+)
+
+
+def _build_fingerprint(
+    model: StagedModel, source: SampleSource, settings: BuildSettings, device: torch.device
+) -> str:
+    """A digest of everything a build's measurements depend on."""
+    digest = hashlib.sha256()
+    build = {key: value for key, value in asdict(settings).items() if key != "metadata"}
+    digest.update(json.dumps(build, sort_keys=True, default=str).encode())
+    digest.update(f"{device.type}:{source.fingerprint()}".encode())
+    for module in (*model.stages, *(spec.head for spec in model.exits)):
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _as_source(inputs: np.ndarray | SampleSource, labels: np.ndarray | None) -> SampleSource:
+    if isinstance(inputs, np.ndarray):
+        if labels is None:
+            raise ValueError("labels are needed when the inputs are an array")
+        return ArraySamples(inputs, labels)
+    if labels is not None:
+        raise ValueError("a sample source has its own labels; pass labels=None")
+    return inputs
+
+
+def _torch_device(name: str) -> torch.device:
+    """The torch device a build runs on; a clear error when it does not exist here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"--device: {name!r} is not a torch device ({error})") from error
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: torch sees no CUDA GPU on this machine")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA GPU(s)")
+    elif device.type != "cpu":
+        raise ValueError(f"--device: expected cpu or cuda, got {name!r}")
+    return device
+
+
+def _move(model: StagedModel, device: torch.device) -> None:
+    for module in (*model.stages, *(spec.head for spec in model.exits)):
+        module.to(device)
+
+
+def _check_batch(batch: np.ndarray, shape: tuple[int, ...], start: int) -> None:
+    if batch.dtype != np.uint8 or batch.shape[1:] != shape:
+        raise ValueError(
+            f"samples from {start} on are {batch.dtype} {batch.shape[1:]}, sample 0 was uint8 {shape}"
+        )
 
 
 def _stage_outputs(model: StagedModel, x: torch.Tensor) -> list[torch.Tensor]:
@@ -196,14 +461,20 @@ def _stage_outputs(model: StagedModel, x: torch.Tensor) -> list[torch.Tensor]:
 
 def _exit_outcomes(
     model: StagedModel, tensors: Sequence[torch.Tensor], labels: torch.Tensor
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unquantized correctness and confidence of every exit, ``[batch, E]`` each."""
-    correct, confidence = [], []
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Unquantized correctness and confidence of every exit, ``[batch, E]`` each, and its classes."""
+    correct, confidence, n_classes = [], [], []
     for e, spec in enumerate(model.exits):
-        ok, conf = _judge(model.run_exit(tensors[spec.after_stage], e), labels)
+        logits = model.run_exit(tensors[spec.after_stage], e)
+        if logits.ndim != 2 or logits.shape[0] != len(labels):
+            raise ValueError(
+                f"exit {e} gives logits of shape {tuple(logits.shape)}, not [batch, classes]"
+            )
+        ok, conf = _judge(logits, labels)
         correct.append(ok)
         confidence.append(conf)
-    return np.stack(correct, axis=1), np.stack(confidence, axis=1)
+        n_classes.append(int(logits.shape[1]))
+    return np.stack(correct, axis=1), np.stack(confidence, axis=1), n_classes
 
 
 def _outcomes_from(
@@ -225,7 +496,7 @@ def _outcomes_from(
 
 
 def _judge(logits: torch.Tensor, labels: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    probabilities = torch.softmax(logits.float(), dim=1)
+    probabilities = torch.softmax(logits.float(), dim=1).cpu()
     top, predicted = probabilities.max(dim=1)
     return (predicted == labels).numpy(), top.numpy()
 
@@ -234,11 +505,13 @@ def _code_batch(
     tensors: np.ndarray,
     option: int | str,
     settings: BuildSettings,
-    encode_times: list[float] | None,
-    decode_times: list[float] | None,
-    n_timed: int,
+    encode_seconds: np.ndarray,
+    decode_seconds: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Encode and decode every sample separately (the quantizer's range is per sample)."""
+    """Encode and decode every sample separately (the quantizer's range is per sample).
+
+    The codec times of the first ``len(encode_seconds)`` samples are written to the two arrays.
+    """
     restored = np.empty(tensors.shape, dtype=tensors.dtype)
     sizes = np.empty(len(tensors), dtype=np.int32)
     for j, tensor in enumerate(tensors):
@@ -254,30 +527,38 @@ def _code_batch(
         restored[j] = codecs.decode(frame)
         t2 = time.perf_counter()
         sizes[j] = len(frame)
-        if encode_times is not None and decode_times is not None and j < n_timed:
-            encode_times.append(t1 - t0)
-            decode_times.append(t2 - t1)
+        if j < len(encode_seconds):
+            encode_seconds[j] = t1 - t0
+            decode_seconds[j] = t2 - t1
     return restored, sizes
 
 
 def measure_host_latencies(
-    model: StagedModel, example: np.ndarray, repeats: int
+    model: StagedModel, example: np.ndarray, repeats: int, progress: bool = False
 ) -> tuple[list[HostLatency], list[HostLatency]]:
-    """Batch-1 latency of every stage and exit head, with one thread and with all threads.
+    """Batch-1 latency of every stage and exit head on the CPU, with one thread and all threads.
 
-    :param model: the staged model
+    :param model: the staged model (on the CPU)
     :param example: one input, ``uint8 [1, *input_shape]``
     :param repeats: timed repeats per block (after a short warm-up)
+    :param progress: show a progress bar
     """
     previous_threads = torch.get_num_threads()
     all_threads = max(previous_threads, 1)
     timings: dict[int, tuple[list[list[float]], list[list[float]]]] = {}
+    bar = tqdm(
+        total=2 * (_warmup(repeats) + repeats),
+        desc="host latencies",
+        unit="pass",
+        disable=not progress,
+    )
     try:
         for threads in (1, all_threads):
             torch.set_num_threads(threads)
-            timings[threads] = _time_blocks(model, torch.from_numpy(example).float(), repeats)
+            timings[threads] = _time_blocks(model, torch.from_numpy(example).float(), repeats, bar)
     finally:
         torch.set_num_threads(previous_threads)
+        bar.close()
 
     def summarize(index: int, which: int) -> HostLatency:
         one = np.array(timings[1][which][index]) * 1e3
@@ -296,12 +577,16 @@ def measure_host_latencies(
     )
 
 
+def _warmup(repeats: int) -> int:
+    return max(3, repeats // 10)
+
+
 def _time_blocks(
-    model: StagedModel, x: torch.Tensor, repeats: int
+    model: StagedModel, x: torch.Tensor, repeats: int, bar: tqdm
 ) -> tuple[list[list[float]], list[list[float]]]:
     stage_times: list[list[float]] = [[] for _ in model.stages]
     exit_times: list[list[float]] = [[] for _ in model.exits]
-    warmup = max(3, repeats // 10)
+    warmup = _warmup(repeats)
     with torch.inference_mode():
         for repeat in range(warmup + repeats):
             tensors = [x]
@@ -315,17 +600,33 @@ def _time_blocks(
                 model.run_exit(tensors[spec.after_stage], e)
                 if repeat >= warmup:
                     exit_times[e].append(time.perf_counter() - t0)
+            bar.update()
     return stage_times, exit_times
 
 
 def png_size(image: np.ndarray) -> int:
-    """Bytes of ``image`` (``uint8 [1, H, W]`` or ``[H, W]``) as an optimized grayscale PNG."""
+    """Bytes of ``image`` as an optimized PNG.
+
+    :param image: ``uint8 [H, W]`` or ``[C, H, W]`` with 1 (grayscale), 3 (RGB) or 4 (RGBA)
+        channels
+    :raises ValueError: for any other shape or dtype
+    """
     from PIL import Image
 
+    if (
+        image.dtype != np.uint8
+        or image.ndim not in (2, 3)
+        or (image.ndim == 3 and image.shape[0] not in (1, 3, 4))
+    ):
+        raise ValueError(
+            "a PNG holds uint8 [H, W] or [C, H, W] with 1, 3 or 4 channels, "
+            f"got {image.dtype} {image.shape}"
+        )
+    pixels = image if image.ndim == 2 else np.moveaxis(image, 0, -1)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image.reshape(image.shape[-2:]))).save(
-        buffer, format="PNG", optimize=True
-    )
+    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG", optimize=True)
     return buffer.tell()
 
 

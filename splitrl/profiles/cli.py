@@ -70,6 +70,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--clip", default=None, help="outlier clipping rule of the quantizer")
     build.add_argument("--entropy", action="store_true", help="add the entropy stage after RLE")
     build.add_argument("--quick", action="store_true", help=f"a small, fast profile ({QUICK})")
+    build.add_argument(
+        "--device",
+        default="cpu",
+        help="where the model runs while measuring: cpu or cuda[:N], default: %(default)s",
+    )
+    build.add_argument(
+        "--restart",
+        action="store_true",
+        help="discard the checkpoint of an interrupted build (OUT/NAME.checkpoint.npz) "
+        "instead of resuming it",
+    )
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     show = sub.add_parser("show", help="print a profile's tables (markdown)")
@@ -114,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
 
     print(profile_tables(profile))
     return 0
+
+
+def _checkpoint_path(args: argparse.Namespace) -> Path:
+    """Where a build keeps its measurements until the profile is written (removed by --restart)."""
+    path = Path(args.out) / f"{args.name}.checkpoint.npz"
+    if args.restart:
+        path.unlink(missing_ok=True)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        print(f"resuming the interrupted build saved in {path}")
+    return path
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -201,7 +224,15 @@ def _build(args: argparse.Namespace) -> int:
     )
     started = time.perf_counter()
     torch.manual_seed(args.seed)
-    profile = build_profile(model, inputs, labels, settings_, progress=progress)
+    profile = build_profile(
+        model,
+        inputs,
+        labels,
+        settings_,
+        progress=progress,
+        checkpoint=_checkpoint_path(args),
+        device=args.device,
+    )
     path = save_profile(profile, args.out)
     accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
     print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
