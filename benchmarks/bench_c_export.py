@@ -74,14 +74,14 @@ def rollout_observations(run_dir: Path, export: Path, n: int, seed: int = 0) -> 
     """Observations of the run's env with the exported policy acting, 20% random actions."""
     _, env, _ = load_run(run_dir)
     policy = OnnxPolicy(export)
-    allowed = np.flatnonzero(env.actions.mask())
+    canonical = env.actions.canonical_actions()
     rng = np.random.default_rng(seed)
     observations: list[np.ndarray] = []
     observation, _ = env.reset(seed=seed)
     while len(observations) < n:
         observations.append(observation)
         if rng.random() < 0.2:
-            action = env.actions.unflatten(int(rng.choice(allowed)))
+            action = canonical[int(rng.choice(len(canonical)))]
         else:
             action = policy(observation)
         observation, _, terminated, truncated, _ = env.step(action)

@@ -196,18 +196,18 @@ def eval_cell(cell: EvalCell, run_dir: str | None = None) -> dict[str, Any]:
     import torch
 
     from splitrl.agents.baselines import fitted_baselines, make_baseline
-    from splitrl.agents.learners import load_policy
     from splitrl.agents.policy_interface import Policy
     from splitrl.agents.rollout import run_episodes
     from splitrl.envs.split_computing import SplitComputingEnv
     from splitrl.evaluation.defaults import DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
+    from splitrl.training.run_dir import RunDirectory
 
     torch.set_num_threads(1)
     scenario = condition_scenario(cell.scenario, cell.condition)
     started = time.perf_counter()
     policy: Policy
     if run_dir is not None:
-        policy = load_policy(run_dir)
+        policy = RunDirectory(run_dir).load_policy()
     elif cell.policy in fitted_baselines():
         policy = make_baseline(
             cell.policy,

@@ -94,11 +94,12 @@ def rollout_observations(env: SplitComputingEnv) -> np.ndarray:
     """Observations the env produced in episodes of random actions."""
     rollout = SplitComputingEnv(profile=env.profile, horizon=20)
     rng = np.random.default_rng(0)
+    canonical = rollout.actions.canonical_actions()
     observations: list[np.ndarray] = []
     observation, _ = rollout.reset(seed=0)
     while len(observations) < N_ROLLOUT_OBSERVATIONS:
         observations.append(observation)
-        action = rollout.actions.unflatten(int(rng.choice(np.flatnonzero(rollout.actions.mask()))))
+        action = canonical[int(rng.choice(len(canonical)))]
         observation, _, terminated, truncated, _ = rollout.step(np.array(action))
         if terminated or truncated:
             observation, _ = rollout.reset(seed=int(rng.integers(2**31)))

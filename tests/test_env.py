@@ -20,6 +20,7 @@ from splitrl.envs import (
     get_reward_spec,
     scenario_env_id,
 )
+from splitrl.envs.actions import flat_indices
 from splitrl.envs.channels import ConstantChannel, MarkovChannel
 from splitrl.envs.observation import scale_throughput, unscale_throughput
 from splitrl.profiles.schema import Profile
@@ -242,8 +243,11 @@ def test_action_masks_mark_canonical_actions(tiny_profile: Profile) -> None:
     assert mask.shape == (table.n_actions,)
     # exit 0 (after stage 1): split 0 with 4 bit options + one device-only; exit 1: 3 x 4 + 1
     assert int(mask.sum()) == (1 * 4 + 1) + (3 * 4 + 1)
-    for index in np.flatnonzero(mask):
-        assert table.canonical(*table.unflatten(index)) == table.unflatten(index)
+    canonical = table.canonical_actions()
+    assert all(table.canonical(*action) == action for action in canonical)
+    np.testing.assert_array_equal(
+        flat_indices(np.array(canonical), table.strides), np.flatnonzero(mask)
+    )
 
 
 @pytest.mark.parametrize(

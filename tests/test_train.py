@@ -13,7 +13,8 @@ import yaml
 from stable_baselines3.common.callbacks import BaseCallback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from splitrl.agents.learners import LEARNERS, BinnedAction, FlatAction, load_policy
+from splitrl.agents.action_views import BinnedAction, FlatAction
+from splitrl.agents.learners import LEARNERS
 from splitrl.agents.policy_interface import Policy
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
@@ -73,7 +74,7 @@ def test_every_learner_trains_and_yields_a_policy(
 ) -> None:
     result = train(fast_config(tiny_profile_path, tmp_path, algo, timesteps=256))
     assert result.num_timesteps >= 256 and not result.interrupted
-    policy = load_policy(result.run_dir.path)
+    policy = result.run_dir.load_policy()
     assert isinstance(policy, Policy) and policy.name == algo
     env = SplitComputingEnv(profile=str(tiny_profile_path))
     observation, _ = env.reset(seed=0)
@@ -185,7 +186,7 @@ def test_conf_file_and_hyperparams_reach_the_model(tiny_profile_path: Path, tmp_
     assert config["hyperparameters"]["gamma"] == 0.8
     assert config["hyperparameters"]["batch_size"] == 8  # --hyperparams wins over the file
     assert config["hyperparameters"]["policy_kwargs"] == {"net_arch": [16]}
-    policy = load_policy(the_run(out))
+    policy = RunDirectory(the_run(out)).load_policy()
     assert policy.model.gamma == 0.8
 
 

@@ -1,7 +1,7 @@
 """Agents that learn or hand-code split-computing decisions: SACD, comparison learners, baselines."""
 
 from splitrl.agents.baselines import BASELINES, make_baseline
-from splitrl.agents.learners import LEARNERS, get_learner, load_policy
+from splitrl.agents.learners import LEARNERS, get_learner
 from splitrl.agents.policy_interface import ModelPolicy, Policy
 from splitrl.agents.sacd import SACD
 
@@ -12,6 +12,5 @@ __all__ = [
     "ModelPolicy",
     "Policy",
     "get_learner",
-    "load_policy",
     "make_baseline",
 ]

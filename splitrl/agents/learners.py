@@ -28,129 +28,17 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
+from splitrl.agents.action_views import ActionView, action_adapter, action_wrapper
+from splitrl.agents.hyperparameters import RESERVED_HYPERPARAMETERS, constructor_values
 from splitrl.agents.policy_interface import ModelPolicy
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
-
-ActionView = Literal["multi-discrete", "flat", "box"]
-
-#: constructor arguments that the training command sets itself (from its flags)
-RESERVED_HYPERPARAMETERS = {
-    "env": "the env is built from --scenario and its overrides",
-    "seed": "use --seed",
-    "device": "use --device",
-    "tensorboard_log": "TensorBoard logs go to the run directory",
-    "verbose": "the training command sets the verbosity",
-    "_init_setup_model": "internal to Stable-Baselines3",
-}
-
-#: activation functions a config file may name in ``policy_kwargs.activation_fn`` (torch.nn classes)
-ACTIVATION_FUNCTIONS = {
-    "relu": "ReLU",
-    "tanh": "Tanh",
-    "elu": "ELU",
-    "leaky_relu": "LeakyReLU",
-    "gelu": "GELU",
-    "silu": "SiLU",
-}
-
-
-class FlatAction:
-    """Maps a flat action index to ``(exit, split, bits)`` in C order over ``nvec``.
-
-    :param nvec: the sizes of the action components
-    """
-
-    def __init__(self, nvec: Sequence[int]) -> None:
-        self.nvec = tuple(int(n) for n in nvec)
-
-    def __call__(self, action: Any) -> np.ndarray:
-        """The ``(e, s, b)`` triple of a flat index (a scalar or a one-element array)."""
-        index = int(np.asarray(action).reshape(-1)[0])
-        return np.array(np.unravel_index(index, self.nvec), dtype=np.int64)
-
-
-class BinnedAction:
-    """Maps a point of ``[-1, 1]^3`` to ``(exit, split, bits)`` by equal-width bins per component.
-
-    Component ``i`` with ``n_i`` choices takes choice ``floor((a_i + 1) / 2 * n_i)``, clipped to
-    ``[0, n_i - 1]``: ``[-1, 1]`` is cut into ``n_i`` bins of equal width, in index order.
-
-    :param nvec: the sizes of the action components
-    """
-
-    def __init__(self, nvec: Sequence[int]) -> None:
-        self.nvec = np.array(nvec, dtype=np.int64)
-
-    def __call__(self, action: Any) -> np.ndarray:
-        """The ``(e, s, b)`` triple of a continuous action."""
-        point = np.clip(np.asarray(action, dtype=np.float64).reshape(-1), -1.0, 1.0)
-        bins = np.floor((point + 1.0) / 2.0 * self.nvec).astype(np.int64)
-        return np.minimum(bins, self.nvec - 1)
-
-
-class FlatActionWrapper(gym.ActionWrapper[np.ndarray, np.int64, np.ndarray]):
-    """Presents the env's ``MultiDiscrete`` action as ``Discrete(n_actions)`` (flat index, C order).
-
-    ``action_masks()`` is the env's mask over the same flat indices.
-    """
-
-    def __init__(self, env: gym.Env[np.ndarray, np.ndarray]) -> None:
-        super().__init__(env)
-        nvec = _multi_discrete_nvec(env.action_space)
-        self.to_triple = FlatAction(nvec)
-        self.action_space = spaces.Discrete(int(np.prod(nvec)))
-
-    def action(self, action: np.int64) -> np.ndarray:
-        """The ``(e, s, b)`` triple of a flat index."""
-        return self.to_triple(action)
-
-    def action_masks(self) -> np.ndarray:
-        """Canonical actions over the flat indices."""
-        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
-        return masks
-
-
-class BoxActionWrapper(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
-    """Presents the env's ``MultiDiscrete`` action as ``Box([-1, 1]^3)``, binned per component.
-
-    A continuous relaxation for continuous-action learners; see :class:`BinnedAction`.
-    """
-
-    def __init__(self, env: gym.Env[np.ndarray, np.ndarray]) -> None:
-        super().__init__(env)
-        nvec = _multi_discrete_nvec(env.action_space)
-        self.to_triple = BinnedAction(nvec)
-        self.action_space = spaces.Box(-1.0, 1.0, shape=(len(nvec),), dtype=np.float32)
-
-    def action(self, action: np.ndarray) -> np.ndarray:
-        """The ``(e, s, b)`` triple of a continuous action."""
-        return self.to_triple(action)
-
-
-def _multi_discrete_nvec(space: gym.Space[Any]) -> tuple[int, ...]:
-    if not isinstance(space, spaces.MultiDiscrete):
-        raise ValueError(f"expected a MultiDiscrete action space, got {space}")
-    return tuple(int(n) for n in space.nvec)
-
-
-_WRAPPERS: dict[ActionView, type[gym.ActionWrapper[Any, Any, Any]] | None] = {
-    "multi-discrete": None,
-    "flat": FlatActionWrapper,
-    "box": BoxActionWrapper,
-}
-_ADAPTERS: dict[ActionView, Callable[[Sequence[int]], Callable[[Any], np.ndarray]] | None] = {
-    "multi-discrete": None,
-    "flat": FlatAction,
-    "box": BinnedAction,
-}
 
 
 @dataclass(frozen=True)
@@ -198,13 +86,12 @@ class LearnerSpec:
             from splitrl.agents.features import PredictedValuesObservation
 
             env = PredictedValuesObservation(env)
-        wrapper = _WRAPPERS[self.action_view]
+        wrapper = action_wrapper(self.action_view)
         return env if wrapper is None else wrapper(env)
 
     def action_adapter(self, nvec: Sequence[int]) -> Callable[[Any], np.ndarray] | None:
         """Maps the trained model's raw action to ``(exit, split, bits)``; ``None`` for identity."""
-        adapter = _ADAPTERS[self.action_view]
-        return None if adapter is None else adapter(nvec)
+        return action_adapter(self.action_view, nvec)
 
     def hyperparameter_names(self) -> list[str]:
         """Keywords a config may set: the algorithm's constructor arguments, less the reserved ones."""
@@ -250,13 +137,13 @@ class LearnerSpec:
     ) -> BaseAlgorithm:
         """A new model of this algorithm on ``env`` (a VecEnv of envs wrapped by :meth:`wrap_env`).
 
-        :param hyperparameters: constructor keywords (plain data: ``policy_kwargs.activation_fn``
-            names a function of :data:`ACTIVATION_FUNCTIONS`, ``train_freq`` may be a list)
+        :param hyperparameters: constructor keywords (plain data, see
+            :func:`~splitrl.agents.hyperparameters.constructor_values`)
         :raises ValueError: for hyperparameters the algorithm rejects
         """
         self.check_hyperparameters(hyperparameters)
         # Algorithms add entries to the policy_kwargs they are given: never hand them shared dicts.
-        kwargs = _constructor_values(copy.deepcopy(dict(hyperparameters)))
+        kwargs = constructor_values(copy.deepcopy(dict(hyperparameters)))
         policy = kwargs.pop("policy", "MlpPolicy")
         try:
             return self.algorithm_class()(
@@ -283,24 +170,6 @@ class LearnerSpec:
         return ModelPolicy(
             model, name or self.name, action_adapter=self.action_adapter(nvec), features=features
         )
-
-
-def _constructor_values(hyperparameters: dict[str, Any]) -> dict[str, Any]:
-    """Turn the plain data of a config into the objects the constructors take."""
-    if isinstance(hyperparameters.get("train_freq"), list):
-        hyperparameters["train_freq"] = tuple(hyperparameters["train_freq"])
-    policy_kwargs = hyperparameters.get("policy_kwargs")
-    if policy_kwargs and isinstance(policy_kwargs.get("activation_fn"), str):
-        from torch import nn
-
-        name = policy_kwargs["activation_fn"]
-        if name not in ACTIVATION_FUNCTIONS:
-            raise ValueError(
-                f"unknown activation_fn {name!r}; known: {', '.join(ACTIVATION_FUNCTIONS)}"
-            )
-        activation = getattr(nn, ACTIVATION_FUNCTIONS[name])
-        hyperparameters["policy_kwargs"] = {**policy_kwargs, "activation_fn": activation}
-    return hyperparameters
 
 
 _NET = {"net_arch": [64, 64]}
@@ -416,30 +285,3 @@ def get_learner(name: str) -> LearnerSpec:
     if name not in LEARNERS:
         raise ValueError(f"unknown algorithm {name!r}; known: {', '.join(LEARNERS)}")
     return LEARNERS[name]
-
-
-def load_policy(
-    run_dir: str | Path, which: Literal["final", "best"] = "final", device: str = "cpu"
-) -> ModelPolicy:
-    """The trained policy of a run directory written by ``splitrl train``.
-
-    :param run_dir: the run directory (holds ``config.yaml`` and the models)
-    :param which: ``"final"`` (``model.zip``: the end of training, or where it was interrupted) or
-        ``"best"`` (``best_model.zip``: the best evaluation during training)
-    :param device: torch device to load the model on
-    :raises FileNotFoundError: when the run directory or the model is missing
-    :raises ValueError: when the run's config is malformed
-    """
-    from splitrl.training.run_dir import RunDirectory
-
-    run = RunDirectory(Path(run_dir))
-    config = run.read_config()
-    spec = get_learner(str(config["algo"]))
-    paths = {"final": run.model_path, "best": run.best_model_path}
-    if which not in paths:
-        raise ValueError(f"which must be 'final' or 'best', got {which!r}")
-    path = paths[which]
-    if not path.exists():
-        raise FileNotFoundError(f"{run.path}: no {which} model ({path.name} is missing)")
-    model = spec.load_model(path, device=device)
-    return spec.as_policy(model, config["action_nvec"], name=spec.name)

@@ -8,16 +8,55 @@ its canonical form; ``mask`` marks the canonical ones (the sb3-contrib ``action_
 so a learner with masking never wastes probability on duplicates.
 
 Flat indices follow ``numpy.ravel_multi_index`` in C order over ``(n_exits, n_splits, n_bits)``: the
-exit is the most significant digit.
+exit is the most significant digit. :func:`flat_indices` and :func:`action_components` are the one
+mapping between the two, for numpy arrays and torch tensors alike (the SACD policy, its ONNX graph,
+the flat action view and the training metrics all use them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
 from splitrl.profiles.schema import Profile
+
+if TYPE_CHECKING:
+    import torch
+
+#: numpy arrays or torch tensors: the mapping is written once for both
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+
+
+def index_strides(nvec: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The place value of each action component in the flat index, ``int64 [n_components]``.
+
+    :param nvec: the sizes of the action components
+    """
+    sizes = [int(n) for n in nvec]
+    return np.array([int(np.prod(sizes[k + 1 :])) for k in range(len(sizes))], dtype=np.int64)
+
+
+def flat_indices(actions: ArrayT, strides: ArrayT) -> ArrayT:
+    """The flat indices of actions ``[..., n_components]``, shape ``[...]``.
+
+    :param actions: integer actions, components along the last axis
+    :param strides: :func:`index_strides` of the action sizes, as the same array type
+    """
+    return (actions * strides).sum(-1)
+
+
+def action_components(indices: ArrayT, strides: ArrayT, nvec: ArrayT) -> ArrayT:
+    """The actions of flat indices ``[...]``, shape ``[..., n_components]``.
+
+    :param indices: integer flat indices
+    :param strides: :func:`index_strides` of ``nvec``, as the same array type
+    :param nvec: the sizes of the action components
+    """
+    return indices[..., None] // strides % nvec
 
 
 @dataclass(frozen=True)
@@ -94,15 +133,14 @@ class ActionTable:
         """Whether the action runs entirely on the device."""
         return s >= self.exit_stages[e]
 
+    @cached_property
+    def strides(self) -> np.ndarray:
+        """:func:`index_strides` of the table, for :func:`flat_indices` and :func:`action_components`."""
+        return index_strides(self.nvec)
+
     def flat_index(self, e: int, s: int, b: int) -> int:
         """Flat index of ``(e, s, b)``."""
-        _, n_splits, n_bits = self.nvec
-        return (e * n_splits + s) * n_bits + b
-
-    def unflatten(self, index: int) -> tuple[int, int, int]:
-        """``(e, s, b)`` of a flat index."""
-        e, s, b = np.unravel_index(int(index), self.nvec)
-        return int(e), int(s), int(b)
+        return int(flat_indices(np.array((e, s, b), dtype=np.int64), self.strides))
 
     def mask(self) -> np.ndarray:
         """Boolean mask over flat actions, True for canonical actions, shape ``[n_actions]``."""

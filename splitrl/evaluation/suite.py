@@ -136,7 +136,6 @@ def load_runs(
     :raises FileNotFoundError: for a missing directory or model
     :raises ValueError: for a malformed run config
     """
-    from splitrl.agents.learners import load_policy
     from splitrl.training.run_dir import RunDirectory
 
     runs = []
@@ -146,7 +145,7 @@ def load_runs(
         for key in ("seed", "action_nvec", "profile_identity", "scenario_spec"):
             if key not in config:
                 raise ValueError(f"{directory.config_path}: not a splitrl run config (no {key!r})")
-        policy = load_policy(directory.path, which=which)
+        policy = directory.load_policy(which)
         runs.append(
             TrainedRun(directory.path, str(config["algo"]), int(config["seed"]), config, policy)
         )

@@ -32,10 +32,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
+from splitrl.agents.learners import LearnerSpec, get_learner
+from splitrl.agents.policy_interface import ModelPolicy
 from splitrl.envs.scenarios import Scenario
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.training.config import scenario_from_dict
@@ -123,7 +125,7 @@ class RunDirectory:
     :param path: the run directory
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
 
     @classmethod
@@ -257,6 +259,41 @@ class RunDirectory:
         :param kwargs: further keywords of :class:`~splitrl.envs.SplitComputingEnv`
         """
         return SplitComputingEnv(self.scenario(), **kwargs)
+
+    def learner(self) -> LearnerSpec:
+        """The learner the run trained."""
+        return get_learner(str(self.read_config()["algo"]))
+
+    def trained_model_path(self, which: Literal["final", "best"] = "final") -> Path:
+        """The file of the run's final or best model.
+
+        :param which: ``"final"`` (``model.zip``: the end of training, or where it was
+            interrupted) or ``"best"`` (``best_model.zip``: the best evaluation during training)
+        :raises ValueError: for another ``which``
+        :raises FileNotFoundError: when that model is missing
+        """
+        paths = {"final": self.model_path, "best": self.best_model_path}
+        if which not in paths:
+            raise ValueError(f"which must be 'final' or 'best', got {which!r}")
+        if not paths[which].exists():
+            raise FileNotFoundError(
+                f"{self.path}: no {which} model ({paths[which].name} is missing)"
+            )
+        return paths[which]
+
+    def load_policy(
+        self, which: Literal["final", "best"] = "final", device: str = "cpu"
+    ) -> ModelPolicy:
+        """The run's trained policy, acting greedily, named after its learner.
+
+        :param which: the final or the best model (:meth:`trained_model_path`)
+        :param device: torch device to load the model on
+        :raises FileNotFoundError: when the run directory or the model is missing
+        :raises ValueError: when the run's config is malformed
+        """
+        spec = self.learner()
+        model = spec.load_model(self.trained_model_path(which), device=device)
+        return spec.as_policy(model, self.read_config()["action_nvec"])
 
     def checkpoint(self, num_timesteps: int) -> Checkpoint:
         """The checkpoint saved at ``num_timesteps`` (Stable-Baselines3's ``CheckpointCallback`` names)."""
