@@ -2,7 +2,8 @@
 
 A ``MultiDiscrete(nvec)`` action is handled as one categorical choice among ``prod(nvec)`` joint
 actions. A joint index and its action tuple are related in C order (the first dimension is the most
-significant), exactly as ``np.ravel_multi_index(action, nvec)`` and ``np.unravel_index(index, nvec)``.
+significant), exactly as ``np.ravel_multi_index(action, nvec)`` and ``np.unravel_index(index, nvec)``:
+the mapping of :mod:`splitrl.envs.actions` (``flat_indices``, ``action_components``).
 """
 
 from typing import Any
@@ -19,6 +20,8 @@ from stable_baselines3.common.torch_layers import (
 )
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
+
+from splitrl.envs.actions import action_components, flat_indices, index_strides
 
 
 def action_nvec(action_space: spaces.Space) -> np.ndarray:
@@ -98,6 +101,15 @@ def action_prior(obs: PyTorchObs, n_actions: int) -> th.Tensor:
     return obs[:, -n_actions:].float()
 
 
+def zero_output_layer(network: nn.Sequential) -> None:
+    """Zero the weights and bias of ``network``'s last linear layer, so that a residual on a prior
+    starts at exactly the prior: the untrained policy then acts as the prior does."""
+    output = network[-1]
+    assert isinstance(output, nn.Linear)
+    nn.init.zeros_(output.weight)
+    nn.init.zeros_(output.bias)
+
+
 class CategoricalActor(BaseModel):
     """
     Actor network for SACD: logits over the joint actions, turned into masked probabilities.
@@ -140,6 +152,8 @@ class CategoricalActor(BaseModel):
         self.logits_net = nn.Sequential(
             *create_mlp(features_dim, self.n_actions, net_arch, activation_fn)
         )
+        if prior_scale:
+            zero_output_layer(self.logits_net)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -168,6 +182,24 @@ class CategoricalActor(BaseModel):
         if action_masks is None:
             return logits
         return th.where(action_masks, logits, -th.inf)
+
+    def prior_log_probs(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
+        """
+        Log-probabilities of the prior's policy, ``softmax(prior_scale * prior)`` over the allowed
+        actions: the policy of the untrained actor (its output layer starts at zero).
+
+        :param obs: Observation batch
+        :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
+        :return: Log-probabilities ``(batch, n_actions)``, 0 where the mask forbids the action
+        :raises ValueError: when the actor has no action prior
+        """
+        if not self.prior_scale:
+            raise ValueError("the actor has no action prior (prior_scale is 0)")
+        logits = self.prior_scale * action_prior(obs, self.n_actions)
+        if action_masks is None:
+            return th.log_softmax(logits, dim=-1)
+        log_probs = th.log_softmax(th.where(action_masks, logits, -th.inf), dim=-1)
+        return th.where(action_masks, log_probs, 0.0)
 
     def forward(
         self, obs: PyTorchObs, action_masks: th.Tensor | None = None
@@ -250,6 +282,8 @@ class DiscreteCritic(BaseModel):
         self.q_networks: list[nn.Module] = []
         for idx in range(n_critics):
             q_net = nn.Sequential(*create_mlp(features_dim, n_actions, net_arch, activation_fn))
+            if use_prior:
+                zero_output_layer(q_net)
             self.add_module(f"qf{idx}", q_net)
             self.q_networks.append(q_net)
 
@@ -293,6 +327,7 @@ class SACDPolicy(BasePolicy):
     critic: DiscreteCritic
     critic_target: DiscreteCritic
     index_strides: th.Tensor
+    index_sizes: th.Tensor
 
     def __init__(
         self,
@@ -333,9 +368,8 @@ class SACDPolicy(BasePolicy):
         self.action_prior = action_prior
         self.prior_scale = prior_scale
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
-        # Place value of each dimension in the joint index (C order, first dimension most significant)
-        strides = np.cumprod(np.concatenate([self.nvec[1:], [1]])[::-1])[::-1].copy()
-        self.register_buffer("index_strides", th.as_tensor(strides), persistent=False)
+        self.register_buffer("index_strides", th.tensor(index_strides(self.nvec)), persistent=False)
+        self.register_buffer("index_sizes", th.tensor(self.nvec), persistent=False)
 
         net_args = {
             "observation_space": self.observation_space,
@@ -408,8 +442,7 @@ class SACDPolicy(BasePolicy):
             MultiDiscrete (a trailing dimension of 1 for Discrete, as in the replay buffer, is fine)
         :return: Joint indices ``(batch,)`` as int64
         """
-        actions = actions.long().reshape(-1, len(self.nvec))
-        return (actions * self.index_strides).sum(dim=1)
+        return flat_indices(actions.long().reshape(-1, len(self.nvec)), self.index_strides)
 
     def index_to_action(self, indices: th.Tensor) -> th.Tensor:
         """
@@ -418,8 +451,7 @@ class SACDPolicy(BasePolicy):
         :param indices: Joint indices ``(batch,)``
         :return: Env actions ``(batch, *action_space.shape)``
         """
-        nvec = th.as_tensor(self.nvec, device=indices.device)
-        actions = indices.long().unsqueeze(1) // self.index_strides % nvec
+        actions = action_components(indices.long(), self.index_strides, self.index_sizes)
         return actions.reshape(-1, *self.action_shape)
 
     def forward(

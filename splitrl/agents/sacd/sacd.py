@@ -76,6 +76,14 @@ class SACD(OffPolicyAlgorithm):
         mean starts at the first batch's mean reward and follows the sampled batches. Centering
         shifts every Q-value by the same constant, so the ranking of actions is unchanged, but the
         critics no longer spend their capacity on that constant.
+    :param target_kl: with an action prior in the policy (``policy_kwargs=dict(action_prior=True)``),
+        regularize toward the prior's policy ``pi0 = softmax(prior_scale * prior)`` instead of
+        toward uniform: the entropy term ``alpha log pi`` becomes ``alpha (log pi - log pi0)`` in
+        the soft value and the actor loss, and a learned temperature keeps the mean
+        ``KL(pi || pi0)`` near ``target_kl`` nats instead of the entropy near its target. The
+        untrained actor is ``pi0``, so training improves on the prior within a trust region
+        instead of first unlearning it (KL-regularized RL, as in MPO: Abdolmaleki et al., 2018).
+        ``None`` keeps the entropy regularizer.
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -115,6 +123,7 @@ class SACD(OffPolicyAlgorithm):
         max_grad_norm: float | None = None,
         critic_loss: Literal["mse", "huber"] = "mse",
         reward_centering: float = 0.0,
+        target_kl: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -155,6 +164,7 @@ class SACD(OffPolicyAlgorithm):
         self.max_grad_norm = max_grad_norm
         self.critic_loss = critic_loss
         self.reward_centering = reward_centering
+        self.target_kl = target_kl
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
         self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
@@ -183,8 +193,15 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(
                 f"target_update_interval must be at least 1, got {self.target_update_interval}"
             )
+        if self.target_kl is not None and not self.target_kl > 0.0:
+            raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         super()._setup_model()
         self._create_aliases()
+        if self.target_kl is not None and not self.actor.prior_scale:
+            raise ValueError(
+                "target_kl needs a policy with an action prior "
+                "(policy_kwargs=dict(action_prior=True))"
+            )
         # Running mean and running var
         self.batch_norm_stats = get_parameters_by_name(self.critic, ["running_"])
         self.batch_norm_stats_target = get_parameters_by_name(self.critic_target, ["running_"])
@@ -225,7 +242,7 @@ class SACD(OffPolicyAlgorithm):
         td_loss = F.smooth_l1_loss if self.critic_loss == "huber" else F.mse_loss
 
         actor_losses, critic_losses, ent_coef_losses = [], [], []
-        ent_coefs, entropies, target_entropies, q_values = [], [], [], []
+        ent_coefs, entropies, target_entropies, q_values, kls = [], [], [], [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
             actions = self.policy.action_to_index(data.actions).unsqueeze(1)
@@ -250,6 +267,10 @@ class SACD(OffPolicyAlgorithm):
                     data.next_observations, data.next_action_masks
                 )
                 next_q = th.stack(self.critic_target(data.next_observations)).min(dim=0).values
+                if self.target_kl is not None:
+                    next_log_probs = next_log_probs - self.actor.prior_log_probs(
+                        data.next_observations, data.next_action_masks
+                    )
                 next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(
                     dim=1, keepdim=True
                 )
@@ -260,18 +281,30 @@ class SACD(OffPolicyAlgorithm):
             self._gradient_step(self.critic.optimizer, critic_loss)
 
             # Actor: minimize sum_a pi(a|s) [alpha log pi(a|s) - min_i Q_i(s, a)]
+            # (with target_kl, log pi - log pi0 in place of log pi)
             probs, log_probs = self.actor(data.observations, data.action_masks)
             with th.no_grad():
                 min_q = th.stack(self.critic(data.observations)).min(dim=0).values
-            actor_loss = (probs * (ent_coef * log_probs - min_q)).sum(dim=1).mean()
+                prior_log_probs = (
+                    self.actor.prior_log_probs(data.observations, data.action_masks)
+                    if self.target_kl is not None
+                    else th.zeros_like(log_probs)
+                )
+            regularizer = log_probs - prior_log_probs
+            actor_loss = (probs * (ent_coef * regularizer - min_q)).sum(dim=1).mean()
             self._gradient_step(self.actor.optimizer, actor_loss)
 
             # Temperature: move the exact entropy of pi(.|s) toward its target
-            # target(s) = target_entropy_ratio * log(number of allowed actions in s)
+            # target(s) = target_entropy_ratio * log(number of allowed actions in s);
+            # with target_kl, move KL(pi || pi0) toward target_kl (a larger KL raises alpha)
             entropy = -(probs * log_probs).sum(dim=1).detach()
             target_entropy = self.target_entropy_ratio * data.action_masks.sum(dim=1).float().log()
+            kl = (probs * regularizer).sum(dim=1).detach()
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                ent_coef_loss = (self.log_ent_coef * (entropy - target_entropy)).mean()
+                if self.target_kl is not None:
+                    ent_coef_loss = (self.log_ent_coef * (self.target_kl - kl)).mean()
+                else:
+                    ent_coef_loss = (self.log_ent_coef * (entropy - target_entropy)).mean()
                 self._gradient_step(self.ent_coef_optimizer, ent_coef_loss)
                 ent_coef_losses.append(ent_coef_loss.item())
 
@@ -285,6 +318,7 @@ class SACD(OffPolicyAlgorithm):
             critic_losses.append(critic_loss.item())
             ent_coefs.append(ent_coef.item())
             entropies.append(entropy.mean().item())
+            kls.append(kl.mean().item())
             target_entropies.append(target_entropy.mean().item())
             q_values.append(th.cat(current_q).mean().item())
 
@@ -294,6 +328,8 @@ class SACD(OffPolicyAlgorithm):
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/entropy", np.mean(entropies))
         self.logger.record("train/target_entropy", np.mean(target_entropies))
+        if self.target_kl is not None:
+            self.logger.record("train/kl_to_prior", np.mean(kls))
         self.logger.record("train/q_values", np.mean(q_values))
         if len(ent_coef_losses) > 0:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
