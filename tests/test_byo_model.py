@@ -202,3 +202,187 @@ def test_build_settings_and_device_are_checked() -> None:
             build_profile(
                 small_staged_model(3), inputs, np.zeros(2, int), settings(), device="cuda"
             )
+
+
+# --- a plain network from a model card -----------------------------------------------------------
+
+NETWORK_SOURCE = """
+import torch
+from torch import nn
+
+
+class Residual(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(x + self.conv(x))
+
+
+class SmallNet(nn.Module):
+    def __init__(self, num_classes=3, channels=3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            Residual(8),
+            nn.Conv2d(8, 12, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(12, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        x = self.features(x)
+        return self.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def small_net(num_classes=3, channels=3):
+    return SmallNet(num_classes, channels)
+"""
+
+
+def write_card(folder: Path, channels: int = 3, **changes: object) -> Path:
+    """A network file, its weights and a model card in ``folder``."""
+    import yaml
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "small_net.py").write_text(NETWORK_SOURCE)
+    from splitrl.models.card import resolve_factory
+
+    torch.manual_seed(0)
+    network = resolve_factory("small_net.py:small_net", folder)(channels=channels)
+    torch.save(network.state_dict(), folder / "small_net.pt")
+    card: dict[str, object] = {
+        "name": "small",
+        "model": "small_net.py:small_net",
+        "arguments": {"channels": channels},
+        "weights": "small_net.pt",
+        "input": {
+            "channels": channels,
+            "size": [16, 16],
+            "mean": [0.5] * channels,
+            "std": [0.25] * channels,
+        },
+        "cuts": "auto",
+        "max_cuts": 3,
+        "exits": [1],
+    }
+    card.update(changes)
+    path = folder / "card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+def test_auto_cuts_follow_shrinking_outputs_and_skip_residual_insides(tmp_path: Path) -> None:
+    from splitrl.models.card import load_model_card, resolve_factory, staged_model_from_card
+    from splitrl.models.cutting import auto_cuts
+
+    card = load_model_card(write_card(tmp_path / "card"))
+    network = resolve_factory(card.model, card.folder)(**card.arguments).eval()
+    assert card.weights is not None
+    network.load_state_dict(torch.load(card.weights, weights_only=True))
+    # outputs 8x8x8 (conv, relu, residual), 12x4x4 (conv, relu), 16x2x2 (conv, relu)
+    assert auto_cuts(network, torch.zeros(1, 3, 16, 16), 10) == [
+        "features.2", "features.4", "features.6",
+    ]  # fmt: skip
+    assert auto_cuts(network, torch.zeros(1, 3, 16, 16), 2) == ["features.4", "features.6"]
+    staged = staged_model_from_card(card)
+    assert [spec.after_stage for spec in staged.exits] == [1, 3]
+    frames = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    normalized = (frames.float() / 255.0 - 0.5) / 0.25
+    with torch.no_grad():
+        assert torch.allclose(staged(frames), network(normalized), atol=1e-6)
+        assert staged(frames, exit_index=0).shape == (2, 3)
+
+
+def test_named_cuts_and_their_errors(tmp_path: Path) -> None:
+    from splitrl.models.card import load_model_card, staged_model_from_card
+
+    card = load_model_card(write_card(tmp_path / "named", cuts=["features.1", "features.4"]))
+    assert len(staged_model_from_card(card).stages) == 2
+    inside = load_model_card(write_card(tmp_path / "inside", cuts=["features.2.conv"]))
+    with pytest.raises(ValueError, match="skip connection"):
+        staged_model_from_card(inside)
+    with pytest.raises(ValueError, match="not modules of the network"):
+        staged_model_from_card(load_model_card(write_card(tmp_path / "x", cuts=["nope"])))
+    with pytest.raises(ValueError, match="unknown keys"):
+        load_model_card(write_card(tmp_path / "y", stages=[1]))
+    with pytest.raises(ValueError, match="exits: stage 3"):
+        staged_model_from_card(load_model_card(write_card(tmp_path / "z", exits=[3])))
+
+
+@pytest.mark.parametrize("mode, channels", [("RGB", 3), ("L", 1)])
+def test_profile_build_command_from_a_card(
+    tmp_path: Path, mode: str, channels: int, one_torch_thread: None
+) -> None:
+    from splitrl.cli import main
+    from splitrl.models.card import load_model_card, staged_model_from_card, state_sha256
+
+    card_path = write_card(tmp_path / "card", channels=channels)
+    images = write_image_folder(tmp_path / "images", mode=mode)
+    out = tmp_path / "profiles"
+    command = [
+        "profile", "build", "--card", str(card_path), "--data", f"imagefolder:{images}",
+        "--name", "small", "--out", str(out), "--bits", "2,8,lossless", "--quick", "--no-progress",
+    ]  # fmt: skip
+    assert main(command) == 0
+    profile = load_profile(out / "small.json")
+    assert profile.input_shape == (channels, 16, 16)
+    assert profile.n_samples == 24 and profile.n_exits == 2
+    model_info = profile.metadata["model"]
+    assert model_info["weights_sha256"] == load_model_card(card_path).sha256()["weights_sha256"]
+    assert model_info["state_sha256"] == state_sha256(
+        staged_model_from_card(load_model_card(card_path))
+    )
+    assert not (out / "small.checkpoint.npz").exists()
+
+
+def test_profile_build_command_refuses_bad_combinations(tmp_path: Path) -> None:
+    from splitrl.cli import main
+
+    card_path = write_card(tmp_path / "card")
+    assert main(["profile", "build", "--card", str(card_path), "--out", str(tmp_path)]) == 2
+    assert (
+        main(["profile", "build", "--data", f"npz:{tmp_path}/x.npz", "--out", str(tmp_path)]) == 2
+    )
+    assert main(["profile", "build", "--model", "nowhere:f", "--data", "npz:x.npz"]) == 2
+
+
+def test_profile_build_command_from_a_factory(tmp_path: Path, one_torch_thread: None) -> None:
+    from splitrl.cli import main
+
+    (tmp_path / "staged.py").write_text(
+        "from tests.test_byo_model import small_staged_model\n\n"
+        "def make():\n    return small_staged_model(3)\n"
+    )
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "samples.npz",
+        inputs=rng.integers(0, 256, (10, 3, 16, 16), dtype=np.uint8),
+        labels=rng.integers(0, CLASSES, 10),
+    )
+    command = [
+        "profile", "build", "--model", f"{tmp_path / 'staged.py'}:make",
+        "--data", f"npz:{tmp_path / 'samples.npz'}", "--name", "f", "--out", str(tmp_path),
+        "--bits", "4,lossless", "--quick", "--no-progress",
+    ]  # fmt: skip
+    assert main(command) == 0
+    assert load_profile(tmp_path / "f.json").n_samples == 10
+
+
+def test_resnet18_adapter_profiles_uint8_frames(tmp_path: Path, one_torch_thread: None) -> None:
+    from splitrl.models import ResNetStaged, pooled_linear_head
+    from tests.test_models import ResNet18
+
+    torch.manual_seed(0)
+    spec = InputSpec((3, 32, 32), torch.uint8, (0.0, 255.0), "RGB camera frame")
+    model = ResNetStaged(
+        ResNet18(num_classes=CLASSES), [ExitSpec(2, pooled_linear_head(64, CLASSES))], spec
+    ).eval()
+    source = ImageFolderSamples(write_image_folder(tmp_path / "images", n_per_class=2), (3, 32, 32))
+    profile = build_profile(model, source, None, settings(bit_options=(4,)), progress=False)
+    assert profile.n_stages == 5 and profile.input_shape == (3, 32, 32)
+    assert (profile.payload_bytes[:, :5] > 0).all()

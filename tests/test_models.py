@@ -353,11 +353,14 @@ def test_resnet_adapter_equals_wrapped_forward() -> None:
     resnet.eval()
     staged = ResNetStaged(resnet, early_exits=[ExitSpec(2, pooled_linear_head(64, 10))]).eval()
     assert isinstance(staged, StagedModel)
-    x = torch.randn(2, 3, 64, 64)
+    frames = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    mean = torch.tensor([0.485, 0.456, 0.406]).reshape(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).reshape(1, 3, 1, 1)
+    x = (frames.float() / 255.0 - mean) / std  # what the ResNet was trained on
     with torch.no_grad():
-        assert torch.equal(staged(x), resnet(x))
-        assert torch.equal(staged.run_exit(staged.run_stages(x, 0, 5), 1), resnet(x))
-        assert staged(x, exit_index=0).shape == (2, 10)
+        assert torch.equal(staged(frames), resnet(x))
+        assert torch.equal(staged.run_exit(staged.run_stages(frames, 0, 5), 1), resnet(x))
+        assert staged(frames, exit_index=0).shape == (2, 10)
     shapes = [s.output_shape for s in describe_stages(staged)]
     assert shapes == [(64, 56, 56), (64, 56, 56), (128, 28, 28), (256, 14, 14), (512, 7, 7)]
 

@@ -4,8 +4,11 @@ Any module with the attributes of ``torchvision.models.ResNet`` (``conv1``, ``bn
 ``maxpool``, ``layer1`` .. ``layer4``, ``avgpool``, ``fc``) can be wrapped; torchvision itself is
 not needed. The stages are ``[stem, layer1, layer2, layer3, layer4]`` (stem = conv1, bn1, relu,
 maxpool), the final exit is ``avgpool -> flatten -> fc`` after stage 5, and early-exit heads may
-be attached after stages 1..4. The wrapper shares the ResNet's modules (no copies), so its final
-exit computes exactly what the ResNet's own ``forward`` computes.
+be attached after stages 1..4. The stem starts with the input normalization
+(:class:`~splitrl.models.normalization.CameraInput`, ImageNet's by default), so the model takes the
+camera's ``uint8`` frame and can be profiled as it is. The wrapper shares the ResNet's modules (no
+copies), so its final exit computes exactly what the ResNet's own ``forward`` computes on the
+normalized frame.
 """
 
 from __future__ import annotations
@@ -15,13 +18,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from splitrl.models.normalization import IMAGENET_MEAN, IMAGENET_STD, CameraInput
 from splitrl.models.protocol import ExitSpec, InputSpec, StagedModule
 
 IMAGENET_INPUT = InputSpec(
     shape=(3, 224, 224),
-    dtype=torch.float32,
-    value_range=(-2.12, 2.64),
-    description="RGB, scaled to 0..1 then normalized with the ImageNet mean and std",
+    dtype=torch.uint8,
+    value_range=(0.0, 255.0),
+    description="RGB camera frame; stage 1 normalizes it with the ImageNet mean and std",
 )
 RESNET_ATTRIBUTES = (
     "conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc",
@@ -45,7 +49,11 @@ class ResNetStaged(StagedModule):
     :param resnet: the ResNet (e.g. ``torchvision.models.resnet18(weights=None)``).
     :param early_exits: extra exits with ``after_stage`` in 1..4, ordered; the final exit
         (``avgpool`` + ``fc`` after stage 5) is always added last.
-    :param input_spec: what the ResNet expects (default: ImageNet-normalized 3x224x224).
+    :param input_spec: what stage 1 takes (default: a 3x224x224 uint8 RGB frame); a smaller
+        size works too, as the ResNet pools globally.
+    :param normalization: the first module of the stem, mapping the raw input to what the ResNet
+        was trained on (``None``: ImageNet's mean and std on ``x / 255``); ``nn.Identity()`` when
+        the input already is.
     """
 
     def __init__(
@@ -53,13 +61,17 @@ class ResNetStaged(StagedModule):
         resnet: nn.Module,
         early_exits: Sequence[ExitSpec] = (),
         input_spec: InputSpec = IMAGENET_INPUT,
+        normalization: nn.Module | None = None,
     ) -> None:
         parts = {name: getattr(resnet, name, None) for name in RESNET_ATTRIBUTES}
         missing = [name for name, part in parts.items() if not isinstance(part, nn.Module)]
         if missing:
             raise ValueError(f"not a torchvision-style ResNet: missing modules {missing}")
         modules: dict[str, nn.Module] = {k: v for k, v in parts.items() if isinstance(v, nn.Module)}
-        stem = nn.Sequential(*(modules[name] for name in ("conv1", "bn1", "relu", "maxpool")))
+        first = CameraInput(IMAGENET_MEAN, IMAGENET_STD) if normalization is None else normalization
+        stem = nn.Sequential(
+            first, *(modules[name] for name in ("conv1", "bn1", "relu", "maxpool"))
+        )
         stages = [stem, *(modules[f"layer{k}"] for k in range(1, 5))]
         final_head = nn.Sequential(modules["avgpool"], nn.Flatten(1), modules["fc"])
         final = ExitSpec(after_stage=len(stages), head=final_head)

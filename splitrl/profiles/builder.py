@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from splitrl import codecs
+from splitrl.models.card import state_sha256
 from splitrl.models.describe import describe_exits, describe_stages
 from splitrl.models.protocol import StagedModel
 from splitrl.profiles.samples import ArraySamples, SampleSource
@@ -193,6 +194,7 @@ def build_profile(
         input_png_bytes=state.png_bytes,
         metadata={
             **settings.metadata,
+            "model": {**settings.metadata.get("model", {}), "state_sha256": state_sha256(model)},
             "build": {key: value for key, value in asdict(settings).items() if key != "metadata"},
             "host": {**host_description(), "build_device": str(torch_device)},
         },
@@ -405,11 +407,7 @@ def _build_fingerprint(
     digest = hashlib.sha256()
     build = {key: value for key, value in asdict(settings).items() if key != "metadata"}
     digest.update(json.dumps(build, sort_keys=True, default=str).encode())
-    digest.update(f"{device.type}:{source.fingerprint()}".encode())
-    for module in (*model.stages, *(spec.head for spec in model.exits)):
-        for name, tensor in module.state_dict().items():
-            digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    digest.update(f"{device.type}:{source.fingerprint()}:{state_sha256(model)}".encode())
     return digest.hexdigest()
 
 

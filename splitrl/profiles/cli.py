@@ -4,6 +4,8 @@ Examples::
 
     splitrl profile build --train --out splitrl/profiles/data   # rebuild the shipped default
     splitrl profile build --quick --out /tmp/profiles            # a small profile in seconds
+    splitrl profile build --card mobilenet.yaml --data imagefolder:val --out profiles   # your model
+    splitrl profile build --model mypkg.nets:staged --data npz:test.npz --out profiles
     splitrl profile show default
     splitrl profile validate /tmp/profiles/default.json
 """
@@ -13,7 +15,10 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from splitrl.profiles.builder import BuildSettings
 
 #: what ``--quick`` changes: few samples, short training, few timing repeats
 QUICK = {
@@ -30,7 +35,29 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the ``profile`` subcommands."""
     sub = parser.add_subparsers(dest="profile_command", metavar="ACTION", required=True)
 
-    build = sub.add_parser("build", help="measure a model on the test canvases and write a profile")
+    build = sub.add_parser(
+        "build",
+        help="measure a model (the shipped network, or yours with --card or --model) and write a profile",
+    )
+    build.add_argument(
+        "--card",
+        type=Path,
+        default=None,
+        help="YAML model card of your network (docs/models.md); needs --data",
+    )
+    build.add_argument(
+        "--model",
+        default=None,
+        metavar="MODULE:FACTORY",
+        help="a function returning your StagedModel (MODULE or path/to/file.py); needs --data",
+    )
+    build.add_argument(
+        "--data",
+        default=None,
+        metavar="imagefolder:PATH|npz:PATH",
+        help="test samples of your model: one sub-folder of images per class, or an NPZ file "
+        "with arrays inputs (uint8) and labels",
+    )
     build.add_argument(
         "--name", default="default", help="profile name (file stem), default: %(default)s"
     )
@@ -127,6 +154,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_settings(args: argparse.Namespace, metadata: dict[str, Any]) -> BuildSettings:
+    """What the command line asks the builder to measure."""
+    from splitrl.profiles.builder import BuildSettings
+
+    return BuildSettings(
+        name=args.name,
+        bit_options=parse_bit_options(args.bits),
+        per_channel=args.per_channel,
+        clip=args.clip,
+        entropy=args.entropy,
+        latency_repeats=QUICK["latency_repeats"] if args.quick else BuildSettings.latency_repeats,
+        codec_timing_samples=QUICK["codec_timing"]
+        if args.quick
+        else BuildSettings.codec_timing_samples,
+        metadata=metadata,
+    )
+
+
 def _checkpoint_path(args: argparse.Namespace) -> Path:
     """Where a build keeps its measurements until the profile is written (removed by --restart)."""
     path = Path(args.out) / f"{args.name}.checkpoint.npz"
@@ -139,7 +184,65 @@ def _checkpoint_path(args: argparse.Namespace) -> Path:
     return path
 
 
+def _build_user_model(args: argparse.Namespace) -> int:
+    """Profile a network from a model card or a factory on the samples ``--data`` names."""
+    import torch
+
+    from splitrl.models.card import load_model_card, resolve_factory, staged_model_from_card
+    from splitrl.models.protocol import StagedModel
+    from splitrl.profiles.builder import build_profile
+    from splitrl.profiles.io import save_profile
+    from splitrl.profiles.samples import open_samples
+
+    if args.card is not None and args.model is not None:
+        raise ValueError("give --card or --model, not both")
+    if args.data is None:
+        raise ValueError("--card and --model need --data imagefolder:PATH or npz:PATH")
+    if args.train or args.weights is not None:
+        raise ValueError(
+            "--train and --weights are for the shipped network; a card names its own weights"
+        )
+    model_info: dict[str, Any]
+    if args.card is not None:
+        card = load_model_card(args.card)
+        model: StagedModel = staged_model_from_card(card, seed=args.seed)
+        model_info = {"card": str(args.card), "factory": card.model, **card.sha256()}
+    else:
+        model = resolve_factory(args.model)()
+        if not isinstance(model, StagedModel):
+            raise ValueError(f"--model {args.model}: the function must return a StagedModel")
+        model_info = {"factory": args.model}
+    samples = (
+        args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
+    )
+    if samples is not None and samples < 1:
+        raise ValueError(f"--samples must be positive, got {samples}")
+    source = open_samples(args.data, model.input_spec.shape, limit=samples)
+    settings = _build_settings(
+        args, {"model": model_info, "dataset": {"source": args.data, "n_samples": len(source)}}
+    )
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    profile = build_profile(
+        model,
+        source,
+        None,
+        settings,
+        progress=not args.no_progress,
+        checkpoint=_checkpoint_path(args),
+        device=args.device,
+    )
+    path = save_profile(profile, args.out)
+    accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
+    print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
+    return 0
+
+
 def _build(args: argparse.Namespace) -> int:
+    if args.card is not None or args.model is not None:
+        return _build_user_model(args)
+    if args.data is not None:
+        raise ValueError("--data needs --card or --model (the shipped network reads its canvases)")
     import numpy as np
     import torch
 
@@ -153,10 +256,10 @@ def _build(args: argparse.Namespace) -> int:
         train_early_exit_net,
     )
     from splitrl.models.checkpoint import read_sidecar
-    from splitrl.profiles.builder import BuildSettings, build_profile
+    from splitrl.profiles.builder import build_profile
     from splitrl.profiles.io import save_profile
 
-    bit_options = parse_bit_options(args.bits)
+    parse_bit_options(args.bits)  # a bad --bits fails before the training
     samples = (
         args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
     )
@@ -199,17 +302,9 @@ def _build(args: argparse.Namespace) -> int:
     )
     indices = None if samples is None else np.arange(min(samples, len(dataset)))
     inputs, labels = dataset.materialize(indices, progress=progress)
-    settings_ = BuildSettings(
-        name=args.name,
-        bit_options=bit_options,
-        per_channel=args.per_channel,
-        clip=args.clip,
-        entropy=args.entropy,
-        latency_repeats=QUICK["latency_repeats"] if args.quick else BuildSettings.latency_repeats,
-        codec_timing_samples=QUICK["codec_timing"]
-        if args.quick
-        else BuildSettings.codec_timing_samples,
-        metadata={
+    settings_ = _build_settings(
+        args,
+        {
             "model": {
                 key: model_info.get(key) for key in ("model", "config", "weights_sha256", "seed")
             },
