@@ -136,7 +136,9 @@ class ActionTable:
     @cached_property
     def strides(self) -> np.ndarray:
         """:func:`index_strides` of the table, for :func:`flat_indices` and :func:`action_components`."""
-        return index_strides(self.nvec)
+        strides = index_strides(self.nvec)
+        strides.flags.writeable = False
+        return strides
 
     def flat_index(self, e: int, s: int, b: int) -> int:
         """Flat index of ``(e, s, b)``."""

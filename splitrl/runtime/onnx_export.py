@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from splitrl.envs.actions import ActionTable
+from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import ObservationLayout
 from splitrl.models.protocol import StagedModel
@@ -80,11 +80,9 @@ class PolicyGraph(nn.Module):
     def __init__(self, actor: nn.Module, actions: ActionTable) -> None:
         super().__init__()
         self.actor = actor
-        nvec = np.array(actions.nvec, dtype=np.int64)
-        strides = np.array([nvec[1] * nvec[2], nvec[2], 1], dtype=np.int64)
         self.register_buffer("allowed", torch.as_tensor(actions.mask()))
-        self.register_buffer("strides", torch.as_tensor(strides))
-        self.register_buffer("nvec", torch.as_tensor(nvec))
+        self.register_buffer("strides", torch.tensor(actions.strides))
+        self.register_buffer("nvec", torch.tensor(actions.nvec, dtype=torch.int64))
 
     def flat_actions(self, observation: torch.Tensor) -> torch.Tensor:
         """Flat index of the most probable canonical action, ``int64 [batch]``."""
@@ -93,8 +91,7 @@ class PolicyGraph(nn.Module):
 
     def forward(self, observation: torch.Tensor) -> torch.Tensor:
         """``(exit, split, bits)`` per observation, ``int64 [batch, 3]``."""
-        index = self.flat_actions(observation).unsqueeze(1)
-        return torch.remainder(torch.div(index, self.strides, rounding_mode="floor"), self.nvec)
+        return action_components(self.flat_actions(observation), self.strides, self.nvec)
 
 
 def library_versions(opset: int) -> dict[str, str | int]:

@@ -12,7 +12,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from splitrl.agents.learners import LearnerSpec
 from splitrl.agents.rollout import run_episodes
-from splitrl.envs.actions import ActionTable
+from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.evaluation.metrics import PairedDifference, t_interval
 from splitrl.training.run_dir import atomic_write
@@ -98,7 +98,7 @@ class SplitMetricsCallback(BaseCallback):
         if self._reward:
             self.logger.record("split/reward", float(np.mean(self._reward)))
         flat = np.array(self._flat, dtype=np.int64)
-        triples = np.array(np.unravel_index(flat, self.actions.nvec)).T
+        triples = action_components(flat, self.actions.strides, np.array(self.actions.nvec))
         device_only = triples[:, 1] >= np.asarray(self.actions.exit_stages)[triples[:, 0]]
         for e in range(self.actions.nvec[0]):
             self.logger.record(f"actions/exit_{e}", float(np.mean(triples[:, 0] == e)))
