@@ -386,3 +386,67 @@ def test_resnet18_adapter_profiles_uint8_frames(tmp_path: Path, one_torch_thread
     profile = build_profile(model, source, None, settings(bit_options=(4,)), progress=False)
     assert profile.n_stages == 5 and profile.input_shape == (3, 32, 32)
     assert (profile.payload_bytes[:, :5] > 0).all()
+
+
+def write_brightness_folder(root: Path, n_per_class: int, seed: int) -> Path:
+    """Images whose class is their brightness (a task a frozen random backbone's features allow)."""
+    rng = np.random.default_rng(seed)
+    for k in range(CLASSES):
+        folder = root / f"class_{k}"
+        folder.mkdir(parents=True)
+        for i in range(n_per_class):
+            level = 40 + 80 * k + rng.normal(0, 12, size=(16, 16, 3))
+            pixels = np.clip(level, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def test_exit_heads_learn_on_the_frozen_backbone(tmp_path: Path, one_torch_thread: None) -> None:
+    from splitrl.models.card import load_model_card, staged_model_from_card
+    from splitrl.models.exit_heads import ExitHeadSettings, exit_accuracies, train_exit_heads
+
+    card = load_model_card(write_card(tmp_path / "card"))
+    train = ImageFolderSamples(write_brightness_folder(tmp_path / "train", 20, seed=1), (3, 16, 16))
+    test = ImageFolderSamples(write_brightness_folder(tmp_path / "test", 10, seed=2), (3, 16, 16))
+    model = staged_model_from_card(card)
+    frames = torch.from_numpy(test.read(0, len(test)))
+    with torch.no_grad():
+        final_before = model(frames)
+    before = exit_accuracies(model, test)
+    settings = ExitHeadSettings(epochs=10, batch_size=16, learning_rate=0.1, seed=3)
+    metrics = train_exit_heads(model, train, settings, validation=test, progress=False)
+    after = exit_accuracies(model, test)
+    assert after[0] >= 0.8 > before[0]
+    assert metrics["epoch_loss"][-1] < metrics["epoch_loss"][0]
+    assert metrics["epoch_validation_accuracy"][-1] == after
+    with torch.no_grad():
+        assert torch.equal(model(frames), final_before)  # the final exit is untouched
+
+    again = staged_model_from_card(card)
+    train_exit_heads(again, train, settings, progress=False)
+    pairs = zip(model.heads[0].parameters(), again.heads[0].parameters(), strict=True)
+    for trained, repeated in pairs:
+        assert torch.equal(trained, repeated)
+
+
+def test_train_heads_command_writes_what_the_card_loads(
+    tmp_path: Path, one_torch_thread: None
+) -> None:
+    import yaml
+
+    from splitrl.cli import main
+    from splitrl.models.card import load_model_card, staged_model_from_card
+
+    card_path = write_card(tmp_path / "card")
+    train = write_brightness_folder(tmp_path / "train", 6, seed=1)
+    command = [
+        "profile", "train-heads", "--card", str(card_path), "--data", f"imagefolder:{train}",
+        "--epochs", "1", "--no-progress",
+    ]  # fmt: skip
+    assert main(command) == 0
+    heads = tmp_path / "card" / "small-heads.pt"
+    card = yaml.safe_load(card_path.read_text())
+    card_path.write_text(yaml.safe_dump({**card, "exit_heads": heads.name}))
+    loaded = staged_model_from_card(load_model_card(card_path))
+    stored = torch.load(heads, weights_only=True)
+    assert torch.equal(loaded.heads[0][2].weight, stored["0.2.weight"])

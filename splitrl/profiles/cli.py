@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,6 +111,35 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     build.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+    heads = sub.add_parser(
+        "train-heads",
+        help="train the early-exit heads of a model card on its frozen backbone",
+    )
+    heads.add_argument("--card", type=Path, required=True, help="the YAML model card")
+    heads.add_argument(
+        "--data",
+        required=True,
+        metavar="imagefolder:PATH|npz:PATH",
+        help="training samples (never the samples the profile is built on)",
+    )
+    heads.add_argument(
+        "--validation",
+        default=None,
+        metavar="imagefolder:PATH|npz:PATH",
+        help="samples on which every exit's accuracy is printed after each epoch",
+    )
+    heads.add_argument("--epochs", type=int, default=5, help="default: %(default)s")
+    heads.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
+    heads.add_argument("--lr", type=float, default=3e-3, help="default: %(default)s")
+    heads.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    heads.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="the heads' file, default: NAME-heads.pt beside the card",
+    )
+    heads.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
     show = sub.add_parser("show", help="print a profile's tables (markdown)")
     show.add_argument(
         "profile", nargs="?", default="default", help="name or path, default: %(default)s"
@@ -139,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen ``profile`` action."""
     if args.profile_command == "build":
         return _build(args)
+    if args.profile_command == "train-heads":
+        return _train_heads(args)
     from splitrl.profiles.io import load_profile
 
     profile = load_profile(args.profile)
@@ -151,6 +183,38 @@ def run(args: argparse.Namespace) -> int:
     from splitrl.profiles.report import profile_tables
 
     print(profile_tables(profile))
+    return 0
+
+
+def _train_heads(args: argparse.Namespace) -> int:
+    """Train a card's early-exit heads and write them where the card can name them."""
+    import dataclasses
+
+    from splitrl.models.card import load_model_card, staged_model_from_card
+    from splitrl.models.exit_heads import ExitHeadSettings, save_exit_heads, train_exit_heads
+    from splitrl.profiles.samples import open_samples
+
+    settings = ExitHeadSettings(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, seed=args.seed
+    )
+    card = load_model_card(args.card)
+    model = staged_model_from_card(dataclasses.replace(card, exit_heads=None), seed=args.seed)
+    samples = open_samples(args.data, model.input_spec.shape)
+    validation = (
+        None if args.validation is None else open_samples(args.validation, model.input_spec.shape)
+    )
+    started = time.perf_counter()
+    metrics = train_exit_heads(model, samples, settings, validation, progress=not args.no_progress)
+    out = args.out if args.out is not None else card.folder / f"{card.name}-heads.pt"
+    save_exit_heads(model, out)
+    for epoch, loss in enumerate(metrics["epoch_loss"], start=1):
+        accuracy = metrics.get("epoch_validation_accuracy", [[]] * epoch)[epoch - 1]
+        shown = ", ".join(f"{a:.4f}" for a in accuracy)
+        print(f"epoch {epoch}: loss {loss:.4f}" + (f", exit accuracies {shown}" if shown else ""))
+    print(
+        f"wrote {out} in {time.perf_counter() - started:.1f} s; "
+        f"the card names it with  exit_heads: {os.path.relpath(out, card.folder)}"
+    )
     return 0
 
 
