@@ -82,6 +82,34 @@ def tiny_profile(tiny_profile_path: Path) -> Profile:
     return load_profile(tiny_profile_path)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run directory as ``splitrl train`` writes it: a short SACD training on the tiny profile."""
+    from splitrl.training.config import TrainConfig
+    from splitrl.training.trainer import train
+
+    config = TrainConfig(
+        profile=str(tiny_profile_path),
+        horizon=20,
+        timesteps=64,
+        eval_freq=0,
+        checkpoint_freq=0,
+        out=tmp_path_factory.mktemp("runs"),
+        hyperparameters={
+            "learning_starts": 32,
+            "batch_size": 16,
+            "buffer_size": 1_000,
+            "policy_kwargs": {"net_arch": [32, 32]},
+        },
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return train(config).run_dir.path
+    finally:
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def one_torch_thread() -> Iterator[None]:
     """Small networks train fastest on one thread, and the test machine is shared."""

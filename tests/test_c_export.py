@@ -3,7 +3,6 @@ an emulated Cortex-M7 (skipped where gcc, arm-none-eabi-gcc or qemu-system-arm a
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -304,14 +303,9 @@ def test_actor_with_other_inputs_or_parts_is_refused(env: SplitComputingEnv, age
 
 
 def test_cli_writes_c_beside_the_reference(
-    agent: SACD, tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    agent.save(run_dir / "model.zip")
-    (run_dir / "config.json").write_text(
-        json.dumps({"scenario": "default", "profile": str(tiny_profile_path), "horizon": 20})
-    )
+    run_dir = tiny_run
     out = tmp_path / "out"
     assert (
         cli_main(["export", str(run_dir), "--format", "c", "--quantize", "int8", "--out", str(out)])

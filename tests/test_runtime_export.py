@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from splitrl.runtime.onnx_export import (
     torch_actions,
 )
 from splitrl.runtime.segments import OnnxSegments, SegmentError
+from splitrl.training.run_dir import RunDirectory
 from tests.conftest import tiny_inputs, tiny_staged_model
 
 SEGMENT_TOLERANCE = 1e-4
@@ -153,24 +155,32 @@ def test_segments_with_batch_norm_stay_in_eval_mode(tmp_path: Path) -> None:
     assert not any(module.training for module in model.modules())
 
 
-def test_export_run_directory(
-    env: SplitComputingEnv, agent: SACD, tiny_profile_path: Path, tmp_path: Path
-) -> None:
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    agent.save(run_dir / "model.zip")
-    (run_dir / "config.json").write_text(
-        json.dumps({"scenario": "default", "profile": str(tiny_profile_path), "horizon": 20})
-    )
-    metadata, manifest = export_run(run_dir, tmp_path / "out", model=tiny_staged_model())
-    assert metadata.identity["scenario"] == "default" and manifest.exit_stages == (1, 3)
+def test_export_run_directory(tiny_run: Path, tmp_path: Path) -> None:
+    metadata, manifest = export_run(tiny_run, tmp_path / "out", model=tiny_staged_model())
+    assert metadata.identity["scenario"] == "default" and metadata.identity["profile"] == "tiny"
+    assert manifest.exit_stages == (1, 3)
+    run = RunDirectory(tiny_run)
+    env = run.make_env()
+    assert env.horizon == 20  # the run's scenario overrides (scenario_spec) are applied
+    agent = SACD.load(run.model_path, device="cpu")
     observations = random_observations(env.layout, 1000, seed=2)
     graph = PolicyGraph(agent.policy.actor, env.actions).eval()
     np.testing.assert_array_equal(
         OnnxPolicy(tmp_path / "out").actions(observations), torch_actions(graph, observations)
     )
-    with pytest.raises(FileNotFoundError, match=r"model\.zip"):
-        export_run(tmp_path, tmp_path / "other", model=tiny_staged_model())
+
+
+def test_export_refuses_what_is_not_a_sacd_run(tiny_run: Path, tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no config\.yaml"):
+        export_run(tmp_path, tmp_path / "out", model=tiny_staged_model())
+    run = RunDirectory(shutil.copytree(tiny_run, tmp_path / "run"))
+    run.model_path.unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.zip is missing"):
+        export_run(run.path, tmp_path / "out", model=tiny_staged_model())
+    run.write_config({**run.read_config(), "algo": "ppo"})
+    with pytest.raises(ValueError, match="only SACD policies can be exported, the run trained ppo"):
+        export_run(run.path, tmp_path / "out", model=tiny_staged_model())
+    assert not (tmp_path / "out").exists()
 
 
 def test_device_side_imports_without_torch() -> None:
@@ -193,16 +203,11 @@ def test_edited_segment_manifest_is_refused(tmp_path: Path) -> None:
 
 
 def test_failed_export_leaves_no_partial_directory(
-    agent: SACD, tiny_profile_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import splitrl.runtime.onnx_export as onnx_export
 
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    agent.save(run_dir / "model.zip")
-    (run_dir / "config.json").write_text(
-        json.dumps({"scenario": "default", "profile": str(tiny_profile_path), "horizon": 20})
-    )
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
 
     def fail(*args: object, **kwargs: object) -> None:
         raise RuntimeError("segment export failed")

@@ -3,7 +3,7 @@
 * :func:`export_policy`: ``policy.onnx`` (observation -> action, mask and argmax inside the graph)
   and ``policy.json`` (:class:`~splitrl.runtime.exported_policy.PolicyMetadata`).
 * :func:`export_segments`: ``stage_k.onnx``, ``exit_e.onnx`` and ``segments.json``.
-* :func:`export_run`: both, from a training run directory (``model.zip`` and its ``config``).
+* :func:`export_run`: both, from a training run directory (:func:`load_run`).
 
 Graphs are written by the TorchScript exporter (``torch.onnx.export(..., dynamo=False)``): on these
 small graphs it gives the same operators as the ``torch.export`` based one at a sixth of the export
@@ -12,7 +12,6 @@ time. Every export is checked against torch with onnxruntime before it is accept
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -44,7 +43,6 @@ from splitrl.runtime.segments import (
 )
 
 DEFAULT_OPSET = 17
-RUN_CONFIG_NAMES = ("config.json", "config.yaml", "config.yml", "config")
 
 
 def _onnx_export(
@@ -324,43 +322,6 @@ def export_segments(
     return manifest
 
 
-def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The configuration a training run stored (``config.json`` or YAML ``config``).
-
-    :raises FileNotFoundError: no config file.
-    :raises ValueError: not a mapping.
-    """
-    run_dir = Path(run_dir)
-    for name in RUN_CONFIG_NAMES:
-        path = run_dir / name
-        if path.is_file():
-            text = path.read_text()
-            if path.suffix == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-
-                data = yaml.safe_load(text)
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: expected a mapping, got {type(data).__name__}")
-            return data
-    raise FileNotFoundError(f"{run_dir}: no run config ({', '.join(RUN_CONFIG_NAMES)})")
-
-
-#: run-config keys passed to SplitComputingEnv as they are
-ENV_KEYS = (
-    "profile",
-    "device",
-    "server",
-    "network",
-    "channel",
-    "reward",
-    "frame_interval_s",
-    "deadline_s",
-    "history_length",
-)
-
-
 @contextmanager
 def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
     """A fresh sibling folder to write into, moved to ``directory`` only when the block succeeds.
@@ -389,34 +350,31 @@ def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(staging, target)
 
 
-def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, Any, dict[str, str]]:
-    """The trained SACD of a run directory, the env it trained in and its identity.
+def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, dict[str, str]]:
+    """The trained SACD of a run directory written by ``splitrl train``, its env and its identity.
 
-    The run directory holds ``model.zip`` (``SACD.save``) and a config with the scenario the run
-    trained in (``scenario_spec``, as ``splitrl train`` writes it), or a ``scenario`` name and
-    optionally the env overrides of :data:`ENV_KEYS`; the env built from them supplies the action
-    table, the observation constants, the codec settings and the identity.
+    The run is read by :class:`~splitrl.training.run_dir.RunDirectory`: the final model
+    (``model.zip``) and the env of the scenario the run trained in (``scenario_spec``), which
+    supplies the action table, the observation constants, the codec settings and the identity.
 
     :return: ``(agent, env, identity)``.
+    :raises FileNotFoundError: when the run directory, its config or its model is missing.
+    :raises ValueError: when the config is malformed or the run trained another learner than SACD.
     """
     from splitrl.agents.sacd import SACD
-    from splitrl.envs.split_computing import SplitComputingEnv
+    from splitrl.training.run_dir import RunDirectory
 
-    run_dir = Path(run_dir)
-    model_path = run_dir / "model.zip"
-    if not model_path.is_file():
-        raise FileNotFoundError(f"{model_path}: trained model not found")
-    config = read_run_config(run_dir)
-    overrides = {key: config[key] for key in ENV_KEYS if config.get(key) is not None}
-    if isinstance(config.get("scenario_spec"), dict):
-        from splitrl.training.config import scenario_from_dict
-
-        env = SplitComputingEnv(scenario_from_dict(config["scenario_spec"]), **overrides)
-    else:
-        env = SplitComputingEnv(config.get("scenario", "default"), **overrides)
-    agent = SACD.load(model_path, device="cpu")
+    run = RunDirectory(run_dir)
+    spec = run.learner()
+    if not issubclass(spec.algorithm_class(), SACD):
+        raise ValueError(
+            f"{run.path}: only SACD policies can be exported, the run trained {spec.name}"
+        )
+    model_path = run.trained_model_path("final")
+    env = run.make_env()
+    agent = spec.load_model(model_path, device="cpu")
     identity = {
-        "run": str(run_dir),
+        "run": str(run.path),
         "scenario": env.parts.name,
         "profile": env.profile.name,
         "device": env.parts.device.name,

@@ -125,7 +125,7 @@ class RunDirectory:
     :param path: the run directory
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     @classmethod
