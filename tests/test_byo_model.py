@@ -449,4 +449,4 @@ def test_train_heads_command_writes_what_the_card_loads(
     card_path.write_text(yaml.safe_dump({**card, "exit_heads": heads.name}))
     loaded = staged_model_from_card(load_model_card(card_path))
     stored = torch.load(heads, weights_only=True)
-    assert torch.equal(loaded.heads[0][2].weight, stored["0.2.weight"])
+    assert torch.equal(loaded.heads[0].state_dict()["2.weight"], stored["0.2.weight"])
