@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -27,9 +26,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "splitrl.profiles.cli",
         "build, inspect or validate a profile of an early-exit DNN",
     ),
-    "train": ("splitrl.train", "train a policy (SACD or a comparison learner) in a scenario"),
+    "train": (
+        "splitrl.training.cli",
+        "train a policy (SACD or a comparison learner) in a scenario",
+    ),
     "evaluate": (
-        "splitrl.evaluate",
+        "splitrl.evaluation.cli",
         "evaluate trained policies and baselines on the same seeded episodes",
     ),
     "export": ("splitrl.runtime.export", "export a trained policy and the DNN segments to ONNX"),
@@ -75,17 +77,8 @@ def positive_number(text: str) -> float:
     return value
 
 
-def _available_subcommands() -> dict[str, tuple[str, str]]:
-    """The subcommands whose module is installed (components are added as they land)."""
-    available = {}
-    for name, (module, help_text) in SUBCOMMANDS.items():
-        if importlib.util.find_spec(module) is not None:
-            available[name] = (module, help_text)
-    return available
-
-
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subparser per available subcommand."""
+    """The top-level parser with one subparser per subcommand."""
     parser = argparse.ArgumentParser(
         prog="splitrl",
         description="Adaptive split computing with early exits, learned by discrete Soft Actor-Critic.",
@@ -94,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument("--version", action="version", version=f"splitrl {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in _available_subcommands().items():
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
         subparser = subparsers.add_parser(name, help=help_text, description=help_text)
         module = importlib.import_module(module_name)
         module.configure_parser(subparser)

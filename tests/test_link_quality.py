@@ -196,7 +196,7 @@ def test_episodes_cover_the_scenarios_seconds(tiny_profile: Profile) -> None:
 def test_train_flag_turns_link_quality_off() -> None:
     import argparse
 
-    from splitrl.train import config_from_args, configure_parser
+    from splitrl.training.cli import config_from_args, configure_parser
 
     parser = argparse.ArgumentParser()
     configure_parser(parser)

@@ -35,11 +35,6 @@ class StageInfo:
     params: int
     n_layers: int
 
-    @property
-    def output_numel(self) -> int:
-        """Elements of the stage output per sample."""
-        return int(torch.Size(self.output_shape).numel())
-
 
 @dataclass(frozen=True)
 class ExitInfo:
