@@ -1,10 +1,14 @@
-"""Baselines and references: valid actions, what each one may read, and the behaviour that defines it."""
+"""Baselines and references: valid actions, and the behaviour that defines each one.
+
+Where the right decision can be worked out by hand, the test works in the hand-built situation of
+``tests/handmade.py``; what each baseline may read is checked in ``tests/test_causality.py``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,10 +20,7 @@ from splitrl.agents.baselines import (
     BestStaticPolicy,
     ChannelBlindPolicy,
     ClairvoyantLookaheadPolicy,
-    ClairvoyantPolicy,
-    EdgentPolicy,
     GreedyPolicy,
-    NeurosurgeonPolicy,
     OracleNowPolicy,
     RobustMPCPolicy,
     backlog_cost,
@@ -35,6 +36,7 @@ from splitrl.envs import SplitComputingEnv
 from splitrl.envs.server_load import ServerLoad
 from splitrl.profiles.presets import get_device_preset
 from splitrl.profiles.schema import Profile
+from tests.handmade import FOUR_BITS, LOSSLESS, hand_env
 
 #: the tiny model on a device slow enough that offloading sometimes pays off
 SLOW_DEVICE = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
@@ -86,123 +88,28 @@ def test_every_baseline_says_whether_it_is_causal_and_what_it_knows() -> None:
     assert set(fitted_baselines()) == {"best-static", "channel-blind"}
 
 
-class _Forbidden:
-    """Raises on any use: what the device cannot know while it decides."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def _refuse(self, *_: object) -> Any:
-        raise AssertionError(f"read {self._what} while deciding")
-
-    __getattr__ = __iter__ = __getitem__ = __call__ = _refuse
-
-
-class _ServiceModelOnly:
-    """The server's published service model at a reported load, without the true load.
-
-    A policy may evaluate the queueing model with variates of its own; this request's own variate
-    lies in ``env._draw``, which is hidden.
-    """
-
-    def __init__(self, server_load: ServerLoad) -> None:
-        self._server_load = server_load
-
-    def compute_slowdown(self, load: float) -> float:
-        return self._server_load.compute_slowdown(load)
-
-    def queueing_delay(self, load: float, service_time: float, u: float | None = None) -> float:
-        return self._server_load.queueing_delay(load, service_time, u)
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"read server_load.{name} (the true load) while deciding")
-
-
-#: env attributes that hold the truth: the channel, the RTT and request draws, the radio's report
-#: process (the device sees its report through ``env.knowledge``), and the all-knowing helpers
-_HIDDEN = (
-    "channel",
-    "rtt",
-    "_draw",
-    "_requests",
-    "link_quality_report",
-    "evaluate_actions",
-    "step",
-    "reset",
-)
-
-
-@contextmanager
-def device_view(env: SplitComputingEnv, also_hidden: tuple[str, ...] = ()) -> Iterator[None]:
-    """Within the block, everything the device cannot know raises when touched."""
-    names = [name for name in (*_HIDDEN, *also_hidden) if hasattr(env, name)]
-    saved = {name: env.__dict__[name] for name in (*names, "server_load") if name in env.__dict__}
-    for name in names:
-        setattr(env, name, _Forbidden(name))
-    env.server_load = _ServiceModelOnly(saved["server_load"])  # type: ignore[assignment]
-    try:
-        yield
-    finally:
-        for name in names:
-            if name not in saved:
-                delattr(env, name)  # a method: the class's own comes back
-        for name, value in saved.items():
-            setattr(env, name, value)
-
-
-class _DeviceViewPolicy:
-    """Runs ``policy`` with every ``act`` inside :func:`device_view`."""
-
-    def __init__(self, policy: Policy, also_hidden: tuple[str, ...] = ()) -> None:
-        self.policy = policy
-        self.name = policy.name
-        self.also_hidden = also_hidden
-
-    def reset(self, env: SplitComputingEnv) -> None:
-        self.policy.reset(env)
-
-    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
-        with device_view(env, self.also_hidden):
-            return self.policy.act(env, observation)
-
-
-@pytest.mark.parametrize("name", causal_baselines())
-def test_no_causal_baseline_reads_what_the_device_cannot_know(
-    name: str, tiny_profile: Profile
-) -> None:
-    make_env = env_factory(tiny_profile, horizon=60, fcfs=True, **QUEUEING)
-    policy = baseline(name, tiny_profile)
-    guarded = run_episodes(_DeviceViewPolicy(policy), make_env(), [3])
-    free = run_episodes(baseline(name, tiny_profile), make_env(), [3])
-    np.testing.assert_array_equal(guarded.reward, free.reward)
-
-
-def test_the_guard_catches_a_reference(tiny_profile: Profile) -> None:
-    env = env_factory(tiny_profile)()
-    with pytest.raises(AssertionError, match="while deciding"):
-        run_episodes(_DeviceViewPolicy(OracleNowPolicy()), env, [0])
-    with pytest.raises(AssertionError, match="while deciding"):
-        run_episodes(_DeviceViewPolicy(ClairvoyantPolicy()), env, [0])
-
-
-def test_predict_actions_is_the_step_time_model_at_the_devices_estimates(
-    tiny_profile: Profile,
-) -> None:
-    env = env_factory(tiny_profile, horizon=80, fcfs=True, **QUEUEING, reward="energy-aware")()
-    env.reset(seed=4)
+def test_the_devices_prediction_is_what_happens_when_its_estimate_is_right() -> None:
+    # the hand-built situation: every payload is the mean, the RTT has no jitter, the server is
+    # idle; with frames every 5 ms and random actions the device is often busy when a request comes
+    env = hand_env(2e4, frame_interval_s=0.005, horizon=60)
+    env.reset(seed=0)
     rng = np.random.default_rng(0)
-    for _ in range(80):
+    busy = 0
+    for _ in range(60):
         predicted = env.predict_actions()
-        capacity = env.knowledge.throughput_estimate_bps
-        for index, (e, s, b) in enumerate(predicted.actions):
-            expected = env._simulate(e, s, b, capacity, predicted=True, know_labels=False)
-            assert predicted.reward[index] == expected["reward"]
-            assert predicted.latency_s[index] == expected["latency_s"]
-            assert predicted.energy_j[index] == expected["energy_j"]
-            assert predicted.payload_bytes[index] == expected["payload_bytes"]
-            assert predicted.device_free_s[index] == expected["device_free"] - env._arrival
-        assert predicted.wait_s == pytest.approx(expected["wait_s"])
-        env.step(predicted.actions[rng.integers(len(predicted.actions))])
+        actual = env.evaluate_actions()
+        np.testing.assert_array_equal(predicted.actions, actual.actions)
+        np.testing.assert_array_equal(predicted.payload_bytes, actual.payload_bytes)
+        for field in ("reward", "latency_s", "energy_j", "device_free_s"):
+            np.testing.assert_allclose(
+                getattr(predicted, field), getattr(actual, field), rtol=1e-7, err_msg=field
+            )
+        assert predicted.wait_s == pytest.approx(actual.wait_s)
+        busy += predicted.wait_s > 0
+        index = rng.integers(len(predicted.actions))
+        info = env.step(predicted.actions[index])[4]
+        assert info["latency_s"] == pytest.approx(predicted.latency_s[index], rel=1e-7)
+    assert busy > 10
 
 
 def test_backlog_cost_is_what_the_next_requests_lose_to_the_wait(tiny_profile: Profile) -> None:
@@ -263,40 +170,39 @@ def test_latency_spread_prices_the_risk_of_missing_the_deadline(tiny_profile: Pr
     assert predicted.reward[fastest] - expected[fastest] > 0.05 * miss_penalty
 
 
-def test_channel_blind_decides_from_its_observation_and_the_profile_alone(
-    tiny_profile: Profile,
+@pytest.mark.parametrize(
+    ("fraction", "expected_exits"),
+    [
+        # a budget of 30 ms: exit 1 (40 ms) never fits, exit 0 (10 ms) always does
+        (0.5, [0, 0, 0, 0, 0]),
+        # 60 ms: frames every 34 ms behind 40 ms of compute wait 0, 6, 12, 18 ms and fit exit 1;
+        # at a 24-ms wait it would answer at 64 ms, so exit 0 runs and the backlog is gone
+        (1.0, [1, 1, 1, 1, 0]),
+    ],
+)
+def test_channel_blind_runs_the_most_accurate_local_exit_that_fits_its_budget(
+    fraction: float, expected_exits: list[int]
 ) -> None:
-    policy = _DeviceViewPolicy(
-        ChannelBlindPolicy(0.5), also_hidden=("knowledge", "predict_actions")
-    )
-    rollouts = [
-        run_episodes(policy, env_factory(tiny_profile, **QUEUEING, channel=channel)(), [0, 1])
-        for channel in ("markov", "gilbert-elliott")
-    ]
-    exit_stages = np.asarray(tiny_profile.exit_stages)
-    assert (rollouts[0].split >= exit_stages[rollouts[0].exit]).all()  # never offloads
-    np.testing.assert_array_equal(rollouts[0].exit, rollouts[1].exit)
+    env = hand_env(1e6, frame_interval_s=0.034, deadline_s=0.06, horizon=20)
+    rollout = run_episodes(ChannelBlindPolicy(fraction), env, [0])
+    assert rollout.exit[0].tolist() == expected_exits * 4
+    assert (rollout.payload_bytes == 0).all()
 
 
-@pytest.mark.parametrize(("fraction", "expected_exit"), [(0.1, 0), (5.0, 1)])
-def test_channel_blind_budget_chooses_between_fast_and_accurate(
-    fraction: float, expected_exit: int, tiny_profile: Profile
-) -> None:
-    # exit 1 takes 10 ms on the device, exit 0 5 ms, frames come every 17 ms (nothing queues);
-    # the budget is a fraction of the 40 ms deadline
-    rollout = run_episodes(ChannelBlindPolicy(fraction), env_factory(tiny_profile)(), [0])
-    assert (rollout.exit == expected_exit).all()
-
-
-def test_channel_blind_fit_keeps_the_best_member(tiny_profile: Profile) -> None:
-    factory = env_factory(tiny_profile, horizon=40, **QUEUEING)
-    policy = make_baseline("channel-blind", env_factory=factory, episodes=2, seed=5)
+def test_channel_blind_fit_keeps_the_budget_of_the_best_mean_reward() -> None:
+    # in the situation above the whole deadline is the best budget: its cycle of four answers at
+    # exit 1 (reward 1) and one at exit 0 (0.5) scores 0.9; a longer budget would miss the
+    # deadline with exit 1, a shorter one runs exit 0 more often
+    factory = functools.partial(hand_env, 1e6, frame_interval_s=0.034, deadline_s=0.06)
+    policy = make_baseline("channel-blind", env_factory=factory, episodes=1, seed=0)
     assert isinstance(policy, ChannelBlindPolicy)
-    assert policy.deadline_fraction == policy.candidates[int(np.argmax(policy.mean_rewards))]
-    assert len(set(policy.mean_rewards.round(9))) > 1  # the members differ
-    assert policy.mean_rewards.max() == pytest.approx(
-        mean_reward(ChannelBlindPolicy(policy.deadline_fraction), factory(), [5, 6])
-    )
+    assert policy.deadline_fraction == 1.0
+    assert policy.mean_rewards.max() == pytest.approx(0.9)
+    policy.fit(factory, episodes=1, fractions=(0.5, 0.95, 1.0, 1.1))
+    assert policy.deadline_fraction == 1.0
+    # 0.95 fits exit 1 three times in four; 1.1 lets the backlog grow until exit 1 misses
+    np.testing.assert_allclose(policy.mean_rewards[:2], [0.5, (3 + 0.5) / 4], atol=0.02)
+    assert policy.mean_rewards[3] < 0.9
     with pytest.raises(RuntimeError, match="fit"):
         ChannelBlindPolicy().reset(factory())
 
@@ -378,58 +284,49 @@ def test_clairvoyant_lookahead_is_the_upper_reference_where_frames_queue(
         assert lookahead > mean_reward(policy, env, seeds), policy.name
 
 
-def test_neurosurgeon_takes_the_fastest_predicted_lossless_split_of_the_final_exit(
-    tiny_profile: Profile,
-) -> None:
-    env = env_factory(tiny_profile)()
-    policy = NeurosurgeonPolicy()
-    observation, _ = env.reset(seed=0)
-    policy.reset(env)
-    final = len(tiny_profile.exits) - 1
-    lossless = tiny_profile.bit_options.index("lossless")
-    splits_seen = set()
-    for _ in range(100):
-        action = policy.act(env, observation)
-        predicted = env.predict_actions()
-        allowed = [
-            i
-            for i, (e, s, b) in enumerate(predicted.actions)
-            if e == final and (b == lossless or s == tiny_profile.exit_stages[final])
-        ]
-        fastest = predicted.actions[min(allowed, key=lambda i: predicted.latency_s[i])]
-        assert action[0] == final
-        np.testing.assert_array_equal(action, fastest)
-        splits_seen.add(int(action[1]))
-        observation, *_ = env.step(action)
-    assert len(splits_seen) > 1  # the choice follows the measured throughput
+#: (capacity in bit/s, deadline in s) -> the decision of each rule, from the latencies in
+#: ``tests/handmade.py``: at 1 Mbit/s the input crosses in 0.8 ms; at 20 kbit/s split 1 (36 ms
+#: lossless, 28 ms at 4 bits) beats sending the input (50 ms) and the local 40 ms; at 10 kbit/s
+#: the local 40 ms beats split 1 (52 ms)
+HAND_DECISIONS = {
+    (1e6, 0.03): {
+        "neurosurgeon": (1, 0, LOSSLESS),
+        "edgent": (1, 0, LOSSLESS),
+        "greedy": (1, 0, LOSSLESS),
+    },
+    (2e4, 0.03): {
+        "neurosurgeon": (1, 1, LOSSLESS),  # the fastest lossless split, deadline or not
+        "edgent": (0, 1, 0),  # exit 1 misses 30 ms without quantization: exit 0 on the device
+        "greedy": (1, 1, FOUR_BITS),  # 4 bits meet the deadline at 75 % accuracy
+    },
+    (1e4, 0.03): {
+        "neurosurgeon": (1, 2, 0),
+        "edgent": (0, 1, 0),
+        "greedy": (0, 1, 0),
+    },
+    (1e4, 0.06): {
+        "neurosurgeon": (1, 2, 0),
+        "edgent": (1, 2, 0),  # now the full model on the device meets the deadline
+        # split 1 (52 ms) meets it too, just as accurately: a tie, to the lower flat index
+        "greedy": (1, 1, LOSSLESS),
+    },
+    (1e6, 0.005): {
+        "neurosurgeon": (1, 0, LOSSLESS),
+        "edgent": (0, 1, 0),  # nothing meets 5 ms: the fastest lossless or local action
+        "greedy": (1, 0, LOSSLESS),  # every action misses: the most accurate one
+    },
+}
 
 
-@pytest.mark.parametrize("deadline_s", [1e-6, 10.0])
-def test_edgent_takes_the_most_accurate_exit_within_the_deadline_else_the_fastest(
-    deadline_s: float, tiny_profile: Profile
+@pytest.mark.parametrize("situation", list(HAND_DECISIONS))
+@pytest.mark.parametrize("name", ["neurosurgeon", "edgent", "greedy"])
+def test_each_published_rule_takes_its_hand_computed_decision(
+    name: str, situation: tuple[float, float]
 ) -> None:
-    env = SplitComputingEnv(profile=tiny_profile, device=SLOW_DEVICE, deadline_s=deadline_s)
-    policy = EdgentPolicy()
-    observation, _ = env.reset(seed=0)
-    policy.reset(env)
-    most_accurate = int(np.argmax(tiny_profile.clean_accuracy()))
-    lossless = tiny_profile.bit_options.index("lossless")
-    for _ in range(20):
-        action = policy.act(env, observation)
-        predicted = env.predict_actions()
-        index = next(i for i, a in enumerate(predicted.actions) if tuple(a) == tuple(action))
-        device_only = action[1] >= tiny_profile.exit_stages[action[0]]
-        assert device_only or action[2] == lossless
-        if deadline_s > 1:
-            assert action[0] == most_accurate
-        else:
-            lossless_or_local = [
-                i
-                for i, (e, s, b) in enumerate(predicted.actions)
-                if b == lossless or s >= tiny_profile.exit_stages[e]
-            ]
-            assert predicted.latency_s[index] == min(predicted.latency_s[lossless_or_local])
-        observation, *_ = env.step(action)
+    capacity_bps, deadline_s = situation
+    rollout = run_episodes(make_baseline(name), hand_env(capacity_bps, deadline_s=deadline_s), [0])
+    taken = set(zip(rollout.exit[0], rollout.split[0], np.maximum(rollout.bits[0], 0), strict=True))
+    assert taken == {HAND_DECISIONS[situation][name]}
 
 
 @pytest.mark.parametrize("name", ["device-only", "device-only-first-exit"])
@@ -448,18 +345,17 @@ def test_edge_only_sends_the_input_losslessly(tiny_profile: Profile) -> None:
     assert (rollout.payload_bytes > 0).all()
 
 
-def test_best_static_keeps_the_argmax_of_its_enumeration(tiny_profile: Profile) -> None:
-    factory = env_factory(tiny_profile, horizon=40)
-    policy = BestStaticPolicy().fit(factory, episodes=2, seed=5)
-    env = factory()
-    assert policy.candidates == env.actions.canonical_actions()
-    assert policy.best_action == policy.candidates[int(np.argmax(policy.mean_rewards))]
-    # its score is the mean reward of a rollout of that action alone
-    assert policy.mean_rewards.max() == pytest.approx(
-        mean_reward(BestStaticPolicy(policy.best_action), env, [5, 6])
-    )
+def test_best_static_finds_the_best_action_of_a_constant_link_by_enumeration() -> None:
+    # at 20 kbit/s and a 30 ms deadline, 4 bits at split 1 is the only action that answers with
+    # exit 1 in time (28 ms, 75 % accurate); exit 0 on the device scores 0.5
+    factory = functools.partial(hand_env, 2e4, deadline_s=0.03)
+    policy = make_baseline("best-static", env_factory=factory, episodes=1, seed=0)
+    assert isinstance(policy, BestStaticPolicy)
+    assert policy.best_action == (1, 1, FOUR_BITS)
+    assert policy.mean_rewards.max() == pytest.approx(0.75)
+    assert sorted(policy.mean_rewards)[-2] == pytest.approx(0.5)
     with pytest.raises(RuntimeError, match="fit"):
-        BestStaticPolicy().reset(env)
+        BestStaticPolicy().reset(factory())
 
 
 def test_random_is_reproducible_and_covers_the_canonical_actions(tiny_profile: Profile) -> None:
