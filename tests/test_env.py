@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import pickle
+import subprocess
+import sys
 import warnings
 
 import gymnasium as gym
@@ -44,6 +46,16 @@ def test_registered_with_gymnasium() -> None:
     assert env.observation_space.contains(obs)
     assert isinstance(env.action_space, gym.spaces.MultiDiscrete)
     env.close()
+
+
+def test_import_splitrl_registers_the_envs_without_torch() -> None:
+    # a fresh interpreter: in this one, the test modules have imported splitrl.envs and torch
+    code = (
+        "import sys, gymnasium as gym, splitrl;"
+        f"gym.make({ENV_ID!r}).reset(seed=0);"
+        "sys.exit(10 + int('torch' in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 10
 
 
 def test_every_scenario_is_registered_as_v1() -> None:

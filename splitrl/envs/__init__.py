@@ -1,10 +1,11 @@
 """The split-computing environment, its scenarios, channels, server load and time model.
 
-Importing this package registers ``splitrl/SplitComputing-v1`` (the default scenario) and one id per
-named scenario, ``splitrl/SplitComputing-<scenario>-v1``, with Gymnasium::
+Importing this package, which ``import splitrl`` does, registers ``splitrl/SplitComputing-v1`` (the
+default scenario) and one id per named scenario, ``splitrl/SplitComputing-<scenario>-v1``, with
+Gymnasium::
 
     import gymnasium as gym
-    import splitrl.envs
+    import splitrl
 
     env = gym.make("splitrl/SplitComputing-v1")
 """
