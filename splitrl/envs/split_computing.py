@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -19,7 +18,7 @@ from splitrl.envs.reward import RewardSpec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.scenarios import Scenario, ScenarioParts, resolve_scenario
 from splitrl.envs.server_load import ServerLoad
-from splitrl.envs.time_model import CostTables
+from splitrl.envs.time_model import CostTables, RequestModel
 from splitrl.profiles.presets import DevicePreset, NetworkPreset
 from splitrl.profiles.schema import Profile
 
@@ -63,18 +62,6 @@ class ActionOutcomes:
     def best(self) -> np.ndarray:
         """The action with the highest reward (ties go to the lowest flat index)."""
         return self.actions[int(np.argmax(self.reward))]
-
-
-@dataclass(frozen=True)
-class _ActionArrays:
-    """Per canonical action (flat-index order): the parts of its outcome that do not depend on the state."""
-
-    device_only: np.ndarray
-    compute_s: np.ndarray
-    encode_s: np.ndarray
-    service_s: np.ndarray
-    mean_payload_bytes: np.ndarray
-    accuracy: np.ndarray
 
 
 class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -124,7 +111,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``latency = wait + device compute + encode + uplink transfer (integrated over the capacity) + RTT/2
     + server queueing + (server compute + decode) x load slowdown + RTT/2``. The device is busy until its
     transfer ends (or until its local compute ends), so the next frame may wait. Device energy is
-    ``compute power x (compute + encode) + radio power x transfer + idle power x waiting for the reply``.
+    ``compute power x (compute + encode) + radio power x transfer + idle power x waiting for the reply``
+    (:class:`~splitrl.envs.time_model.RequestModel`).
 
     ## Rewards
     ``correct - w_latency * latency / deadline - w_miss * [latency > deadline] - w_energy * energy / E_ref``
@@ -239,20 +227,18 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             deadline_s=self.reward_spec.deadline_s,
             frame_interval_s=self.frame_interval_s,
         )
-        # Python lists: indexing them per step is several times cheaper than numpy scalars.
-        self._device_compute: list[list[float]] = self.costs.device_compute_s.tolist()
-        self._server_compute: list[list[float]] = self.costs.server_compute_s.tolist()
-        self._encode: list[list[float]] = self.costs.encode_s.tolist()
-        self._decode: list[list[float]] = self.costs.decode_s.tolist()
         self._mask = self.actions.mask()
         self._exit_stages = self.profile.exit_stages
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
         self._canonical_list = self.actions.canonical_actions()
-        self._compute_power_w = parts.device.compute_power_w
-        self._idle_power_w = parts.device.idle_power_w
-        self._network = parts.network
-        self._device_radio_w = parts.device.radio_power_w
-        self._server_job_s = parts.server_job_s
+        self.request_model = RequestModel(
+            self.costs,
+            self._exit_stages,
+            self._canonical,
+            parts.device,
+            parts.network,
+            parts.server_job_s,
+        )
         # Per-sample tables as Python-friendly arrays: indexing a numpy scalar per step is the hot path.
         self._payload = self.profile.payload_bytes
         self._correct = self.profile.correct
@@ -404,62 +390,35 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
         if not capacity > 0:
             raise ValueError(f"capacity_bps must be positive, got {capacity}")
-        table = self._action_arrays
         arrival = self._arrival
         start = self.request_start_s
-        transfer_s = 8.0 * table.mean_payload_bytes / capacity
-        device_free = start + table.compute_s + table.encode_s + transfer_s
-        load = self.knowledge.server_load
-        queue_s = self.server_load.queueing_delay(load, self._server_job_s, None)
-        server_s = table.service_s * self.server_load.compute_slowdown(load)
-        half_rtt = 0.5 * self._mean_rtt_s
-        done = np.where(
-            table.device_only,
-            device_free,
-            device_free + half_rtt + queue_s + server_s + half_rtt,
-        )
-        if self._device_radio_w is None:
-            radio_j = np.array(
-                [
-                    self._network.transmit_energy_j(n_bytes, seconds) if n_bytes else 0.0
-                    for n_bytes, seconds in zip(
-                        table.mean_payload_bytes.tolist(), transfer_s.tolist(), strict=True
-                    )
-                ]
-            )
-        else:
-            radio_j = self._device_radio_w * transfer_s
-        energy_j = (
-            self._compute_power_w * (table.compute_s + table.encode_s)
-            + radio_j
-            + self._idle_power_w * (done - device_free)
+        payload_bytes, accuracy = self._expected_outcomes
+        device_free, done, energy_j = self.request_model.predict(
+            start,
+            payload_bytes,
+            capacity,
+            self.knowledge.server_load,
+            self._mean_rtt_s,
+            self.server_load,
         )
         latency_s = done - arrival
         return ActionOutcomes(
             actions=self._canonical.copy(),
-            reward=self.reward_spec.rewards(table.accuracy, latency_s, energy_j),
+            reward=self.reward_spec.rewards(accuracy, latency_s, energy_j),
             latency_s=latency_s,
             energy_j=energy_j,
-            payload_bytes=table.mean_payload_bytes.copy(),
-            correct=table.accuracy.copy(),
+            payload_bytes=payload_bytes.copy(),
+            correct=accuracy.copy(),
             device_free_s=device_free - arrival,
             wait_s=start - arrival,
         )
 
     @functools.cached_property
-    def _action_arrays(self) -> _ActionArrays:
-        """Per canonical action: what :meth:`predict_actions` needs, as arrays."""
+    def _expected_outcomes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per canonical action: the profile's mean payload (0 when device-only) and accuracy."""
         e, s, b = self._canonical.T
         device_only = s >= np.asarray(self._exit_stages)[e]
-        offloaded = ~device_only
-        return _ActionArrays(
-            device_only=device_only,
-            compute_s=self.costs.device_compute_s[e, s],
-            encode_s=np.where(offloaded, self.costs.encode_s[s, b], 0.0),
-            service_s=self.costs.server_compute_s[e, s] + self.costs.decode_s[s, b],
-            mean_payload_bytes=np.where(offloaded, self._mean_payload[s, b], 0),
-            accuracy=self._expected[s, b, e],
-        )
+        return np.where(device_only, 0, self._mean_payload[s, b]), self._expected[s, b, e]
 
     # ------------------------------------------------------------------ internals
     def _draw_request(self) -> None:
@@ -483,77 +442,43 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         return self.knowledge.observe(start, start - self._arrival, link_quality)
 
     def _simulate(
-        self,
-        e: int,
-        s: int,
-        b: int,
-        capacity_bps: float | None,
-        predicted: bool = False,
-        know_labels: bool = True,
+        self, e: int, s: int, b: int, capacity_bps: float | None, know_labels: bool = True
     ) -> dict[str, Any]:
         """The outcome of canonical action ``(e, s, b)`` for the current request (no state change).
 
-        ``know_labels=False`` scores correctness by the profile's accuracy of the action. ``predicted``
-        replaces what the device cannot know by its expectation: correctness by the
-        profile's accuracy, the payload by its mean, the RTT by its mean, the server load by the last
-        reported one and the queueing delay by its mean.
+        ``know_labels=False`` scores correctness by the profile's accuracy of the action.
         """
-        sample, rtt_s, drawn_u = self._draw
-        queue_u: float | None = drawn_u
-        if predicted:
-            rtt_s, queue_u = self._mean_rtt_s, None
+        sample, rtt_s, queue_u = self._draw
         arrival = self._arrival
         start = arrival if arrival > self._device_free else self._device_free
-        compute_s = self._device_compute[e][s]
-        device_only = s >= self._exit_stages[e]
-        if predicted:
-            n_bytes = 0 if device_only else int(self._mean_payload[s, b])
-            correct = float(self._expected[s, b, e])
-        elif self._live is not None:
+        if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
             if not know_labels:
                 correct = float(self._expected[s, b, e])
         else:
-            n_bytes = 0 if device_only else int(self._payload[sample, s, b])
+            n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
             correct = (
                 float(self._correct[sample, s, b, e])
                 if know_labels and self.reward_spec.correctness == "sample"
                 else float(self._expected[s, b, e])
             )
-        if device_only:
-            encode_s = transfer_s = queue_s = server_s = 0.0
-            rtt_used = 0.0
-            load = math.nan
-            device_free = start + compute_s
-            done = device_free
-        else:
-            encode_s = self._encode[s][b]
-            tx_start = start + compute_s + encode_s
-            if capacity_bps is None:
-                transfer_s = self.channel.transfer_time(n_bytes, tx_start)
-            else:
-                transfer_s = 8.0 * n_bytes / capacity_bps
-            device_free = tx_start + transfer_s
-            rtt_used = rtt_s
-            at_server = device_free + 0.5 * rtt_s
-            load = self.knowledge.server_load if predicted else self.server_load.load(at_server)
-            service_s = self._server_compute[e][s] + self._decode[s][b]
-            server_s = service_s * self.server_load.compute_slowdown(load)
-            queue_s = self.server_load.queueing_delay(load, self._server_job_s, queue_u)
-            done = at_server + queue_s + server_s + 0.5 * rtt_s
-        latency_s = done - arrival
-        if self._device_radio_w is None:
-            radio_j = self._network.transmit_energy_j(n_bytes, transfer_s) if n_bytes else 0.0
-        else:
-            radio_j = self._device_radio_w * transfer_s
-        energy_j = (
-            self._compute_power_w * (compute_s + encode_s)
-            + radio_j
-            + self._idle_power_w * (done - device_free)
+        (
+            compute_s,
+            encode_s,
+            transfer_s,
+            rtt_used,
+            queue_s,
+            server_s,
+            load,
+            device_free,
+            done,
+            energy_j,
+        ) = self.request_model.serve(
+            e, s, b, start, n_bytes, rtt_s, queue_u, self.server_load, self.channel, capacity_bps
         )
-        reward = self.reward_spec(correct, latency_s, energy_j)
+        latency_s = done - arrival
         return {
-            "reward": reward,
+            "reward": self.reward_spec(correct, latency_s, energy_j),
             "latency_s": latency_s,
             "wait_s": start - arrival,
             "device_compute_s": compute_s,
@@ -566,7 +491,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "payload_bytes": n_bytes,
             "correct": correct,
             "deadline_missed": latency_s > self.reward_spec.deadline_s,
-            "capacity_bps": math.nan if predicted else self.channel.capacity(start),
+            "capacity_bps": self.channel.capacity(start),
             "server_load": load,
             "sample_index": sample,
             "device_free": device_free,

@@ -1,9 +1,10 @@
-"""The time and energy model of one request, precomputed per action from a profile and two presets.
+"""The time and energy model of one request.
 
-What does not depend on the channel or the server load is computed once per ``(exit, split, bits)``:
-device compute, encoding on the device, server compute at no load, decoding on the server. The env adds
-the uplink transfer (integrated over the time-varying capacity), the round trip, server queueing and the
-load's slowdown per request.
+What does not depend on the channel or the server load is computed once per ``(exit, split, bits)``
+(:class:`CostTables`): device compute, encoding on the device, server compute at no load, decoding on
+the server. :class:`RequestModel` adds, per request, the uplink transfer, the round trip, server
+queueing and the load's slowdown, and the device's energy: for one action against the world (the
+env's step), or for every action at once from the device's estimates (its prediction).
 
 Stage and head times come from the device preset's compute model (FLOPs and layer count), or, for a
 ``measured`` preset such as ``host``, from the latencies measured on the profiling host (one thread on
@@ -12,15 +13,22 @@ the device side, all threads on the server side).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
+from typing import TypeVar
 
 import numpy as np
 
 from splitrl.envs.channels.base import Channel
-from splitrl.profiles.presets import DevicePreset
+from splitrl.envs.server_load import ServerLoad
+from splitrl.profiles.presets import DevicePreset, NetworkPreset
 from splitrl.profiles.schema import BlockInfo, Profile
+
+#: a float, or an array of them (one per action): the model's arithmetic is the same on both
+FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
 
 
 def block_time_s(block: BlockInfo, preset: DevicePreset, all_threads: bool) -> float:
@@ -83,6 +91,217 @@ class CostTables:
                     else server.codec_time_s(n_elements)
                 )
         return cls(device_compute, server_compute, encode, decode)
+
+
+#: How one action served one request (:meth:`RequestModel.serve`), in this order: device compute,
+#: encode, transfer, round trip, queueing and server time (seconds), the server's utilization when
+#: the request arrived, when the device is free again and when the reply arrives (seconds since the
+#: episode start), and the device's energy (joules). A plain tuple: the env unpacks one per step.
+RequestTiming = tuple[float, float, float, float, float, float, float, float, float, float]
+
+
+class RequestModel:
+    """Time and device energy of a request served with an action (the env's time model).
+
+    A request starts at ``start``; the device computes stages ``[0, s)`` (and the exit head when it
+    answers itself), encodes, and sends the payload; it is free again when the transfer ends. The
+    request reaches the server half a round trip later, waits and is computed there (both stretched
+    by the server's load) and the reply takes the other half of the round trip. The device draws
+    ``compute power x (compute + encode) + radio energy of the transfer + idle power x waiting for
+    the reply``.
+
+    :meth:`serve` times one action against the world: the uplink's capacity integrated over the
+    transfer, the server's load when the request arrives, this request's RTT and queueing draws.
+    :meth:`predict` times every canonical action at once (numpy) from what the device can estimate.
+    Both are built from the same parts: the server load's
+    :meth:`~splitrl.envs.server_load.ServerLoad.queueing_delay` and
+    :meth:`~splitrl.envs.server_load.ServerLoad.compute_slowdown`, :meth:`reply_at`,
+    :attr:`radio_energy_j` and :meth:`energy_j`, whose arithmetic is the same on floats and arrays.
+
+    :param costs: the channel-independent costs of every action
+    :param exit_stages: the stage count ``k_e`` after which each exit sits
+    :param canonical_actions: the canonical ``(e, s, b)`` actions, shape ``(n, 3)``, in the order
+        of :meth:`predict`'s arrays
+    :param device: the device preset (compute, idle and radio power)
+    :param network: the network preset (the radio's energy when the device has no radio power of
+        its own)
+    :param server_job_s: mean service time of the server's other jobs (the scale of queueing)
+    """
+
+    def __init__(
+        self,
+        costs: CostTables,
+        exit_stages: tuple[int, ...],
+        canonical_actions: np.ndarray,
+        device: DevicePreset,
+        network: NetworkPreset,
+        server_job_s: float,
+    ) -> None:
+        self.costs = costs
+        self.server_job_s = server_job_s
+        self._exit_stages = exit_stages
+        self._compute_power_w = device.compute_power_w
+        self._idle_power_w = device.idle_power_w
+        self._radio_power_w = device.radio_power_w
+        #: the radio's energy of sending ``n_bytes`` in ``transfer_s`` seconds: the device's own radio
+        #: power, or else the network's model
+        self.radio_energy_j: Callable[[int, float], float] = (
+            network.transmit_energy_j
+            if device.radio_power_w is None
+            else functools.partial(_energy_at_power, device.radio_power_w)
+        )
+        # Python lists: indexing them per step is several times cheaper than numpy scalars.
+        self._device_compute: list[list[float]] = costs.device_compute_s.tolist()
+        self._server_compute: list[list[float]] = costs.server_compute_s.tolist()
+        self._encode: list[list[float]] = costs.encode_s.tolist()
+        self._decode: list[list[float]] = costs.decode_s.tolist()
+        # per canonical action, for predict()
+        e, s, b = np.asarray(canonical_actions, dtype=np.int64).T
+        self._device_only = s >= np.asarray(exit_stages)[e]
+        self._action_compute_s = costs.device_compute_s[e, s]
+        self._action_encode_s = np.where(self._device_only, 0.0, costs.encode_s[s, b])
+        self._action_service_s = costs.server_compute_s[e, s] + costs.decode_s[s, b]
+
+    def serve(
+        self,
+        e: int,
+        s: int,
+        b: int,
+        start: float,
+        n_bytes: int,
+        rtt_s: float,
+        queue_u: float | None,
+        server_load: ServerLoad,
+        channel: Channel,
+        capacity_bps: float | None = None,
+        load: float | None = None,
+    ) -> RequestTiming:
+        """Serve one request with the canonical action ``(e, s, b)``.
+
+        A device-only action has no encode, transfer, round trip, queueing or server time, and no
+        server load (NaN).
+
+        :param start: when the device starts the request (seconds since the episode start)
+        :param n_bytes: the payload's size (0 when device-only)
+        :param rtt_s: the round-trip time
+        :param queue_u: the uniform variate of the queueing delay; ``None``: its mean
+        :param server_load: the server's load process and service model
+        :param channel: the uplink, whose capacity the transfer integrates
+        :param capacity_bps: a constant capacity to assume instead of the channel's
+        :param load: the server's utilization to assume instead of the load process's own when
+            the request arrives
+        """
+        compute_s = self._device_compute[e][s]
+        if s >= self._exit_stages[e]:
+            device_free = start + compute_s
+            energy_j = self.energy_j(compute_s, 0.0, 0.0)
+            return (
+                compute_s,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                0.0,
+                math.nan,
+                device_free,
+                device_free,
+                energy_j,
+            )
+        encode_s = self._encode[s][b]
+        tx_start = start + compute_s + encode_s
+        if capacity_bps is None:
+            transfer_s = channel.transfer_time(n_bytes, tx_start)
+        else:
+            transfer_s = 8.0 * n_bytes / capacity_bps
+        device_free = tx_start + transfer_s
+        at_server = device_free + 0.5 * rtt_s
+        if load is None:
+            load = server_load.load(at_server)
+        service_s = self._server_compute[e][s] + self._decode[s][b]
+        queue_s = server_load.queueing_delay(load, self.server_job_s, queue_u)
+        server_s = service_s * server_load.compute_slowdown(load)
+        done = self.reply_at(at_server, rtt_s, queue_s, server_s)
+        energy_j = self.energy_j(
+            compute_s + encode_s, self.radio_energy_j(n_bytes, transfer_s), done - device_free
+        )
+        return (
+            compute_s,
+            encode_s,
+            transfer_s,
+            rtt_s,
+            queue_s,
+            server_s,
+            load,
+            device_free,
+            done,
+            energy_j,
+        )
+
+    def predict(
+        self,
+        start: float,
+        payload_bytes: np.ndarray,
+        capacity_bps: float,
+        load: float,
+        rtt_s: float,
+        server_load: ServerLoad,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Time every canonical action at once from estimates: a constant capacity, a known load,
+        one RTT and the mean queueing delay.
+
+        :param start: when the device starts the request (seconds since the episode start)
+        :param payload_bytes: the payload of each canonical action (0 when device-only)
+        :param capacity_bps: the uplink capacity to assume
+        :param load: the server's utilization to assume
+        :param rtt_s: the round-trip time to assume
+        :param server_load: the server's service model (only its effect of a load is used)
+        :return: per canonical action: when the device is free again, when the reply arrives
+            (both in seconds since the episode start) and the device's energy
+        """
+        transfer_s = 8.0 * payload_bytes / capacity_bps
+        device_free = start + self._action_compute_s + self._action_encode_s + transfer_s
+        queue_s = server_load.queueing_delay(load, self.server_job_s, None)
+        server_s = self._action_service_s * server_load.compute_slowdown(load)
+        done = np.where(
+            self._device_only,
+            device_free,
+            self.reply_at(device_free + 0.5 * rtt_s, rtt_s, queue_s, server_s),
+        )
+        if self._radio_power_w is None:
+            # the network's model takes one transfer at a time
+            radio_j = np.array(
+                [
+                    self.radio_energy_j(n_bytes, seconds)
+                    for n_bytes, seconds in zip(
+                        payload_bytes.tolist(), transfer_s.tolist(), strict=True
+                    )
+                ]
+            )
+        else:
+            radio_j = _energy_at_power(self._radio_power_w, payload_bytes, transfer_s)
+        energy_j = self.energy_j(
+            self._action_compute_s + self._action_encode_s, radio_j, done - device_free
+        )
+        return device_free, done, energy_j
+
+    @staticmethod
+    def reply_at(
+        at_server: FloatOrArray, rtt_s: float, queue_s: float, server_s: FloatOrArray
+    ) -> FloatOrArray:
+        """When the reply reaches the device, for a request that reached the server at ``at_server``."""
+        return at_server + queue_s + server_s + 0.5 * rtt_s
+
+    def energy_j(
+        self, busy_s: FloatOrArray, radio_j: FloatOrArray, waiting_s: FloatOrArray
+    ) -> FloatOrArray:
+        """The device's energy: computing and encoding for ``busy_s``, the radio's ``radio_j``, and
+        idling for ``waiting_s`` until the reply."""
+        return self._compute_power_w * busy_s + radio_j + self._idle_power_w * waiting_s
+
+
+def _energy_at_power(power_w: float, n_bytes: FloatOrArray, seconds: FloatOrArray) -> FloatOrArray:
+    """Energy of drawing ``power_w`` for ``seconds``, whatever the bytes sent."""
+    return power_w * seconds
 
 
 @dataclass(frozen=True)
