@@ -450,3 +450,80 @@ def test_train_heads_command_writes_what_the_card_loads(
     loaded = staged_model_from_card(load_model_card(card_path))
     stored = torch.load(heads, weights_only=True)
     assert torch.equal(loaded.heads[0].state_dict()["2.weight"], stored["0.2.weight"])
+
+
+def test_card_to_profile_training_evaluation_export_and_live_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_torch_thread: None
+) -> None:
+    """A user's model from its card to an exported controller, through the commands alone."""
+    from splitrl.cli import main
+    from splitrl.envs.split_computing import SplitComputingEnv
+    from splitrl.profiles.schema import ProfileError
+    from splitrl.runtime.segments import stage_file
+
+    card_path = write_card(tmp_path / "card")
+    images = write_image_folder(tmp_path / "images")
+    out = tmp_path / "profiles"
+    build = [
+        "profile", "build", "--card", str(card_path), "--data", f"imagefolder:{images}",
+        "--name", "small", "--out", str(out), "--bits", "2,4,8,lossless", "--quick",
+        "--batch-size", "8", "--no-progress",
+    ]  # fmt: skip
+    read = ImageFolderSamples.read
+    reads: list[int] = []
+    interrupt_at = [16]
+
+    def interrupted_read(self: ImageFolderSamples, start: int, stop: int) -> np.ndarray:
+        if start in interrupt_at:
+            interrupt_at.clear()
+            raise KeyboardInterrupt
+        reads.append(start)
+        return read(self, start, stop)
+
+    monkeypatch.setattr(ImageFolderSamples, "read", interrupted_read)
+    assert main(build) == 130  # interrupted (Ctrl-C)
+    assert (out / "small.checkpoint.npz").exists()
+    reads.clear()
+    assert main(build) == 0
+    assert reads == [0, 16]  # sample 0 for the checks, then the batch never measured
+    monkeypatch.undo()
+    profile_path = out / "small.json"
+
+    runs = tmp_path / "runs"
+    train = [
+        "train", "--profile", str(profile_path), "--horizon", "20", "--timesteps", "64",
+        "--eval-freq", "0", "--checkpoint-freq", "0", "--out", str(runs), "--no-progress",
+        "--hyperparams", "learning_starts=32", "batch_size=16", "buffer_size=1000",
+    ]  # fmt: skip
+    assert main(train) == 0
+    (run,) = runs.iterdir()
+    report = tmp_path / "report"
+    evaluate = [
+        "evaluate", str(run), "--episodes", "2", "--baselines", "device-only",
+        "--out", str(report), "--no-plots", "--no-progress",
+    ]  # fmt: skip
+    assert main(evaluate) == 0
+    assert any(report.iterdir())
+    assert main(["export", str(run), "--out", str(tmp_path / "export")]) == 0
+    exported = {path.name for path in (tmp_path / "export").iterdir()}
+    assert {stage_file(k) for k in range(3)} | {"segments.json", "policy.onnx"} <= exported
+
+    replay = SplitComputingEnv(profile=str(profile_path), horizon=20)
+    live = SplitComputingEnv(profile=str(profile_path), horizon=20, mode="live")
+    canonical = replay.actions.canonical_actions()
+    for env in (replay, live):
+        env.reset(seed=5)
+    for step in range(12):
+        action = np.array(canonical[step % len(canonical)])
+        _, _, _, _, replayed = replay.step(action)
+        _, _, _, _, lived = live.step(action)
+        assert replayed["payload_bytes"] == lived["payload_bytes"], action
+        assert replayed["correct"] == lived["correct"], action
+
+    torch.save(
+        {key: value + 1 for key, value in torch.load(tmp_path / "card" / "small_net.pt").items()},
+        tmp_path / "card" / "small_net.pt",
+    )
+    with pytest.raises(ProfileError, match="was built from a model with weights"):
+        SplitComputingEnv(profile=str(profile_path), horizon=20, mode="live").reset(seed=0)
+    assert main(["export", str(run), "--out", str(tmp_path / "export2")]) == 2

@@ -2,16 +2,21 @@
 
 Live mode exists to keep replay honest: for the same sample and action, both must give the same
 payload size and the same correctness. It needs what the profile was built from: the network's
-weights (checked against the profile's record of their SHA-256) and the Fashion-MNIST test set.
+weights (checked against the profile's record of their SHA-256) and the test samples: the
+Fashion-MNIST canvases for the shipped network, the model card (or factory) and the ``--data``
+samples the profile names for a user's model (:mod:`splitrl.profiles.profiled_model`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from splitrl.models.protocol import StagedModel
 from splitrl.profiles.schema import Profile, ProfileError
 
 
@@ -19,7 +24,8 @@ class LiveOutcomes:
     """Per-request outcomes computed live for a profile's model and test canvases.
 
     :param profile: the profile whose model, dataset and bit options are used
-    :param weights: checkpoint sidecar (``NAME.json``) of the network; default: the shipped one
+    :param weights: checkpoint sidecar (``NAME.json``) of the network, or for a profile of a
+        user's model its card or factory; default: the shipped network, or what the profile names
     :param data_dir: Fashion-MNIST folder (default: ``$SPLITRL_FASHION_MNIST`` or the Debian path)
     """
 
@@ -29,7 +35,31 @@ class LiveOutcomes:
         weights: str | Path | None = None,
         data_dir: str | Path | None = None,
     ) -> None:
-        from splitrl.models import CanvasConfig, CanvasDataset, LiveInference, load_checkpoint
+        from splitrl.models import LiveInference
+        from splitrl.profiles.profiled_model import (
+            load_profiled_model,
+            names_own_model,
+            open_profiled_samples,
+        )
+
+        codec_options = dict(profile.codec)
+        self.bit_options = profile.bit_options
+        if names_own_model(profile):
+            model = load_profiled_model(profile, weights)
+            samples = open_profiled_samples(profile)
+            self._sample: Callable[[int], tuple[np.ndarray, int]] = lambda i: (
+                samples.read(i, i + 1)[0],
+                int(samples.labels[i]),
+            )
+        else:
+            model = self._open_canvases(profile, weights, data_dir)
+        self.live = LiveInference(model, codec_options=lambda split: codec_options)
+
+    def _open_canvases(
+        self, profile: Profile, weights: str | Path | None, data_dir: str | Path | None
+    ) -> StagedModel:
+        """The shipped architecture's checkpoint; its test canvases become the samples."""
+        from splitrl.models import CanvasConfig, CanvasDataset, load_checkpoint
         from splitrl.models.checkpoint import DEFAULT_MODEL_NAME, WEIGHTS_DIR, read_sidecar
 
         sidecar = (
@@ -46,26 +76,19 @@ class LiveOutcomes:
         config = (
             CanvasConfig(**_tuples(dataset_info["canvas"])) if "canvas" in dataset_info else None
         )
-        self.dataset = CanvasDataset.from_fashion_mnist(
+        dataset = CanvasDataset.from_fashion_mnist(
             "test", seed=int(dataset_info.get("canvas_seed", 0)), data_dir=data_dir, config=config
         )
-        codec_options = dict(profile.codec)
-        self.live = LiveInference(
-            load_checkpoint(sidecar), codec_options=lambda split: codec_options
-        )
-        self.bit_options = profile.bit_options
+        self._sample = lambda i: (dataset.render(i)[0], int(dataset.labels[i]))
+        return load_checkpoint(sidecar)
 
     def outcome(
         self, sample: int, exit_index: int, split: int, bits_index: int
     ) -> tuple[int, float]:
         """``(payload bytes, correct)`` of one request run live."""
-        canvas, _ = self.dataset.render(sample)
+        frame, label = self._sample(sample)
         result = self.live.infer(
-            torch.from_numpy(canvas),
-            exit_index,
-            split,
-            self.bit_options[bits_index],
-            label=int(self.dataset.labels[sample]),
+            torch.from_numpy(frame), exit_index, split, self.bit_options[bits_index], label=label
         )
         return result.payload_bytes, float(bool(result.correct))
 

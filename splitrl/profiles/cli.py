@@ -99,6 +99,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--entropy", action="store_true", help="add the entropy stage after RLE")
     build.add_argument("--quick", action="store_true", help=f"a small, fast profile ({QUICK})")
     build.add_argument(
+        "--batch-size",
+        type=int,
+        default=250,
+        help="samples per forward pass; the checkpoint is saved after each batch "
+        "(default: %(default)s)",
+    )
+    build.add_argument(
         "--device",
         default="cpu",
         help="where the model runs while measuring: cpu or cuda[:N], default: %(default)s",
@@ -228,6 +235,7 @@ def _build_settings(args: argparse.Namespace, metadata: dict[str, Any]) -> Build
         per_channel=args.per_channel,
         clip=args.clip,
         entropy=args.entropy,
+        batch_size=args.batch_size,
         latency_repeats=QUICK["latency_repeats"] if args.quick else BuildSettings.latency_repeats,
         codec_timing_samples=QUICK["codec_timing"]
         if args.quick
@@ -270,20 +278,31 @@ def _build_user_model(args: argparse.Namespace) -> int:
     if args.card is not None:
         card = load_model_card(args.card)
         model: StagedModel = staged_model_from_card(card, seed=args.seed)
-        model_info = {"card": str(args.card), "factory": card.model, **card.sha256()}
+        model_info = {"card": str(args.card.resolve()), "factory": card.model, **card.sha256()}
     else:
         model = resolve_factory(args.model)()
         if not isinstance(model, StagedModel):
             raise ValueError(f"--model {args.model}: the function must return a StagedModel")
-        model_info = {"factory": args.model}
+        module, _, function = args.model.rpartition(":")
+        resolved = str(Path(module).resolve()) if module.endswith(".py") else module
+        model_info = {"factory": f"{resolved}:{function}"}
     samples = (
         args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
     )
     if samples is not None and samples < 1:
         raise ValueError(f"--samples must be positive, got {samples}")
     source = open_samples(args.data, model.input_spec.shape, limit=samples)
+    kind, _, location = args.data.partition(":")
     settings = _build_settings(
-        args, {"model": model_info, "dataset": {"source": args.data, "n_samples": len(source)}}
+        args,
+        {
+            "model": model_info,
+            "dataset": {
+                "source": f"{kind}:{Path(location).resolve()}",
+                "n_samples": len(source),
+                "fingerprint": source.fingerprint(),
+            },
+        },
     )
     started = time.perf_counter()
     torch.manual_seed(args.seed)

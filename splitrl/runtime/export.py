@@ -25,8 +25,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="export directory to write")
     parser.add_argument(
         "--model",
-        default="default",
-        help="'default' (the shipped network) or the checkpoint sidecar NAME.json the profile used",
+        default=None,
+        help="the network the run's profile was built from: its model card (.yaml), a checkpoint "
+        "sidecar NAME.json, MODULE:FUNCTION or 'default' (the shipped network); default: the "
+        "card or factory the profile names, else the shipped network",
     )
     parser.add_argument(
         "--format",
@@ -68,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.quantize != "float32":
         raise ValueError("--quantize applies to --format c only")
-    from splitrl.models.checkpoint import load_checkpoint, load_default_model
+    from splitrl.profiles.profiled_model import load_staged_model
     from splitrl.runtime.onnx_export import export_run
 
-    model = load_default_model() if args.model == "default" else load_checkpoint(args.model)
+    model = None if args.model is None else load_staged_model(args.model)
     metadata, manifest = export_run(args.run_dir, args.out, model=model, opset=args.opset)
     print(
         f"policy: {args.out / 'policy.onnx'} ({len(metadata.actions.canonical_actions())} actions)"

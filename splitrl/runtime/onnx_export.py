@@ -395,13 +395,16 @@ def export_run(
 
     :param run_dir: the training run directory.
     :param directory: the export directory.
-    :param model: the staged model the profile was built from (default: the shipped network).
+    :param model: the staged model the profile was built from (default: the model card or
+        factory the profile names, else the shipped network); refused when its weights are not
+        the profiled ones.
     :param opset: ONNX opset.
     """
-    from splitrl.models.checkpoint import load_default_model
+    from splitrl.profiles.profiled_model import check_profiled_model, load_profiled_model
 
     agent, env, identity = load_run(run_dir)
-    staged = model if model is not None else load_default_model()
+    staged = model if model is not None else load_profiled_model(env.profile)
+    check_profiled_model(env.profile, staged)
     exit_stages = tuple(spec.after_stage for spec in staged.exits)
     if exit_stages != env.actions.exit_stages or len(staged.stages) + 1 != env.actions.n_splits:
         raise ValueError(
