@@ -88,3 +88,13 @@ def test_invalid_configuration(kwargs: dict, problem: str) -> None:
 def test_load_before_reset_is_an_error() -> None:
     with pytest.raises(ChannelError, match=r"ServerLoad: call reset\(rng\)"):
         ServerLoad().load(0.0)
+
+
+def test_the_load_chain_speaks_of_levels_not_of_bandwidth() -> None:
+    server = ServerLoad(levels=(0.2, 0.6), transition_matrix=((0.9, 0.1), (0.3, 0.7)))
+    assert server.levels == server.chain.levels == (0.2, 0.6)
+    # stationary distribution (0.75, 0.25)
+    assert server.mean_load == pytest.approx(0.75 * 0.2 + 0.25 * 0.6)
+    with pytest.raises(ValueError, match="at least two levels") as error:
+        ServerLoad(levels=(0.5,), transition_matrix=((1.0,),))
+    assert "bps" not in str(error.value)

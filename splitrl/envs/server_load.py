@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from splitrl.envs.channels.base import ChannelError
-from splitrl.envs.channels.markov import MarkovChannel
+from splitrl.envs.channels.base import ChannelError, PiecewiseConstantChannel
+from splitrl.envs.markov_chain import MarkovChain
 
 SERVER_DISCIPLINES = ("processor-sharing", "fcfs")
 DEFAULT_LOAD_LEVELS = (0.1, 0.5, 0.9)
@@ -22,7 +22,8 @@ DEFAULT_LOAD_TRANSITIONS = (
 class ServerLoad:
     """Markov-modulated utilization ``rho(t)`` of the edge server by other tenants.
 
-    The utilization follows a discrete-time Markov chain over ``levels`` with one transition per
+    The utilization follows a discrete-time Markov chain
+    (:class:`~splitrl.envs.markov_chain.MarkovChain`) over ``levels`` with one transition per
     ``slot_s`` seconds (the defaults, 0.1 / 0.5 / 0.9 per 1 s slot, spend 40 / 40 / 20 % of the
     time at each level with mean sojourns of 20 / 10 / 10 s; mean load 0.42).
 
@@ -65,9 +66,8 @@ class ServerLoad:
             )
         if not (math.isfinite(max_slowdown) and max_slowdown > 1.0):
             raise ValueError(f"max_slowdown must be greater than 1, got {max_slowdown}")
-        # A load trajectory is a piecewise-constant Markov process, exactly like the rate of a
-        # Markov channel, so that class generates it.
-        self._process = MarkovChannel(levels, transition_matrix, slot_s)
+        self.chain = MarkovChain(levels, transition_matrix, slot_s)
+        self._trajectory = _Trajectory(self.chain)
         self.discipline = discipline
         self.max_slowdown = float(max_slowdown)
         self._max_load = 1.0 - 1.0 / self.max_slowdown
@@ -77,12 +77,12 @@ class ServerLoad:
     @property
     def levels(self) -> tuple[float, ...]:
         """Utilization of each state."""
-        return self._process.levels_bps
+        return self.chain.levels
 
     @property
     def mean_load(self) -> float:
         """Long-run mean utilization."""
-        return self._process.mean_rate_bps
+        return self.chain.mean_level
 
     def reset(self, rng: np.random.Generator) -> None:
         """Start a new load trajectory, its first state drawn from the stationary distribution.
@@ -90,7 +90,7 @@ class ServerLoad:
         :param rng: the environment's generator; one number is drawn from it to seed the
             trajectory's own stream
         """
-        self._process.reset(rng)
+        self._trajectory.reset(rng)
         self._was_reset = True
 
     def load(self, t: float) -> float:
@@ -100,7 +100,7 @@ class ServerLoad:
         :return: utilization in [0, 1)
         """
         try:
-            return self._process.capacity(t)
+            return self._trajectory.capacity(t)
         except ChannelError:
             if not self._was_reset:
                 raise ChannelError("ServerLoad: call reset(rng) before load()") from None
@@ -141,6 +141,22 @@ class ServerLoad:
 
     def __repr__(self) -> str:
         return (
-            f"ServerLoad(levels={self.levels}, slot_s={self._process.slot_s:g}, "
+            f"ServerLoad(levels={self.levels}, slot_s={self.chain.slot_s:g}, "
             f"discipline={self.discipline!r}, max_slowdown={self.max_slowdown:g})"
         )
+
+
+class _Trajectory(PiecewiseConstantChannel):
+    """One realization of the utilization, kept as the channels keep their capacity: piecewise
+    constant over the chain's sojourns, generated as lookups move forward, one bisect per lookup
+    (its :meth:`capacity` is the utilization)."""
+
+    def __init__(self, chain: MarkovChain) -> None:
+        super().__init__()
+        self._chain = chain
+
+    def _start(self, rng: np.random.Generator) -> None:
+        self._chain.start(rng)
+
+    def _generate_segments(self, rng: np.random.Generator) -> tuple[list[float], list[float]]:
+        return self._chain.sojourns(rng)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from collections.abc import Sequence
 
 import numpy as np
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel
+from splitrl.envs.markov_chain import MarkovChain
 from splitrl.envs.traces import MAX_RATE_BPS, MAX_TRACE_SEGMENTS, MIN_SEGMENT_S, Trace
 
 DEFAULT_LEVELS_BPS = (1e6, 3e6, 6e6, 10e6, 15e6)
@@ -24,12 +24,10 @@ DEFAULT_TRANSITION_MATRIX = (
 class MarkovChannel(PiecewiseConstantChannel):
     """Capacity follows a discrete-time Markov chain over bandwidth levels.
 
-    The chain makes one transition per slot of ``slot_s`` seconds with probabilities
-    ``transition_matrix[i][j]``; the capacity in state ``i`` is ``levels_bps[i]``. Segments are
-    whole sojourns: the number of slots spent in state ``i`` is geometric with success probability
-    ``1 - P[i][i]`` and the next state is drawn from row ``i`` without the diagonal, which is the
-    same process as slot-by-slot simulation at a fraction of the cost. Each realization starts in a
-    state drawn from the stationary distribution.
+    The chain (:class:`~splitrl.envs.markov_chain.MarkovChain`) makes one transition per slot of
+    ``slot_s`` seconds with probabilities ``transition_matrix[i][j]``; the capacity in state ``i``
+    is ``levels_bps[i]``. Segments are whole sojourns; each realization starts in a state drawn
+    from the stationary distribution.
 
     The defaults are five levels from 1 to 15 Mbit/s (an LTE-uplink-like range) with a
     birth-death matrix that moves one level up or down with probability 0.1 per 0.5 s slot: a
@@ -43,8 +41,6 @@ class MarkovChannel(PiecewiseConstantChannel):
     :param kwargs: :class:`PiecewiseConstantChannel` options
     """
 
-    _BLOCK = 128
-
     def __init__(
         self,
         levels_bps: Sequence[float] = DEFAULT_LEVELS_BPS,
@@ -54,86 +50,40 @@ class MarkovChannel(PiecewiseConstantChannel):
     ) -> None:
         super().__init__(**kwargs)
         levels = np.asarray(levels_bps, dtype=np.float64)
-        matrix = np.asarray(transition_matrix, dtype=np.float64)
-        n = len(levels)
-        if levels.ndim != 1 or n < 2:
-            raise ValueError(f"levels_bps must list at least two levels, got {levels_bps!r}")
         if not (np.all(np.isfinite(levels)) and np.all(levels >= 0.0) and np.any(levels > 0.0)):
             raise ValueError("levels_bps must be finite, non-negative and not all zero")
         if levels.max() > MAX_RATE_BPS:
             raise ValueError(
                 f"levels_bps reach {levels.max():g} bit/s, above the limit of {MAX_RATE_BPS:g}"
             )
-        if matrix.shape != (n, n):
-            raise ValueError(f"transition_matrix must be {n}x{n}, got shape {matrix.shape}")
-        if np.any(matrix < 0.0) or not np.allclose(matrix.sum(axis=1), 1.0, atol=1e-6):
-            raise ValueError("transition_matrix rows must be non-negative and sum to 1")
-        absorbing = np.flatnonzero(np.diag(matrix) >= 1.0)
-        if absorbing.size:
-            raise ValueError(
-                f"state {int(absorbing[0])} of the transition matrix is never left (P[i][i] = 1); "
-                "use ConstantChannel for a fixed rate"
-            )
-        if not (math.isfinite(slot_s) and slot_s >= MIN_SEGMENT_S):
-            raise ValueError(f"slot_s must be at least {MIN_SEGMENT_S:g} s, got {slot_s}")
-        matrix = matrix / matrix.sum(axis=1, keepdims=True)
-        self.slot_s = float(slot_s)
-        self._levels = levels
-        self._matrix = matrix
-        self._stationary = _stationary_distribution(matrix)
-        self._level_list: list[float] = levels.tolist()
-        stay = np.diag(matrix)
-        self._log_stay = [math.log(p) if p > 0.0 else -math.inf for p in stay.tolist()]
-        self._jump_targets: list[list[int]] = []
-        self._jump_cdf: list[list[float]] = []
-        for i in range(n):
-            targets = [j for j in range(n) if j != i and matrix[i, j] > 0.0]
-            cdf = np.cumsum(matrix[i, targets]) / (1.0 - stay[i])
-            cdf[-1] = 1.0
-            self._jump_targets.append(targets)
-            self._jump_cdf.append(cdf.tolist())
-        self._stationary_cdf = np.cumsum(self._stationary).tolist()
-        self._state = 0
+        self.chain = MarkovChain(levels, transition_matrix, slot_s)
+        self.slot_s = self.chain.slot_s
 
     @property
     def levels_bps(self) -> tuple[float, ...]:
         """Capacity of each state in bit/s."""
-        return tuple(self._level_list)
+        return self.chain.levels
 
     @property
     def transition_matrix(self) -> np.ndarray:
         """Per-slot transition probabilities (a copy)."""
-        return self._matrix.copy()
+        return self.chain.transition_matrix
 
     @property
     def stationary_distribution(self) -> np.ndarray:
         """Long-run fraction of slots spent in each state (a copy)."""
-        return self._stationary.copy()
+        return self.chain.stationary_distribution
 
     @property
     def mean_rate_bps(self) -> float:
         """Long-run mean capacity in bit/s."""
-        return float(self._stationary @ self._levels)
+        return self.chain.mean_level
 
     def _start(self, rng: np.random.Generator) -> None:
-        u = float(rng.random())
-        self._state = min(bisect_right(self._stationary_cdf, u), len(self._level_list) - 1)
+        self.chain.start(rng)
 
     def _generate_segments(self, rng: np.random.Generator) -> tuple[list[float], list[float]]:
-        slot_s = self.slot_s
-        durations: list[float] = []
-        rates: list[float] = []
-        state = self._state
-        stay_draws = rng.random(self._BLOCK).tolist()
-        jump_draws = rng.random(self._BLOCK).tolist()
-        for u_stay, u_jump in zip(stay_draws, jump_draws, strict=True):
-            # Inverse CDF of the geometric sojourn: P(slots > k) = P[i][i] ** k.
-            slots = 1 + int(math.log1p(-u_stay) / self._log_stay[state])
-            durations.append(slots * slot_s)
-            rates.append(self._level_list[state])
-            state = self._jump_targets[state][bisect_right(self._jump_cdf[state], u_jump)]
-        self._state = state
-        return durations, rates
+        return self.chain.sojourns(rng)
 
     @classmethod
     def fit(
@@ -208,21 +158,5 @@ class MarkovChannel(PiecewiseConstantChannel):
         return cls(levels.tolist(), counts / row_sums, slot_s, **kwargs)
 
     def __repr__(self) -> str:
-        levels = ", ".join(f"{level / 1e6:.3g}" for level in self._level_list)
+        levels = ", ".join(f"{level / 1e6:.3g}" for level in self.levels_bps)
         return f"{type(self).__name__}(levels_Mbps=[{levels}], slot_s={self.slot_s:g})"
-
-
-def _stationary_distribution(matrix: np.ndarray) -> np.ndarray:
-    """Solve ``pi P = pi`` with ``sum(pi) = 1``; raise for a reducible chain."""
-    n = len(matrix)
-    system = matrix.T - np.eye(n)
-    system[-1, :] = 1.0
-    rhs = np.zeros(n)
-    rhs[-1] = 1.0
-    try:
-        pi = np.linalg.solve(system, rhs)
-    except np.linalg.LinAlgError:
-        raise ValueError(
-            "transition_matrix is reducible (no unique stationary distribution)"
-        ) from None
-    return np.clip(pi, 0.0, None) / np.clip(pi, 0.0, None).sum()
