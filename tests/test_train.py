@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import json
 import re
 from pathlib import Path
@@ -18,7 +20,8 @@ from splitrl.agents.learners import LEARNERS
 from splitrl.agents.policy_interface import Policy
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
-from splitrl.training.config import TrainConfig
+from splitrl.training.cli import config_from_args, configure_parser, run_defining_flags
+from splitrl.training.config import TrainConfig, flags
 from splitrl.training.run_dir import RunDirectory
 from splitrl.training.trainer import resume, train
 
@@ -261,6 +264,39 @@ def test_bad_flag_values_are_argparse_errors(
         main(["train", *flags])
     assert exit_info.value.code == 2
     assert "splitrl train: error: argument" in capsys.readouterr().err
+
+
+def test_every_config_flag_reaches_its_field_and_resume_refuses_the_run_defining_ones() -> None:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    argv: list[str] = []
+    expected: dict[str, Any] = {}
+    special = {"algo": "dqn", "torch_device": "cuda"}  # values TrainConfig checks
+    for name, flag in flags().items():
+        option = flag.name or "--" + name.replace("_", "-")
+        default = TrainConfig.__dataclass_fields__[name].default
+        if flag.const is not None:
+            argv.append(option)
+            expected[name] = flag.const
+            continue
+        if flag.choices is not None:
+            value: Any = next(choice for choice in flag.choices if choice != default)
+        elif flag.minimum is not None:
+            value = flag.minimum + 3
+        else:
+            value = special.get(name, f"given-{name}")
+        argv += [option, str(value)]
+        expected[name] = value
+    args = parser.parse_args([*argv, "--hyperparams", "gamma=0.5"])
+    config = config_from_args(args)
+    assert {name: getattr(config, name) for name in expected} == expected
+    assert config.hyperparameters == {"gamma": 0.5}
+    refused = run_defining_flags(args)
+    resumable = [name for name, flag in flags().items() if flag.resumable]
+    # what --resume accepts is what trainer.resume can change
+    assert set(resumable) == set(inspect.signature(resume).parameters) & set(flags())
+    assert len(refused) == len(flags()) - len(resumable) + 1 and "--hyperparams" in refused
+    assert not any(f"--{name.replace('_', '-')}" in refused for name in resumable)
 
 
 def test_help_lists_every_learner(capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,6 +52,40 @@ SCENARIO_OVERRIDES = ("profile", "device", "channel", "reward", "horizon", "link
 
 VecEnvKind = Literal["dummy", "subproc"]
 
+#: the key of a :class:`Flag` in a :class:`TrainConfig` field's metadata
+FLAG = "flag"
+
+
+@dataclass(frozen=True)
+class Flag:
+    """How a :class:`TrainConfig` field is set on the command line of ``splitrl train``.
+
+    The command's options, their checks and the set of flags that ``--resume`` refuses are all
+    generated from these (``splitrl.training.cli``); :class:`TrainConfig` applies the same checks.
+
+    :param group: the help section: ``"what"`` to train, ``"how"`` to train, ``"output"``
+    :param help: one line for ``--help`` (the field's default is appended when it is not ``None``)
+    :param name: the option (default: ``--`` and the field's name with dashes)
+    :param minimum: for integers, the smallest value allowed
+    :param choices: the values allowed
+    :param const: a flag without a value that sets the field to ``const``
+    :param resumable: whether ``--resume`` accepts it (it changes how long or how often, not what
+        the run is)
+    """
+
+    group: Literal["what", "how", "output"]
+    help: str
+    name: str | None = None
+    minimum: int | None = None
+    choices: tuple[str, ...] | None = None
+    const: Any = None
+    resumable: bool = False
+
+
+def _flag(group: Literal["what", "how", "output"], help: str, **options: Any) -> dict[str, Flag]:
+    """The metadata of a :class:`TrainConfig` field set by a flag."""
+    return {FLAG: Flag(group, help, **options)}
+
 
 @dataclass
 class TrainConfig:
@@ -85,49 +119,105 @@ class TrainConfig:
     :param out: the folder that receives the run directory
     """
 
-    algo: str = "sacd"
-    scenario: str = "default"
-    profile: str | None = None
-    device_preset: str | None = None
-    channel: str | None = None
-    reward: str | None = None
-    horizon: int | None = None
-    link_quality: bool | None = None
-    reward_correctness: str = "expected"
-    timesteps: int = DEFAULT_TIMESTEPS
-    seed: int = 0
-    n_envs: int = 1
-    vec_env: VecEnvKind = "dummy"
+    algo: str = field(
+        default="sacd",
+        metadata=_flag("what", "learner: sacd (ours), sacd-prior, ppo, maskable-ppo, dqn, sac"),
+    )
+    scenario: str = field(default="default", metadata=_flag("what", "named scenario"))
+    profile: str | None = field(
+        default=None, metadata=_flag("what", "profile name or path, replacing the scenario's")
+    )
+    device_preset: str | None = field(
+        default=None, metadata=_flag("what", "device preset, replacing the scenario's")
+    )
+    channel: str | None = field(
+        default=None,
+        metadata=_flag(
+            "what",
+            "channel model (markov, gilbert-elliott, fading, constant, randomized) or trace:PATH",
+        ),
+    )
+    reward: str | None = field(
+        default=None, metadata=_flag("what", "reward preset, replacing the scenario's")
+    )
+    horizon: int | None = field(
+        default=None,
+        metadata=_flag("what", "requests per episode, replacing the scenario's", minimum=1),
+    )
+    link_quality: bool | None = field(
+        default=None,
+        metadata=_flag(
+            "what",
+            "observe throughput only, without the radio's link-rate report",
+            name="--no-link-quality",
+            const=False,
+        ),
+    )
+    reward_correctness: str = field(
+        default="expected",
+        metadata=_flag(
+            "what",
+            "correctness in the training reward: the action's accuracy (less noise) or the drawn "
+            "sample's outcome",
+            choices=("expected", "sample"),
+        ),
+    )
+    timesteps: int = field(
+        default=DEFAULT_TIMESTEPS,
+        metadata=_flag(
+            "how",
+            "total env steps (with --resume: the run's new target)",
+            minimum=1,
+            resumable=True,
+        ),
+    )
+    seed: int = field(default=0, metadata=_flag("how", "seed of model and envs", minimum=0))
+    n_envs: int = field(default=1, metadata=_flag("how", "parallel training envs", minimum=1))
+    vec_env: VecEnvKind = field(
+        default="dummy", metadata=_flag("how", "vectorization", choices=("dummy", "subproc"))
+    )
     hyperparameters: dict[str, Any] = field(default_factory=dict)
-    eval_freq: int = DEFAULT_EVAL_FREQ
-    n_eval_episodes: int = DEFAULT_EVAL_EPISODES
-    checkpoint_freq: int = DEFAULT_CHECKPOINT_FREQ
-    log_freq: int = DEFAULT_LOG_FREQ
-    torch_device: str = "cpu"
-    out: str | Path = "runs"
+    eval_freq: int = field(
+        default=DEFAULT_EVAL_FREQ,
+        metadata=_flag(
+            "output", "env steps between evaluations, 0 for none", minimum=0, resumable=True
+        ),
+    )
+    n_eval_episodes: int = field(
+        default=DEFAULT_EVAL_EPISODES,
+        metadata=_flag(
+            "output", "validation episodes per evaluation", name="--eval-episodes", minimum=2
+        ),
+    )
+    checkpoint_freq: int = field(
+        default=DEFAULT_CHECKPOINT_FREQ,
+        metadata=_flag(
+            "output", "env steps between checkpoints, 0 for end only", minimum=0, resumable=True
+        ),
+    )
+    log_freq: int = field(
+        default=DEFAULT_LOG_FREQ,
+        metadata=_flag("output", "env steps between split-computing metrics", minimum=1),
+    )
+    torch_device: str = field(
+        default="cpu", metadata=_flag("how", "torch device: cpu, cuda, auto", name="--device")
+    )
+    out: str | Path = field(
+        default="runs", metadata=_flag("output", "folder that receives the run directory")
+    )
 
     def __post_init__(self) -> None:
-        minimums = {
-            "timesteps": 1,
-            "n_envs": 1,
-            "n_eval_episodes": 2,
-            "log_freq": 1,
-            "eval_freq": 0,
-            "checkpoint_freq": 0,
-            "seed": 0,
-        }
-        for name, minimum in minimums.items():
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if self.horizon is not None and self.horizon < 1:
-            raise ValueError(f"horizon must be at least 1, got {self.horizon}")
-        if self.reward_correctness not in ("expected", "sample"):
-            raise ValueError(
-                f"reward_correctness must be 'expected' or 'sample', got {self.reward_correctness!r}"
-            )
-        if self.vec_env not in ("dummy", "subproc"):
-            raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {self.vec_env!r}")
+        for item in dataclasses.fields(self):
+            flag, value = item.metadata.get(FLAG), getattr(self, item.name)
+            if flag is None or (value is None and item.default is None):
+                continue
+            if flag.minimum is not None and not (
+                isinstance(value, int) and not isinstance(value, bool) and value >= flag.minimum
+            ):
+                raise ValueError(f"{item.name} must be an integer >= {flag.minimum}, got {value!r}")
+            if flag.choices is not None and value not in flag.choices:
+                choices = " or ".join(repr(choice) for choice in flag.choices)
+                raise ValueError(f"{item.name} must be {choices}, got {value!r}")
         check_torch_device(self.torch_device)
 
     def scenario_overrides(self) -> dict[str, Any]:
@@ -151,6 +241,15 @@ class TrainConfig:
     def effective_scenario(self) -> Scenario:
         """The named scenario with this config's overrides applied."""
         return dataclasses.replace(get_scenario(self.scenario), **self.scenario_overrides())
+
+
+def flags() -> dict[str, Flag]:
+    """The :class:`Flag` of every :class:`TrainConfig` field set on the command line, in order."""
+    return {
+        item.name: item.metadata[FLAG]
+        for item in dataclasses.fields(TrainConfig)
+        if FLAG in item.metadata
+    }
 
 
 #: hyperparameter -> (rule, check): the ranges :func:`validate_hyperparameters` enforces
