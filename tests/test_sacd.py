@@ -40,25 +40,35 @@ def single_torch_thread() -> Iterator[None]:
     th.set_num_threads(threads)
 
 
-class OffloadBanditEnv(gym.Env):
-    """
-    One-step decisions: observe the uplink bandwidth (0..1), run locally (action 0, reward 0.5) or
-    offload (action 1, reward ``2 * bandwidth - 0.5``). Offloading pays off above bandwidth 0.5.
-    """
+#: reward of each joint action (of ``MultiDiscrete([2, 3])``) in each of four contexts; the best
+#: action is 0, 5, 3 and 1, worth 1.0, and the second best is worth 0.6
+BANDIT_REWARDS = np.array(
+    [
+        [1.0, 0.6, 0.2, 0.0, 0.3, 0.1],
+        [0.0, 0.2, 0.3, 0.1, 0.6, 1.0],
+        [0.3, 0.0, 0.6, 1.0, 0.2, 0.1],
+        [0.6, 1.0, 0.0, 0.3, 0.1, 0.2],
+    ]
+)
 
-    observation_space = spaces.Box(0.0, 1.0, shape=(1,), dtype=np.float32)
-    action_space = spaces.Discrete(2)
+
+class ContextualBanditEnv(gym.Env):
+    """One-step episodes: observe one of four contexts (one-hot), get ``BANDIT_REWARDS[context, a]``."""
+
+    observation_space = spaces.Box(0.0, 1.0, shape=(4,), dtype=np.float32)
+    action_space = spaces.MultiDiscrete([2, 3])
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
-        self.bandwidth = self.np_random.random(1).astype(np.float32)
-        return self.bandwidth, {}
+        self.context = int(self.np_random.integers(4))
+        return np.eye(4, dtype=np.float32)[self.context], {}
 
-    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        reward = 0.5 if action == 0 else 2.0 * float(self.bandwidth[0]) - 0.5
-        return self.bandwidth, reward, True, False, {}
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        index = int(np.ravel_multi_index(tuple(action), (2, 3)))
+        reward = float(BANDIT_REWARDS[self.context, index])
+        return np.eye(4, dtype=np.float32)[self.context], reward, True, False, {}
 
 
 class MaskedBanditEnv(gym.Env):
@@ -202,42 +212,50 @@ def test_bad_arguments_are_rejected(env: gym.Env, kwargs: dict[str, Any], messag
         SACD("MlpPolicy", env, **kwargs)
 
 
-@pytest.fixture(scope="module", params=["Discrete", "MultiDiscrete"])
-def trained_on_identity(request: pytest.FixtureRequest) -> tuple[SACD, StepRecorder]:
-    env = IdentityEnv(10) if request.param == "Discrete" else IdentityEnvMultiDiscrete(4)
+@pytest.mark.parametrize("space", ["Discrete", "MultiDiscrete"])
+def test_learns_identity_env(space: str) -> None:
+    env = IdentityEnv(10) if space == "Discrete" else IdentityEnvMultiDiscrete(4)
     env.action_space.seed(0)  # the identity envs draw their states from the action space
-    recorder = StepRecorder()
     model = SACD("MlpPolicy", env, gamma=0.5, seed=0, **FAST)
-    model.learn(1500, callback=recorder)
-    return model, recorder
-
-
-def test_learns_identity_env(trained_on_identity: tuple[SACD, StepRecorder]) -> None:
-    model, _ = trained_on_identity
+    model.learn(1500)
     mean_reward, _ = evaluate_policy(model, model.get_env(), n_eval_episodes=3)  # type: ignore[arg-type]
     assert isinstance(mean_reward, float) and mean_reward >= 90.0  # out of 100
 
 
-def test_temperature_stays_bounded_and_tracks_target_entropy(
-    trained_on_identity: tuple[SACD, StepRecorder],
+@pytest.fixture(scope="module")
+def trained_on_bandit() -> SACD:
+    model = SACD("MlpPolicy", ContextualBanditEnv(), seed=0, **{**FAST, "learning_rate": 1e-2})
+    model.learn(400)
+    return model
+
+
+def test_critics_learn_the_reward_of_every_action_of_a_bandit(trained_on_bandit: SACD) -> None:
+    # one-step episodes: the soft Q-value of an action is its reward, nothing more
+    with th.no_grad():
+        for q in trained_on_bandit.critic(th.eye(4)):
+            np.testing.assert_allclose(q.numpy(), BANDIT_REWARDS, atol=0.02)
+
+
+def test_the_greedy_policy_takes_the_best_action_of_every_context(
+    trained_on_bandit: SACD,
 ) -> None:
-    model, recorder = trained_on_identity
-    log_ent_coefs = np.array(recorder.log_ent_coefs)
-    assert np.isfinite(log_ent_coefs).all()
-    assert log_ent_coefs.max() <= 0.05  # starts at log(1) = 0 and must not run away upwards
-    entropy = model.logger.name_to_value["train/entropy"]
-    target = model.target_entropy_ratio * np.log(model.policy.n_actions)
-    assert abs(entropy - target) <= 0.25 * np.log(model.policy.n_actions)
+    actions, _ = trained_on_bandit.predict(np.eye(4, dtype=np.float32), deterministic=True)
+    taken = np.ravel_multi_index(tuple(actions.T), (2, 3))
+    assert taken.tolist() == BANDIT_REWARDS.argmax(axis=1).tolist()
 
 
-def test_chooses_local_or_offload_by_bandwidth() -> None:
-    model = SACD("MlpPolicy", OffloadBanditEnv(), seed=0, **FAST)
-    model.learn(800)
-    bandwidth = np.linspace(0.0, 1.0, 201, dtype=np.float32).reshape(-1, 1)
-    offload = model.predict(bandwidth, deterministic=True)[0] == 1
-    assert 0.3 <= offload.mean() <= 0.7
-    clear = np.abs(bandwidth[:, 0] - 0.5) > 0.1
-    assert (offload[clear] == (bandwidth[clear, 0] > 0.5)).mean() >= 0.9
+def test_the_policy_is_the_soft_optimum_at_its_target_entropy(trained_on_bandit: SACD) -> None:
+    # the actor's fixed point is softmax(Q / alpha), and alpha settles where the entropy meets
+    # its target, target_entropy_ratio x log(6)
+    model = trained_on_bandit
+    assert model.log_ent_coef is not None
+    alpha = model.log_ent_coef.exp().item()
+    with th.no_grad():
+        probs, _ = model.actor(th.eye(4))
+    soft_optimum = th.softmax(th.as_tensor(BANDIT_REWARDS) / alpha, dim=1).numpy()
+    np.testing.assert_allclose(probs.numpy(), soft_optimum, atol=0.02)
+    entropy = -(soft_optimum * np.log(soft_optimum)).sum(axis=1)
+    np.testing.assert_allclose(entropy, model.target_entropy_ratio * np.log(6), atol=0.05)
 
 
 @pytest.mark.parametrize("env_name", list(MASKED_ENVS))
