@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("codecs", "env", "policy", "runtime", "fidelity")
+BENCHMARKS = ("codecs", "env", "policy", "runtime", "fidelity", "sweep")
 
 
 def main(argv: list[str] | None = None) -> int:
