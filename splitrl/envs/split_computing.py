@@ -463,13 +463,13 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 else float(self._expected[s, b, e])
             )
         (
-            compute_s,
+            device_compute_s,
             encode_s,
             transfer_s,
             rtt_used,
             queue_s,
             server_s,
-            load,
+            load_at_server,
             device_free,
             done,
             energy_j,
@@ -481,7 +481,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "reward": self.reward_spec(correct, latency_s, energy_j),
             "latency_s": latency_s,
             "wait_s": start - arrival,
-            "device_compute_s": compute_s,
+            "device_compute_s": device_compute_s,
             "encode_s": encode_s,
             "transfer_s": transfer_s,
             "rtt_s": rtt_used,
@@ -492,7 +492,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "correct": correct,
             "deadline_missed": latency_s > self.reward_spec.deadline_s,
             "capacity_bps": self.channel.capacity(start),
-            "server_load": load,
+            "server_load": load_at_server,
             "sample_index": sample,
             "device_free": device_free,
         }

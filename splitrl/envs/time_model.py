@@ -137,7 +137,6 @@ class RequestModel:
         network: NetworkPreset,
         server_job_s: float,
     ) -> None:
-        self.costs = costs
         self.server_job_s = server_job_s
         self._exit_stages = exit_stages
         self._compute_power_w = device.compute_power_w
