@@ -416,15 +416,10 @@ class SACD(OffPolicyAlgorithm):
         action_masks: np.ndarray | None = None,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """
-        Get the policy action from an observation, with optional action masks.
+        Get the policy action from an observation, with optional action masks (``True`` where an
+        action is allowed, as ``env.action_masks()`` returns them): :meth:`SACDPolicy.predict
+        <splitrl.agents.sacd.policies.SACDPolicy.predict>`, whose arguments these are.
 
-        :param observation: the input observation (one, or a batch from a VecEnv)
-        :param state: unused, kept for the SB3 interface
-        :param episode_start: unused, kept for the SB3 interface
-        :param deterministic: Take the most probable allowed action instead of sampling
-        :param action_masks: ``True`` where an action is allowed: joint masks of length
-            ``prod(nvec)``, or per-dimension masks concatenated (length ``sum(nvec)``), as
-            ``env.action_masks()`` returns them; None for no masking
         :return: the action(s) and the unchanged ``state``
         """
         return self.policy.predict(
