@@ -26,6 +26,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "splitrl.profiles.cli",
         "build, inspect or validate a profile of an early-exit DNN",
     ),
+    "scenario": (
+        "splitrl.profiles.scenario_fit",
+        "fit a scenario's frame rate and deadline to a profile on a device",
+    ),
     "train": (
         "splitrl.training.cli",
         "train a policy (SACD or a comparison learner) in a scenario",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -266,7 +267,8 @@ def resolve_scenario(
 ) -> ScenarioParts:
     """Resolve ``scenario`` with overrides into the objects the env needs.
 
-    Every override accepts a name or a ready object; ``None`` keeps the scenario's choice.
+    Every override accepts a name or a ready object; ``None`` keeps the scenario's choice. Warns
+    when the device is slower than the frame rate even at its cheapest action.
     """
     base = get_scenario(scenario) if isinstance(scenario, str) else scenario
     profile_ = profile if isinstance(profile, Profile) else load_profile(profile or base.profile)
@@ -305,7 +307,7 @@ def resolve_scenario(
         raise ValueError(f"frame_interval_s must be positive, got {frame}")
     steps = episode_requests(base.episode_s, frame, base.horizon if horizon is None else horizon)
     jitter = network_.rtt_jitter_ms * 1e-3
-    return ScenarioParts(
+    parts = ScenarioParts(
         name=base.name,
         profile=profile_,
         device=device_,
@@ -322,6 +324,12 @@ def resolve_scenario(
         uplink_mbps=(float(uplink[0]), float(uplink[1])),
         nominal_mbps=nominal,
     )
+    from splitrl.profiles.scenario_fit import keep_up_warning
+
+    warning = keep_up_warning(parts)
+    if warning is not None:
+        warnings.warn(f"scenario {base.name}: {warning}", stacklevel=2)
+    return parts
 
 
 def _preset(value: str | DevicePreset, role: str) -> DevicePreset:
