@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml setup.py splitrl/codecs/_kernels.c $(wildcard splitrl/c
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -e ".[dev,scale]"
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -44,6 +44,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "run real split inference as a device against a server",
     ),
     "serve": ("splitrl.runtime.server", "run the edge server"),
+    "sweep": (
+        "splitrl.sweeps.sweep",
+        "run a grid of trainings and evaluations (a sweep file) on Ray or a process pool",
+    ),
+    "tune": ("splitrl.sweeps.tune", "search a learner's hyperparameters with Ray Tune"),
 }
 
 

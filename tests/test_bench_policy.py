@@ -1,40 +1,53 @@
-"""Tests of the policy benchmark's aggregation and cell keys (no training)."""
+"""Tests of the policy benchmark's sweep file and flags (no training)."""
 
-import numpy as np
+import argparse
+
 import pytest
 
-from benchmarks.bench_policy import EvalCell, TrainCell, aggregate_condition, variant
+from benchmarks.bench_policy import POLICY_SWEEP, sweep_document
+from splitrl.sweeps.grid import load_sweep, sweep_from_dict
 
 
-def test_aggregation_pairs_episodes_and_counts_seeds() -> None:
-    baselines = {
-        "channel-blind": np.array([0.70, 0.72, 0.74, 0.76]),
-        "robust-mpc": np.array([0.71, 0.74, 0.75, 0.78]),
-        "clairvoyant-lookahead": np.array([0.80, 0.82, 0.84, 0.86]),
-    }
-    # seed 0 beats robust-mpc by 0.01 on every episode, seed 1 by 0.02, seed 2 loses 0.01
-    learner = baselines["robust-mpc"][None, :] + np.array([[0.01], [0.02], [-0.01]])
-    result = aggregate_condition(
-        "default", "markov", baselines, {"sacd": learner}, ["channel-blind", "robust-mpc"]
+def flags(**given: object) -> argparse.Namespace:
+    names = (
+        "quick",
+        "learners",
+        "scenarios",
+        "conditions",
+        "seeds",
+        "timesteps",
+        "episodes",
+        "out",
     )
-    row = result["learners"]["sacd"]
-    assert result["best_causal"] == "robust-mpc"
-    assert row["gains"]["robust-mpc"]["seeds_better"] == 2
-    assert row["gains"]["robust-mpc"]["low"] <= 0.01 <= row["gains"]["robust-mpc"]["high"]
-    assert row["gains"]["channel-blind"]["seeds_better"] == 3
-    assert not row["beats_every_causal_baseline"]
-    best, upper = baselines["robust-mpc"].mean(), baselines["clairvoyant-lookahead"].mean()
-    assert row["score"] == pytest.approx((row["reward_iqm"] - best) / (upper - best))
+    return argparse.Namespace(**{name: given.get(name) for name in names})
 
 
-def test_cell_keys_are_distinct_and_variants_are_checked() -> None:
-    keys = {
-        TrainCell("sacd", "default", 0, 1000).key,
-        TrainCell("sacd", "default", 1, 1000).key,
-        EvalCell("robust-mpc", "default", "trace:a.up", 10).key,
-        EvalCell("sacd", "default", "trace:a.up", 10, seed=0, timesteps=1000).key,
-    }
-    assert len(keys) == 4
-    assert variant("sacd-center").algo == "sacd"
-    with pytest.raises(ValueError, match="unknown learner 'nope'"):
-        variant("nope")
+def test_ablation_variants_keep_their_hyperparameters() -> None:
+    sweep = load_sweep(
+        POLICY_SWEEP,
+        learners=["sacd-center", "sacd-prior-randomized"],
+        trace_dir=None,
+    )
+    center, randomized = sweep.variants.values()
+    assert (center.algo, dict(center.hyperparameters), center.channel) == (
+        "sacd",
+        {"ent_coef": "auto_0.01", "reward_centering": 0.01},
+        None,
+    )
+    assert (randomized.algo, randomized.channel) == ("sacd-prior", "randomized")
+
+
+def test_flags_replace_the_sweep_entries() -> None:
+    quick = sweep_from_dict(sweep_document(flags(quick=True)), POLICY_SWEEP.parent)
+    assert (quick.seeds, quick.timesteps, quick.conditions, quick.episodes) == (
+        (0, 1),
+        10_000,
+        ("markov",),
+        10,
+    )
+    document = sweep_document(flags(learners="sacd, dqn", seeds=3, conditions="markov,fading"))
+    sweep = sweep_from_dict(document, POLICY_SWEEP.parent)
+    assert list(sweep.variants) == ["sacd", "dqn"] and sweep.seeds == (0, 1, 2)
+    assert sweep.conditions == ("markov", "fading")
+    with pytest.raises(FileNotFoundError, match=r"nope\.up"):
+        sweep_from_dict(sweep_document(flags(conditions="trace:nope.up")), POLICY_SWEEP.parent)

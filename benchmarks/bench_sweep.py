@@ -1,0 +1,142 @@
+"""Sweeps on Ray against the process pool: the same 4 equal cells, and Ray's fixed costs.
+
+Run with ``python -m benchmarks.bench_sweep`` (part of ``make bench``; needs ``splitrl[scale]``).
+
+* **4 equal cells** (SACD, 4 training seeds, ``--timesteps`` steps each, then one evaluation
+  episode on the Markov channel), two at a time, torch at one thread: the wall time of
+  ``splitrl sweep`` on a local Ray of two CPUs, Ray's start and stop included, against the same
+  cells in the process pool (``--runner processes --jobs 2``). Goal: Ray at most 10% slower.
+* **Ray's fixed costs**: the seconds to start and stop a local Ray, and the wall time per trial of
+  trials that do nothing (two at a time), through the same Tune runner.
+
+Each runner writes its cells to a fresh folder, so neither finds the other's results. Results go
+to ``results/bench_sweep.json``, with the load average before and after: on a shared machine other
+jobs take CPU time from both runners unequally, and a load above the two cores disturbs the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import write_results
+
+#: the goal: Ray's wall time over the pool's
+GOAL_RATIO = 1.10
+
+
+def equal_cells(out: Path, timesteps: int) -> Any:
+    """The sweep of 4 equal cells: SACD with 4 seeds, one evaluation episode, no baselines."""
+    from splitrl.sweeps.grid import sweep_from_dict
+
+    return sweep_from_dict(
+        {
+            "out": str(out),
+            "scenarios": ["default"],
+            "learners": ["sacd"],
+            "seeds": 4,
+            "timesteps": timesteps,
+            "conditions": ["markov"],
+            "episodes": 1,
+            "baselines": [],
+        },
+        out,
+    )
+
+
+def timed_sweep(runner: str, timesteps: int) -> float:
+    """Wall seconds of the 4 cells through ``runner`` (Ray: start and stop included)."""
+    from splitrl.sweeps.sweep import run_sweep
+
+    with tempfile.TemporaryDirectory(prefix=f"bench_sweep_{runner}_") as folder:
+        sweep = equal_cells(Path(folder), timesteps)
+        started = time.perf_counter()
+        summary = run_sweep(sweep, runner=runner, num_cpus=2, jobs=2)  # type: ignore[arg-type]
+        seconds = time.perf_counter() - started
+    if summary.failed or len(summary.finished) != 4:
+        raise RuntimeError(f"{runner}: {summary}")
+    return seconds
+
+
+def ray_fixed_costs(empty_trials: int) -> dict[str, float]:
+    """Seconds to start and stop a local Ray, and wall seconds per empty trial (2 at a time)."""
+    import ray
+
+    from splitrl.sweeps.cells import ScenarioSpec, Trial
+    from splitrl.sweeps.ray_runner import ray_session, run_on_ray
+
+    started = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    startup = time.perf_counter() - started
+    started = time.perf_counter()
+    ray.shutdown()
+    shutdown = time.perf_counter() - started
+    trials = [
+        Trial(f"empty{index}", ScenarioSpec("default", "default"), (), {})
+        for index in range(empty_trials)
+    ]
+    with tempfile.TemporaryDirectory(prefix="bench_sweep_empty_") as folder, ray_session(None, 2):
+        started = time.perf_counter()
+        summary = run_on_ray(trials, Path(folder))
+        seconds = time.perf_counter() - started
+    if len(summary.finished) != empty_trials:
+        raise RuntimeError(f"empty trials: {summary}")
+    return {
+        "startup_s": startup,
+        "shutdown_s": shutdown,
+        "empty_trials": empty_trials,
+        "seconds_per_empty_trial": seconds / empty_trials,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--timesteps", type=int, default=3_000, help="training steps per cell (default: 3000)"
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="rounds of (pool, Ray) (default: 1)")
+    parser.add_argument(
+        "--empty-trials", type=int, default=8, help="empty trials for the per-trial cost"
+    )
+    args = parser.parse_args(argv)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    load_before = os.getloadavg()
+    rounds = []
+    for _ in range(args.repeat):
+        pool = timed_sweep("processes", args.timesteps)
+        on_ray = timed_sweep("ray", args.timesteps)
+        rounds.append({"pool_s": pool, "ray_s": on_ray, "ratio": on_ray / pool})
+        print(f"pool {pool:.1f} s, Ray {on_ray:.1f} s: ratio {on_ray / pool:.3f}", flush=True)
+    fixed = ray_fixed_costs(args.empty_trials)
+    load_after = os.getloadavg()
+    ratio = float(statistics.median(item["ratio"] for item in rounds))
+    document = {
+        "cells": 4,
+        "timesteps": args.timesteps,
+        "rounds": rounds,
+        "ratio": ratio,
+        "goal_ratio": GOAL_RATIO,
+        "goal_met": ratio <= GOAL_RATIO,
+        "ray_fixed_costs": fixed,
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "disturbed": max(load_before[0], load_after[0]) > 2.0,
+    }
+    print(
+        f"Ray start {fixed['startup_s']:.1f} s, stop {fixed['shutdown_s']:.1f} s, "
+        f"{fixed['seconds_per_empty_trial']:.2f} s per empty trial; "
+        f"load average {load_before[0]:.1f} -> {load_after[0]:.1f}"
+    )
+    path = write_results("sweep", document)
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""Tests of ``splitrl sweep`` and ``splitrl tune``: the grid, the report, and runs on Ray (local,
+and a two-node cluster on loopback). Ray starts once for the module; every trial trains a few
+dozen steps on the tiny profile, with one torch thread."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell
+from splitrl.sweeps.grid import Sweep, load_sweep
+from splitrl.sweeps.report import aggregate_condition, sweep_document
+
+ray = pytest.importorskip("ray", reason="Ray is the extra splitrl[scale]")
+
+
+def write_sweep(folder: Path, profile: Path, **entries: object) -> Path:
+    """A sweep of ``dqn`` and a variant that trains on a malformed trace, on the tiny profile."""
+    (folder / "broken.trace").write_text("this is not a trace\n")
+    document = {
+        "out": str(folder / "results"),
+        "scenarios": {"tiny": {"scenario": "default", "profile": str(profile), "horizon": 20}},
+        "learners": ["dqn", "broken"],
+        "variants": {
+            "broken": {"algo": "dqn", "channel": "trace:broken.trace", "description": "fails"}
+        },
+        "seeds": 1,
+        "timesteps": 40,
+        "conditions": ["markov"],
+        "episodes": 2,
+        "baselines": ["channel-blind"],
+        **entries,
+    }
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """One local Ray of two CPUs for the module; its session files in a temporary folder."""
+    temporary = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temporary)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temporary, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def first_run(
+    local_ray: None, tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Sweep, RunSummary]:
+    from splitrl.sweeps.sweep import run_sweep
+
+    sweep = load_sweep(write_sweep(tmp_path_factory.mktemp("sweep"), tiny_profile_path))
+    return sweep, run_sweep(sweep)
+
+
+def test_grid_cells_and_checks(tiny_profile_path: Path, tmp_path: Path) -> None:
+    path = write_sweep(tmp_path, tiny_profile_path, seeds=[0, 3], grid={"gamma": [0.9, 0.95]})
+    sweep = load_sweep(path)
+    assert list(sweep.variants) == [
+        "dqn+gamma=0.9",
+        "dqn+gamma=0.95",
+        "broken+gamma=0.9",
+        "broken+gamma=0.95",
+    ]
+    assert sweep.variants["dqn+gamma=0.95"].hyperparameters == {"gamma": 0.95}
+    assert sweep.cell_count() == 4 * 2 * 2 + 1
+    assert len(sweep.trials()) == 4 * 2 + 1
+    with pytest.raises(ValueError, match="unknown learner 'nope'"):
+        load_sweep(path, learners=["nope"])
+    with pytest.raises(ValueError, match=r"learner dqn\+gamma=5: .*gamma must be"):
+        load_sweep(path, grid={"gamma": [5]})
+    with pytest.raises(FileNotFoundError, match=r"missing\.up"):
+        load_sweep(path, conditions=["trace:missing.up"])
+
+
+def test_cell_keys_keep_the_benchmark_layout() -> None:
+    assert TrainCell("sacd", "default", 1, 1000).key == "train/default/sacd_t1000_s1"
+    assert (
+        EvalCell("sacd", "default", "trace:a.up", 10, seed=0, timesteps=1000).key
+        == "eval/default/trace-a.up/e10/sacd_t1000_s0"
+    )
+    assert (
+        EvalCell("robust-mpc", "default", "markov", 10).key == "eval/default/markov/e10/robust-mpc"
+    )
+
+
+def test_aggregation_pairs_episodes_and_counts_seeds() -> None:
+    baselines = {
+        "channel-blind": np.array([0.70, 0.72, 0.74, 0.76]),
+        "robust-mpc": np.array([0.71, 0.74, 0.75, 0.78]),
+        "clairvoyant-lookahead": np.array([0.80, 0.82, 0.84, 0.86]),
+    }
+    # seed 0 beats robust-mpc by 0.01 on every episode, seed 1 by 0.02, seed 2 loses 0.01
+    learner = baselines["robust-mpc"][None, :] + np.array([[0.01], [0.02], [-0.01]])
+    result = aggregate_condition(
+        "default", "markov", baselines, {"sacd": learner}, ["channel-blind", "robust-mpc"]
+    )
+    row = result["learners"]["sacd"]
+    assert result["best_causal"] == "robust-mpc"
+    assert row["gains"]["robust-mpc"]["seeds_better"] == 2
+    assert row["gains"]["robust-mpc"]["low"] <= 0.01 <= row["gains"]["robust-mpc"]["high"]
+    assert row["gains"]["channel-blind"]["seeds_better"] == 3
+    assert not row["beats_every_causal_baseline"]
+    best, upper = baselines["robust-mpc"].mean(), baselines["clairvoyant-lookahead"].mean()
+    assert row["score"] == pytest.approx((row["reward_iqm"] - best) / (upper - best))
+
+
+def test_core_does_not_import_ray() -> None:
+    code = (
+        "import sys, splitrl.envs, splitrl.agents, splitrl.runtime, splitrl.sweeps.sweep\n"
+        "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.strip() == "[]"
+
+
+def test_sweep_runs_cells_in_local_ray(first_run: tuple[Sweep, RunSummary]) -> None:
+    sweep, summary = first_run
+    out = sweep.out.resolve()
+    assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/dqn/s0"]
+    train = read_cell(out, "train/tiny/dqn_t40_s0")
+    evaluation = read_cell(out, "eval/tiny/markov/e2/dqn_t40_s0")
+    assert train is not None and evaluation is not None
+    assert Path(train["run_dir"]).is_dir() and train["node_id"] == evaluation["node_id"]
+    assert len(evaluation["episode_rewards"]) == 2
+    document = sweep_document(sweep)
+    (condition,) = document["conditions"]
+    assert condition["best_causal"] == "channel-blind" and condition["upper_reference"] is None
+    assert condition["learners"]["dqn"]["seeds"] == 1
+    assert "train/tiny/broken_t40_s0" in document["missing_cells"]
+
+
+def test_failing_cell_is_reported_and_the_others_finish(
+    first_run: tuple[Sweep, RunSummary],
+) -> None:
+    sweep, summary = first_run
+    assert list(summary.failed) == ["tiny/broken/s0"]
+    assert "broken.trace" in summary.failed["tiny/broken/s0"]
+    assert read_cell(sweep.out.resolve(), "eval/tiny/markov/e2/channel-blind") is not None
+
+
+def test_rerun_skips_finished_cells(first_run: tuple[Sweep, RunSummary]) -> None:
+    from splitrl.sweeps.sweep import run_sweep
+
+    sweep, _ = first_run
+    finished = sweep.out.resolve() / "train/tiny/dqn_t40_s0.json"
+    written = finished.stat().st_mtime_ns
+    assert [trial.name for trial in sweep.trials()] == ["tiny/broken/s0"]
+    summary = run_sweep(sweep)
+    assert summary.finished == [] and list(summary.failed) == ["tiny/broken/s0"]
+    assert finished.stat().st_mtime_ns == written
+
+
+def test_tune_two_trials_writes_a_conf_file_train_accepts(
+    local_ray: None, tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    from splitrl.cli import build_parser, main
+    from splitrl.sweeps.search_spaces import NET_ARCHS
+    from splitrl.training.cli import config_from_args
+
+    conf = tmp_path / "best.yaml"
+    status = main(
+        [
+            *("tune", "--algo", "dqn", "--profile", str(tiny_profile_path), "--horizon", "20"),
+            *("--trials", "2", "--timesteps", "60", "--eval-freq", "30", "--eval-episodes", "2"),
+            *("--out", str(tmp_path / "tune"), "--conf-out", str(conf)),
+        ]
+    )
+    assert status == 0
+    section = yaml.safe_load(conf.read_text())["dqn"]
+    assert 0 < section["learning_rate"] <= 1e-2
+    assert section["policy_kwargs"]["net_arch"] in NET_ARCHS.values()
+    args = build_parser().parse_args(["train", "--algo", "dqn", "--conf-file", str(conf)])
+    assert config_from_args(args).hyperparameters == section
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_two_node_cluster_runs_cells_on_both_nodes(tiny_profile_path: Path, tmp_path: Path) -> None:
+    """``ray start --head`` and a second ``ray start --address`` on loopback, one CPU each; two
+    trials must use both nodes. Runs last: it leaves the module's local Ray first."""
+    from splitrl.sweeps.sweep import run_sweep
+
+    ray.shutdown()
+    executable = Path(sys.executable).with_name("ray")
+    port = _free_port()
+    temporary = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    environment = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
+    start = [str(executable), "start", "--num-cpus", "1", "--disable-usage-stats"]
+    try:
+        for command in (
+            [
+                *start,
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--temp-dir",
+                temporary,
+                "--include-dashboard",
+                "false",
+            ],
+            [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"],
+        ):
+            started = subprocess.run(
+                command, capture_output=True, text=True, env=environment, timeout=120
+            )
+            if started.returncode != 0:
+                pytest.skip(f"a loopback Ray cluster does not start here: {started.stderr[-400:]}")
+        path = write_sweep(tmp_path, tiny_profile_path, learners=["dqn"], seeds=2, baselines=[])
+        sweep = load_sweep(path)
+        summary = run_sweep(sweep, address=f"127.0.0.1:{port}")
+        assert summary.failed == {} and len(summary.finished) == 2
+        nodes = {
+            read_cell(sweep.out.resolve(), f"train/tiny/dqn_t40_s{seed}")["node_id"]  # type: ignore[index]
+            for seed in (0, 1)
+        }
+        assert len(nodes) == 2
+    finally:
+        subprocess.run([str(executable), "stop", "--force"], capture_output=True, timeout=120)
+        shutil.rmtree(temporary, ignore_errors=True)
