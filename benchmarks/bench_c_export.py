@@ -84,7 +84,7 @@ def rollout_observations(run_dir: Path, export: Path, n: int, seed: int = 0) -> 
             action = canonical[int(rng.choice(len(canonical)))]
         else:
             action = policy(observation)
-        observation, _, terminated, truncated, _ = env.step(action)
+        observation, _, terminated, truncated, _ = env.step(np.array(action))
         if terminated or truncated:
             observation, _ = env.reset(seed=int(rng.integers(2**31)))
     return np.array(observations, dtype=np.float32)

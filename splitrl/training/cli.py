@@ -1,4 +1,4 @@
-"""``splitrl train``: train SACD or a comparison learner in a scenario (RL Baselines3 Zoo conventions).
+"""``splitrl train``: train SACD or a comparison learner in a scenario.
 
 Examples::
 
@@ -7,12 +7,15 @@ Examples::
     splitrl train --conf-file hyperparams.yaml --hyperparams gamma=0.95 batch_size=256
     splitrl train --resume runs/sacd_default_s0_20250101-120000 --timesteps 60000
 
-See ``docs/training.md`` for the flags, the config file and the run directory.
+The options that configure a run are generated from :class:`~splitrl.training.config.TrainConfig`
+(its fields' :class:`~splitrl.training.config.Flag`). See ``docs/training.md`` for the flags, what
+they borrow from RL Baselines3 Zoo, the config file and the run directory.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,19 +27,15 @@ from splitrl.training.config import Flag, TrainConfig, flags
 _HYPERPARAMETER_FLAGS = {"conf_file": "--conf-file", "hyperparams": "--hyperparams"}
 
 
-def _option(name: str, flag: Flag) -> str:
-    return flag.name or "--" + name.replace("_", "-")
-
-
 def _add_flag(group: argparse._ArgumentGroup, name: str, flag: Flag, default: Any) -> None:
     """Add the option of a :class:`TrainConfig` field; unset options stay ``None``."""
+    option = flag.option(name)
     help_text = flag.help if default is None else f"{flag.help} (default: {default})"
     if flag.const is not None:
         group.add_argument(
-            _option(name, flag), dest=name, action="store_const", const=flag.const, help=help_text
+            option, dest=name, action="store_const", const=flag.const, help=help_text
         )
         return
-    option = _option(name, flag)
     checks: dict[str, Any] = {"choices": flag.choices}
     if flag.minimum is not None:
         checks["type"] = integer_at_least(flag.minimum)
@@ -54,9 +53,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "how": parser.add_argument_group("how to train"),
         "output": parser.add_argument_group("output"),
     }
-    defaults = TrainConfig.__dataclass_fields__
+    defaults = {item.name: item.default for item in dataclasses.fields(TrainConfig)}
     for name, flag in flags().items():
-        _add_flag(groups[flag.group], name, flag, defaults[name].default)
+        _add_flag(groups[flag.group], name, flag, defaults[name])
     groups["how"].add_argument(
         "--conf-file", help="YAML file with per-algorithm hyperparameters (see docs/training.md)"
     )
@@ -97,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def run_defining_flags(args: argparse.Namespace) -> list[str]:
     """The flags given in ``args`` that define a run, which ``--resume`` takes from the run."""
     given = [
-        _option(name, flag)
+        flag.option(name)
         for name, flag in flags().items()
         if not flag.resumable and getattr(args, name) is not None
     ]

@@ -81,6 +81,10 @@ class Flag:
     const: Any = None
     resumable: bool = False
 
+    def option(self, field_name: str) -> str:
+        """The option of the field called ``field_name``: :attr:`name`, or ``--field-name``."""
+        return self.name or "--" + field_name.replace("_", "-")
+
 
 def _flag(group: Literal["what", "how", "output"], help: str, **options: Any) -> dict[str, Flag]:
     """The metadata of a :class:`TrainConfig` field set by a flag."""
