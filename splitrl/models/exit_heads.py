@@ -17,7 +17,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -25,7 +25,9 @@ from torch import nn
 from tqdm import tqdm
 
 from splitrl.models.protocol import StagedModel
-from splitrl.profiles.samples import SampleSource
+
+if TYPE_CHECKING:
+    from splitrl.profiles.samples import SampleSource
 
 
 @dataclass(frozen=True)
