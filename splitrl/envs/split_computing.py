@@ -18,7 +18,7 @@ from splitrl.envs.reward import RewardSpec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.scenarios import Scenario, ScenarioParts, resolve_scenario
 from splitrl.envs.server_load import ServerLoad
-from splitrl.envs.time_model import CostTables, RequestModel
+from splitrl.envs.time_model import CostTables, RequestModel, RequestTiming
 from splitrl.profiles.presets import DevicePreset, NetworkPreset
 from splitrl.profiles.schema import Profile
 
@@ -290,20 +290,51 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._requests is None:
             raise RuntimeError("call reset() before step()")
         e, s, b = self.actions.canonical(*self.actions.validate(action))
-        info = self._simulate(e, s, b, capacity_bps=None)
-        self._device_free = info.pop("device_free")
+        arrival = self._arrival
+        start = arrival if arrival > self._device_free else self._device_free
+        (
+            n_bytes,
+            correct,
+            (
+                device_compute_s,
+                encode_s,
+                transfer_s,
+                rtt_s,
+                queue_s,
+                server_s,
+                load_at_server,
+                device_free,
+                done,
+                energy_j,
+            ),
+        ) = self._serve(e, s, b, start, None, know_labels=True)
+        latency_s = done - arrival
+        reward = self.reward_spec(correct, latency_s, energy_j)
+        info = {
+            "latency_s": latency_s,
+            "wait_s": start - arrival,
+            "device_compute_s": device_compute_s,
+            "encode_s": encode_s,
+            "transfer_s": transfer_s,
+            "rtt_s": rtt_s,
+            "queue_s": queue_s,
+            "server_s": server_s,
+            "energy_j": energy_j,
+            "payload_bytes": n_bytes,
+            "correct": correct,
+            "deadline_missed": latency_s > self.reward_spec.deadline_s,
+            "capacity_bps": self.channel.capacity(start),
+            "server_load": load_at_server,
+            "sample_index": self._draw[0],
+            "canonical_action": np.array((e, s, b), dtype=np.int64),
+        }
+        self._device_free = device_free
         offloaded = not self.actions.is_device_only(e, s)
         if offloaded:
-            self.knowledge.record_transfer(
-                info["payload_bytes"], info["transfer_s"], self._device_free
-            )
+            self.knowledge.record_transfer(n_bytes, transfer_s, device_free)
         self.knowledge.record_completion(
-            self._arrival + info["latency_s"],
-            info["latency_s"],
-            info["server_load"] if offloaded else None,
+            arrival + latency_s, latency_s, load_at_server if offloaded else None
         )
-        reward = info.pop("reward")
-        info["canonical_action"] = np.array((e, s, b), dtype=np.int64)
         self._step_index += 1
         self._arrival = self._step_index * self.frame_interval_s
         self._draw_request()
@@ -353,15 +384,21 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating actions")
+        arrival = self._arrival
+        start = self.request_start_s
         rewards, latencies, energies, sizes, correct, device_free = [], [], [], [], [], []
         for e, s, b in self._canonical_list:
-            info = self._simulate(e, s, b, capacity_bps, know_labels=know_labels)
-            rewards.append(info["reward"])
-            latencies.append(info["latency_s"])
-            energies.append(info["energy_j"])
-            sizes.append(info["payload_bytes"])
-            correct.append(info["correct"])
-            device_free.append(info["device_free"])
+            n_bytes, action_correct, timing = self._serve(
+                e, s, b, start, capacity_bps, know_labels=know_labels
+            )
+            *_, action_device_free, done, energy_j = timing
+            latency_s = done - arrival
+            rewards.append(self.reward_spec(action_correct, latency_s, energy_j))
+            latencies.append(latency_s)
+            energies.append(energy_j)
+            sizes.append(n_bytes)
+            correct.append(action_correct)
+            device_free.append(action_device_free)
         return ActionOutcomes(
             actions=self._canonical.copy(),
             reward=np.array(rewards),
@@ -369,8 +406,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             energy_j=np.array(energies),
             payload_bytes=np.array(sizes, dtype=np.int64),
             correct=np.array(correct),
-            device_free_s=np.array(device_free) - self._arrival,
-            wait_s=self.request_start_s - self._arrival,
+            device_free_s=np.array(device_free) - arrival,
+            wait_s=start - arrival,
         )
 
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
@@ -441,16 +478,22 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         return self.knowledge.observe(start, start - self._arrival, link_quality)
 
-    def _simulate(
-        self, e: int, s: int, b: int, capacity_bps: float | None, know_labels: bool = True
-    ) -> dict[str, Any]:
-        """The outcome of canonical action ``(e, s, b)`` for the current request (no state change).
+    def _serve(
+        self,
+        e: int,
+        s: int,
+        b: int,
+        start: float,
+        capacity_bps: float | None,
+        know_labels: bool,
+    ) -> tuple[int, float, RequestTiming]:
+        """Serve the current request, started at ``start``, with canonical action ``(e, s, b)``
+        (no state change).
 
-        ``know_labels=False`` scores correctness by the profile's accuracy of the action.
+        :return: the payload's size, the correctness as the reward counts it (the profile's
+            accuracy of the action unless ``know_labels``) and the request's timing
         """
         sample, rtt_s, queue_u = self._draw
-        arrival = self._arrival
-        start = arrival if arrival > self._device_free else self._device_free
         if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
             if not know_labels:
@@ -462,37 +505,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 if know_labels and self.reward_spec.correctness == "sample"
                 else float(self._expected[s, b, e])
             )
-        (
-            device_compute_s,
-            encode_s,
-            transfer_s,
-            rtt_used,
-            queue_s,
-            server_s,
-            load_at_server,
-            device_free,
-            done,
-            energy_j,
-        ) = self.request_model.serve(
+        timing = self.request_model.serve(
             e, s, b, start, n_bytes, rtt_s, queue_u, self.server_load, self.channel, capacity_bps
         )
-        latency_s = done - arrival
-        return {
-            "reward": self.reward_spec(correct, latency_s, energy_j),
-            "latency_s": latency_s,
-            "wait_s": start - arrival,
-            "device_compute_s": device_compute_s,
-            "encode_s": encode_s,
-            "transfer_s": transfer_s,
-            "rtt_s": rtt_used,
-            "queue_s": queue_s,
-            "server_s": server_s,
-            "energy_j": energy_j,
-            "payload_bytes": n_bytes,
-            "correct": correct,
-            "deadline_missed": latency_s > self.reward_spec.deadline_s,
-            "capacity_bps": self.channel.capacity(start),
-            "server_load": load_at_server,
-            "sample_index": sample,
-            "device_free": device_free,
-        }
+        return n_bytes, correct, timing

@@ -173,7 +173,6 @@ class RequestModel:
         server_load: ServerLoad,
         channel: Channel,
         capacity_bps: float | None = None,
-        load: float | None = None,
     ) -> RequestTiming:
         """Serve one request with the canonical action ``(e, s, b)``.
 
@@ -187,8 +186,6 @@ class RequestModel:
         :param server_load: the server's load process and service model
         :param channel: the uplink, whose capacity the transfer integrates
         :param capacity_bps: a constant capacity to assume instead of the channel's
-        :param load: the server's utilization to assume instead of the load process's own when
-            the request arrives
         """
         compute_s = self._device_compute[e][s]
         if s >= self._exit_stages[e]:
@@ -214,8 +211,7 @@ class RequestModel:
             transfer_s = 8.0 * n_bytes / capacity_bps
         device_free = tx_start + transfer_s
         at_server = device_free + 0.5 * rtt_s
-        if load is None:
-            load = server_load.load(at_server)
+        load = server_load.load(at_server)
         service_s = self._server_compute[e][s] + self._decode[s][b]
         queue_s = server_load.queueing_delay(load, self.server_job_s, queue_u)
         server_s = service_s * server_load.compute_slowdown(load)
