@@ -63,3 +63,23 @@ def test_features_need_a_split_computing_env() -> None:
 
     with pytest.raises(ValueError, match="need a SplitComputingEnv"):
         PredictedValuesObservation(gym.make("CartPole-v1"))
+
+
+def test_untrained_sacd_prior_acts_as_robust_mpc(one_torch_thread: None) -> None:
+    """The prior policy's output layers start at zero: before any training its greedy action is
+    robust-mpc's on every request of an episode."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from splitrl.agents.rollout import run_episodes
+
+    spec = get_learner("sacd-prior")
+    vec_env = DummyVecEnv([lambda: spec.wrap_env(SplitComputingEnv("default", horizon=HORIZON))])
+    model = spec.build_model(vec_env, spec.resolved_hyperparameters({}), seed=0)
+    env = SplitComputingEnv("default", horizon=2 * HORIZON)
+    learned = run_episodes(spec.as_policy(model, env.actions.nvec), env, [7])
+    prior = run_episodes(
+        make_baseline("robust-mpc"), SplitComputingEnv("default", horizon=2 * HORIZON), [7]
+    )
+    for field in ("exit", "split", "bits"):
+        np.testing.assert_array_equal(getattr(learned, field), getattr(prior, field))
+    np.testing.assert_array_equal(learned.reward, prior.reward)
