@@ -38,64 +38,42 @@ static void flush_bits(BitWriter *writer) {
     }
 }
 
-/* Packs min(values[i], ceiling) at width bits; returns the end of the written bytes. */
-static uint8_t *pack_u32(uint8_t *out, const uint32_t *values, size_t count, int width,
-                         uint32_t ceiling) {
-    size_t index = 0;
-    if (width == 0 || count == 0) {
-        return out;
+/* Packs min(values[i], ceiling) at width bits (0..32); returns the end of the written bytes.
+ * Up to 8 bits, eight values fill exactly `width` bytes; bytes at 8 bits are copied (their
+ * ceiling, 255, caps nothing). */
+#define DEFINE_PACK(name, type)                                                                \
+    static uint8_t *name(uint8_t *out, const type *values, size_t count, int width,            \
+                         uint32_t ceiling) {                                                   \
+        size_t index = 0;                                                                      \
+        if (width == 0 || count == 0) {                                                        \
+            return out;                                                                        \
+        }                                                                                      \
+        if (sizeof(type) == 1 && width == 8) {                                                 \
+            memcpy(out, values, count);                                                        \
+            return out + count;                                                                \
+        }                                                                                      \
+        if (width <= 8) {                                                                      \
+            for (; index + 8 <= count; index += 8) {                                           \
+                uint64_t word = 0;                                                             \
+                for (int j = 0; j < 8; j++) {                                                  \
+                    const uint32_t value =                                                     \
+                        values[index + j] < ceiling ? values[index + j] : ceiling;             \
+                    word = (word << width) | (value & width_mask(width));                      \
+                }                                                                              \
+                for (int byte = width - 1; byte >= 0; byte--) {                                \
+                    *out++ = (uint8_t)(word >> (8 * byte));                                    \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        BitWriter writer = {out, 0, 0};                                                        \
+        for (; index < count; index++) {                                                       \
+            put_bits(&writer, values[index] < ceiling ? values[index] : ceiling, width);       \
+        }                                                                                      \
+        flush_bits(&writer);                                                                   \
+        return writer.out;                                                                     \
     }
-    if (width <= 8) {
-        /* Eight values fill exactly `width` bytes. */
-        for (; index + 8 <= count; index += 8) {
-            uint64_t word = 0;
-            for (int j = 0; j < 8; j++) {
-                uint32_t value = values[index + j] < ceiling ? values[index + j] : ceiling;
-                word = (word << width) | (value & width_mask(width));
-            }
-            for (int byte = width - 1; byte >= 0; byte--) {
-                *out++ = (uint8_t)(word >> (8 * byte));
-            }
-        }
-    }
-    BitWriter writer = {out, 0, 0};
-    for (; index < count; index++) {
-        put_bits(&writer, values[index] < ceiling ? values[index] : ceiling, width);
-    }
-    flush_bits(&writer);
-    return writer.out;
-}
-
-/* Packs min(values[i], ceiling) at width bits (0..32); returns the end of the written bytes. */
-static uint8_t *pack_u8(uint8_t *out, const uint8_t *values, size_t count, int width,
-                        uint32_t ceiling) {
-    size_t index = 0;
-    if (width == 0 || count == 0) {
-        return out;
-    }
-    if (width == 8) {
-        memcpy(out, values, count); /* the ceiling of width 8 is 255: nothing to cap */
-        return out + count;
-    }
-    if (width < 8) {
-        for (; index + 8 <= count; index += 8) {
-            uint64_t word = 0;
-            for (int j = 0; j < 8; j++) {
-                const uint32_t value = values[index + j] < ceiling ? values[index + j] : ceiling;
-                word = (word << width) | value;
-            }
-            for (int byte = width - 1; byte >= 0; byte--) {
-                *out++ = (uint8_t)(word >> (8 * byte));
-            }
-        }
-    }
-    BitWriter writer = {out, 0, 0};
-    for (; index < count; index++) {
-        put_bits(&writer, values[index] < ceiling ? values[index] : ceiling, width);
-    }
-    flush_bits(&writer);
-    return writer.out;
-}
+DEFINE_PACK(pack_u32, uint32_t)
+DEFINE_PACK(pack_u8, uint8_t)
 
 /* Packs values[i] - escape at `width` bits for every values[i] >= escape, MSB first, zero-padded
  * to a byte. The escaped values are first gathered without a branch (escapes are frequent and

@@ -16,62 +16,47 @@
 
 static const char PAYLOAD[] = "run-length payload";
 
-static void unpack_u64(const uint8_t *in, size_t count, int width, uint64_t *values) {
-    size_t index = 0;
-    if (width == 0) {
-        memset(values, 0, count * sizeof(uint64_t));
-        return;
+/* Unpacks `count` values of `width` bits (0..32), MSB first. Up to 8 bits, eight values come
+ * from exactly `width` bytes; bytes at 8 bits are copied. */
+#define DEFINE_UNPACK(name, type)                                                              \
+    static void name(const uint8_t *in, size_t count, int width, type *values) {               \
+        size_t index = 0;                                                                      \
+        if (width == 0) {                                                                      \
+            memset(values, 0, count * sizeof(type));                                           \
+            return;                                                                            \
+        }                                                                                      \
+        if (sizeof(type) == 1 && width == 8) {                                                 \
+            memcpy(values, in, count);                                                         \
+            return;                                                                            \
+        }                                                                                      \
+        const uint32_t mask = width_mask(width);                                               \
+        if (width <= 8) {                                                                      \
+            for (; index + 8 <= count; index += 8) {                                           \
+                uint64_t word = 0;                                                             \
+                for (int byte = 0; byte < width; byte++) {                                     \
+                    word = (word << 8) | *in++;                                                \
+                }                                                                              \
+                for (int j = 0; j < 8; j++) {                                                  \
+                    values[index + j] = (type)((word >> ((7 - j) * width)) & mask);            \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+        uint64_t accumulator = 0;                                                              \
+        int available = 0;                                                                     \
+        for (; index < count; index++) {                                                       \
+            while (available < width) {                                                        \
+                accumulator = (accumulator << 8) | *in++;                                      \
+                available += 8;                                                                \
+            }                                                                                  \
+            available -= width;                                                                \
+            values[index] = (type)((accumulator >> available) & mask);                         \
+        }                                                                                      \
     }
-    const uint32_t mask = width_mask(width);
-    if (width <= 8) {
-        for (; index + 8 <= count; index += 8) {
-            uint64_t word = 0;
-            for (int byte = 0; byte < width; byte++) {
-                word = (word << 8) | *in++;
-            }
-            for (int j = 0; j < 8; j++) {
-                values[index + j] = (word >> ((7 - j) * width)) & mask;
-            }
-        }
-    }
-    uint64_t accumulator = 0;
-    int available = 0;
-    for (; index < count; index++) {
-        while (available < width) {
-            accumulator = (accumulator << 8) | *in++;
-            available += 8;
-        }
-        available -= width;
-        values[index] = (accumulator >> available) & mask;
-    }
-}
+DEFINE_UNPACK(unpack_u64, uint64_t)
+DEFINE_UNPACK(unpack_u8, uint8_t)
 
 void splitrl_unpack_codes(const uint8_t *in, size_t count, int width, uint8_t *values) {
-    size_t index = 0;
-    if (width == 8) {
-        memcpy(values, in, count);
-        return;
-    }
-    const uint32_t mask = width_mask(width);
-    for (; index + 8 <= count; index += 8) {
-        uint64_t word = 0;
-        for (int byte = 0; byte < width; byte++) {
-            word = (word << 8) | *in++;
-        }
-        for (int j = 0; j < 8; j++) {
-            values[index + j] = (uint8_t)((word >> ((7 - j) * width)) & mask);
-        }
-    }
-    uint64_t accumulator = 0;
-    int available = 0;
-    for (; index < count; index++) {
-        while (available < width) {
-            accumulator = (accumulator << 8) | *in++;
-            available += 8;
-        }
-        available -= width;
-        values[index] = (uint8_t)((accumulator >> available) & mask);
-    }
+    unpack_u8(in, count, width, values);
 }
 
 /* ---------------------------------------------------------------------------------------------
