@@ -527,3 +527,17 @@ def test_card_to_profile_training_evaluation_export_and_live_mode(
     with pytest.raises(ProfileError, match="was built from a model with weights"):
         SplitComputingEnv(profile=str(profile_path), horizon=20, mode="live").reset(seed=0)
     assert main(["export", str(run), "--out", str(tmp_path / "export2")]) == 2
+
+
+def test_a_card_without_weights_gives_the_same_network_every_time(tmp_path: Path) -> None:
+    import yaml
+
+    from splitrl.models.card import load_model_card, staged_model_from_card, state_sha256
+
+    card_path = write_card(tmp_path / "card")
+    card = yaml.safe_load(card_path.read_text())
+    del card["weights"]
+    card_path.write_text(yaml.safe_dump(card))
+    first = state_sha256(staged_model_from_card(load_model_card(card_path)))
+    assert first == state_sha256(staged_model_from_card(load_model_card(card_path)))
+    assert first != state_sha256(staged_model_from_card(load_model_card(card_path), seed=1))

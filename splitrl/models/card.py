@@ -4,7 +4,7 @@
 name: mobilenet_v2                      # profile and file names (default: the card's file stem)
 model: torchvision.models:mobilenet_v2  # MODULE:FUNCTION (or path/to/file.py:FUNCTION) returning the network
 arguments: {num_classes: 10}            # keyword arguments of that function (optional)
-weights: mobilenet_v2.pt                # the network's state_dict, relative to this file (optional)
+weights: mobilenet_v2.pt                # its state_dict, relative to this file (optional: seeded init)
 input:
   channels: 3                           # 1 (grayscale) or 3 (RGB); the camera delivers uint8 frames
   size: [96, 96]                        # height, width
@@ -206,10 +206,14 @@ def staged_model_from_card(card: ModelCard, seed: int = 0) -> StagedModule:
     """The staged early-exit model a card describes, in eval mode.
 
     :param card: the card
-    :param seed: seed of the early-exit heads' initial weights (when ``exit_heads`` is not given)
+    :param seed: seed of the early-exit heads' initial weights (when ``exit_heads`` is not given);
+        a network without ``weights`` is always initialized with seed 0
     :raises ValueError: when the network, the cuts or the exits do not fit the card
     """
-    network = resolve_factory(card.model, card.folder)(**card.arguments)
+    factory = resolve_factory(card.model, card.folder)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # a card without weights gives the same network every time
+        network = factory(**card.arguments)
     if not isinstance(network, nn.Module):
         raise ValueError(f"{card.model} returned {type(network).__name__}, not a torch module")
     if card.weights is not None:
