@@ -134,6 +134,11 @@ def hand_env(
     default reward counts the expected correctness, a deadline miss (``w_miss`` 1) and nothing
     else: the best action is the most accurate one that meets the deadline.
 
+    :param capacity_bps: the uplink's capacity, also the device's prior throughput
+    :param deadline_s: the deadline of the default reward
+    :param frame_interval_s: time between requests
+    :param horizon: requests per episode
+    :param reward: another reward (its correctness becomes ``"expected"``)
     :param overrides: further :class:`SplitComputingEnv` arguments (``channel``, ``device``, ...)
     """
     spec = reward or RewardSpec(deadline_s=deadline_s, w_latency=0.0, w_miss=1.0)
