@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_results
+from splitrl.sweeps.sweep import Runner
 
 #: the goal: Ray's wall time over the pool's
 GOAL_RATIO = 1.10
@@ -50,18 +51,24 @@ def equal_cells(out: Path, timesteps: int) -> Any:
     )
 
 
-def timed_sweep(runner: str, timesteps: int) -> float:
-    """Wall seconds of the 4 cells through ``runner`` (Ray: start and stop included)."""
+def timed_sweep(runner: Runner, timesteps: int) -> dict[str, float]:
+    """The 4 cells through ``runner``: wall seconds (Ray: start and stop included), the seconds
+    the cells themselves took (summed), and the wall time beyond them with two at a time."""
+    from splitrl.sweeps.cells import read_cell
     from splitrl.sweeps.sweep import run_sweep
 
     with tempfile.TemporaryDirectory(prefix=f"bench_sweep_{runner}_") as folder:
         sweep = equal_cells(Path(folder), timesteps)
         started = time.perf_counter()
-        summary = run_sweep(sweep, runner=runner, num_cpus=2, jobs=2)  # type: ignore[arg-type]
+        summary = run_sweep(sweep, runner=runner, num_cpus=2, jobs=2)
         seconds = time.perf_counter() - started
-    if summary.failed or len(summary.finished) != 4:
-        raise RuntimeError(f"{runner}: {summary}")
-    return seconds
+        if summary.failed or len(summary.finished) != 4:
+            raise RuntimeError(f"{runner}: {summary}")
+        keys = [cell.key for cell in sweep.train_cells()]
+        keys += [cell.key for train in sweep.train_cells() for cell in sweep.learner_cells(train)]
+        results = [read_cell(sweep.out, key) for key in keys]
+        cell_seconds = sum(float(result["seconds"]) for result in results if result is not None)
+    return {"wall_s": seconds, "cell_s": cell_seconds, "beyond_cells_s": seconds - cell_seconds / 2}
 
 
 def ray_fixed_costs(empty_trials: int) -> dict[str, float]:
@@ -107,15 +114,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = "1"
     load_before = os.getloadavg()
-    rounds = []
-    for _ in range(args.repeat):
-        pool = timed_sweep("processes", args.timesteps)
-        on_ray = timed_sweep("ray", args.timesteps)
-        rounds.append({"pool_s": pool, "ray_s": on_ray, "ratio": on_ray / pool})
-        print(f"pool {pool:.1f} s, Ray {on_ray:.1f} s: ratio {on_ray / pool:.3f}", flush=True)
+    rounds: list[dict[str, Any]] = []
+    ratios = []
+    for number in range(args.repeat):
+        # alternate the order, so that a load that grows or shrinks favours neither runner
+        order: list[Runner] = ["processes", "ray"] if number % 2 == 0 else ["ray", "processes"]
+        measured = {runner: timed_sweep(runner, args.timesteps) for runner in order}
+        pool, on_ray = measured["processes"], measured["ray"]
+        ratio = on_ray["wall_s"] / pool["wall_s"]
+        rounds.append({"pool": pool, "ray": on_ray, "ratio": ratio})
+        ratios.append(ratio)
+        print(
+            f"pool {pool['wall_s']:.1f} s ({pool['beyond_cells_s']:.1f} s beyond the cells), "
+            f"Ray {on_ray['wall_s']:.1f} s ({on_ray['beyond_cells_s']:.1f} s): ratio {ratio:.3f}",
+            flush=True,
+        )
     fixed = ray_fixed_costs(args.empty_trials)
     load_after = os.getloadavg()
-    ratio = float(statistics.median(item["ratio"] for item in rounds))
+    ratio = statistics.median(ratios)
     document = {
         "cells": 4,
         "timesteps": args.timesteps,

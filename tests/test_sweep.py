@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,47 +197,60 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop a ``ray start --block`` and every Ray process it started (its process group)."""
+    for signal_number in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, signal_number)
+            process.wait(timeout=5)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 def test_two_node_cluster_runs_cells_on_both_nodes(tiny_profile_path: Path, tmp_path: Path) -> None:
     """``ray start --head`` and a second ``ray start --address`` on loopback, one CPU each; two
     trials must use both nodes. Runs last: it leaves the module's local Ray first."""
     from splitrl.sweeps.sweep import run_sweep
 
     ray.shutdown()
-    executable = Path(sys.executable).with_name("ray")
+    executable = str(Path(sys.executable).with_name("ray"))
     port = _free_port()
     temporary = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    environment = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "1"}
-    start = [str(executable), "start", "--num-cpus", "1", "--disable-usage-stats"]
+    start = [executable, "start", "--block", "--num-cpus", "1", "--disable-usage-stats"]
+    head_command = [*start, "--head", "--port", str(port), "--temp-dir", temporary]
+    nodes: list[subprocess.Popen[bytes]] = []
     try:
-        for command in (
-            [
-                *start,
-                "--head",
-                "--node-ip-address",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--temp-dir",
-                temporary,
-                "--include-dashboard",
-                "false",
-            ],
-            [*start, "--address", f"127.0.0.1:{port}", "--node-ip-address", "127.0.0.1"],
-        ):
-            started = subprocess.run(
-                command, capture_output=True, text=True, env=environment, timeout=120
+        for command in (head_command, [*start, "--address", f"127.0.0.1:{port}"]):
+            log = (tmp_path / f"node{len(nodes)}.log").open("wb")
+            nodes.append(
+                subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
             )
-            if started.returncode != 0:
-                pytest.skip(f"a loopback Ray cluster does not start here: {started.stderr[-400:]}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and all(node.poll() is None for node in nodes):
+            probe = subprocess.run(
+                [executable, "status", "--address", f"127.0.0.1:{port}"],
+                capture_output=True,
+                text=True,
+            )
+            if probe.stdout.count("node_") >= 2:
+                break
+            time.sleep(1)
+        else:
+            logs = " | ".join((tmp_path / f"node{i}.log").read_text()[-300:] for i in range(2))
+            pytest.skip(f"a two-node Ray cluster on loopback does not start here: {logs}")
         path = write_sweep(tmp_path, tiny_profile_path, learners=["dqn"], seeds=2, baselines=[])
         sweep = load_sweep(path)
         summary = run_sweep(sweep, address=f"127.0.0.1:{port}")
         assert summary.failed == {} and len(summary.finished) == 2
-        nodes = {
-            read_cell(sweep.out.resolve(), f"train/tiny/dqn_t40_s{seed}")["node_id"]  # type: ignore[index]
-            for seed in (0, 1)
-        }
-        assert len(nodes) == 2
+        results = [read_cell(sweep.out.resolve(), f"train/tiny/dqn_t40_s{s}") for s in (0, 1)]
+        assert len({result["node_id"] for result in results if result is not None}) == 2
     finally:
-        subprocess.run([str(executable), "stop", "--force"], capture_output=True, timeout=120)
+        ray.shutdown()
+        for node in reversed(nodes):
+            _stop(node)
         shutil.rmtree(temporary, ignore_errors=True)

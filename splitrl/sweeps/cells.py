@@ -132,15 +132,15 @@ def train_cell(
 
     torch.set_num_threads(1)
     started = time.perf_counter()
-    overrides = dict(scenario.overrides)
+    overrides = scenario.overrides
     config = TrainConfig(
         algo=variant.algo,
         scenario=scenario.base,
-        profile=overrides.pop("profile", None),
-        device_preset=overrides.pop("device", None),
-        reward=overrides.pop("reward", None),
-        horizon=overrides.pop("horizon", None),
-        link_quality=overrides.pop("link_quality", None),
+        profile=overrides.get("profile"),
+        device_preset=overrides.get("device"),
+        reward=overrides.get("reward"),
+        horizon=overrides.get("horizon"),
+        link_quality=overrides.get("link_quality"),
         seed=cell.seed,
         timesteps=cell.timesteps,
         channel=variant.channel,
@@ -149,8 +149,6 @@ def train_cell(
         checkpoint_freq=0,
         out=str(Path(runs_dir) / cell.learner),
     )
-    if overrides:
-        raise ValueError(f"scenario {scenario.name}: fields {sorted(overrides)} cannot be trained")
     result = train(config)
     seconds = time.perf_counter() - started
     return {

@@ -47,9 +47,10 @@ def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
                 else:
                     summary.failed[trial.name] = _error_line(error)
                     status = f"FAILED: {summary.failed[trial.name]}"
+                running = min(jobs, len(pending))
                 print(
-                    f"[{len(summary.finished)} done, {min(jobs, len(pending))} running, "
-                    f"{len(summary.failed)} failed, {len(pending)} to go; "
+                    f"[{len(summary.finished)} done, {running} running, "
+                    f"{len(summary.failed)} failed, {len(pending) - running} waiting; "
                     f"{time.perf_counter() - started:.0f} s] {trial.name}: {status}",
                     flush=True,
                 )

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -65,6 +66,19 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)[:80]
 
 
+@contextmanager
+def _errors_as_text() -> Iterator[None]:
+    """Re-raise a trial's exception as a ``RuntimeError`` holding its traceback as text.
+
+    Ray sends a trial's exception to the driver pickled, and not every exception unpickles (one
+    whose constructor takes more than its message fails to, and hides the error).
+    """
+    try:
+        yield
+    except Exception as error:
+        raise RuntimeError("".join(traceback.format_exception(error)).strip()) from None
+
+
 def _run_one(config: Mapping[str, Any], trials: Sequence[Trial]) -> None:
     """The Tune trainable of a sweep: run one trial, reporting every finished cell."""
     node = {"node_id": ray.get_runtime_context().get_node_id()}
@@ -75,12 +89,8 @@ def _run_one(config: Mapping[str, Any], trials: Sequence[Trial]) -> None:
         done += 1
         tune.report({"cell": key, "cells_done": done, "result_json": json.dumps(result)})
 
-    try:
+    with _errors_as_text():
         run_trial(trials[int(config["index"])], report, node=node)
-    except Exception as error:
-        # Ray sends the exception to the driver pickled, and not every exception unpickles (one
-        # whose constructor takes more than its message): send its type and message instead.
-        raise RuntimeError(f"{type(error).__name__}: {error}") from None
 
 
 class _CellWriter(tune.Callback):
@@ -140,15 +150,16 @@ def run_on_ray(
 
 
 def _error_line(error: BaseException) -> str:
-    """The cause of a trial's error on one line (Tune wraps the trial's exception)."""
+    """The last line of a trial's error: the exception the trial raised (Tune wraps it)."""
     cause = getattr(error, "cause", None) or error
     text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[-1] if text else ''}"
+    return text[-1] if text else type(cause).__name__
 
 
 def _search_one(config: dict[str, Any], function: TrialFunction) -> None:
     """The Tune trainable of a search: run one trial, reporting to Tune."""
-    function(dict(config), tune.report, Path(tune.get_context().get_trial_dir()))
+    with _errors_as_text():
+        function(dict(config), tune.report, Path(tune.get_context().get_trial_dir()))
 
 
 #: runs one search trial: ``(sampled values, report, trial folder)``; reports ``timesteps`` and

@@ -145,7 +145,8 @@ def sweep_document(sweep: Sweep) -> dict[str, Any]:
             best_rewards.append(aggregate["baselines"][aggregate["best_causal"]])
             for learner, matrix in learners.items():
                 matrices.setdefault(learner, []).append(list(matrix.mean(axis=1)))
-        overall.extend(_overall(scenario.name, matrices, best_rewards))
+        names = [c["condition"] for c in conditions if c["scenario"] == scenario.name]
+        overall.extend(_overall(scenario.name, names, matrices, best_rewards))
     return {
         "settings": sweep.to_dict(),
         "missing_cells": missing,
@@ -156,7 +157,10 @@ def sweep_document(sweep: Sweep) -> dict[str, Any]:
 
 
 def _overall(
-    scenario: str, matrices: Mapping[str, list[list[float]]], best_rewards: Sequence[float]
+    scenario: str,
+    conditions: Sequence[str],
+    matrices: Mapping[str, list[list[float]]],
+    best_rewards: Sequence[float],
 ) -> list[dict[str, Any]]:
     """rliable over every condition of one scenario, for the learners evaluated on all of them
     with the same number of seeds."""
@@ -172,7 +176,7 @@ def _overall(
         aggregate = aggregate_learner(
             learner,
             list(range(len(rewards))),
-            [str(i) for i in range(len(best_rewards))],
+            list(conditions),
             rewards,
             best_rewards,
         )
