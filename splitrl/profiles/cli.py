@@ -1,4 +1,4 @@
-"""``splitrl profile``: build, show and validate profiles.
+"""``splitrl profile``: build, show and validate profiles, and train a model card's exit heads.
 
 Examples::
 
@@ -6,6 +6,7 @@ Examples::
     splitrl profile build --quick --out /tmp/profiles            # a small profile in seconds
     splitrl profile build --card mobilenet.yaml --data imagefolder:val --out profiles   # your model
     splitrl profile build --model mypkg.nets:staged --data npz:test.npz --out profiles
+    splitrl profile train-heads --card mobilenet.yaml --data imagefolder:train   # exit heads
     splitrl profile show default
     splitrl profile validate /tmp/profiles/default.json
 """
