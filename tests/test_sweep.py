@@ -22,6 +22,7 @@ import yaml
 from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell
 from splitrl.sweeps.grid import Sweep, load_sweep
 from splitrl.sweeps.report import aggregate_condition, sweep_document
+from splitrl.sweeps.sweep import parse_entries
 
 ray = pytest.importorskip("ray", reason="Ray is the extra splitrl[scale]")
 
@@ -86,6 +87,13 @@ def test_grid_cells_and_checks(tiny_profile_path: Path, tmp_path: Path) -> None:
         load_sweep(path, grid={"gamma": [5]})
     with pytest.raises(FileNotFoundError, match=r"missing\.up"):
         load_sweep(path, conditions=["trace:missing.up"])
+    assert parse_entries(["seeds=3", "conditions=[markov, fading]", "trace_dir=null"]) == {
+        "seeds": 3,
+        "conditions": ["markov", "fading"],
+        "trace_dir": None,
+    }
+    with pytest.raises(ValueError, match="ENTRY=VALUE"):
+        parse_entries(["seeds"])
 
 
 def test_cell_keys_keep_the_benchmark_layout() -> None:
@@ -166,6 +174,18 @@ def test_rerun_skips_finished_cells(first_run: tuple[Sweep, RunSummary]) -> None
     summary = run_sweep(sweep)
     assert summary.finished == [] and list(summary.failed) == ["tiny/broken/s0"]
     assert finished.stat().st_mtime_ns == written
+
+
+def test_process_pool_runs_the_same_cells(tiny_profile_path: Path, tmp_path: Path) -> None:
+    from splitrl.sweeps.sweep import run_sweep
+
+    sweep = load_sweep(write_sweep(tmp_path, tiny_profile_path))
+    summary = run_sweep(sweep, runner="processes", jobs=2)
+    assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/dqn/s0"]
+    assert "broken.trace" in summary.failed["tiny/broken/s0"]
+    evaluation = read_cell(sweep.out.resolve(), "eval/tiny/markov/e2/dqn_t40_s0")
+    assert evaluation is not None and len(evaluation["episode_rewards"]) == 2
+    assert [trial.name for trial in sweep.trials()] == ["tiny/broken/s0"]
 
 
 def test_tune_two_trials_writes_a_conf_file_train_accepts(

@@ -20,7 +20,9 @@ import dataclasses
 import json
 import socket
 import time
-from collections.abc import Callable, Mapping
+import traceback
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +258,28 @@ def run_trial(trial: Trial, sink: CellSink, *, node: Mapping[str, str] | None = 
             run_dir if cell.seed >= 0 else None,
         )
         sink(cell.key, {"cell": dataclasses.asdict(cell), **result, **where})
+
+
+@contextmanager
+def errors_as_text() -> Iterator[None]:
+    """Re-raise an exception as a ``RuntimeError`` that holds its traceback as text.
+
+    A runner sends a failed trial's exception to the driver pickled, and not every exception
+    unpickles (one whose constructor takes more than its message does not, which breaks a process
+    pool and hides the error on Ray); its text always does.
+    """
+    try:
+        yield
+    except Exception as error:
+        raise RuntimeError("".join(traceback.format_exception(error)).strip()) from None
+
+
+def error_line(error: BaseException) -> str:
+    """The last line of a failed trial's error: the exception the trial raised (a Ray error
+    wraps it as its ``cause``)."""
+    cause = getattr(error, "cause", None) or error
+    text = str(cause).strip().splitlines()
+    return text[-1] if text else type(cause).__name__
 
 
 def cell_path(out: Path, key: str) -> Path:

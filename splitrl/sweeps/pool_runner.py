@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-import traceback
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
-from splitrl.sweeps.cells import RunSummary, Trial, run_trial, write_cell
+from splitrl.sweeps.cells import (
+    RunSummary,
+    Trial,
+    error_line,
+    errors_as_text,
+    run_trial,
+    write_cell,
+)
 
 
 def _run_and_write(trial: Trial, out: Path) -> None:
     def write(key: str, result: dict[str, Any]) -> None:
         write_cell(out, key, result)
 
-    run_trial(trial, write)
+    with errors_as_text():
+        run_trial(trial, write)
 
 
 def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
@@ -45,7 +52,7 @@ def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
                     summary.finished.append(trial.name)
                     status = "done"
                 else:
-                    summary.failed[trial.name] = _error_line(error)
+                    summary.failed[trial.name] = error_line(error)
                     status = f"FAILED: {summary.failed[trial.name]}"
                 running = min(jobs, len(pending))
                 print(
@@ -55,8 +62,3 @@ def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
                     flush=True,
                 )
     return summary
-
-
-def _error_line(error: BaseException) -> str:
-    """The exception's type and message on one line."""
-    return "".join(traceback.format_exception_only(type(error), error)).strip().splitlines()[-1]

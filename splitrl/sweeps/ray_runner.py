@@ -19,7 +19,6 @@ import logging
 import math
 import os
 import re
-import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,7 +28,14 @@ from typing import Any
 import ray
 from ray import tune
 
-from splitrl.sweeps.cells import RunSummary, Trial, run_trial, write_cell
+from splitrl.sweeps.cells import (
+    RunSummary,
+    Trial,
+    error_line,
+    errors_as_text,
+    run_trial,
+    write_cell,
+)
 
 # Tune's own per-trial CSV, JSON and TensorBoard files would duplicate the cell files (and the
 # results read back only the trials' configs and errors, so their absence is no warning).
@@ -66,19 +72,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", name)[:80]
 
 
-@contextmanager
-def _errors_as_text() -> Iterator[None]:
-    """Re-raise a trial's exception as a ``RuntimeError`` holding its traceback as text.
-
-    Ray sends a trial's exception to the driver pickled, and not every exception unpickles (one
-    whose constructor takes more than its message fails to, and hides the error).
-    """
-    try:
-        yield
-    except Exception as error:
-        raise RuntimeError("".join(traceback.format_exception(error)).strip()) from None
-
-
 def _run_one(config: Mapping[str, Any], trials: Sequence[Trial]) -> None:
     """The Tune trainable of a sweep: run one trial, reporting every finished cell."""
     node = {"node_id": ray.get_runtime_context().get_node_id()}
@@ -89,7 +82,7 @@ def _run_one(config: Mapping[str, Any], trials: Sequence[Trial]) -> None:
         done += 1
         tune.report({"cell": key, "cells_done": done, "result_json": json.dumps(result)})
 
-    with _errors_as_text():
+    with errors_as_text():
         run_trial(trials[int(config["index"])], report, node=node)
 
 
@@ -145,20 +138,13 @@ def run_on_ray(
         if result.error is None:
             summary.finished.append(trial.name)
         else:
-            summary.failed[trial.name] = _error_line(result.error)
+            summary.failed[trial.name] = error_line(result.error)
     return summary
-
-
-def _error_line(error: BaseException) -> str:
-    """The last line of a trial's error: the exception the trial raised (Tune wraps it)."""
-    cause = getattr(error, "cause", None) or error
-    text = str(cause).strip().splitlines()
-    return text[-1] if text else type(cause).__name__
 
 
 def _search_one(config: dict[str, Any], function: TrialFunction) -> None:
     """The Tune trainable of a search: run one trial, reporting to Tune."""
-    with _errors_as_text():
+    with errors_as_text():
         function(dict(config), tune.report, Path(tune.get_context().get_trial_dir()))
 
 
@@ -225,7 +211,7 @@ def search_on_ray(
         if result.error is None:
             summary.finished.append(label)
         else:
-            summary.failed[label] = _error_line(result.error)
+            summary.failed[label] = error_line(result.error)
     if not best.scores:
         raise RuntimeError(f"no trial reported {metric}: {summary.failed}")
     trial_id = max(best.scores, key=best.scores.__getitem__)

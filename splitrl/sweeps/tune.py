@@ -157,6 +157,11 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_freq=0,
     )
     base.effective_scenario()  # a clear error for a bad scenario, before Ray starts
+    # trials run in their own folders: paths absolute
+    overrides = base.scenario_overrides()
+    base = dataclasses.replace(
+        base, profile=overrides.get("profile"), channel=overrides.get("channel")
+    )
     out = Path(args.out).resolve()
     conf_out = Path(args.conf_out) if args.conf_out else out / f"best_{args.algo}.yaml"
     from splitrl.sweeps.ray_runner import ray_session, search_on_ray
