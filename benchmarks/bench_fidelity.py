@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import socket
 import subprocess
 import sys
@@ -68,8 +69,11 @@ from splitrl.envs.actions import ActionTable
 from splitrl.envs.channels.trace_replay import TraceChannel
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
 from splitrl.envs.rtt import RTTModel
-from splitrl.envs.time_model import CostTables, LinkOverheads
+from splitrl.envs.server_load import ServerLoad
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.envs.time_model import CostTables, LinkOverheads, RequestModel, ShaperBucket
 from splitrl.envs.traces import Trace, load_trace
+from splitrl.profiles.presets import get_device_preset, get_network_preset
 from splitrl.runtime.device import DeviceRuntime, RequestRecord, ServerConnection
 from splitrl.runtime.netem import (
     DEFAULT_BURST_BYTES,
@@ -100,6 +104,8 @@ KERNEL_LINK = LinkOverheads(
 )
 #: requests, over a fast constant link, that measure the software stack's time of a path
 CALIBRATION_REQUESTS = 50
+#: answered requests whose median host time estimates the stack time of the next request
+STACK_WINDOW = 20
 CALIBRATION_RATE_BPS = 1e8
 GOAL_MEDIAN = 0.15
 GOAL_P90 = 0.30
@@ -250,43 +256,111 @@ def run_pacer(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str
 
 
 def predict(
-    records: Sequence[RequestRecord],
-    setup: Setup,
-    trace: Trace,
-    link: LinkOverheads,
-    stack_s: float = 0.0,
+    records: Sequence[RequestRecord], setup: Setup, trace: Trace, link: LinkOverheads | None
 ) -> list[dict[str, float]]:
-    """The time model's components of every request, replayed over the recorded actions.
+    """The time model's components of every request: the environment's
+    :meth:`~splitrl.envs.time_model.RequestModel.serve` replayed over the recorded actions,
+    message sizes and arrivals, with the trace as the channel, this run's round-trip draws and an
+    idle server (it serves this device alone).
 
-    :param stack_s: the software stack's time per offloaded request, added to the round trip.
+    :param link: the link's terms (:class:`~splitrl.envs.time_model.LinkOverheads`); ``None``:
+        the environment's default, the message alone crosses the channel.
     """
+    model = RequestModel(
+        setup.costs,
+        setup.actions.exit_stages,
+        np.array(setup.actions.canonical_actions(), dtype=np.int64),
+        get_device_preset("host"),
+        get_network_preset("wifi"),  # its radio energy only; the energy is not compared
+        server_job_s=0.0,
+        link=link,
+    )
     channel = TraceChannel(trace, random_start=False)
     channel.reset(np.random.default_rng(0))
-    costs = setup.costs
+    server = ServerLoad(levels=(0.0, 0.0), transition_matrix=((0.5, 0.5), (0.5, 0.5)))
+    server.reset(np.random.default_rng(0))
     device_free = -math.inf
-    bucket: tuple[float, float] | None = None
+    bucket: ShaperBucket | None = None
     draws = iter(setup.rtt_draws)
     predicted = []
     for record in records:
         e, s, b = record.action
         start = max(record.arrival_s, device_free)
-        parts = {"wait": start - record.arrival_s, "device_compute": costs.device_compute_s[e, s]}
-        if record.device_only:
-            device_free = start + parts["device_compute"]
-            parts |= {"encode": 0.0, "transfer": 0.0, "server": 0.0, "rtt": 0.0}
-        else:
-            parts["encode"] = costs.encode_s[s, b]
-            tx_start = start + parts["device_compute"] + parts["encode"]
-            parts["transfer"], bucket = link.transfer(
-                channel, record.message_bytes, tx_start, bucket
-            )
-            device_free = tx_start + parts["transfer"]
-            parts["server"] = costs.server_compute_s[e, s] + costs.decode_s[s, b]
-            parts["rtt"] = next(draws) + stack_s
-        parts = {name: float(value) for name, value in parts.items()}
-        parts["latency"] = sum(parts[name] for name in COMPONENTS)
-        predicted.append(parts)
+        rtt_s = 0.0 if record.device_only else next(draws)
+        (
+            compute_s,
+            encode_s,
+            transfer_s,
+            rtt_s,
+            queue_s,
+            server_s,
+            _,
+            device_free,
+            done,
+            _,
+            bucket,
+        ) = model.serve(
+            e, s, b, start, record.message_bytes, rtt_s, None, server, channel, None, bucket
+        )
+        predicted.append(
+            {
+                "wait": start - record.arrival_s,
+                "device_compute": compute_s,
+                "encode": encode_s,
+                "transfer": transfer_s,
+                "server": queue_s + server_s,
+                "rtt": rtt_s,
+                "latency": done - record.arrival_s,
+            }
+        )
     return predicted
+
+
+def host_times(
+    records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]
+) -> list[float]:
+    """Per request, the host's time: the measured latency less the measured transfer and less
+    the time model's other components (wait, compute, codec, server, the round trip's draw).
+    What is left is the software stack's: socket calls, thread and event-loop hops, late
+    wake-ups. NaN for a request not answered or not offloaded.
+    """
+    return [
+        r.latency_s - r.transfer_s - (p["latency"] - p["transfer"])
+        if r.status == "ok" and not r.device_only
+        else math.nan
+        for r, p in zip(records, predicted, strict=True)
+    ]
+
+
+def stack_estimates(
+    records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]], prior_s: float
+) -> list[float]:
+    """Per request, the stack's time as the device could estimate it when the request arrived:
+    the median :func:`host_times` of the last ``STACK_WINDOW`` requests answered by then
+    (``prior_s`` while there are none)."""
+    host = host_times(records, predicted)
+    answered = sorted(
+        (r.arrival_s + r.latency_s, h)
+        for r, h in zip(records, host, strict=True)
+        if not math.isnan(h)
+    )
+    estimates = []
+    for record in records:
+        known = [h for at, h in answered if at <= record.arrival_s][-STACK_WINDOW:]
+        estimates.append(float(np.median(known)) if known else prior_s)
+    return estimates
+
+
+def with_stack(
+    predicted: Sequence[dict[str, float]],
+    records: Sequence[RequestRecord],
+    stack_s: Sequence[float],
+) -> list[dict[str, float]]:
+    """``predicted`` with each offloaded request's stack time added to its round trip."""
+    return [
+        p if r.device_only else p | {"rtt": p["rtt"] + stack, "latency": p["latency"] + stack}
+        for p, r, stack in zip(predicted, records, stack_s, strict=True)
+    ]
 
 
 def measured_parts(record: RequestRecord) -> dict[str, float]:
@@ -306,13 +380,6 @@ def measured_parts(record: RequestRecord) -> dict[str, float]:
     parts["rtt"] = record.latency_s - sum(parts.values())
     parts["latency"] = record.latency_s
     return parts
-
-
-def stack_time(records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]) -> float:
-    """The software stack's time per request: the median of measured minus predicted latency."""
-    return float(
-        np.median([m.latency_s - p["latency"] for m, p in zip(records, predicted, strict=True)])
-    )
 
 
 def compare(
@@ -347,7 +414,6 @@ def make_setup(directory: Path, n_requests: int, frame_interval_s: float, seed: 
     try:
         from splitrl.models.checkpoint import load_default_model
         from splitrl.profiles.io import load_profile
-        from splitrl.profiles.presets import get_device_preset
         from splitrl.runtime.device import load_test_canvases
         from splitrl.runtime.onnx_export import export_segments
 
@@ -374,16 +440,16 @@ def make_setup(directory: Path, n_requests: int, frame_interval_s: float, seed: 
 
 
 Runner = Callable[[Setup, Trace], tuple[list[RequestRecord], dict[str, Any]]]
-PATHS: dict[str, tuple[Runner, LinkOverheads]] = {
+PATHS: dict[str, tuple[Runner, LinkOverheads | None]] = {
     "kernel": (run_kernel, KERNEL_LINK),
-    "pacer": (run_pacer, LinkOverheads()),
+    "pacer": (run_pacer, None),
 }
 
 
 def calibrate_stack(setup: Setup, path: str) -> float:
-    """The software stack's time per request on ``path``: :func:`stack_time` of the first
-    ``CALIBRATION_REQUESTS`` requests over a link of ``CALIBRATION_RATE_BPS``, where the
-    transfers take almost nothing."""
+    """The software stack's time per request on ``path``: the median of measured minus predicted
+    latency of the first ``CALIBRATION_REQUESTS`` requests over a link of
+    ``CALIBRATION_RATE_BPS``, where the transfers take almost nothing."""
     runner, link = PATHS[path]
     n = CALIBRATION_REQUESTS
     calibration = replace(
@@ -391,35 +457,69 @@ def calibrate_stack(setup: Setup, path: str) -> float:
     )
     trace = Trace.from_rates([CALIBRATION_RATE_BPS], slot_s=3600.0, name="calibration")
     records, _ = runner(calibration, trace)
-    return stack_time(records, predict(records, calibration, trace, link))
+    predicted = predict(records, calibration, trace, link)
+    return float(
+        np.median([r.latency_s - p["latency"] for r, p in zip(records, predicted, strict=True)])
+    )
 
 
 def bench_trace(setup: Setup, path: Path, stack_s: dict[str, float]) -> dict[str, Any]:
-    """Every path with a measured stack time on one trace: the full model (link terms and the
-    stack time), without the stack time, and the env's own model (neither)."""
+    """Every path on one trace, with its stack time measured before the traces: the full model
+    (the link's terms and the stack time per request estimated from the requests answered
+    before), the same with the stack time measured before the traces, without a stack time, and
+    the env's own model (neither)."""
     trace = load_trace(path)
     if path.name == SEGMENTED_TRACE:
         trace = outage_segment(trace)
     result: dict[str, Any] = {"trace": trace.name}
-    for name, stack in stack_s.items():
+    for name, calibrated_s in stack_s.items():
         runner, link = PATHS[name]
         records, info = runner(setup, trace)
-        result[name] = compare(records, predict(records, setup, trace, link, stack)) | info
-        result[f"{name}, no stack term"] = compare(records, predict(records, setup, trace, link))
-        if link != LinkOverheads():
-            result[f"{name}, env model"] = compare(
-                records, predict(records, setup, trace, LinkOverheads())
-            )
+        bare = predict(records, setup, trace, link)
+        estimates = stack_estimates(records, bare, calibrated_s)
+        result[name] = compare(records, with_stack(bare, records, estimates)) | info
+        result[name]["stack_estimate_median_ms"] = 1e3 * float(np.median(estimates))
+        result[f"{name}, stack measured before"] = compare(
+            records,
+            predict(records, setup, trace, replace(link or LinkOverheads(), stack_s=calibrated_s)),
+        )
+        result[f"{name}, no stack term"] = compare(records, bare)
+        if link is not None:
+            result[f"{name}, env model"] = compare(records, predict(records, setup, trace, None))
     return result
+
+
+def step_cost(rounds: int = 20, steps: int = 2000) -> dict[str, float]:
+    """CPU time per ``step`` of the default env with and without the kernel path's link terms
+    (the least over ``rounds`` rounds of ``steps`` steps each, alternating, in this process)."""
+    envs = {
+        "off": SplitComputingEnv(),
+        "kernel link terms": SplitComputingEnv(link_overheads=replace(KERNEL_LINK, stack_s=0.01)),
+    }
+    envs["off"].action_space.seed(0)
+    actions = [envs["off"].action_space.sample() for _ in range(steps)]
+    best = dict.fromkeys(envs, math.inf)
+    for env in envs.values():
+        env.reset(seed=0)
+    for _ in range(rounds):
+        for name, env in envs.items():
+            start = time.process_time()
+            for action in actions:
+                if env.step(action)[3]:
+                    env.reset()
+            best[name] = min(best[name], (time.process_time() - start) / steps)
+    return {f"{name}_us": 1e6 * seconds for name, seconds in best.items()} | {
+        "ratio": best["kernel link terms"] / best["off"]
+    }
 
 
 def print_trace(result: dict[str, Any]) -> None:
     """One table per trace: the paths side by side, the error by component."""
-    print(f"\n{result['trace']}")
+    print(f"\n{result['trace']} (load average {result.get('load_average_1min', math.nan):.1f})")
     rows = [
         {"path": name} | values
         for name, values in result.items()
-        if "median_abs_relative_error" in values
+        if isinstance(values, dict) and "median_abs_relative_error" in values
     ]
     for name, values in result.items():
         if isinstance(values, dict) and "skipped" in values:
@@ -457,6 +557,12 @@ def main() -> None:
         return
     kernel_reason = shaping_unavailable()
     print("paths: pacer" + (" and kernel" if kernel_reason is None else f" only ({kernel_reason})"))
+    cost = step_cost()
+    print(
+        f"env step CPU time: {cost['off_us']:.2f} us, with the kernel link terms "
+        f"{cost['kernel link terms_us']:.2f} us (x{cost['ratio']:.2f})"
+    )
+    load_average = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as directory:
         n_requests = max(CALIBRATION_REQUESTS, args.requests)
         setup = make_setup(Path(directory), n_requests, args.frame_interval, args.seed)
@@ -481,12 +587,17 @@ def main() -> None:
             traces.append(bench_trace(setup, path, stack_s))
             if kernel_reason is not None:
                 traces[-1]["kernel"] = {"skipped": kernel_reason}
+            load_average.append(os.getloadavg()[0])
+            traces[-1]["load_average_1min"] = load_average[-1]
             print_trace(traces[-1])
     results = {
         "requests": args.requests,
         "frame_interval_s": args.frame_interval,
         "kernel_path": "ran" if kernel_reason is None else f"skipped: {kernel_reason}",
         "stack_ms": {name: 1e3 * value for name, value in stack_s.items()},
+        "stack_window": STACK_WINDOW,
+        "load_average_1min": {"min": min(load_average), "max": max(load_average)},
+        "step_cost": cost,
         "goal_median": GOAL_MEDIAN,
         "goal_p90": GOAL_P90,
         "traces": traces,

@@ -23,6 +23,7 @@ from splitrl.envs.channels.randomized import RandomizedChannel
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
+from splitrl.envs.time_model import LinkOverheads
 from splitrl.profiles.io import load_profile
 from splitrl.profiles.presets import (
     DevicePreset,
@@ -63,6 +64,9 @@ class Scenario:
     :param reward_overrides: reward fields that differ from the preset
     :param link_quality: whether the device observes its radio's link-rate report
         (:mod:`splitrl.envs.link_quality`); ``False`` for throughput-only studies
+    :param link_overheads: what a real TCP/IP link adds to each request
+        (:class:`~splitrl.envs.time_model.LinkOverheads`, or its fields as a mapping); ``None``
+        (the default): the payload alone crosses the channel
     """
 
     name: str
@@ -81,6 +85,7 @@ class Scenario:
     server_job_s: float = 0.01
     reward_overrides: Mapping[str, Any] = field(default_factory=dict)
     link_quality: bool = True
+    link_overheads: LinkOverheads | Mapping[str, Any] | None = None
 
     @property
     def requests_per_episode(self) -> int:
@@ -178,6 +183,7 @@ class ScenarioParts:
     server_job_s: float
     uplink_mbps: tuple[float, float]
     nominal_mbps: float
+    link_overheads: LinkOverheads | None = None
 
 
 def get_scenario(name: str) -> Scenario:
@@ -264,6 +270,7 @@ def resolve_scenario(
     frame_interval_s: float | None = None,
     deadline_s: float | None = None,
     horizon: int | None = None,
+    link_overheads: LinkOverheads | Mapping[str, Any] | None = None,
 ) -> ScenarioParts:
     """Resolve ``scenario`` with overrides into the objects the env needs.
 
@@ -323,6 +330,9 @@ def resolve_scenario(
         server_job_s=base.server_job_s,
         uplink_mbps=(float(uplink[0]), float(uplink[1])),
         nominal_mbps=nominal,
+        link_overheads=_link_overheads(
+            base.link_overheads if link_overheads is None else link_overheads
+        ),
     )
     from splitrl.profiles.scenario_fit import keep_up_warning
 
@@ -330,6 +340,16 @@ def resolve_scenario(
     if warning is not None:
         warnings.warn(f"scenario {base.name}: {warning}", stacklevel=2)
     return parts
+
+
+def _link_overheads(value: LinkOverheads | Mapping[str, Any] | None) -> LinkOverheads | None:
+    if value is None or isinstance(value, LinkOverheads):
+        return value
+    names = {f.name for f in dataclasses.fields(LinkOverheads)}
+    unknown = sorted(set(value) - names)
+    if unknown:
+        raise ValueError(f"unknown link_overheads fields {unknown}; known: {sorted(names)}")
+    return LinkOverheads(**value)
 
 
 def _preset(value: str | DevicePreset, role: str) -> DevicePreset:

@@ -18,7 +18,13 @@ from splitrl.envs.reward import RewardSpec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.scenarios import Scenario, ScenarioParts, resolve_scenario
 from splitrl.envs.server_load import ServerLoad
-from splitrl.envs.time_model import CostTables, RequestModel, RequestTiming
+from splitrl.envs.time_model import (
+    CostTables,
+    LinkOverheads,
+    RequestModel,
+    RequestTiming,
+    ShaperBucket,
+)
 from splitrl.profiles.presets import DevicePreset, NetworkPreset
 from splitrl.profiles.schema import Profile
 
@@ -139,6 +145,10 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``link_quality``: observe the radio's link-rate report: ``True`` (the default model), a
       :class:`~splitrl.envs.link_quality.LinkQualityModel`, or ``False`` for throughput-only
       studies (default: the scenario's ``link_quality``)
+    * ``link_overheads``: what a real TCP/IP link adds to each transfer and round trip
+      (:class:`~splitrl.envs.time_model.LinkOverheads`: header bytes per packet, a token-bucket
+      shaper's burst, the reply's ACK, the software stack's time; default: the scenario's, which
+      is none: the payload alone crosses the channel)
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
@@ -171,6 +181,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         horizon: int | None = None,
         history_length: int = 4,
         link_quality: bool | LinkQualityModel | None = None,
+        link_overheads: LinkOverheads | None = None,
         mode: Mode = "replay",
         render_mode: str | None = None,
     ) -> None:
@@ -185,6 +196,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             frame_interval_s=frame_interval_s,
             deadline_s=deadline_s,
             horizon=horizon,
+            link_overheads=link_overheads,
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -238,6 +250,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             parts.device,
             parts.network,
             parts.server_job_s,
+            parts.link_overheads,
         )
         # Per-sample tables as Python-friendly arrays: indexing a numpy scalar per step is the hot path.
         self._payload = self.profile.payload_bytes
@@ -260,6 +273,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._step_index = 0
         self._arrival = 0.0
         self._device_free = 0.0
+        # the link's shaper after the last transfer (None: full, or no shaper)
+        self._bucket: ShaperBucket | None = None
         self._draw: tuple[int, float, float] = (0, 0.0, 0.0)
         self._pending_draws: list[tuple[int, float]] = []
 
@@ -282,6 +297,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._step_index = 0
         self._arrival = 0.0
         self._device_free = 0.0
+        self._bucket = None
         self._draw_request()
         return self._observe(), {}
 
@@ -306,6 +322,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 device_free,
                 done,
                 energy_j,
+                self._bucket,
             ),
         ) = self._serve(e, s, b, start, None, know_labels=True)
         latency_s = done - arrival
@@ -391,7 +408,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             n_bytes, action_correct, timing = self._serve(
                 e, s, b, start, capacity_bps, know_labels=know_labels
             )
-            *_, action_device_free, done, energy_j = timing
+            *_, action_device_free, done, energy_j, _ = timing
             latency_s = done - arrival
             rewards.append(self.reward_spec(action_correct, latency_s, energy_j))
             latencies.append(latency_s)
@@ -437,6 +454,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             self.knowledge.server_load,
             self._mean_rtt_s,
             self.server_load,
+            self._bucket,
         )
         latency_s = done - arrival
         return ActionOutcomes(
@@ -506,6 +524,16 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 else float(self._expected[s, b, e])
             )
         timing = self.request_model.serve(
-            e, s, b, start, n_bytes, rtt_s, queue_u, self.server_load, self.channel, capacity_bps
+            e,
+            s,
+            b,
+            start,
+            n_bytes,
+            rtt_s,
+            queue_u,
+            self.server_load,
+            self.channel,
+            capacity_bps,
+            self._bucket,
         )
         return n_bytes, correct, timing

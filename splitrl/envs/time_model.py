@@ -18,7 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from splitrl.profiles.schema import BlockInfo, Profile
 
 #: a float, or an array of them (one per action): the model's arithmetic is the same on both
 FloatOrArray = TypeVar("FloatOrArray", float, np.ndarray)
+#: a byte count, or an array of them
+IntOrArray = TypeVar("IntOrArray", int, np.ndarray)
 
 
 def block_time_s(block: BlockInfo, preset: DevicePreset, all_threads: bool) -> float:
@@ -96,8 +98,11 @@ class CostTables:
 #: How one action served one request (:meth:`RequestModel.serve`), in this order: device compute,
 #: encode, transfer, round trip, queueing and server time (seconds), the server's utilization when
 #: the request arrived, when the device is free again and when the reply arrives (seconds since the
-#: episode start), and the device's energy (joules). A plain tuple: the env unpacks one per step.
-RequestTiming = tuple[float, float, float, float, float, float, float, float, float, float]
+#: episode start), the device's energy (joules), and the link's shaper bucket after the request
+#: (``None`` without one). A plain tuple: the env unpacks one per step.
+RequestTiming = tuple[
+    float, float, float, float, float, float, float, float, float, float, "ShaperBucket | None"
+]
 
 
 class RequestModel:
@@ -126,6 +131,10 @@ class RequestModel:
     :param network: the network preset (the radio's energy when the device has no radio power of
         its own)
     :param server_job_s: mean service time of the server's other jobs (the scale of queueing)
+    :param link: what a real TCP/IP link adds (:class:`LinkOverheads`: headers, the shaper's
+        bucket, the reply's ACK, the software stack's time); ``None``: the payload alone crosses
+        the channel. With a shaper, the bucket carries over from one request to the next: both
+        :meth:`serve` and :meth:`predict` take the bucket after the previous transfer.
     """
 
     def __init__(
@@ -136,8 +145,10 @@ class RequestModel:
         device: DevicePreset,
         network: NetworkPreset,
         server_job_s: float,
+        link: LinkOverheads | None = None,
     ) -> None:
         self.server_job_s = server_job_s
+        self.link = link
         self._exit_stages = exit_stages
         self._compute_power_w = device.compute_power_w
         self._idle_power_w = device.idle_power_w
@@ -173,6 +184,7 @@ class RequestModel:
         server_load: ServerLoad,
         channel: Channel,
         capacity_bps: float | None = None,
+        bucket: ShaperBucket | None = None,
     ) -> RequestTiming:
         """Serve one request with the canonical action ``(e, s, b)``.
 
@@ -186,6 +198,7 @@ class RequestModel:
         :param server_load: the server's load process and service model
         :param channel: the uplink, whose capacity the transfer integrates
         :param capacity_bps: a constant capacity to assume instead of the channel's
+        :param bucket: the link's shaper bucket after the previous transfer (``None``: full)
         """
         compute_s = self._device_compute[e][s]
         if s >= self._exit_stages[e]:
@@ -202,10 +215,16 @@ class RequestModel:
                 device_free,
                 device_free,
                 energy_j,
+                bucket,
             )
         encode_s = self._encode[s][b]
         tx_start = start + compute_s + encode_s
-        if capacity_bps is None:
+        if self.link is not None:
+            transfer_s, bucket = self.link.transfer(
+                channel, n_bytes, tx_start, bucket, capacity_bps
+            )
+            rtt_s += self.link.stack_s
+        elif capacity_bps is None:
             transfer_s = channel.transfer_time(n_bytes, tx_start)
         else:
             transfer_s = 8.0 * n_bytes / capacity_bps
@@ -230,6 +249,7 @@ class RequestModel:
             device_free,
             done,
             energy_j,
+            bucket,
         )
 
     def predict(
@@ -240,6 +260,7 @@ class RequestModel:
         load: float,
         rtt_s: float,
         server_load: ServerLoad,
+        bucket: ShaperBucket | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Time every canonical action at once from estimates: a constant capacity, a known load,
         one RTT and the mean queueing delay.
@@ -250,11 +271,19 @@ class RequestModel:
         :param load: the server's utilization to assume
         :param rtt_s: the round-trip time to assume
         :param server_load: the server's service model (only its effect of a load is used)
+        :param bucket: the link's shaper bucket after the previous transfer (``None``: full)
         :return: per canonical action: when the device is free again, when the reply arrives
             (both in seconds since the episode start) and the device's energy
         """
-        transfer_s = 8.0 * payload_bytes / capacity_bps
-        device_free = start + self._action_compute_s + self._action_encode_s + transfer_s
+        tx_start = start + self._action_compute_s + self._action_encode_s
+        if self.link is None:
+            transfer_s = 8.0 * payload_bytes / capacity_bps
+        else:
+            transfer_s, _, _ = self.link.transfer_at_rate(
+                payload_bytes, tx_start, bucket, capacity_bps
+            )
+            rtt_s += self.link.stack_s
+        device_free = tx_start + transfer_s
         queue_s = server_load.queueing_delay(load, self.server_job_s, None)
         server_s = self._action_service_s * server_load.compute_slowdown(load)
         done = np.where(
@@ -299,6 +328,11 @@ def _energy_at_power(power_w: float, n_bytes: FloatOrArray, seconds: FloatOrArra
     return power_w * seconds
 
 
+#: a token-bucket shaper's state after a transfer: ``(time, seconds)``, when the transfer ended
+#: and the bucket's time then (negative: owed)
+ShaperBucket = tuple[float, float]
+
+
 @dataclass(frozen=True)
 class LinkOverheads:
     """What a real TCP/IP link adds to a payload's transfer over the channel's capacity.
@@ -317,18 +351,22 @@ class LinkOverheads:
       last packet leaves without waiting for its own tokens, which the next transfer then pays
       for;
     * the device acknowledges every reply on the uplink too: ``reply_ack_bytes`` (one header-only
-      packet) more per request.
+      packet) more per request;
+    * the software stack of device and server (socket calls, thread and event-loop hops):
+      ``stack_s`` more round trip per offloaded request, a constant measured on the host.
 
     :param header_bytes_per_packet: header bytes the capacity also carries, per packet.
     :param mss_bytes: payload bytes per packet.
     :param burst_bytes: the shaper's bucket (0: no shaper).
     :param reply_ack_bytes: uplink bytes per request that acknowledge its reply.
+    :param stack_s: the software stack's time per offloaded request, added to its round trip.
     """
 
     header_bytes_per_packet: int = 0
     mss_bytes: int = 1448
     burst_bytes: int = 0
     reply_ack_bytes: int = 0
+    stack_s: float = 0.0
 
     def __post_init__(self) -> None:
         if min(self.header_bytes_per_packet, self.burst_bytes, self.reply_ack_bytes) < 0:
@@ -338,46 +376,101 @@ class LinkOverheads:
             )
         if self.mss_bytes < 1:
             raise ValueError(f"mss_bytes must be >= 1, got {self.mss_bytes}")
+        if not (math.isfinite(self.stack_s) and self.stack_s >= 0.0):
+            raise ValueError(f"stack_s must be finite and >= 0, got {self.stack_s}")
 
-    def wire_bytes(self, n_bytes: int) -> int:
-        """Bytes the capacity must carry for a request of ``n_bytes`` (with its reply's ACK)."""
-        if n_bytes == 0:
-            return 0
+    def wire_bytes(self, n_bytes: IntOrArray) -> IntOrArray:
+        """Bytes the capacity must carry for a request of ``n_bytes`` (with its reply's ACK); 0
+        for nothing sent."""
         packets = -(-n_bytes // self.mss_bytes)
-        return n_bytes + packets * self.header_bytes_per_packet + self.reply_ack_bytes
+        wire = n_bytes + packets * self.header_bytes_per_packet + self.reply_ack_bytes
+        return (n_bytes > 0) * wire
 
     def transfer(
-        self, channel: Channel, n_bytes: int, t0: float, bucket: tuple[float, float] | None
-    ) -> tuple[float, tuple[float, float] | None]:
+        self,
+        channel: Channel,
+        n_bytes: int,
+        t0: float,
+        bucket: ShaperBucket | None,
+        capacity_bps: float | None = None,
+    ) -> tuple[float, ShaperBucket | None]:
         """Seconds to deliver ``n_bytes`` starting at ``t0``, and the shaper's bucket after it.
 
-        :param channel: the uplink.
+        :param channel: the uplink, whose capacity the transfer integrates.
         :param n_bytes: payload bytes.
         :param t0: start of the transfer (seconds since the channel's start).
-        :param bucket: ``(time, seconds)``: the bucket when the previous transfer ended
-            (negative: owed); ``None``: full (no transfer yet).
+        :param bucket: the shaper's bucket when the previous transfer ended; ``None``: full (no
+            transfer yet).
+        :param capacity_bps: a constant capacity to assume instead of the channel's
+            (:meth:`transfer_at_rate`).
         :return: the duration and the bucket at its end (``None`` without a shaper).
         """
+        if capacity_bps is not None:
+            seconds, ended, left_s = self.transfer_at_rate(n_bytes, t0, bucket, capacity_bps)
+            return float(seconds), (float(ended), float(left_s)) if self.burst_bytes else None
         wire = self.wire_bytes(n_bytes)
         if not self.burst_bytes or wire == 0:
             return channel.transfer_time(wire, t0), bucket
-        if bucket is None:
-            since, credit_s = t0, math.inf
-        else:
-            since, credit_s = bucket
+        since, credit_s = (-math.inf, math.inf) if bucket is None else bucket
         # a transfer that starts before the previous one left queues behind it; in an outage
         # nothing leaves before the capacity returns
         start = max(t0, since)
         if channel.capacity(start) == 0.0:
             start += channel.transfer_time(1, start)
         rate_bps = channel.capacity(start) or channel.capacity(start - 1e-9)
-        credit_s += start - since
-        tokens = min(credit_s * rate_bps / 8.0, float(self.burst_bytes))
-        last_packet = n_bytes - (n_bytes - 1) // self.mss_bytes * self.mss_bytes
-        last_packet += self.header_bytes_per_packet
-        needed = wire - last_packet - tokens
+        needed, last_packet, tokens = self._shaper_debt(
+            n_bytes, wire, credit_s + start - since, rate_bps
+        )
         if needed <= 0:
             return start - t0, (start, 8.0 * (tokens - wire) / rate_bps)
         end = start + channel.transfer_time(math.ceil(needed), start)
         end_rate_bps = channel.capacity(end) or channel.capacity(end - 1e-9)
         return end - t0, (end, -8.0 * last_packet / end_rate_bps)
+
+    def transfer_at_rate(
+        self,
+        n_bytes: float | np.ndarray,
+        t0: float | np.ndarray,
+        bucket: ShaperBucket | None,
+        capacity_bps: float,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`transfer` at a constant ``capacity_bps``, on one request or an array of them
+        (every one after the same previous transfer).
+
+        :return: the duration, and the bucket at its end as its two parts (without a shaper:
+            the end and 0); arrays of the shape of ``n_bytes`` and ``t0``
+        """
+        wire = self.wire_bytes(np.asarray(n_bytes))
+        if not self.burst_bytes:
+            seconds = 8.0 * wire / capacity_bps
+            return seconds, t0 + seconds, 0.0 * seconds
+        since, credit_s = (-math.inf, math.inf) if bucket is None else bucket
+        start = np.maximum(t0, since)
+        needed, last_packet, tokens = self._shaper_debt(
+            n_bytes, wire, credit_s + (start - since), capacity_bps
+        )
+        sending = needed > 0
+        end = start + sending * 8.0 * np.ceil(needed) / capacity_bps
+        left_s = np.where(sending, -8.0 * last_packet, 8.0 * (tokens - wire)) / capacity_bps
+        # nothing sent: no time, and the bucket as it was
+        sent = wire > 0
+        return (
+            np.where(sent, end - t0, 0.0),
+            np.where(sent, end, since),
+            np.where(sent, left_s, credit_s),
+        )
+
+    def _shaper_debt(
+        self,
+        n_bytes: float | np.ndarray,
+        wire: float | np.ndarray,
+        credit_s: float | np.ndarray,
+        rate_bps: float,
+    ) -> tuple[Any, Any, Any]:
+        """The bytes that wait for tokens, the last packet's bytes (which leave on a non-empty
+        bucket) and the tokens in the bucket at the transfer's start: floats or arrays, as
+        ``n_bytes`` and ``credit_s``."""
+        tokens = np.minimum(credit_s * rate_bps / 8.0, float(self.burst_bytes))
+        last_packet = n_bytes - (n_bytes - 1) // self.mss_bytes * self.mss_bytes
+        last_packet = last_packet + self.header_bytes_per_packet
+        return wire - last_packet - tokens, last_packet, tokens
