@@ -22,6 +22,7 @@ from splitrl.envs.time_model import CostTables, LinkOverheads
 from splitrl.envs.traces import Trace
 from splitrl.profiles.presets import get_device_preset
 from splitrl.profiles.schema import Profile
+from splitrl.runtime import netem
 from splitrl.runtime.netem import (
     DEFAULT_BURST_BYTES,
     MSS_BYTES,
@@ -67,6 +68,16 @@ with socket.create_connection((sys.argv[1], 5801), timeout=10) as sock:
 
 def _namespaces() -> str:
     return subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+
+
+def _left_behind(link: ShapedLink) -> list[str]:
+    """The namespaces and veth ends of ``link`` that still exist (the qdiscs live on the device
+    end, inside its namespace)."""
+    links = subprocess.run(["ip", "link", "show"], capture_output=True, text=True).stdout
+    namespaces = _namespaces()
+    return [name for name in (link.device_ns, link.server_ns) if name in namespaces] + [
+        end for end in link._veth if end in links
+    ]
 
 
 def _channel(trace: Trace) -> TraceChannel:
@@ -191,10 +202,47 @@ def test_namespaces_are_removed_even_when_the_body_fails() -> None:
         ShapedLink(Trace.from_rates([1e6, 2e6], slot_s=0.05)) as link,
     ):
         link.start_following()
-        names = (link.device_ns, link.server_ns)
-        assert all(name in _namespaces() for name in names)
+        assert len(_left_behind(link)) == 2  # both namespaces; the veth ends live inside them
+        qdiscs = subprocess.run(
+            ["tc", "-n", link.device_ns, "qdisc", "show"], capture_output=True, text=True
+        ).stdout
+        assert "tbf" in qdiscs and "htb" in qdiscs
         raise RuntimeError("inside")
-    assert not any(name in _namespaces() for name in names)
+    assert _left_behind(link) == []
+
+
+@needs_shaping
+@pytest.mark.parametrize("failing", ["moving the veth", "tc"])
+def test_nothing_is_left_when_the_setup_fails_half_way(
+    failing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    created: list[ShapedLink] = []
+    real_ip = netem._ip
+
+    def refuse(argv: list[str]) -> None:
+        raise subprocess.CalledProcessError(2, argv, stderr="refused")
+
+    def ip_refusing_the_move(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        if args[:2] == ("link", "set") and "netns" in args:
+            refuse(["ip", *args])
+        return real_ip(*args, check=check)
+
+    def tc_refusing(self: ShapedLink, argv: list[str]) -> None:
+        refuse(["tc", *argv])
+
+    def remember(self: ShapedLink) -> None:
+        created.append(self)
+        real_setup(self)
+
+    real_setup = ShapedLink._setup
+    monkeypatch.setattr(ShapedLink, "_setup", remember)
+    if failing == "tc":
+        monkeypatch.setattr(ShapedLink, "_run_tc", tc_refusing)
+    else:
+        monkeypatch.setattr(netem, "_ip", ip_refusing_the_move)
+    with pytest.raises(RuntimeError, match=r"setting up the shaped link failed.*refused"):
+        ShapedLink(Trace.from_rates([1e6], slot_s=1.0))
+    assert len(created) == 1 and _left_behind(created[0]) == []
 
 
 @needs_shaping

@@ -203,6 +203,9 @@ class ShapedLink:
             self.close()
             detail = getattr(error, "stderr", "") or ""
             raise RuntimeError(f"setting up the shaped link failed: {error} {detail}") from error
+        except BaseException:
+            self.close()
+            raise
 
     def _class_command(self, verb: str, rate_bps: float) -> list[str]:
         rate = f"{int(rate_bps)}bit"
@@ -316,7 +319,8 @@ class ShapedLink:
                 kicker.sendto(b"\0", (self.server_address, 9))
 
     def close(self) -> None:
-        """Stop the shaper and delete both namespaces (which removes the veth pair and qdiscs)."""
+        """Stop the shaper and delete both namespaces (which removes the veth pair and qdiscs,
+        and the pair itself should the setup have failed before moving it into them)."""
         self._stop.set()
         if self._shaper is not None:
             self._shaper.join(timeout=5.0)
@@ -333,6 +337,8 @@ class ShapedLink:
         if self._created:
             for ns in (self.device_ns, self.server_ns):
                 _ip("netns", "del", ns, check=False)
+            if self._veth[0] in _ip("link", "show", check=False).stdout:
+                _ip("link", "del", self._veth[0], check=False)
             self._created = False
 
     def __enter__(self) -> ShapedLink:
