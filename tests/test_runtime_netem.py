@@ -15,7 +15,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.bench_fidelity import KERNEL_LINK, Setup, compare, predict, run_kernel
+from benchmarks.bench_fidelity import (
+    KERNEL_LINK,
+    STACK_WINDOW,
+    Setup,
+    compare,
+    predict,
+    run_kernel,
+    stack_estimates,
+    with_stack,
+)
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.channels.trace_replay import TraceChannel
 from splitrl.envs.time_model import CostTables, LinkOverheads
@@ -23,6 +32,7 @@ from splitrl.envs.traces import Trace
 from splitrl.profiles.presets import get_device_preset
 from splitrl.profiles.schema import Profile
 from splitrl.runtime import netem
+from splitrl.runtime.device import RequestRecord
 from splitrl.runtime.netem import (
     DEFAULT_BURST_BYTES,
     MSS_BYTES,
@@ -125,6 +135,33 @@ def test_the_bucket_holds_time_and_outages_hold_the_transfer() -> None:
     # sent in the outage, the request waits for the capacity to return
     held, _ = link.transfer(channel, 10 * MSS_BYTES, 1.5, None)
     assert held == pytest.approx(0.5 + 8 * (9 * MSS_BYTES - 2000) / 5e5, rel=1e-3)
+
+
+def test_the_stack_estimate_uses_only_requests_answered_before() -> None:
+    # request i arrives at i s; its host time (latency - transfer - the model's other parts) is
+    # 10 ms x (i + 1); request 2 takes 2.5 s, so the device learns of it only at 4.5 s
+    records, predicted = [], []
+    for i in range(30):
+        latency = 2.5 if i == 2 else 0.1
+        records.append(
+            RequestRecord(i, float(i), (1, 0, 0), "", [], False, transfer_s=0.03, latency_s=latency)
+        )
+        predicted.append({"latency": latency - 0.01 * (i + 1), "transfer": 0.03, "rtt": 0.02})
+    records.append(RequestRecord(30, 30.0, (1, 2, 0), "", [], True, latency_s=0.04))
+    predicted.append({"latency": 0.04, "transfer": 0.0, "rtt": 0.0})
+    for record in records:
+        record.status = "ok"
+    estimates = stack_estimates(records, predicted, prior_s=0.5)
+    assert estimates[0] == 0.5  # nothing answered yet
+    assert estimates[1] == pytest.approx(0.01)
+    assert estimates[3] == pytest.approx(0.015)  # requests 0 and 1: 2 is not back yet
+    assert estimates[5] == pytest.approx(0.03)  # 0 to 4
+    window = [0.01 * (j + 1) for j in range(29 - STACK_WINDOW, 29)]
+    assert estimates[29] == pytest.approx(float(np.median(window)))
+    stacked = with_stack(predicted, records, estimates)
+    assert stacked[5]["latency"] == pytest.approx(predicted[5]["latency"] + 0.03)
+    assert stacked[5]["rtt"] == pytest.approx(0.05)
+    assert stacked[30] == predicted[30]  # answered on the device: no stack time
 
 
 def test_a_version_1_reply_is_still_read() -> None:
