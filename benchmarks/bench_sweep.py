@@ -6,6 +6,9 @@ Run with ``python -m benchmarks.bench_sweep`` (part of ``make bench``; needs ``s
   episode on the Markov channel), two at a time, torch at one thread: the wall time of
   ``splitrl sweep`` on a local Ray of two CPUs, Ray's start and stop included, against the same
   cells in the process pool (``--runner processes --jobs 2``). Goal: Ray at most 10% slower.
+  Each round runs both, the order alternating from round to round. Besides the wall time, each
+  run's time beyond its cells (the wall time less half the seconds its cells took, two running at
+  a time) is what the runner itself adds: start, scheduling and stop.
 * **Ray's fixed costs**: the seconds to start and stop a local Ray, and the wall time per trial of
   trials that do nothing (two at a time), through the same Tune runner.
 
@@ -53,7 +56,8 @@ def equal_cells(out: Path, timesteps: int) -> Any:
 
 def timed_sweep(runner: Runner, timesteps: int) -> dict[str, float]:
     """The 4 cells through ``runner``: wall seconds (Ray: start and stop included), the seconds
-    the cells themselves took (summed), and the wall time beyond them with two at a time."""
+    the cells themselves took (summed), and the wall time beyond them with two at a time (what
+    the runner adds: start, scheduling, stop)."""
     from splitrl.sweeps.cells import read_cell
     from splitrl.sweeps.sweep import run_sweep
 
