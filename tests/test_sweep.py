@@ -24,7 +24,8 @@ from splitrl.sweeps.grid import Sweep, load_sweep
 from splitrl.sweeps.report import aggregate_condition, sweep_document
 from splitrl.sweeps.sweep import parse_entries
 
-ray = pytest.importorskip("ray", reason="Ray is the extra splitrl[scale]")
+#: why the tests that run Ray skip where it is not installed
+NO_RAY = "Ray is the extra splitrl[scale]"
 
 
 def write_sweep(folder: Path, profile: Path, **entries: object) -> Path:
@@ -52,6 +53,7 @@ def write_sweep(folder: Path, profile: Path, **entries: object) -> Path:
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
     """One local Ray of two CPUs for the module; its session files in a temporary folder."""
+    ray = pytest.importorskip("ray", reason=NO_RAY)
     temporary = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temporary)
     yield
@@ -235,6 +237,7 @@ def test_two_node_cluster_runs_cells_on_both_nodes(tiny_profile_path: Path, tmp_
     trials must use both nodes. Runs last: it leaves the module's local Ray first."""
     from splitrl.sweeps.sweep import run_sweep
 
+    ray = pytest.importorskip("ray", reason=NO_RAY)
     ray.shutdown()
     executable = str(Path(sys.executable).with_name("ray"))
     port = _free_port()

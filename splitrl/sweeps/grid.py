@@ -137,7 +137,8 @@ class Sweep:
                     channels=self.channels,
                     train=None if finished is not None else train,
                     variant=self.variants[train.learner],
-                    run_dir=None if finished is None else str(finished["run_dir"]),
+                    # absolute: a trial may run in another folder (older cells hold relative paths)
+                    run_dir=None if finished is None else str(Path(finished["run_dir"]).resolve()),
                     runs_dir=str(out / "runs"),
                 )
             )
