@@ -21,27 +21,40 @@ order. The policy offloads every request, with a seeded random ``(exit, split, b
 every ``--frame-interval`` seconds; the server runs the default model (torch), the device its
 ONNX segments.
 
-The prediction replays the environment's time model over the same actions, frames and trace
-(``host`` presets: the profile's measured stage, head and codec times): backlog wait, device
-compute, encode, transfer of the message over the trace, RTT, server decode and compute. Rows:
+The prediction is the environment's time model, :meth:`~splitrl.envs.time_model.RequestModel.serve`,
+replayed over the same actions, message sizes, frame arrivals and trace (``host`` presets: the
+profile's measured stage, head and codec times; an idle server): backlog wait, device compute,
+encode, transfer of the message over the trace, the round trip's draw, server decode and compute.
+Rows:
 
 * ``PATH``: the full model. On the kernel path it adds the link's measured terms
   (:class:`~splitrl.envs.time_model.LinkOverheads`: header bytes per packet, the shaper's
-  bucket, the reply's ACK); on both paths, the software stack's time per request (socket calls,
-  thread and event-loop hops in device, relay and server), measured once per path before the
-  traces: the median of measured minus predicted latency of ``CALIBRATION_REQUESTS`` requests
-  over a constant 100 Mbit/s link;
+  bucket, the reply's ACK). On both paths it adds the software stack's time (socket calls,
+  thread and event-loop hops in device, relay and server, late wake-ups), estimated per request
+  as the device could: the median *host time* of the last ``STACK_WINDOW`` requests answered
+  before this one arrived. A request's host time is its measured latency less its measured
+  transfer and less the model's other components (:func:`host_times`); before any answer, the
+  calibration below;
+* ``PATH, stack measured before``: the stack's time as one constant per path
+  (``LinkOverheads.stack_s``, the environment's term), measured before the traces: the median
+  of measured minus predicted latency of ``CALIBRATION_REQUESTS`` requests over a constant
+  100 Mbit/s link;
 * ``PATH, no stack term``: the same without the stack's time;
-* ``kernel, env model``: the environment's own model (neither; on the pacer path that is the row
-  above).
+* ``kernel, env model``: the environment's default model (no link terms, no stack time).
 
 Errors, over the evaluated offloaded requests: ``|measured - predicted| / predicted`` of the
 end-to-end latency (goals: median <= 15%, p90 <= 30%), and per component the median of
 ``measured - predicted`` in ms. Measured components: the device's own timings, the transfer from
 the first byte handed to the socket until the server acknowledged the last, the server's service
 time, and the rest of the latency as the round trip (the stack's time is predicted there too).
-The machine is shared (two cores, other jobs running): latencies are noisy, medians say more than
-tails.
+The machine may be shared: the benchmark prints the load average after each trace; medians say
+more than tails. The relay and the shaper's thread run in the benchmark's process, beside the
+device's threads, which a deployed device does not have: so that they do not hold the device's
+wake-ups for the interpreter's default 5 ms switch interval, the run uses
+``SWITCH_INTERVAL_S``; the stack time of the kernel path is also calibrated at the default, for
+comparison (``stack_ms_default_switch_interval``).
+The environment's ``step`` CPU time with and without the kernel path's link terms is measured
+first (the least of 20 rounds of 2000 steps, alternating).
 
 ``Verizon-EVDO-driving.up`` runs on a fixed segment that starts ``OUTAGE_LEAD_S`` before its
 first outage of at least ``OUTAGE_MIN_S`` (capacity below 50 kbit/s).
@@ -50,7 +63,6 @@ first outage of at least ``OUTAGE_MIN_S`` (capacity below 50 kbit/s).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import socket
@@ -107,8 +119,8 @@ KERNEL_LINK = LinkOverheads(
 CALIBRATION_REQUESTS = 50
 #: answered requests whose median host time estimates the stack time of the next request
 STACK_WINDOW = 20
-#: the benchmark's niceness: other jobs on the machine delay its processes' wake-ups less
-DEFAULT_NICE = -10
+#: the interpreter's thread switch interval during the run (Python's default: 5 ms)
+SWITCH_INTERVAL_S = 0.0005
 CALIBRATION_RATE_BPS = 1e8
 GOAL_MEDIAN = 0.15
 GOAL_P90 = 0.30
@@ -539,13 +551,6 @@ def print_trace(result: dict[str, Any]) -> None:
     print_table(rows, columns)
 
 
-def set_niceness(nice: int) -> int:
-    """Run this process and the ones it starts at ``nice`` where permitted; the niceness now."""
-    with contextlib.suppress(PermissionError):
-        os.setpriority(os.PRIO_PROCESS, 0, nice)
-    return os.getpriority(os.PRIO_PROCESS, 0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, nargs="*", help="uplink traces (default: the five)")
@@ -554,18 +559,9 @@ def main() -> None:
     )
     parser.add_argument("--frame-interval", type=float, default=0.25, help="seconds between frames")
     parser.add_argument("--seed", type=int, default=0, help="seed of the actions and round trips")
-    parser.add_argument(
-        "--nice",
-        type=int,
-        default=DEFAULT_NICE,
-        help=f"niceness of the benchmark, its server and relay (below 0 needs root; default "
-        f"{DEFAULT_NICE})",
-    )
     args = parser.parse_args()
     if args.requests < 1 or not args.frame_interval > 0:
         parser.error("--requests must be >= 1 and --frame-interval > 0")
-    if not -20 <= args.nice <= 19:
-        parser.error(f"--nice must be in -20..19, got {args.nice}")
     paths = args.traces or [TRACES_DIR / name for name in TRACE_NAMES]
     missing = [str(path) for path in paths if not path.is_file()]
     results: dict[str, Any]
@@ -576,8 +572,6 @@ def main() -> None:
         return
     kernel_reason = shaping_unavailable()
     print("paths: pacer" + (" and kernel" if kernel_reason is None else f" only ({kernel_reason})"))
-    nice = set_niceness(args.nice)
-    print(f"niceness {nice}" + ("" if nice == args.nice else f" ({args.nice} not permitted)"))
     cost = step_cost()
     print(
         f"env step CPU time: {cost['off_us']:.2f} us, with the kernel link terms "
@@ -592,10 +586,13 @@ def main() -> None:
             write_results("fidelity", {"skipped": setup})
             return
         paths_run = ["pacer"] if kernel_reason else ["kernel", "pacer"]
+        default_switch_ms = 1e3 * calibrate_stack(setup, paths_run[0])
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         stack_s = {name: calibrate_stack(setup, name) for name in paths_run}
         print(
-            "stack time per request: "
+            f"stack time per request ({1e3 * SWITCH_INTERVAL_S:g} ms switch interval): "
             + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in stack_s.items())
+            + f"; {paths_run[0]} at Python's default 5 ms: {default_switch_ms:.2f} ms"
         )
         setup = replace(
             setup,
@@ -617,7 +614,8 @@ def main() -> None:
         "kernel_path": "ran" if kernel_reason is None else f"skipped: {kernel_reason}",
         "stack_ms": {name: 1e3 * value for name, value in stack_s.items()},
         "stack_window": STACK_WINDOW,
-        "niceness": nice,
+        "switch_interval_s": SWITCH_INTERVAL_S,
+        "stack_ms_default_switch_interval": default_switch_ms,
         "load_average_1min": {"min": min(load_average), "max": max(load_average)},
         "step_cost": cost,
         "goal_median": GOAL_MEDIAN,
