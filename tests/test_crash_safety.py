@@ -14,7 +14,8 @@ import pytest
 from stable_baselines3.common.callbacks import BaseCallback
 
 from splitrl.cli import main
-from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, TEMPORARY_MARK, RunDirectory
+from splitrl.files import TEMPORARY_MARK
+from splitrl.training.run_dir import FAULT_INJECTION_VARIABLE, RunDirectory
 from splitrl.training.trainer import resume, train
 from tests.test_train import fast_config
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from splitrl.files import atomic_write
 from splitrl.models.protocol import StagedModel
 
 if TYPE_CHECKING:
@@ -163,8 +164,6 @@ def save_exit_heads(model: StagedModel, path: str | os.PathLike[str]) -> Path:
     :param model: the model whose heads were trained
     :param path: the file (``.pt``)
     """
-    from splitrl.training.run_dir import atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()

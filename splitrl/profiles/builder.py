@@ -25,6 +25,7 @@ import torch
 from tqdm import tqdm
 
 from splitrl import codecs
+from splitrl.files import atomic_write
 from splitrl.models.card import state_sha256
 from splitrl.models.describe import describe_exits, describe_stages
 from splitrl.models.protocol import StagedModel
@@ -359,8 +360,6 @@ class _BuildState:
 
     def save(self, path: Path, fingerprint: str) -> None:
         """Write the state atomically (a kill leaves the previous checkpoint or this one)."""
-        from splitrl.training.run_dir import atomic_write
-
         arrays = {name: getattr(self, name) for name in _CHECKPOINT_ARRAYS}
         atomic_write(
             path,

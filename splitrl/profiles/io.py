@@ -25,6 +25,7 @@ import numpy as np
 
 from splitrl.codecs import CodecError
 from splitrl.codecs.clipping import parse_clip
+from splitrl.files import atomic_write
 from splitrl.profiles.schema import (
     PROFILE_FORMAT,
     PROFILE_VERSION,
@@ -121,22 +122,22 @@ def sha256_of_file(path: Path) -> str:
 def save_profile(profile: Profile, directory: str | Path) -> Path:
     """Write ``profile`` as ``directory/NAME.json`` and ``directory/NAME.npz``; returns the JSON path.
 
-    The arrays are written first and the JSON (which names their hash) last, each through a temporary
-    file, so an interrupted write never leaves a pair that loads as valid.
+    The arrays are written first and the JSON (which names their hash) last, each atomically
+    (:func:`~splitrl.files.atomic_write`), so an interrupted write never leaves a pair that loads
+    as valid.
     """
     validate_profile(profile)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     npz_path = directory / f"{profile.name}.npz"
     json_path = directory / f"{profile.name}.json"
-    tmp_npz = directory / f".{profile.name}.npz.tmp"
-    with tmp_npz.open("wb") as stream:
-        np.savez_compressed(stream, **{key: getattr(profile, key) for key in _ARRAYS})
-    tmp_npz.replace(npz_path)
+    atomic_write(
+        npz_path,
+        lambda file: np.savez_compressed(file, **{key: getattr(profile, key) for key in _ARRAYS}),
+    )
     document = _to_json(profile, arrays_sha256=sha256_of_file(npz_path))
-    tmp_json = directory / f".{profile.name}.json.tmp"
-    tmp_json.write_text(json.dumps(document, indent=2) + "\n")
-    tmp_json.replace(json_path)
+    text = (json.dumps(document, indent=2) + "\n").encode()
+    atomic_write(json_path, lambda file: file.write(text))
     return json_path
 
 

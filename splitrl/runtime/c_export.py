@@ -421,12 +421,8 @@ def export_c_run(
     :param opset: ONNX opset of the reference ``policy.onnx``.
     :return: the metadata written to ``policy.json``.
     """
-    from splitrl.runtime.onnx_export import (
-        DEFAULT_OPSET,
-        export_env_policy,
-        load_run,
-        staged_directory,
-    )
+    from splitrl.files import staged_directory
+    from splitrl.runtime.onnx_export import DEFAULT_OPSET, export_env_policy, load_run
 
     if quantize not in QUANTIZE_OPTIONS:
         raise ValueError(f"--quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")

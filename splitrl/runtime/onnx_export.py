@@ -13,11 +13,8 @@ time. Every export is checked against torch with onnxruntime before it is accept
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +25,7 @@ from torch import nn
 from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import ObservationLayout
+from splitrl.files import staged_directory
 from splitrl.models.protocol import StagedModel
 
 if TYPE_CHECKING:
@@ -320,34 +318,6 @@ def export_segments(
     manifest = SegmentManifest(**{**manifest.__dict__, "max_abs_error": float(max(errors))})
     manifest.save(directory)
     return manifest
-
-
-@contextmanager
-def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
-    """A fresh sibling folder to write into, moved to ``directory`` only when the block succeeds.
-
-    An export that fails (or is killed) part way leaves ``directory`` as it was: no half-written
-    export that a device or server could load. Files already in ``directory`` that the new
-    export does not write stay in place.
-    """
-    target = Path(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.exists() and not target.is_dir():
-        raise NotADirectoryError(f"{target}: exists and is not a directory")
-    staging = Path(
-        tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    )
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if target.exists():
-        for item in staging.iterdir():
-            os.replace(item, target / item.name)
-        staging.rmdir()
-    else:
-        os.replace(staging, target)
 
 
 def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, dict[str, str]]:

@@ -298,7 +298,7 @@ def read_cell(out: Path, key: str) -> dict[str, Any] | None:
 
 def write_cell(out: Path, key: str, result: Mapping[str, Any]) -> Path:
     """Write a cell's result atomically (a crash leaves no partial file, so resume stays right)."""
-    from splitrl.training.run_dir import atomic_write
+    from splitrl.files import atomic_write
 
     path = cell_path(out, key)
     path.parent.mkdir(parents=True, exist_ok=True)

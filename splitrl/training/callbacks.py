@@ -15,7 +15,7 @@ from splitrl.agents.rollout import run_episodes
 from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.evaluation.metrics import PairedDifference, t_interval
-from splitrl.training.run_dir import atomic_write
+from splitrl.files import atomic_write
 
 #: the validation log in a run's ``eval/`` folder
 EVALUATIONS_FILE = "evaluations.npz"

@@ -23,14 +23,14 @@ was killed, and is reported as ``interrupted``.
 from __future__ import annotations
 
 import fcntl
-import io
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -40,12 +40,11 @@ from splitrl.agents.learners import LearnerSpec, get_learner
 from splitrl.agents.policy_interface import ModelPolicy
 from splitrl.envs.scenarios import Scenario
 from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.files import TEMPORARY_MARK, atomic_write
 from splitrl.training.config import scenario_from_dict
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
-#: between a file's name and the writer's process id in the name of a temporary file
-TEMPORARY_MARK = ".tmp-"
 CHECKPOINT_PREFIX = "model"
 _CHECKPOINT = re.compile(rf"^{CHECKPOINT_PREFIX}_(\d+)_steps\.zip$")
 #: tests only: ``PHASE@STEPS`` kills the process with SIGKILL in that phase (see :func:`fault_point`)
@@ -67,42 +66,6 @@ def fault_point(phase: str, num_timesteps: int) -> None:
     target = os.environ.get(FAULT_INJECTION_VARIABLE)
     if target and target == f"{phase}@{num_timesteps}":
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-def atomic_write(
-    path: Path,
-    write: Callable[[io.BufferedWriter], object],
-    *,
-    phase: str = "",
-    num_timesteps: int = 0,
-) -> None:
-    """Write ``path`` so that a crash leaves the old file or the new one, never a part of it.
-
-    The data goes to a temporary file in the same folder, which is flushed, synced to disk and
-    renamed over ``path``; the folder entry is synced too.
-
-    :param path: the final file
-    :param write: writes the contents to the open binary file it is given
-    :param phase: the :func:`fault_point` phase of this write
-    :param num_timesteps: the timestep count for :func:`fault_point`
-    """
-    temporary = path.with_name(f".{path.name}{TEMPORARY_MARK}{os.getpid()}")
-    try:
-        with open(temporary, "wb") as file:
-            write(file)
-            file.flush()
-            if phase:
-                fault_point(phase, num_timesteps)
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 @dataclass(frozen=True)
@@ -174,13 +137,12 @@ class RunDirectory:
         return self.path / "tensorboard"
 
     def write_config(self, config: dict[str, Any]) -> None:
-        """Write the configuration (plain data) as YAML, atomically (see :func:`atomic_write`)."""
+        """Write the configuration (plain data) as YAML, atomically (:func:`~splitrl.files.atomic_write`)."""
         text = yaml.safe_dump(config, sort_keys=False).encode()
         atomic_write(
             self.config_path,
             lambda file: file.write(text),
-            phase="config-write",
-            num_timesteps=int(config.get("num_timesteps", 0)),
+            before_sync=partial(fault_point, "config-write", int(config.get("num_timesteps", 0))),
         )
 
     @contextmanager
@@ -336,12 +298,12 @@ class RunDirectory:
             atomic_write(
                 self._replay_buffer_path(steps),
                 model.save_replay_buffer,
-                phase="replay-buffer-write",
-                num_timesteps=steps,
+                before_sync=partial(fault_point, "replay-buffer-write", steps),
             )
         self.save_model(model, self.checkpoint(steps).model_path)
         return self.checkpoint(steps)
 
     def save_model(self, model: Any, path: Path) -> None:
         """Save ``model`` to ``path`` atomically."""
-        atomic_write(path, model.save, phase="model-write", num_timesteps=int(model.num_timesteps))
+        steps = int(model.num_timesteps)
+        atomic_write(path, model.save, before_sync=partial(fault_point, "model-write", steps))
