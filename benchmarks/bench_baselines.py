@@ -24,7 +24,8 @@ from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout, run_episodes
 from splitrl.envs import SplitComputingEnv
 from splitrl.evaluation.defaults import DEFAULT_EVAL_SEED, DEFAULT_FIT_EPISODES, DEFAULT_FIT_SEED
-from splitrl.evaluation.metrics import paired_difference, t_interval
+from splitrl.evaluation.metrics import paired_difference
+from splitrl.statistics import t_interval
 
 #: the rule every gain is measured against: what a device gets without looking at the link
 REFERENCE = "channel-blind"

@@ -18,12 +18,7 @@ from splitrl.agents.baselines import make_baseline
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
 from splitrl.evaluation.episodes import EpisodeStudy
-from splitrl.evaluation.metrics import (
-    PairedDifference,
-    normalized_score,
-    paired_difference,
-    t_interval,
-)
+from splitrl.evaluation.metrics import normalized_score, paired_difference
 from splitrl.evaluation.references import CHANNEL_BLIND, UPPER_REFERENCE, reference_names
 from splitrl.evaluation.runner import LOCAL_BITS, Rollout, evaluate_policies
 from splitrl.evaluation.seeds import interval_estimate, probability_of_improvement
@@ -34,6 +29,7 @@ from splitrl.evaluation.suite import (
     evaluation_scenario,
     load_runs,
 )
+from splitrl.statistics import PairedDifference, t_interval
 from splitrl.training.callbacks import EVALUATIONS_FILE, load_validation_log
 from splitrl.training.config import TrainConfig
 from splitrl.training.trainer import train

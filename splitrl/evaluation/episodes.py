@@ -16,7 +16,8 @@ import numpy as np
 from scipy import stats
 
 from splitrl.agents.rollout import Rollout
-from splitrl.evaluation.metrics import episode_rewards, t_interval
+from splitrl.evaluation.metrics import episode_rewards
+from splitrl.statistics import t_interval
 
 
 @dataclass(frozen=True)

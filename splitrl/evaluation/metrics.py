@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from splitrl.agents.rollout import LOCAL_BITS, Rollout
+from splitrl.statistics import PairedDifference, t_interval
 
 #: the bit-option label of device-only requests in the action distribution
 LOCAL_LABEL = "local"
@@ -40,58 +40,9 @@ LOCAL_LABEL = "local"
 MIN_SCORE_GAP = 0.01
 
 
-def t_interval(
-    values: Sequence[float] | np.ndarray, confidence: float = 0.95
-) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval of the mean of ``values``.
-
-    :param values: independent observations (at least one; one gives a half-width of ``nan``)
-    :param confidence: coverage of the interval, in ``(0, 1)``
-    :return: ``(mean, half_width)``
-    """
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    data = np.asarray(values, dtype=np.float64).reshape(-1)
-    if data.size == 0:
-        raise ValueError("t_interval needs at least one value")
-    mean = float(data.mean())
-    if data.size == 1:
-        return mean, math.nan
-    quantile = float(stats.t.ppf(0.5 + confidence / 2.0, data.size - 1))
-    return mean, quantile * float(stats.sem(data))
-
-
 def episode_rewards(rollout: Rollout) -> np.ndarray:
     """The mean reward per request of every episode of ``rollout``."""
     return np.asarray(rollout.reward.mean(axis=1))
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """A policy's reward minus a reference's on the same episodes, with its paired 95% t-interval.
-
-    :param reference: the reference policy's name
-    :param mean: mean over episodes of the difference of the episodes' mean rewards per request
-    :param ci95: half-width of the 95% t-interval of ``mean`` (``nan`` for one episode)
-    """
-
-    reference: str
-    mean: float
-    ci95: float
-
-    @property
-    def low(self) -> float:
-        """Lower end of the interval."""
-        return self.mean - self.ci95
-
-    @property
-    def high(self) -> float:
-        """Upper end of the interval."""
-        return self.mean + self.ci95
-
-    def is_positive(self) -> bool:
-        """Whether the whole interval lies above zero."""
-        return math.isfinite(self.ci95) and self.low > 0.0
 
 
 def paired_difference(rollout: Rollout, reference: Rollout) -> PairedDifference:

@@ -26,8 +26,9 @@ from splitrl.agents.baselines import causal_baselines, fitted_baselines, make_ba
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.evaluation.metrics import PairedDifference, episode_rewards, paired_difference
+from splitrl.evaluation.metrics import episode_rewards, paired_difference
 from splitrl.evaluation.runner import evaluate_policies
+from splitrl.statistics import PairedDifference
 
 #: the upper reference of the normalized score
 UPPER_REFERENCE = "clairvoyant-lookahead"

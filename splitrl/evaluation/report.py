@@ -10,10 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from splitrl.evaluation.metrics import MIN_SCORE_GAP, PairedDifference, PolicyMetrics, json_safe
+from splitrl.evaluation.metrics import MIN_SCORE_GAP, PolicyMetrics, json_safe
 from splitrl.evaluation.references import CHANNEL_BLIND, UPPER_REFERENCE
 from splitrl.evaluation.seeds import LearnerAggregate, SeedsReport
 from splitrl.evaluation.suite import ConditionResult, EvaluationResult
+from splitrl.statistics import PairedDifference
 
 #: the scalar columns of the CSV file, in order (then ``gain_vs_<baseline>`` and the shares)
 CSV_COLUMNS = (

@@ -14,8 +14,8 @@ from splitrl.agents.learners import LearnerSpec
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.evaluation.metrics import PairedDifference, t_interval
 from splitrl.files import atomic_write
+from splitrl.statistics import PairedDifference, t_interval
 
 #: the validation log in a run's ``eval/`` folder
 EVALUATIONS_FILE = "evaluations.npz"
