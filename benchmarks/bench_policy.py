@@ -59,7 +59,7 @@ def sweep_document(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from splitrl.cli import integer_at_least
+    from splitrl.arguments import integer_at_least
     from splitrl.sweeps.grid import sweep_from_dict
     from splitrl.sweeps.report import markdown_report, write_report
     from splitrl.sweeps.report import sweep_document as aggregate

@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 #: subcommand -> (module that implements it, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -50,40 +49,6 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     ),
     "tune": ("splitrl.sweeps.tune", "search a learner's hyperparameters with Ray Tune"),
 }
-
-
-def integer_at_least(minimum: int) -> Callable[[str], int]:
-    """An argparse ``type`` that accepts integers of at least ``minimum`` with a clear message."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return parse
-
-
-def port_number(text: str) -> int:
-    """An argparse ``type`` for a TCP port, ``0..65535``."""
-    port = integer_at_least(0)(text)
-    if port > 65535:
-        raise argparse.ArgumentTypeError(f"a TCP port is at most 65535, got {port}")
-    return port
-
-
-def positive_number(text: str) -> float:
-    """An argparse ``type`` that accepts finite numbers above 0 with a clear message."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitrl.cli import integer_at_least
+from splitrl.arguments import integer_at_least
 
 #: the output folder unless ``--out`` says otherwise
 DEFAULT_OUT = "results/evaluation"

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitrl.cli import integer_at_least, port_number, positive_number
+from splitrl.arguments import integer_at_least, port_number, positive_number
 from splitrl.codecs import CodecError, decode, frame_info
 from splitrl.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,

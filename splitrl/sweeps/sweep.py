@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from splitrl.cli import integer_at_least
+from splitrl.arguments import integer_at_least
 from splitrl.sweeps.cells import RunSummary
 from splitrl.sweeps.grid import Sweep, load_sweep
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from splitrl.cli import integer_at_least
+from splitrl.arguments import integer_at_least
 from splitrl.sweeps.sweep import check_runner
 from splitrl.training.config import EVAL_SEED_OFFSET, TrainConfig
 

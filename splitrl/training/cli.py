@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from splitrl.cli import integer_at_least
+from splitrl.arguments import integer_at_least
 from splitrl.training.config import Flag, TrainConfig, flags
 
 #: flags of the command that are not fields of :class:`TrainConfig`, and that define a run
