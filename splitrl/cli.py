@@ -26,7 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "build, inspect or validate a profile of an early-exit DNN",
     ),
     "scenario": (
-        "splitrl.profiles.scenario_fit",
+        "splitrl.evaluation.scenario_fit",
         "fit a scenario's frame rate and deadline to a profile on a device",
     ),
     "train": (

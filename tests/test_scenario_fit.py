@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from splitrl.envs.mean_times import action_times, keep_up_warning
 from splitrl.envs.scenarios import resolve_scenario
-from splitrl.profiles.scenario_fit import action_times, fit_scenario, keep_up_warning
+from splitrl.evaluation.scenario_fit import fit_scenario
 from splitrl.profiles.schema import Profile
 
 

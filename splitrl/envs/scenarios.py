@@ -334,7 +334,7 @@ def resolve_scenario(
             base.link_overheads if link_overheads is None else link_overheads
         ),
     )
-    from splitrl.profiles.scenario_fit import keep_up_warning
+    from splitrl.envs.mean_times import keep_up_warning
 
     warning = keep_up_warning(parts)
     if warning is not None:

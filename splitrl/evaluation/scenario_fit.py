@@ -4,7 +4,7 @@ A scenario made for one network rarely fits another: a network that takes 77 ms 
 60 frames/s piles up a backlog whatever the policy does, and one whose final exit runs on the
 device within the deadline never needs the link. :func:`fit_scenario` times every action of the
 profile on the device preset with the time model of the env (mean payloads, unloaded server,
-mean round trip) at the bottom and at the top of the network's uplink range, and proposes:
+mean round trip; :func:`~splitrl.envs.mean_times.action_times`) at the bottom and at the top of the network's uplink range, and proposes:
 
 * **frame interval**: 1.2 times the device's busy time at its cheapest action (on the fastest
   link), rounded down to whole frames per second: the device keeps up, but only just, so slow
@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from splitrl.envs.actions import ActionTable
+from splitrl.envs.mean_times import action_times, keep_up_warning
 
 if TYPE_CHECKING:
     from splitrl.envs.scenarios import ScenarioParts
@@ -78,54 +81,6 @@ class ScenarioFit:
         return "\n".join(lines)
 
 
-def action_times(parts: ScenarioParts, capacity_bps: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per canonical action: the device's busy time and the latency (seconds).
-
-    Mean payloads, an unloaded server and the mean round trip, at a constant ``capacity_bps``;
-    the env's own :class:`~splitrl.envs.time_model.RequestModel` does the arithmetic.
-
-    :param parts: the resolved scenario
-    :param capacity_bps: the uplink capacity
-    """
-    from splitrl.envs.actions import ActionTable
-    from splitrl.envs.time_model import CostTables, RequestModel
-
-    profile = parts.profile
-    canonical = np.array(ActionTable.from_profile(profile).canonical_actions(), dtype=np.int64)
-    model = RequestModel(
-        CostTables.build(profile, parts.device, parts.server),
-        profile.exit_stages,
-        canonical,
-        parts.device,
-        parts.network,
-        parts.server_job_s,
-    )
-    e, s, b = canonical.T
-    device_only = s >= np.asarray(profile.exit_stages)[e]
-    payload = np.where(device_only, 0.0, profile.mean_payload_bytes()[s, b])
-    busy, done, _ = model.predict(
-        0.0, payload, capacity_bps, 0.0, parts.rtt.mean_s, parts.server_load
-    )
-    return busy, done
-
-
-def keep_up_warning(parts: ScenarioParts) -> str | None:
-    """A warning when the device is slower than the frame rate even at its cheapest action.
-
-    :param parts: the resolved scenario
-    :return: the warning, or ``None`` when the device keeps up
-    """
-    busy, _ = action_times(parts, parts.uplink_mbps[1] * 1e6)
-    cheapest = float(busy.min())
-    if cheapest <= parts.frame_interval_s:
-        return None
-    return (
-        f"device {parts.device.name} is busy {1e3 * cheapest:.1f} ms per request even at its "
-        f"cheapest action, longer than the {1e3 * parts.frame_interval_s:.1f} ms frame interval: "
-        "the backlog grows whatever the policy does (splitrl scenario fit proposes a frame rate)"
-    )
-
-
 def fit_scenario(parts: ScenarioParts) -> ScenarioFit:
     """Propose a frame interval and a deadline for a resolved scenario (see the module docstring).
 
@@ -135,8 +90,6 @@ def fit_scenario(parts: ScenarioParts) -> ScenarioFit:
     busy_fast, done_fast = action_times(parts, high_bps)
     _, done_slow = action_times(parts, low_bps)
     profile = parts.profile
-    from splitrl.envs.actions import ActionTable
-
     canonical = np.array(ActionTable.from_profile(profile).canonical_actions(), dtype=np.int64)
     final = profile.n_exits - 1
     is_final = canonical[:, 0] == final
