@@ -17,7 +17,7 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,10 +25,7 @@ from torch import nn
 from tqdm import tqdm
 
 from splitrl.files import atomic_write
-from splitrl.models.protocol import StagedModel
-
-if TYPE_CHECKING:
-    from splitrl.profiles.samples import SampleSource
+from splitrl.models.protocol import SampleSource, StagedModel
 
 
 @dataclass(frozen=True)

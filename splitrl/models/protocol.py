@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,6 +37,32 @@ class InputSpec:
     dtype: torch.dtype
     value_range: tuple[float, float]
     description: str = ""
+
+
+@runtime_checkable
+class SampleSource(Protocol):
+    """Samples of a model's input as the camera delivers them, with labels, read a batch at a time.
+
+    The profile builder measures a model on them and the exit heads train on them
+    (:mod:`splitrl.profiles.samples` has arrays, image folders and NPZ files).
+    """
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Every sample's class, ``int64 [N]``."""
+        ...
+
+    def __len__(self) -> int:
+        """Number of samples ``N``."""
+        ...
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Samples ``[start, stop)`` as ``uint8 [stop - start, *shape]``."""
+        ...
+
+    def fingerprint(self) -> str:
+        """A digest that changes when the samples or their order change (for resuming builds)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from splitrl import codecs
 from splitrl.files import atomic_write
 from splitrl.models.card import state_sha256
 from splitrl.models.describe import describe_exits, describe_stages
-from splitrl.models.protocol import StagedModel
-from splitrl.profiles.samples import ArraySamples, SampleSource
+from splitrl.models.protocol import SampleSource, StagedModel
+from splitrl.profiles.samples import ArraySamples
 from splitrl.profiles.schema import (
     LOSSLESS,
     BlockInfo,
@@ -91,7 +91,7 @@ def build_profile(
 
     :param model: the staged early-exit model, in eval mode
     :param inputs: the test inputs as the camera delivers them, ``uint8 [N, *input_shape]``, or a
-        :class:`~splitrl.profiles.samples.SampleSource` that reads them a batch at a time
+        :class:`~splitrl.models.protocol.SampleSource` that reads them a batch at a time
     :param labels: their classes, ``[N]``, when ``inputs`` is an array (a source has its own)
     :param settings: what to measure
     :param progress: show progress bars

@@ -14,8 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from splitrl.models.protocol import StagedModel
-from splitrl.profiles.samples import SampleSource, open_samples
+from splitrl.models.protocol import SampleSource, StagedModel
+from splitrl.profiles.samples import open_samples
 from splitrl.profiles.schema import Profile, ProfileError
 
 

@@ -1,7 +1,8 @@
 """Where the profile builder reads its test samples: arrays, an image folder or an NPZ file.
 
-A sample source knows all labels up front and reads the inputs a batch at a time, so the builder
-holds one batch of images in memory whatever the size of the data set::
+A sample source (:class:`~splitrl.models.protocol.SampleSource`) knows all labels up front and
+reads the inputs a batch at a time, so the builder holds one batch of images in memory whatever
+the size of the data set::
 
     source = ImageFolderSamples("data/val", shape=(3, 96, 96))
     len(source), source.labels[:5], source.read(0, 32).shape   # (N,), uint8 [32, 3, 96, 96]
@@ -15,34 +16,15 @@ import hashlib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from splitrl.models.protocol import SampleSource
+
 #: file name endings an image folder's images may have
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
-
-@runtime_checkable
-class SampleSource(Protocol):
-    """Test samples as the camera delivers them, read a batch at a time."""
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Every sample's class, ``int64 [N]``."""
-        ...
-
-    def __len__(self) -> int:
-        """Number of samples ``N``."""
-        ...
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Samples ``[start, stop)`` as ``uint8 [stop - start, *shape]``."""
-        ...
-
-    def fingerprint(self) -> str:
-        """A digest that changes when the samples or their order change (for resuming builds)."""
-        ...
 
 
 class ArraySamples:
