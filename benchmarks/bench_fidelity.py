@@ -63,15 +63,18 @@ first outage of at least ``OUTAGE_MIN_S`` (capacity below 50 kbit/s).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import multiprocessing
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from multiprocessing.synchronize import Event as ProcessEvent
 from pathlib import Path
 from typing import Any
 
@@ -213,21 +216,59 @@ def _serve(setup: Setup, prefix: Sequence[str] = ()) -> tuple[subprocess.Popen[s
     return server, int(line.rsplit(":", 1)[1])
 
 
+def _relay(
+    listener: socket.socket,
+    namespace: str | None,
+    port: int,
+    rtt_draws: list[float],
+    stop: ProcessEvent,
+) -> None:
+    """A :class:`ReplyDelayRelay` from ``listener`` to the server's ``port`` on the loopback of
+    ``namespace`` (``None``: this one), until ``stop`` is set."""
+
+    def upstream() -> socket.socket:
+        with entered_namespace(namespace) if namespace else contextlib.nullcontext():
+            return socket.create_connection(("127.0.0.1", port))
+
+    draws = iter(rtt_draws)
+    with ReplyDelayRelay(listener, upstream, lambda: next(draws)):
+        stop.wait()
+
+
+@contextlib.contextmanager
+def relay_process(
+    listener: socket.socket, namespace: str | None, port: int, rtt_draws: list[float]
+) -> Iterator[int]:
+    """:func:`_relay` in a process of its own, like the network it stands for: its threads wake
+    for every segment of a request, and beside the device's threads they would hold the
+    device's interpreter. Yields the relay's port."""
+    context = multiprocessing.get_context("spawn")
+    stop = context.Event()
+    relay = context.Process(
+        target=_relay, args=(listener, namespace, port, rtt_draws, stop), daemon=True
+    )
+    relay.start()
+    relay_port = int(listener.getsockname()[1])
+    listener.close()  # the relay holds its own copy
+    try:
+        yield relay_port
+    finally:
+        stop.set()
+        relay.join(10)
+        if relay.is_alive():
+            relay.kill()
+            relay.join()
+
+
 def run_kernel(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str, Any]]:
     """The requests over real TCP through the shaped veth pair."""
     with ShapedLink(trace) as link:
         server, port = _serve(setup, link.command("server", []))
         try:
-
-            def upstream() -> socket.socket:
-                with entered_namespace(link.server_ns):
-                    return socket.create_connection(("127.0.0.1", port))
-
-            draws = iter(setup.rtt_draws)
             listener = link.listen("server", link.server_address)
-            with ReplyDelayRelay(listener, upstream, lambda: next(draws)) as relay:
+            with relay_process(listener, link.server_ns, port, setup.rtt_draws) as relay_port:
                 connection = ServerConnection(
-                    (link.server_address, relay.port), until_acked=True, connect=link.connect
+                    (link.server_address, relay_port), until_acked=True, connect=link.connect
                 )
                 try:
                     epoch = time.perf_counter() + 0.5
@@ -250,15 +291,10 @@ def run_pacer(setup: Setup, trace: Trace) -> tuple[list[RequestRecord], dict[str
     """The requests over loopback, the sender paced to the trace."""
     server, port = _serve(setup)
     try:
-        draws = iter(setup.rtt_draws)
         listener = socket.create_server(("127.0.0.1", 0))
-        with ReplyDelayRelay(
-            listener,
-            lambda: socket.create_connection(("127.0.0.1", port)),
-            lambda: next(draws),
-        ) as relay:
+        with relay_process(listener, None, port, setup.rtt_draws) as relay_port:
             connection = ServerConnection(
-                ("127.0.0.1", relay.port), TracePacer(trace), until_acked=True
+                ("127.0.0.1", relay_port), TracePacer(trace), until_acked=True
             )
             try:
                 records = _run_device(setup, connection, None)
