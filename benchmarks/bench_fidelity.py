@@ -16,8 +16,8 @@ Per trace, the same requests run on two paths, each printed with the path's name
 
 On both the round trip, which the veth pair lacks, is added by a userspace relay on the server
 side that holds each reply for one draw of the environment's ``RTTModel``
-(:class:`~splitrl.runtime.netem.ReplyDelayRelay`); the prediction uses the same draws in the same
-order. The policy offloads every request, with a seeded random ``(exit, split, bits)``, frames
+(:class:`~splitrl.runtime.netem.ReplyDelayRelay`, in a process of its own); the prediction uses
+the same draws in the same order. The policy offloads every request, with a seeded random ``(exit, split, bits)``, frames
 every ``--frame-interval`` seconds; the server runs the default model (torch), the device its
 ONNX segments.
 
@@ -48,10 +48,10 @@ end-to-end latency (goals: median <= 15%, p90 <= 30%), and per component the med
 the first byte handed to the socket until the server acknowledged the last, the server's service
 time, and the rest of the latency as the round trip (the stack's time is predicted there too).
 The machine may be shared: the benchmark prints the load average after each trace; medians say
-more than tails. The relay and the shaper's thread run in the benchmark's process, beside the
-device's threads, which a deployed device does not have: so that they do not hold the device's
-wake-ups for the interpreter's default 5 ms switch interval, the run uses
-``SWITCH_INTERVAL_S``; the stack time of the kernel path is also calibrated at the default, for
+more than tails. The relay runs in a process of its own (:func:`relay_process`); the shaper's
+thread runs in the benchmark's process, beside the device's threads: so that it does not hold
+the device's wake-ups for the interpreter's default 5 ms switch interval, the run uses
+``SWITCH_INTERVAL_S``; the stack time of the first path is also calibrated at the default, for
 comparison (``stack_ms_default_switch_interval``).
 The environment's ``step`` CPU time with and without the kernel path's link terms is measured
 first (the least of 20 rounds of 2000 steps, alternating).
