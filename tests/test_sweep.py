@@ -277,3 +277,27 @@ def test_two_node_cluster_runs_cells_on_both_nodes(tiny_profile_path: Path, tmp_
         for node in reversed(nodes):
             _stop(node)
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@pytest.mark.parametrize("algo", ["sacd", "sacd-prior"])
+def test_sacd_search_spaces_sample_valid_hyperparameters(algo: str) -> None:
+    """``sacd-prior`` searches the KL trust region around its prior, ``sacd`` the target entropy;
+    every sampled configuration is one the learner accepts."""
+    optuna = pytest.importorskip("optuna", reason="optuna comes with the extra splitrl[scale]")
+    from splitrl.agents import get_learner
+    from splitrl.sweeps.search_spaces import hyperparameters, sampler
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(5):
+        trial = study.ask()
+        sampler(algo)(trial)
+        values = hyperparameters(algo, trial.params)
+        spec = get_learner(algo)
+        spec.check_hyperparameters(values)
+        resolved = spec.resolved_hyperparameters(values)
+        if algo == "sacd-prior":
+            assert 0.005 <= values["target_kl"] <= 1.0
+            assert "target_entropy_ratio" not in values
+            assert resolved["policy_kwargs"]["action_prior"] is True
+        else:
+            assert "target_kl" not in resolved

@@ -31,11 +31,20 @@ def _common_off_policy(trial: optuna.Trial) -> None:
 
 
 def sample_sacd_params(trial: optuna.Trial) -> None:
-    """SACD (and ``sacd-prior``): the Zoo's SAC space, with the discrete target entropy ratio."""
+    """SACD: the Zoo's SAC space, with the discrete target entropy ratio."""
     _common_off_policy(trial)
     trial.suggest_categorical("tau", [0.001, 0.005, 0.01, 0.02, 0.05])
     trial.suggest_float("target_entropy_ratio", 0.05, 0.98)
     trial.suggest_categorical("ent_coef", ["auto", "auto_0.1", "auto_0.01"])
+
+
+def sample_sacd_prior_params(trial: optuna.Trial) -> None:
+    """``sacd-prior``: the Zoo's SAC space, with the KL trust region around the prior (and the
+    temperature that holds it) in place of the target entropy."""
+    _common_off_policy(trial)
+    trial.suggest_categorical("tau", [0.001, 0.005, 0.01, 0.02, 0.05])
+    trial.suggest_float("target_kl", 0.005, 1.0, log=True)
+    trial.suggest_categorical("ent_coef", ["auto", "auto_0.1"])
 
 
 def sample_dqn_params(trial: optuna.Trial) -> None:
@@ -64,7 +73,7 @@ def sample_ppo_params(trial: optuna.Trial) -> None:
 #: the sampler of every learner ``splitrl tune`` can search
 SAMPLERS: dict[str, Callable[[optuna.Trial], None]] = {
     "sacd": sample_sacd_params,
-    "sacd-prior": sample_sacd_params,
+    "sacd-prior": sample_sacd_prior_params,
     "dqn": sample_dqn_params,
     "ppo": sample_ppo_params,
     "maskable-ppo": sample_ppo_params,
