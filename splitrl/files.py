@@ -1,7 +1,9 @@
-"""Writing files and folders so that a crash leaves the old version or the new one, never a part.
+"""Writing files and folders so that a crash leaves the old version or the new one, never a part,
+and reading the YAML files a user writes.
 
-Every layer writes through these two (run directories, profiles, exit heads, sweep results,
-exports); they import only the standard library.
+Every layer writes through :func:`atomic_write` and :func:`staged_directory` (run directories,
+profiles, exit heads, sweep results, exports); the sweep and config files are read through
+:func:`read_yaml_mapping`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 #: between a file's name and the writer's process id in the name of a temporary file
 TEMPORARY_MARK = ".tmp-"
@@ -80,3 +85,24 @@ def staged_directory(directory: str | os.PathLike[str]) -> Iterator[Path]:
         staging.rmdir()
     else:
         os.replace(staging, target)
+
+
+def read_yaml_mapping(path: Path, kind: str, expected: str) -> dict[Any, Any]:
+    """The mapping at the top of a YAML file.
+
+    :param path: the file
+    :param kind: what the file is, for the error when it is missing (``"sweep file"``)
+    :param expected: what its top level holds, for the error when it is not a mapping
+        (``"a mapping of sweep entries"``)
+    :raises FileNotFoundError: when the file is missing
+    :raises ValueError: naming the file, when it is not YAML or not a mapping
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind} {path} not found")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML: {error}") from error
+    if not isinstance(document, dict):
+        raise ValueError(f"{path}: expected {expected}, got {type(document).__name__}")
+    return document

@@ -30,8 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from splitrl.files import read_yaml_mapping
 from splitrl.sweeps.cells import (
     EvalCell,
     ScenarioSpec,
@@ -181,16 +180,7 @@ def load_sweep(path: str | Path, **changes: Any) -> Sweep:
     :raises ValueError: naming the first entry that is wrong
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"sweep file {path} not found")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(document, dict):
-        raise ValueError(
-            f"{path}: expected a mapping of sweep entries, got {type(document).__name__}"
-        )
+    document = read_yaml_mapping(path, "sweep file", "a mapping of sweep entries")
     document.update(changes)
     document = {key: value for key, value in document.items() if value is not None}
     try:

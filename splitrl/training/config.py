@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from splitrl.envs.scenarios import Scenario, get_scenario
+from splitrl.files import read_yaml_mapping
 from splitrl.profiles.io import resolve_profile_path
 
 #: timesteps of a default run: a few minutes of SACD on one CPU core
@@ -416,17 +417,9 @@ def load_conf_file(path: str | Path, algo: str, known_algos: Sequence[str]) -> d
         algorithm or has no section for ``algo``
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not valid YAML: {error}") from error
-    if not isinstance(document, dict):
-        raise ValueError(
-            f"{path}: expected a mapping of algorithm sections (e.g. 'sacd:'), "
-            f"got {type(document).__name__}"
-        )
+    document = read_yaml_mapping(
+        path, "config file", "a mapping of algorithm sections (e.g. 'sacd:')"
+    )
     unknown = sorted(str(key) for key in document if key not in known_algos)
     if unknown:
         raise ValueError(

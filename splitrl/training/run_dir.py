@@ -40,7 +40,7 @@ from splitrl.agents.learners import LearnerSpec, get_learner
 from splitrl.agents.policy_interface import ModelPolicy
 from splitrl.envs.scenarios import Scenario
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.files import TEMPORARY_MARK, atomic_write
+from splitrl.files import TEMPORARY_MARK, atomic_write, read_yaml_mapping
 from splitrl.training.config import scenario_from_dict
 
 CONFIG_FILE = "config.yaml"
@@ -198,11 +198,8 @@ class RunDirectory:
             raise FileNotFoundError(f"run directory {self.path} not found")
         if not self.config_path.exists():
             raise FileNotFoundError(f"{self.path} is not a run directory: no {CONFIG_FILE}")
-        try:
-            config = yaml.safe_load(self.config_path.read_text())
-        except yaml.YAMLError as error:
-            raise ValueError(f"{self.config_path}: not valid YAML: {error}") from error
-        if not isinstance(config, dict) or "algo" not in config:
+        config = read_yaml_mapping(self.config_path, CONFIG_FILE, "a splitrl run config")
+        if "algo" not in config:
             raise ValueError(f"{self.config_path}: not a splitrl run config (no 'algo')")
         if config.get("status") == "running" and not self._locked_elsewhere():
             config["status"] = "interrupted"
