@@ -19,7 +19,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from splitrl.arguments import integer_at_least
+
 if TYPE_CHECKING:
+    import numpy as np
+
+    from splitrl.models.protocol import SampleSource, StagedModel
     from splitrl.profiles.builder import BuildSettings
 
 #: what ``--quick`` changes: few samples, short training, few timing repeats
@@ -88,7 +93,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     build.add_argument("--data-dir", type=Path, default=None, help="Fashion-MNIST IDX folder")
     build.add_argument(
-        "--samples", type=int, default=None, help="profile the first N test canvases"
+        "--samples",
+        type=integer_at_least(1),
+        default=None,
+        help=f"profile the first N test samples (default: all; with --quick: {QUICK['samples']})",
     )
     build.add_argument(
         "--bits",
@@ -245,6 +253,43 @@ def _build_settings(args: argparse.Namespace, metadata: dict[str, Any]) -> Build
     )
 
 
+def _sample_limit(args: argparse.Namespace) -> int | None:
+    """How many samples the build profiles (``None``: all of them)."""
+    if args.samples is not None:
+        return int(args.samples)
+    return QUICK["samples"] if args.quick else None
+
+
+def _build_and_save(
+    args: argparse.Namespace,
+    model: StagedModel,
+    inputs: np.ndarray | SampleSource,
+    labels: np.ndarray | None,
+    settings: BuildSettings,
+) -> int:
+    """Measure the profile (seeded, resumable from its checkpoint), write it and say where."""
+    import torch
+
+    from splitrl.profiles.builder import build_profile
+    from splitrl.profiles.io import save_profile
+
+    started = time.perf_counter()
+    torch.manual_seed(args.seed)
+    profile = build_profile(
+        model,
+        inputs,
+        labels,
+        settings,
+        progress=not args.no_progress,
+        checkpoint=_checkpoint_path(args),
+        device=args.device,
+    )
+    path = save_profile(profile, args.out)
+    accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
+    print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
+    return 0
+
+
 def _checkpoint_path(args: argparse.Namespace) -> Path:
     """Where a build keeps its measurements until the profile is written (removed by --restart)."""
     path = Path(args.out) / f"{args.name}.checkpoint.npz"
@@ -259,12 +304,8 @@ def _checkpoint_path(args: argparse.Namespace) -> Path:
 
 def _build_user_model(args: argparse.Namespace) -> int:
     """Profile a network from a model card or a factory on the samples ``--data`` names."""
-    import torch
-
     from splitrl.models.card import load_model_card, resolve_factory, staged_model_from_card
     from splitrl.models.protocol import StagedModel
-    from splitrl.profiles.builder import build_profile
-    from splitrl.profiles.io import save_profile
     from splitrl.profiles.samples import open_samples
 
     if args.card is not None and args.model is not None:
@@ -287,11 +328,7 @@ def _build_user_model(args: argparse.Namespace) -> int:
         module, _, function = args.model.rpartition(":")
         resolved = str(Path(module).resolve()) if module.endswith(".py") else module
         model_info = {"factory": f"{resolved}:{function}"}
-    samples = (
-        args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
-    )
-    if samples is not None and samples < 1:
-        raise ValueError(f"--samples must be positive, got {samples}")
+    samples = _sample_limit(args)
     source = open_samples(args.data, model.input_spec.shape, limit=samples)
     kind, _, location = args.data.partition(":")
     settings = _build_settings(
@@ -305,21 +342,7 @@ def _build_user_model(args: argparse.Namespace) -> int:
             },
         },
     )
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    profile = build_profile(
-        model,
-        source,
-        None,
-        settings,
-        progress=not args.no_progress,
-        checkpoint=_checkpoint_path(args),
-        device=args.device,
-    )
-    path = save_profile(profile, args.out)
-    accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
-    print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
-    return 0
+    return _build_and_save(args, model, source, None, settings)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -328,7 +351,6 @@ def _build(args: argparse.Namespace) -> int:
     if args.data is not None:
         raise ValueError("--data needs --card or --model (the shipped network reads its canvases)")
     import numpy as np
-    import torch
 
     from splitrl.models import (
         TEST_CANVAS_SEED,
@@ -340,15 +362,9 @@ def _build(args: argparse.Namespace) -> int:
         train_early_exit_net,
     )
     from splitrl.models.checkpoint import read_sidecar
-    from splitrl.profiles.builder import build_profile
-    from splitrl.profiles.io import save_profile
 
     parse_bit_options(args.bits)  # a bad --bits fails before the training
-    samples = (
-        args.samples if args.samples is not None else (QUICK["samples"] if args.quick else None)
-    )
-    if samples is not None and samples < 1:
-        raise ValueError(f"--samples must be positive, got {samples}")
+    samples = _sample_limit(args)
     progress = not args.no_progress
     model_info: dict[str, Any]
     if args.train:
@@ -401,18 +417,4 @@ def _build(args: argparse.Namespace) -> int:
             },
         },
     )
-    started = time.perf_counter()
-    torch.manual_seed(args.seed)
-    profile = build_profile(
-        model,
-        inputs,
-        labels,
-        settings_,
-        progress=progress,
-        checkpoint=_checkpoint_path(args),
-        device=args.device,
-    )
-    path = save_profile(profile, args.out)
-    accuracy = ", ".join(f"{a:.4f}" for a in profile.clean_accuracy())
-    print(f"wrote {path} in {time.perf_counter() - started:.1f} s: exit accuracies {accuracy}")
-    return 0
+    return _build_and_save(args, model, inputs, labels, settings_)
