@@ -16,9 +16,9 @@ import platform
 import time
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -251,9 +251,12 @@ def check_build(
     return first
 
 
+_Measured = TypeVar("_Measured", bound="_Measurements")
+
+
 @dataclass
-class _BatchMeasurements:
-    """What one batch contributes to the profile (arrays indexed like the profile's, per sample)."""
+class _Measurements:
+    """Per-sample arrays indexed like the profile's, and the codec times of the timed samples."""
 
     payload: np.ndarray
     correct: np.ndarray
@@ -261,7 +264,31 @@ class _BatchMeasurements:
     png_bytes: np.ndarray
     encode_seconds: np.ndarray
     decode_seconds: np.ndarray
-    n_classes: list[int]
+
+    @classmethod
+    def empty(
+        cls: type[_Measured],
+        n_samples: int,
+        n_stages: int,
+        n_bits: int,
+        n_exits: int,
+        n_timed: int,
+    ) -> _Measured:
+        return cls(
+            payload=np.zeros((n_samples, n_stages + 1, n_bits), dtype=np.int32),
+            correct=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=bool),
+            confidence=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=np.float16),
+            png_bytes=np.zeros(n_samples, dtype=np.int32),
+            encode_seconds=np.zeros((n_stages, n_bits, n_timed)),
+            decode_seconds=np.zeros((n_stages, n_bits, n_timed)),
+        )
+
+
+@dataclass
+class _BatchMeasurements(_Measurements):
+    """What one batch contributes to the profile."""
+
+    n_classes: list[int] = field(default_factory=list)
 
 
 def _measure_batch(
@@ -276,19 +303,15 @@ def _measure_batch(
 
     :param n_timed: how many of its samples have their codec times kept
     """
-    n_batch, n_stages = len(inputs), len(model.stages)
+    n_stages = len(model.stages)
     exit_stages = [spec.after_stage for spec in model.exits]
     n_exits, n_bits = len(exit_stages), len(settings.bit_options)
-    payload = np.zeros((n_batch, n_stages + 1, n_bits), dtype=np.int32)
-    correct = np.zeros((n_batch, n_stages + 1, n_bits, n_exits), dtype=bool)
-    confidence = np.zeros((n_batch, n_stages + 1, n_bits, n_exits), dtype=np.float16)
-    encode_seconds = np.zeros((n_stages, n_bits, n_timed))
-    decode_seconds = np.zeros((n_stages, n_bits, n_timed))
+    measured = _BatchMeasurements.empty(len(inputs), n_stages, n_bits, n_exits, n_timed)
     batch_labels = torch.as_tensor(labels, dtype=torch.long)
     tensors = _stage_outputs(model, torch.from_numpy(inputs).to(device).float())
-    clean_correct, clean_conf, n_classes = _exit_outcomes(model, tensors, batch_labels)
-    correct[:] = clean_correct[:, None, None, :]
-    confidence[:] = clean_conf[:, None, None, :]
+    clean_correct, clean_conf, measured.n_classes = _exit_outcomes(model, tensors, batch_labels)
+    measured.correct[:] = clean_correct[:, None, None, :]
+    measured.confidence[:] = clean_conf[:, None, None, :]
     for split in range(n_stages):
         reachable = [e for e, k_e in enumerate(exit_stages) if k_e > split]
         sent = tensors[split].to(torch.uint8) if split == 0 else tensors[split]
@@ -297,10 +320,10 @@ def _measure_batch(
                 sent.cpu().numpy(),
                 option,
                 settings,
-                encode_seconds[split, b],
-                decode_seconds[split, b],
+                measured.encode_seconds[split, b],
+                measured.decode_seconds[split, b],
             )
-            payload[:, split, b] = sizes
+            measured.payload[:, split, b] = sizes
             outcome_correct, outcome_conf = _outcomes_from(
                 model,
                 split,
@@ -309,44 +332,17 @@ def _measure_batch(
                 batch_labels,
             )
             for e in reachable:
-                correct[:, split, b, e] = outcome_correct[e]
-                confidence[:, split, b, e] = outcome_conf[e]
-    return _BatchMeasurements(
-        payload=payload,
-        correct=correct,
-        confidence=confidence,
-        png_bytes=np.array([png_size(image) for image in inputs], dtype=np.int32),
-        encode_seconds=encode_seconds,
-        decode_seconds=decode_seconds,
-        n_classes=n_classes,
-    )
+                measured.correct[:, split, b, e] = outcome_correct[e]
+                measured.confidence[:, split, b, e] = outcome_conf[e]
+    measured.png_bytes[:] = [png_size(image) for image in inputs]
+    return measured
 
 
 @dataclass
-class _BuildState:
-    """The measurements of a build so far: what a checkpoint holds."""
+class _BuildState(_Measurements):
+    """The measurements of a build so far (``done`` samples): what a checkpoint holds."""
 
-    done: int
-    payload: np.ndarray
-    correct: np.ndarray
-    confidence: np.ndarray
-    png_bytes: np.ndarray
-    encode_seconds: np.ndarray
-    decode_seconds: np.ndarray
-
-    @classmethod
-    def empty(
-        cls, n_samples: int, n_stages: int, n_bits: int, n_exits: int, n_timed: int
-    ) -> _BuildState:
-        return cls(
-            done=0,
-            payload=np.zeros((n_samples, n_stages + 1, n_bits), dtype=np.int32),
-            correct=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=bool),
-            confidence=np.zeros((n_samples, n_stages + 1, n_bits, n_exits), dtype=np.float16),
-            png_bytes=np.zeros(n_samples, dtype=np.int32),
-            encode_seconds=np.zeros((n_stages, n_bits, n_timed)),
-            decode_seconds=np.zeros((n_stages, n_bits, n_timed)),
-        )
+    done: int = 0
 
     def store(self, start: int, stop: int, measured: _BatchMeasurements) -> None:
         self.payload[start:stop] = measured.payload
@@ -389,14 +385,7 @@ class _BuildState:
         return cls(done=done, **arrays)
 
 
-_CHECKPOINT_ARRAYS = (
-    "payload",
-    "correct",
-    "confidence",
-    "png_bytes",
-    "encode_seconds",
-    "decode_seconds",
-)
+_CHECKPOINT_ARRAYS = tuple(item.name for item in fields(_Measurements))
 
 
 def _build_fingerprint(
