@@ -51,3 +51,16 @@ def test_flags_replace_the_sweep_entries() -> None:
     assert sweep.conditions == ("markov", "fading")
     with pytest.raises(FileNotFoundError, match=r"nope\.up"):
         sweep_from_dict(sweep_document(flags(conditions="trace:nope.up")), POLICY_SWEEP.parent)
+
+
+def test_committed_sacd_ablation_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every cell of the SACD ablation (docs/sacd.md) is committed, so rerunning its sweep only
+    re-aggregates the result files."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    sweep = load_sweep(root / "benchmarks" / "sweeps" / "sacd_ablation.yaml")
+    assert sweep.out == Path("benchmarks/results/sacd_ablation")
+    assert sweep.trials() == []
+    assert sweep.variants["sacd-prior-kl05"].hyperparameters["target_kl"] == 0.05
