@@ -10,9 +10,8 @@ import pytest
 
 from splitrl.envs import SplitComputingEnv
 from splitrl.envs.channels import ConstantChannel
-from splitrl.envs.scenarios import get_scenario, resolve_scenario
+from splitrl.envs.scenarios import get_scenario, resolve_scenario, scenario_from_dict
 from splitrl.envs.time_model import LinkOverheads
-from splitrl.training.config import scenario_from_dict
 from tests.handmade import LOSSLESS, RTT_S, hand_env
 
 CAPACITY_BPS = 1e5

@@ -61,3 +61,47 @@ def test_scenario_fit_command(tiny_profile_path: Path, capsys: pytest.CaptureFix
     printed = capsys.readouterr().out
     assert "frame interval" in printed and "deadline_s=" in printed
     assert main(["scenario", "fit", "--profile", "nowhere.json", "--device", "stm32h7"]) == 2
+
+
+def test_fitted_scenario_file_drives_training_and_the_env(
+    tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--out`` writes the proposal as a scenario file that ``--scenario`` accepts everywhere."""
+    from splitrl.cli import main
+    from splitrl.envs import SplitComputingEnv, get_scenario
+    from splitrl.training.config import TrainConfig
+
+    out = tmp_path / "fitted.yaml"
+    arguments = ["scenario", "fit", "--profile", str(tiny_profile_path), "--device", "pi_zero_2w"]
+    assert main([*arguments, "--out", str(out)]) == 0
+    capsys.readouterr()
+    scenario = get_scenario(str(out))
+    fit = fit_scenario(resolve_scenario("default", profile=tiny_profile_path, device="pi_zero_2w"))
+    assert scenario.name == "fitted" and scenario.device == "pi_zero_2w"
+    assert scenario.frame_interval_s == pytest.approx(fit.frame_interval_s)
+    assert scenario.deadline_s == pytest.approx(fit.deadline_s)
+    env = SplitComputingEnv(str(out))
+    assert env.reward_spec.deadline_s == pytest.approx(fit.deadline_s)
+    assert env.frame_interval_s == pytest.approx(fit.frame_interval_s)
+    assert TrainConfig(scenario=str(out)).effective_scenario() == scenario
+    assert main([*arguments, "--out", str(tmp_path / "fitted.txt")]) == 2
+    assert "must name a .yaml or .yml file" in capsys.readouterr().err
+
+
+def test_malformed_scenario_files_get_one_line_errors(tmp_path: Path) -> None:
+    from splitrl.envs import get_scenario
+
+    with pytest.raises(FileNotFoundError, match="scenario file"):
+        get_scenario(str(tmp_path / "missing.yaml"))
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match="a mapping of scenario fields"):
+        get_scenario(str(listed))
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("name: x\nframes: 3\n")
+    with pytest.raises(ValueError, match=r"unknown scenario fields \['frames'\]"):
+        get_scenario(str(unknown))
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("name: x\n")
+    with pytest.raises(ValueError, match="malformed scenario"):
+        get_scenario(str(partial))

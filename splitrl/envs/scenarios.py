@@ -14,6 +14,7 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
 from splitrl.envs.time_model import LinkOverheads
+from splitrl.files import read_yaml_mapping
 from splitrl.profiles.io import load_profile
 from splitrl.profiles.presets import (
     DevicePreset,
@@ -186,11 +188,49 @@ class ScenarioParts:
     link_overheads: LinkOverheads | None = None
 
 
+#: file name endings of a scenario file (``--scenario PATH``)
+SCENARIO_FILE_SUFFIXES = (".yaml", ".yml")
+
+
 def get_scenario(name: str) -> Scenario:
-    """The scenario called ``name``."""
+    """The scenario called ``name``, or the one in the scenario file ``name``.
+
+    A scenario file is a YAML mapping of :class:`Scenario` fields (``Scenario.to_dict``), such as
+    ``splitrl scenario fit --out`` writes; its name ends in ``.yaml`` or ``.yml``.
+
+    :raises ValueError: for an unknown name, or a file that is not a mapping of scenario fields
+    :raises FileNotFoundError: for a scenario file that does not exist
+    """
+    if name.endswith(SCENARIO_FILE_SUFFIXES):
+        document = read_yaml_mapping(Path(name), "scenario file", "a mapping of scenario fields")
+        try:
+            return scenario_from_dict(document)
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
     if name not in SCENARIOS:
-        raise ValueError(f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}")
+        raise ValueError(
+            f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}, "
+            f"or a scenario file ({' or '.join(SCENARIO_FILE_SUFFIXES)})"
+        )
     return SCENARIOS[name]
+
+
+def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
+    """The :class:`Scenario` of a mapping of its fields (the inverse of ``Scenario.to_dict``).
+
+    :raises ValueError: naming unknown or missing fields
+    """
+    names = {f.name for f in dataclasses.fields(Scenario)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown scenario fields {unknown}; known: {sorted(names)}")
+    values = dict(data)
+    if values.get("uplink_mbps") is not None:
+        values["uplink_mbps"] = tuple(values["uplink_mbps"])
+    try:
+        return Scenario(**values)
+    except TypeError as error:
+        raise ValueError(f"malformed scenario: {error}") from error
 
 
 def network_channel(

@@ -28,8 +28,11 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -38,7 +41,7 @@ from splitrl.envs.actions import ActionTable
 from splitrl.envs.mean_times import action_times, keep_up_warning
 
 if TYPE_CHECKING:
-    from splitrl.envs.scenarios import ScenarioParts
+    from splitrl.envs.scenarios import Scenario, ScenarioParts
 
 #: frame interval over the device's busy time at its cheapest action
 FRAME_MARGIN = 1.2
@@ -128,6 +131,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--scenario", default="default", help="scenario to start from, default: %(default)s"
     )
     fit.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write the proposed scenario to this scenario file (.yaml), which --scenario of "
+        "splitrl train and splitrl evaluate accepts",
+    )
+    fit.add_argument(
         "--episodes",
         type=int,
         default=0,
@@ -138,10 +148,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the proposal (and, with ``--episodes``, what adapting is worth under it)."""
-    from splitrl.envs.scenarios import resolve_scenario
+    from splitrl.envs.scenarios import SCENARIO_FILE_SUFFIXES, resolve_scenario
 
     if args.episodes < 0:
         raise ValueError(f"--episodes must be at least 0, got {args.episodes}")
+    if args.out is not None and not str(args.out).endswith(SCENARIO_FILE_SUFFIXES):
+        raise ValueError(f"--out must name a .yaml or .yml file, got {args.out}")
     parts = resolve_scenario(
         args.scenario, profile=args.profile, device=args.device, network=args.network
     )
@@ -155,6 +167,9 @@ def run(args: argparse.Namespace) -> int:
         f"device={args.device!r}, frame_interval_s={fit.frame_interval_s:.6g}, "
         f"deadline_s={fit.deadline_s:.6g})"
     )
+    if args.out is not None:
+        write_scenario_file(args.out, proposed_scenario(args, parts.uplink_mbps, fit))
+        print(f"scenario file: {args.out} (splitrl train --scenario {args.out})")
     if args.episodes:
         from splitrl.envs.split_computing import SplitComputingEnv
         from splitrl.evaluation.references import adaptation_value, reference_rollouts
@@ -174,3 +189,39 @@ def run(args: argparse.Namespace) -> int:
         )
         print(adaptation_value(rollouts, causal).summary())
     return 0
+
+
+def proposed_scenario(
+    args: argparse.Namespace, uplink_mbps: tuple[float, float], fit: ScenarioFit
+) -> Scenario:
+    """The starting scenario with the profile, the presets and the proposal of ``fit``."""
+    from splitrl.envs.scenarios import get_scenario
+
+    base = get_scenario(args.scenario)
+    profile = Path(args.profile)
+    return dataclasses.replace(
+        base,
+        name=Path(args.out).stem if args.out is not None else base.name,
+        description=(
+            f"{base.name} fitted to profile {args.profile} on {args.device}: "
+            f"{1 / fit.frame_interval_s:.0f} frames/s, {1e3 * fit.deadline_s:.1f} ms deadline"
+        ),
+        profile=str(profile.resolve()) if profile.exists() else args.profile,
+        device=args.device,
+        network=args.network or base.network,
+        uplink_mbps=uplink_mbps,
+        frame_interval_s=fit.frame_interval_s,
+        deadline_s=fit.deadline_s,
+    )
+
+
+def write_scenario_file(path: Path, scenario: Scenario) -> None:
+    """Write ``scenario`` as a scenario file (YAML), atomically."""
+    import yaml
+
+    from splitrl.files import atomic_write
+
+    # JSON first: tuples and nested dataclasses become the plain lists and mappings YAML dumps
+    document = json.loads(json.dumps(scenario.to_dict()))
+    text = yaml.safe_dump(document, sort_keys=False)
+    atomic_write(Path(path), lambda file: file.write(text.encode()))

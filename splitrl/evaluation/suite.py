@@ -176,7 +176,7 @@ def evaluation_scenario(
     :param profile: a profile name or path replacing the scenario's
     :raises ValueError: when the runs trained in different scenarios and none is named
     """
-    from splitrl.training.config import scenario_from_dict
+    from splitrl.envs.scenarios import scenario_from_dict
 
     if scenario is not None:
         chosen = get_scenario(scenario)

@@ -128,7 +128,9 @@ class TrainConfig:
         default="sacd",
         metadata=_flag("what", "learner: sacd (ours), sacd-prior, ppo, maskable-ppo, dqn, sac"),
     )
-    scenario: str = field(default="default", metadata=_flag("what", "named scenario"))
+    scenario: str = field(
+        default="default", metadata=_flag("what", "named scenario, or a scenario file (.yaml)")
+    )
     profile: str | None = field(
         default=None, metadata=_flag("what", "profile name or path, replacing the scenario's")
     )
@@ -364,21 +366,6 @@ def check_torch_device(name: str) -> None:
         raise ValueError(
             f"unknown torch device {name!r}; use cpu, cuda, cuda:N, mps or auto"
         ) from None
-
-
-def scenario_from_dict(data: Mapping[str, Any]) -> Scenario:
-    """The :class:`Scenario` stored in a run config (the inverse of ``Scenario.to_dict``)."""
-    names = {f.name for f in dataclasses.fields(Scenario)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"unknown scenario fields {unknown}; known: {sorted(names)}")
-    values = dict(data)
-    if values.get("uplink_mbps") is not None:
-        values["uplink_mbps"] = tuple(values["uplink_mbps"])
-    try:
-        return Scenario(**values)
-    except TypeError as error:
-        raise ValueError(f"malformed scenario: {error}") from error
 
 
 def profile_identity(name_or_path: str | Path) -> dict[str, str]:

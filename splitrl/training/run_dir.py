@@ -38,10 +38,9 @@ import yaml
 
 from splitrl.agents.learners import LearnerSpec, get_learner
 from splitrl.agents.policy_interface import ModelPolicy
-from splitrl.envs.scenarios import Scenario
+from splitrl.envs.scenarios import Scenario, scenario_from_dict
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.files import TEMPORARY_MARK, atomic_write, read_yaml_mapping
-from splitrl.training.config import scenario_from_dict
 
 CONFIG_FILE = "config.yaml"
 LOCK_FILE = ".lock"
