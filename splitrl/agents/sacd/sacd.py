@@ -285,12 +285,13 @@ class SACD(OffPolicyAlgorithm):
             probs, log_probs = self.actor(data.observations, data.action_masks)
             with th.no_grad():
                 min_q = th.stack(self.critic(data.observations)).min(dim=0).values
-                prior_log_probs = (
-                    self.actor.prior_log_probs(data.observations, data.action_masks)
-                    if self.target_kl is not None
-                    else th.zeros_like(log_probs)
-                )
-            regularizer = log_probs - prior_log_probs
+            regularizer = log_probs
+            if self.target_kl is not None:
+                with th.no_grad():
+                    prior_log_probs = self.actor.prior_log_probs(
+                        data.observations, data.action_masks
+                    )
+                regularizer = log_probs - prior_log_probs
             actor_loss = (probs * (ent_coef * regularizer - min_q)).sum(dim=1).mean()
             self._gradient_step(self.actor.optimizer, actor_loss)
 
@@ -299,9 +300,9 @@ class SACD(OffPolicyAlgorithm):
             # with target_kl, move KL(pi || pi0) toward target_kl (a larger KL raises alpha)
             entropy = -(probs * log_probs).sum(dim=1).detach()
             target_entropy = self.target_entropy_ratio * data.action_masks.sum(dim=1).float().log()
-            kl = (probs * regularizer).sum(dim=1).detach()
+            kl = (probs * regularizer).sum(dim=1).detach() if self.target_kl is not None else None
             if self.ent_coef_optimizer is not None and self.log_ent_coef is not None:
-                if self.target_kl is not None:
+                if kl is not None:
                     ent_coef_loss = (self.log_ent_coef * (self.target_kl - kl)).mean()
                 else:
                     ent_coef_loss = (self.log_ent_coef * (entropy - target_entropy)).mean()
@@ -318,7 +319,8 @@ class SACD(OffPolicyAlgorithm):
             critic_losses.append(critic_loss.item())
             ent_coefs.append(ent_coef.item())
             entropies.append(entropy.mean().item())
-            kls.append(kl.mean().item())
+            if kl is not None:
+                kls.append(kl.mean().item())
             target_entropies.append(target_entropy.mean().item())
             q_values.append(th.cat(current_q).mean().item())
 
@@ -328,7 +330,7 @@ class SACD(OffPolicyAlgorithm):
         self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/entropy", np.mean(entropies))
         self.logger.record("train/target_entropy", np.mean(target_entropies))
-        if self.target_kl is not None:
+        if kls:
             self.logger.record("train/kl_to_prior", np.mean(kls))
         self.logger.record("train/q_values", np.mean(q_values))
         if len(ent_coef_losses) > 0:
