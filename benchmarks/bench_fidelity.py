@@ -31,9 +31,9 @@ Rows:
   (:class:`~splitrl.envs.time_model.LinkOverheads`: header bytes per packet, the shaper's
   bucket, the reply's ACK). On both paths it adds the software stack's time (socket calls,
   thread and event-loop hops in device, relay and server, late wake-ups), estimated per request
-  as the device could: the median *host time* of the last ``STACK_WINDOW`` requests answered
-  before this one arrived. A request's host time is its measured latency less its measured
-  transfer and less the model's other components (:func:`host_times`); before any answer, the
+  as the device could: the median *residual* of the last ``STACK_WINDOW`` requests answered
+  before this one arrived. A request's residual is its measured latency less the model's
+  prediction without a stack term (:func:`latency_residuals`); before any answer, the
   calibration below;
 * ``PATH, stack measured before``: the stack's time as one constant per path
   (``LinkOverheads.stack_s``, the environment's term), measured before the traces: the median
@@ -120,7 +120,7 @@ KERNEL_LINK = LinkOverheads(
 )
 #: requests, over a fast constant link, that measure the software stack's time of a path
 CALIBRATION_REQUESTS = 50
-#: answered requests whose median host time estimates the stack time of the next request
+#: answered requests whose median residual estimates the stack time of the next request
 STACK_WINDOW = 20
 #: the interpreter's thread switch interval during the run (Python's default: 5 ms)
 SWITCH_INTERVAL_S = 0.0005
@@ -367,18 +367,16 @@ def predict(
     return predicted
 
 
-def host_times(
+def latency_residuals(
     records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]]
 ) -> list[float]:
-    """Per request, the host's time: the measured latency less the measured transfer and less
-    the time model's other components (wait, compute, codec, server, the round trip's draw).
-    What is left is the software stack's: socket calls, thread and event-loop hops, late
-    wake-ups. NaN for a request not answered or not offloaded.
+    """Per request, its residual: the measured latency less the time model's prediction without
+    a stack term. What is left is the software stack's time (socket calls, thread and event-loop
+    hops, late wake-ups) and the transfer's own residual (the device sees a transfer end when its
+    polling sees the last ACK). NaN for a request not answered or not offloaded.
     """
     return [
-        r.latency_s - r.transfer_s - (p["latency"] - p["transfer"])
-        if r.status == "ok" and not r.device_only
-        else math.nan
+        r.latency_s - p["latency"] if r.status == "ok" and not r.device_only else math.nan
         for r, p in zip(records, predicted, strict=True)
     ]
 
@@ -387,12 +385,12 @@ def stack_estimates(
     records: Sequence[RequestRecord], predicted: Sequence[dict[str, float]], prior_s: float
 ) -> list[float]:
     """Per request, the stack's time as the device could estimate it when the request arrived:
-    the median :func:`host_times` of the last ``STACK_WINDOW`` requests answered by then
+    the median :func:`latency_residuals` of the last ``STACK_WINDOW`` requests answered by then
     (``prior_s`` while there are none)."""
-    host = host_times(records, predicted)
+    residuals = latency_residuals(records, predicted)
     answered = sorted(
         (r.arrival_s + r.latency_s, h)
-        for r, h in zip(records, host, strict=True)
+        for r, h in zip(records, residuals, strict=True)
         if not math.isnan(h)
     )
     estimates = []

@@ -138,13 +138,14 @@ def test_the_bucket_holds_time_and_outages_hold_the_transfer() -> None:
 
 
 def test_the_stack_estimate_uses_only_requests_answered_before() -> None:
-    # request i arrives at i s; its host time (latency - transfer - the model's other parts) is
-    # 10 ms x (i + 1); request 2 takes 2.5 s, so the device learns of it only at 4.5 s
+    # request i arrives at i s; its residual (measured less predicted latency, the transfer's
+    # own residual of 2 ms included) is 10 ms x (i + 1); request 2 takes 2.5 s, so the device
+    # learns of it only at 4.5 s
     records, predicted = [], []
     for i in range(30):
         latency = 2.5 if i == 2 else 0.1
         records.append(
-            RequestRecord(i, float(i), (1, 0, 0), "", [], False, transfer_s=0.03, latency_s=latency)
+            RequestRecord(i, float(i), (1, 0, 0), "", [], False, transfer_s=0.032, latency_s=latency)
         )
         predicted.append({"latency": latency - 0.01 * (i + 1), "transfer": 0.03, "rtt": 0.02})
     records.append(RequestRecord(30, 30.0, (1, 2, 0), "", [], True, latency_s=0.04))
