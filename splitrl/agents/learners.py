@@ -55,6 +55,8 @@ class LearnerSpec:
     :param default_hyperparameters: constructor keywords used unless a config overrides them
     :param predicted_values: whether the learner observes, besides the env's observation, the
         predicted value of every flat action (:mod:`splitrl.agents.features`)
+    :param hindsight_values: whether the training envs put the hindsight value of every flat
+        action in each step's info (:mod:`splitrl.agents.hindsight`); the policy never sees them
     """
 
     name: str
@@ -65,6 +67,7 @@ class LearnerSpec:
     uses_masks: bool
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     predicted_values: bool = False
+    hindsight_values: bool = False
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
         """The algorithm class (imported now)."""
@@ -80,8 +83,12 @@ class LearnerSpec:
         return issubclass(self.algorithm_class(), OffPolicyAlgorithm)
 
     def wrap_env(self, env: gym.Env[Any, Any]) -> gym.Env[Any, Any]:
-        """``env`` as the learner sees it: with the predicted-value features and the action wrapper
-        its spec asks for."""
+        """``env`` as the learner trains on it: with the hindsight values, the predicted-value
+        features and the action wrapper its spec asks for."""
+        if self.hindsight_values:
+            from splitrl.agents.hindsight import HindsightValuesInfo
+
+            env = HindsightValuesInfo(env)
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
@@ -230,6 +237,24 @@ LEARNERS: dict[str, LearnerSpec] = {
                 "policy_kwargs": {**_NET, "action_prior": True},
             },
             predicted_values=True,
+        ),
+        LearnerSpec(
+            name="sacd-hindsight",
+            algorithm="splitrl.agents.sacd:SACD",
+            description="sacd-prior whose critics regress every action's hindsight value "
+            "(what it would have earned on the same channel) instead of a Bellman target",
+            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
+            "ICML 2023",
+            action_view="multi-discrete",
+            uses_masks=True,
+            default_hyperparameters={
+                **_SOFT_ACTOR_CRITIC_DEFAULTS,
+                "hindsight_critic": True,
+                "target_kl": 0.05,
+                "policy_kwargs": {**_NET, "action_prior": True},
+            },
+            predicted_values=True,
+            hindsight_values=True,
         ),
         LearnerSpec(
             name="ppo",

@@ -10,6 +10,9 @@ from stable_baselines3.common.vec_env import VecNormalize
 
 from splitrl.agents.sacd.policies import action_nvec
 
+#: the key of a step's ``info`` that holds the hindsight value of every joint action
+HINDSIGHT_INFO_KEY = "hindsight_values"
+
 
 class MaskableReplayBufferSamples(NamedTuple):
     observations: th.Tensor
@@ -19,6 +22,7 @@ class MaskableReplayBufferSamples(NamedTuple):
     rewards: th.Tensor
     action_masks: th.Tensor
     next_action_masks: th.Tensor
+    hindsight_values: th.Tensor | None = None
 
 
 class MaskableReplayBuffer(ReplayBuffer):
@@ -37,10 +41,15 @@ class MaskableReplayBuffer(ReplayBuffer):
         (observations only; the masks are always stored for both states)
     :param handle_timeout_termination: Handle timeout termination (due to timelimit)
         separately and treat the task as infinite horizon task.
+    :param store_hindsight: also store the hindsight value of every joint action of each
+        transition, from ``infos[i]["hindsight_values"]`` (in splitrl:
+        :class:`~splitrl.agents.hindsight.HindsightValuesInfo`); a transition without them is
+        rejected with a ``ValueError``
     """
 
     action_masks: np.ndarray
     next_action_masks: np.ndarray
+    hindsight_values: np.ndarray | None
 
     def __init__(
         self,
@@ -51,6 +60,7 @@ class MaskableReplayBuffer(ReplayBuffer):
         n_envs: int = 1,
         optimize_memory_usage: bool = False,
         handle_timeout_termination: bool = True,
+        store_hindsight: bool = False,
     ):
         super().__init__(
             buffer_size,
@@ -64,6 +74,11 @@ class MaskableReplayBuffer(ReplayBuffer):
         n_actions = int(np.prod(action_nvec(action_space)))
         self.action_masks = np.ones((self.buffer_size, self.n_envs, n_actions), dtype=bool)
         self.next_action_masks = np.ones((self.buffer_size, self.n_envs, n_actions), dtype=bool)
+        self.hindsight_values = (
+            np.zeros((self.buffer_size, self.n_envs, n_actions), dtype=np.float32)
+            if store_hindsight
+            else None
+        )
         self._staged_masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
 
     def stage_action_masks(
@@ -89,6 +104,10 @@ class MaskableReplayBuffer(ReplayBuffer):
         done: np.ndarray,
         infos: list[dict[str, Any]],
     ) -> None:
+        if self.hindsight_values is not None:
+            self.hindsight_values[self.pos] = _hindsight_values(
+                infos, self.hindsight_values.shape[2]
+            )
         action_masks, next_action_masks = self._staged_masks
         self.action_masks[self.pos] = True if action_masks is None else action_masks
         self.next_action_masks[self.pos] = True if next_action_masks is None else next_action_masks
@@ -129,4 +148,29 @@ class MaskableReplayBuffer(ReplayBuffer):
             self.action_masks[batch_inds, env_indices, :],
             self.next_action_masks[batch_inds, env_indices, :],
         )
-        return MaskableReplayBufferSamples(*tuple(map(self.to_torch, data)))
+        hindsight = (
+            None
+            if self.hindsight_values is None
+            else self.to_torch(self.hindsight_values[batch_inds, env_indices, :])
+        )
+        return MaskableReplayBufferSamples(*tuple(map(self.to_torch, data)), hindsight)
+
+
+def _hindsight_values(infos: list[dict[str, Any]], n_actions: int) -> np.ndarray:
+    """The hindsight values of one step's transitions, ``(n_envs, n_actions)``, from their infos."""
+    rows = []
+    for info in infos:
+        values = info.get(HINDSIGHT_INFO_KEY)
+        if values is None:
+            raise ValueError(
+                f"the replay buffer stores hindsight values but a step's info has no "
+                f"{HINDSIGHT_INFO_KEY!r} (in splitrl: wrap the training env in "
+                "splitrl.agents.hindsight.HindsightValuesInfo)"
+            )
+        values = np.asarray(values, dtype=np.float32)
+        if values.shape != (n_actions,) or not np.isfinite(values).all():
+            raise ValueError(
+                f"{HINDSIGHT_INFO_KEY} must be {n_actions} finite values, got shape {values.shape}"
+            )
+        rows.append(values)
+    return np.stack(rows)

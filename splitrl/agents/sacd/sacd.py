@@ -1,5 +1,6 @@
 """Soft Actor-Critic for discrete actions (SACD), with action masking, as an SB3 algorithm."""
 
+from collections.abc import Callable
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -14,7 +15,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import get_parameters_by_name, polyak_update
 from torch.nn import functional as F
 
-from splitrl.agents.sacd.buffers import MaskableReplayBuffer
+from splitrl.agents.sacd.buffers import MaskableReplayBuffer, MaskableReplayBufferSamples
 from splitrl.agents.sacd.policies import (
     CategoricalActor,
     DiscreteCritic,
@@ -84,6 +85,16 @@ class SACD(OffPolicyAlgorithm):
         untrained actor is ``pi0``, so training improves on the prior within a trust region
         instead of first unlearning it (KL-regularized RL, as in MPO: Abdolmaleki et al., 2018).
         ``None`` keeps the entropy regularizer.
+    :param hindsight_critic: train the critics on hindsight values instead of the soft Bellman
+        target: in an environment whose randomness is exogenous (the action does not change it),
+        the env can tell after each step what *every* action would have been worth, and puts it
+        in ``info["hindsight_values"]`` (one value per joint action). Each critic then regresses
+        ``Q_i(s, a)`` on those values for every allowed ``a`` of every sampled transition, a
+        supervised target with one label per action instead of one bootstrapped label per
+        transition, and ``Q`` converges to the best estimate of them from what the observation
+        knows (hindsight learning: Sinclair et al., ICML 2023). The values must then carry the
+        future's cost themselves (``gamma``, the target critics and ``reward_centering`` are not
+        used). The actor and the temperature are unchanged.
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -124,6 +135,7 @@ class SACD(OffPolicyAlgorithm):
         critic_loss: Literal["mse", "huber"] = "mse",
         reward_centering: float = 0.0,
         target_kl: float | None = None,
+        hindsight_critic: bool = False,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -165,6 +177,7 @@ class SACD(OffPolicyAlgorithm):
         self.critic_loss = critic_loss
         self.reward_centering = reward_centering
         self.target_kl = target_kl
+        self.hindsight_critic = hindsight_critic
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
         self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
@@ -195,6 +208,8 @@ class SACD(OffPolicyAlgorithm):
             )
         if self.target_kl is not None and not self.target_kl > 0.0:
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
+        if self.hindsight_critic:
+            self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "store_hindsight": True}
         super()._setup_model()
         self._create_aliases()
         if self.target_kl is not None and not self.actor.prior_scale:
@@ -251,33 +266,10 @@ class SACD(OffPolicyAlgorithm):
             else:
                 ent_coef = self.ent_coef_tensor
 
-            # Reward centering: r_bar <- r_bar + eta (mean batch reward - r_bar)
-            rewards = data.rewards
-            if self.reward_centering > 0.0:
-                batch_mean = data.rewards.mean().item()
-                if self.reward_offset is None:
-                    self.reward_offset = batch_mean
-                self.reward_offset += self.reward_centering * (batch_mean - self.reward_offset)
-                rewards = data.rewards - self.reward_offset
-
-            # Critics: soft Bellman target with the exact expectation over the next policy
-            # V(s') = sum_a pi(a|s') [min_i Q_targ_i(s', a) - alpha log pi(a|s')]
-            with th.no_grad():
-                next_probs, next_log_probs = self.actor(
-                    data.next_observations, data.next_action_masks
-                )
-                next_q = th.stack(self.critic_target(data.next_observations)).min(dim=0).values
-                if self.target_kl is not None:
-                    next_log_probs = next_log_probs - self.actor.prior_log_probs(
-                        data.next_observations, data.next_action_masks
-                    )
-                next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(
-                    dim=1, keepdim=True
-                )
-                target_q = rewards + (1 - data.dones) * self.gamma * next_v
-            current_q = [q.gather(1, actions) for q in self.critic(data.observations)]
-            critic_loss = 0.5 * sum(td_loss(q, target_q) for q in current_q)
-            assert isinstance(critic_loss, th.Tensor)
+            if self.hindsight_critic:
+                critic_loss, current_q = self._hindsight_critic_loss(data, actions, td_loss)
+            else:
+                critic_loss, current_q = self._bellman_critic_loss(data, actions, ent_coef, td_loss)
             self._gradient_step(self.critic.optimizer, critic_loss)
 
             # Actor: minimize sum_a pi(a|s) [alpha log pi(a|s) - min_i Q_i(s, a)]
@@ -337,6 +329,56 @@ class SACD(OffPolicyAlgorithm):
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
         if self.reward_offset is not None:
             self.logger.record("train/reward_offset", self.reward_offset)
+
+    def _bellman_critic_loss(
+        self,
+        data: MaskableReplayBufferSamples,
+        actions: th.Tensor,
+        ent_coef: th.Tensor,
+        td_loss: Callable[..., th.Tensor],
+    ) -> tuple[th.Tensor, list[th.Tensor]]:
+        """The critics' soft Bellman loss on the taken actions, and their Q of those actions."""
+        # Reward centering: r_bar <- r_bar + eta (mean batch reward - r_bar)
+        rewards = data.rewards
+        if self.reward_centering > 0.0:
+            batch_mean = data.rewards.mean().item()
+            if self.reward_offset is None:
+                self.reward_offset = batch_mean
+            self.reward_offset += self.reward_centering * (batch_mean - self.reward_offset)
+            rewards = data.rewards - self.reward_offset
+
+        # Soft Bellman target with the exact expectation over the next policy
+        # V(s') = sum_a pi(a|s') [min_i Q_targ_i(s', a) - alpha log pi(a|s')]
+        with th.no_grad():
+            next_probs, next_log_probs = self.actor(data.next_observations, data.next_action_masks)
+            next_q = th.stack(self.critic_target(data.next_observations)).min(dim=0).values
+            if self.target_kl is not None:
+                next_log_probs = next_log_probs - self.actor.prior_log_probs(
+                    data.next_observations, data.next_action_masks
+                )
+            next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(dim=1, keepdim=True)
+            target_q = rewards + (1 - data.dones) * self.gamma * next_v
+        current_q = [q.gather(1, actions) for q in self.critic(data.observations)]
+        critic_loss = 0.5 * sum(td_loss(q, target_q) for q in current_q)
+        assert isinstance(critic_loss, th.Tensor)
+        return critic_loss, current_q
+
+    def _hindsight_critic_loss(
+        self,
+        data: MaskableReplayBufferSamples,
+        actions: th.Tensor,
+        td_loss: Callable[..., th.Tensor],
+    ) -> tuple[th.Tensor, list[th.Tensor]]:
+        """The critics' regression loss on the hindsight value of every allowed action (mean over
+        the allowed actions of the batch), and their Q of the taken actions."""
+        assert data.hindsight_values is not None
+        allowed = data.action_masks.float()
+        current_q = self.critic(data.observations)
+        losses = [
+            (td_loss(q, data.hindsight_values, reduction="none") * allowed).sum() / allowed.sum()
+            for q in current_q
+        ]
+        return 0.5 * sum(losses, th.zeros(())), [q.gather(1, actions) for q in current_q]
 
     def _gradient_step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
         """One optimizer step on ``loss``, with the gradient norm clipped to ``max_grad_norm``."""

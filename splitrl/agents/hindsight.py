@@ -1,0 +1,88 @@
+"""Hindsight action values: what every action turned out to be worth, for training a critic.
+
+The uplink's capacity, the round trip and the server's load are exogenous: the device's choice
+does not change them. So once a request has been served in simulation, the env can say what every
+other action would have earned on the very same channel, draws and load
+(:meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`). :class:`HindsightActionValues` turns
+that into one value per flat action, the true reward minus the cost of the backlog the action
+leaves (:func:`~splitrl.agents.baselines.backlog.backlog_cost`, the value
+``clairvoyant-lookahead`` maximizes). A critic trained to regress these values from the device's
+observation learns the best *causal* estimate of them: hindsight learning for MDPs with exogenous
+inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
+
+Only training uses them: the values read the future, so no policy may observe them.
+:class:`HindsightValuesInfo` puts them in the ``info`` of each step, where
+:class:`~splitrl.agents.sacd.SACD` with ``hindsight_critic=True`` takes them into its replay buffer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, backlog_cost, check_horizon
+from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
+from splitrl.envs.split_computing import SplitComputingEnv
+
+
+class HindsightActionValues:
+    """Every flat action's true reward minus its backlog cost, for the current request.
+
+    Entry ``i`` belongs to flat action ``i`` (C order over ``(exit, split, bits)``), relative to the
+    best action (which has 0, the others a negative value); actions that are not canonical get 0.
+    The reward's correctness is the action's accuracy in the profile, not this sample's label, as
+    for ``clairvoyant-lookahead``: knowing the label is luck, not a property of the channel.
+
+    :param horizon: next requests the backlog cost counts
+    """
+
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        self.horizon = check_horizon(horizon)
+
+    def __call__(self, env: SplitComputingEnv) -> np.ndarray:
+        """The values of the current request, ``(n_actions,)`` float32; call before the step."""
+        outcomes = env.evaluate_actions()
+        values = outcomes.reward - backlog_cost(
+            outcomes, env.frame_interval_s, env.reward_spec, self.horizon
+        )
+        result = np.zeros(env.actions.n_actions, dtype=np.float32)
+        flat = np.ravel_multi_index(tuple(outcomes.actions.T), env.actions.nvec)
+        result[flat] = values - values.max()
+        return result
+
+
+class HindsightValuesInfo(gym.Wrapper[Any, Any, Any, Any]):
+    """Adds :class:`HindsightActionValues` of the request a step served to that step's ``info``
+    (key ``"hindsight_values"``). The observation is unchanged: the policy never sees them.
+
+    :param env: a ``SplitComputingEnv``, possibly wrapped
+    :param horizon: next requests the backlog cost counts
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        super().__init__(env)
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, SplitComputingEnv):
+            raise ValueError(
+                f"hindsight values need a SplitComputingEnv, got {type(unwrapped).__name__}"
+            )
+        self.split_env = unwrapped
+        self.values = HindsightActionValues(horizon)
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        values = self.values(self.split_env)
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return (
+            observation,
+            float(reward),
+            terminated,
+            truncated,
+            {**info, HINDSIGHT_INFO_KEY: values},
+        )
+
+    def action_masks(self) -> np.ndarray:
+        """The env's masks of canonical actions."""
+        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
+        return masks

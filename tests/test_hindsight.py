@@ -1,0 +1,200 @@
+"""Hindsight action values and SACD's hindsight critic."""
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from splitrl.agents.baselines.oracles import ClairvoyantLookaheadPolicy
+from splitrl.agents.hindsight import HindsightActionValues, HindsightValuesInfo
+from splitrl.agents.learners import get_learner
+from splitrl.agents.sacd import SACD, MaskableReplayBuffer
+from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
+from splitrl.envs.scenarios import get_scenario
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.training.trainer import make_envs, training_scenario
+
+N_ACTIONS = 5
+N_CONTEXTS = 3
+
+
+def test_values_rank_actions_as_clairvoyant_lookahead_does() -> None:
+    env = SplitComputingEnv("default")
+    env.reset(seed=4)
+    values = HindsightActionValues()
+    oracle = ClairvoyantLookaheadPolicy()
+    masks = env.action_masks()
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        row = values(env)
+        assert row.shape == (env.actions.n_actions,) and row.dtype == np.float32
+        assert row.max() == 0.0 and np.all(row[~masks] == 0.0)
+        best = np.unravel_index(int(np.argmax(np.where(masks, row, -np.inf))), env.actions.nvec)
+        np.testing.assert_array_equal(best, oracle.act(env, np.zeros(0)))
+        # a random allowed action, so that backlogs occur too
+        env.step(np.array(np.unravel_index(rng.choice(np.flatnonzero(masks)), env.actions.nvec)))
+
+
+def test_info_carries_the_values_of_the_request_the_step_served() -> None:
+    env = HindsightValuesInfo(
+        SplitComputingEnv(training_scenario(get_scenario("default"), "expected"))
+    )
+    env.reset(seed=7)
+    twin = copy.deepcopy(env.unwrapped)
+    action = np.array([1, 0, 2])
+    expected = HindsightActionValues()(twin)
+    _, reward, *_, info = env.step(action)
+    np.testing.assert_array_equal(info[HINDSIGHT_INFO_KEY], expected)
+    # the taken action's true reward is the one the step paid
+    outcomes = twin.evaluate_actions()
+    taken = np.flatnonzero((outcomes.actions == twin.actions.canonical(1, 0, 2)).all(axis=1))[0]
+    assert outcomes.reward[taken] == pytest.approx(reward)
+    assert np.asarray(env.action_masks()).shape == (env.unwrapped.actions.n_actions,)
+
+
+def test_values_need_a_split_computing_env() -> None:
+    with pytest.raises(ValueError, match="hindsight values need a SplitComputingEnv"):
+        HindsightValuesInfo(gym.make("CartPole-v1"))
+
+
+class HindsightBandit(gym.Env[np.ndarray, np.int64]):
+    """One-step contextual bandit: context ``c`` pays 1 for action ``c`` and 0 otherwise, and every
+    step's info gives the value of every action. The behaviour policy in the tests is uniform, so
+    the Bellman critic sees each label one time in ``N_ACTIONS``; the hindsight critic every time."""
+
+    observation_space = spaces.Box(0.0, 1.0, shape=(N_CONTEXTS,), dtype=np.float32)
+    action_space = spaces.Discrete(N_ACTIONS)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self._observe(), {}
+
+    def _observe(self) -> np.ndarray:
+        self.context = int(self.np_random.integers(N_CONTEXTS))
+        return np.eye(N_CONTEXTS, dtype=np.float32)[self.context]
+
+    def values(self) -> np.ndarray:
+        return (np.arange(N_ACTIONS) == self.context).astype(np.float32)
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
+        values = self.values()
+        reward = float(values[int(action)])
+        return self._observe(), reward, True, False, {HINDSIGHT_INFO_KEY: values}
+
+
+def test_the_buffer_stores_and_samples_the_values() -> None:
+    buffer = MaskableReplayBuffer(
+        8,
+        HindsightBandit.observation_space,
+        HindsightBandit.action_space,
+        "cpu",
+        store_hindsight=True,
+    )
+    for i in range(8):
+        values = np.full(N_ACTIONS, float(i), dtype=np.float32)
+        obs = np.full((1, N_CONTEXTS), float(i), dtype=np.float32)
+        buffer.add(
+            obs,
+            obs,
+            np.array([[0]]),
+            np.array([0.0]),
+            np.array([True]),
+            [{HINDSIGHT_INFO_KEY: values}],
+        )
+    sample = buffer.sample(16)
+    assert sample.hindsight_values is not None
+    # each transition's values belong to it
+    assert th.equal(sample.hindsight_values[:, 0], sample.observations[:, 0])
+    assert th.equal(sample.hindsight_values, sample.hindsight_values[:, :1].expand(-1, N_ACTIONS))
+    obs = np.zeros((1, N_CONTEXTS), dtype=np.float32)
+    with pytest.raises(ValueError, match="has no 'hindsight_values'"):
+        buffer.add(obs, obs, np.array([[0]]), np.array([0.0]), np.array([True]), [{}])
+    with pytest.raises(ValueError, match="5 finite values"):
+        buffer.add(
+            obs,
+            obs,
+            np.array([[0]]),
+            np.array([0.0]),
+            np.array([True]),
+            [{HINDSIGHT_INFO_KEY: np.zeros(3)}],
+        )
+
+
+def test_without_the_option_nothing_is_stored() -> None:
+    buffer = MaskableReplayBuffer(
+        4, HindsightBandit.observation_space, HindsightBandit.action_space
+    )
+    assert buffer.hindsight_values is None
+    obs = np.zeros((1, N_CONTEXTS), dtype=np.float32)
+    buffer.add(obs, obs, np.array([[0]]), np.array([0.0]), np.array([True]), [{}])
+    assert buffer.sample(2).hindsight_values is None
+
+
+def hindsight_model(**kwargs) -> SACD:
+    settings = {
+        "policy_kwargs": {"net_arch": [32]},
+        "learning_starts": 64,
+        "batch_size": 32,
+        "learning_rate": 3e-3,
+        "seed": 0,
+    }
+    return SACD("MlpPolicy", HindsightBandit(), **{**settings, **kwargs})
+
+
+def test_the_critic_loss_matches_a_hand_computation(one_torch_thread: None) -> None:
+    """The loss is 1/2 sum_i mean over the allowed actions of (Q_i(s, a) - value(s, a))^2."""
+    model = hindsight_model(hindsight_critic=True)
+    model.learn(64)  # fills the buffer, no update yet
+    data = model.replay_buffer.sample(16)
+    assert data.hindsight_values is not None
+    actions = model.policy.action_to_index(data.actions).unsqueeze(1)
+    loss, taken_q = model._hindsight_critic_loss(data, actions, th.nn.functional.mse_loss)
+    q1, q2 = model.critic(data.observations)
+    expected = 0.5 * (
+        ((q1 - data.hindsight_values) ** 2).mean() + ((q2 - data.hindsight_values) ** 2).mean()
+    )
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert th.equal(taken_q[0], q1.gather(1, actions))
+
+
+def test_hindsight_critic_learns_every_action_from_a_uniform_behaviour(
+    one_torch_thread: None,
+) -> None:
+    """With only the warm-up's uniform actions, the hindsight critic fits the value of every action
+    in every context, and the greedy policy picks the paying action; the same budget of Bellman
+    updates sees each label a fifth as often and fits worse."""
+    errors = {}
+    for hindsight in (True, False):
+        model = hindsight_model(
+            hindsight_critic=hindsight, learning_starts=600, gamma=0.0, ent_coef=0.01
+        )
+        model.learn(600 + 300)
+        observations = th.eye(N_CONTEXTS)
+        with th.no_grad():
+            q1, q2 = model.critic(observations)
+        truth = th.as_tensor(np.eye(N_CONTEXTS, N_ACTIONS), dtype=th.float32)
+        errors[hindsight] = float(th.maximum((q1 - truth).abs(), (q2 - truth).abs()).max())
+        if hindsight:
+            actions, _ = model.predict(observations.numpy(), deterministic=True)
+            np.testing.assert_array_equal(actions, np.arange(N_CONTEXTS))
+    assert errors[True] < 0.1
+    assert errors[True] < errors[False]
+
+
+def test_the_learner_trains_its_critic_on_the_env_values(one_torch_thread: None) -> None:
+    spec = get_learner("sacd-hindsight")
+    envs = make_envs(spec, get_scenario("default"), 1, 0)
+    hyperparameters = spec.resolved_hyperparameters({"learning_starts": 32, "batch_size": 16})
+    model = spec.build_model(envs, hyperparameters, seed=0)
+    model.learn(64)
+    buffer = model.replay_buffer
+    assert isinstance(buffer, MaskableReplayBuffer) and buffer.hindsight_values is not None
+    stored = buffer.hindsight_values[:64, 0]
+    assert np.all(stored.max(axis=1) == 0.0) and np.all(stored.min(axis=1) < 0.0)
+    assert np.all(stored[~buffer.action_masks[:64, 0]] == 0.0)
+    assert model.logger.name_to_value["train/critic_loss"] > 0.0
