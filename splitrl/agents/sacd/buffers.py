@@ -153,7 +153,8 @@ class MaskableReplayBuffer(ReplayBuffer):
             if self.hindsight_values is None
             else self.to_torch(self.hindsight_values[batch_inds, env_indices, :])
         )
-        return MaskableReplayBufferSamples(*tuple(map(self.to_torch, data)), hindsight)
+        samples = MaskableReplayBufferSamples(*tuple(map(self.to_torch, data)))
+        return samples._replace(hindsight_values=hindsight)
 
 
 def _hindsight_values(infos: list[dict[str, Any]], n_actions: int) -> np.ndarray:
