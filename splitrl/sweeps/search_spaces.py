@@ -74,6 +74,7 @@ def sample_ppo_params(trial: optuna.Trial) -> None:
 SAMPLERS: dict[str, Callable[[optuna.Trial], None]] = {
     "sacd": sample_sacd_params,
     "sacd-prior": sample_sacd_prior_params,
+    "sacd-hindsight": sample_sacd_prior_params,
     "dqn": sample_dqn_params,
     "ppo": sample_ppo_params,
     "maskable-ppo": sample_ppo_params,
