@@ -241,15 +241,15 @@ LEARNERS: dict[str, LearnerSpec] = {
         LearnerSpec(
             name="sacd-hindsight",
             algorithm="splitrl.agents.sacd:SACD",
-            description="sacd-prior whose critics regress every action's hindsight value "
-            "(what it would have earned on the same channel) instead of a Bellman target",
+            description="sacd-prior whose actor learns from every action's hindsight value "
+            "(what it would have earned on the same channel) in place of a learned critic",
             source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
             "ICML 2023",
             action_view="multi-discrete",
             uses_masks=True,
             default_hyperparameters={
                 **_SOFT_ACTOR_CRITIC_DEFAULTS,
-                "hindsight_critic": True,
+                "hindsight": "actor",
                 "target_kl": 0.05,
                 "policy_kwargs": {**_NET, "action_prior": True},
             },

@@ -85,16 +85,17 @@ class SACD(OffPolicyAlgorithm):
         untrained actor is ``pi0``, so training improves on the prior within a trust region
         instead of first unlearning it (KL-regularized RL, as in MPO: Abdolmaleki et al., 2018).
         ``None`` keeps the entropy regularizer.
-    :param hindsight_critic: train the critics on hindsight values instead of the soft Bellman
-        target: in an environment whose randomness is exogenous (the action does not change it),
-        the env can tell after each step what *every* action would have been worth, and puts it
-        in ``info["hindsight_values"]`` (one value per joint action). Each critic then regresses
-        ``Q_i(s, a)`` on those values for every allowed ``a`` of every sampled transition, a
-        supervised target with one label per action instead of one bootstrapped label per
-        transition, and ``Q`` converges to the best estimate of them from what the observation
-        knows (hindsight learning: Sinclair et al., ICML 2023). The values must then carry the
-        future's cost themselves (``gamma``, the target critics and ``reward_centering`` are not
-        used). The actor and the temperature are unchanged.
+    :param hindsight: learn from hindsight values, in an environment whose randomness is
+        exogenous (the action does not change it): after each step the env tells what *every*
+        action would have been worth on the same draws, in ``info["hindsight_values"]`` (one value
+        per joint action, the future's cost included), and the replay buffer stores them.
+        ``"critic"``: the critics regress ``Q_i(s, a)`` on those values for every allowed ``a``
+        instead of the soft Bellman target, one label per action instead of one bootstrapped
+        label per transition. ``"actor"``: the actor's loss takes the values of the sampled
+        request in place of ``min_i Q_i(s, a)``, an exact counterfactual value of every action
+        (the critics are not trained). Hindsight learning: Sinclair et al., ICML 2023. With
+        either, ``gamma``, the target critics and ``reward_centering`` are not used; the
+        temperature is unchanged. ``None``: the soft Bellman critics (default).
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -135,7 +136,7 @@ class SACD(OffPolicyAlgorithm):
         critic_loss: Literal["mse", "huber"] = "mse",
         reward_centering: float = 0.0,
         target_kl: float | None = None,
-        hindsight_critic: bool = False,
+        hindsight: Literal["critic", "actor"] | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -177,7 +178,7 @@ class SACD(OffPolicyAlgorithm):
         self.critic_loss = critic_loss
         self.reward_centering = reward_centering
         self.target_kl = target_kl
-        self.hindsight_critic = hindsight_critic
+        self.hindsight = hindsight
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
         self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
@@ -208,7 +209,9 @@ class SACD(OffPolicyAlgorithm):
             )
         if self.target_kl is not None and not self.target_kl > 0.0:
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
-        if self.hindsight_critic:
+        if self.hindsight not in (None, "critic", "actor"):
+            raise ValueError(f"hindsight must be 'critic', 'actor' or None, got {self.hindsight!r}")
+        if self.hindsight is not None:
             self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "store_hindsight": True}
         super()._setup_model()
         self._create_aliases()
@@ -266,17 +269,26 @@ class SACD(OffPolicyAlgorithm):
             else:
                 ent_coef = self.ent_coef_tensor
 
-            if self.hindsight_critic:
+            critic_loss: th.Tensor | None
+            if self.hindsight == "actor":
+                assert data.hindsight_values is not None
+                critic_loss, current_q = None, [data.hindsight_values.gather(1, actions)]
+            elif self.hindsight == "critic":
                 critic_loss, current_q = self._hindsight_critic_loss(data, actions, td_loss)
             else:
                 critic_loss, current_q = self._bellman_critic_loss(data, actions, ent_coef, td_loss)
-            self._gradient_step(self.critic.optimizer, critic_loss)
+            if critic_loss is not None:
+                self._gradient_step(self.critic.optimizer, critic_loss)
 
             # Actor: minimize sum_a pi(a|s) [alpha log pi(a|s) - min_i Q_i(s, a)]
             # (with target_kl, log pi - log pi0 in place of log pi)
             probs, log_probs = self.actor(data.observations, data.action_masks)
             with th.no_grad():
-                min_q = th.stack(self.critic(data.observations)).min(dim=0).values
+                if self.hindsight == "actor":
+                    assert data.hindsight_values is not None
+                    min_q = data.hindsight_values
+                else:
+                    min_q = th.stack(self.critic(data.observations)).min(dim=0).values
             regularizer = log_probs
             if self.target_kl is not None:
                 with th.no_grad():
@@ -308,7 +320,8 @@ class SACD(OffPolicyAlgorithm):
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
 
             actor_losses.append(actor_loss.item())
-            critic_losses.append(critic_loss.item())
+            if critic_loss is not None:
+                critic_losses.append(critic_loss.item())
             ent_coefs.append(ent_coef.item())
             entropies.append(entropy.mean().item())
             if kl is not None:
@@ -319,7 +332,8 @@ class SACD(OffPolicyAlgorithm):
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", np.mean(ent_coefs))
         self.logger.record("train/actor_loss", np.mean(actor_losses))
-        self.logger.record("train/critic_loss", np.mean(critic_losses))
+        if critic_losses:
+            self.logger.record("train/critic_loss", np.mean(critic_losses))
         self.logger.record("train/entropy", np.mean(entropies))
         self.logger.record("train/target_entropy", np.mean(target_entropies))
         if kls:
