@@ -203,3 +203,25 @@ def test_the_learner_trains_its_critic_on_the_env_values(one_torch_thread: None)
     logged = model.logger.name_to_value
     # the actor learns from the stored values: the critics are not trained
     assert "train/critic_loss" not in logged and "train/kl_to_prior" in logged
+
+
+def test_the_hindsight_actor_learns_every_context_from_a_uniform_behaviour(
+    one_torch_thread: None,
+) -> None:
+    """With only the warm-up's uniform actions, the actor trained on the stored values picks the
+    paying action in every context, and the critics stay as they were built."""
+    model = hindsight_model(hindsight="actor", learning_starts=600, ent_coef=0.01)
+    initial = [p.detach().clone() for p in model.critic.parameters()]
+    model.learn(600 + 300)
+    observations = th.eye(N_CONTEXTS)
+    actions, _ = model.predict(observations.numpy(), deterministic=True)
+    np.testing.assert_array_equal(actions, np.arange(N_CONTEXTS))
+    with th.no_grad():
+        probs, _ = model.actor(observations)
+    assert float(probs[th.arange(N_CONTEXTS), th.arange(N_CONTEXTS)].min()) > 0.9
+    assert all(th.equal(a, b) for a, b in zip(initial, model.critic.parameters(), strict=True))
+
+
+def test_an_unknown_hindsight_mode_is_refused() -> None:
+    with pytest.raises(ValueError, match="hindsight must be 'critic', 'actor' or None"):
+        hindsight_model(hindsight="both")

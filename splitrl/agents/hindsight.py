@@ -6,13 +6,14 @@ other action would have earned on the very same channel, draws and load
 (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`). :class:`HindsightActionValues` turns
 that into one value per flat action, the true reward minus the cost of the backlog the action
 leaves (:func:`~splitrl.agents.baselines.backlog.backlog_cost`, the value
-``clairvoyant-lookahead`` maximizes). A critic trained to regress these values from the device's
-observation learns the best *causal* estimate of them: hindsight learning for MDPs with exogenous
-inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
+``clairvoyant-lookahead`` maximizes). A policy that maximizes their expectation given the device's
+observation is the best *causal* approximation of that reference: hindsight learning for MDPs
+with exogenous inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
 
 Only training uses them: the values read the future, so no policy may observe them.
 :class:`HindsightValuesInfo` puts them in the ``info`` of each step, where
-:class:`~splitrl.agents.sacd.SACD` with ``hindsight_critic=True`` takes them into its replay buffer.
+:class:`~splitrl.agents.sacd.SACD` with ``hindsight="actor"`` (or ``"critic"``) takes them into its
+replay buffer.
 """
 
 from __future__ import annotations
