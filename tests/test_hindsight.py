@@ -87,6 +87,12 @@ class HindsightBandit(gym.Env[np.ndarray, np.int64]):
         return self._observe(), reward, True, False, {HINDSIGHT_INFO_KEY: values}
 
 
+def add_step(buffer: MaskableReplayBuffer, observation: np.ndarray, info: dict) -> None:
+    """One terminal transition of ``HindsightBandit`` (action 0, reward 0) with ``info``."""
+    obs = observation.astype(np.float32)
+    buffer.add(obs, obs, np.array([[0]]), np.array([0.0]), np.array([True]), [info])
+
+
 def test_the_buffer_stores_and_samples_the_values() -> None:
     buffer = MaskableReplayBuffer(
         8,
@@ -97,32 +103,17 @@ def test_the_buffer_stores_and_samples_the_values() -> None:
     )
     for i in range(8):
         values = np.full(N_ACTIONS, float(i), dtype=np.float32)
-        obs = np.full((1, N_CONTEXTS), float(i), dtype=np.float32)
-        buffer.add(
-            obs,
-            obs,
-            np.array([[0]]),
-            np.array([0.0]),
-            np.array([True]),
-            [{HINDSIGHT_INFO_KEY: values}],
-        )
+        add_step(buffer, np.full((1, N_CONTEXTS), float(i)), {HINDSIGHT_INFO_KEY: values})
     sample = buffer.sample(16)
     assert sample.hindsight_values is not None
     # each transition's values belong to it
     assert th.equal(sample.hindsight_values[:, 0], sample.observations[:, 0])
     assert th.equal(sample.hindsight_values, sample.hindsight_values[:, :1].expand(-1, N_ACTIONS))
-    obs = np.zeros((1, N_CONTEXTS), dtype=np.float32)
+    obs = np.zeros((1, N_CONTEXTS))
     with pytest.raises(ValueError, match="has no 'hindsight_values'"):
-        buffer.add(obs, obs, np.array([[0]]), np.array([0.0]), np.array([True]), [{}])
+        add_step(buffer, obs, {})
     with pytest.raises(ValueError, match="5 finite values"):
-        buffer.add(
-            obs,
-            obs,
-            np.array([[0]]),
-            np.array([0.0]),
-            np.array([True]),
-            [{HINDSIGHT_INFO_KEY: np.zeros(3)}],
-        )
+        add_step(buffer, obs, {HINDSIGHT_INFO_KEY: np.zeros(3)})
 
 
 def test_without_the_option_nothing_is_stored() -> None:
@@ -130,8 +121,7 @@ def test_without_the_option_nothing_is_stored() -> None:
         4, HindsightBandit.observation_space, HindsightBandit.action_space
     )
     assert buffer.hindsight_values is None
-    obs = np.zeros((1, N_CONTEXTS), dtype=np.float32)
-    buffer.add(obs, obs, np.array([[0]]), np.array([0.0]), np.array([True]), [{}])
+    add_step(buffer, np.zeros((1, N_CONTEXTS)), {})
     assert buffer.sample(2).hindsight_values is None
 
 

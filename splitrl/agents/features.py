@@ -61,22 +61,37 @@ def extended_observation_space(env: SplitComputingEnv) -> spaces.Box:
     )
 
 
-class PredictedValuesObservation(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
+class SplitComputingWrapper(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
+    """A wrapper that needs the :class:`SplitComputingEnv` under ``env`` (as ``split_env``) and
+    passes its action masks through.
+
+    :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
+    :param needs: what needs the env, for the error message when ``env`` is not one
+    """
+
+    def __init__(self, env: gym.Env[np.ndarray, Any], needs: str) -> None:
+        super().__init__(env)
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, SplitComputingEnv):
+            raise ValueError(f"{needs} need a SplitComputingEnv, got {type(unwrapped).__name__}")
+        self.split_env = unwrapped
+
+    def action_masks(self) -> np.ndarray:
+        """The env's masks of canonical actions."""
+        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
+        return masks
+
+
+class PredictedValuesObservation(SplitComputingWrapper):
     """Appends :class:`PredictedActionValues` to every observation of a split-computing env.
 
     :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
     """
 
     def __init__(self, env: gym.Env[np.ndarray, Any]) -> None:
-        super().__init__(env)
-        unwrapped = env.unwrapped
-        if not isinstance(unwrapped, SplitComputingEnv):
-            raise ValueError(
-                f"predicted-value features need a SplitComputingEnv, got {type(unwrapped).__name__}"
-            )
-        self.split_env = unwrapped
+        super().__init__(env, "predicted-value features")
         self.features = PredictedActionValues()
-        self.observation_space = extended_observation_space(unwrapped)
+        self.observation_space = extended_observation_space(self.split_env)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
@@ -92,8 +107,3 @@ class PredictedValuesObservation(gym.Wrapper[np.ndarray, Any, np.ndarray, Any]):
             truncated,
             info,
         )
-
-    def action_masks(self) -> np.ndarray:
-        """The env's masks of canonical actions."""
-        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
-        return masks

@@ -24,6 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, backlog_cost, check_horizon
+from splitrl.agents.features import SplitComputingWrapper
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -54,7 +55,7 @@ class HindsightActionValues:
         return result
 
 
-class HindsightValuesInfo(gym.Wrapper[Any, Any, Any, Any]):
+class HindsightValuesInfo(SplitComputingWrapper):
     """Adds :class:`HindsightActionValues` of the request a step served to that step's ``info``
     (key ``"hindsight_values"``). The observation is unchanged: the policy never sees them.
 
@@ -63,13 +64,7 @@ class HindsightValuesInfo(gym.Wrapper[Any, Any, Any, Any]):
     """
 
     def __init__(self, env: gym.Env[Any, Any], horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
-        super().__init__(env)
-        unwrapped = env.unwrapped
-        if not isinstance(unwrapped, SplitComputingEnv):
-            raise ValueError(
-                f"hindsight values need a SplitComputingEnv, got {type(unwrapped).__name__}"
-            )
-        self.split_env = unwrapped
+        super().__init__(env, "hindsight values")
         self.values = HindsightActionValues(horizon)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
@@ -82,8 +77,3 @@ class HindsightValuesInfo(gym.Wrapper[Any, Any, Any, Any]):
             truncated,
             {**info, HINDSIGHT_INFO_KEY: values},
         )
-
-    def action_masks(self) -> np.ndarray:
-        """The env's masks of canonical actions."""
-        masks: np.ndarray = self.env.get_wrapper_attr("action_masks")()
-        return masks
