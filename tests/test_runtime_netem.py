@@ -145,7 +145,9 @@ def test_the_stack_estimate_uses_only_requests_answered_before() -> None:
     for i in range(30):
         latency = 2.5 if i == 2 else 0.1
         records.append(
-            RequestRecord(i, float(i), (1, 0, 0), "", [], False, transfer_s=0.032, latency_s=latency)
+            RequestRecord(
+                i, float(i), (1, 0, 0), "", [], False, transfer_s=0.032, latency_s=latency
+            )
         )
         predicted.append({"latency": latency - 0.01 * (i + 1), "transfer": 0.03, "rtt": 0.02})
     records.append(RequestRecord(30, 30.0, (1, 2, 0), "", [], True, latency_s=0.04))

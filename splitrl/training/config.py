@@ -126,7 +126,9 @@ class TrainConfig:
 
     algo: str = field(
         default="sacd",
-        metadata=_flag("what", "learner: sacd (ours), sacd-prior, sacd-hindsight, ppo, maskable-ppo, dqn, sac"),
+        metadata=_flag(
+            "what", "learner: sacd (ours), sacd-prior, sacd-hindsight, ppo, maskable-ppo, dqn, sac"
+        ),
     )
     scenario: str = field(
         default="default", metadata=_flag("what", "named scenario, or a scenario file (.yaml)")
