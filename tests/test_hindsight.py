@@ -55,9 +55,11 @@ def test_info_carries_the_values_of_the_request_the_step_served() -> None:
     assert np.asarray(env.action_masks()).shape == (env.unwrapped.actions.n_actions,)
 
 
-def test_values_need_a_split_computing_env() -> None:
+def test_values_need_a_split_computing_env_in_replay_mode() -> None:
     with pytest.raises(ValueError, match="hindsight values need a SplitComputingEnv"):
         HindsightValuesInfo(gym.make("CartPole-v1"))
+    with pytest.raises(ValueError, match="hindsight values need a replay env"):
+        HindsightValuesInfo(SplitComputingEnv("default", mode="live"))
 
 
 class HindsightBandit(gym.Env[np.ndarray, np.int64]):

@@ -65,6 +65,11 @@ class HindsightValuesInfo(SplitComputingWrapper):
 
     def __init__(self, env: gym.Env[Any, Any], horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
         super().__init__(env, "hindsight values")
+        if self.split_env.mode != "replay":
+            raise ValueError(
+                "hindsight values need a replay env: in live mode every action of every request "
+                "would run the real model and codec"
+            )
         self.values = HindsightActionValues(horizon)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
