@@ -20,6 +20,16 @@ from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
 from splitrl.envs.split_computing import SplitComputingEnv
 
 
+def relative_flat_values(
+    env: SplitComputingEnv, actions: np.ndarray, values: np.ndarray
+) -> np.ndarray:
+    """``values`` of the canonical ``actions`` as one float32 entry per flat action, relative to
+    the best (which gets 0); actions that are not canonical get 0."""
+    result = np.zeros(env.actions.n_actions, dtype=np.float32)
+    result[np.ravel_multi_index(tuple(actions.T), env.actions.nvec)] = values - values.max()
+    return result
+
+
 class PredictedActionValues:
     """``robust-mpc``'s value of every flat action for the current request, relative to the best.
 
@@ -39,10 +49,7 @@ class PredictedActionValues:
     def __call__(self, env: SplitComputingEnv) -> np.ndarray:
         """The features of the current request, ``(n_actions,)`` float32; call once per request."""
         actions, values = self.predictor.action_values(env)
-        features = np.zeros(env.actions.n_actions, dtype=np.float32)
-        flat = np.ravel_multi_index(tuple(actions.T), env.actions.nvec)
-        features[flat] = values - values.max()
-        return features
+        return relative_flat_values(env, actions, values)
 
     def extend(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """``observation`` with the features of the current request appended."""

@@ -1,4 +1,4 @@
-"""Hindsight action values: what every action turned out to be worth, for training a critic.
+"""Hindsight action values: what every action turned out to be worth, for training a policy.
 
 The uplink's capacity, the round trip and the server's load are exogenous: the device's choice
 does not change them. So once a request has been served in simulation, the env can say what every
@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 
 from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, backlog_cost, check_horizon
-from splitrl.agents.features import SplitComputingWrapper
+from splitrl.agents.features import SplitComputingWrapper, relative_flat_values
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -49,10 +49,7 @@ class HindsightActionValues:
         values = outcomes.reward - backlog_cost(
             outcomes, env.frame_interval_s, env.reward_spec, self.horizon
         )
-        result = np.zeros(env.actions.n_actions, dtype=np.float32)
-        flat = np.ravel_multi_index(tuple(outcomes.actions.T), env.actions.nvec)
-        result[flat] = values - values.max()
-        return result
+        return relative_flat_values(env, outcomes.actions, values)
 
 
 class HindsightValuesInfo(SplitComputingWrapper):

@@ -314,7 +314,8 @@ class SACD(OffPolicyAlgorithm):
                 ent_coef_losses.append(ent_coef_loss.item())
 
             self._n_updates += 1
-            if self._n_updates % self.target_update_interval == 0:
+            # the target critics serve only the Bellman target
+            if self.hindsight is None and self._n_updates % self.target_update_interval == 0:
                 polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.tau)
                 # Copy running stats, see SB3 GH issue #996
                 polyak_update(self.batch_norm_stats, self.batch_norm_stats_target, 1.0)
