@@ -302,6 +302,32 @@ def test_run_with_another_action_space_is_rejected(sacd_runs: list[Path], tmp_pa
         evaluate(runs, [], conditions, episodes=2, progress=False)
 
 
+def test_a_learner_with_predicted_value_features_is_evaluated(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    """A run that observes the env's observation plus one feature per action (sacd-hindsight) is
+    evaluated with those features, and a run whose model observes another shape is refused."""
+    config = TrainConfig(
+        algo="sacd-hindsight",
+        profile=str(tiny_profile_path),
+        horizon=HORIZON,
+        timesteps=60,
+        seed=0,
+        eval_freq=0,
+        checkpoint_freq=0,
+        hyperparameters={"learning_starts": 20, "batch_size": 16},
+        out=tmp_path,
+    )
+    runs = load_runs([train(config).run_dir.path])
+    conditions = evaluation_conditions(evaluation_scenario(runs))
+    result = evaluate(runs, [], conditions, episodes=2, seed=100, progress=False)
+    (row,) = [row for row in result.conditions[0].rows if row.name == "sacd-hindsight"]
+    assert math.isfinite(row.reward)
+    runs[0].policy.features = None
+    with pytest.raises(ValueError, match=r"observes vectors of shape \(\d+,\) but would get"):
+        evaluate(runs, [], conditions, episodes=2, progress=False)
+
+
 def test_runs_from_different_scenarios_need_a_scenario(
     sacd_runs: list[Path], tmp_path: Path
 ) -> None:

@@ -69,6 +69,14 @@ class ModelPolicy:
         if self.features is not None:
             self.features.reset(env)
 
+    def observation_shape(self, env: SplitComputingEnv) -> tuple[int, ...]:
+        """The shape of what the model observes in ``env``: the env's observation, extended by
+        the features when there are any."""
+        shape = tuple(env.observation_space.shape or ())
+        if self.features is None:
+            return shape
+        return (shape[0] + env.actions.n_actions,)
+
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The model's deterministic action."""
         if self.features is not None:

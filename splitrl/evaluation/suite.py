@@ -267,10 +267,11 @@ def check_run_matches(run: TrainedRun, env: SplitComputingEnv, profile_sha256: s
             f"space is MultiDiscrete({list(env.actions.nvec)})"
         )
     trained_shape = tuple(run.policy.model.observation_space.shape)
-    if trained_shape != env.observation_space.shape:
+    observed_shape = run.policy.observation_shape(env)
+    if trained_shape != observed_shape:
         raise ValueError(
-            f"run {run.path} observes vectors of shape {trained_shape} but the evaluated env's "
-            f"observations have shape {env.observation_space.shape}"
+            f"run {run.path} observes vectors of shape {trained_shape} but would get vectors of "
+            f"shape {observed_shape} in the evaluated env"
         )
 
 
