@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench lint profile clean fuzz slow-checks
 
-$(STAMP): pyproject.toml setup.py splitrl/codecs/_kernels.c $(wildcard splitrl/codecs/csrc/*)
+$(STAMP): pyproject.toml setup.py splitrl/codecs/_kernels.c $(wildcard splitrl/codecs/csrc/*) splitrl/agents/baselines/_backlog.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: an unpinned torch pulls a multi-GB CUDA build.

@@ -1,8 +1,11 @@
-"""Build of the optional compiled codec kernels; the project metadata lives in pyproject.toml.
+"""Build of the optional compiled kernels; the project metadata lives in pyproject.toml.
 
 ``splitrl.codecs._kernels`` speeds up the codec's hot loops. It is the Python face of the codec's
 C core (``splitrl/codecs/csrc``, which a device's encoder library compiles too). It is optional:
 where it cannot be compiled the installation goes on and the codec uses its numpy implementation.
+``splitrl.agents.baselines._backlog`` runs the backlog lookahead's value iteration (the hot loop of
+every backlog-aware baseline, of the predicted-value features and of the hindsight values); it is
+optional in the same way.
 """
 
 import sys
@@ -28,6 +31,12 @@ setup(
             define_macros=_MACROS,
             extra_compile_args=_FLOAT_FLAGS,
             optional=True,
-        )
+        ),
+        Extension(
+            "splitrl.agents.baselines._backlog",
+            sources=["splitrl/agents/baselines/_backlog.c"],
+            extra_compile_args=_FLOAT_FLAGS,
+            optional=True,
+        ),
     ]
 )

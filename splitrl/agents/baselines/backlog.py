@@ -26,6 +26,7 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a lookahead:
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 
 import numpy as np
 
@@ -39,6 +40,17 @@ DEFAULT_BACKLOG_HORIZON = 64
 _CONVERGED = 1e-6
 #: grid points of the wait from 0 to the deadline, and from the deadline to the latency cap
 _FINE_POINTS, _COARSE_POINTS = 65, 17
+
+
+def _load_compiled() -> ModuleType | None:
+    try:
+        from splitrl.agents.baselines import _backlog
+    except ImportError:
+        return None
+    return _backlog
+
+
+_compiled = _load_compiled()
 
 
 def check_horizon(horizon: int) -> int:
@@ -69,15 +81,54 @@ def backlog_cost(
     correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
     energy_j = outcomes.energy_j[keep]
     waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
-    # value[i]: the best reward of the requests still to come when the next one waits waits[i]
-    # relative to an idle device (value[0] = 0), so that it converges however long the horizon
-    value = np.zeros_like(waits)
     after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
     # linear interpolation of the value at ``after``, as fixed grid indices and weights
     position = np.interp(after, waits, np.arange(len(waits), dtype=float))
     below = np.minimum(position.astype(np.int64), len(waits) - 2)
     weight = position - below
     now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
+    value = relative_values(now, below, weight, horizon)
+    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
+    return np.maximum(-np.interp(next_wait, waits, value), 0.0)
+
+
+def relative_values(
+    now: np.ndarray, below: np.ndarray, weight: np.ndarray, horizon: int
+) -> np.ndarray:
+    """The lookahead's relative value iteration on the wait grid.
+
+    ``value[i]`` is the best reward of the requests still to come when the next one waits
+    ``waits[i]``, relative to an idle device (``value[0] = 0``), so that it converges however long
+    the horizon. The compiled kernel (``_backlog``, built by ``setup.py`` where a compiler exists)
+    runs the same operations in the same order and returns the same values bit for bit; without
+    it, :func:`relative_values_numpy` runs.
+
+    :param now: ``(points, actions)`` reward of each action after each wait
+    :param below: ``(points, actions)`` grid index below the wait each action leaves
+    :param weight: ``(points, actions)`` interpolation weight of the index above
+    :param horizon: most iterations (requests counted)
+    """
+    if _compiled is None:
+        return relative_values_numpy(now, below, weight, horizon)
+    value = np.zeros(now.shape[0])
+    _compiled.relative_values(
+        np.ascontiguousarray(now, dtype=np.float64),
+        np.ascontiguousarray(below, dtype=np.int64),
+        np.ascontiguousarray(weight, dtype=np.float64),
+        now.shape[0],
+        now.shape[1],
+        horizon,
+        _CONVERGED,
+        value,
+    )
+    return value
+
+
+def relative_values_numpy(
+    now: np.ndarray, below: np.ndarray, weight: np.ndarray, horizon: int
+) -> np.ndarray:
+    """:func:`relative_values` in numpy: the reference of the compiled kernel."""
+    value = np.zeros(now.shape[0])
     for _ in range(horizon):
         continuation = value[below] * (1.0 - weight) + value[below + 1] * weight
         relative = (now + continuation).max(axis=1)
@@ -86,8 +137,7 @@ def backlog_cost(
         value = relative
         if converged:
             break
-    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
-    return np.maximum(-np.interp(next_wait, waits, value), 0.0)
+    return value
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,0 +1,10 @@
+def relative_values(
+    now: object,
+    below: object,
+    weight: object,
+    points: int,
+    actions: int,
+    horizon: int,
+    tolerance: float,
+    value: object,
+) -> int: ...
