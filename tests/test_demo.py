@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from splitrl.cli import main
-from splitrl.demo import DemoSettings, run_demo
+from splitrl.demo import DemoSettings, run_demo, verdict_lines
 
 
 @pytest.fixture(autouse=True)
@@ -29,23 +30,86 @@ def test_demo_trains_evaluates_and_plots(
         timesteps=200,
         episodes=2,
         hyperparameters={"learning_starts": 50, "batch_size": 16},
+        shipped=None,
         out=tmp_path / "demo",
         progress=False,
     )
     result = run_demo(settings)
     printed = capsys.readouterr().out
-    assert [step for step, _ in result.learning_curve] == list(range(20, 201, 20))
+    assert [step for step, _ in result.learning_curve] == list(range(40, 201, 40))
     assert (result.run_dir / "best_model.zip").exists()
-    names = [row.name for row in result.evaluation.conditions[0].rows]
-    assert names[0] == "sacd"
-    assert {"random", "channel-blind", "robust-mpc", "clairvoyant-lookahead"} <= set(names)
-    sacd = result.evaluation.conditions[0].rows[0]
-    assert {result.evaluation.conditions[0].best_causal, "channel-blind"} <= set(sacd.gains)
+    assert [condition.condition.name for condition in result.evaluation.conditions] == [
+        "markov",
+        "gilbert-elliott",
+    ]
+    fresh = "sacd-hindsight (fresh, 200 steps)"
+    for condition in result.evaluation.conditions:
+        names = [row.name for row in condition.rows]
+        assert names[0] == fresh
+        assert {"random", "channel-blind", "robust-mpc", "clairvoyant-lookahead"} <= set(names)
+        assert {condition.best_causal, "channel-blind"} <= set(condition.rows[0].gains)
     assert result.evaluation.seeds[0] >= 1_000_000  # held out from the training seeds
-    assert "| sacd |" in printed and "normalized score" in printed and "Non-triviality" in printed
+    assert f"| {fresh} |" in printed and "Non-triviality" in printed
+    verdicts = verdict_lines(result.evaluation)
+    assert len(verdicts) == 2 and all(line in printed for line in verdicts)
+    assert verdicts[1].startswith(f"gilbert-elliott: {fresh}: ")
     for path in result.files:
         assert path.stat().st_size > 0
-    assert {path.name for path in result.files} >= {"results.md", "timeline_markov.png"}
+    assert {path.name for path in result.files} >= {
+        "results.md",
+        "timeline_markov.png",
+        "timeline_gilbert-elliott.png",
+    }
+
+
+def test_verdict_says_whether_the_interval_clears_zero() -> None:
+    from types import SimpleNamespace
+
+    from splitrl.statistics import PairedDifference
+
+    def result(mean: float) -> SimpleNamespace:
+        row = SimpleNamespace(
+            kind="learned",
+            name="sacd-hindsight",
+            gains={"robust-mpc": PairedDifference("robust-mpc", mean, 0.01)},
+            normalized_score=float("nan"),
+        )
+        baseline = SimpleNamespace(kind="baseline", name="robust-mpc", gains={})
+        condition = SimpleNamespace(
+            condition=SimpleNamespace(name="markov"), rows=[row, baseline], best_causal="robust-mpc"
+        )
+        return SimpleNamespace(conditions=[condition])
+
+    assert "beats every causal baseline" in verdict_lines(result(0.011))[0]
+    assert "tied" in verdict_lines(result(0.009))[0]
+    assert "below the best causal baseline" in verdict_lines(result(-0.011))[0]
+    assert "normalized score n/a" in verdict_lines(result(0.011))[0]
+
+
+def test_the_shipped_policy_is_refused_in_another_scenario(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    settings = DemoSettings(
+        profile=str(tiny_profile_path), horizon=20, timesteps=200, out=tmp_path / "demo"
+    )
+    with pytest.raises(ValueError, match="shipped policy 'sacd-hindsight-default' was trained"):
+        run_demo(settings)
+    assert not (tmp_path / "demo").exists()  # refused before anything is written
+
+
+def test_the_shipped_policy_loads_and_acts() -> None:
+    from splitrl.agents.rollout import run_episodes
+    from splitrl.envs import SplitComputingEnv
+    from splitrl.evaluation.suite import load_runs
+    from splitrl.pretrained import PRETRAINED, pretrained_run
+
+    with pytest.raises(ValueError, match="no shipped policy 'nope'"):
+        pretrained_run("nope")
+    for name in PRETRAINED:
+        (run,) = load_runs([pretrained_run(name)])
+        assert run.config["status"] == "finished"
+        rollout = run_episodes(run.policy, SplitComputingEnv("default", horizon=50), [3])
+        assert rollout.reward.shape == (1, 50) and np.isfinite(rollout.reward).all()
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import json
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -300,6 +301,29 @@ def test_run_with_another_action_space_is_rejected(sacd_runs: list[Path], tmp_pa
     conditions = evaluation_conditions(evaluation_scenario(runs))
     with pytest.raises(ValueError, match=r"MultiDiscrete\(\[9, 9, 9\]\)"):
         evaluate(runs, [], conditions, episodes=2, progress=False)
+
+
+def test_conditions_in_worker_processes_give_the_same_result(sacd_runs: list[Path]) -> None:
+    runs = load_runs(sacd_runs)
+    runs[0].policy.name = "renamed"
+    scenario = evaluation_scenario(runs)
+    conditions = [
+        *evaluation_conditions(scenario),
+        *evaluation_conditions(scenario, channel="gilbert-elliott"),
+    ]
+    kwargs: dict[str, Any] = {"episodes": 2, "seed": 100, "progress": False}
+    alone = evaluate(runs, ["greedy"], conditions, **kwargs)
+    together = evaluate(runs, ["greedy"], conditions, jobs=2, **kwargs)
+    assert [c.condition.name for c in together.conditions] == ["markov", "gilbert-elliott"]
+    for one, other in zip(alone.conditions, together.conditions, strict=True):
+        assert [row.name for row in other.rows] == [row.name for row in one.rows]
+        assert "renamed" in other.rollouts
+        for name, rollout in one.rollouts.items():
+            np.testing.assert_array_equal(other.rollouts[name].reward, rollout.reward)
+            np.testing.assert_array_equal(other.rollouts[name].bits, rollout.bits)
+        assert other.best_causal == one.best_causal
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        evaluate(runs, [], conditions, jobs=0, **kwargs)
 
 
 def test_a_learner_with_predicted_value_features_is_evaluated(

@@ -94,6 +94,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="torch CPU threads (default: 1, fastest for small networks)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=integer_at_least(1),
+        default=1,
+        help="conditions (traces) evaluated at once, each in its own process (default: 1)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         fit_episodes=args.fit_episodes,
         progress=not args.no_progress,
+        jobs=args.jobs,
     )
     out = Path(args.out)
     print(markdown_report(result))

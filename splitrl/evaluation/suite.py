@@ -9,6 +9,7 @@ each condition, fits the best static configuration on training seeds, and summar
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,7 @@ class TrainedRun:
     :param seed: its training seed
     :param config: its ``config.yaml``
     :param policy: the trained policy (its ``name`` is the row name in tables)
+    :param which: the model loaded, ``"final"`` or ``"best"``
     """
 
     path: Path
@@ -56,6 +58,7 @@ class TrainedRun:
     seed: int
     config: dict[str, Any]
     policy: ModelPolicy
+    which: Literal["final", "best"] = "final"
 
 
 @dataclass(frozen=True)
@@ -147,7 +150,9 @@ def load_runs(
                 raise ValueError(f"{directory.config_path}: not a splitrl run config (no {key!r})")
         policy = directory.load_policy(which)
         runs.append(
-            TrainedRun(directory.path, str(config["algo"]), int(config["seed"]), config, policy)
+            TrainedRun(
+                directory.path, str(config["algo"]), int(config["seed"]), config, policy, which
+            )
         )
     for algo in {run.algo for run in runs}:
         group = [run for run in runs if run.algo == algo]
@@ -304,6 +309,7 @@ def evaluate(
     fit_episodes: int = DEFAULT_FIT_EPISODES,
     fit_seed: int = DEFAULT_FIT_SEED,
     progress: bool = True,
+    jobs: int = 1,
 ) -> EvaluationResult:
     """Evaluate the runs and baselines on the same seeded episodes of every condition.
 
@@ -322,6 +328,8 @@ def evaluate(
     :param fit_episodes: episodes per action when fitting the best static configuration
     :param fit_seed: first seed of those episodes
     :param progress: show progress bars
+    :param jobs: conditions evaluated at once, each in its own process (one torch thread each);
+        the results are the same as with 1
     :raises ValueError: for a run that does not match the evaluated profile or action space
     """
     from splitrl.training.config import profile_identity
@@ -332,6 +340,8 @@ def evaluate(
         )
     if not conditions:
         raise ValueError("no evaluation condition")
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, got {jobs}")
     baselines = list(dict.fromkeys([*baselines, *reference_names()]))
     unknown = [name for name in baselines if name not in BASELINES]
     if unknown:
@@ -341,52 +351,17 @@ def evaluate(
         sha = profile_identity(condition.scenario.profile)["arrays_sha256"]
         for run in runs:
             check_run_matches(run, env, sha)
-    seeds = list(range(seed, seed + episodes))
-    results = []
-    for condition, env in zip(conditions, envs, strict=True):
-        references = make_baselines(baselines, condition.make_env, fit_episodes, fit_seed)
-        policies: list[Policy] = [*(run.policy for run in runs), *references]
-        rollouts = {
-            rollout.name: rollout
-            for rollout in evaluate_policies(
-                policies,
-                env,
-                seeds,
-                progress=progress,
-                description=f"evaluating on {condition.name}",
-            )
-        }
-        causal = [policy.name for policy in references if is_causal(policy)]
-        best_causal = best_of(rollouts, causal)
-        learned = {run.policy.name: run.seed for run in runs}
-        rows = [
-            summarize(
-                rollouts[policy.name],
-                env.actions.bit_options,
-                condition=condition.name,
-                kind="learned" if policy.name in learned else "baseline",
-                causal=is_causal(policy),
-            )
-            for policy in policies
-        ]
-        for row in rows:
-            if row.name in learned:
-                row.seeds = [learned[row.name]]
-        compare(rows, rollouts, baselines, best_causal, UPPER_REFERENCE)
-        static = next((p for p in references if isinstance(p, BestStaticPolicy)), None)
-        results.append(
-            ConditionResult(
-                condition,
-                rows,
-                rollouts,
-                best_causal,
-                adaptation_value(rollouts, causal),
-                None
-                if static is None or static.best_action is None
-                else env.actions.label(*static.best_action),
-            )
-        )
+    for env in envs:
         env.close()
+    seeds = list(range(seed, seed + episodes))
+    fit = (fit_episodes, fit_seed)
+    if jobs == 1 or len(conditions) == 1:
+        results = [
+            evaluate_condition(condition, runs, baselines, seeds, fit, progress)
+            for condition in conditions
+        ]
+    else:
+        results = _evaluate_in_processes(conditions, runs, baselines, seeds, fit, progress, jobs)
     return EvaluationResult(
         conditions[0].scenario,
         seeds,
@@ -397,6 +372,113 @@ def evaluate(
         float(envs[0].reward_spec.deadline_s),
         seeds_report(runs, results) if len(runs) > 1 else None,
     )
+
+
+def evaluate_condition(
+    condition: Condition,
+    runs: Sequence[TrainedRun],
+    baselines: Sequence[str],
+    seeds: Sequence[int],
+    fit: tuple[int, int],
+    progress: bool = True,
+) -> ConditionResult:
+    """Evaluate the runs and baselines on the seeded episodes of one condition (see
+    :func:`evaluate`, which checks the arguments).
+
+    :param fit: ``(episodes, first seed)`` of the best static configuration's fit
+    """
+    env = condition.make_env()
+    references = make_baselines(baselines, condition.make_env, *fit)
+    policies: list[Policy] = [*(run.policy for run in runs), *references]
+    rollouts = {
+        rollout.name: rollout
+        for rollout in evaluate_policies(
+            policies,
+            env,
+            seeds,
+            progress=progress,
+            description=f"evaluating on {condition.name}",
+        )
+    }
+    causal = [policy.name for policy in references if is_causal(policy)]
+    best_causal = best_of(rollouts, causal)
+    learned = {run.policy.name: run.seed for run in runs}
+    rows = [
+        summarize(
+            rollouts[policy.name],
+            env.actions.bit_options,
+            condition=condition.name,
+            kind="learned" if policy.name in learned else "baseline",
+            causal=is_causal(policy),
+        )
+        for policy in policies
+    ]
+    for row in rows:
+        if row.name in learned:
+            row.seeds = [learned[row.name]]
+    compare(rows, rollouts, list(baselines), best_causal, UPPER_REFERENCE)
+    static = next((p for p in references if isinstance(p, BestStaticPolicy)), None)
+    env.close()
+    return ConditionResult(
+        condition,
+        rows,
+        rollouts,
+        best_causal,
+        adaptation_value(rollouts, causal),
+        None
+        if static is None or static.best_action is None
+        else env.actions.label(*static.best_action),
+    )
+
+
+def _evaluate_in_processes(
+    conditions: Sequence[Condition],
+    runs: Sequence[TrainedRun],
+    baselines: Sequence[str],
+    seeds: Sequence[int],
+    fit: tuple[int, int],
+    progress: bool,
+    jobs: int,
+) -> list[ConditionResult]:
+    """:func:`evaluate_condition` of every condition, ``jobs`` at a time in worker processes,
+    which load the runs again from their directories (a model is not sent between processes)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    loads = [(str(run.path), run.which, run.policy.name) for run in runs]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(conditions)), mp_context=context) as pool:
+        futures = [
+            pool.submit(
+                _evaluate_condition_in_worker, condition, loads, list(baselines), list(seeds), fit
+            )
+            for condition in conditions
+        ]
+        results = []
+        for condition, future in zip(conditions, futures, strict=True):
+            results.append(future.result())
+            if progress:
+                print(f"evaluated on {condition.name}", file=sys.stderr, flush=True)
+    # the rows name the runs loaded in the workers; the result keeps the caller's runs
+    return results
+
+
+def _evaluate_condition_in_worker(
+    condition: Condition,
+    loads: Sequence[tuple[str, Literal["final", "best"], str]],
+    baselines: list[str],
+    seeds: list[int],
+    fit: tuple[int, int],
+) -> ConditionResult:
+    import torch
+
+    torch.set_num_threads(1)
+    runs = []
+    for path, which, name in loads:
+        (run,) = load_runs([path], which=which)
+        run.policy.name = name
+        runs.append(run)
+    return evaluate_condition(condition, runs, baselines, seeds, fit, progress=False)
 
 
 def learner_row_name(algo: str, n_runs: int) -> str:
