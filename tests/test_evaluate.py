@@ -326,6 +326,14 @@ def test_conditions_in_worker_processes_give_the_same_result(sacd_runs: list[Pat
         evaluate(runs, [], conditions, jobs=0, **kwargs)
 
 
+def test_runs_that_repeat_a_seed_are_not_aggregated(sacd_runs: list[Path], tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(sacd_runs[0], tmp_path / "again"))
+    runs = load_runs([sacd_runs[0], copy])
+    conditions = evaluation_conditions(evaluation_scenario(runs))
+    result = evaluate(runs, [], conditions, episodes=2, seed=100, progress=False)
+    assert len(result.conditions[0].rows) > 2 and result.seeds_report is None
+
+
 def test_a_learner_with_predicted_value_features_is_evaluated(
     tiny_profile_path: Path, tmp_path: Path
 ) -> None:

@@ -486,8 +486,13 @@ def learner_row_name(algo: str, n_runs: int) -> str:
     return f"{algo} ({n_runs} seeds)" if n_runs > 1 else algo
 
 
-def seeds_report(runs: Sequence[TrainedRun], results: Sequence[ConditionResult]) -> SeedsReport:
+def seeds_report(
+    runs: Sequence[TrainedRun], results: Sequence[ConditionResult]
+) -> SeedsReport | None:
     """Aggregate every learner over its runs with rliable, per condition and over all of them.
+
+    A learner whose runs repeat a training seed (say, a fresh and a shipped run of seed 0) is
+    left out: its runs are not independent seeds. ``None`` when no learner is left.
 
     :param runs: the evaluated runs
     :param results: their results, one per condition
@@ -500,6 +505,8 @@ def seeds_report(runs: Sequence[TrainedRun], results: Sequence[ConditionResult])
     matrices = {}
     for algo in dict.fromkeys(run.algo for run in runs):
         group = [run for run in runs if run.algo == algo]
+        if len({run.seed for run in group}) < len(group):
+            continue
         name = learner_row_name(algo, len(group))
         rewards = np.array(
             [
@@ -524,5 +531,7 @@ def seeds_report(runs: Sequence[TrainedRun], results: Sequence[ConditionResult])
                 )
             )
         report.overall.append(aggregate_learner(name, seeds, names, rewards, best_causal))
+    if not matrices:
+        return None
     report.improvements = pairwise_improvements(matrices)
     return report
