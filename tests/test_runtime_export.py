@@ -180,6 +180,9 @@ def test_export_refuses_what_is_not_a_sacd_run(tiny_run: Path, tmp_path: Path) -
     run.write_config({**run.read_config(), "algo": "ppo"})
     with pytest.raises(ValueError, match="only SACD policies can be exported, the run trained ppo"):
         export_run(run.path, tmp_path / "out", model=tiny_staged_model())
+    run.write_config({**run.read_config(), "algo": "sacd-hindsight"})
+    with pytest.raises(ValueError, match="sacd-hindsight observes robust-mpc's predicted value"):
+        export_run(run.path, tmp_path / "out", model=tiny_staged_model())
     assert not (tmp_path / "out").exists()
 
 

@@ -329,7 +329,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
 
     :return: ``(agent, env, identity)``.
     :raises FileNotFoundError: when the run directory, its config or its model is missing.
-    :raises ValueError: when the config is malformed or the run trained another learner than SACD.
+    :raises ValueError: when the config is malformed, the run trained another learner than SACD,
+        or one that observes predicted-value features.
     """
     from splitrl.agents.sacd import SACD
     from splitrl.training.run_dir import RunDirectory
@@ -339,6 +340,12 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
     if not issubclass(spec.algorithm_class(), SACD):
         raise ValueError(
             f"{run.path}: only SACD policies can be exported, the run trained {spec.name}"
+        )
+    if spec.predicted_values:
+        raise ValueError(
+            f"{run.path}: {spec.name} observes robust-mpc's predicted value of every action, "
+            "which the device runtime does not compute yet; export a run of a learner that "
+            "observes the env's observation alone (sacd)"
         )
     model_path = run.trained_model_path("final")
     env = run.make_env()
