@@ -190,6 +190,25 @@ def test_process_pool_runs_the_same_cells(tiny_profile_path: Path, tmp_path: Pat
     assert [trial.name for trial in sweep.trials()] == ["tiny/broken/s0"]
 
 
+def test_a_validated_variant_is_evaluated_with_its_best_model(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    from splitrl.sweeps.sweep import run_sweep
+
+    variants = {"checked": {"algo": "dqn", "validation": 20}}
+    path = write_sweep(tmp_path, tiny_profile_path, learners=["checked"], variants=variants)
+    sweep = load_sweep(path)
+    assert sweep.variants["checked"].validation == 20
+    summary = run_sweep(sweep, runner="processes", jobs=1)
+    assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/checked/s0"]
+    trained = read_cell(sweep.out.resolve(), "train/tiny/checked_t40_s0")
+    assert trained is not None
+    run = Path(trained["run_dir"])
+    assert (run / "best_model.zip").exists() and (run / "eval" / "evaluations.npz").exists()
+    with pytest.raises(ValueError, match="validation must be a whole number of steps"):
+        load_sweep(path, variants={"checked": {"algo": "dqn", "validation": -1}})
+
+
 def test_tune_two_trials_writes_a_conf_file_train_accepts(
     local_ray: None, tiny_profile_path: Path, tmp_path: Path
 ) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: validation episodes of a variant with ``validation`` steps (seeds from the run's seed + 10 000)
+VALIDATION_EPISODES = 5
 #: first reset seed of the evaluation episodes (apart from training and validation seeds)
 EVAL_SEED = 1_000_000
 
@@ -40,12 +42,16 @@ class Variant:
     :param description: what the variant changes, for tables
     :param channel: the training channel, replacing the scenario's (``"randomized"``: domain
         randomization over the synthetic models; ``"trace:PATH"``: a trace file)
+    :param validation: steps between validations during training (``splitrl train
+        --eval-freq``, on :data:`VALIDATION_EPISODES` episodes of the training channel); the
+        evaluated model is then the run's ``best_model.zip``. 0: no validation, the final model
     """
 
     algo: str
     hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     description: str = "defaults"
     channel: str | None = None
+    validation: int = 0
 
 
 @dataclass(frozen=True)
@@ -147,7 +153,8 @@ def train_cell(
         timesteps=cell.timesteps,
         channel=variant.channel,
         hyperparameters=dict(variant.hyperparameters),
-        eval_freq=0,
+        eval_freq=variant.validation,
+        n_eval_episodes=VALIDATION_EPISODES,
         checkpoint_freq=0,
         out=str(Path(runs_dir) / cell.learner),
     )
@@ -182,7 +189,9 @@ def eval_cell(
     started = time.perf_counter()
     policy: Policy
     if run_dir is not None:
-        policy = RunDirectory(Path(run_dir)).load_policy()
+        run = RunDirectory(Path(run_dir))
+        # a run validated during training is evaluated with the model its validation kept
+        policy = run.load_policy("best" if run.best_model_path.exists() else "final")
     elif cell.policy in fitted_baselines():
         policy = make_baseline(
             cell.policy,

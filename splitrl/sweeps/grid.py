@@ -262,17 +262,25 @@ def _variants(document: Mapping[str, Any], root: Path) -> dict[str, Variant]:
     for name, entry in (document.get("variants") or {}).items():
         if not isinstance(entry, dict) or "algo" not in entry:
             raise ValueError(f"variant {name}: expected a mapping with 'algo', got {entry!r}")
-        unknown = sorted(set(entry) - {"algo", "hyperparameters", "description", "channel"})
+        known = {"algo", "hyperparameters", "description", "channel", "validation"}
+        unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"variant {name}: unknown entries {unknown}")
         channel = entry.get("channel")
         if isinstance(channel, str) and channel.startswith("trace:"):
             channel = f"trace:{_existing_file(root, channel[len('trace:') :])}"
+        validation = entry.get("validation", 0)
+        if isinstance(validation, bool) or not isinstance(validation, int) or validation < 0:
+            raise ValueError(
+                f"variant {name}: validation must be a whole number of steps, at least 0, got "
+                f"{validation!r}"
+            )
         defined[str(name)] = Variant(
             str(entry["algo"]),
             dict(entry.get("hyperparameters") or {}),
             str(entry.get("description", "")),
             channel,
+            validation,
         )
     learners = document.get("learners", ["sacd"])
     if isinstance(learners, str) or not isinstance(learners, list) or not learners:
