@@ -7,7 +7,9 @@ then every baseline plays the evaluation seeds (``DEFAULT_EVAL_SEED ..``).
 
 The decision time is the mean wall time of ``act`` per request, on this machine, while the whole
 rollout runs; it is what hundreds of evaluation episodes per baseline will cost. Budgets: about
-2 ms per request for the causal baselines, 5 ms for ``clairvoyant-lookahead``.
+2 ms per request for the causal baselines, 5 ms for ``clairvoyant-lookahead``. robust-mpc's
+decision time is also measured with the backlog lookahead's numpy loop in place of its compiled
+kernel (``backlog_kernel`` in the JSON: both times, their ratio, and whether the actions agree).
 """
 
 from __future__ import annotations
@@ -53,6 +55,33 @@ class TimedPolicy:
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return action
+
+
+def backlog_kernel_speed(make_env: Any, seed: int) -> dict[str, Any] | None:
+    """robust-mpc's decision time on one episode with the compiled backlog kernel and with its
+    numpy reference loop, in this process; ``None`` when the kernel is not built."""
+    from splitrl.agents.baselines import backlog
+
+    compiled = backlog._compiled
+    if compiled is None:
+        print("the compiled backlog kernel is not built: no kernel speed-up measured")
+        return None
+    timings, actions = {}, {}
+    try:
+        for path, module in (("compiled", compiled), ("numpy", None)):
+            backlog._compiled = module
+            timed = TimedPolicy(make_baseline("robust-mpc"))
+            rollout = run_episodes(timed, make_env(), [seed])
+            timings[path] = 1e3 * timed.seconds / timed.calls
+            actions[path] = np.stack([rollout.exit, rollout.split, rollout.bits])
+    finally:
+        backlog._compiled = compiled
+    return {
+        "compiled_ms": timings["compiled"],
+        "numpy_ms": timings["numpy"],
+        "speedup": timings["numpy"] / timings["compiled"],
+        "same_actions": bool(np.array_equal(actions["compiled"], actions["numpy"])),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -119,6 +148,13 @@ def main(argv: list[str] | None = None) -> None:
             ("decision_ms", "ms/decision", ".3f"),
         ],
     )
+    kernel = backlog_kernel_speed(make_env, seeds[0])
+    if kernel is not None:
+        print(
+            f"robust-mpc per decision: {kernel['compiled_ms']:.3f} ms with the compiled backlog "
+            f"kernel, {kernel['numpy_ms']:.3f} ms with its numpy loop (x{kernel['speedup']:.1f}, "
+            f"same actions: {kernel['same_actions']})"
+        )
     path = write_results(
         "baselines",
         {
@@ -130,6 +166,7 @@ def main(argv: list[str] | None = None) -> None:
             "reference": REFERENCE,
             "rows": rows,
             "decision_time_within_budget": within_budget,
+            "backlog_kernel": kernel,
         },
     )
     print(f"\nresults: {path}")

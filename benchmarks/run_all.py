@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("codecs", "env", "policy", "runtime", "fidelity", "sweep", "traces")
+BENCHMARKS = ("codecs", "env", "baselines", "policy", "runtime", "fidelity", "sweep", "traces")
 
 
 def main(argv: list[str] | None = None) -> int:
