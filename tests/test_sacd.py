@@ -204,6 +204,7 @@ def test_bad_masks_are_rejected(mask: np.ndarray, message: str) -> None:
         (IdentityEnv(4), dict(ent_coef="fixed"), "ent_coef"),
         (IdentityEnv(4), dict(replay_buffer_class=ReplayBuffer), "MaskableReplayBuffer"),
         (IdentityEnv(4), dict(critic_loss="l1"), "critic_loss"),
+        (IdentityEnv(4), dict(actor_averaging=0.0), "actor_averaging"),
     ],
 )
 def test_bad_arguments_are_rejected(env: gym.Env, kwargs: dict[str, Any], message: str) -> None:
@@ -309,6 +310,43 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         np.testing.assert_array_equal(restored, original)
     loaded.learn(50, reset_num_timesteps=False)
     assert loaded.num_timesteps == 350
+
+
+def test_averaged_actor_follows_the_actor_and_makes_the_greedy_decisions(tmp_path: Path) -> None:
+    env = ContextualBanditEnv()
+    first = SACD("MlpPolicy", env, seed=0, actor_averaging=0.1, **FAST)
+    averaged = first.policy.averaged_actor
+    assert averaged is not None and first.policy.greedy_actor is averaged
+    first.learn(FAST["learning_starts"] + 10)
+    before = [p.detach().clone() for p in averaged.parameters()]
+    actor_before = [p.detach().clone() for p in first.actor.parameters()]
+    first.train(gradient_steps=1, batch_size=FAST["batch_size"])
+    # after an actor step the average moves a tenth of the way to the new actor
+    for old, old_actor, new, actor in zip(
+        before, actor_before, averaged.parameters(), first.actor.parameters(), strict=True
+    ):
+        assert not th.equal(actor.detach(), old_actor)
+        th.testing.assert_close(new.detach(), 0.9 * old + 0.1 * actor.detach())
+    first.learn(300)
+    observations = th.eye(4)
+    with th.no_grad():
+        greedy = averaged.sample(observations, None, deterministic=True)
+    predicted, _ = first.predict(observations.numpy(), deterministic=True)
+    np.testing.assert_array_equal(predicted, first.policy.index_to_action(greedy).numpy())
+    assert any(
+        not th.equal(a.detach(), b.detach())
+        for a, b in zip(averaged.parameters(), first.actor.parameters(), strict=True)
+    )
+    first.save(tmp_path / "averaged.zip")
+    loaded = SACD.load(tmp_path / "averaged.zip", env=env)
+    assert loaded.policy.averaged_actor is not None
+    for a, b in zip(loaded.policy.averaged_actor.parameters(), averaged.parameters(), strict=True):
+        th.testing.assert_close(a, b)
+    np.testing.assert_array_equal(
+        loaded.predict(observations.numpy(), deterministic=True)[0], predicted
+    )
+    plain = SACD("MlpPolicy", env, seed=0, **FAST)
+    assert plain.policy.averaged_actor is None and plain.policy.greedy_actor is plain.actor
 
 
 def test_vectorized_envs_callbacks_progress_bar_and_tensorboard(tmp_path: Path) -> None:

@@ -119,7 +119,7 @@ def mlp_layers(actor: nn.Module, n_features: int) -> list[DenseLayer]:
     The structure is read from the modules, then checked by value: the layers must reproduce
     ``actor.masked_logits`` on random observations within :data:`EXTRACTION_TOLERANCE`.
 
-    :param actor: the SACD actor (``model.policy.actor``).
+    :param actor: the SACD actor (``model.policy.greedy_actor``).
     :param n_features: the observation features of ``policy.json``.
     :raises CExportError: naming the part of the actor that cannot be exported.
     """
@@ -389,7 +389,7 @@ def write_c_policy(
 ) -> list[Path]:
     """Write ``splitrl_policy.h`` and ``splitrl_policy.c`` for a SACD actor.
 
-    :param actor: the SACD actor (``model.policy.actor``).
+    :param actor: the SACD actor (``model.policy.greedy_actor``).
     :param directory: where the files go (created if needed).
     :param metadata: the export's ``policy.json`` (written beside by the ONNX export).
     :param quantize: ``"float32"`` or ``"int8"``.
@@ -428,7 +428,7 @@ def export_c_run(
         raise ValueError(f"--quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")
     agent, env, identity = load_run(run_dir)
     # refuse before any file is written
-    mlp_layers(agent.policy.actor, len(env.layout.names))
+    mlp_layers(agent.policy.greedy_actor, len(env.layout.names))
     with staged_directory(directory) as staging:
         export_env_policy(
             agent,
@@ -438,5 +438,5 @@ def export_c_run(
             opset=DEFAULT_OPSET if opset is None else opset,
         )
         metadata = PolicyMetadata.load(staging)
-        write_c_policy(agent.policy.actor, staging, metadata, quantize)
+        write_c_policy(agent.policy.greedy_actor, staging, metadata, quantize)
     return metadata

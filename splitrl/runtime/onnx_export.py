@@ -65,7 +65,7 @@ def _onnx_export(
 class PolicyGraph(nn.Module):
     """The deterministic SACD policy as one graph: masked logits, argmax, unravelled action.
 
-    :param actor: the SACD actor (``model.policy.actor``), a categorical over the flat actions.
+    :param actor: the SACD actor (``model.policy.greedy_actor``), a categorical over the flat actions.
     :param actions: the action table; its canonical mask is fixed into the graph.
     """
 
@@ -122,7 +122,7 @@ def export_policy(
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
-    :param model: a :class:`~splitrl.agents.sacd.SACD` (its ``policy.actor`` is exported).
+    :param model: a :class:`~splitrl.agents.sacd.SACD` (its ``policy.greedy_actor`` is exported).
     :param directory: the export directory (created if needed).
     :param actions: the env's action table (its canonical mask is baked into the graph).
     :param layout: the env's observation layout.
@@ -157,7 +157,7 @@ def export_policy(
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    graph = PolicyGraph(policy.actor, actions).eval()
+    graph = PolicyGraph(policy.greedy_actor, actions).eval()
     path = directory / POLICY_ONNX
     example = torch.zeros((1, n_features), dtype=torch.float32)
     with torch.no_grad():

@@ -321,6 +321,8 @@ class SACDPolicy(BasePolicy):
         :mod:`splitrl.agents.features`): the critics then learn a residual on it and the actor's
         logits start from ``prior_scale`` times it
     :param prior_scale: the actor's logits per unit of prior value (with ``action_prior``)
+    :param averaged_actor: keep a second actor, an average of the actor's weights that SACD
+        updates (``actor_averaging``), for the deterministic decisions (:attr:`greedy_actor`)
     """
 
     actor: CategoricalActor
@@ -344,6 +346,7 @@ class SACDPolicy(BasePolicy):
         n_critics: int = 2,
         action_prior: bool = False,
         prior_scale: float = 30.0,
+        averaged_actor: bool = False,
     ):
         super().__init__(
             observation_space,
@@ -367,6 +370,7 @@ class SACDPolicy(BasePolicy):
             check_prior_space(observation_space, self.n_actions)
         self.action_prior = action_prior
         self.prior_scale = prior_scale
+        self.use_averaged_actor = averaged_actor
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
         self.register_buffer("index_strides", th.tensor(index_strides(self.nvec)), persistent=False)
         self.register_buffer("index_sizes", th.tensor(self.nvec), persistent=False)
@@ -407,6 +411,18 @@ class SACDPolicy(BasePolicy):
         self.critic_target.load_state_dict(self.critic.state_dict())
         # Target networks should always be in eval mode
         self.critic_target.set_training_mode(False)
+        self.averaged_actor: CategoricalActor | None = None
+        if self.use_averaged_actor:
+            self.averaged_actor = self.make_actor()
+            self.averaged_actor.load_state_dict(self.actor.state_dict())
+            self.averaged_actor.set_training_mode(False)
+
+    @property
+    def greedy_actor(self) -> CategoricalActor:
+        """The actor whose most probable action is the policy's deterministic decision: the
+        average of the actor's weights when the policy keeps one (``averaged_actor=True``), else
+        the actor itself. Evaluation, validation and export use it."""
+        return self.averaged_actor if self.averaged_actor is not None else self.actor
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -417,6 +433,7 @@ class SACDPolicy(BasePolicy):
                 n_critics=self.n_critics,
                 action_prior=self.action_prior,
                 prior_scale=self.prior_scale,
+                averaged_actor=self.use_averaged_actor,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
@@ -476,7 +493,8 @@ class SACDPolicy(BasePolicy):
         :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
         :return: Env actions ``(batch, *action_space.shape)``
         """
-        indices = self.actor.sample(observation, action_masks, deterministic=deterministic)
+        actor = self.greedy_actor if deterministic else self.actor
+        indices = actor.sample(observation, action_masks, deterministic=deterministic)
         return self.index_to_action(indices)
 
     def predict(

@@ -96,6 +96,11 @@ class SACD(OffPolicyAlgorithm):
         (the critics are not trained). Hindsight learning: Sinclair et al., ICML 2023. With
         either, ``gamma``, the target critics and ``reward_centering`` are not used; the
         temperature is unchanged. ``None``: the soft Bellman critics (default).
+    :param actor_averaging: Polyak coefficient of an average of the actor's weights, updated
+        after every actor step (``avg <- (1 - c) avg + c actor``), that makes the deterministic
+        decisions: evaluation, validation and export use it, while training samples from the
+        actor itself. An average over the last ``~1/c`` updates damps the swings of the greedy
+        action from one update to the next. ``None``: the actor decides (default).
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -137,6 +142,7 @@ class SACD(OffPolicyAlgorithm):
         reward_centering: float = 0.0,
         target_kl: float | None = None,
         hindsight: Literal["critic", "actor"] | None = None,
+        actor_averaging: float | None = None,
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -179,6 +185,7 @@ class SACD(OffPolicyAlgorithm):
         self.reward_centering = reward_centering
         self.target_kl = target_kl
         self.hindsight = hindsight
+        self.actor_averaging = actor_averaging
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
         self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
@@ -213,6 +220,12 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(f"hindsight must be 'critic', 'actor' or None, got {self.hindsight!r}")
         if self.hindsight is not None:
             self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "store_hindsight": True}
+        if self.actor_averaging is not None:
+            if not 0.0 < self.actor_averaging <= 1.0:
+                raise ValueError(
+                    f"actor_averaging must lie in (0, 1] or be None, got {self.actor_averaging}"
+                )
+            self.policy_kwargs = {**self.policy_kwargs, "averaged_actor": True}
         super()._setup_model()
         self._create_aliases()
         if self.target_kl is not None and not self.actor.prior_scale:
@@ -298,6 +311,13 @@ class SACD(OffPolicyAlgorithm):
                 regularizer = log_probs - prior_log_probs
             actor_loss = (probs * (ent_coef * regularizer - min_q)).sum(dim=1).mean()
             self._gradient_step(self.actor.optimizer, actor_loss)
+            if self.policy.averaged_actor is not None:
+                assert self.actor_averaging is not None
+                polyak_update(
+                    self.actor.parameters(),
+                    self.policy.averaged_actor.parameters(),
+                    self.actor_averaging,
+                )
 
             # Temperature: move the exact entropy of pi(.|s) toward its target
             # target(s) = target_entropy_ratio * log(number of allowed actions in s);
