@@ -24,7 +24,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("profiles",),
     ("envs",),
     ("agents",),
-    ("training",),
+    ("training", "pretrained"),
     ("evaluation",),
     ("runtime",),
     ("sweeps",),
