@@ -72,10 +72,11 @@ class ModelPolicy:
     def observation_shape(self, env: SplitComputingEnv) -> tuple[int, ...]:
         """The shape of what the model observes in ``env``: the env's observation, extended by
         the features when there are any."""
-        shape = tuple(env.observation_space.shape or ())
         if self.features is None:
-            return shape
-        return (shape[0] + env.actions.n_actions,)
+            return tuple(env.observation_space.shape or ())
+        from splitrl.agents.features import extended_observation_space
+
+        return tuple(extended_observation_space(env).shape or ())
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The model's deterministic action."""
