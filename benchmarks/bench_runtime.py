@@ -6,6 +6,10 @@ How well the time model predicts real requests is ``benchmarks.bench_fidelity``.
 * **decision**: median and p99 time of one decision (observation from ``DeviceKnowledge`` plus
   ``policy.onnx`` in onnxruntime, one thread) for a SACD actor of the default size (256x256) over
   the default network's action table. Goal: median <= 100 us.
+* **decision_predicted_values**: the same for the shipped ``sacd-hindsight-default`` policy, whose
+  device runtime also computes robust-mpc's predicted value of every action
+  (``DeviceActionValues``) before the policy runs; with the policy's own time on the same
+  observations, in the same process, and their ratio.
 * **load**: 8 device runtimes x 200 requests, concurrently, against one server over loopback
   (EarlyExitNet architecture with untrained weights: the timing does not depend on them); every
   request must be answered.
@@ -102,6 +106,58 @@ def bench_decision(directory: Path, n_calls: int = 5000) -> dict[str, float]:
         "p99_us": float(np.percentile(times_us, 99)),
         "calls": n_calls - 100,
         "goal_median_us": 100.0,
+    }
+
+
+def bench_decision_predicted_values(directory: Path, n_calls: int = 2000) -> dict[str, float]:
+    """Time observation + predicted values + ONNX policy per decision, for the shipped
+    ``sacd-hindsight-default`` policy, against the policy alone on the same observations."""
+    from splitrl.pretrained import pretrained_run
+    from splitrl.runtime.exported_policy import load_device_features
+    from splitrl.runtime.onnx_export import export_env_policy, load_run
+    from splitrl.training.run_dir import RunDirectory
+
+    run_dir = pretrained_run("sacd-hindsight-default")
+    agent, env, identity = load_run(run_dir)
+    export_env_policy(
+        agent, directory, env, identity=identity, scenario=RunDirectory(run_dir).scenario()
+    )
+    policy = OnnxPolicy(directory)
+    knowledge = policy.metadata.device_knowledge()
+    features = load_device_features(directory, policy.metadata, knowledge)
+    assert features is not None
+    features.reset()
+    interval = policy.metadata.frame_interval_s
+    link_quality = LinkQualityReport(LinkQualityModel(), frame_interval_s=interval)
+    rng = np.random.default_rng(0)
+    with_features, observations = [], []
+    for step in range(n_calls):
+        arrival = step * interval
+        knowledge.record_transfer(
+            int(rng.integers(100, 5_000)), float(rng.uniform(1e-3, 0.01)), arrival
+        )
+        start_s = arrival + float(rng.uniform(0.0, interval))
+        start = time.perf_counter_ns()
+        report = link_quality.report(lambda _: 4e6, start_s)
+        observation = features.extend(
+            knowledge.observe(start_s, start_s - arrival, report), arrival, start_s
+        )
+        policy(observation)
+        with_features.append(time.perf_counter_ns() - start)
+        observations.append(observation)
+    policy_only = []
+    for observation in observations:
+        start = time.perf_counter_ns()
+        policy(observation)
+        policy_only.append(time.perf_counter_ns() - start)
+    full_us = np.array(with_features[100:]) / 1e3
+    alone_us = np.array(policy_only[100:]) / 1e3
+    return {
+        "median_us": float(np.median(full_us)),
+        "p99_us": float(np.percentile(full_us, 99)),
+        "policy_only_median_us": float(np.median(alone_us)),
+        "ratio_to_policy_only": float(np.median(full_us) / np.median(alone_us)),
+        "calls": n_calls - 100,
     }
 
 
@@ -269,9 +325,14 @@ def bench_flood(
 
 def main() -> None:
     argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
-    with tempfile.TemporaryDirectory() as policy_dir, tempfile.TemporaryDirectory() as seg_dir:
+    with (
+        tempfile.TemporaryDirectory() as policy_dir,
+        tempfile.TemporaryDirectory() as hindsight_dir,
+        tempfile.TemporaryDirectory() as seg_dir,
+    ):
         results = {
             "decision": bench_decision(Path(policy_dir)),
+            "decision_predicted_values": bench_decision_predicted_values(Path(hindsight_dir)),
             "load": bench_load(Path(seg_dir)),
             "flood": bench_flood(),
         }

@@ -275,6 +275,60 @@ def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_exp
     assert scale_throughput(8e6) not in reports
 
 
+def test_device_appends_the_predicted_values_to_the_observation(
+    server: ServerThread, tiny_profile: Profile, tiny_export: Path
+) -> None:
+    """A policy that observes predicted values gets them after the observation, computed from the
+    runtime's own knowledge, and they follow what the device measured."""
+    from splitrl.agents.features import DeviceActionValues
+    from splitrl.envs.forecast import DeviceForecast
+
+    env = SplitComputingEnv(profile=tiny_profile, frame_interval_s=0.02, link_quality=False)
+    inputs, labels = tiny_inputs(n=6, seed=3)
+    plan = [(1, 2, 0), (1, 2, 0), (1, 1, 3), (0, 1, 0), (1, 0, 3), (1, 3, 0)]
+    observations: list[np.ndarray] = []
+
+    def policy(observation: np.ndarray) -> tuple[int, int, int]:
+        observations.append(observation)
+        return plan[len(observations) - 1]
+
+    knowledge = DeviceKnowledge(env.layout, 2e5, env.reward_spec.deadline_s, 0.02)
+    with pytest.raises(ValueError, match="the runtime's own knowledge"):
+        DeviceRuntime(
+            OnnxSegments(tiny_export),
+            policy,
+            env.actions,
+            knowledge,
+            features=DeviceActionValues(DeviceForecast(env, env.knowledge)),
+        )
+    connection = ServerConnection(
+        ("127.0.0.1", server.port), TracePacer(Trace.from_rates([8e6], slot_s=1.0))
+    )
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(tiny_export),
+            policy,
+            env.actions,
+            knowledge,
+            connection,
+            features=DeviceActionValues(DeviceForecast(env, knowledge, 0.02)),
+        )
+        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
+    finally:
+        connection.close()
+    assert [r.status for r in records] == ["ok"] * 6
+    n_base = len(env.layout.names)
+    features = np.array(observations)[:, n_base:]
+    assert features.shape == (6, env.actions.n_actions)
+    mask = env.actions.mask()
+    assert np.all(features[:, ~mask] == 0.0) and np.all(features <= 0.0)
+    assert np.all(features[:, mask].max(axis=1) == 0.0)  # the best action of every request
+    assert features[:, mask].min() < 0.0
+    # the offloads of requests 0 and 1 replaced the 0.2 Mbit/s prior: the forecast changed
+    assert not np.array_equal(features[0], features[2])
+    assert len(records[0].observation) == n_base + env.actions.n_actions
+
+
 def test_device_observes_what_the_env_observes(tiny_profile: Profile, tiny_export: Path) -> None:
     """Parity: on the same trace and requests the runtime builds the env's observation."""
     trace = Trace.from_rates([1e6, 8e6, 2e5, 3e6, 5e7], slot_s=0.4)

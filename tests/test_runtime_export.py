@@ -16,7 +16,7 @@ from splitrl.agents.sacd import SACD
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.models.protocol import ExitSpec, InputSpec, StagedModule
 from splitrl.profiles.schema import Profile
-from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata
+from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata, load_device_features
 from splitrl.runtime.onnx_export import (
     PolicyGraph,
     export_env_policy,
@@ -180,10 +180,99 @@ def test_export_refuses_what_is_not_a_sacd_run(tiny_run: Path, tmp_path: Path) -
     run.write_config({**run.read_config(), "algo": "ppo"})
     with pytest.raises(ValueError, match="only SACD policies can be exported, the run trained ppo"):
         export_run(run.path, tmp_path / "out", model=tiny_staged_model())
-    run.write_config({**run.read_config(), "algo": "sacd-hindsight"})
-    with pytest.raises(ValueError, match="sacd-hindsight observes robust-mpc's predicted value"):
-        export_run(run.path, tmp_path / "out", model=tiny_staged_model())
     assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def hindsight_run(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short sacd-hindsight training: its policy observes robust-mpc's predicted values."""
+    from splitrl.training.config import TrainConfig
+    from splitrl.training.trainer import train
+
+    config = TrainConfig(
+        algo="sacd-hindsight",
+        profile=str(tiny_profile_path),
+        horizon=30,
+        timesteps=80,
+        seed=0,
+        eval_freq=0,
+        checkpoint_freq=0,
+        hyperparameters={"learning_starts": 20, "batch_size": 16},
+        out=tmp_path_factory.mktemp("runs"),
+    )
+    return train(config).run_dir.path
+
+
+@pytest.fixture(scope="module")
+def hindsight_export(hindsight_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("hindsight") / "export"
+    export_run(hindsight_run, directory, model=tiny_staged_model())
+    return directory
+
+
+def test_predicted_value_policy_exports_with_its_forecast(
+    hindsight_run: Path, hindsight_export: Path
+) -> None:
+    """On the same requests, the device's features from the export equal the env's, and the
+    exported policy acts as the trained one does with them."""
+    from splitrl.agents.features import PredictedActionValues
+
+    metadata = PolicyMetadata.load(hindsight_export)
+    run = RunDirectory(hindsight_run)
+    env = run.make_env()
+    assert metadata.predicted_values
+    assert metadata.n_inputs == len(env.layout.names) + env.actions.n_actions
+    assert "predicted_values" in metadata.feature_scaling
+    assert {"forecast/scenario.json", "forecast/tiny.json", "forecast/tiny.npz"} <= set(
+        metadata.files
+    )
+    device = load_device_features(hindsight_export, metadata, env.knowledge, env.frame_interval_s)
+    assert device is not None
+    reference, policy = PredictedActionValues(), run.load_policy("final")
+    onnx, rng = OnnxPolicy(hindsight_export), np.random.default_rng(0)
+    canonical = np.array(env.actions.canonical_actions())
+    for seed in (1, 2):
+        observation, _ = env.reset(seed=seed)
+        for member in (reference, policy):
+            member.reset(env)
+        device.reset()
+        offloads = 0
+        for _ in range(env.horizon):
+            on_device = device.extend(observation, env._arrival, env.request_start_s)
+            np.testing.assert_array_equal(on_device, reference.extend(env, observation))
+            assert onnx(on_device) == tuple(int(v) for v in policy.act(env, observation))
+            # random actions: offloads and backlogs move the knowledge the features read
+            action = canonical[rng.integers(len(canonical))]
+            offloads += not env.actions.is_device_only(int(action[0]), int(action[1]))
+            observation, *_ = env.step(action)
+        assert offloads > 0
+
+
+def test_predicted_value_export_checks_its_forecast(hindsight_export: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    metadata = PolicyMetadata.load(copy)
+    knowledge = metadata.device_knowledge()
+    scenario = copy / "forecast" / "scenario.json"
+    original = scenario.read_bytes()
+    scenario.write_text("{}")
+    with pytest.raises(ValueError, match=r"scenario\.json: SHA-256 does not match policy\.json"):
+        load_device_features(copy, metadata, knowledge)
+    scenario.write_bytes(original)
+    assert load_device_features(copy, metadata, knowledge) is not None
+    (copy / "forecast" / "tiny.npz").unlink()
+    with pytest.raises(FileNotFoundError, match=r"tiny\.npz: missing"):
+        load_device_features(copy, metadata, knowledge)
+    bare = PolicyMetadata(**{**metadata.__dict__, "files": {"policy.onnx": "0"}})
+    with pytest.raises(ValueError, match="lists no forecast/ scenario and profile"):
+        load_device_features(copy, bare, knowledge)
+
+
+def test_c_export_refuses_a_predicted_value_policy(hindsight_run: Path, tmp_path: Path) -> None:
+    from splitrl.runtime.c_export import CExportError, export_c_run
+
+    with pytest.raises(CExportError, match="export it as ONNX"):
+        export_c_run(hindsight_run, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
 
 
 def test_device_side_imports_without_torch() -> None:

@@ -17,12 +17,11 @@ import numpy as np
 from gymnasium import spaces
 
 from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
+from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
 
 
-def relative_flat_values(
-    env: SplitComputingEnv, actions: np.ndarray, values: np.ndarray
-) -> np.ndarray:
+def relative_flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
     """``values`` of the canonical ``actions`` as one float32 entry per flat action, relative to
     the best (which gets 0); actions that are not canonical get 0."""
     result = np.zeros(env.actions.n_actions, dtype=np.float32)
@@ -36,24 +35,52 @@ class PredictedActionValues:
     Entry ``i`` is the predicted reward minus backlog cost of flat action ``i`` (C order over
     ``(exit, split, bits)``) minus that of the best action, so the best action has 0 and the others
     a negative value; actions that are not canonical (masked) get 0. Causal: it reads only the
-    device's knowledge (:meth:`RobustMPCPolicy.action_values`).
+    device's knowledge (:meth:`RobustMPCPolicy.action_values`). ``env`` is the env in training and
+    evaluation, and a :class:`~splitrl.envs.forecast.DeviceForecast` on a real device (the device
+    runtime), so both compute the same features from the same knowledge.
     """
 
     def __init__(self) -> None:
         self.predictor = RobustMPCPolicy()
 
-    def reset(self, env: SplitComputingEnv) -> None:
+    def reset(self, env: ForecastView) -> None:
         """Forget the previous episode's prediction errors."""
         self.predictor.reset(env)
 
-    def __call__(self, env: SplitComputingEnv) -> np.ndarray:
+    def __call__(self, env: ForecastView) -> np.ndarray:
         """The features of the current request, ``(n_actions,)`` float32; call once per request."""
         actions, values = self.predictor.action_values(env)
         return relative_flat_values(env, actions, values)
 
-    def extend(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+    def extend(self, env: ForecastView, observation: np.ndarray) -> np.ndarray:
         """``observation`` with the features of the current request appended."""
         return np.concatenate([observation, self(env)]).astype(np.float32, copy=False)
+
+
+class DeviceActionValues:
+    """:class:`PredictedActionValues` on a real device, appended to the observation its runtime builds.
+
+    The device runtime's :class:`~splitrl.envs.observation.DeviceKnowledge` is the forecast's
+    knowledge, and each request's arrival and start times (the device's own clock) place the
+    request, so the features are computed by the same code as in training, from what the device
+    measured.
+
+    :param forecast: the device's forecast (:class:`~splitrl.envs.forecast.DeviceForecast`)
+    """
+
+    def __init__(self, forecast: DeviceForecast) -> None:
+        self.forecast = forecast
+        self.values = PredictedActionValues()
+
+    def reset(self) -> None:
+        """A new run: forget the previous prediction errors (after the knowledge's own reset)."""
+        self.values.reset(self.forecast)
+
+    def extend(self, observation: np.ndarray, arrival_s: float, start_s: float) -> np.ndarray:
+        """``observation`` with the features of the request that arrived at ``arrival_s`` and
+        starts at ``start_s`` appended; call once per request."""
+        self.forecast.at_request(arrival_s, start_s)
+        return self.values.extend(self.forecast, observation)
 
 
 def extended_observation_space(env: SplitComputingEnv) -> spaces.Box:

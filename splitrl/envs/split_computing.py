@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -12,6 +10,7 @@ from gymnasium import spaces
 
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.channels.base import Channel, private_generator
+from splitrl.envs.forecast import ActionForecast, ActionOutcomes
 from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
 from splitrl.envs.reward import RewardSpec
@@ -34,40 +33,6 @@ Mode = Literal["replay", "live"]
 _DRAW_BLOCK = 1024
 #: bound of the seeds drawn from ``np_random`` for the components' own generators
 _SEED_BOUND = 2**63
-
-
-@dataclass(frozen=True)
-class ActionOutcomes:
-    """The outcome of every canonical action for one request.
-
-    From :meth:`SplitComputingEnv.evaluate_actions` (true) or
-    :meth:`SplitComputingEnv.predict_actions` (the device's prediction). Arrays are indexed like
-    ``actions`` (canonical ``(e, s, b)`` triples, in flat-index order); times are in seconds.
-
-    :param actions: the canonical actions, shape ``(n, 3)``
-    :param reward: reward of each action
-    :param latency_s: end-to-end latency, from the request's arrival (its wait included)
-    :param energy_j: device energy
-    :param payload_bytes: bytes sent (0 when device-only)
-    :param correct: correctness as the reward counts it
-    :param device_free_s: when the device could start the next request, counted from this
-        request's arrival (its wait included): what the action leaves to the next frames
-    :param wait_s: how long this request waited for the device before it started (the same for
-        every action)
-    """
-
-    actions: np.ndarray
-    reward: np.ndarray
-    latency_s: np.ndarray
-    energy_j: np.ndarray
-    payload_bytes: np.ndarray
-    correct: np.ndarray
-    device_free_s: np.ndarray
-    wait_s: float
-
-    def best(self) -> np.ndarray:
-        """The action with the highest reward (ties go to the lowest flat index)."""
-        return self.actions[int(np.argmax(self.reward))]
 
 
 class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -258,6 +223,16 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._expected = self.profile.accuracy()
         self._mean_payload = np.rint(self.profile.mean_payload_bytes()).astype(np.int64)
         self._mean_rtt_s = self.rtt.mean_s
+        payload, accuracy = self._expected_outcomes()
+        #: the device's prediction of every canonical action (:meth:`predict_actions`)
+        self.forecast = ActionForecast(
+            self.request_model,
+            self._canonical,
+            payload,
+            accuracy,
+            self._mean_rtt_s,
+            self.server_load,
+        )
         self._live: Any = None
         if mode == "live":
             from splitrl.envs.live_outcomes import LiveOutcomes
@@ -380,6 +355,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
     # ------------------------------------------------------------------ all actions at once
     @property
+    def server_job_s(self) -> float:
+        """The server's mean service time of one job at no load (the queueing model's unit)."""
+        return self.parts.server_job_s
+
+    @property
     def request_start_s(self) -> float:
         """When the current request starts: its arrival, or later if the device is still busy."""
         return max(self._arrival, self._device_free)
@@ -442,33 +422,15 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._requests is None:
             raise RuntimeError("call reset() before predicting actions")
         capacity = self.knowledge.throughput_estimate_bps if capacity_bps is None else capacity_bps
-        if not capacity > 0:
-            raise ValueError(f"capacity_bps must be positive, got {capacity}")
-        arrival = self._arrival
-        start = self.request_start_s
-        payload_bytes, accuracy = self._expected_outcomes
-        device_free, done, energy_j = self.request_model.predict(
-            start,
-            payload_bytes,
+        return self.forecast.predict(
+            self._arrival,
+            self.request_start_s,
             capacity,
             self.knowledge.server_load,
-            self._mean_rtt_s,
-            self.server_load,
+            self.reward_spec,
             self._bucket,
         )
-        latency_s = done - arrival
-        return ActionOutcomes(
-            actions=self._canonical.copy(),
-            reward=self.reward_spec.rewards(accuracy, latency_s, energy_j),
-            latency_s=latency_s,
-            energy_j=energy_j,
-            payload_bytes=payload_bytes.copy(),
-            correct=accuracy.copy(),
-            device_free_s=device_free - arrival,
-            wait_s=start - arrival,
-        )
 
-    @functools.cached_property
     def _expected_outcomes(self) -> tuple[np.ndarray, np.ndarray]:
         """Per canonical action: the profile's mean payload (0 when device-only) and accuracy."""
         e, s, b = self._canonical.T

@@ -426,6 +426,15 @@ def export_c_run(
 
     if quantize not in QUANTIZE_OPTIONS:
         raise ValueError(f"--quantize must be one of {QUANTIZE_OPTIONS}, got {quantize!r}")
+    from splitrl.training.run_dir import RunDirectory
+
+    learner = RunDirectory(run_dir).learner()
+    if learner.predicted_values:
+        raise CExportError(
+            f"{learner.name} observes robust-mpc's predicted value of every action, which the C "
+            "policy does not compute; export it as ONNX (without --format c) for the device "
+            "runtime, which does"
+        )
     agent, env, identity = load_run(run_dir)
     # refuse before any file is written
     mlp_layers(agent.policy.greedy_actor, len(env.layout.names))

@@ -7,6 +7,9 @@ For every request (a camera frame arriving every ``frame_interval_s``) the devic
    paced transfers and their end time, the link rate its radio reports (a user callback on a real
    radio, :class:`~splitrl.runtime.pacing.TraceLinkQuality` on loopback), the latency and server
    load of the replies that have arrived, and how long the request waited for the device (backlog);
+   for a policy that observes predicted values (``sacd-prior``, ``sacd-hindsight``), it appends
+   robust-mpc's predicted value of every action, computed from that knowledge by
+   :class:`splitrl.agents.features.DeviceActionValues`, the same code as in training;
 2. asks the policy for ``(exit, split, bits)`` and executes its canonical form;
 3. runs stages ``[0, min(s, k_e))`` with onnxruntime; device-only requests finish locally at the
    exit head, the others encode the split tensor with :mod:`splitrl.codecs` and send it, paced to
@@ -37,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from splitrl.agents.features import DeviceActionValues
 from splitrl.codecs import encode
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.link_quality import LinkQualityModel
@@ -251,6 +255,9 @@ class DeviceRuntime:
     :param reply_timeout_s: how long to wait for the last replies at the end of a run.
     :param link_quality: the radio's link-rate report; required when the policy observes link
         quality (``knowledge.layout.link_quality``), refused otherwise.
+    :param features: the predicted-value features the policy observes after the observation
+        (:func:`~splitrl.runtime.exported_policy.load_device_features`), built around
+        ``knowledge``; ``None`` for a policy that observes the observation alone.
     """
 
     def __init__(
@@ -263,7 +270,10 @@ class DeviceRuntime:
         codec: dict[str, Any] | None = None,
         reply_timeout_s: float = 30.0,
         link_quality: LinkQualitySource | None = None,
+        features: DeviceActionValues | None = None,
     ) -> None:
+        if features is not None and features.forecast.knowledge is not knowledge:
+            raise ValueError("the features must read the runtime's own knowledge")
         if knowledge.layout.link_quality != (link_quality is not None):
             raise ValueError(
                 "the policy observes link quality: give the runtime the radio's link-rate report"
@@ -283,6 +293,7 @@ class DeviceRuntime:
         self.codec = dict(codec or {})
         self.reply_timeout_s = reply_timeout_s
         self.link_quality = link_quality
+        self.features = features
         self.epoch = time.perf_counter()
         self._pending: dict[int, RequestRecord] = {}
 
@@ -306,6 +317,8 @@ class DeviceRuntime:
         :raises DeviceError: the connection broke.
         """
         self.knowledge.reset()
+        if self.features is not None:
+            self.features.reset()
         self.epoch = time.perf_counter() if epoch is None else epoch
         if self.connection is not None and self.connection.pacer is not None:
             self.connection.pacer.restart(self.epoch)
@@ -328,6 +341,8 @@ class DeviceRuntime:
         self._collect_replies()
         start = self.now()
         observation = self.knowledge.observe(start, start - arrival, self._link_quality(start))
+        if self.features is not None:
+            observation = self.features.extend(observation, arrival, start)
         e, s, b = self.actions.canonical(*self.actions.validate(self.policy(observation)))
         decided = self.now()
         k_e = self.actions.exit_stages[e]
@@ -545,7 +560,7 @@ def load_test_canvases(
 
 def run(args: argparse.Namespace) -> int:
     """Run requests against a server and log them."""
-    from splitrl.runtime.exported_policy import OnnxPolicy
+    from splitrl.runtime.exported_policy import OnnxPolicy, load_device_features
     from splitrl.runtime.segments import OnnxSegments
 
     if args.requests < 1:
@@ -561,6 +576,8 @@ def run(args: argparse.Namespace) -> int:
     link_quality = link_quality_source(
         metadata.link_quality, args.link_quality, pacer, interval, args.link_quality_seed
     )
+    knowledge = metadata.device_knowledge(interval)
+    features = load_device_features(args.export, metadata, knowledge, interval)
     samples = list(load_test_canvases(args.first_sample, args.requests, args.data_dir))
     try:
         connection = ServerConnection(address, pacer)
@@ -573,10 +590,11 @@ def run(args: argparse.Namespace) -> int:
             OnnxSegments(args.export, threads=1),
             policy,
             metadata.actions,
-            metadata.device_knowledge(interval),
+            knowledge,
             connection,
             metadata.codec,
             link_quality=link_quality,
+            features=features,
         )
         records = runtime.run(samples, interval)
     finally:

@@ -18,7 +18,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,9 +27,16 @@ from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import OBSERVATION_VERSION, DeviceKnowledge, ObservationLayout
 from splitrl.runtime.segments import file_sha256, open_onnx_session
 
+if TYPE_CHECKING:
+    from splitrl.agents.features import DeviceActionValues
+
 POLICY_ONNX = "policy.onnx"
 POLICY_JSON = "policy.json"
 POLICY_FORMAT = 1
+#: the folder of an export that holds what the device forecasts with (a policy that observes
+#: predicted values): the scenario (:data:`FORECAST_SCENARIO`) and the profile it was trained on
+FORECAST_DIR = "forecast"
+FORECAST_SCENARIO = "scenario.json"
 
 #: how each observation feature is computed (documentation stored in policy.json)
 FEATURE_SCALING = {
@@ -40,6 +47,13 @@ FEATURE_SCALING = {
     "server_load": "utilization reported in the last reply, [0, 1]",
     "backlog": "seconds the request waited for the device / frame_interval_s, clipped to [0, 10]",
 }
+#: how the predicted-value features are computed (stored when the policy observes them)
+PREDICTED_VALUES_SCALING = (
+    "one per flat action (C order over exit, split, bits) after the features above: robust-mpc's "
+    "predicted reward minus backlog cost of the action, minus that of the best action (<= 0; 0 "
+    "for actions that are not canonical), computed from the device's knowledge with the scenario "
+    "and profile in forecast/ (splitrl.agents.features.DeviceActionValues)"
+)
 
 
 @dataclass(frozen=True)
@@ -64,6 +78,9 @@ class PolicyMetadata:
         not observe it.
     :param observation_version: the version of the observation the policy was trained on
         (:data:`~splitrl.envs.observation.OBSERVATION_VERSION`); a device refuses others.
+    :param predicted_values: the policy observes, after ``feature_names``, robust-mpc's predicted
+        value of every flat action, which the device computes with the scenario and profile in
+        :data:`FORECAST_DIR` (:func:`load_device_features`).
     """
 
     feature_names: tuple[str, ...]
@@ -82,6 +99,14 @@ class PolicyMetadata:
     format: int = POLICY_FORMAT
     link_quality: LinkQualityModel | None = None
     observation_version: int = OBSERVATION_VERSION
+    predicted_values: bool = False
+
+    @property
+    def n_inputs(self) -> int:
+        """Length of the policy's input: the features, and one predicted value per flat action
+        when it observes them."""
+        extra = self.actions.n_actions if self.predicted_values else 0
+        return len(self.feature_names) + extra
 
     @property
     def actions(self) -> ActionTable:
@@ -160,6 +185,7 @@ class PolicyMetadata:
                 if data["link_quality"] is None
                 else LinkQualityModel.from_dict(data["link_quality"]),
                 observation_version=OBSERVATION_VERSION,
+                predicted_values=bool(data.get("predicted_values", False)),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
@@ -192,10 +218,10 @@ class OnnxPolicy:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = open_onnx_session(path, options)
-        self._n_features = len(self.metadata.feature_names)
+        self._n_features = self.metadata.n_inputs
 
     def actions(self, observations: np.ndarray) -> np.ndarray:
-        """Actions ``int64 [batch, 3]`` of a batch of observations ``[batch, n_features]``."""
+        """Actions ``int64 [batch, 3]`` of a batch of observations ``[batch, n_inputs]``."""
         batch = np.ascontiguousarray(observations, dtype=np.float32).reshape(-1, self._n_features)
         actions: np.ndarray = self.session.run(["action"], {"observation": batch})[0]
         return actions
@@ -204,3 +230,61 @@ class OnnxPolicy:
         """The action of one observation."""
         e, s, b = self.actions(observation)[0]
         return int(e), int(s), int(b)
+
+
+def load_device_features(
+    directory: str | os.PathLike[str],
+    metadata: PolicyMetadata,
+    knowledge: DeviceKnowledge,
+    frame_interval_s: float | None = None,
+) -> DeviceActionValues | None:
+    """The predicted-value features of an exported policy that observes them, else ``None``.
+
+    Reads the scenario and profile the policy was trained on from the export's
+    :data:`FORECAST_DIR` (checked against the hashes in ``policy.json``) and builds the device's
+    forecast around ``knowledge``, the runtime's own.
+
+    :param directory: the export directory
+    :param metadata: its ``policy.json``
+    :param knowledge: the device knowledge the runtime builds the observation with
+    :param frame_interval_s: the request period actually used (default: the trained one)
+    :raises FileNotFoundError: a forecast file is missing
+    :raises ValueError: a file whose hash does not match, or a scenario or profile that does not
+        match the policy's action table
+    """
+    if not metadata.predicted_values:
+        return None
+    from splitrl.agents.features import DeviceActionValues
+    from splitrl.envs.forecast import DeviceForecast
+    from splitrl.envs.scenarios import scenario_from_dict
+    from splitrl.envs.split_computing import SplitComputingEnv
+    from splitrl.profiles.io import load_profile
+
+    root = Path(directory)
+    forecast_files = sorted(name for name in metadata.files if name.startswith(f"{FORECAST_DIR}/"))
+    scenario_name = f"{FORECAST_DIR}/{FORECAST_SCENARIO}"
+    profiles = [name for name in forecast_files if name.endswith(".json") and name != scenario_name]
+    if scenario_name not in forecast_files or len(profiles) != 1:
+        raise ValueError(
+            f"{root / POLICY_JSON}: the policy observes predicted values but lists no "
+            f"{FORECAST_DIR}/ scenario and profile (export it again)"
+        )
+    for name in forecast_files:
+        path = root / name
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: missing (the policy's forecast needs it)")
+        if file_sha256(path) != metadata.files[name]:
+            raise ValueError(f"{path}: SHA-256 does not match {POLICY_JSON}")
+    scenario_path = root / scenario_name
+    try:
+        scenario = scenario_from_dict(json.loads(scenario_path.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as error:
+        raise ValueError(f"{scenario_path}: not a scenario ({error})") from None
+    # The channel is never read by a forecast; a constant one needs no trace file on the device.
+    env = SplitComputingEnv(scenario, profile=load_profile(root / profiles[0]), channel="constant")
+    if env.actions.nvec != metadata.actions.nvec or env.actions.exit_stages != metadata.exit_stages:
+        raise ValueError(
+            f"{scenario_path}: its profile's actions {env.actions.nvec} do not match the policy's "
+            f"{metadata.actions.nvec}"
+        )
+    return DeviceActionValues(DeviceForecast(env, knowledge, frame_interval_s))

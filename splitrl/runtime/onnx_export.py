@@ -29,9 +29,19 @@ from splitrl.files import staged_directory
 from splitrl.models.protocol import StagedModel
 
 if TYPE_CHECKING:
+    from splitrl.envs.scenarios import Scenario
     from splitrl.envs.split_computing import SplitComputingEnv
+    from splitrl.profiles.schema import Profile
 
-from splitrl.runtime.exported_policy import POLICY_ONNX, OnnxPolicy, PolicyMetadata
+from splitrl.runtime.exported_policy import (
+    FEATURE_SCALING,
+    FORECAST_DIR,
+    FORECAST_SCENARIO,
+    POLICY_ONNX,
+    PREDICTED_VALUES_SCALING,
+    OnnxPolicy,
+    PolicyMetadata,
+)
 from splitrl.runtime.segments import (
     OnnxSegments,
     SegmentManifest,
@@ -119,6 +129,7 @@ def export_policy(
     codec: Mapping[str, Any] | None = None,
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
+    forecast: tuple[Scenario, Profile] | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
@@ -134,12 +145,16 @@ def export_policy(
     :param codec: codec settings of the profile (``profile.codec``).
     :param identity: scenario, profile and preset names to record.
     :param opset: ONNX opset.
+    :param forecast: for a policy that observes robust-mpc's predicted value of every action
+        after the layout's features (``sacd-prior``, ``sacd-hindsight``): the scenario and profile
+        it was trained on, written to ``forecast/`` so that the device runtime computes the same
+        values (:func:`~splitrl.runtime.exported_policy.load_device_features`).
     :return: the metadata written.
-    :raises ValueError: when the model's spaces do not match ``actions`` and ``layout``, or
-        ``link_quality`` does not match the layout.
+    :raises ValueError: when the model's spaces do not match ``actions`` and ``layout`` (and the
+        predicted values), or ``link_quality`` does not match the layout.
     """
     policy = model.policy
-    n_features = len(layout.names)
+    n_features = len(layout.names) + (actions.n_actions if forecast is not None else 0)
     if layout.link_quality != (link_quality is not None):
         raise ValueError(
             "the layout observes link quality but no link_quality model was given"
@@ -154,9 +169,11 @@ def export_policy(
         raise ValueError(
             f"the model observes shape {policy.observation_space.shape}, the layout has "
             f"{n_features} features"
+            + (" with the predicted values" if forecast is not None else "")
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    forecast_files = {} if forecast is None else write_forecast(directory, *forecast)
     graph = PolicyGraph(policy.greedy_actor, actions).eval()
     path = directory / POLICY_ONNX
     example = torch.zeros((1, n_features), dtype=torch.float32)
@@ -174,11 +191,20 @@ def export_policy(
         codec=dict(codec or {}),
         identity=dict(identity or {}),
         versions=library_versions(opset),
-        files={POLICY_ONNX: file_sha256(path)},
+        files={POLICY_ONNX: file_sha256(path), **forecast_files},
+        feature_scaling={
+            **FEATURE_SCALING,
+            **({"predicted_values": PREDICTED_VALUES_SCALING} if forecast is not None else {}),
+        },
         link_quality=link_quality,
+        predicted_values=forecast is not None,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
+    if forecast is not None:
+        observations = np.concatenate(
+            [observations, random_predicted_values(actions, 256, seed=1)], axis=1
+        )
     mismatches = np.flatnonzero(
         OnnxPolicy(directory).actions(observations) != torch_actions(graph, observations)
     )
@@ -196,6 +222,7 @@ def export_env_policy(
     *,
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
+    scenario: Scenario | None = None,
 ) -> PolicyMetadata:
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
@@ -208,6 +235,8 @@ def export_env_policy(
     :param env: the env of the policy (the training run's scenario).
     :param identity: scenario, profile and preset names to record (default: the profile's name).
     :param opset: ONNX opset.
+    :param scenario: for a policy that observes robust-mpc's predicted values: the scenario ``env``
+        was built from, exported with ``env``'s profile for the device's forecast
     """
     return export_policy(
         model,
@@ -221,7 +250,40 @@ def export_env_policy(
         codec=env.profile.codec,
         identity={"profile": env.profile.name} if identity is None else identity,
         opset=opset,
+        forecast=None if scenario is None else (scenario, env.profile),
     )
+
+
+def write_forecast(directory: Path, scenario: Scenario, profile: Profile) -> dict[str, str]:
+    """Write the scenario and profile of the device's forecast into ``directory/forecast``.
+
+    :return: each file's name relative to ``directory`` and its SHA-256, for ``policy.json``
+    """
+    import dataclasses
+    import json
+
+    from splitrl.profiles.io import save_profile
+
+    folder = directory / FORECAST_DIR
+    json_path = save_profile(profile, folder)
+    spec = dataclasses.replace(scenario, profile=json_path.name).to_dict()
+    (folder / FORECAST_SCENARIO).write_text(json.dumps(spec, indent=2) + "\n")
+    return {
+        f"{FORECAST_DIR}/{path.name}": file_sha256(path)
+        for path in sorted(folder.iterdir())
+        if path.is_file()
+    }
+
+
+def random_predicted_values(actions: ActionTable, n: int, seed: int) -> np.ndarray:
+    """``n`` rows of predicted values as the features give them: one best action at 0, the other
+    canonical actions in ``[-0.3, 0)``, non-canonical actions 0; float32."""
+    rng = np.random.default_rng(seed)
+    mask = actions.mask()
+    values = np.where(mask, rng.uniform(-0.3, 0.0, size=(n, actions.n_actions)), 0.0)
+    canonical = np.flatnonzero(mask)
+    values[np.arange(n), rng.choice(canonical, size=n)] = 0.0
+    return values.astype(np.float32)
 
 
 def random_observations(layout: ObservationLayout, n: int, seed: int) -> np.ndarray:
@@ -329,8 +391,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
 
     :return: ``(agent, env, identity)``.
     :raises FileNotFoundError: when the run directory, its config or its model is missing.
-    :raises ValueError: when the config is malformed, the run trained another learner than SACD,
-        or one that observes predicted-value features.
+    :raises ValueError: when the config is malformed, or the run trained another learner than
+        SACD.
     """
     from splitrl.agents.sacd import SACD
     from splitrl.training.run_dir import RunDirectory
@@ -340,12 +402,6 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
     if not issubclass(spec.algorithm_class(), SACD):
         raise ValueError(
             f"{run.path}: only SACD policies can be exported, the run trained {spec.name}"
-        )
-    if spec.predicted_values:
-        raise ValueError(
-            f"{run.path}: {spec.name} observes robust-mpc's predicted value of every action, "
-            "which the device runtime does not compute yet; export a run of a learner that "
-            "observes the env's observation alone (sacd)"
         )
     model_path = run.trained_model_path("final")
     env = run.make_env()
@@ -388,7 +444,13 @@ def export_run(
             f"the model's exits {exit_stages} and {len(staged.stages)} stages do not match the "
             f"profile's {env.actions.exit_stages} and {env.actions.n_splits - 1}"
         )
+    from splitrl.training.run_dir import RunDirectory
+
+    run = RunDirectory(run_dir)
+    scenario = run.scenario() if run.learner().predicted_values else None
     with staged_directory(directory) as staging:
-        metadata = export_env_policy(agent, staging, env, identity=identity, opset=opset)
+        metadata = export_env_policy(
+            agent, staging, env, identity=identity, opset=opset, scenario=scenario
+        )
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest

@@ -30,8 +30,8 @@ from types import ModuleType
 
 import numpy as np
 
+from splitrl.envs.forecast import ActionOutcomes, ForecastView
 from splitrl.envs.reward import RewardSpec
-from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
 
 #: most requests after the current one whose reward the backlog cost counts (0.53 s at 120 fps):
 #: enough for the price of any backlog that drains in the default scenario to converge
@@ -170,14 +170,14 @@ def _undominated(
 
 def best_with_backlog(
     outcomes: ActionOutcomes,
-    env: SplitComputingEnv,
+    env: ForecastView,
     horizon: int = DEFAULT_BACKLOG_HORIZON,
     rewards: np.ndarray | None = None,
 ) -> np.ndarray:
     """The action of highest reward minus :func:`backlog_cost` (ties go to the lowest flat index).
 
     :param outcomes: the current request's outcomes as the policy sees them
-    :param env: the env (its frame interval and reward)
+    :param env: the env or a device's view of it (its frame interval and reward)
     :param horizon: requests the backlog cost counts
     :param rewards: the rewards to rank instead of ``outcomes.reward`` (e.g. expected over a spread)
     """

@@ -13,6 +13,7 @@ from splitrl.agents.baselines.backlog import (
     check_horizon,
 )
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
+from splitrl.envs.forecast import ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: past prediction errors the discount looks at (RobustMPC's window of 5 chunks)
@@ -68,7 +69,7 @@ class RobustMPCPolicy:
         self.robust_bps = math.nan
         self._seen_transfer_end = -math.inf
 
-    def reset(self, env: SplitComputingEnv) -> None:
+    def reset(self, env: ForecastView) -> None:
         """Forget past errors and predictions: a new episode."""
         self.errors.clear()
         self.predicted_bps = math.nan
@@ -81,10 +82,11 @@ class RobustMPCPolicy:
         actions, values = self.action_values(env)
         return actions[int(np.argmax(values))].copy()
 
-    def action_values(self, env: SplitComputingEnv) -> tuple[np.ndarray, np.ndarray]:
+    def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
         """The value of every canonical action for the current request, as :meth:`act` ranks them.
 
         Call it once per request: it scores the previous prediction and makes the next one.
+        ``env`` is the env, or on a real device its :class:`~splitrl.envs.forecast.DeviceForecast`.
 
         :return: the canonical actions ``(n, 3)`` and their predicted reward minus backlog cost
         """

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from splitrl.envs.split_computing import ActionOutcomes, SplitComputingEnv
+from splitrl.envs.forecast import ActionOutcomes, ForecastView
 
 #: draws of the RTT and the queueing per prediction
 DEFAULT_SPREAD_DRAWS = 64
@@ -39,16 +39,16 @@ class LatencySpread:
         self._queue_shift: dict[float, np.ndarray] = {}
         self._server_job_s = 0.0
 
-    def reset(self, env: SplitComputingEnv) -> None:
+    def reset(self, env: ForecastView) -> None:
         """Draw the RTTs and queueing variates for ``env``'s models."""
         rng = np.random.default_rng(self.seed)
         rtt = np.array([env.rtt.sample(rng) for _ in range(self.draws)])
         self._rtt_shift = rtt - env.rtt.mean_s
         self._queue_u = rng.permutation((np.arange(self.draws) + 0.5) / self.draws).tolist()
         self._queue_shift = {}
-        self._server_job_s = env.parts.server_job_s
+        self._server_job_s = env.server_job_s
 
-    def expected_rewards(self, predicted: ActionOutcomes, env: SplitComputingEnv) -> np.ndarray:
+    def expected_rewards(self, predicted: ActionOutcomes, env: ForecastView) -> np.ndarray:
         """The reward of each action averaged over the draws, from ``env.predict_actions`` outcomes.
 
         :param predicted: outcomes predicted at the mean RTT and the mean queueing delay of the
