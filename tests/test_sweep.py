@@ -209,6 +209,29 @@ def test_a_validated_variant_is_evaluated_with_its_best_model(
         load_sweep(path, variants={"checked": {"algo": "dqn", "validation": -1}})
 
 
+def test_a_variant_trains_on_shorter_episodes_and_is_evaluated_on_the_scenario_s(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    from splitrl.sweeps.sweep import run_sweep
+    from splitrl.training.run_dir import RunDirectory
+
+    variants = {"short": {"algo": "dqn", "horizon": 7}}
+    path = write_sweep(tmp_path, tiny_profile_path, learners=["short"], variants=variants)
+    sweep = load_sweep(path)
+    assert sweep.variants["short"].horizon == 7
+    summary = run_sweep(sweep, runner="processes", jobs=1)
+    assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/short/s0"]
+    trained = read_cell(sweep.out.resolve(), "train/tiny/short_t40_s0")
+    assert trained is not None
+    assert RunDirectory(Path(trained["run_dir"])).make_env().horizon == 7
+    evaluation = read_cell(sweep.out.resolve(), "eval/tiny/markov/e2/short_t40_s0")
+    assert evaluation is not None
+    assert evaluation["requests_per_episode"] == 20  # the scenario's, not the training's
+    for horizon in (0, "seven", True):
+        with pytest.raises(ValueError, match="horizon must be a whole number of requests"):
+            load_sweep(path, variants={"short": {"algo": "dqn", "horizon": horizon}})
+
+
 def test_tune_two_trials_writes_a_conf_file_train_accepts(
     local_ray: None, tiny_profile_path: Path, tmp_path: Path
 ) -> None:

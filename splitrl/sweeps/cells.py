@@ -45,6 +45,9 @@ class Variant:
     :param validation: steps between validations during training (``splitrl train
         --eval-freq``, on :data:`VALIDATION_EPISODES` episodes of the training channel); the
         evaluated model is then the run's ``best_model.zip``. 0: no validation, the final model
+    :param horizon: requests per training episode, replacing the scenario's (with randomized
+        channels, shorter episodes draw more channels in the same steps); the evaluation
+        episodes keep the scenario's length. None: the scenario's
     """
 
     algo: str
@@ -52,6 +55,7 @@ class Variant:
     description: str = "defaults"
     channel: str | None = None
     validation: int = 0
+    horizon: int | None = None
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,7 @@ def train_cell(
         profile=overrides.get("profile"),
         device_preset=overrides.get("device"),
         reward=overrides.get("reward"),
-        horizon=overrides.get("horizon"),
+        horizon=overrides.get("horizon") if variant.horizon is None else variant.horizon,
         link_quality=overrides.get("link_quality"),
         seed=cell.seed,
         timesteps=cell.timesteps,
@@ -205,6 +209,7 @@ def eval_cell(
     rollout = run_episodes(policy, env, range(EVAL_SEED, EVAL_SEED + cell.episodes))
     return {
         "episode_rewards": rollout.reward.mean(axis=1).tolist(),
+        "requests_per_episode": env.horizon,
         "offload_fraction": float((rollout.payload_bytes > 0).mean()),
         "deadline_miss_fraction": float(rollout.deadline_missed.mean()),
         "seconds": time.perf_counter() - started,

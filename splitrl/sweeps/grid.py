@@ -262,7 +262,7 @@ def _variants(document: Mapping[str, Any], root: Path) -> dict[str, Variant]:
     for name, entry in (document.get("variants") or {}).items():
         if not isinstance(entry, dict) or "algo" not in entry:
             raise ValueError(f"variant {name}: expected a mapping with 'algo', got {entry!r}")
-        known = {"algo", "hyperparameters", "description", "channel", "validation"}
+        known = {"algo", "hyperparameters", "description", "channel", "validation", "horizon"}
         unknown = sorted(set(entry) - known)
         if unknown:
             raise ValueError(f"variant {name}: unknown entries {unknown}")
@@ -275,12 +275,21 @@ def _variants(document: Mapping[str, Any], root: Path) -> dict[str, Variant]:
                 f"variant {name}: validation must be a whole number of steps, at least 0, got "
                 f"{validation!r}"
             )
+        horizon = entry.get("horizon")
+        if horizon is not None and (
+            isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1
+        ):
+            raise ValueError(
+                f"variant {name}: horizon must be a whole number of requests, at least 1, got "
+                f"{horizon!r}"
+            )
         defined[str(name)] = Variant(
             str(entry["algo"]),
             dict(entry.get("hyperparameters") or {}),
             str(entry.get("description", "")),
             channel,
             validation,
+            horizon,
         )
     learners = document.get("learners", ["sacd"])
     if isinstance(learners, str) or not isinstance(learners, list) or not learners:
