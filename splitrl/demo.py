@@ -207,6 +207,11 @@ def run_demo(settings: DemoSettings) -> DemoResult:
     print(f"evaluated in {evaluate_seconds:.0f} s; tables and plots in {out}/:")
     for path in files:
         print(f"  {path}")
+    print(
+        f"deploy a policy (docs/deploy.md): splitrl export {run_dir} --out deploy/; "
+        "splitrl serve --export deploy/ --port 9000 &; "
+        "splitrl run-device --server 127.0.0.1:9000 --export deploy/"
+    )
     return DemoResult(
         run_dir,
         curve,
