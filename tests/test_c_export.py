@@ -269,6 +269,15 @@ def test_actor_with_other_inputs_or_parts_is_refused(env: SplitComputingEnv, age
     with pytest.raises(CExportError, match="action prior"):
         mlp_layers(WithPrior(), n_features)
 
+    class Clipping(WithPrior):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prior_scale = 0.0
+            self.clip_inputs = True
+
+    with pytest.raises(CExportError, match="clips its inputs to its training range"):
+        mlp_layers(Clipping(), n_features)
+
     class WithOutcomeHead(WithPrior):
         def __init__(self) -> None:
             super().__init__()

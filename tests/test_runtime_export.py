@@ -317,3 +317,25 @@ def test_failed_export_leaves_no_partial_directory(
         export_run(run_dir, existing, model=tiny_staged_model())
     assert (existing / "policy.json").read_text() == "previous export"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["existing", "run"]
+
+
+def test_clipped_inputs_are_exported_in_the_graph(env: SplitComputingEnv, tmp_path: Path) -> None:
+    agent = SACD(
+        "MlpPolicy",
+        env,
+        policy_kwargs={"net_arch": [32, 32], "clip_inputs": True},
+        seed=0,
+        device="cpu",
+    )
+    # a narrow recorded range, so that most random observations are clipped
+    agent.policy.record_inputs(random_observations(env.layout, 20, seed=3) * 0.2)
+    export_env_policy(agent, tmp_path, env)
+    observations = random_observations(env.layout, 10_000, seed=4)
+    graph = PolicyGraph(agent.policy.actor, env.actions).eval()
+    onnx_actions = OnnxPolicy(tmp_path).actions(observations)
+    np.testing.assert_array_equal(onnx_actions, torch_actions(graph, observations))
+    low = agent.policy.actor.input_low.numpy()
+    high = agent.policy.actor.input_high.numpy()
+    clipped = np.clip(observations, low, high)
+    assert not np.array_equal(clipped, observations)
+    np.testing.assert_array_equal(onnx_actions, OnnxPolicy(tmp_path).actions(clipped))

@@ -492,3 +492,77 @@ def test_action_prior_needs_room_in_the_observation() -> None:
             lambda _: 1e-3,
             action_prior=True,
         )
+
+
+class DriftingBanditEnv(ContextualBanditEnv):
+    """The contextual bandit whose contexts are scaled by 1 + episode count / 50: observations
+    grow during training, so their recorded range is known."""
+
+    observation_space = spaces.Box(0.0, np.inf, shape=(4,), dtype=np.float32)
+    episodes = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        observation, info = super().reset(seed=seed)
+        self.episodes += 1
+        return observation * (1.0 + self.episodes / 50), info
+
+
+def test_clipped_inputs_record_the_training_range_and_hold_the_network_inside_it(
+    tmp_path: Path,
+) -> None:
+    env = DriftingBanditEnv()
+    settings = {**FAST, "policy_kwargs": {**FAST["policy_kwargs"], "clip_inputs": True}}
+    model = SACD("MlpPolicy", env, seed=0, actor_averaging=0.5, **settings)
+    actor = model.policy.actor
+    outside = th.tensor([[9.0, 0.0, -3.0, 0.5]])
+    with th.no_grad():  # nothing recorded yet: the network reads the observation as it is
+        th.testing.assert_close(
+            actor.masked_logits(outside),
+            actor.logits_net(actor.extract_features(outside, actor.features_extractor)),
+        )
+    model.learn(120)
+    buffer = model.replay_buffer
+    assert isinstance(buffer, MaskableReplayBuffer)
+    seen = buffer.observations[: buffer.pos].reshape(-1, 4)
+    # every observation acted on was recorded (the buffer's, plus the one the last step left)
+    np.testing.assert_array_equal(actor.input_low.numpy(), seen.min(axis=0))
+    assert np.all(actor.input_high.numpy() >= seen.max(axis=0))
+    assert actor.input_high.numpy().max() > 2.0  # the drift was recorded
+    averaged = model.policy.averaged_actor
+    assert averaged is not None
+    th.testing.assert_close(averaged.input_low, actor.input_low)
+    clipped = th.minimum(th.maximum(outside, actor.input_low), actor.input_high)
+    assert not th.equal(clipped, outside)
+    with th.no_grad():
+        th.testing.assert_close(actor.masked_logits(outside), actor.masked_logits(clipped))
+    model.save(tmp_path / "clipped.zip")
+    loaded = SACD.load(tmp_path / "clipped.zip")
+    th.testing.assert_close(loaded.policy.actor.input_high, actor.input_high)
+    np.testing.assert_array_equal(
+        loaded.predict(outside.numpy(), deterministic=True)[0],
+        model.predict(outside.numpy(), deterministic=True)[0],
+    )
+
+
+def test_clipped_inputs_leave_the_prior_term_raw() -> None:
+    n_actions = 6
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + n_actions,), dtype=np.float32)
+    policy = SACDPolicy(
+        observation_space,
+        spaces.MultiDiscrete([2, 3]),
+        lambda _: 1e-3,
+        net_arch=[8],
+        action_prior=True,
+        prior_scale=10.0,
+        clip_inputs=True,
+    )
+    inside = np.array([[0.5, 1.0, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5]], dtype=np.float32)
+    policy.record_inputs(np.concatenate([inside, inside - 0.1]))
+    actor = policy.actor
+    raw = th.tensor([[0.5, 5.0, 0.0, -9.0, -0.2, -0.3, -0.4, -0.5]])
+    inner = th.tensor([[0.5, 1.0, 0.0, -0.2, -0.2, -0.3, -0.4, -0.5]])
+    with th.no_grad():
+        network = actor.logits_net(actor.extract_features(inner, actor.features_extractor))
+        th.testing.assert_close(actor.masked_logits(raw), network + 10.0 * raw[:, 2:])

@@ -129,6 +129,11 @@ def mlp_layers(actor: nn.Module, n_features: int) -> list[DenseLayer]:
             f"cannot export the features extractor {type(extractor).__name__} to C: only a "
             "parameter-free flattening of the observation is supported"
         )
+    if getattr(actor, "clip_inputs", False):
+        raise CExportError(
+            "cannot export an actor that clips its inputs to its training range (clip_inputs): "
+            "the C policy does not compute the clipping; export it as ONNX"
+        )
     if getattr(actor, "prior_scale", 0.0):
         raise CExportError(
             "cannot export an actor with an action prior (prior_scale="

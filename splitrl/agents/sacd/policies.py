@@ -123,9 +123,15 @@ class CategoricalActor(BaseModel):
     :param normalize_images: Whether to normalize images or not, dividing by 255.0
     :param prior_scale: with an action prior (the last ``n_actions`` observation entries, see
         :class:`SACDPolicy`), the logits are ``prior_scale * prior + network output``; 0 for none
+    :param clip_inputs: the network reads every observation entry clipped to the range of the
+        observations recorded in training (:meth:`record_inputs`), so that it never extrapolates
+        beyond what it was trained on; the prior term reads the observation as it is. Before the
+        first record it reads the observation as it is.
     """
 
     features_extractor: BaseFeaturesExtractor
+    input_low: th.Tensor
+    input_high: th.Tensor
 
     def __init__(
         self,
@@ -137,6 +143,7 @@ class CategoricalActor(BaseModel):
         activation_fn: type[nn.Module] = nn.ReLU,
         normalize_images: bool = True,
         prior_scale: float = 0.0,
+        clip_inputs: bool = False,
     ):
         super().__init__(
             observation_space,
@@ -148,6 +155,18 @@ class CategoricalActor(BaseModel):
         self.features_dim = features_dim
         self.activation_fn = activation_fn
         self.prior_scale = prior_scale
+        self.clip_inputs = clip_inputs
+        if clip_inputs:
+            if not (
+                isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1
+            ):
+                raise ValueError(
+                    f"clip_inputs needs a flat Box observation, got {observation_space}"
+                )
+            size = observation_space.shape[0]
+            # nothing recorded yet: low > high, and the network reads the raw observation
+            self.register_buffer("input_low", th.full((size,), th.inf))
+            self.register_buffer("input_high", th.full((size,), -th.inf))
         self.n_actions = int(np.prod(action_nvec(action_space)))
         self.logits_net = nn.Sequential(
             *create_mlp(features_dim, self.n_actions, net_arch, activation_fn)
@@ -164,9 +183,25 @@ class CategoricalActor(BaseModel):
                 activation_fn=self.activation_fn,
                 features_extractor=self.features_extractor,
                 prior_scale=self.prior_scale,
+                clip_inputs=self.clip_inputs,
             )
         )
         return data
+
+    def record_inputs(self, obs: th.Tensor) -> None:
+        """Widen the recorded input range to include the observations ``obs`` (``(batch, n)``)."""
+        observations = obs.reshape(-1, self.input_low.shape[0]).float()
+        self.input_low.copy_(th.minimum(self.input_low, observations.min(dim=0).values))
+        self.input_high.copy_(th.maximum(self.input_high, observations.max(dim=0).values))
+
+    def network_inputs(self, obs: PyTorchObs) -> PyTorchObs:
+        """What the network reads: ``obs`` clipped to the recorded range with ``clip_inputs``
+        (entries not yet recorded pass as they are), else ``obs`` itself."""
+        if not self.clip_inputs:
+            return obs
+        assert isinstance(obs, th.Tensor)
+        clipped = th.minimum(th.maximum(obs, self.input_low), self.input_high)
+        return th.where(self.input_low <= self.input_high, clipped, obs)
 
     def masked_logits(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
         """
@@ -176,7 +211,8 @@ class CategoricalActor(BaseModel):
         :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
         :return: Logits ``(batch, n_actions)``
         """
-        logits = self.logits_net(self.extract_features(obs, self.features_extractor))
+        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
+        logits = self.logits_net(features)
         if self.prior_scale:
             logits = logits + self.prior_scale * action_prior(obs, self.n_actions)
         if action_masks is None:
@@ -323,6 +359,10 @@ class SACDPolicy(BasePolicy):
     :param prior_scale: the actor's logits per unit of prior value (with ``action_prior``)
     :param averaged_actor: keep a second actor, an average of the actor's weights that SACD
         updates (``actor_averaging``), for the deterministic decisions (:attr:`greedy_actor`)
+    :param clip_inputs: the actor's network reads the observation clipped to the range SACD
+        recorded in training (:meth:`record_inputs`), so that on states outside it (a faster or
+        slower link than any in training) it does not extrapolate; with an action prior, the
+        prior term still reads the raw values
     """
 
     actor: CategoricalActor
@@ -347,6 +387,7 @@ class SACDPolicy(BasePolicy):
         action_prior: bool = False,
         prior_scale: float = 30.0,
         averaged_actor: bool = False,
+        clip_inputs: bool = False,
     ):
         super().__init__(
             observation_space,
@@ -371,6 +412,7 @@ class SACDPolicy(BasePolicy):
         self.action_prior = action_prior
         self.prior_scale = prior_scale
         self.use_averaged_actor = averaged_actor
+        self.clip_inputs = clip_inputs
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
         self.register_buffer("index_strides", th.tensor(index_strides(self.nvec)), persistent=False)
         self.register_buffer("index_sizes", th.tensor(self.nvec), persistent=False)
@@ -385,6 +427,7 @@ class SACDPolicy(BasePolicy):
             **net_args,
             "net_arch": actor_arch,
             "prior_scale": prior_scale if action_prior else 0.0,
+            "clip_inputs": clip_inputs,
         }
         self.critic_kwargs = {
             **net_args,
@@ -434,6 +477,7 @@ class SACDPolicy(BasePolicy):
                 action_prior=self.action_prior,
                 prior_scale=self.prior_scale,
                 averaged_actor=self.use_averaged_actor,
+                clip_inputs=self.clip_inputs,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
@@ -442,6 +486,16 @@ class SACDPolicy(BasePolicy):
             )
         )
         return data
+
+    def record_inputs(self, obs: np.ndarray) -> None:
+        """Widen the input range of the actors (``clip_inputs``) to include the observations
+        ``obs``; SACD calls it for every observation it collects. Without ``clip_inputs``, nothing."""
+        if not self.clip_inputs:
+            return
+        tensor = th.as_tensor(np.asarray(obs), device=self.device)
+        for actor in (self.actor, self.averaged_actor):
+            if actor is not None:
+                actor.record_inputs(tensor)
 
     def make_actor(self) -> CategoricalActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs)

@@ -477,8 +477,11 @@ class SACD(OffPolicyAlgorithm):
         When an episode ends the VecEnv has already reset, so the env's masks belong to the first
         observation of the next episode; the masks of the observation the step started from are
         stored for the final observation instead (they only matter for a truncated episode, whose
-        target bootstraps from it).
+        target bootstraps from it). The observation the step acted on widens the actor's input
+        range (policy ``clip_inputs``).
         """
+        if isinstance(self._last_obs, np.ndarray):
+            self.policy.record_inputs(self._last_obs)
         next_action_masks = self._env_action_masks()
         if next_action_masks is not None and self._last_action_masks is not None:
             next_action_masks[dones] = self._last_action_masks[dones]
