@@ -195,6 +195,11 @@ def test_the_learner_trains_its_critic_on_the_env_values(one_torch_thread: None)
     logged = model.logger.name_to_value
     # the actor learns from the stored values: the critics are not trained
     assert "train/critic_loss" not in logged and "train/kl_to_prior" in logged
+    # its network reads the observation clipped to the range it acted on (the learner's default)
+    actor = model.policy.actor
+    acted_on = buffer.observations[:64, 0]
+    assert actor.clip_inputs
+    np.testing.assert_array_equal(actor.input_low.numpy(), acted_on.min(axis=0))
 
 
 def test_the_hindsight_actor_learns_every_context_from_a_uniform_behaviour(
