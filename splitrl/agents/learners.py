@@ -251,7 +251,12 @@ LEARNERS: dict[str, LearnerSpec] = {
                 **_SOFT_ACTOR_CRITIC_DEFAULTS,
                 "hindsight": "actor",
                 "target_kl": 0.05,
-                "policy_kwargs": {**_NET, "action_prior": True, "clip_inputs": True},
+                "policy_kwargs": {
+                    **_NET,
+                    "action_prior": True,
+                    "clip_inputs": True,
+                    "optimizer_kwargs": {"weight_decay": 1e-3},
+                },
             },
             predicted_values=True,
             hindsight_values=True,
