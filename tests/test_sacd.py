@@ -456,17 +456,23 @@ def test_critic_target_with_reward_centering_matches_a_hand_computation() -> Non
     assert logged == pytest.approx(np.mean(expected), rel=1e-5)
 
 
-def test_action_prior_is_the_starting_point_of_critics_and_actor() -> None:
-    n_actions = 6
-    observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + n_actions,), dtype=np.float32)
-    policy = SACDPolicy(
+def prior_policy(**kwargs: Any) -> SACDPolicy:
+    """A small SACD policy over ``MultiDiscrete([2, 3])`` whose observation is two features and a
+    prior value of each of the 6 joint actions, at ``prior_scale=10``."""
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + 6,), dtype=np.float32)
+    return SACDPolicy(
         observation_space,
         spaces.MultiDiscrete([2, 3]),
         lambda _: 1e-3,
         net_arch=[8],
         action_prior=True,
         prior_scale=10.0,
+        **kwargs,
     )
+
+
+def test_action_prior_is_the_starting_point_of_critics_and_actor() -> None:
+    policy = prior_policy()
     for network in (policy.actor.logits_net, *policy.critic.q_networks):
         assert isinstance(network, th.nn.Sequential)
         last = network[-1]
@@ -547,17 +553,7 @@ def test_clipped_inputs_record_the_training_range_and_hold_the_network_inside_it
 
 
 def test_clipped_inputs_leave_the_prior_term_raw() -> None:
-    n_actions = 6
-    observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + n_actions,), dtype=np.float32)
-    policy = SACDPolicy(
-        observation_space,
-        spaces.MultiDiscrete([2, 3]),
-        lambda _: 1e-3,
-        net_arch=[8],
-        action_prior=True,
-        prior_scale=10.0,
-        clip_inputs=True,
-    )
+    policy = prior_policy(clip_inputs=True)
     inside = np.array([[0.5, 1.0, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5]], dtype=np.float32)
     policy.record_inputs(np.concatenate([inside, inside - 0.1]))
     actor = policy.actor
