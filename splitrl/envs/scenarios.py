@@ -154,6 +154,19 @@ SCENARIOS: dict[str, Scenario] = {
             episode_s=200.0,
         ),
         Scenario(
+            name="mcu-lte-video",
+            description=(
+                "STM32H7 camera board at 120 frames/s on LTE (1 to 20 Mbit/s, 50 ms round "
+                "trip): most accurate answer within 100 ms"
+            ),
+            device="stm32h7",
+            network="lte",
+            reward="deadline",
+            reward_overrides={"w_latency": 0.1},
+            frame_interval_s=1 / 120,
+            deadline_s=0.1,
+        ),
+        Scenario(
             name="mcu-energy",
             description="battery-powered STM32H7 on slow Wi-Fi, energy-aware",
             device="stm32h7",
