@@ -10,7 +10,17 @@ import subprocess
 import sys
 import time
 
-BENCHMARKS = ("codecs", "env", "baselines", "policy", "runtime", "fidelity", "sweep", "traces")
+BENCHMARKS = (
+    "codecs",
+    "env",
+    "baselines",
+    "policy",
+    "runtime",
+    "fidelity",
+    "sweep",
+    "traces",
+    "outage_risk",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
