@@ -26,6 +26,7 @@ def test_values_rank_actions_as_clairvoyant_lookahead_does() -> None:
     env.reset(seed=4)
     values = HindsightActionValues()
     oracle = ClairvoyantLookaheadPolicy()
+    oracle.reset(env)
     masks = env.action_masks()
     rng = np.random.default_rng(0)
     for _ in range(40):

@@ -5,7 +5,7 @@ does not change them. So once a request has been served in simulation, the env c
 other action would have earned on the very same channel, draws and load
 (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`). :class:`HindsightActionValues` turns
 that into one value per flat action, the true reward minus the cost of the backlog the action
-leaves (:func:`~splitrl.agents.baselines.backlog.backlog_cost`, the value
+leaves (:func:`~splitrl.agents.baselines.oracles.clairvoyant_values`, the value
 ``clairvoyant-lookahead`` maximizes). A policy that maximizes their expectation given the device's
 observation is the best *causal* approximation of that reference: hindsight learning for MDPs
 with exogenous inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
@@ -23,7 +23,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, backlog_cost, check_horizon
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, check_horizon
+from splitrl.agents.baselines.oracles import clairvoyant_values
+from splitrl.agents.baselines.spread import LatencySpread
 from splitrl.agents.features import SplitComputingWrapper, relative_flat_values
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -42,14 +44,17 @@ class HindsightActionValues:
 
     def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
         self.horizon = check_horizon(horizon)
+        self.spread = LatencySpread()
+        self._spread_env: SplitComputingEnv | None = None
 
     def __call__(self, env: SplitComputingEnv) -> np.ndarray:
         """The values of the current request, ``(n_actions,)`` float32; call before the step."""
-        outcomes = env.evaluate_actions()
-        values = outcomes.reward - backlog_cost(
-            outcomes, env.frame_interval_s, env.reward_spec, self.horizon
-        )
-        return relative_flat_values(env, outcomes.actions, values)
+        if env is not self._spread_env:
+            # the spread's draws depend on the env's RTT and server models only, not the episode
+            self.spread.reset(env)
+            self._spread_env = env
+        actions, values = clairvoyant_values(env, self.spread, self.horizon)
+        return relative_flat_values(env, actions, values)
 
 
 class HindsightValuesInfo(SplitComputingWrapper):

@@ -83,6 +83,40 @@ class RewardSpec:
             - self.w_energy * energy_j / self.energy_ref_j
         )
 
+    def expected_rewards(
+        self,
+        correct: np.ndarray,
+        latency_s: np.ndarray,
+        energy_j: np.ndarray,
+        latency_offsets_s: np.ndarray,
+    ) -> np.ndarray:
+        """The mean of :meth:`rewards` over ``latency_offsets_s`` added to every latency.
+
+        Equal to ``rewards(correct, latency_s[..., None] + latency_offsets_s, energy_j).mean(-1)``
+        (up to rounding at the deadline and the latency cap), computed from the sorted offsets
+        without the extra axis: the miss probability is the share of offsets above
+        ``deadline - latency``, and the capped latency term sums the offsets below
+        ``cap x deadline - latency``.
+
+        :param latency_offsets_s: offsets in seconds (e.g. draws of the RTT's jitter); at least one
+        """
+        offsets = np.sort(np.asarray(latency_offsets_s, dtype=np.float64).ravel())
+        if offsets.size == 0:
+            raise ValueError("latency_offsets_s needs at least one offset")
+        n = offsets.size
+        partial = np.concatenate(([0.0], np.cumsum(offsets)))
+        latency_s = np.asarray(latency_s, dtype=np.float64)
+        missed = (n - np.searchsorted(offsets, self.deadline_s - latency_s, side="right")) / n
+        cap_s = self.latency_cap * self.deadline_s
+        below = np.searchsorted(offsets, cap_s - latency_s, side="left")
+        capped_mean_s = (below * latency_s + partial[below] + (n - below) * cap_s) / n
+        return (
+            correct
+            - self.w_latency * capped_mean_s / self.deadline_s
+            - self.w_miss * missed
+            - self.w_energy * energy_j / self.energy_ref_j
+        )
+
     def with_overrides(self, **overrides: Any) -> RewardSpec:
         """A copy with some fields changed (unknown names raise ``ValueError``)."""
         unknown = set(overrides) - set(self.__dataclass_fields__)

@@ -365,7 +365,10 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         return max(self._arrival, self._device_free)
 
     def evaluate_actions(
-        self, capacity_bps: float | None = None, know_labels: bool = False
+        self,
+        capacity_bps: float | None = None,
+        know_labels: bool = False,
+        draws: Literal["exact", "mean"] = "exact",
     ) -> ActionOutcomes:
         """The outcome of every canonical action for the current request, without taking a step.
 
@@ -378,15 +381,20 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         :param capacity_bps: ``None`` integrates transfers over the true channel; a number assumes
             that constant capacity instead (everything else stays exact)
         :param know_labels: use this sample's own correctness (and the reward's correctness rule)
+        :param draws: ``"exact"``: this request's RTT and queueing draws; ``"mean"``: the RTT
+            model's mean and the mean queueing delay instead (what the lookahead of the
+            clairvoyant references forecasts for the next requests, whose draws are still unknown)
         """
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating actions")
+        if draws not in ("exact", "mean"):
+            raise ValueError(f"draws must be 'exact' or 'mean', got {draws!r}")
         arrival = self._arrival
         start = self.request_start_s
         rewards, latencies, energies, sizes, correct, device_free = [], [], [], [], [], []
         for e, s, b in self._canonical_list:
             n_bytes, action_correct, timing = self._serve(
-                e, s, b, start, capacity_bps, know_labels=know_labels
+                e, s, b, start, capacity_bps, know_labels=know_labels, mean_draws=draws == "mean"
             )
             *_, action_device_free, done, energy_j, _ = timing
             latency_s = done - arrival
@@ -466,14 +474,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         start: float,
         capacity_bps: float | None,
         know_labels: bool,
+        mean_draws: bool = False,
     ) -> tuple[int, float, RequestTiming]:
         """Serve the current request, started at ``start``, with canonical action ``(e, s, b)``
-        (no state change).
+        (no state change); with ``mean_draws``, at the RTT's mean and the mean queueing delay.
 
         :return: the payload's size, the correctness as the reward counts it (the profile's
             accuracy of the action unless ``know_labels``) and the request's timing
         """
         sample, rtt_s, queue_u = self._draw
+        if mean_draws:
+            rtt_s, queue_u = self.rtt.mean_s, None
         if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
             if not know_labels:

@@ -6,7 +6,8 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a lookahead:
 
 * **Forecast.** The next requests are assumed to have the outcomes of the current one, as the
   caller sees them (``robust-mpc`` its prediction, ``oracle-now`` the prediction at the true
-  capacity, ``clairvoyant-lookahead`` the exact outcomes of this request): once it starts, action
+  capacity, ``clairvoyant-lookahead`` this request's exact outcomes at the mean RTT and queueing
+  draws): once it starts, action
   ``c`` answers after ``L_c`` seconds and keeps the device busy for ``D_c`` seconds, with the same
   correctness and energy. A request arriving ``T`` (the frame interval) after one that waited ``w``
   waits ``max(0, w + D_c - T)``.
@@ -19,6 +20,13 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a lookahead:
   saw only the first frames of a backlog that takes tens of frames to drain at 100 frames/s, and
   ranked slow, accurate actions as nearly free. Actions no better than another in accuracy,
   ``L``, ``D`` and energy are left out first, which keeps it cheap.
+* **Spread.** An offloaded request's latency is not known in advance: the RTT's jitter and the
+  server's queueing are drawn per request. Given that spread (``latency_spread``, offsets added to
+  the latency of every offloaded action of the forecast), the continuation values each next
+  request by its expected reward over the spread. Without it, a draining offload that finishes just
+  before the deadline counts as safe, the backlog looks nearly free to drain, and a rule keeps a
+  standing backlog that it never drains: with a 100 ms deadline and a 50 ms round trip that costs
+  ``robust-mpc`` about 0.02 per request (``docs/evaluation.md``).
 * **Cost.** The reward of the counted requests after an idle device minus their reward after the
   wait the current action leaves: never negative, undiscounted.
 """
@@ -65,6 +73,7 @@ def backlog_cost(
     frame_interval_s: float,
     reward_spec: RewardSpec,
     horizon: int = DEFAULT_BACKLOG_HORIZON,
+    latency_spread: np.ndarray | None = None,
 ) -> np.ndarray:
     """The reward the next requests lose to the wait each action leaves behind.
 
@@ -72,12 +81,25 @@ def backlog_cost(
     :param frame_interval_s: time between request arrivals
     :param reward_spec: the reward of a request from its correctness, latency and energy
     :param horizon: the most next requests counted (at least 1); fewer once the price converges
+    :param latency_spread: offsets in seconds (one per draw, mean about 0) added to the latency of
+        the offloaded actions of the next requests, whose reward is then averaged over them
+        (:meth:`~splitrl.agents.baselines.spread.LatencySpread.offsets`); ``None``: their latency is
+        exactly ``outcomes.latency_s``
     :return: one non-negative cost per action, like ``outcomes.reward``
     """
     check_horizon(horizon)
     service_s = outcomes.latency_s - outcomes.wait_s
     busy_s = outcomes.device_free_s - outcomes.wait_s
-    keep = _undominated(outcomes.correct, service_s, busy_s, outcomes.energy_j)
+    offloaded = (outcomes.payload_bytes > 0).astype(float)
+    # With a spread, an offloaded action is riskier than a local one of the same mean latency:
+    # being local becomes a fifth criterion of dominance.
+    keep = _undominated(
+        outcomes.correct,
+        service_s,
+        busy_s,
+        outcomes.energy_j,
+        *(() if latency_spread is None else (offloaded,)),
+    )
     correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
     energy_j = outcomes.energy_j[keep]
     waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
@@ -87,6 +109,11 @@ def backlog_cost(
     below = np.minimum(position.astype(np.int64), len(waits) - 2)
     weight = position - below
     now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
+    if latency_spread is not None:
+        spread = offloaded[keep] > 0
+        now[:, spread] = reward_spec.expected_rewards(
+            correct[spread], waits[:, None] + service_s[spread], energy_j[spread], latency_spread
+        )
     value = relative_values(now, below, weight, horizon)
     next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
     return np.maximum(-np.interp(next_wait, waits, value), 0.0)
@@ -154,13 +181,14 @@ def _wait_grid(deadline_s: float, latency_cap: float) -> np.ndarray:
 
 
 def _undominated(
-    correct: np.ndarray, service_s: np.ndarray, busy_s: np.ndarray, energy_j: np.ndarray
+    correct: np.ndarray, service_s: np.ndarray, busy_s: np.ndarray, *costs: np.ndarray
 ) -> np.ndarray:
-    """Mask of the actions no other action matches or beats on all four (the first of equals kept)."""
+    """Mask of the actions no other action matches or beats on every criterion (the first of equals
+    kept): accuracy, service time, busy time and each of ``costs`` (smaller is better)."""
     no_worse = np.ones((len(correct), len(correct)), dtype=bool)
     better = np.zeros_like(no_worse)
     # [i, j]: action i against action j, one criterion at a time (smaller is better)
-    for cost in (-correct, service_s, busy_s, energy_j):
+    for cost in (-correct, service_s, busy_s, *costs):
         no_worse &= cost[:, None] <= cost[None, :]
         better |= cost[:, None] < cost[None, :]
     index = np.arange(len(correct))
@@ -173,6 +201,8 @@ def best_with_backlog(
     env: ForecastView,
     horizon: int = DEFAULT_BACKLOG_HORIZON,
     rewards: np.ndarray | None = None,
+    *,
+    latency_spread: np.ndarray | None = None,
 ) -> np.ndarray:
     """The action of highest reward minus :func:`backlog_cost` (ties go to the lowest flat index).
 
@@ -180,7 +210,15 @@ def best_with_backlog(
     :param env: the env or a device's view of it (its frame interval and reward)
     :param horizon: requests the backlog cost counts
     :param rewards: the rewards to rank instead of ``outcomes.reward`` (e.g. expected over a spread)
+    :param latency_spread: the spread of the next requests' offloaded latency (see
+        :func:`backlog_cost`)
     """
     reward = outcomes.reward if rewards is None else rewards
-    score = reward - backlog_cost(outcomes, env.frame_interval_s, env.reward_spec, horizon)
-    return outcomes.actions[int(np.argmax(score))].copy()
+    cost = backlog_cost(
+        outcomes,
+        env.frame_interval_s,
+        env.reward_spec,
+        horizon,
+        latency_spread,
+    )
+    return outcomes.actions[int(np.argmax(reward - cost))].copy()

@@ -11,6 +11,7 @@ import numpy as np
 
 from splitrl.agents.baselines.backlog import (
     DEFAULT_BACKLOG_HORIZON,
+    backlog_cost,
     best_with_backlog,
     check_horizon,
 )
@@ -50,7 +51,9 @@ class OracleNowPolicy:
         """The best action at the true current capacity, backlog priced."""
         predicted = env.predict_actions(env.channel.capacity(env.request_start_s))
         rewards = self.spread.expected_rewards(predicted, env)
-        return best_with_backlog(predicted, env, self.horizon, rewards)
+        return best_with_backlog(
+            predicted, env, self.horizon, rewards, latency_spread=self.spread.offsets(env)
+        )
 
 
 class ClairvoyantPolicy:
@@ -78,27 +81,62 @@ class ClairvoyantPolicy:
         return env.evaluate_actions().best()
 
 
+def clairvoyant_values(
+    env: SplitComputingEnv, spread: LatencySpread, horizon: int = DEFAULT_BACKLOG_HORIZON
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every canonical action's true reward minus the cost of the backlog it leaves.
+
+    The reward is ``env.evaluate_actions()``: this request's exact outcome. The backlog's cost
+    (:func:`~splitrl.agents.baselines.backlog.backlog_cost`) forecasts the next requests from the
+    same channel, payloads and load, but not from this request's RTT and queueing draws, which say
+    nothing about theirs: at the mean draws (``evaluate_actions(draws="mean")``) with ``spread``'s
+    offsets around them. The value ``clairvoyant-lookahead`` maximizes, and the hindsight values
+    ``sacd-hindsight`` learns from.
+
+    :param env: the env, at the request to value
+    :param spread: the RTT and queueing spread, reset for ``env``
+    :param horizon: next requests the backlog cost counts
+    :return: the canonical actions ``(n, 3)`` and their values ``(n,)``
+    """
+    outcomes = env.evaluate_actions()
+    cost = backlog_cost(
+        env.evaluate_actions(draws="mean"),
+        env.frame_interval_s,
+        env.reward_spec,
+        horizon,
+        spread.offsets(env),
+    )
+    return outcomes.actions, outcomes.reward - cost
+
+
 class ClairvoyantLookaheadPolicy:
     """``clairvoyant``, plus the cost its backlog puts on the next requests: the upper reference.
 
-    The action maximizes the true reward of this request (``env.evaluate_actions()``) minus
-    :func:`~splitrl.agents.baselines.backlog.backlog_cost` over the next ``horizon`` requests,
-    which are forecast to have this request's true outcomes (the capacity it would meet, its
-    payloads, RTT, load and queueing). Not realizable.
+    The action maximizes :func:`clairvoyant_values`: the true reward of this request
+    (``env.evaluate_actions()``) minus :func:`~splitrl.agents.baselines.backlog.backlog_cost` over
+    the next ``horizon`` requests, which are forecast to meet the capacity, payloads and load this
+    request meets, with the RTT's and the queueing's spread instead of this request's draws. Not
+    realizable.
 
     :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread of the next requests
     """
 
     name = "clairvoyant-lookahead"
     causal = False
     knows = "what clairvoyant knows, and the backlog's cost on the next requests forecast from it"
 
-    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+    def __init__(
+        self, horizon: int = DEFAULT_BACKLOG_HORIZON, spread_draws: int = DEFAULT_SPREAD_DRAWS
+    ) -> None:
         self.horizon = check_horizon(horizon)
+        self.spread = LatencySpread(spread_draws)
 
     def reset(self, env: SplitComputingEnv) -> None:
-        """Nothing to reset."""
+        """Draw the RTT and queueing spread for ``env``."""
+        self.spread.reset(env)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The action of highest true reward minus backlog cost."""
-        return best_with_backlog(env.evaluate_actions(), env, self.horizon)
+        actions, values = clairvoyant_values(env, self.spread, self.horizon)
+        return actions[int(np.argmax(values))].copy()

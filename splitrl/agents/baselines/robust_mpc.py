@@ -104,5 +104,11 @@ class RobustMPCPolicy:
         self.robust_bps = self.predicted_bps / (1.0 + max(self.errors, default=0.0))
         predicted = env.predict_actions(self.robust_bps)
         rewards = self.spread.expected_rewards(predicted, env)
-        cost = backlog_cost(predicted, env.frame_interval_s, env.reward_spec, self.horizon)
+        cost = backlog_cost(
+            predicted,
+            env.frame_interval_s,
+            env.reward_spec,
+            self.horizon,
+            self.spread.offsets(env),
+        )
         return predicted.actions, rewards - cost

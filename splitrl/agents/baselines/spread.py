@@ -48,13 +48,12 @@ class LatencySpread:
         self._queue_shift = {}
         self._server_job_s = env.server_job_s
 
-    def expected_rewards(self, predicted: ActionOutcomes, env: ForecastView) -> np.ndarray:
-        """The reward of each action averaged over the draws, from ``env.predict_actions`` outcomes.
-
-        :param predicted: outcomes predicted at the mean RTT and the mean queueing delay of the
-            load the server last reported
-        :param env: the env (the server's service model and the reward)
+    def offsets(self, env: ForecastView) -> np.ndarray:
+        """The latency an offloaded request adds to its predicted latency, one per draw (seconds):
+        the RTT's and the queueing's draws minus their means, at the load the server last reported.
         """
+        if not self._queue_u:
+            raise RuntimeError("LatencySpread: call reset(env) before using the spread")
         load = env.knowledge.server_load
         if load not in self._queue_shift:
             mean = env.server_load.queueing_delay(load, self._server_job_s)
@@ -67,10 +66,22 @@ class LatencySpread:
                 )
                 - mean
             )
-        shift = self._rtt_shift + self._queue_shift[load]
+        return self._rtt_shift + self._queue_shift[load]
+
+    def expected_rewards(self, predicted: ActionOutcomes, env: ForecastView) -> np.ndarray:
+        """The reward of each action averaged over the draws, from ``env.predict_actions`` outcomes.
+
+        :param predicted: outcomes predicted at the mean RTT and the mean queueing delay of the
+            load the server last reported
+        :param env: the env (the server's service model and the reward)
+        """
+        spec = env.reward_spec
+        rewards = spec.rewards(predicted.correct, predicted.latency_s, predicted.energy_j)
         offloaded = predicted.payload_bytes > 0
-        latency_s = predicted.latency_s[:, None] + np.where(offloaded[:, None], shift, 0.0)
-        rewards = env.reward_spec.rewards(
-            predicted.correct[:, None], latency_s, predicted.energy_j[:, None]
+        rewards[offloaded] = spec.expected_rewards(
+            predicted.correct[offloaded],
+            predicted.latency_s[offloaded],
+            predicted.energy_j[offloaded],
+            self.offsets(env),
         )
-        return np.asarray(rewards.mean(axis=1))
+        return np.asarray(rewards)
