@@ -171,6 +171,42 @@ def test_latency_spread_prices_the_risk_of_missing_the_deadline(tiny_profile: Pr
     assert predicted.reward[fastest] - expected[fastest] > 0.05 * miss_penalty
 
 
+def test_backlog_cost_with_a_spread_is_the_mean_over_its_draws(tiny_profile: Profile) -> None:
+    env = env_factory(tiny_profile, horizon=40, fcfs=True, **QUEUEING)()
+    env.reset(seed=0)
+    predicted = env.predict_actions()
+    offsets = np.random.default_rng(1).exponential(0.01, 32) - 0.01
+    spec = env.reward_spec
+    # the expected reward over the offsets, computed without the extra axis
+    latency = np.linspace(0.0, 1.5 * spec.latency_cap * spec.deadline_s, 301)
+    brute = spec.rewards(0.8, latency[:, None] + offsets, 0.01).mean(axis=1)
+    np.testing.assert_allclose(spec.expected_rewards(0.8, latency, 0.01, offsets), brute)
+    with pytest.raises(ValueError, match="at least one offset"):
+        spec.expected_rewards(0.8, latency, 0.01, np.zeros(0))
+    # no spread, or a spread of zeros, leaves the price as it was
+    plain = backlog_cost(predicted, env.frame_interval_s, spec)
+    zeros = backlog_cost(predicted, env.frame_interval_s, spec, latency_spread=np.zeros(8))
+    np.testing.assert_allclose(zeros, plain, atol=1e-12)
+    # a spread that can only delay an offload makes draining by offloads dearer: never cheaper
+    late = backlog_cost(predicted, env.frame_interval_s, spec, latency_spread=np.abs(offsets))
+    assert np.all(late >= plain - 1e-12)
+
+
+def test_the_spread_in_the_lookahead_stops_robust_mpc_keeping_a_standing_backlog() -> None:
+    # mcu-lte-video: a 100 ms deadline, a 50 ms round trip with 15 ms of exponential jitter, and
+    # a cheap latency term. Priced at the mean RTT, every next request could drain a backlog by an
+    # offload that just makes the deadline, so a wait looked nearly free and robust-mpc kept one
+    # of several frames; priced over the jitter, it drains it like channel-blind does.
+    env = SplitComputingEnv("mcu-lte-video", horizon=480)
+    seeds = [1, 2]
+    channel_blind = ChannelBlindPolicy(deadline_fraction=0.15)
+    blind = run_episodes(channel_blind, env, seeds)
+    robust = run_episodes(RobustMPCPolicy(), env, seeds)
+    local = robust.payload_bytes == 0
+    assert robust.latency_s[local].mean() < 1.5 * blind.latency_s.mean()
+    assert robust.reward.mean() > blind.reward.mean()
+
+
 @pytest.mark.parametrize(
     ("fraction", "expected_exits"),
     [

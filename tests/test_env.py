@@ -236,6 +236,26 @@ def test_evaluate_actions_matches_step_and_does_not_change_state(tiny_profile: P
     assert info["latency_s"] == pytest.approx(outcomes.latency_s[pick])
 
 
+def test_mean_draws_replace_only_this_requests_rtt_and_queueing(tiny_profile: Profile) -> None:
+    env = make_env(tiny_profile)
+    env.reset(seed=4)
+    for _ in range(30):
+        exact = env.evaluate_actions()
+        mean = env.evaluate_actions(draws="mean")
+        offloaded = exact.payload_bytes > 0
+        # local actions and the device's occupancy do not depend on the round trip or the queue
+        np.testing.assert_array_equal(mean.latency_s[~offloaded], exact.latency_s[~offloaded])
+        np.testing.assert_array_equal(mean.device_free_s, exact.device_free_s)
+        np.testing.assert_array_equal(mean.payload_bytes, exact.payload_bytes)
+        # every offloaded action moves by the same draw (up to the server load's drift)
+        shift = exact.latency_s[offloaded] - mean.latency_s[offloaded]
+        assert np.ptp(shift) < 1e-3
+        env.step(exact.actions[int(np.argmax(exact.reward))])
+    assert env.evaluate_actions(draws="mean").latency_s.shape == exact.latency_s.shape
+    with pytest.raises(ValueError, match="draws must be 'exact' or 'mean'"):
+        env.evaluate_actions(draws="median")  # type: ignore[arg-type]
+
+
 def test_estimated_capacity_changes_only_transfer_times(tiny_profile: Profile) -> None:
     env = make_env(tiny_profile, channel=ConstantChannel(3e6))
     env.reset(seed=0)
