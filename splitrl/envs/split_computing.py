@@ -482,7 +482,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         :return: the payload's size, the correctness as the reward counts it (the profile's
             accuracy of the action unless ``know_labels``) and the request's timing
         """
-        sample, rtt_s, queue_u = self._draw
+        sample, rtt_s, drawn_u = self._draw
+        queue_u: float | None = drawn_u
         if mean_draws:
             rtt_s, queue_u = self.rtt.mean_s, None
         if self._live is not None:
