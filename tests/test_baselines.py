@@ -21,6 +21,7 @@ from splitrl.agents.baselines import (
     ChannelBlindPolicy,
     ClairvoyantLookaheadPolicy,
     GreedyPolicy,
+    MPCPolicy,
     OracleNowPolicy,
     RobustMPCPolicy,
     backlog_cost,
@@ -263,6 +264,20 @@ def test_robust_mpc_lowers_its_forecast_after_a_big_over_estimate(tiny_profile: 
     assert policy.predicted_bps < np.mean(samples)
     policy.reset(env)
     assert not policy.errors
+
+
+def test_mpc_keeps_the_harmonic_mean_after_a_big_over_estimate(tiny_profile: Profile) -> None:
+    env = env_factory(tiny_profile)()
+    observation, _ = env.reset(seed=0)
+    policy = MPCPolicy()
+    policy.reset(env)
+    policy.act(env, observation)
+    measured = policy.predicted_bps / 10
+    env.knowledge.record_transfer(1000, 8 * 1000 / measured, end_time=0.01)
+    policy.act(env, observation)
+    assert policy.errors[-1] == pytest.approx(9.0)  # the same error robust-mpc would measure
+    assert policy.robust_bps == policy.predicted_bps  # but no discount
+    assert policy.name == "mpc" and policy.causal and not MPCPolicy.robust
 
 
 def test_robust_mpc_drains_the_backlog_that_greedy_lets_grow(tiny_profile: Profile) -> None:

@@ -10,7 +10,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
 * ``channel-blind`` (:mod:`.channel_blind`): the best backlog-aware local rule
 * the published per-request rules (:mod:`.heuristics`): ``neurosurgeon``, ``edgent``, ``greedy``
 * ``robust-mpc`` (:mod:`.robust_mpc`): a cautious throughput forecast, the deadline-miss risk of
-  the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`)
+  the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`);
+  ``mpc``, the same without the forecast's discount
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
   ``clairvoyant-lookahead``
 
@@ -37,7 +38,7 @@ from splitrl.agents.baselines.oracles import (
     ClairvoyantPolicy,
     OracleNowPolicy,
 )
-from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
+from splitrl.agents.baselines.robust_mpc import MPCPolicy, RobustMPCPolicy
 from splitrl.agents.policy_interface import Policy
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -75,6 +76,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "edgent": EdgentPolicy,
     "greedy": GreedyPolicy,
     "robust-mpc": RobustMPCPolicy,
+    "mpc": MPCPolicy,
     "oracle-now": OracleNowPolicy,
     "clairvoyant": ClairvoyantPolicy,
     "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
@@ -134,6 +136,7 @@ __all__ = [
     "EdgentPolicy",
     "FittedBaseline",
     "GreedyPolicy",
+    "MPCPolicy",
     "NeurosurgeonPolicy",
     "OracleNowPolicy",
     "RandomPolicy",
