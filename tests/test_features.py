@@ -1,4 +1,4 @@
-"""Tests of the predicted-value features: what robust-mpc predicts for every action."""
+"""Tests of the predicted-value features: what robust-mpc (or mpc) predicts for every action."""
 
 import numpy as np
 import pytest
@@ -11,10 +11,11 @@ from splitrl.envs import SplitComputingEnv
 HORIZON = 40
 
 
-def test_features_rank_actions_as_robust_mpc_does() -> None:
+@pytest.mark.parametrize("predictor", ["robust-mpc", "mpc"])
+def test_features_rank_actions_as_their_rule_does(predictor: str) -> None:
     env = SplitComputingEnv("default", horizon=HORIZON)
     twin = SplitComputingEnv("default", horizon=HORIZON)
-    features, baseline = PredictedActionValues(), make_baseline("robust-mpc")
+    features, baseline = PredictedActionValues(predictor), make_baseline(predictor)
     observation, _ = env.reset(seed=3)
     twin.reset(seed=3)
     features.reset(env)
@@ -56,6 +57,30 @@ def test_sacd_prior_learner_observes_the_features() -> None:
     assert plain.observation_space.shape is not None
     assert env.observation_space.shape == (plain.observation_space.shape[0] + 126,)
     assert get_learner("sacd").wrap_env(plain) is plain
+    mpc_env = get_learner("sacd-hindsight-mpc").wrap_env(plain)
+    assert mpc_env.get_wrapper_attr("features").predictor.name == "mpc"
+
+
+def test_mpc_features_differ_from_robust_mpc_after_a_forecast_error() -> None:
+    """The two predictors are different features: once a transfer's throughput missed the
+    forecast, robust-mpc discounts it and mpc does not."""
+    env = SplitComputingEnv("default", horizon=HORIZON)
+    robust, plain = PredictedActionValues("robust-mpc"), PredictedActionValues("mpc")
+    env.reset(seed=3)
+    robust.reset(env)
+    plain.reset(env)
+    offload = np.array([2, 0, 6])  # everything on the server, lossless
+    assert not env.actions.is_device_only(2, 0)
+    differ = 0
+    for _ in range(HORIZON):
+        differ += not np.array_equal(robust(env), plain(env))
+        env.step(offload)
+    assert differ > 0
+
+
+def test_unknown_predictor_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown predictor 'bola'; known: robust-mpc, mpc"):
+        PredictedActionValues("bola")
 
 
 def test_features_need_a_split_computing_env() -> None:

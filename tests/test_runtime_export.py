@@ -185,12 +185,13 @@ def test_export_refuses_what_is_not_a_sacd_run(tiny_run: Path, tmp_path: Path) -
 
 @pytest.fixture(scope="module")
 def hindsight_run(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short sacd-hindsight training: its policy observes robust-mpc's predicted values."""
+    """A short sacd-hindsight-mpc training: its policy observes mpc's predicted values (not the
+    default predictor, so a device that ignored the recorded one would compute other features)."""
     from splitrl.training.config import TrainConfig
     from splitrl.training.trainer import train
 
     config = TrainConfig(
-        algo="sacd-hindsight",
+        algo="sacd-hindsight-mpc",
         profile=str(tiny_profile_path),
         horizon=30,
         timesteps=80,
@@ -220,7 +221,7 @@ def test_predicted_value_policy_exports_with_its_forecast(
     metadata = PolicyMetadata.load(hindsight_export)
     run = RunDirectory(hindsight_run)
     env = run.make_env()
-    assert metadata.predicted_values
+    assert metadata.predicted_values == "mpc"
     assert metadata.n_inputs == len(env.layout.names) + env.actions.n_actions
     assert "predicted_values" in metadata.feature_scaling
     assert {"forecast/scenario.json", "forecast/tiny.json", "forecast/tiny.npz"} <= set(
@@ -228,7 +229,7 @@ def test_predicted_value_policy_exports_with_its_forecast(
     )
     device = load_device_features(hindsight_export, metadata, env.knowledge, env.frame_interval_s)
     assert device is not None
-    reference, policy = PredictedActionValues(), run.load_policy("final")
+    reference, policy = PredictedActionValues("mpc"), run.load_policy("final")
     onnx, rng = OnnxPolicy(hindsight_export), np.random.default_rng(0)
     canonical = np.array(env.actions.canonical_actions())
     for seed in (1, 2):
@@ -267,10 +268,41 @@ def test_predicted_value_export_checks_its_forecast(hindsight_export: Path, tmp_
         load_device_features(copy, bare, knowledge)
 
 
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        (True, "robust-mpc"),
+        (False, None),
+        (None, None),
+        ("mpc", "mpc"),
+        ("robust-mpc", "robust-mpc"),
+    ],
+)
+def test_policy_file_names_its_predictor(
+    hindsight_export: Path, tmp_path: Path, written: object, read: str | None
+) -> None:
+    """``predicted_values`` names the rule; ``true`` (older files) reads as robust-mpc."""
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    data = json.loads((copy / "policy.json").read_text())
+    (copy / "policy.json").write_text(json.dumps({**data, "predicted_values": written}))
+    assert PolicyMetadata.load(copy).predicted_values == read
+
+
+@pytest.mark.parametrize("written", ["bola", 3])
+def test_policy_file_with_an_unknown_predictor_is_refused(
+    hindsight_export: Path, tmp_path: Path, written: object
+) -> None:
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    data = json.loads((copy / "policy.json").read_text())
+    (copy / "policy.json").write_text(json.dumps({**data, "predicted_values": written}))
+    with pytest.raises(ValueError, match=r"malformed policy metadata.*predict"):
+        PolicyMetadata.load(copy)
+
+
 def test_c_export_refuses_a_predicted_value_policy(hindsight_run: Path, tmp_path: Path) -> None:
     from splitrl.runtime.c_export import CExportError, export_c_run
 
-    with pytest.raises(CExportError, match="export it as ONNX"):
+    with pytest.raises(CExportError, match=r"observes mpc's predicted value.*export it as ONNX"):
         export_c_run(hindsight_run, tmp_path / "c")
     assert not (tmp_path / "c").exists()
 

@@ -1,9 +1,9 @@
 """What the device predicts for every action, as observation features a learner can use.
 
 The device knows its profile, its presets and its own estimates, so it can predict the outcome of
-every action before it decides: ``robust-mpc`` does exactly that (predicted reward over the latency
-spread, minus the cost of the backlog the action leaves). :class:`PredictedActionValues` turns
-those predictions into one feature per flat action; :class:`PredictedValuesObservation` appends
+every action before it decides: ``robust-mpc`` and ``mpc`` do exactly that (predicted reward over
+the latency spread, minus the cost of the backlog the action leaves). :class:`PredictedActionValues`
+turns one of their predictions into one feature per flat action; :class:`PredictedValuesObservation` appends
 them to the env's observation for training, and :class:`~splitrl.agents.policy_interface.ModelPolicy` appends
 the same features when the trained policy acts.
 """
@@ -16,9 +16,22 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.agents.baselines.robust_mpc import RobustMPCPolicy
+from splitrl.agents.baselines.robust_mpc import MPCPolicy, RobustMPCPolicy
 from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
+
+#: the causal rules whose predicted action values a learner can observe, by name
+PREDICTORS: dict[str, type[RobustMPCPolicy]] = {
+    RobustMPCPolicy.name: RobustMPCPolicy,
+    MPCPolicy.name: MPCPolicy,
+}
+
+
+def check_predictor(name: str) -> str:
+    """``name`` if it names one of :data:`PREDICTORS`, else ``ValueError`` listing them."""
+    if name not in PREDICTORS:
+        raise ValueError(f"unknown predictor {name!r}; known: {', '.join(PREDICTORS)}")
+    return name
 
 
 def relative_flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -30,7 +43,7 @@ def relative_flat_values(env: ForecastView, actions: np.ndarray, values: np.ndar
 
 
 class PredictedActionValues:
-    """``robust-mpc``'s value of every flat action for the current request, relative to the best.
+    """A causal rule's value of every flat action for the current request, relative to the best.
 
     Entry ``i`` is the predicted reward minus backlog cost of flat action ``i`` (C order over
     ``(exit, split, bits)``) minus that of the best action, so the best action has 0 and the others
@@ -38,10 +51,13 @@ class PredictedActionValues:
     device's knowledge (:meth:`RobustMPCPolicy.action_values`). ``env`` is the env in training and
     evaluation, and a :class:`~splitrl.envs.forecast.DeviceForecast` on a real device (the device
     runtime), so both compute the same features from the same knowledge.
+
+    :param predictor: the rule that predicts (:data:`PREDICTORS`): ``"robust-mpc"`` (its forecast
+        divided by ``1 + max error``) or ``"mpc"`` (the harmonic mean as it is)
     """
 
-    def __init__(self) -> None:
-        self.predictor = RobustMPCPolicy()
+    def __init__(self, predictor: str = RobustMPCPolicy.name) -> None:
+        self.predictor = PREDICTORS[check_predictor(predictor)]()
 
     def reset(self, env: ForecastView) -> None:
         """Forget the previous episode's prediction errors."""
@@ -66,11 +82,12 @@ class DeviceActionValues:
     measured.
 
     :param forecast: the device's forecast (:class:`~splitrl.envs.forecast.DeviceForecast`)
+    :param predictor: the rule the policy was trained with (:data:`PREDICTORS`)
     """
 
-    def __init__(self, forecast: DeviceForecast) -> None:
+    def __init__(self, forecast: DeviceForecast, predictor: str = RobustMPCPolicy.name) -> None:
         self.forecast = forecast
-        self.values = PredictedActionValues()
+        self.values = PredictedActionValues(predictor)
 
     def reset(self) -> None:
         """A new run: forget the previous prediction errors (after the knowledge's own reset)."""
@@ -120,11 +137,14 @@ class PredictedValuesObservation(SplitComputingWrapper):
     """Appends :class:`PredictedActionValues` to every observation of a split-computing env.
 
     :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
+    :param predictor: the rule that predicts (:data:`PREDICTORS`)
     """
 
-    def __init__(self, env: gym.Env[np.ndarray, Any]) -> None:
+    def __init__(
+        self, env: gym.Env[np.ndarray, Any], predictor: str = RobustMPCPolicy.name
+    ) -> None:
         super().__init__(env, "predicted-value features")
-        self.features = PredictedActionValues()
+        self.features = PredictedActionValues(predictor)
         self.observation_space = extended_observation_space(self.split_env)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:

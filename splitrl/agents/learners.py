@@ -53,8 +53,10 @@ class LearnerSpec:
         ``"flat"`` (``Discrete`` over flat indices) or ``"box"`` (binned ``[-1, 1]^3``)
     :param uses_masks: whether the algorithm uses ``action_masks()`` (training and evaluation)
     :param default_hyperparameters: constructor keywords used unless a config overrides them
-    :param predicted_values: whether the learner observes, besides the env's observation, the
-        predicted value of every flat action (:mod:`splitrl.agents.features`)
+    :param predicted_values: the causal rule (``"robust-mpc"`` or ``"mpc"``,
+        :data:`~splitrl.agents.features.PREDICTORS`) whose predicted value of every flat action the
+        learner observes besides the env's observation (:mod:`splitrl.agents.features`); ``None``:
+        it observes the env's observation only
     :param hindsight_values: whether the training envs put the hindsight value of every flat
         action in each step's info (:mod:`splitrl.agents.hindsight`); the policy never sees them
     """
@@ -66,7 +68,7 @@ class LearnerSpec:
     action_view: ActionView
     uses_masks: bool
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
-    predicted_values: bool = False
+    predicted_values: str | None = None
     hindsight_values: bool = False
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
@@ -92,7 +94,7 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
-            env = PredictedValuesObservation(env)
+            env = PredictedValuesObservation(env, self.predicted_values)
         wrapper = action_wrapper(self.action_view)
         return env if wrapper is None else wrapper(env)
 
@@ -173,7 +175,7 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedActionValues
 
-            features = PredictedActionValues()
+            features = PredictedActionValues(self.predicted_values)
         return ModelPolicy(
             model, name or self.name, action_adapter=self.action_adapter(nvec), features=features
         )
@@ -208,6 +210,19 @@ _SOFT_ACTOR_CRITIC_DEFAULTS: dict[str, Any] = {
     "policy_kwargs": _NET,
 }
 
+#: sacd-hindsight's settings (docs/sacd.md, Ablations), whichever rule gives its prior
+_SACD_HINDSIGHT_DEFAULTS: dict[str, Any] = {
+    **_SOFT_ACTOR_CRITIC_DEFAULTS,
+    "hindsight": "actor",
+    "target_kl": 0.05,
+    "policy_kwargs": {
+        **_NET,
+        "action_prior": True,
+        "clip_inputs": True,
+        "optimizer_kwargs": {"weight_decay": 1e-3},
+    },
+}
+
 LEARNERS: dict[str, LearnerSpec] = {
     spec.name: spec
     for spec in (
@@ -236,7 +251,7 @@ LEARNERS: dict[str, LearnerSpec] = {
                 "target_kl": 0.05,
                 "policy_kwargs": {**_NET, "action_prior": True},
             },
-            predicted_values=True,
+            predicted_values="robust-mpc",
         ),
         LearnerSpec(
             name="sacd-hindsight",
@@ -247,18 +262,21 @@ LEARNERS: dict[str, LearnerSpec] = {
             "ICML 2023",
             action_view="multi-discrete",
             uses_masks=True,
-            default_hyperparameters={
-                **_SOFT_ACTOR_CRITIC_DEFAULTS,
-                "hindsight": "actor",
-                "target_kl": 0.05,
-                "policy_kwargs": {
-                    **_NET,
-                    "action_prior": True,
-                    "clip_inputs": True,
-                    "optimizer_kwargs": {"weight_decay": 1e-3},
-                },
-            },
-            predicted_values=True,
+            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+            predicted_values="robust-mpc",
+            hindsight_values=True,
+        ),
+        LearnerSpec(
+            name="sacd-hindsight-mpc",
+            algorithm="splitrl.agents.sacd:SACD",
+            description="sacd-hindsight whose features and prior are mpc's predicted values (the "
+            "harmonic-mean forecast without robust-mpc's discount)",
+            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
+            "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
+            action_view="multi-discrete",
+            uses_masks=True,
+            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+            predicted_values="mpc",
             hindsight_values=True,
         ),
         LearnerSpec(

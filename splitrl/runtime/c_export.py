@@ -436,8 +436,8 @@ def export_c_run(
     learner = RunDirectory(run_dir).learner()
     if learner.predicted_values:
         raise CExportError(
-            f"{learner.name} observes robust-mpc's predicted value of every action, which the C "
-            "policy does not compute; export it as ONNX (without --format c) for the device "
+            f"{learner.name} observes {learner.predicted_values}'s predicted value of every "
+            "action, which the C policy does not compute; export it as ONNX (without --format c) for the device "
             "runtime, which does"
         )
     agent, env, identity = load_run(run_dir)

@@ -8,8 +8,9 @@ For every request (a camera frame arriving every ``frame_interval_s``) the devic
    radio, :class:`~splitrl.runtime.pacing.TraceLinkQuality` on loopback), the latency and server
    load of the replies that have arrived, and how long the request waited for the device (backlog);
    for a policy that observes predicted values (``sacd-prior``, ``sacd-hindsight``), it appends
-   robust-mpc's predicted value of every action, computed from that knowledge by
-   :class:`splitrl.agents.features.DeviceActionValues`, the same code as in training;
+   the predicted value of every action by the rule it was trained with (robust-mpc or mpc),
+   computed from that knowledge by :class:`splitrl.agents.features.DeviceActionValues`, the same
+   code as in training;
 2. asks the policy for ``(exit, split, bits)`` and executes its canonical form;
 3. runs stages ``[0, min(s, k_e))`` with onnxruntime; device-only requests finish locally at the
    exit head, the others encode the split tensor with :mod:`splitrl.codecs` and send it, paced to

@@ -49,11 +49,26 @@ FEATURE_SCALING = {
 }
 #: how the predicted-value features are computed (stored when the policy observes them)
 PREDICTED_VALUES_SCALING = (
-    "one per flat action (C order over exit, split, bits) after the features above: robust-mpc's "
-    "predicted reward minus backlog cost of the action, minus that of the best action (<= 0; 0 "
+    "one per flat action (C order over exit, split, bits) after the features above: the predicted "
+    "reward minus backlog cost of the action by the rule named in predicted_values (robust-mpc or "
+    "mpc), minus that of the best action (<= 0; 0 "
     "for actions that are not canonical), computed from the device's knowledge with the scenario "
     "and profile in forecast/ (splitrl.agents.features.DeviceActionValues)"
 )
+
+
+def predictor_of(value: object) -> str | None:
+    """The predictor named by ``policy.json``'s ``predicted_values``: a rule's name, ``None``
+    (``null``, ``false`` or absent) or ``true``, which older files wrote for ``robust-mpc``."""
+    if value is None or value is False:
+        return None
+    if value is True:
+        return "robust-mpc"
+    from splitrl.agents.features import check_predictor
+
+    if not isinstance(value, str):
+        raise ValueError(f"predicted_values must be a rule's name, got {value!r}")
+    return check_predictor(value)
 
 
 @dataclass(frozen=True)
@@ -78,9 +93,10 @@ class PolicyMetadata:
         not observe it.
     :param observation_version: the version of the observation the policy was trained on
         (:data:`~splitrl.envs.observation.OBSERVATION_VERSION`); a device refuses others.
-    :param predicted_values: the policy observes, after ``feature_names``, robust-mpc's predicted
-        value of every flat action, which the device computes with the scenario and profile in
-        :data:`FORECAST_DIR` (:func:`load_device_features`).
+    :param predicted_values: the causal rule (``"robust-mpc"`` or ``"mpc"``) whose predicted value
+        of every flat action the policy observes after ``feature_names``, which the device computes
+        with the scenario and profile in :data:`FORECAST_DIR` (:func:`load_device_features`);
+        ``None`` when it observes none. (Files of format 1 wrote ``true`` for ``"robust-mpc"``.)
     """
 
     feature_names: tuple[str, ...]
@@ -99,7 +115,7 @@ class PolicyMetadata:
     format: int = POLICY_FORMAT
     link_quality: LinkQualityModel | None = None
     observation_version: int = OBSERVATION_VERSION
-    predicted_values: bool = False
+    predicted_values: str | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -185,7 +201,7 @@ class PolicyMetadata:
                 if data["link_quality"] is None
                 else LinkQualityModel.from_dict(data["link_quality"]),
                 observation_version=OBSERVATION_VERSION,
-                predicted_values=bool(data.get("predicted_values", False)),
+                predicted_values=predictor_of(data.get("predicted_values")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
@@ -287,4 +303,6 @@ def load_device_features(
             f"{scenario_path}: its profile's actions {env.actions.nvec} do not match the policy's "
             f"{metadata.actions.nvec}"
         )
-    return DeviceActionValues(DeviceForecast(env, knowledge, frame_interval_s))
+    return DeviceActionValues(
+        DeviceForecast(env, knowledge, frame_interval_s), metadata.predicted_values
+    )

@@ -130,6 +130,7 @@ def export_policy(
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     forecast: tuple[Scenario, Profile] | None = None,
+    predictor: str = "robust-mpc",
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
@@ -145,10 +146,12 @@ def export_policy(
     :param codec: codec settings of the profile (``profile.codec``).
     :param identity: scenario, profile and preset names to record.
     :param opset: ONNX opset.
-    :param forecast: for a policy that observes robust-mpc's predicted value of every action
+    :param forecast: for a policy that observes a causal rule's predicted value of every action
         after the layout's features (``sacd-prior``, ``sacd-hindsight``): the scenario and profile
         it was trained on, written to ``forecast/`` so that the device runtime computes the same
         values (:func:`~splitrl.runtime.exported_policy.load_device_features`).
+    :param predictor: with ``forecast``: the rule that predicts those values
+        (:data:`~splitrl.agents.features.PREDICTORS`), recorded in ``policy.json``.
     :return: the metadata written.
     :raises ValueError: when the model's spaces do not match ``actions`` and ``layout`` (and the
         predicted values), or ``link_quality`` does not match the layout.
@@ -197,7 +200,7 @@ def export_policy(
             **({"predicted_values": PREDICTED_VALUES_SCALING} if forecast is not None else {}),
         },
         link_quality=link_quality,
-        predicted_values=forecast is not None,
+        predicted_values=None if forecast is None else predictor,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
@@ -223,6 +226,7 @@ def export_env_policy(
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     scenario: Scenario | None = None,
+    predictor: str = "robust-mpc",
 ) -> PolicyMetadata:
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
@@ -235,8 +239,9 @@ def export_env_policy(
     :param env: the env of the policy (the training run's scenario).
     :param identity: scenario, profile and preset names to record (default: the profile's name).
     :param opset: ONNX opset.
-    :param scenario: for a policy that observes robust-mpc's predicted values: the scenario ``env``
-        was built from, exported with ``env``'s profile for the device's forecast
+    :param scenario: for a policy that observes a causal rule's predicted values: the scenario
+        ``env`` was built from, exported with ``env``'s profile for the device's forecast
+    :param predictor: with ``scenario``: the rule that predicts those values
     """
     return export_policy(
         model,
@@ -251,6 +256,7 @@ def export_env_policy(
         identity={"profile": env.profile.name} if identity is None else identity,
         opset=opset,
         forecast=None if scenario is None else (scenario, env.profile),
+        predictor=predictor,
     )
 
 
@@ -447,10 +453,17 @@ def export_run(
     from splitrl.training.run_dir import RunDirectory
 
     run = RunDirectory(run_dir)
-    scenario = run.scenario() if run.learner().predicted_values else None
+    predictor = run.learner().predicted_values
+    scenario = run.scenario() if predictor else None
     with staged_directory(directory) as staging:
         metadata = export_env_policy(
-            agent, staging, env, identity=identity, opset=opset, scenario=scenario
+            agent,
+            staging,
+            env,
+            identity=identity,
+            opset=opset,
+            scenario=scenario,
+            predictor=predictor or "robust-mpc",
         )
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest
