@@ -6,7 +6,7 @@ How well the time model predicts real requests is ``benchmarks.bench_fidelity``.
 * **decision**: median and p99 time of one decision (observation from ``DeviceKnowledge`` plus
   ``policy.onnx`` in onnxruntime, one thread) for a SACD actor of the default size (256x256) over
   the default network's action table. Goal: median <= 100 us.
-* **decision_predicted_values**: the same for the shipped ``sacd-hindsight-default`` policy, whose
+* **decision_predicted_values**: the same for the shipped ``sacd-hindsight-mpc-default`` policy, whose
   device runtime also computes robust-mpc's predicted value of every action
   (``DeviceActionValues``) before the policy runs; with the policy's own time on the same
   observations, in the same process, and their ratio.
@@ -111,13 +111,13 @@ def bench_decision(directory: Path, n_calls: int = 5000) -> dict[str, float]:
 
 def bench_decision_predicted_values(directory: Path, n_calls: int = 2000) -> dict[str, float]:
     """Time observation + predicted values + ONNX policy per decision, for the shipped
-    ``sacd-hindsight-default`` policy, against the policy alone on the same observations."""
+    ``sacd-hindsight-mpc-default`` policy, against the policy alone on the same observations."""
     from splitrl.pretrained import pretrained_run
     from splitrl.runtime.exported_policy import load_device_features
     from splitrl.runtime.onnx_export import export_env_policy, load_run
     from splitrl.training.run_dir import RunDirectory
 
-    run_dir = pretrained_run("sacd-hindsight-default")
+    run_dir = pretrained_run("sacd-hindsight-mpc-default")
     agent, env, identity = load_run(run_dir)
     export_env_policy(
         agent, directory, env, identity=identity, scenario=RunDirectory(run_dir).scenario()

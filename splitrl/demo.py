@@ -3,7 +3,7 @@
 Uses only what the repository ships: the default profile and scenario, and a policy trained by a
 documented command (:mod:`splitrl.pretrained`). The demo
 
-1. trains ``sacd-hindsight`` briefly on one CPU core, evaluating it greedily on the same validation
+1. trains ``sacd-hindsight-mpc`` briefly on one CPU core, evaluating it greedily on the same validation
    episodes a few times (the learning curve; a later model replaces the best one only when its
    paired gain over it is significant);
 2. evaluates that fresh policy, the shipped one (the same learner trained for 20,000 steps),
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 #: the learner the demo trains (and the one the shipped policy was trained with)
-DEMO_ALGO = "sacd-hindsight"
+DEMO_ALGO = "sacd-hindsight-mpc"
 #: training steps of the fresh policy: about two minutes on one core of a small machine
 DEMO_TIMESTEPS = 10_000
 #: evaluation episodes per policy and channel: enough for a paired interval of about 0.012 on
@@ -39,7 +39,7 @@ DEMO_EVAL_POINTS = 5
 #: training seeds and from the evaluation seeds)
 VALIDATION_EPISODES = 5
 #: the shipped policy evaluated beside the fresh one (:data:`splitrl.pretrained.PRETRAINED`)
-SHIPPED_POLICY = "sacd-hindsight-default"
+SHIPPED_POLICY = "sacd-hindsight-mpc-default"
 #: the channels evaluated: the scenario's own (``None``) and one no policy trained on
 DEMO_CHANNELS: tuple[str | None, ...] = (None, "gilbert-elliott")
 

@@ -42,11 +42,13 @@ def test_demo_trains_evaluates_and_plots(
         "markov",
         "gilbert-elliott",
     ]
-    fresh = "sacd-hindsight (fresh, 200 steps)"
+    fresh = "sacd-hindsight-mpc (fresh, 200 steps)"
     for condition in result.evaluation.conditions:
         names = [row.name for row in condition.rows]
         assert names[0] == fresh
-        assert {"random", "channel-blind", "robust-mpc", "clairvoyant-lookahead"} <= set(names)
+        assert {"random", "channel-blind", "robust-mpc", "mpc", "clairvoyant-lookahead"} <= set(
+            names
+        )
         assert {condition.best_causal, "channel-blind"} <= set(condition.rows[0].gains)
     assert result.evaluation.seeds[0] >= 1_000_000  # held out from the training seeds
     assert f"| {fresh} |" in printed and "Non-triviality" in printed
@@ -92,7 +94,7 @@ def test_the_shipped_policy_is_refused_in_another_scenario(
     settings = DemoSettings(
         profile=str(tiny_profile_path), horizon=20, timesteps=200, out=tmp_path / "demo"
     )
-    with pytest.raises(ValueError, match="shipped policy 'sacd-hindsight-default' was trained"):
+    with pytest.raises(ValueError, match="shipped policy 'sacd-hindsight-mpc-default' was trained"):
         run_demo(settings)
     assert not (tmp_path / "demo").exists()  # refused before anything is written
 

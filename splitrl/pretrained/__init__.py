@@ -3,7 +3,7 @@
 Each one is what ``splitrl train`` wrote (``config.yaml`` and ``model.zip``; the logs left out),
 so it is reproduced by the command in :data:`PRETRAINED`, and evaluated like any run:
 ``splitrl evaluate $(python -c "from splitrl.pretrained import pretrained_run;
-print(pretrained_run('sacd-hindsight-default'))")``.
+print(pretrained_run('sacd-hindsight-mpc-default'))")``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 #: the shipped runs, by name, with the command that trained each
 PRETRAINED: dict[str, str] = {
-    "sacd-hindsight-default": (
-        "splitrl train --algo sacd-hindsight --scenario default --timesteps 20000 --seed 0 "
+    "sacd-hindsight-mpc-default": (
+        "splitrl train --algo sacd-hindsight-mpc --scenario default --timesteps 20000 --seed 0 "
         "--eval-freq 0 --checkpoint-freq 0"
     ),
 }
