@@ -127,7 +127,9 @@ class TrainConfig:
     algo: str = field(
         default="sacd",
         metadata=_flag(
-            "what", "learner: sacd (ours), sacd-prior, sacd-hindsight, ppo, maskable-ppo, dqn, sac"
+            "what",
+            "learner: sacd (ours), sacd-prior, sacd-hindsight, sacd-hindsight-mpc, ppo, "
+            "maskable-ppo, dqn, sac",
         ),
     )
     scenario: str = field(
