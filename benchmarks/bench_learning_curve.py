@@ -1,7 +1,8 @@
-"""The learning curve of a learner and where it plateaus, against robust-mpc on the same episodes.
+"""The learning curve of a learner and where it plateaus, against a causal rule on the same episodes.
 
 Each run's validation (``eval/evaluations.npz``, written by ``splitrl train --eval-freq``) plays
-the same episodes at every evaluation; robust-mpc plays them too, so every point is a paired gain.
+the same episodes at every evaluation; the reference rule (``--baseline``, ``robust-mpc`` unless
+told) plays them too, so every point is a paired gain.
 The plateau is the first evaluation after which the validation reward never rises by more than
 0.002; a run has plateaued when the mean of the evaluations in its last 20% of training is at
 most 0.002 above the evaluation at 80%.
@@ -9,6 +10,7 @@ most 0.002 above the evaluation at 80%.
     python -m benchmarks.bench_learning_curve --train --algo sacd-hindsight --seeds 5 \\
         --timesteps 60000 --eval-freq 5000 --eval-episodes 5 --runs-dir runs/learning_curve
     python -m benchmarks.bench_learning_curve --runs runs/learning_curve/sacd-hindsight_default_s*
+    python -m benchmarks.bench_learning_curve --baseline mpc --runs RUN...   # sacd-hindsight-mpc
 
 Writes ``results/bench_learning_curve.json`` and ``results/learning_curve.png``.
 """
@@ -49,8 +51,8 @@ def last_share_rise(timesteps: np.ndarray, rewards: np.ndarray, share: float = L
     return float(rewards[timesteps > start].mean() - reference)
 
 
-def robust_mpc_on_validation(run_dir: Path, episodes: int) -> np.ndarray:
-    """robust-mpc's mean reward per request on each of the run's validation episodes."""
+def baseline_on_validation(run_dir: Path, episodes: int, baseline: str) -> np.ndarray:
+    """``baseline``'s mean reward per request on each of the run's validation episodes."""
     from splitrl.agents.baselines import make_baseline
     from splitrl.agents.rollout import run_episodes
     from splitrl.envs import SplitComputingEnv
@@ -62,7 +64,7 @@ def robust_mpc_on_validation(run_dir: Path, episodes: int) -> np.ndarray:
     scenario = training_scenario(run.scenario(), str(config["reward_correctness"]))
     first = int(config["eval_seed"])
     rollout = run_episodes(
-        make_baseline("robust-mpc"), SplitComputingEnv(scenario), range(first, first + episodes)
+        make_baseline(baseline), SplitComputingEnv(scenario), range(first, first + episodes)
     )
     return np.asarray(rollout.reward.mean(axis=1))
 
@@ -76,19 +78,24 @@ def run_wall_seconds(run_dir: Path) -> float:
     return (run_dir / "model.zip").stat().st_mtime - created
 
 
-def analyse(run_dir: Path) -> dict[str, Any]:
-    """One run's curve, paired gains over robust-mpc, plateau and wall time."""
+def analyse(run_dir: Path, baseline: str = "robust-mpc") -> dict[str, Any]:
+    """One run's curve, paired gains over ``baseline``, plateau and wall time.
+
+    The gains keep the key ``gain_vs_robust_mpc`` and the baseline's reward ``robust_mpc`` whatever
+    the baseline (``baseline`` names it), so that the results of earlier runs stay comparable.
+    """
     from splitrl.training.callbacks import EVALUATIONS_FILE, load_validation_log
 
     log = load_validation_log(run_dir / "eval" / EVALUATIONS_FILE)
     timesteps = np.asarray(log.timesteps)
-    reference = robust_mpc_on_validation(run_dir, log.results.shape[1])
+    reference = baseline_on_validation(run_dir, log.results.shape[1], baseline)
     rewards = log.results.mean(axis=1)
     gains = (log.results - reference).mean(axis=1)
     index = plateau_index(rewards)
     seconds = run_wall_seconds(run_dir)
     return {
         "run": str(run_dir),
+        "baseline": baseline,
         "timesteps": timesteps.tolist(),
         "validation_reward": rewards.tolist(),
         "gain_vs_robust_mpc": gains.tolist(),
@@ -130,8 +137,8 @@ def train_runs(args: argparse.Namespace) -> list[Path]:
     return paths
 
 
-def plot(results: list[dict[str, Any]], path: Path) -> None:
-    """Each seed's paired validation gain over robust-mpc, and their mean."""
+def plot(results: list[dict[str, Any]], path: Path, baseline: str = "robust-mpc") -> None:
+    """Each seed's paired validation gain over ``baseline``, and their mean."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +154,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         axis.legend()
     axis.axhline(0.0, color="k", linewidth=0.8)
     axis.set_xlabel("training steps")
-    axis.set_ylabel("validation gain over robust-mpc\n(reward per request, paired)")
+    axis.set_ylabel(f"validation gain over {baseline}\n(reward per request, paired)")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -164,14 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-freq", type=int, default=5_000)
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--runs-dir", default="runs/learning_curve")
+    parser.add_argument(
+        "--baseline", default="robust-mpc", help="the causal rule each validation is paired with"
+    )
     args = parser.parse_args(argv)
+    from splitrl.agents.baselines import BASELINES
+
+    if args.baseline not in BASELINES:
+        parser.error(f"unknown baseline {args.baseline!r}; known: {', '.join(BASELINES)}")
     runs = list(args.runs) + (train_runs(args) if args.train else [])
     if not runs:
         parser.error("give --runs DIR ... or --train")
     missing = [run for run in runs if not (run / "eval" / "evaluations.npz").is_file()]
     if missing:
         parser.error(f"no validation log (train with --eval-freq) in {missing[0]}")
-    results = [analyse(run) for run in runs]
+    results = [analyse(run, args.baseline) for run in runs]
     print_table(
         results,
         [
@@ -186,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     RESULTS_DIR.mkdir(exist_ok=True)
-    plot(results, RESULTS_DIR / "learning_curve.png")
+    plot(results, RESULTS_DIR / "learning_curve.png", args.baseline)
     path = write_results("learning_curve", {"runs": results})
     print(f"results: {path}, {RESULTS_DIR / 'learning_curve.png'}")
     return 0

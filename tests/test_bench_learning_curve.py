@@ -1,5 +1,7 @@
 """The plateau rules of the learning-curve benchmark on hand-made curves."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -20,3 +22,15 @@ def test_rise_over_the_last_fifth_of_training() -> None:
     assert last_share_rise(steps, rising) == pytest.approx((0.78 + 0.79) / 2 - 0.77)
     flat = np.full(10, 0.75)
     assert last_share_rise(steps, flat) == pytest.approx(0.0)
+
+
+def test_an_unknown_reference_rule_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks.bench_learning_curve import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--baseline", "bola", "--train", "--runs-dir", str(tmp_path / "runs")])
+    assert exit_info.value.code == 2
+    assert "unknown baseline 'bola'; known:" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
