@@ -119,8 +119,14 @@ def bench_decision_predicted_values(directory: Path, n_calls: int = 2000) -> dic
 
     run_dir = pretrained_run("sacd-hindsight-mpc-default")
     agent, env, identity = load_run(run_dir)
+    run = RunDirectory(run_dir)
     export_env_policy(
-        agent, directory, env, identity=identity, scenario=RunDirectory(run_dir).scenario()
+        agent,
+        directory,
+        env,
+        identity=identity,
+        scenario=run.scenario(),
+        predictor=run.learner().predicted_values,
     )
     policy = OnnxPolicy(directory)
     knowledge = policy.metadata.device_knowledge()

@@ -113,6 +113,19 @@ def test_export_checks_the_link_quality_model(
     assert not any(tmp_path.iterdir())
 
 
+def test_export_needs_the_predictor_with_a_forecast(
+    env: SplitComputingEnv, agent: SACD, tmp_path: Path
+) -> None:
+    """A forecast without its rule (or a rule without a forecast) is refused before any file."""
+    from splitrl.envs.scenarios import get_scenario
+
+    with pytest.raises(ValueError, match="needs predictor="):
+        export_env_policy(agent, tmp_path, env, scenario=get_scenario("default"))
+    with pytest.raises(ValueError, match="predictor='mpc' given for a policy without"):
+        export_env_policy(agent, tmp_path, env, predictor="mpc")
+    assert not any(tmp_path.iterdir())
+
+
 def test_altered_policy_file_is_refused(exported: Path, tmp_path: Path) -> None:
     for name in ("policy.onnx", "policy.json"):
         (tmp_path / name).write_bytes((exported / name).read_bytes())

@@ -130,7 +130,7 @@ def export_policy(
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     forecast: tuple[Scenario, Profile] | None = None,
-    predictor: str = "robust-mpc",
+    predictor: str | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
@@ -150,12 +150,14 @@ def export_policy(
         after the layout's features (``sacd-prior``, ``sacd-hindsight``): the scenario and profile
         it was trained on, written to ``forecast/`` so that the device runtime computes the same
         values (:func:`~splitrl.runtime.exported_policy.load_device_features`).
-    :param predictor: with ``forecast``: the rule that predicts those values
+    :param predictor: with ``forecast`` (and only with it): the rule that predicts those values
         (:data:`~splitrl.agents.features.PREDICTORS`), recorded in ``policy.json``.
     :return: the metadata written.
     :raises ValueError: when the model's spaces do not match ``actions`` and ``layout`` (and the
-        predicted values), or ``link_quality`` does not match the layout.
+        predicted values), ``link_quality`` does not match the layout, or only one of
+        ``forecast`` and ``predictor`` is given.
     """
+    check_forecast_predictor(forecast is not None, predictor)
     policy = model.policy
     n_features = len(layout.names) + (actions.n_actions if forecast is not None else 0)
     if layout.link_quality != (link_quality is not None):
@@ -226,7 +228,7 @@ def export_env_policy(
     identity: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     scenario: Scenario | None = None,
-    predictor: str = "robust-mpc",
+    predictor: str | None = None,
 ) -> PolicyMetadata:
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
@@ -241,7 +243,8 @@ def export_env_policy(
     :param opset: ONNX opset.
     :param scenario: for a policy that observes a causal rule's predicted values: the scenario
         ``env`` was built from, exported with ``env``'s profile for the device's forecast
-    :param predictor: with ``scenario``: the rule that predicts those values
+    :param predictor: with ``scenario`` (and only with it): the rule that predicts those values
+        (the run's ``LearnerSpec.predicted_values``)
     """
     return export_policy(
         model,
@@ -258,6 +261,20 @@ def export_env_policy(
         forecast=None if scenario is None else (scenario, env.profile),
         predictor=predictor,
     )
+
+
+def check_forecast_predictor(has_forecast: bool, predictor: str | None) -> None:
+    """Raise ``ValueError`` unless a forecast and the rule that predicts its values come together:
+    a policy's predicted-value features are those of one rule, and a device that assumed another
+    would compute other features."""
+    if has_forecast and predictor is None:
+        raise ValueError("a policy that observes predicted values needs predictor= (its rule)")
+    if not has_forecast and predictor is not None:
+        raise ValueError(f"predictor={predictor!r} given for a policy without predicted values")
+    if predictor is not None:
+        from splitrl.agents.features import check_predictor
+
+        check_predictor(predictor)
 
 
 def write_forecast(directory: Path, scenario: Scenario, profile: Profile) -> dict[str, str]:
@@ -463,7 +480,7 @@ def export_run(
             identity=identity,
             opset=opset,
             scenario=scenario,
-            predictor=predictor or "robust-mpc",
+            predictor=predictor,
         )
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest
