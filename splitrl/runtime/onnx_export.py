@@ -202,7 +202,7 @@ def export_policy(
             **({"predicted_values": PREDICTED_VALUES_SCALING} if forecast is not None else {}),
         },
         link_quality=link_quality,
-        predicted_values=None if forecast is None else predictor,
+        predicted_values=predictor,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
