@@ -36,7 +36,7 @@ def test_demo_trains_evaluates_and_plots(
     )
     result = run_demo(settings)
     printed = capsys.readouterr().out
-    assert [step for step, _ in result.learning_curve] == list(range(40, 201, 40))
+    assert [step for step, _ in result.learning_curve] == list(range(0, 201, 40))
     assert (result.run_dir / "best_model.zip").exists()
     assert [condition.condition.name for condition in result.evaluation.conditions] == [
         "markov",

@@ -258,8 +258,8 @@ def test_training_keeps_a_new_best_only_on_a_significant_paired_gain(
 ) -> None:
     for run in sacd_runs:
         log = load_validation_log(run / "eval" / EVALUATIONS_FILE)
-        assert log.timesteps == [30, 60, 90, 120]
-        assert log.results.shape == (4, 3)
+        assert log.timesteps == [0, 30, 60, 90, 120]  # the untrained model first
+        assert log.results.shape == (5, 3)
         best = 0
         for index in range(1, len(log.timesteps)):
             gain, half_width = t_interval(log.results[index] - log.results[best])

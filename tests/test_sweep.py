@@ -4,6 +4,7 @@ dozen steps on the tiny profile, with one torch thread."""
 
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import signal
@@ -21,7 +22,12 @@ import yaml
 
 from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell
 from splitrl.sweeps.grid import Sweep, load_sweep
-from splitrl.sweeps.report import aggregate_condition, sweep_document
+from splitrl.sweeps.report import (
+    aggregate_condition,
+    markdown_report,
+    sweep_document,
+    write_report,
+)
 from splitrl.sweeps.sweep import parse_entries
 
 #: why the tests that run Ray skip where it is not installed
@@ -128,6 +134,37 @@ def test_aggregation_pairs_episodes_and_counts_seeds() -> None:
     assert not row["beats_every_causal_baseline"]
     best, upper = baselines["robust-mpc"].mean(), baselines["clairvoyant-lookahead"].mean()
     assert row["score"] == pytest.approx((row["reward_iqm"] - best) / (upper - best))
+
+
+def test_room_pairs_each_reference_with_the_best_causal_baseline(tmp_path: Path) -> None:
+    baselines = {
+        "mpc": np.array([0.70, 0.74, 0.72]),
+        "oracle-now": np.array([0.70, 0.76, 0.75]),
+        "clairvoyant-lookahead": np.array([0.80, 0.82, 0.84]),
+    }
+    learner = baselines["mpc"][None, :] + np.array([[0.01], [-0.01]])
+    condition = aggregate_condition("default", "markov", baselines, {"sacd": learner}, ["mpc"])
+    link, upper = condition["room"]["oracle-now"], condition["room"]["clairvoyant-lookahead"]
+    assert link["mean"] == pytest.approx(np.mean([0.0, 0.02, 0.03]))
+    assert upper["mean"] == pytest.approx(np.mean([0.10, 0.08, 0.12]))
+    assert 0.0 < link["ci95"] < upper["mean"]
+    # the references are never the best causal baseline, however high they score
+    assert condition["best_causal"] == "mpc"
+    document = {"conditions": [condition], "overall": [], "missing_cells": []}
+    assert "| default | markov | mpc 0.7200 | +0.0167 ±" in markdown_report(document)
+    paths = write_report(document, tmp_path)
+    with (tmp_path / "room.csv").open() as stream:
+        (row,) = list(csv.DictReader(stream))
+    assert tmp_path / "room.csv" in paths
+    assert float(row["oracle-now_gain"]) == pytest.approx(link["mean"])
+    assert row["best_causal"] == "mpc"
+
+
+def test_room_is_left_out_when_no_reference_ran() -> None:
+    condition = aggregate_condition("default", "markov", {"mpc": np.array([0.7, 0.8])}, {}, ["mpc"])
+    assert condition["room"] == {}
+    document = {"conditions": [condition], "overall": [], "missing_cells": []}
+    assert "room a causal policy has" not in markdown_report(document)
 
 
 def test_core_does_not_import_ray() -> None:

@@ -140,7 +140,7 @@ def test_resume_continues_the_step_count_and_the_replay_buffer(
     assert result.num_timesteps == 320
     assert result.model.replay_buffer.size() == 320  # type: ignore[attr-defined]
     with np.load(result.run_dir.eval_dir / "evaluations.npz") as evaluations:
-        assert evaluations["timesteps"].tolist() == [100, 200, 300]
+        assert evaluations["timesteps"].tolist() == [0, 100, 200, 300]
     config = result.run_dir.read_config()
     assert config["num_timesteps"] == 320 and config["status"] == "finished"
     assert result.run_dir.latest_checkpoint().num_timesteps == 320  # type: ignore[union-attr]
@@ -347,5 +347,29 @@ def test_every_evaluation_plays_the_same_episodes(tiny_profile_path: Path, tmp_p
     train(config)
     with np.load(the_run(tmp_path) / "eval" / "evaluations.npz") as logged:
         results = logged["results"]
-    assert results.shape == (3, 2)
-    assert np.array_equal(results[0], results[1]) and np.array_equal(results[1], results[2])
+    assert results.shape == (4, 2)  # the untrained model, then at 100, 200 and 300 steps
+    assert all(np.array_equal(results[0], later) for later in results[1:])
+
+
+def test_the_untrained_model_is_the_first_validation_candidate(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    """A learner that starts from mpc is validated as mpc before its first step, so the kept
+    model is never one the validation shows to be worse than the rule."""
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.agents.rollout import run_episodes
+    from splitrl.training.callbacks import EVALUATIONS_FILE, load_validation_log
+    from splitrl.training.trainer import training_scenario
+
+    config = fast_config(
+        tiny_profile_path, tmp_path, "sacd-hindsight-mpc", eval_freq=100, n_eval_episodes=2
+    )
+    result = train(config)
+    run = result.run_dir
+    log = load_validation_log(run.eval_dir / EVALUATIONS_FILE)
+    assert log.timesteps == [0, 100, 200]
+    run_config = run.read_config()
+    env = SplitComputingEnv(training_scenario(run.scenario(), config.reward_correctness))
+    seeds = range(run_config["eval_seed"], run_config["eval_seed"] + 2)
+    rule = run_episodes(make_baseline("mpc"), env, seeds).reward.mean(axis=1)
+    np.testing.assert_allclose(log.results[0], rule, rtol=0, atol=1e-12)

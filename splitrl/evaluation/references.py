@@ -7,6 +7,11 @@
   random draw, and prices the backlog over a horizon). It is 1 on the normalized score.
 * **channel-blind**: the best backlog-aware rule that never looks at the channel; what a device gets
   without adapting to the link.
+* **Link reference**: ``oracle-now``, the device's own rule (``mpc``'s: no discount, the spread and
+  the backlog priced) told the true capacity at decision time. Its gain over the best causal
+  baseline is what a perfect estimate of the link would be worth: the room a causal policy has by
+  reading the link better. Where it is nil, a learned policy can gain only from what the rule's
+  model leaves out (how the link moves during a transfer, the load and draws ahead).
 
 A scenario is worth learning in when adapting is worth something (:class:`AdaptationValue`): the
 upper reference beats ``channel-blind`` by at least :data:`UPPER_GAIN_GOAL` reward per request, and
@@ -32,6 +37,8 @@ from splitrl.statistics import PairedDifference
 
 #: the upper reference of the normalized score
 UPPER_REFERENCE = "clairvoyant-lookahead"
+#: the device's rule at the true current capacity: what a perfect link estimate is worth
+LINK_REFERENCE = "oracle-now"
 #: the rule that ignores the channel: the zero of "adapting is worth something"
 CHANNEL_BLIND = "channel-blind"
 #: what ``clairvoyant-lookahead`` must win over ``channel-blind`` (reward per request) for a

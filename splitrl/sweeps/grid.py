@@ -15,7 +15,8 @@ baselines on the same episodes::
     conditions: [markov, fading, trace:traces/a.up]   # evaluation channels
     trace_dir: ../traces                # optional: every trace in a folder is a condition too
     episodes: 70                        # evaluation episodes per condition
-    baselines: [robust-mpc, clairvoyant-lookahead]    # default: every causal one + the upper
+    baselines: [robust-mpc, clairvoyant-lookahead]    # default: every causal one, oracle-now and
+                                                      # clairvoyant-lookahead
 
 Relative paths (scenario profiles, traces, ``trace_dir``) are read from the sweep file's folder.
 Everything is checked when the file is read, before any work.
@@ -42,8 +43,6 @@ from splitrl.sweeps.cells import (
 
 #: the synthetic channel models a sweep evaluates on by default
 CHANNELS = ("markov", "fading", "gilbert-elliott")
-#: the upper reference of the normalized score
-UPPER_REFERENCE = "clairvoyant-lookahead"
 #: scenario fields a sweep may replace (a sweep's channels are its conditions)
 SCENARIO_FIELDS = ("profile", "device", "reward", "horizon", "link_quality")
 _KEYS = {
@@ -195,12 +194,13 @@ def sweep_from_dict(document: Mapping[str, Any], root: Path) -> Sweep:
     if unknown:
         raise ValueError(f"unknown entries {unknown}; known: {', '.join(sorted(_KEYS))}")
     from splitrl.agents.baselines import causal_baselines
+    from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
 
     variants = _variants(document, root)
     channels = _channels(
         document.get("conditions", list(CHANNELS)), document.get("trace_dir"), root
     )
-    baselines = document.get("baselines", [*causal_baselines(), UPPER_REFERENCE])
+    baselines = document.get("baselines", [*causal_baselines(), LINK_REFERENCE, UPPER_REFERENCE])
     _check_baselines(baselines)
     seeds = document.get("seeds", 1)
     if isinstance(seeds, int) and not isinstance(seeds, bool):

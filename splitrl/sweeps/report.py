@@ -3,12 +3,15 @@
 Per scenario, condition and learner: the IQM of the mean reward per request over training seeds
 with its stratified bootstrap interval, the IQM of the paired gain over every causal baseline
 (the same episodes) with how many seeds beat it, and the normalized score (0 = the best causal
-baseline, 1 = ``clairvoyant-lookahead``). Per scenario and learner, over every condition: the
+baseline, 1 = ``clairvoyant-lookahead``). Per scenario and condition: the room a causal policy has,
+``oracle-now`` (the device's rule told the true capacity) and ``clairvoyant-lookahead`` against the
+best causal baseline, paired. Per scenario and learner, over every condition: the
 rliable aggregates of :mod:`splitrl.evaluation.seeds` (IQM of reward and gain, probability of
 beating the best causal baseline, and of beating each other learner).
 
 :func:`write_report` writes ``report.json`` (the document), ``conditions.csv`` (one row per
-scenario, condition and learner), ``report.md`` (the tables) and one rliable plot per scenario.
+scenario, condition and learner), ``room.csv`` (one row per scenario and condition),
+``report.md`` (the tables) and one rliable plot per scenario.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.sweeps.cells import read_cell
-from splitrl.sweeps.grid import UPPER_REFERENCE, Sweep
+from splitrl.sweeps.grid import Sweep
 
 #: the normalized score a learner should reach
 SCORE_GOAL = 0.5
@@ -39,12 +42,17 @@ def aggregate_condition(
     """Every learner against the baselines in one condition.
 
     :param baselines: episode rewards ``(episodes,)`` per baseline (causal ones and, if evaluated,
-        the upper reference ``clairvoyant-lookahead``)
+        the references ``oracle-now`` and ``clairvoyant-lookahead``)
     :param learners: episode rewards ``(seeds, episodes)`` per learner, on the same episodes
     :param causal: the causal baselines' names
+    :return: the baselines' means, the best causal one, ``room`` (each evaluated reference's
+        paired gain over the best causal baseline: ``mean`` and the 95% t-interval's ``ci95``)
+        and one row per learner
     """
     from splitrl.evaluation.metrics import normalized_score
+    from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
     from splitrl.evaluation.seeds import interval_estimate
+    from splitrl.statistics import t_interval
 
     baseline_means = {name: float(values.mean()) for name, values in baselines.items()}
     best = max((name for name in causal if name in baselines), key=baseline_means.__getitem__)
@@ -78,12 +86,18 @@ def aggregate_condition(
                 for gain in gains.values()
             ),
         }
+    room = {}
+    for reference in (LINK_REFERENCE, UPPER_REFERENCE):
+        if reference in baselines:
+            mean, ci95 = t_interval(baselines[reference] - baselines[best])
+            room[reference] = {"mean": mean, "ci95": ci95}
     return {
         "scenario": scenario,
         "condition": condition,
         "baselines": baseline_means,
         "best_causal": best,
         "upper_reference": None if math.isnan(upper) else upper,
+        "room": room,
         "learners": rows,
     }
 
@@ -235,8 +249,34 @@ def condition_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def room_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per scenario and condition: the best causal baseline and what each reference gains over it.
+
+    Conditions aggregated before the references were evaluated have no ``room`` and are left out.
+    """
+    return [
+        {
+            "scenario": condition["scenario"],
+            "condition": condition["condition"],
+            "best_causal": condition["best_causal"],
+            "best_causal_reward": condition["baselines"][condition["best_causal"]],
+            **{
+                f"{reference}_gain": gain["mean"]
+                for reference, gain in condition.get("room", {}).items()
+            },
+            **{
+                f"{reference}_ci95": gain["ci95"]
+                for reference, gain in condition.get("room", {}).items()
+            },
+        }
+        for condition in document["conditions"]
+        if condition.get("room")
+    ]
+
+
 def markdown_report(document: Mapping[str, Any]) -> str:
-    """The per-condition table and the rliable table over conditions, as markdown."""
+    """The per-condition table, the room per condition and the rliable table over conditions, as
+    markdown."""
     lines = [
         "| scenario | condition | learner | reward IQM [95% CI] | best causal baseline "
         "| gain over it IQM [95% CI] | seeds better | score |",
@@ -251,6 +291,7 @@ def markdown_report(document: Mapping[str, Any]) -> str:
             f"| {row['gain_iqm']:+.4f} [{row['gain_low']:+.4f}, {row['gain_high']:+.4f}] "
             f"| {row['seeds_better']}/{row['seeds']} | {score} |"
         )
+    lines += _room_table(document)
     if document["overall"]:
         lines += [
             "",
@@ -271,6 +312,37 @@ def markdown_report(document: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _room_table(document: Mapping[str, Any]) -> list[str]:
+    """The room per condition: each reference's paired gain over the best causal baseline."""
+    from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
+
+    rows = room_rows(document)
+    if not rows:
+        return []
+    lines = [
+        "",
+        f"The room a causal policy has: {LINK_REFERENCE} (the device's rule told the true capacity) "
+        f"and {UPPER_REFERENCE} against the best causal baseline, paired (mean ± 95% t-interval):",
+        "",
+        f"| scenario | condition | best causal baseline | {LINK_REFERENCE} gain | "
+        f"{UPPER_REFERENCE} gain |",
+        "|---|---|---|---|---|",
+    ]
+
+    def gain(row: Mapping[str, Any], reference: str) -> str:
+        if f"{reference}_gain" not in row:
+            return "-"
+        return f"{row[f'{reference}_gain']:+.4f} ± {row[f'{reference}_ci95']:.4f}"
+
+    for row in rows:
+        lines.append(
+            f"| {row['scenario']} | {row['condition']} | {row['best_causal']} "
+            f"{row['best_causal_reward']:.4f} | {gain(row, LINK_REFERENCE)} "
+            f"| {gain(row, UPPER_REFERENCE)} |"
+        )
+    return lines
+
+
 def _text(interval: Mapping[str, float] | None) -> str:
     if interval is None:
         return "-"
@@ -278,22 +350,29 @@ def _text(interval: Mapping[str, float] | None) -> str:
 
 
 def write_report(document: Mapping[str, Any], folder: Path) -> list[Path]:
-    """Write ``report.json``, ``conditions.csv``, ``report.md`` and the rliable plots to ``folder``.
+    """Write ``report.json``, ``conditions.csv``, ``room.csv``, ``report.md`` and the rliable plots
+    to ``folder``.
 
     :return: the files written
     """
     folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "report.json", folder / "conditions.csv", folder / "report.md"]
+    paths = [folder / "report.json", folder / "report.md"]
     paths[0].write_text(json.dumps(document, indent=1) + "\n")
-    rows = condition_rows(document)
-    with paths[1].open("w", newline="") as stream:
-        fields = list(rows[0]) if rows else ["scenario", "condition", "learner"]
+    paths[1].write_text(markdown_report(document))
+    paths.append(_write_csv(folder / "conditions.csv", condition_rows(document)))
+    paths.append(_write_csv(folder / "room.csv", room_rows(document)))
+    paths.extend(_plots(document, folder))
+    return paths
+
+
+def _write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> Path:
+    """``rows`` as CSV, the columns of every row in order of first appearance."""
+    fields = list(dict.fromkeys(field for row in rows for field in row)) or ["scenario"]
+    with path.open("w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    paths[2].write_text(markdown_report(document))
-    paths.extend(_plots(document, folder))
-    return paths
+    return path
 
 
 def _plots(document: Mapping[str, Any], folder: Path) -> list[Path]:

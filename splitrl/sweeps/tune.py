@@ -85,7 +85,9 @@ def reporting_validation(
 ) -> Any:
     """The run's :class:`~splitrl.training.callbacks.ValidationCallback` (the same episodes and
     best-model rule as ``splitrl train``), reporting the mean validation reward of each evaluation
-    with the steps trained."""
+    with the steps trained. The evaluation of the untrained model is not reported: every trial of
+    a learner that starts from a rule would score the rule there, and the search compares what
+    the sampled values train."""
     from splitrl.agents import get_learner
     from splitrl.envs import SplitComputingEnv
     from splitrl.training.callbacks import ValidationCallback
@@ -94,7 +96,8 @@ def reporting_validation(
     class ReportingValidation(ValidationCallback):
         def evaluate(self) -> None:
             super().evaluate()
-            report({METRIC: self.curve[-1][1], "timesteps": self.num_timesteps})
+            if self.num_timesteps > 0:
+                report({METRIC: self.curve[-1][1], "timesteps": self.num_timesteps})
 
     scenario = training_scenario(config.effective_scenario(), config.reward_correctness)
     first = config.seed + EVAL_SEED_OFFSET

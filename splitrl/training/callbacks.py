@@ -149,8 +149,12 @@ class ValidationCallback(BaseCallback):
     compared on the same channel and requests. A policy becomes the new best only when its paired
     gain over the current best, per episode, has a 95% t-interval above zero. Keeping the highest
     mean of about ten noisy evaluations would select noise (the winner's curse): a later policy
-    that is no better replaces the earlier one about half of the time. The first evaluation is the
-    first best.
+    that is no better replaces the earlier one about half of the time.
+
+    The first evaluation is of the untrained model, before the first step of a fresh run, and it
+    is the first best. For a learner that starts from a rule (``sacd-hindsight-mpc`` is ``mpc``
+    until it learns), the kept model is therefore never one that the validation shows to be
+    worse than the rule: training has to beat its starting point to replace it.
 
     The log (``log_path``, NumPy ``.npz``, read by :func:`load_validation_log`) holds
     ``timesteps`` (one per evaluation), ``results`` (evaluations x episodes: each episode's mean
@@ -209,6 +213,8 @@ class ValidationCallback(BaseCallback):
             self._best_rewards = log.results[log.timesteps.index(log.best_timesteps)]
 
     def _on_training_start(self) -> None:
+        if self.num_timesteps == 0 and not self.curve:
+            self.evaluate()
         self._next_evaluation = (self.num_timesteps // self.every + 1) * self.every
 
     def _on_step(self) -> bool:

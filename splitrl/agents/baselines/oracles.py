@@ -18,16 +18,21 @@ from splitrl.agents.baselines.backlog import (
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
 from splitrl.envs.split_computing import SplitComputingEnv
 
+#: the capacity ``oracle-now`` assumes in an outage (bit/s): the forecast needs a positive rate, and
+#: at this one every offload misses its deadline, so the rule stays local, as it should
+OUTAGE_CAPACITY_BPS = 1.0
+
 
 class OracleNowPolicy:
     """The device's predictor, told the true capacity at decision time, with the backlog priced.
 
-    Everything else is ``robust-mpc``'s rule: ``env.predict_actions`` at the true capacity of the
-    uplink when the request starts (``env.channel.capacity(env.request_start_s)``), averaged over the
+    Everything else is ``mpc``'s rule (``robust-mpc`` without its discount): ``env.predict_actions``
+    at the true capacity of the uplink when the request starts
+    (``env.channel.capacity(env.request_start_s)``, :data:`OUTAGE_CAPACITY_BPS` in an outage), averaged over the
     RTT and queueing spread (:class:`~splitrl.agents.baselines.spread.LatencySpread`), minus
     :func:`~splitrl.agents.baselines.backlog.backlog_cost`. It does not know how the capacity moves
     during the transfer, the payload of this very request, nor its RTT and queueing draws. The gap
-    between it and ``robust-mpc`` is what a perfect link estimate is worth.
+    between it and ``mpc`` is what a perfect link estimate is worth.
 
     :param horizon: next requests the backlog cost counts
     :param spread_draws: draws of the RTT and queueing spread per prediction
@@ -49,7 +54,8 @@ class OracleNowPolicy:
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The best action at the true current capacity, backlog priced."""
-        predicted = env.predict_actions(env.channel.capacity(env.request_start_s))
+        capacity = env.channel.capacity(env.request_start_s)
+        predicted = env.predict_actions(max(capacity, OUTAGE_CAPACITY_BPS))
         rewards = self.spread.expected_rewards(predicted, env)
         return best_with_backlog(
             predicted, env, self.horizon, rewards, latency_spread=self.spread.offsets(env)
