@@ -20,6 +20,7 @@ BENCHMARKS = (
     "sweep",
     "traces",
     "outage_risk",
+    "hindsight_alignment",
 )
 
 

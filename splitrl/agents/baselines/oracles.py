@@ -87,22 +87,21 @@ class ClairvoyantPolicy:
         return env.evaluate_actions().best()
 
 
-def clairvoyant_values(
+def clairvoyant_parts(
     env: SplitComputingEnv, spread: LatencySpread, horizon: int = DEFAULT_BACKLOG_HORIZON
-) -> tuple[np.ndarray, np.ndarray]:
-    """Every canonical action's true reward minus the cost of the backlog it leaves.
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every canonical action's true reward and the cost of the backlog it leaves, apart.
 
     The reward is ``env.evaluate_actions()``: this request's exact outcome. The backlog's cost
     (:func:`~splitrl.agents.baselines.backlog.backlog_cost`) forecasts the next requests from the
     same channel, payloads and load, but not from this request's RTT and queueing draws, which say
     nothing about theirs: at the mean draws (``evaluate_actions(draws="mean")``) with ``spread``'s
-    offsets around them. The value ``clairvoyant-lookahead`` maximizes, and the hindsight values
-    ``sacd-hindsight`` learns from.
+    offsets around them.
 
     :param env: the env, at the request to value
     :param spread: the RTT and queueing spread, reset for ``env``
     :param horizon: next requests the backlog cost counts
-    :return: the canonical actions ``(n, 3)`` and their values ``(n,)``
+    :return: the canonical actions ``(n, 3)``, their rewards ``(n,)`` and backlog costs ``(n,)``
     """
     outcomes = env.evaluate_actions()
     cost = backlog_cost(
@@ -112,7 +111,23 @@ def clairvoyant_values(
         horizon,
         spread.offsets(env),
     )
-    return outcomes.actions, outcomes.reward - cost
+    return outcomes.actions, outcomes.reward, cost
+
+
+def clairvoyant_values(
+    env: SplitComputingEnv, spread: LatencySpread, horizon: int = DEFAULT_BACKLOG_HORIZON
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every canonical action's true reward minus the cost of the backlog it leaves
+    (:func:`clairvoyant_parts`): the value ``clairvoyant-lookahead`` maximizes, and the hindsight
+    values ``sacd-hindsight`` learns from.
+
+    :param env: the env, at the request to value
+    :param spread: the RTT and queueing spread, reset for ``env``
+    :param horizon: next requests the backlog cost counts
+    :return: the canonical actions ``(n, 3)`` and their values ``(n,)``
+    """
+    actions, reward, cost = clairvoyant_parts(env, spread, horizon)
+    return actions, reward - cost
 
 
 class ClairvoyantLookaheadPolicy:

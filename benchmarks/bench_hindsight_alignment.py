@@ -1,0 +1,189 @@
+"""Whether the hindsight values rank a learned policy and a causal rule as their rewards do.
+
+The ``sacd-hindsight*`` learners maximize the expected hindsight value of their action given what
+the device observes: the request's true reward minus the clairvoyant price of the backlog the
+action leaves (:func:`splitrl.agents.baselines.oracles.clairvoyant_parts`). That objective is a
+proxy: what a policy earns is the rewards of its requests, the waits its backlogs cause included.
+
+Each policy (the learned one and the rule) plays its own trajectory on the same seeded episodes of
+its training scenario, with the training reward (correctness is the profile's accuracy, so no
+label luck separates them). Per request it records the reward earned and the two parts of the
+hindsight value of the action taken; on the learned policy's requests it also records the parts of
+the action the rule would have taken there. Per policy: the mean reward per request (what it
+earns) and the mean hindsight value (its objective). The objective is aligned when the policy it
+ranks higher also earns more.
+
+    python -m benchmarks.bench_hindsight_alignment           # the shipped policy against mpc
+    python -m benchmarks.bench_hindsight_alignment --run RUN --rule mpc --channel fading
+
+Writes ``results/bench_hindsight_alignment.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import print_table, write_results
+
+#: first reset seed of the episodes, apart from training, validation and evaluation seeds
+FIRST_SEED = 2_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """One policy's requests on its own trajectory.
+
+    :param earned: the reward of each request
+    :param reward: the true reward of the action taken (the first part of its hindsight value)
+    :param cost: the backlog cost of the action taken (the second part)
+    :param shadow_reward: on the same requests, the true reward of the action the shadow policy
+        would have taken (``None`` without a shadow)
+    :param shadow_cost: its backlog cost
+    """
+
+    earned: np.ndarray
+    reward: np.ndarray
+    cost: np.ndarray
+    shadow_reward: np.ndarray | None = None
+    shadow_cost: np.ndarray | None = None
+
+    def summary(self) -> dict[str, float]:
+        """Means per request: earned, both parts and the hindsight value."""
+        result = {
+            "earned": float(self.earned.mean()),
+            "reward": float(self.reward.mean()),
+            "backlog_cost": float(self.cost.mean()),
+            "hindsight_value": float((self.reward - self.cost).mean()),
+        }
+        if self.shadow_reward is not None and self.shadow_cost is not None:
+            result["shadow_reward"] = float(self.shadow_reward.mean())
+            result["shadow_backlog_cost"] = float(self.shadow_cost.mean())
+        return result
+
+
+def play(env: Any, policy: Any, seeds: Sequence[int], shadow: Any = None) -> Trajectory:
+    """``policy`` on its own trajectory over ``seeds``, with the hindsight parts of every action.
+
+    :param env: a ``SplitComputingEnv``
+    :param policy: the policy that acts
+    :param shadow: a policy asked for its action on the same requests, which is not taken
+    """
+    from splitrl.agents.baselines.oracles import clairvoyant_parts
+    from splitrl.agents.baselines.spread import LatencySpread
+
+    spread = LatencySpread()
+    spread.reset(env)
+    rows: list[tuple[float, ...]] = []
+    for seed in seeds:
+        observation, _ = env.reset(seed=int(seed))
+        policy.reset(env)
+        if shadow is not None:
+            shadow.reset(env)
+        done = False
+        while not done:
+            actions, rewards, costs = clairvoyant_parts(env, spread)
+            index = {tuple(int(x) for x in action): i for i, action in enumerate(actions)}
+            action = policy.act(env, observation)
+            taken = index[tuple(int(x) for x in action)]
+            row: tuple[float, ...] = (rewards[taken], costs[taken])
+            if shadow is not None:
+                other = index[tuple(int(x) for x in shadow.act(env, observation))]
+                row += (rewards[other], costs[other])
+            observation, earned, terminated, truncated, _ = env.step(action)
+            rows.append((float(earned), *row))
+            done = terminated or truncated
+    table = np.array(rows)
+    return Trajectory(
+        earned=table[:, 0],
+        reward=table[:, 1],
+        cost=table[:, 2],
+        shadow_reward=table[:, 3] if shadow is not None else None,
+        shadow_cost=table[:, 4] if shadow is not None else None,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--run",
+        type=Path,
+        default=None,
+        help="a run directory (default: the shipped sacd-hindsight-mpc-default)",
+    )
+    parser.add_argument("--rule", default="mpc", help="the causal rule it is compared with")
+    parser.add_argument(
+        "--channel", default=None, help="a channel model (default: the run's training channel)"
+    )
+    parser.add_argument("--episodes", type=int, default=3)
+    args = parser.parse_args(argv)
+    from splitrl.agents.baselines import causal_baselines, make_baseline
+    from splitrl.envs import SplitComputingEnv
+    from splitrl.envs.scenarios import SCENARIO_CHANNELS
+    from splitrl.evaluation.suite import load_runs
+    from splitrl.pretrained import pretrained_run
+    from splitrl.training.run_dir import RunDirectory
+    from splitrl.training.trainer import training_scenario
+
+    if args.rule not in causal_baselines():
+        parser.error(f"unknown causal rule {args.rule!r}; known: {', '.join(causal_baselines())}")
+    if args.channel is not None and args.channel not in SCENARIO_CHANNELS:
+        parser.error(f"unknown channel {args.channel!r}; known: {', '.join(SCENARIO_CHANNELS)}")
+    if args.episodes < 1:
+        parser.error(f"--episodes must be at least 1, got {args.episodes}")
+    run_dir = args.run if args.run is not None else pretrained_run("sacd-hindsight-mpc-default")
+    if not (run_dir / "config.yaml").is_file():
+        parser.error(f"{run_dir} is not a run directory (no config.yaml)")
+    (run,) = load_runs([run_dir])
+    scenario = training_scenario(RunDirectory(run_dir).scenario(), "expected")
+    if args.channel is not None:
+        scenario = dataclasses.replace(scenario, channel=args.channel)
+    env = SplitComputingEnv(scenario)
+    seeds = range(FIRST_SEED, FIRST_SEED + args.episodes)
+    learned = play(env, run.policy, seeds, shadow=make_baseline(args.rule)).summary()
+    rule = play(env, make_baseline(args.rule), seeds).summary()
+    rows = [{"policy": run.algo, **learned}, {"policy": args.rule, **rule}]
+    print_table(
+        rows,
+        [
+            ("policy", "policy", "s"),
+            ("earned", "earned", ".4f"),
+            ("reward", "true reward", ".4f"),
+            ("backlog_cost", "backlog cost", ".4f"),
+            ("hindsight_value", "hindsight value", ".4f"),
+        ],
+    )
+    earned_gap = learned["earned"] - rule["earned"]
+    objective_gap = learned["hindsight_value"] - rule["hindsight_value"]
+    aligned = bool(np.sign(earned_gap) == np.sign(objective_gap))
+    print(
+        f"learned - {args.rule}: earned {earned_gap:+.4f}, hindsight value {objective_gap:+.4f} "
+        f"({'aligned' if aligned else 'NOT aligned'}); on the learned policy's requests, "
+        f"{args.rule}'s action: true reward {learned['shadow_reward']:.4f}, backlog cost "
+        f"{learned['shadow_backlog_cost']:.4f}"
+    )
+    path = write_results(
+        "hindsight_alignment",
+        {
+            "run": str(run_dir),
+            "rule": args.rule,
+            "channel": scenario.channel if isinstance(scenario.channel, str) else "custom",
+            "episodes": args.episodes,
+            "first_seed": FIRST_SEED,
+            "policies": rows,
+            "earned_gap": earned_gap,
+            "hindsight_value_gap": objective_gap,
+            "aligned": aligned,
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
