@@ -40,6 +40,7 @@ class Trajectory:
     """One policy's requests on its own trajectory.
 
     :param earned: the reward of each request
+    :param wait: how long each request waited for the device (seconds)
     :param reward: the true reward of the action taken (the first part of its hindsight value)
     :param cost: the backlog cost of the action taken (the second part)
     :param shadow_reward: on the same requests, the true reward of the action the shadow policy
@@ -48,15 +49,17 @@ class Trajectory:
     """
 
     earned: np.ndarray
+    wait: np.ndarray
     reward: np.ndarray
     cost: np.ndarray
     shadow_reward: np.ndarray | None = None
     shadow_cost: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
-        """Means per request: earned, both parts and the hindsight value."""
+        """Means per request: earned, the wait, both parts and the hindsight value."""
         result = {
             "earned": float(self.earned.mean()),
+            "wait_ms": 1e3 * float(self.wait.mean()),
             "reward": float(self.reward.mean()),
             "backlog_cost": float(self.cost.mean()),
             "hindsight_value": float((self.reward - self.cost).mean()),
@@ -95,16 +98,17 @@ def play(env: Any, policy: Any, seeds: Sequence[int], shadow: Any = None) -> Tra
             if shadow is not None:
                 other = index[tuple(int(x) for x in shadow.act(env, observation))]
                 row += (rewards[other], costs[other])
-            observation, earned, terminated, truncated, _ = env.step(action)
-            rows.append((float(earned), *row))
+            observation, earned, terminated, truncated, info = env.step(action)
+            rows.append((float(earned), float(info["wait_s"]), *row))
             done = terminated or truncated
     table = np.array(rows)
     return Trajectory(
         earned=table[:, 0],
-        reward=table[:, 1],
-        cost=table[:, 2],
-        shadow_reward=table[:, 3] if shadow is not None else None,
-        shadow_cost=table[:, 4] if shadow is not None else None,
+        wait=table[:, 1],
+        reward=table[:, 2],
+        cost=table[:, 3],
+        shadow_reward=table[:, 4] if shadow is not None else None,
+        shadow_cost=table[:, 5] if shadow is not None else None,
     )
 
 
@@ -153,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         [
             ("policy", "policy", "s"),
             ("earned", "earned", ".4f"),
+            ("wait_ms", "wait ms", ".2f"),
             ("reward", "true reward", ".4f"),
             ("backlog_cost", "backlog cost", ".4f"),
             ("hindsight_value", "hindsight value", ".4f"),

@@ -23,7 +23,7 @@ def test_each_policy_earns_the_true_reward_of_the_action_it_took(
     for row in (learned, rule):
         assert row["earned"] == pytest.approx(row["reward"], abs=1e-12)
         assert row["hindsight_value"] == pytest.approx(row["reward"] - row["backlog_cost"])
-        assert row["backlog_cost"] >= 0.0
+        assert row["backlog_cost"] >= 0.0 and row["wait_ms"] >= 0.0
     assert document["earned_gap"] == pytest.approx(learned["earned"] - rule["earned"])
     assert document["aligned"] == (
         (document["earned_gap"] > 0) == (document["hindsight_value_gap"] > 0)
