@@ -35,6 +35,10 @@ from benchmarks.common import print_table, write_results
 FIRST_SEED = 2_000_000
 
 
+#: most following requests whose realized loss a shadow action's backlog is charged with
+DEFAULT_HORIZON = 64
+
+
 @dataclasses.dataclass(frozen=True)
 class Trajectory:
     """One policy's requests on its own trajectory.
@@ -46,6 +50,9 @@ class Trajectory:
     :param shadow_reward: on the same requests, the true reward of the action the shadow policy
         would have taken (``None`` without a shadow)
     :param shadow_cost: its backlog cost
+    :param shadow_continuation: what the shadow's action would have changed in the rewards of the
+        following requests, served with the actions actually taken (0 where the two actions leave
+        the device free at the same time)
     """
 
     earned: np.ndarray
@@ -54,9 +61,12 @@ class Trajectory:
     cost: np.ndarray
     shadow_reward: np.ndarray | None = None
     shadow_cost: np.ndarray | None = None
+    shadow_continuation: np.ndarray | None = None
 
     def summary(self) -> dict[str, float]:
-        """Means per request: earned, the wait, both parts and the hindsight value."""
+        """Means per request: earned, the wait, both parts and the hindsight value; with a shadow,
+        its action's parts, its realized continuation, and the realized value of the action taken
+        minus the shadow's (this request's reward plus what it does to the following ones)."""
         result = {
             "earned": float(self.earned.mean()),
             "wait_ms": 1e3 * float(self.wait.mean()),
@@ -64,42 +74,74 @@ class Trajectory:
             "backlog_cost": float(self.cost.mean()),
             "hindsight_value": float((self.reward - self.cost).mean()),
         }
-        if self.shadow_reward is not None and self.shadow_cost is not None:
+        if (
+            self.shadow_reward is not None
+            and self.shadow_cost is not None
+            and self.shadow_continuation is not None
+        ):
             result["shadow_reward"] = float(self.shadow_reward.mean())
             result["shadow_backlog_cost"] = float(self.shadow_cost.mean())
+            result["shadow_continuation"] = float(self.shadow_continuation.mean())
+            result["realized_value_over_shadow"] = float(
+                (self.reward - self.shadow_reward - self.shadow_continuation).mean()
+            )
         return result
 
 
-def play(env: Any, policy: Any, seeds: Sequence[int], shadow: Any = None) -> Trajectory:
+def play(
+    env: Any,
+    policy: Any,
+    seeds: Sequence[int],
+    shadow: Any = None,
+    horizon: int = DEFAULT_HORIZON,
+) -> Trajectory:
     """``policy`` on its own trajectory over ``seeds``, with the hindsight parts of every action.
+
+    With a ``shadow``, each request where the shadow's action would have left the device free at
+    another time is replayed forward: the following requests, with the actions ``policy`` took,
+    are served from the device-free times that action would have left
+    (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_action_from`), until the device is free when
+    it actually is or ``horizon`` requests have passed. What that changes in their rewards is the
+    shadow action's realized continuation: the backlog's price as it was actually paid, where the
+    hindsight value uses the clairvoyant lookahead's price.
 
     :param env: a ``SplitComputingEnv``
     :param policy: the policy that acts
     :param shadow: a policy asked for its action on the same requests, which is not taken
+    :param horizon: most following requests a replay runs for
     """
     from splitrl.agents.baselines.oracles import clairvoyant_parts
     from splitrl.agents.baselines.spread import LatencySpread
 
     spread = LatencySpread()
     spread.reset(env)
-    rows: list[tuple[float, ...]] = []
+    rows: list[list[float]] = []
     for seed in seeds:
         observation, _ = env.reset(seed=int(seed))
         policy.reset(env)
         if shadow is not None:
             shadow.reset(env)
+        # replays of shadow actions: [row, device free at, requests replayed]
+        replays: list[list[Any]] = []
         done = False
         while not done:
             actions, rewards, costs = clairvoyant_parts(env, spread)
             index = {tuple(int(x) for x in action): i for i, action in enumerate(actions)}
             action = policy.act(env, observation)
             taken = index[tuple(int(x) for x in action)]
-            row: tuple[float, ...] = (rewards[taken], costs[taken])
+            row = [0.0, 0.0, rewards[taken], costs[taken]]
             if shadow is not None:
-                other = index[tuple(int(x) for x in shadow.act(env, observation))]
-                row += (rewards[other], costs[other])
+                other_action = shadow.act(env, observation)
+                other = index[tuple(int(x) for x in other_action)]
+                _, free = env.evaluate_action_from(action, env.request_start_s)
+                replays = _advance(env, action, rewards[taken], free, replays, rows, horizon)
+                row += [rewards[other], costs[other], 0.0]
+                _, other_free = env.evaluate_action_from(other_action, env.request_start_s)
+                if other_free != free:
+                    replays.append([len(rows), other_free, 0])
             observation, earned, terminated, truncated, info = env.step(action)
-            rows.append((float(earned), float(info["wait_s"]), *row))
+            row[0], row[1] = float(earned), float(info["wait_s"])
+            rows.append(row)
             done = terminated or truncated
     table = np.array(rows)
     return Trajectory(
@@ -109,7 +151,29 @@ def play(env: Any, policy: Any, seeds: Sequence[int], shadow: Any = None) -> Tra
         cost=table[:, 3],
         shadow_reward=table[:, 4] if shadow is not None else None,
         shadow_cost=table[:, 5] if shadow is not None else None,
+        shadow_continuation=table[:, 6] if shadow is not None else None,
     )
+
+
+def _advance(
+    env: Any,
+    action: Any,
+    reward: float,
+    free: float,
+    replays: list[list[Any]],
+    rows: list[list[float]],
+    horizon: int,
+) -> list[list[Any]]:
+    """Serve the current request with the ``action`` taken from each replay's device-free time;
+    charge the change in reward to the replay's row; keep the replays that still differ."""
+    alive = []
+    for replay in replays:
+        replayed_reward, replayed_free = env.evaluate_action_from(action, replay[1])
+        rows[replay[0]][6] += replayed_reward - reward
+        replay[1], replay[2] = replayed_free, replay[2] + 1
+        if replayed_free != free and replay[2] < horizon:
+            alive.append(replay)
+    return alive
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,9 +232,13 @@ def main(argv: list[str] | None = None) -> int:
     aligned = bool(np.sign(earned_gap) == np.sign(objective_gap))
     print(
         f"learned - {args.rule}: earned {earned_gap:+.4f}, hindsight value {objective_gap:+.4f} "
-        f"({'aligned' if aligned else 'NOT aligned'}); on the learned policy's requests, "
-        f"{args.rule}'s action: true reward {learned['shadow_reward']:.4f}, backlog cost "
-        f"{learned['shadow_backlog_cost']:.4f}"
+        f"({'aligned' if aligned else 'NOT aligned'})\n"
+        f"on the learned policy's requests, {args.rule}'s action: true reward "
+        f"{learned['shadow_reward']:.4f}, backlog cost {learned['shadow_backlog_cost']:.4f}, "
+        f"realized continuation {learned['shadow_continuation']:+.4f}; the action taken minus "
+        f"{args.rule}'s: by the hindsight value "
+        f"{learned['hindsight_value'] - learned['shadow_reward'] + learned['shadow_backlog_cost']:+.4f}"
+        f", realized {learned['realized_value_over_shadow']:+.4f}"
     )
     path = write_results(
         "hindsight_alignment",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -52,3 +53,32 @@ def test_bad_flags_are_refused_before_any_work(
     assert raised.value.code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_a_shadow_that_acts_as_the_policy_changes_nothing(tiny_profile_path: Path) -> None:
+    """The replay of a shadow action that is the action taken has nothing to replay: its realized
+    continuation is 0 and its realized value equals the action taken's."""
+    from benchmarks.bench_hindsight_alignment import play
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.envs import SplitComputingEnv
+    from splitrl.profiles import load_profile
+    from splitrl.profiles.presets import get_device_preset
+
+    # a device slow enough that a local final exit (10 ms) outlasts a frame (6 ms): backlogs form
+    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
+    env = SplitComputingEnv(
+        profile=load_profile(tiny_profile_path),
+        device=slow,
+        horizon=40,
+        frame_interval_s=0.006,
+        deadline_s=0.02,
+    )
+    trajectory = play(env, make_baseline("mpc"), [0, 1], shadow=make_baseline("mpc"))
+    assert trajectory.shadow_continuation is not None
+    assert not trajectory.shadow_continuation.any()
+    summary = trajectory.summary()
+    assert summary["realized_value_over_shadow"] == 0.0
+    assert summary["shadow_reward"] == summary["reward"]
+    # a shadow that runs the final exit on the device leaves a backlog: replays run and charge it
+    local = play(env, make_baseline("mpc"), [0, 1], shadow=make_baseline("device-only"))
+    assert local.shadow_continuation is not None and local.shadow_continuation.any()

@@ -236,6 +236,35 @@ def test_evaluate_actions_matches_step_and_does_not_change_state(tiny_profile: P
     assert info["latency_s"] == pytest.approx(outcomes.latency_s[pick])
 
 
+def test_an_action_evaluated_from_another_start_time(tiny_profile: Profile) -> None:
+    """From the request's own start, the counterfactual is evaluate_actions' outcome; from a later
+    start the same request waits that much longer; before its arrival it starts on arrival."""
+    env = make_env(tiny_profile, horizon=60)
+    env.reset(seed=4)
+    for _ in range(40):
+        outcomes = env.evaluate_actions()
+        arrival = env.request_start_s - outcomes.wait_s
+        for index in range(0, len(outcomes.actions), 7):
+            action = outcomes.actions[index]
+            reward, free = env.evaluate_action_from(action, env.request_start_s)
+            assert reward == pytest.approx(outcomes.reward[index], abs=1e-12)
+            assert free - arrival == pytest.approx(outcomes.device_free_s[index], abs=1e-12)
+            assert env.evaluate_action_from(action, arrival - 1.0) == env.evaluate_action_from(
+                action, arrival
+            )
+        local = next(i for i, bytes_ in enumerate(outcomes.payload_bytes) if bytes_ == 0)
+        _, free_now = env.evaluate_action_from(outcomes.actions[local], env.request_start_s)
+        _, free_later = env.evaluate_action_from(
+            outcomes.actions[local], env.request_start_s + 0.01
+        )
+        assert free_later - free_now == pytest.approx(0.01)  # local compute only shifts
+        # nothing changed: the request's outcomes are what they were
+        np.testing.assert_array_equal(env.evaluate_actions().reward, outcomes.reward)
+        env.step(outcomes.actions[int(np.argmax(outcomes.reward))])
+    with pytest.raises(ValueError):
+        env.evaluate_action_from(np.array((99, 0, 0)), env.request_start_s)
+
+
 def test_mean_draws_replace_only_this_requests_rtt_and_queueing(tiny_profile: Profile) -> None:
     env = make_env(tiny_profile)
     env.reset(seed=4)

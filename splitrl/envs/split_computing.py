@@ -415,6 +415,25 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             wait_s=start - arrival,
         )
 
+    def evaluate_action_from(self, action: np.ndarray, start_s: float) -> tuple[float, float]:
+        """The current request served with ``action`` as if the device were free at ``start_s``.
+
+        What a backlog costs in hindsight: the same request, on the same channel and draws, started
+        earlier or later than it will be. No state changes; like :meth:`evaluate_actions` it knows
+        what no device can, and correctness is the profile's accuracy of the action.
+
+        :param action: an action, validated and made canonical as :meth:`step` does
+        :param start_s: when the device could start it; the request never starts before it arrives
+        :return: the reward, and when the device is free again (seconds, episode time)
+        """
+        if self._requests is None:
+            raise RuntimeError("call reset() before evaluating an action")
+        e, s, b = self.actions.canonical(*self.actions.validate(action))
+        start = max(self._arrival, float(start_s))
+        _, correct, timing = self._serve(e, s, b, start, None, know_labels=False)
+        *_, device_free, done, energy_j, _ = timing
+        return self.reward_spec(correct, done - self._arrival, energy_j), device_free
+
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
         """What the device can predict for every canonical action before it decides.
 
