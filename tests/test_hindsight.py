@@ -15,6 +15,7 @@ from splitrl.agents.sacd import SACD, MaskableReplayBuffer
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
 from splitrl.envs.scenarios import get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.profiles import Profile
 from splitrl.training.trainer import make_envs, training_scenario
 
 N_ACTIONS = 5
@@ -223,3 +224,64 @@ def test_the_hindsight_actor_learns_every_context_from_a_uniform_behaviour(
 def test_an_unknown_hindsight_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="hindsight must be 'critic', 'actor' or None"):
         hindsight_model(hindsight="both")
+
+
+def test_replayed_prices_are_what_the_following_requests_lost(tiny_profile: Profile) -> None:
+    """With ``backlog="replayed"``, an action's hindsight value (its step's value plus every later
+    correction) minus the action taken's is what the episode would have earned from that request
+    on, with that action and the same later actions, minus what it earned: a copy of the env is
+    stepped both ways."""
+    import dataclasses
+
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.agents.hindsight import BacklogReplays
+    from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY
+    from splitrl.envs.reward import get_reward_spec
+    from splitrl.profiles.presets import get_device_preset
+
+    # a device slow enough that a local final exit outlasts a frame: backlogs form and drain
+    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
+    env = SplitComputingEnv(
+        profile=tiny_profile,
+        device=slow,
+        horizon=30,
+        frame_interval_s=0.006,
+        deadline_s=0.02,
+        reward=get_reward_spec("deadline", correctness="expected"),
+    )
+    wrapped = HindsightValuesInfo(env, horizon=64, backlog="replayed")
+    policy = make_baseline("mpc")
+    observation, _ = wrapped.reset(seed=3)
+    policy.reset(env)
+    values, immediate, snapshots, taken, earned = [], [], [], [], []
+    done = False
+    while not done:
+        snapshots.append(copy.deepcopy(env))
+        action = policy.act(env, observation)
+        observation, reward, terminated, truncated, info = wrapped.step(action)
+        values.append(info[HINDSIGHT_INFO_KEY].astype(np.float64))
+        immediate.append(values[-1].copy())
+        for back, change in info[HINDSIGHT_CORRECTIONS_KEY]:
+            values[-1 - back] += change
+        taken.append(action)
+        earned.append(reward)
+        done = terminated or truncated
+    continued = 0  # comparisons where the following requests' rewards changed
+    for t in (2, 9, 17):
+        flat_taken = np.ravel_multi_index(tuple(taken[t]), env.actions.nvec)
+        for other in env.evaluate_actions().actions[::5]:
+            copy_env = copy.deepcopy(snapshots[t])
+            rewards = [copy_env.step(other)[1]]
+            rewards += [copy_env.step(later)[1] for later in taken[t + 1 :]]
+            flat = np.ravel_multi_index(tuple(other), env.actions.nvec)
+            expected = sum(rewards) - sum(earned[t:])
+            assert values[t][flat] - values[t][flat_taken] == pytest.approx(expected, abs=1e-5)
+            continued += abs(expected - (immediate[t][flat] - immediate[t][flat_taken])) > 1e-4
+    assert continued > 0
+    # the replays start over with every episode
+    replays = BacklogReplays(horizon=4)
+    replays.start(np.array([1.0, 2.0, 2.0]), taken_free_s=1.0)
+    replays.clear()
+    assert replays.advance(env, taken[0], 0.0, 0.0) == []
+    with pytest.raises(ValueError, match="unknown backlog price 'oracle'"):
+        HindsightValuesInfo(env, backlog="oracle")

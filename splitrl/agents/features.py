@@ -34,12 +34,17 @@ def check_predictor(name: str) -> str:
     return name
 
 
-def relative_flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``values`` of the canonical ``actions`` as one float32 entry per flat action, relative to
-    the best (which gets 0); actions that are not canonical get 0."""
+def flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` of the canonical ``actions`` as one float32 entry per flat action; actions that
+    are not canonical get 0."""
     result = np.zeros(env.actions.n_actions, dtype=np.float32)
-    result[np.ravel_multi_index(tuple(actions.T), env.actions.nvec)] = values - values.max()
+    result[np.ravel_multi_index(tuple(actions.T), env.actions.nvec)] = values
     return result
+
+
+def relative_flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """:func:`flat_values` relative to the best action (which gets 0)."""
+    return flat_values(env, actions, values - values.max())
 
 
 class PredictedActionValues:

@@ -10,10 +10,21 @@ leaves (:func:`~splitrl.agents.baselines.oracles.clairvoyant_values`, the value
 observation is the best *causal* approximation of that reference: hindsight learning for MDPs
 with exogenous inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
 
+The backlog an action leaves is priced in one of two ways (:data:`BACKLOG_PRICES`):
+
+* ``"lookahead"``: the clairvoyant lookahead's price, known at once (the next requests forecast
+  from this one's channel, payloads and load, acting optimally under that forecast);
+* ``"replayed"``: what the backlog actually cost. :class:`BacklogReplays` serves the following
+  requests, with the actions actually taken, from the device-free time each other action would
+  have left (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_action_from`), until the device is
+  free when it actually was or ``horizon`` requests have passed, and charges each action the change
+  in their rewards. The price is complete only once those requests are served, so each step's
+  values start as the request's true rewards and later steps send corrections to them.
+
 Only training uses them: the values read the future, so no policy may observe them.
-:class:`HindsightValuesInfo` puts them in the ``info`` of each step, where
-:class:`~splitrl.agents.sacd.SACD` with ``hindsight="actor"`` (or ``"critic"``) takes them into its
-replay buffer.
+:class:`HindsightValuesInfo` puts them in the ``info`` of each step (with the corrections to
+earlier steps' values), where :class:`~splitrl.agents.sacd.SACD` with ``hindsight="actor"`` (or
+``"critic"``) takes them into its replay buffer.
 """
 
 from __future__ import annotations
@@ -26,9 +37,21 @@ import numpy as np
 from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, check_horizon
 from splitrl.agents.baselines.oracles import clairvoyant_values
 from splitrl.agents.baselines.spread import LatencySpread
-from splitrl.agents.features import SplitComputingWrapper, relative_flat_values
-from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
+from splitrl.agents.features import SplitComputingWrapper, flat_values, relative_flat_values
+from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY, HINDSIGHT_INFO_KEY
 from splitrl.envs.split_computing import SplitComputingEnv
+
+#: how hindsight values price the backlog an action leaves (module docstring)
+BACKLOG_PRICES = ("lookahead", "replayed")
+#: two device-free times closer than this (seconds) are the same: the replay has rejoined
+_SAME_TIME_S = 1e-9
+
+
+def check_backlog_price(price: str) -> str:
+    """``price`` if it is one of :data:`BACKLOG_PRICES`, else ``ValueError`` listing them."""
+    if price not in BACKLOG_PRICES:
+        raise ValueError(f"unknown backlog price {price!r}; known: {', '.join(BACKLOG_PRICES)}")
+    return price
 
 
 class HindsightActionValues:
@@ -57,30 +80,127 @@ class HindsightActionValues:
         return relative_flat_values(env, actions, values)
 
 
+class BacklogReplays:
+    """What each action's backlog actually cost the following requests of an episode.
+
+    Per request, call :meth:`advance` with the action taken (it serves the request, as taken, from
+    the device-free time of every replay still running, and returns what that changed for earlier
+    requests' actions), then :meth:`start` with the device-free time every action would have left
+    (actions that leave the device free at another time than the action taken start a replay).
+    Replays that reach the same device-free time are served once: from there the same actions
+    follow. A replay ends when the device is free when it actually was (nothing changes after
+    that) or after ``horizon`` requests.
+
+    :param horizon: most following requests a replay charges its actions with
+    """
+
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        self.horizon = check_horizon(horizon)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every replay: a new episode."""
+        self._step = 0
+        self._n_actions = 0
+        # device-free time -> the (request, action indices) replayed from it
+        self._running: dict[float, list[tuple[int, np.ndarray]]] = {}
+
+    def advance(
+        self, env: SplitComputingEnv, action: np.ndarray, reward: float, device_free_s: float
+    ) -> list[tuple[int, np.ndarray]]:
+        """Serve the current request with ``action`` from every replay's device-free time.
+
+        :param action: the action taken
+        :param reward: its true reward (from the request's actual start)
+        :param device_free_s: when it actually leaves the device free
+        :return: ``(requests back, change)`` per earlier request whose replays ran: the change in
+            this request's reward, per action index of that request's :meth:`start`
+        """
+        changes: dict[int, np.ndarray] = {}
+        running, self._running = self._running, {}
+        for start_s, replayed in running.items():
+            replayed_reward, replayed_free = env.evaluate_action_from(action, start_s)
+            change = replayed_reward - reward
+            going_on = []
+            for request, indices in replayed:
+                changes.setdefault(request, np.zeros(self._n_actions))[indices] += change
+                if self._step - request < self.horizon:
+                    going_on.append((request, indices))
+            if going_on and abs(replayed_free - device_free_s) > _SAME_TIME_S:
+                self._running.setdefault(replayed_free, []).extend(going_on)
+        return [(self._step - request, change) for request, change in changes.items()]
+
+    def start(self, device_free_s: np.ndarray, taken_free_s: float) -> None:
+        """Start the replays of the current request's actions, then move to the next request.
+
+        :param device_free_s: when each action would leave the device free (episode time)
+        :param taken_free_s: when the action taken leaves it free
+        """
+        self._n_actions = len(device_free_s)
+        for value in np.unique(device_free_s):
+            if abs(value - taken_free_s) > _SAME_TIME_S:
+                indices = np.flatnonzero(device_free_s == value)
+                self._running.setdefault(float(value), []).append((self._step, indices))
+        self._step += 1
+
+
 class HindsightValuesInfo(SplitComputingWrapper):
-    """Adds :class:`HindsightActionValues` of the request a step served to that step's ``info``
-    (key ``"hindsight_values"``). The observation is unchanged: the policy never sees them.
+    """Adds the hindsight value of every flat action of the request a step served to that step's
+    ``info`` (key ``"hindsight_values"``). The observation is unchanged: the policy never sees
+    them.
+
+    With ``backlog="lookahead"`` they are :class:`HindsightActionValues`. With ``"replayed"`` they
+    are the request's true rewards (relative to the best), and the ``info`` also holds
+    ``"hindsight_corrections"``: ``(steps back, change per flat action)`` for earlier steps of the
+    episode, what their actions' backlogs turned out to cost this request (:class:`BacklogReplays`).
+    :class:`~splitrl.agents.sacd.buffers.MaskableReplayBuffer` adds them to the values it stored.
 
     :param env: a ``SplitComputingEnv``, possibly wrapped
     :param horizon: next requests the backlog cost counts
+    :param backlog: how the backlog is priced (:data:`BACKLOG_PRICES`)
     """
 
-    def __init__(self, env: gym.Env[Any, Any], horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+    def __init__(
+        self,
+        env: gym.Env[Any, Any],
+        horizon: int = DEFAULT_BACKLOG_HORIZON,
+        backlog: str = "lookahead",
+    ) -> None:
         super().__init__(env, "hindsight values")
         if self.split_env.mode != "replay":
             raise ValueError(
                 "hindsight values need a replay env: in live mode every action of every request "
                 "would run the real model and codec"
             )
+        self.backlog = check_backlog_price(backlog)
         self.values = HindsightActionValues(horizon)
+        self.replays = BacklogReplays(horizon) if backlog == "replayed" else None
+
+    def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        if self.replays is not None:
+            self.replays.clear()
+        return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        values = self.values(self.split_env)
-        observation, reward, terminated, truncated, info = self.env.step(action)
+        env = self.split_env
+        extra: dict[str, Any] = {}
+        if self.replays is None:
+            values = self.values(env)
+        else:
+            outcomes = env.evaluate_actions()
+            reward, free = env.evaluate_action_from(action, env.request_start_s)
+            changes = self.replays.advance(env, action, reward, free)
+            extra[HINDSIGHT_CORRECTIONS_KEY] = [
+                (back, flat_values(env, outcomes.actions, change)) for back, change in changes
+            ]
+            arrival = env.request_start_s - outcomes.wait_s
+            self.replays.start(outcomes.device_free_s + arrival, free)
+            values = relative_flat_values(env, outcomes.actions, outcomes.reward)
+        observation, reward_, terminated, truncated, info = self.env.step(action)
         return (
             observation,
-            float(reward),
+            float(reward_),
             terminated,
             truncated,
-            {**info, HINDSIGHT_INFO_KEY: values},
+            {**info, HINDSIGHT_INFO_KEY: values, **extra},
         )

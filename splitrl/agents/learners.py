@@ -57,8 +57,10 @@ class LearnerSpec:
         :data:`~splitrl.agents.features.PREDICTORS`) whose predicted value of every flat action the
         learner observes besides the env's observation (:mod:`splitrl.agents.features`); ``None``:
         it observes the env's observation only
-    :param hindsight_values: whether the training envs put the hindsight value of every flat
-        action in each step's info (:mod:`splitrl.agents.hindsight`); the policy never sees them
+    :param hindsight_values: how the training envs' hindsight value of every flat action, put in
+        each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"`` or
+        ``"replayed"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`); ``None``: no hindsight
+        values. The policy never sees them
     """
 
     name: str
@@ -69,7 +71,7 @@ class LearnerSpec:
     uses_masks: bool
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     predicted_values: str | None = None
-    hindsight_values: bool = False
+    hindsight_values: str | None = None
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
         """The algorithm class (imported now)."""
@@ -90,7 +92,7 @@ class LearnerSpec:
         if self.hindsight_values:
             from splitrl.agents.hindsight import HindsightValuesInfo
 
-            env = HindsightValuesInfo(env)
+            env = HindsightValuesInfo(env, backlog=self.hindsight_values)
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
@@ -264,7 +266,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             uses_masks=True,
             default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
             predicted_values="robust-mpc",
-            hindsight_values=True,
+            hindsight_values="lookahead",
         ),
         LearnerSpec(
             name="sacd-hindsight-mpc",
@@ -277,7 +279,20 @@ LEARNERS: dict[str, LearnerSpec] = {
             uses_masks=True,
             default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
             predicted_values="mpc",
-            hindsight_values=True,
+            hindsight_values="lookahead",
+        ),
+        LearnerSpec(
+            name="sacd-hindsight-mpc-replayed",
+            algorithm="splitrl.agents.sacd:SACD",
+            description="sacd-hindsight-mpc whose hindsight values price each action's backlog by "
+            "what it cost the following requests, replayed with the actions taken",
+            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
+            "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
+            action_view="multi-discrete",
+            uses_masks=True,
+            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+            predicted_values="mpc",
+            hindsight_values="replayed",
         ),
         LearnerSpec(
             name="ppo",

@@ -128,8 +128,8 @@ class TrainConfig:
         default="sacd",
         metadata=_flag(
             "what",
-            "learner: sacd (ours), sacd-prior, sacd-hindsight, sacd-hindsight-mpc, ppo, "
-            "maskable-ppo, dqn, sac",
+            "learner: sacd (ours), sacd-prior, sacd-hindsight, sacd-hindsight-mpc, "
+            "sacd-hindsight-mpc-replayed, ppo, maskable-ppo, dqn, sac",
         ),
     )
     scenario: str = field(

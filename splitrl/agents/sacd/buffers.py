@@ -12,6 +12,9 @@ from splitrl.agents.sacd.policies import action_nvec
 
 #: the key of a step's ``info`` that holds the hindsight value of every joint action
 HINDSIGHT_INFO_KEY = "hindsight_values"
+#: the key of a step's ``info`` that holds changes to earlier steps' hindsight values:
+#: ``(steps back, change of every joint action's value)`` pairs
+HINDSIGHT_CORRECTIONS_KEY = "hindsight_corrections"
 
 
 class MaskableReplayBufferSamples(NamedTuple):
@@ -44,7 +47,8 @@ class MaskableReplayBuffer(ReplayBuffer):
     :param store_hindsight: also store the hindsight value of every joint action of each
         transition, from ``infos[i]["hindsight_values"]`` (in splitrl:
         :class:`~splitrl.agents.hindsight.HindsightValuesInfo`); a transition without them is
-        rejected with a ``ValueError``
+        rejected with a ``ValueError``. ``infos[i]["hindsight_corrections"]``, when present, adds
+        changes to the values of the same env's transitions that many steps back
     """
 
     action_masks: np.ndarray
@@ -105,6 +109,7 @@ class MaskableReplayBuffer(ReplayBuffer):
         infos: list[dict[str, Any]],
     ) -> None:
         if self.hindsight_values is not None:
+            self._correct_hindsight_values(infos)
             self.hindsight_values[self.pos] = _hindsight_values(
                 infos, self.hindsight_values.shape[2]
             )
@@ -113,6 +118,21 @@ class MaskableReplayBuffer(ReplayBuffer):
         self.next_action_masks[self.pos] = True if next_action_masks is None else next_action_masks
         self._staged_masks = (None, None)
         super().add(obs, next_obs, action, reward, done, infos)
+
+    def _correct_hindsight_values(self, infos: list[dict[str, Any]]) -> None:
+        """Add each info's corrections to the stored values of its env's earlier transitions."""
+        assert self.hindsight_values is not None
+        stored = self.buffer_size if self.full else self.pos
+        for env_index, info in enumerate(infos):
+            for back, change in info.get(HINDSIGHT_CORRECTIONS_KEY, ()):
+                back = int(back)
+                if not 1 <= back <= stored:
+                    raise ValueError(
+                        f"{HINDSIGHT_CORRECTIONS_KEY} refer to the transition {back} steps back, "
+                        f"but the buffer holds the last {stored}"
+                    )
+                row = (self.pos - back) % self.buffer_size
+                self.hindsight_values[row, env_index] += np.asarray(change, dtype=np.float32)
 
     def sample(  # type: ignore[override]
         self, batch_size: int, env: VecNormalize | None = None
