@@ -98,12 +98,12 @@ def play(
     """``policy`` on its own trajectory over ``seeds``, with the hindsight parts of every action.
 
     With a ``shadow``, each request where the shadow's action would have left the device free at
-    another time is replayed forward: the following requests, with the actions ``policy`` took,
-    are served from the device-free times that action would have left
-    (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_action_from`), until the device is free when
-    it actually is or ``horizon`` requests have passed. What that changes in their rewards is the
-    shadow action's realized continuation: the backlog's price as it was actually paid, where the
-    hindsight value uses the clairvoyant lookahead's price.
+    another time is replayed forward (:class:`~splitrl.agents.hindsight.BacklogReplays`, as
+    ``sacd-hindsight-mpc-replayed`` prices the backlog): the following requests, with the actions
+    ``policy`` took, are served from the device-free time that action would have left, until the
+    device is free when it actually is or ``horizon`` requests have passed. What that changes in
+    their rewards is the shadow action's realized continuation: the backlog's price as it was
+    actually paid, where the hindsight value uses the clairvoyant lookahead's price.
 
     :param env: a ``SplitComputingEnv``
     :param policy: the policy that acts
@@ -112,17 +112,18 @@ def play(
     """
     from splitrl.agents.baselines.oracles import clairvoyant_parts
     from splitrl.agents.baselines.spread import LatencySpread
+    from splitrl.agents.hindsight import BacklogReplays
 
     spread = LatencySpread()
     spread.reset(env)
+    replays = BacklogReplays(horizon)
     rows: list[list[float]] = []
     for seed in seeds:
         observation, _ = env.reset(seed=int(seed))
         policy.reset(env)
+        replays.clear()
         if shadow is not None:
             shadow.reset(env)
-        # replays of shadow actions: [row, device free at, requests replayed]
-        replays: list[list[Any]] = []
         done = False
         while not done:
             actions, rewards, costs = clairvoyant_parts(env, spread)
@@ -134,11 +135,11 @@ def play(
                 other_action = shadow.act(env, observation)
                 other = index[tuple(int(x) for x in other_action)]
                 _, free = env.evaluate_action_from(action, env.request_start_s)
-                replays = _advance(env, action, rewards[taken], free, replays, rows, horizon)
-                row += [rewards[other], costs[other], 0.0]
+                for back, change in replays.advance(env, action, rewards[taken], free):
+                    rows[-back][6] += float(change[0])
                 _, other_free = env.evaluate_action_from(other_action, env.request_start_s)
-                if other_free != free:
-                    replays.append([len(rows), other_free, 0])
+                replays.start(np.array([other_free]), free)
+                row += [rewards[other], costs[other], 0.0]
             observation, earned, terminated, truncated, info = env.step(action)
             row[0], row[1] = float(earned), float(info["wait_s"])
             rows.append(row)
@@ -153,27 +154,6 @@ def play(
         shadow_cost=table[:, 5] if shadow is not None else None,
         shadow_continuation=table[:, 6] if shadow is not None else None,
     )
-
-
-def _advance(
-    env: Any,
-    action: Any,
-    reward: float,
-    free: float,
-    replays: list[list[Any]],
-    rows: list[list[float]],
-    horizon: int,
-) -> list[list[Any]]:
-    """Serve the current request with the ``action`` taken from each replay's device-free time;
-    charge the change in reward to the replay's row; keep the replays that still differ."""
-    alive = []
-    for replay in replays:
-        replayed_reward, replayed_free = env.evaluate_action_from(action, replay[1])
-        rows[replay[0]][6] += replayed_reward - reward
-        replay[1], replay[2] = replayed_free, replay[2] + 1
-        if replayed_free != free and replay[2] < horizon:
-            alive.append(replay)
-    return alive
 
 
 def main(argv: list[str] | None = None) -> int:
