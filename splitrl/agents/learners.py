@@ -225,6 +225,26 @@ _SACD_HINDSIGHT_DEFAULTS: dict[str, Any] = {
     },
 }
 
+
+def _sacd_hindsight(
+    name: str, description: str, predicted_values: str, backlog: str = "lookahead"
+) -> LearnerSpec:
+    """A SACD whose actor learns from hindsight values, with a causal rule's values as features
+    and prior (docs/sacd.md, Hindsight values)."""
+    return LearnerSpec(
+        name=name,
+        algorithm="splitrl.agents.sacd:SACD",
+        description=description,
+        source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
+        "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
+        action_view="multi-discrete",
+        uses_masks=True,
+        default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+        predicted_values=predicted_values,
+        hindsight_values=backlog,
+    )
+
+
 LEARNERS: dict[str, LearnerSpec] = {
     spec.name: spec
     for spec in (
@@ -255,44 +275,24 @@ LEARNERS: dict[str, LearnerSpec] = {
             },
             predicted_values="robust-mpc",
         ),
-        LearnerSpec(
-            name="sacd-hindsight",
-            algorithm="splitrl.agents.sacd:SACD",
-            description="sacd-prior whose actor learns from every action's hindsight value "
-            "(what it would have earned on the same channel) in place of a learned critic",
-            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
-            "ICML 2023",
-            action_view="multi-discrete",
-            uses_masks=True,
-            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+        _sacd_hindsight(
+            "sacd-hindsight",
+            "sacd-prior whose actor learns from every action's hindsight value (what it would "
+            "have earned on the same channel) in place of a learned critic",
             predicted_values="robust-mpc",
-            hindsight_values="lookahead",
         ),
-        LearnerSpec(
-            name="sacd-hindsight-mpc",
-            algorithm="splitrl.agents.sacd:SACD",
-            description="sacd-hindsight whose features and prior are mpc's predicted values (the "
+        _sacd_hindsight(
+            "sacd-hindsight-mpc",
+            "sacd-hindsight whose features and prior are mpc's predicted values (the "
             "harmonic-mean forecast without robust-mpc's discount)",
-            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
-            "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
-            action_view="multi-discrete",
-            uses_masks=True,
-            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
             predicted_values="mpc",
-            hindsight_values="lookahead",
         ),
-        LearnerSpec(
-            name="sacd-hindsight-mpc-replayed",
-            algorithm="splitrl.agents.sacd:SACD",
-            description="sacd-hindsight-mpc whose hindsight values price each action's backlog by "
-            "what it cost the following requests, replayed with the actions taken",
-            source="Christodoulou, arXiv:1910.07207, 2019; hindsight learning: Sinclair et al., "
-            "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
-            action_view="multi-discrete",
-            uses_masks=True,
-            default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-replayed",
+            "sacd-hindsight-mpc whose hindsight values price each action's backlog by what it "
+            "cost the following requests, replayed with the actions taken",
             predicted_values="mpc",
-            hindsight_values="replayed",
+            backlog="replayed",
         ),
         LearnerSpec(
             name="ppo",
