@@ -102,6 +102,12 @@ def test_grid_cells_and_checks(tiny_profile_path: Path, tmp_path: Path) -> None:
     }
     with pytest.raises(ValueError, match="ENTRY=VALUE"):
         parse_entries(["seeds"])
+    assert sweep.report_folder == sweep.out / "report"
+    assert (
+        load_sweep(path, report=str(tmp_path / "ablation")).report_folder == tmp_path / "ablation"
+    )
+    with pytest.raises(ValueError, match="report must be a folder path, got 3"):
+        load_sweep(path, report=3)
 
 
 def test_cell_keys_keep_the_benchmark_layout() -> None:
@@ -216,15 +222,22 @@ def test_rerun_skips_finished_cells(first_run: tuple[Sweep, RunSummary]) -> None
 
 
 def test_process_pool_runs_the_same_cells(tiny_profile_path: Path, tmp_path: Path) -> None:
-    from splitrl.sweeps.sweep import run_sweep
+    from splitrl.sweeps.sweep import report, run_sweep
 
-    sweep = load_sweep(write_sweep(tmp_path, tiny_profile_path))
+    path = write_sweep(tmp_path, tiny_profile_path)
+    sweep = load_sweep(path)
     summary = run_sweep(sweep, runner="processes", jobs=2)
     assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/dqn/s0"]
     assert "broken.trace" in summary.failed["tiny/broken/s0"]
     evaluation = read_cell(sweep.out.resolve(), "eval/tiny/markov/e2/dqn_t40_s0")
     assert evaluation is not None and len(evaluation["episode_rewards"]) == 2
     assert [trial.name for trial in sweep.trials()] == ["tiny/broken/s0"]
+    # a subset of the same cells, reported in a folder of its own
+    subset = load_sweep(path, learners=["dqn"], report=str(tmp_path / "subset"))
+    document = report(subset)
+    assert [row["learner"] for row in document["overall"]] == ["dqn"]
+    assert (tmp_path / "subset" / "report.md").is_file()
+    assert not (sweep.out / "report").exists()
 
 
 def test_a_validated_variant_is_evaluated_with_its_best_model(

@@ -5,6 +5,8 @@ seeds, every trained run evaluated on every condition (channel models or trace f
 baselines on the same episodes::
 
     out: results/policy                 # the results folder (relative: to the working directory)
+    report: results/ablation            # optional: the report's folder (default: OUT/report), so
+                                        # that a subset of one results folder gets its own report
     scenarios: [default]                # named scenarios, or name: {scenario: BASE, FIELD: VALUE}
     learners: [sacd, ppo, sacd-alpha]   # learners of splitrl train, or variants below
     variants:                           # learners with hyperparameters that replace the defaults
@@ -47,6 +49,7 @@ CHANNELS = ("markov", "fading", "gilbert-elliott")
 SCENARIO_FIELDS = ("profile", "device", "reward", "horizon", "link_quality")
 _KEYS = {
     "out",
+    "report",
     "scenarios",
     "learners",
     "variants",
@@ -72,6 +75,7 @@ class Sweep:
     :param episodes: evaluation episodes per condition
     :param baselines: the baselines evaluated beside the learners
     :param out: the results folder
+    :param report: the report's folder; ``None``: ``out/report``
     """
 
     scenarios: tuple[ScenarioSpec, ...]
@@ -82,6 +86,12 @@ class Sweep:
     episodes: int
     baselines: tuple[str, ...]
     out: Path = field(default=Path("results/sweep"))
+    report: Path | None = None
+
+    @property
+    def report_folder(self) -> Path:
+        """Where the report is written: ``report``, or ``out/report``."""
+        return self.out / "report" if self.report is None else self.report
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -216,7 +226,16 @@ def sweep_from_dict(document: Mapping[str, Any], root: Path) -> Sweep:
         episodes=_positive("episodes", document.get("episodes", 10)),
         baselines=tuple(baselines),
         out=Path(document.get("out", "results/sweep")),
+        report=_folder("report", document.get("report")),
     )
+
+
+def _folder(name: str, value: Any) -> Path | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a folder path, got {value!r}")
+    return Path(value)
 
 
 def _positive(name: str, value: Any) -> int:

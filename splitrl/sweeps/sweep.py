@@ -133,11 +133,12 @@ def run_sweep(
 
 
 def report(sweep: Sweep) -> dict[str, Any]:
-    """Aggregate the finished cells and write the report to ``OUT/report``; returns the document."""
+    """Aggregate the finished cells and write the report to its folder (``OUT/report`` unless the
+    sweep file names one); returns the document."""
     from splitrl.sweeps.report import sweep_document, write_report
 
     document = sweep_document(sweep)
-    paths = write_report(document, sweep.out / "report")
+    paths = write_report(document, sweep.report_folder)
     print(f"report: {', '.join(str(path) for path in paths)}")
     return document
 
