@@ -22,7 +22,11 @@ from splitrl.evaluation.episodes import EpisodeStudy
 from splitrl.evaluation.metrics import normalized_score, paired_difference
 from splitrl.evaluation.references import CHANNEL_BLIND, UPPER_REFERENCE, reference_names
 from splitrl.evaluation.runner import LOCAL_BITS, Rollout, evaluate_policies
-from splitrl.evaluation.seeds import interval_estimate, probability_of_improvement
+from splitrl.evaluation.seeds import (
+    interval_estimate,
+    mann_whitney_improvement,
+    probability_of_improvement,
+)
 from splitrl.evaluation.suite import (
     baseline_names,
     evaluate,
@@ -173,6 +177,20 @@ def test_iqm_interval_is_reproducible_and_leaves_numpy_alone() -> None:
     # The IQM ignores the outer quarters: the outlier 2.0 barely moves it, unlike the mean.
     assert first.value < interval_estimate(scores, "mean").value
     assert first.low <= first.value <= first.high
+
+
+def test_mann_whitney_improvement_is_rliables_metric() -> None:
+    from rliable import metrics
+
+    rng = np.random.default_rng(5)
+    for runs_x, runs_y in [(3, 3), (5, 3), (2, 7)]:
+        # rounded so that ties occur, within and across the two learners
+        x = rng.normal(size=(runs_x, 8)).round(1)
+        y = rng.normal(size=(runs_y, 8)).round(1)
+        assert mann_whitney_improvement(x, y) == pytest.approx(
+            metrics.probability_of_improvement(x, y)
+        )
+    assert mann_whitney_improvement(x, x) == pytest.approx(0.5)
 
 
 def test_probability_of_improvement() -> None:
