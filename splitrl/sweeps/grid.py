@@ -5,8 +5,9 @@ seeds, every trained run evaluated on every condition (channel models or trace f
 baselines on the same episodes::
 
     out: results/policy                 # the results folder (relative: to the working directory)
-    report: results/ablation            # optional: the report's folder (default: OUT/report), so
-                                        # that a subset of one results folder gets its own report
+    report: results/ablation            # optional: the report's folder (default: OUT/report;
+                                        # relative: to the working directory), so that a subset
+                                        # of one results folder gets its own report
     scenarios: [default]                # named scenarios, or name: {scenario: BASE, FIELD: VALUE}
     learners: [sacd, ppo, sacd-alpha]   # learners of splitrl train, or variants below
     variants:                           # learners with hyperparameters that replace the defaults
