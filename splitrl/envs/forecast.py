@@ -80,6 +80,9 @@ class ActionForecast:
     :param accuracy: the expected correctness of each canonical action
     :param rtt_s: the round-trip time to assume (the RTT model's mean)
     :param server_load: the server's service model (only its effect of a load is used)
+    :param fallback_accuracy: the expected correctness of each canonical action when the device
+        gives up its transfer and answers itself (the device-only accuracy of its exit); needed
+        when the time model has a transfer timeout
     """
 
     def __init__(
@@ -90,11 +93,15 @@ class ActionForecast:
         accuracy: np.ndarray,
         rtt_s: float,
         server_load: ServerLoad,
+        fallback_accuracy: np.ndarray | None = None,
     ) -> None:
+        if request_model.transfer_timeout_s is not None and fallback_accuracy is None:
+            raise ValueError("a time model with a transfer timeout needs the fallback accuracy")
         self.request_model = request_model
         self.actions = actions
         self.payload_bytes = payload_bytes
         self.accuracy = accuracy
+        self.fallback_accuracy = accuracy if fallback_accuracy is None else fallback_accuracy
         self.rtt_s = rtt_s
         self.server_load = server_load
 
@@ -117,7 +124,7 @@ class ActionForecast:
         """
         if not capacity_bps > 0:
             raise ValueError(f"capacity_bps must be positive, got {capacity_bps}")
-        device_free, done, energy_j = self.request_model.predict(
+        device_free, done, energy_j, gave_up = self.request_model.predict(
             start_s,
             self.payload_bytes,
             capacity_bps,
@@ -127,13 +134,14 @@ class ActionForecast:
             bucket,
         )
         latency_s = done - arrival_s
+        correct = np.where(gave_up, self.fallback_accuracy, self.accuracy)
         return ActionOutcomes(
             actions=self.actions.copy(),
-            reward=reward_spec.rewards(self.accuracy, latency_s, energy_j),
+            reward=reward_spec.rewards(correct, latency_s, energy_j),
             latency_s=latency_s,
             energy_j=energy_j,
             payload_bytes=self.payload_bytes.copy(),
-            correct=self.accuracy.copy(),
+            correct=correct,
             device_free_s=device_free - arrival_s,
             wait_s=start_s - arrival_s,
         )

@@ -42,7 +42,7 @@ def action_times(parts: ScenarioParts, capacity_bps: float) -> tuple[np.ndarray,
     e, s, b = canonical.T
     device_only = s >= np.asarray(profile.exit_stages)[e]
     payload = np.where(device_only, 0.0, profile.mean_payload_bytes()[s, b])
-    busy, done, _ = model.predict(
+    busy, done, *_ = model.predict(
         0.0, payload, capacity_bps, 0.0, parts.rtt.mean_s, parts.server_load
     )
     return busy, done

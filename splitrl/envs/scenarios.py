@@ -69,6 +69,10 @@ class Scenario:
     :param link_overheads: what a real TCP/IP link adds to each request
         (:class:`~splitrl.envs.time_model.LinkOverheads`, or its fields as a mapping); ``None``
         (the default): the payload alone crosses the channel
+    :param transfer_timeout_s: the device gives up an uplink transfer still running after this many
+        seconds and answers the request itself at the action's exit
+        (:class:`~splitrl.envs.time_model.RequestModel`); ``None`` (the default): it waits for
+        every transfer, however long an outage lasts
     """
 
     name: str
@@ -88,6 +92,7 @@ class Scenario:
     reward_overrides: Mapping[str, Any] = field(default_factory=dict)
     link_quality: bool = True
     link_overheads: LinkOverheads | Mapping[str, Any] | None = None
+    transfer_timeout_s: float | None = None
 
     @property
     def requests_per_episode(self) -> int:
@@ -118,6 +123,21 @@ SCENARIOS: dict[str, Scenario] = {
             reward_overrides={"w_latency": 0.1},
             frame_interval_s=1 / 120,
             deadline_s=0.06,
+        ),
+        Scenario(
+            name="default-timeout",
+            description=(
+                "the default scenario, where the device gives up an uplink transfer after 50 ms "
+                "(it could no longer meet the 60 ms deadline) and answers at the action's exit itself"
+            ),
+            device="stm32h7",
+            network="wifi",
+            uplink_mbps=(0.5, 12.0),
+            reward="deadline",
+            reward_overrides={"w_latency": 0.1},
+            frame_interval_s=1 / 120,
+            deadline_s=0.06,
+            transfer_timeout_s=0.05,
         ),
         Scenario(
             name="mcu-latency",
@@ -199,6 +219,7 @@ class ScenarioParts:
     uplink_mbps: tuple[float, float]
     nominal_mbps: float
     link_overheads: LinkOverheads | None = None
+    transfer_timeout_s: float | None = None
 
 
 #: file name endings of a scenario file (``--scenario PATH``)
@@ -324,6 +345,7 @@ def resolve_scenario(
     deadline_s: float | None = None,
     horizon: int | None = None,
     link_overheads: LinkOverheads | Mapping[str, Any] | None = None,
+    transfer_timeout_s: float | None = None,
 ) -> ScenarioParts:
     """Resolve ``scenario`` with overrides into the objects the env needs.
 
@@ -366,6 +388,16 @@ def resolve_scenario(
     if not frame > 0:
         raise ValueError(f"frame_interval_s must be positive, got {frame}")
     steps = episode_requests(base.episode_s, frame, base.horizon if horizon is None else horizon)
+    timeout = base.transfer_timeout_s if transfer_timeout_s is None else transfer_timeout_s
+    if timeout is not None and not (
+        isinstance(timeout, (int, float))
+        and not isinstance(timeout, bool)
+        and math.isfinite(timeout)
+        and timeout > 0
+    ):
+        raise ValueError(
+            f"transfer_timeout_s must be a positive number of seconds or null, got {timeout!r}"
+        )
     jitter = network_.rtt_jitter_ms * 1e-3
     parts = ScenarioParts(
         name=base.name,
@@ -386,6 +418,7 @@ def resolve_scenario(
         link_overheads=_link_overheads(
             base.link_overheads if link_overheads is None else link_overheads
         ),
+        transfer_timeout_s=None if timeout is None else float(timeout),
     )
     from splitrl.envs.mean_times import keep_up_warning
 

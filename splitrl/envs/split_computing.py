@@ -83,7 +83,10 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     + server queueing + (server compute + decode) x load slowdown + RTT/2``. The device is busy until its
     transfer ends (or until its local compute ends), so the next frame may wait. Device energy is
     ``compute power x (compute + encode) + radio power x transfer + idle power x waiting for the reply``
-    (:class:`~splitrl.envs.time_model.RequestModel`).
+    (:class:`~splitrl.envs.time_model.RequestModel`). With a transfer timeout, a transfer still running
+    after it is given up: the device runs the rest of the model up to the action's exit itself (on the
+    full-precision tensor, so the request counts the device-only accuracy of that exit), and the
+    request costs ``wait + device compute + encode + timeout + the rest on the device``.
 
     ## Rewards
     ``correct - w_latency * latency / deadline - w_miss * [latency > deadline] - w_energy * energy / E_ref``
@@ -114,13 +117,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
       (:class:`~splitrl.envs.time_model.LinkOverheads`: header bytes per packet, a token-bucket
       shaper's burst, the reply's ACK, the software stack's time; default: the scenario's, which
       is none: the payload alone crosses the channel)
+    * ``transfer_timeout_s``: seconds after which the device gives up a transfer and answers
+      itself (default: the scenario's; ``None``: it waits however long the transfer takes)
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
     ``latency_s`` and its parts (``wait_s``, ``device_compute_s``, ``encode_s``, ``transfer_s``,
     ``rtt_s``, ``queue_s``, ``server_s``), ``energy_j``, ``payload_bytes``, ``correct``, ``deadline_missed``,
     ``capacity_bps`` (true capacity at decision time), ``server_load``, ``sample_index``,
-    ``canonical_action``.
+    ``canonical_action``, ``gave_up`` (the device gave up the transfer at the timeout; then
+    ``device_compute_s`` includes the rest of the model on the device and ``transfer_s`` is the
+    timeout).
 
     ## Version history
     * v1: the ``link_quality`` observation (the radio's noisy link-rate report); episodes cover
@@ -147,6 +154,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         history_length: int = 4,
         link_quality: bool | LinkQualityModel | None = None,
         link_overheads: LinkOverheads | None = None,
+        transfer_timeout_s: float | None = None,
         mode: Mode = "replay",
         render_mode: str | None = None,
     ) -> None:
@@ -162,6 +170,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             deadline_s=deadline_s,
             horizon=horizon,
             link_overheads=link_overheads,
+            transfer_timeout_s=transfer_timeout_s,
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -216,6 +225,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             parts.network,
             parts.server_job_s,
             parts.link_overheads,
+            parts.transfer_timeout_s,
         )
         # Per-sample tables as Python-friendly arrays: indexing a numpy scalar per step is the hot path.
         self._payload = self.profile.payload_bytes
@@ -224,6 +234,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._mean_payload = np.rint(self.profile.mean_payload_bytes()).astype(np.int64)
         self._mean_rtt_s = self.rtt.mean_s
         payload, accuracy = self._expected_outcomes()
+        e, _, _ = self._canonical.T
+        exit_stages = np.asarray(self._exit_stages)
         #: the device's prediction of every canonical action (:meth:`predict_actions`)
         self.forecast = ActionForecast(
             self.request_model,
@@ -232,6 +244,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             accuracy,
             self._mean_rtt_s,
             self.server_load,
+            fallback_accuracy=self._expected[exit_stages[e], 0, e],
         )
         self._live: Any = None
         if mode == "live":
@@ -298,6 +311,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 done,
                 energy_j,
                 self._bucket,
+                gave_up,
             ),
         ) = self._serve(e, s, b, start, None, know_labels=True)
         latency_s = done - arrival
@@ -319,13 +333,19 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "server_load": load_at_server,
             "sample_index": self._draw[0],
             "canonical_action": np.array((e, s, b), dtype=np.int64),
+            "gave_up": gave_up,
         }
         self._device_free = device_free
         offloaded = not self.actions.is_device_only(e, s)
-        if offloaded:
+        if gave_up:
+            # what the device measured of the transfer it gave up: the bytes that got through
+            tx_start = start + device_compute_s - self.request_model.fallback_s(e, s) + encode_s
+            sent = self.request_model.bytes_sent(self.channel, n_bytes, tx_start, transfer_s)
+            self.knowledge.record_transfer(sent, transfer_s, tx_start + transfer_s)
+        elif offloaded:
             self.knowledge.record_transfer(n_bytes, transfer_s, device_free)
         self.knowledge.record_completion(
-            arrival + latency_s, latency_s, load_at_server if offloaded else None
+            arrival + latency_s, latency_s, load_at_server if offloaded and not gave_up else None
         )
         self._step_index += 1
         self._arrival = self._step_index * self.frame_interval_s
@@ -396,7 +416,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             n_bytes, action_correct, timing = self._serve(
                 e, s, b, start, capacity_bps, know_labels=know_labels, mean_draws=draws == "mean"
             )
-            *_, action_device_free, done, energy_j, _ = timing
+            *_, action_device_free, done, energy_j, _, _ = timing
             latency_s = done - arrival
             rewards.append(self.reward_spec(action_correct, latency_s, energy_j))
             latencies.append(latency_s)
@@ -431,7 +451,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         e, s, b = self.actions.canonical(*self.actions.validate(action))
         start = max(self._arrival, float(start_s))
         _, correct, timing = self._serve(e, s, b, start, None, know_labels=False)
-        *_, device_free, done, energy_j, _ = timing
+        *_, device_free, done, energy_j, _, _ = timing
         return self.reward_spec(correct, done - self._arrival, energy_j), device_free
 
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
@@ -499,23 +519,14 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         (no state change); with ``mean_draws``, at the RTT's mean and the mean queueing delay.
 
         :return: the payload's size, the correctness as the reward counts it (the profile's
-            accuracy of the action unless ``know_labels``) and the request's timing
+            accuracy of the action unless ``know_labels``; of the exit on the device when the
+            device gave up the transfer) and the request's timing
         """
         sample, rtt_s, drawn_u = self._draw
         queue_u: float | None = drawn_u
         if mean_draws:
             rtt_s, queue_u = self.rtt.mean_s, None
-        if self._live is not None:
-            n_bytes, correct = self._live.outcome(sample, e, s, b)
-            if not know_labels:
-                correct = float(self._expected[s, b, e])
-        else:
-            n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
-            correct = (
-                float(self._correct[sample, s, b, e])
-                if know_labels and self.reward_spec.correctness == "sample"
-                else float(self._expected[s, b, e])
-            )
+        n_bytes, correct = self._outcome(sample, e, s, b, know_labels)
         timing = self.request_model.serve(
             e,
             s,
@@ -529,4 +540,23 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             capacity_bps,
             self._bucket,
         )
+        if timing[-1]:
+            # the device gave up the transfer and answered at exit e from its own tensor
+            _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels)
         return n_bytes, correct, timing
+
+    def _outcome(self, sample: int, e: int, s: int, b: int, know_labels: bool) -> tuple[int, float]:
+        """The payload's size and the correctness as the reward counts it of ``sample`` served
+        with the canonical action ``(e, s, b)``."""
+        if self._live is not None:
+            n_bytes, correct = self._live.outcome(sample, e, s, b)
+            if not know_labels:
+                correct = float(self._expected[s, b, e])
+            return n_bytes, correct
+        n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
+        correct = (
+            float(self._correct[sample, s, b, e])
+            if know_labels and self.reward_spec.correctness == "sample"
+            else float(self._expected[s, b, e])
+        )
+        return n_bytes, correct

@@ -97,11 +97,24 @@ class CostTables:
 
 #: How one action served one request (:meth:`RequestModel.serve`), in this order: device compute,
 #: encode, transfer, round trip, queueing and server time (seconds), the server's utilization when
-#: the request arrived, when the device is free again and when the reply arrives (seconds since the
-#: episode start), the device's energy (joules), and the link's shaper bucket after the request
-#: (``None`` without one). A plain tuple: the env unpacks one per step.
+#: the request arrived, when the device is free again and when the answer is there (seconds since
+#: the episode start), the device's energy (joules), the link's shaper bucket after the request
+#: (``None`` without one), and whether the device gave up the transfer and answered itself. When it
+#: gave up, the transfer is the timeout, the device compute includes the local rest of the model,
+#: and there is no round trip, queueing or server time. A plain tuple: the env unpacks one per step.
 RequestTiming = tuple[
-    float, float, float, float, float, float, float, float, float, float, "ShaperBucket | None"
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    float,
+    "ShaperBucket | None",
+    bool,
 ]
 
 
@@ -135,6 +148,12 @@ class RequestModel:
         bucket, the reply's ACK, the software stack's time); ``None``: the payload alone crosses
         the channel. With a shaper, the bucket carries over from one request to the next: both
         :meth:`serve` and :meth:`predict` take the bucket after the previous transfer.
+    :param transfer_timeout_s: the device gives up an uplink transfer still running after this
+        many seconds, and answers the request itself: it runs the rest of the model up to the
+        action's exit on the full-precision tensor it kept (its accuracy is then the device-only
+        accuracy of that exit). What a device does so that an outage costs at most the timeout
+        instead of a backlog that lasts as long as the outage. ``None``: it waits however long the
+        transfer takes. With a shaper, the bucket is empty when the device gives up.
     """
 
     def __init__(
@@ -146,9 +165,18 @@ class RequestModel:
         network: NetworkPreset,
         server_job_s: float,
         link: LinkOverheads | None = None,
+        transfer_timeout_s: float | None = None,
     ) -> None:
+        if transfer_timeout_s is not None and not (
+            math.isfinite(transfer_timeout_s) and transfer_timeout_s > 0.0
+        ):
+            raise ValueError(
+                f"transfer_timeout_s must be a positive number of seconds or None, got "
+                f"{transfer_timeout_s!r}"
+            )
         self.server_job_s = server_job_s
         self.link = link
+        self.transfer_timeout_s = transfer_timeout_s
         self._exit_stages = exit_stages
         self._compute_power_w = device.compute_power_w
         self._idle_power_w = device.idle_power_w
@@ -165,10 +193,15 @@ class RequestModel:
         self._server_compute: list[list[float]] = costs.server_compute_s.tolist()
         self._encode: list[list[float]] = costs.encode_s.tolist()
         self._decode: list[list[float]] = costs.decode_s.tolist()
+        # the device's rest of the model after giving up a transfer at split s: up to exit e with
+        # its head (device compute is the same for every split at or after the exit)
+        rest_s = costs.device_compute_s[:, -1:] - costs.device_compute_s
+        self._fallback: list[list[float]] = rest_s.tolist()
         # per canonical action, for predict()
         e, s, b = np.asarray(canonical_actions, dtype=np.int64).T
         self._device_only = s >= np.asarray(exit_stages)[e]
         self._action_compute_s = costs.device_compute_s[e, s]
+        self._action_fallback_s = rest_s[e, s]
         self._action_encode_s = np.where(self._device_only, 0.0, costs.encode_s[s, b])
         self._action_service_s = costs.server_compute_s[e, s] + costs.decode_s[s, b]
 
@@ -216,6 +249,7 @@ class RequestModel:
                 device_free,
                 energy_j,
                 bucket,
+                False,
             )
         encode_s = self._encode[s][b]
         tx_start = start + compute_s + encode_s
@@ -228,6 +262,11 @@ class RequestModel:
             transfer_s = channel.transfer_time(n_bytes, tx_start)
         else:
             transfer_s = 8.0 * n_bytes / capacity_bps
+        timeout_s = self.transfer_timeout_s
+        if timeout_s is not None and transfer_s > timeout_s:
+            return self._give_up(
+                e, s, compute_s, encode_s, tx_start, n_bytes, channel, capacity_bps
+            )
         device_free = tx_start + transfer_s
         at_server = device_free + 0.5 * rtt_s
         load = server_load.load(at_server)
@@ -250,7 +289,73 @@ class RequestModel:
             done,
             energy_j,
             bucket,
+            False,
         )
+
+    def _give_up(
+        self,
+        e: int,
+        s: int,
+        compute_s: float,
+        encode_s: float,
+        tx_start: float,
+        n_bytes: int,
+        channel: Channel,
+        capacity_bps: float | None,
+    ) -> RequestTiming:
+        """The timing of a request whose transfer the device gave up at the timeout."""
+        timeout_s = self.transfer_timeout_s
+        assert timeout_s is not None
+        sent = self.bytes_sent(channel, n_bytes, tx_start, timeout_s, capacity_bps)
+        rest_s = self._fallback[e][s]
+        done = tx_start + timeout_s + rest_s
+        energy_j = self.energy_j(
+            compute_s + encode_s + rest_s, self.radio_energy_j(sent, timeout_s), 0.0
+        )
+        bucket = (
+            None if self.link is None or not self.link.burst_bytes else (tx_start + timeout_s, 0.0)
+        )
+        return (
+            compute_s + rest_s,
+            encode_s,
+            timeout_s,
+            0.0,
+            0.0,
+            0.0,
+            math.nan,
+            done,
+            done,
+            energy_j,
+            bucket,
+            True,
+        )
+
+    def fallback_s(self, e: int, s: int) -> float:
+        """Device seconds of the rest of the model, stages ``[s, k_e)`` and exit ``e``'s head,
+        after the device gave up the transfer of an action ``(e, s, b)``."""
+        return self._fallback[e][s]
+
+    @staticmethod
+    def bytes_sent(
+        channel: Channel,
+        n_bytes: int,
+        tx_start: float,
+        seconds: float,
+        capacity_bps: float | None = None,
+    ) -> int:
+        """Bytes of an ``n_bytes`` payload that crossed the uplink in the first ``seconds`` of a
+        transfer that started at ``tx_start``: what the device measures of a transfer it gave up.
+        At least one byte: a measured rate stays positive (the device only knows that less than
+        a byte in ``seconds`` got through), as every estimate that divides by it needs.
+
+        :param capacity_bps: a constant capacity to assume instead of the channel's
+        """
+        rate_bps = (
+            channel.mean_throughput(tx_start, tx_start + seconds)
+            if capacity_bps is None
+            else capacity_bps
+        )
+        return max(1, min(n_bytes, int(rate_bps * seconds / 8.0)))
 
     def predict(
         self,
@@ -261,7 +366,7 @@ class RequestModel:
         rtt_s: float,
         server_load: ServerLoad,
         bucket: ShaperBucket | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Time every canonical action at once from estimates: a constant capacity, a known load,
         one RTT and the mean queueing delay.
 
@@ -272,8 +377,9 @@ class RequestModel:
         :param rtt_s: the round-trip time to assume
         :param server_load: the server's service model (only its effect of a load is used)
         :param bucket: the link's shaper bucket after the previous transfer (``None``: full)
-        :return: per canonical action: when the device is free again, when the reply arrives
-            (both in seconds since the episode start) and the device's energy
+        :return: per canonical action: when the device is free again, when the answer is there
+            (both in seconds since the episode start), the device's energy, and whether the
+            device would give up the transfer at the timeout (then it answers itself)
         """
         tx_start = start + self._action_compute_s + self._action_encode_s
         if self.link is None:
@@ -283,6 +389,13 @@ class RequestModel:
                 payload_bytes, tx_start, bucket, capacity_bps
             )
             rtt_s += self.link.stack_s
+        gave_up = np.zeros(self._device_only.shape, dtype=bool)
+        if self.transfer_timeout_s is not None:
+            gave_up = transfer_s > self.transfer_timeout_s
+            # the radio sends at the assumed capacity until the device gives up
+            sent = int(capacity_bps * self.transfer_timeout_s / 8.0)
+            payload_bytes = np.where(gave_up, np.minimum(payload_bytes, sent), payload_bytes)
+            transfer_s = np.minimum(transfer_s, self.transfer_timeout_s)
         device_free = tx_start + transfer_s
         queue_s = server_load.queueing_delay(load, self.server_job_s, None)
         server_s = self._action_service_s * server_load.compute_slowdown(load)
@@ -303,10 +416,13 @@ class RequestModel:
             )
         else:
             radio_j = _energy_at_power(self._radio_power_w, payload_bytes, transfer_s)
-        energy_j = self.energy_j(
-            self._action_compute_s + self._action_encode_s, radio_j, done - device_free
-        )
-        return device_free, done, energy_j
+        busy_s = self._action_compute_s + self._action_encode_s
+        if gave_up.any():
+            device_free = np.where(gave_up, device_free + self._action_fallback_s, device_free)
+            done = np.where(gave_up, device_free, done)
+            busy_s = np.where(gave_up, busy_s + self._action_fallback_s, busy_s)
+        energy_j = self.energy_j(busy_s, radio_j, done - device_free)
+        return device_free, done, energy_j, gave_up
 
     @staticmethod
     def reply_at(

@@ -1,0 +1,156 @@
+"""The transfer timeout: the device gives up a transfer that runs too long and answers itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from splitrl.envs import SCENARIOS, SplitComputingEnv, get_scenario
+from splitrl.envs.channels import ConstantChannel, MarkovChannel
+from splitrl.profiles.schema import Profile
+
+#: an offloading action of the tiny profile: exit 1 (after stage 3), split 0 (the input), bits 3
+OFFLOAD = np.array((1, 0, 3))
+
+
+def make_env(profile: Profile, **kwargs: object) -> SplitComputingEnv:
+    return SplitComputingEnv(profile=profile, frame_interval_s=1.0, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_slow_transfer_is_given_up_at_the_timeout(tiny_profile: Profile) -> None:
+    """On a 1 kbit/s link the input takes seconds: with a 50 ms timeout the device stops sending
+    then, runs exit 1 itself on the full-precision input, and counts that exit's device-only
+    accuracy."""
+    env = make_env(tiny_profile, channel=ConstantChannel(1e3), transfer_timeout_s=0.05)
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(OFFLOAD)
+    assert info["gave_up"]
+    assert info["transfer_s"] == 0.05
+    assert info["rtt_s"] == info["queue_s"] == info["server_s"] == 0.0
+    assert math.isnan(info["server_load"])
+    local = float(env.costs.device_compute_s[1, env.actions.exit_stages[1]])
+    assert info["device_compute_s"] == pytest.approx(local)  # stages [0, 0) + the rest up to exit 1
+    assert info["latency_s"] == pytest.approx(info["encode_s"] + 0.05 + local)
+    k_1 = env.actions.exit_stages[1]
+    assert info["correct"] == float(tiny_profile.correct[info["sample_index"], k_1, 0, 1])
+    # the device measured what got through: about 50 ms at 1 kbit/s, a positive rate
+    assert env.knowledge.throughput_estimate_bps == pytest.approx(1e3, rel=0.2)
+    assert np.isfinite(reward)
+
+
+def test_without_a_timeout_the_same_transfer_runs_to_its_end(tiny_profile: Profile) -> None:
+    env = make_env(tiny_profile, channel=ConstantChannel(1e3))
+    env.reset(seed=0)
+    info = env.step(OFFLOAD)[4]
+    assert not info["gave_up"]
+    assert info["transfer_s"] == pytest.approx(8 * info["payload_bytes"] / 1e3)
+    assert info["transfer_s"] > 1.0
+
+
+def test_a_fast_transfer_is_not_given_up(tiny_profile: Profile) -> None:
+    env = make_env(tiny_profile, channel=ConstantChannel(1e8), transfer_timeout_s=0.05)
+    env.reset(seed=0)
+    info = env.step(OFFLOAD)[4]
+    assert not info["gave_up"]
+    assert info["transfer_s"] == pytest.approx(8 * info["payload_bytes"] / 1e8)
+    assert info["server_s"] > 0.0
+
+
+def test_a_timeout_bounds_the_backlog_an_outage_leaves(tiny_profile: Profile) -> None:
+    """A 1 bit/s link is an outage: without a timeout each offloaded frame holds the device for
+    the whole transfer; with one, the device is free a timeout and the local rest later."""
+    waits = {}
+    for timeout in (None, 0.05):
+        env = SplitComputingEnv(
+            profile=tiny_profile,
+            channel=ConstantChannel(1.0),
+            frame_interval_s=0.1,
+            transfer_timeout_s=timeout,
+        )
+        env.reset(seed=0)
+        waits[timeout] = max(env.step(OFFLOAD)[4]["wait_s"] for _ in range(5))
+    assert waits[None] > 100.0
+    assert waits[0.05] == 0.0
+
+
+def test_step_and_every_evaluation_agree_when_transfers_are_given_up(
+    tiny_profile: Profile,
+) -> None:
+    """evaluate_actions (what the oracles and hindsight read) times every action as step does,
+    given-up transfers included."""
+    channel = MarkovChannel(
+        levels_bps=(2e3, 1e7), transition_matrix=((0.5, 0.5), (0.5, 0.5)), slot_s=0.05
+    )
+    env = SplitComputingEnv(
+        profile=tiny_profile, channel=channel, frame_interval_s=0.2, transfer_timeout_s=0.05
+    )
+    env.reset(seed=3)
+    gave_up = 0
+    for _ in range(30):
+        outcomes = env.evaluate_actions(know_labels=True)
+        pick = int(np.argmax(outcomes.payload_bytes))
+        _, reward, _, _, info = env.step(outcomes.actions[pick])
+        assert reward == pytest.approx(outcomes.reward[pick])
+        assert info["latency_s"] == pytest.approx(outcomes.latency_s[pick])
+        gave_up += info["gave_up"]
+    assert 0 < gave_up < 30
+
+
+def test_predictions_give_up_the_transfers_slower_than_the_timeout(tiny_profile: Profile) -> None:
+    """At an estimated 20 kbit/s, an action is predicted to be given up exactly when its mean
+    payload needs more than the timeout; then it is predicted to answer at its exit on the
+    device, with that exit's device-only accuracy and no reply to wait for."""
+    timeout = 0.05
+    env = make_env(tiny_profile, channel=ConstantChannel(2e4), transfer_timeout_s=timeout)
+    env.reset(seed=0)
+    waiting = make_env(tiny_profile, channel=ConstantChannel(2e4))
+    waiting.reset(seed=0)
+    predicted = env.predict_actions(capacity_bps=2e4)
+    patient = waiting.predict_actions(capacity_bps=2e4)
+    slow = 8.0 * predicted.payload_bytes / 2e4 > timeout
+    assert slow.any() and (~slow & (predicted.payload_bytes > 0)).any()
+    accuracy = tiny_profile.accuracy()
+    stages = env.actions.exit_stages
+    for i, (e, s, b) in enumerate(predicted.actions):
+        if slow[i]:
+            rest = env.costs.device_compute_s[e, stages[e]] - env.costs.device_compute_s[e, s]
+            compute = env.costs.device_compute_s[e, s] + env.costs.encode_s[s, b]
+            assert predicted.latency_s[i] == pytest.approx(compute + timeout + rest)
+            assert predicted.device_free_s[i] == pytest.approx(predicted.latency_s[i])
+            assert predicted.correct[i] == accuracy[stages[e], 0, e]
+        else:
+            assert predicted.latency_s[i] == pytest.approx(patient.latency_s[i])
+            assert predicted.correct[i] == patient.correct[i]
+
+
+@pytest.mark.parametrize("value", [0.0, -0.05, math.nan, math.inf, True, "50 ms"])
+def test_bad_timeouts_get_clear_errors(tiny_profile: Profile, value: object) -> None:
+    with pytest.raises(ValueError, match="transfer_timeout_s must be a positive number"):
+        SplitComputingEnv(profile=tiny_profile, transfer_timeout_s=value)  # type: ignore[arg-type]
+    scenario = dataclasses.replace(SCENARIOS["default"], transfer_timeout_s=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="transfer_timeout_s must be a positive number"):
+        SplitComputingEnv(scenario, profile=tiny_profile)
+
+
+def test_the_timeout_scenario_is_the_default_with_a_timeout(tmp_path: Path) -> None:
+    """default-timeout differs from default only by its name, description and timeout, and a
+    scenario file carries the timeout."""
+    default, timeout = SCENARIOS["default"], SCENARIOS["default-timeout"]
+    assert default.transfer_timeout_s is None
+    assert timeout.transfer_timeout_s is not None
+    assert timeout.transfer_timeout_s < timeout.deadline_s
+    same = dataclasses.replace(
+        timeout, name=default.name, description=default.description, transfer_timeout_s=None
+    )
+    assert same == default
+    data = timeout.to_dict()
+    data["uplink_mbps"] = list(data["uplink_mbps"])
+    path = tmp_path / "timeout.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert get_scenario(str(path)) == timeout
+    assert SplitComputingEnv(str(path)).request_model.transfer_timeout_s == 0.05
