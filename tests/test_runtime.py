@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import socket
 import subprocess
@@ -26,9 +27,11 @@ from splitrl.profiles.schema import Profile
 from splitrl.runtime.device import (
     DeviceError,
     DeviceRuntime,
+    RunSummary,
     ServerConnection,
     link_quality_source,
     load_link_quality_callback,
+    transfer_timeout_argument,
 )
 from splitrl.runtime.onnx_export import export_segments
 from splitrl.runtime.pacing import TraceLinkQuality, TracePacer
@@ -433,3 +436,74 @@ def test_paced_transfer_takes_the_traces_time() -> None:
         receiver.close()
     assert len(received) == n_bytes
     assert 0.8 < timing.duration_s / (8 * n_bytes / rate_bps) < 1.5
+
+
+def test_device_gives_up_slow_sends_and_answers_itself(
+    server: ServerThread, tiny_export: Path
+) -> None:
+    """On a trace whose first half second crawls at 1 kbit/s, offloaded requests are given up at
+    the 50 ms timeout and answered on the device from the unquantized tensor (torch's answer);
+    once the link is fast, the new connection carries the requests to the server again."""
+    inputs, labels = tiny_inputs(n=8, seed=3)
+    offload = (1, 0, 3)
+    knowledge = DeviceKnowledge(
+        ObservationLayout(4, link_quality=False), 1e6, deadline_s=0.2, frame_interval_s=0.1
+    )
+    pacer = TracePacer(Trace.from_rates([1e3, 8e6], slot_s=0.5))
+    connection = ServerConnection(("127.0.0.1", server.port), pacer)
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(tiny_export),
+            lambda observation: offload,
+            TINY_ACTIONS,
+            knowledge,
+            connection,
+            transfer_timeout_s=0.05,
+        )
+        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.1)
+    finally:
+        connection.close()
+    assert [r.status for r in records] == ["ok"] * 8
+    given_up = [r for r in records if r.gave_up]
+    served = [r for r in records if not r.gave_up]
+    assert [r.request_id for r in given_up] == [0, 1, 2, 3, 4]  # sent before 0.45 s
+    for record in given_up:
+        assert record.predicted == torch_prediction(inputs[record.request_id], offload[0])
+        assert 0.05 <= record.transfer_s < 0.1
+        assert record.message_bytes < 8 * record.payload_bytes  # it stopped before the end
+        assert record.server_s == 0.0 and record.latency_s < 0.5
+    assert len(served) == 3 and all(r.server_s > 0 for r in served)
+    assert RunSummary.of(records).gave_up == 5
+
+
+def test_unpaced_send_gives_up_when_the_socket_does_not_drain() -> None:
+    """A server that never reads: the send stops at its timeout with what the socket took, and
+    the reply reader (blocked on the same socket) is not disturbed."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    acceptor = threading.Thread(target=lambda: accepted.append(listener.accept()[0]))
+    acceptor.start()
+    connection = ServerConnection(listener.getsockname()[:2], send_buffer_bytes=4096)
+    acceptor.join()
+    try:
+        frame = bytes(20_000_000)
+        timing = connection.send(Request(0, 1, 0, frame), time.perf_counter, timeout_s=0.1)
+        assert timing.gave_up
+        assert 0 < timing.n_bytes < len(frame)
+        assert 0.1 <= timing.duration_s < 1.0
+        assert connection.replies.empty() and connection._reader.is_alive()
+    finally:
+        connection.close()
+        accepted[0].close()
+        listener.close()
+
+
+@pytest.mark.parametrize(("text", "parsed"), [("0.05", 0.05), ("none", "none"), ("None", "none")])
+def test_transfer_timeout_flag(text: str, parsed: object) -> None:
+    assert transfer_timeout_argument(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "nan", "inf", "soon"])
+def test_bad_transfer_timeout_flag_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="positive number of seconds"):
+        transfer_timeout_argument(text)

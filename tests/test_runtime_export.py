@@ -384,3 +384,29 @@ def test_clipped_inputs_are_exported_in_the_graph(env: SplitComputingEnv, tmp_pa
     clipped = np.clip(observations, low, high)
     assert not np.array_equal(clipped, observations)
     np.testing.assert_array_equal(onnx_actions, OnnxPolicy(tmp_path).actions(clipped))
+
+
+def test_policy_file_carries_the_transfer_timeout(
+    tiny_profile: Profile, agent: SACD, exported: Path, tmp_path: Path
+) -> None:
+    """The env's transfer timeout is exported for the device; older files without one wait."""
+    timeout_env = SplitComputingEnv(profile=tiny_profile, horizon=20, transfer_timeout_s=0.04)
+    assert export_env_policy(agent, tmp_path / "timeout", timeout_env).transfer_timeout_s == 0.04
+    assert PolicyMetadata.load(tmp_path / "timeout").transfer_timeout_s == 0.04
+    assert PolicyMetadata.load(exported).transfer_timeout_s is None
+    copy = Path(shutil.copytree(exported, tmp_path / "old"))
+    data = json.loads((copy / "policy.json").read_text())
+    del data["transfer_timeout_s"]
+    (copy / "policy.json").write_text(json.dumps(data))
+    assert PolicyMetadata.load(copy).transfer_timeout_s is None
+
+
+@pytest.mark.parametrize("written", [0, -1.0, "0.05", True])
+def test_policy_file_with_a_bad_transfer_timeout_is_refused(
+    exported: Path, tmp_path: Path, written: object
+) -> None:
+    copy = Path(shutil.copytree(exported, tmp_path / "export"))
+    data = json.loads((copy / "policy.json").read_text())
+    (copy / "policy.json").write_text(json.dumps({**data, "transfer_timeout_s": written}))
+    with pytest.raises(ValueError, match=r"malformed policy metadata.*transfer_timeout_s"):
+        PolicyMetadata.load(copy)

@@ -14,7 +14,9 @@ For every request (a camera frame arriving every ``frame_interval_s``) the devic
 2. asks the policy for ``(exit, split, bits)`` and executes its canonical form;
 3. runs stages ``[0, min(s, k_e))`` with onnxruntime; device-only requests finish locally at the
    exit head, the others encode the split tensor with :mod:`splitrl.codecs` and send it, paced to
-   the uplink trace, to the edge server.
+   the uplink trace, to the edge server. With a transfer timeout (the scenario's, recorded in the
+   export), a send still running after it is given up: the device reconnects and runs the rest of
+   the model up to the exit itself, on the tensor it kept, as the environment's time model does.
 
 The device is busy until its transfer ends (or its local compute ends), as in the environment's
 time model; replies are read by a background thread, so a reply can arrive while the next request
@@ -28,6 +30,7 @@ import importlib
 import json
 import math
 import queue
+import select
 import socket
 import statistics
 import struct
@@ -105,6 +108,9 @@ class ServerConnection:
         link, that is when the transfer ended (Linux).
     :param connect: opens the socket, ``(address, timeout_s) -> socket`` (e.g.
         :meth:`splitrl.runtime.netem.ShapedLink.connect` from another network namespace).
+
+    A request whose send was given up at its timeout leaves a partial message in the stream:
+    :meth:`reconnect` replaces the connection before the next request.
     """
 
     def __init__(
@@ -118,42 +124,89 @@ class ServerConnection:
     ) -> None:
         self.pacer = pacer
         self.until_acked = until_acked
-        self.sock = connect(address, timeout_s)
+        self.address = address
+        self.timeout_s = timeout_s
+        self.send_buffer_bytes = send_buffer_bytes
+        self._connect = connect
+        self._open()
+
+    def _open(self) -> None:
+        self.sock = self._connect(self.address, self.timeout_s)
         self.sock.settimeout(None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if send_buffer_bytes is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer_bytes)
+        if self.send_buffer_bytes is not None:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
         self.replies: queue.Queue[tuple[Reply, float] | BaseException] = queue.Queue()
-        self._reader = threading.Thread(target=self._read_replies, daemon=True)
+        self._reader = threading.Thread(
+            target=self._read_replies, args=(self.sock, self.replies), daemon=True
+        )
         self._reader.start()
 
-    def send(self, request: Request, clock: Callable[[], float]) -> TransferTiming:
-        """Send one request; returns when its last byte was handed to the socket.
+    def send(
+        self, request: Request, clock: Callable[[], float], timeout_s: float | None = None
+    ) -> TransferTiming:
+        """Send one request; returns when its last byte was handed to the socket (or, with
+        ``until_acked``, acknowledged), or when the send was given up.
 
         :param request: the request.
         :param clock: the device's clock (seconds since its epoch) for the timing of an unpaced
             send; a pacer times with its own epoch, which :meth:`DeviceRuntime.run` aligns.
+        :param timeout_s: give up a send still running after this many seconds: the timing
+            says so (``gave_up``) with the bytes that had left, and the connection carries a
+            partial message until :meth:`reconnect`.
         """
         message = frame_message(request.encode())
         if self.pacer is not None:
-            timing = self.pacer.send(self.sock, message)
-        else:
+            timing = self.pacer.send(self.sock, message, timeout_s)
+        elif timeout_s is None:
             start = clock()
             self.sock.sendall(message)
             timing = TransferTiming(len(message), start, clock())
-        if not self.until_acked:
+        else:
+            timing = self._send_until(message, clock, clock() + timeout_s)
+        deadline = math.inf if timeout_s is None else timing.start_s + timeout_s
+        if timing.gave_up or not self.until_acked:
             return timing
-        while unacknowledged_bytes(self.sock) > 0:
+        while (unacked := unacknowledged_bytes(self.sock)) > 0:
+            if clock() >= deadline:
+                return TransferTiming(len(message) - unacked, timing.start_s, clock(), True)
             time.sleep(ACK_POLL_S)
         return TransferTiming(timing.n_bytes, timing.start_s, clock())
 
-    def _read_replies(self) -> None:
+    def _send_until(
+        self, message: bytes, clock: Callable[[], float], deadline: float
+    ) -> TransferTiming:
+        """Send ``message`` unless ``deadline`` (on ``clock``) passes first; the socket stays
+        blocking for the reply reader, so each send waits with ``select`` and does not block."""
+        start = clock()
+        view = memoryview(message)
+        sent = 0
+        while sent < len(message):
+            remaining = deadline - clock()
+            if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+                return TransferTiming(sent, start, clock(), gave_up=True)
+            try:
+                sent += self.sock.send(view[sent:], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+        return TransferTiming(sent, start, clock())
+
+    def reconnect(self) -> None:
+        """Close the connection and open a new one to the same server; replies still due on the
+        old one are lost."""
+        self.close()
+        self._open()
+
+    @staticmethod
+    def _read_replies(
+        sock: socket.socket, replies: queue.Queue[tuple[Reply, float] | BaseException]
+    ) -> None:
         try:
             while True:
-                body = recv_message(self.sock, max_bytes=DEFAULT_MAX_MESSAGE_BYTES)
-                self.replies.put((Reply.decode(body), time.perf_counter()))
+                body = recv_message(sock, max_bytes=DEFAULT_MAX_MESSAGE_BYTES)
+                replies.put((Reply.decode(body), time.perf_counter()))
         except (OSError, ProtocolError) as error:
-            self.replies.put(error)
+            replies.put(error)
 
     def close(self) -> None:
         """Close the connection."""
@@ -173,7 +226,9 @@ class RequestRecord:
     measured time to send the whole message, ``server_receive_s`` the time from its first byte to
     its last at the server, ``server_s`` the server's own time from reading the request to
     replying (queue + decode + compute) and ``latency_s`` the end-to-end latency from the frame's
-    arrival to the answer.
+    arrival to the answer. ``gave_up``: the send was given up at the transfer timeout and the
+    device answered itself (``transfer_s`` is then the time until it gave up, ``device_compute_s``
+    includes the rest of the model).
     """
 
     request_id: int
@@ -201,6 +256,7 @@ class RequestRecord:
     truth: int | None = None
     correct: bool | None = None
     status: str = "pending"
+    gave_up: bool = False
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -219,6 +275,7 @@ class RunSummary:
     p95_latency_s: float
     mean_payload_bytes: float
     offloaded_fraction: float
+    gave_up: int = 0
     actions: dict[str, int] = field(default_factory=dict)
 
     @classmethod
@@ -240,6 +297,7 @@ class RunSummary:
             offloaded_fraction=float(np.mean([not r.device_only for r in records]))
             if records
             else math.nan,
+            gave_up=sum(r.gave_up for r in records),
             actions=dict(Counter(r.label for r in records).most_common()),
         )
 
@@ -259,6 +317,9 @@ class DeviceRuntime:
     :param features: the predicted-value features the policy observes after the observation
         (:func:`~splitrl.runtime.exported_policy.load_device_features`), built around
         ``knowledge``; ``None`` for a policy that observes the observation alone.
+    :param transfer_timeout_s: give up a send still running after this many seconds and answer
+        the request on the device (the policy's scenario's, ``PolicyMetadata.transfer_timeout_s``);
+        ``None``: wait for every send.
     """
 
     def __init__(
@@ -272,7 +333,15 @@ class DeviceRuntime:
         reply_timeout_s: float = 30.0,
         link_quality: LinkQualitySource | None = None,
         features: DeviceActionValues | None = None,
+        transfer_timeout_s: float | None = None,
     ) -> None:
+        if transfer_timeout_s is not None and not (
+            math.isfinite(transfer_timeout_s) and transfer_timeout_s > 0
+        ):
+            raise ValueError(
+                f"transfer_timeout_s must be a positive number of seconds or None, got "
+                f"{transfer_timeout_s!r}"
+            )
         if features is not None and features.forecast.knowledge is not knowledge:
             raise ValueError("the features must read the runtime's own knowledge")
         if knowledge.layout.link_quality != (link_quality is not None):
@@ -295,6 +364,7 @@ class DeviceRuntime:
         self.reply_timeout_s = reply_timeout_s
         self.link_quality = link_quality
         self.features = features
+        self.transfer_timeout_s = transfer_timeout_s
         self.epoch = time.perf_counter()
         self._pending: dict[int, RequestRecord] = {}
 
@@ -378,13 +448,42 @@ class DeviceRuntime:
         record.payload_bytes = len(frame)
         self._pending[request_id] = record
         try:
-            timing = self.connection.send(Request(request_id, e, s, frame), self.now)
+            timing = self.connection.send(
+                Request(request_id, e, s, frame), self.now, self.transfer_timeout_s
+            )
         except OSError as error:
             raise DeviceError(f"sending request {request_id} failed: {error}") from error
         record.message_bytes = timing.n_bytes
         record.transfer_s = timing.duration_s
-        self.knowledge.record_transfer(timing.n_bytes, timing.duration_s, timing.end_s)
+        # a rate measured over a given-up send stays positive, as in the environment
+        self.knowledge.record_transfer(max(timing.n_bytes, 1), timing.duration_s, timing.end_s)
+        if timing.gave_up:
+            del self._pending[request_id]
+            self._answer_on_device(record, tensor, e, s, k_e)
         return record
+
+    def _answer_on_device(
+        self, record: RequestRecord, tensor: np.ndarray, e: int, s: int, k_e: int
+    ) -> None:
+        """After a given-up send: replace the connection (it holds a partial message) and run
+        stages ``[s, k_e)`` and exit ``e``'s head on the device's own, unquantized tensor."""
+        assert self.connection is not None
+        self._collect_replies()
+        for pending in self._pending.values():
+            pending.status = "lost: the connection was replaced after a given-up send"
+        self._pending.clear()
+        try:
+            self.connection.reconnect()
+        except OSError as error:
+            raise DeviceError(f"reconnecting after a given-up send failed: {error}") from error
+        started = self.now()
+        logits = self.segments.run_exit(self.segments.run_stages(tensor[None], s, k_e), e)
+        done = self.now()
+        record.gave_up = True
+        record.device_compute_s += done - started
+        record.latency_s = done - record.arrival_s
+        self._finish(record, *softmax_prediction(logits[0]))
+        self.knowledge.record_completion(done, record.latency_s, None)
 
     def _link_quality(self, now: float) -> float | None:
         if self.link_quality is None:
@@ -482,6 +581,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--link-quality-seed", type=int, default=0, help="seed of the error added to the trace"
     )
+    parser.add_argument(
+        "--transfer-timeout",
+        type=transfer_timeout_argument,
+        metavar="SECONDS|none",
+        help="give up a send after SECONDS and answer on the device; none: wait for every send "
+        "(default: the policy's scenario's)",
+    )
+
+
+#: ``--transfer-timeout none``: wait for every send, whatever the policy's scenario says
+NO_TIMEOUT = "none"
+
+
+def transfer_timeout_argument(text: str) -> float | str:
+    """``--transfer-timeout``: a positive number of seconds, or ``none``."""
+    if text.strip().lower() == NO_TIMEOUT:
+        return NO_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of seconds or {NO_TIMEOUT!r}, got {text!r}"
+        )
+    return seconds
 
 
 def load_link_quality_callback(spec: str) -> LinkQualitySource:
@@ -577,6 +702,13 @@ def run(args: argparse.Namespace) -> int:
     link_quality = link_quality_source(
         metadata.link_quality, args.link_quality, pacer, interval, args.link_quality_seed
     )
+    timeout = (
+        metadata.transfer_timeout_s
+        if args.transfer_timeout is None
+        else None
+        if args.transfer_timeout == NO_TIMEOUT
+        else args.transfer_timeout
+    )
     knowledge = metadata.device_knowledge(interval)
     features = load_device_features(args.export, metadata, knowledge, interval)
     samples = list(load_test_canvases(args.first_sample, args.requests, args.data_dir))
@@ -596,6 +728,7 @@ def run(args: argparse.Namespace) -> int:
             metadata.codec,
             link_quality=link_quality,
             features=features,
+            transfer_timeout_s=timeout,
         )
         records = runtime.run(samples, interval)
     finally:

@@ -15,6 +15,7 @@ versions.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,6 +98,8 @@ class PolicyMetadata:
         of every flat action the policy observes after ``feature_names``, which the device computes
         with the scenario and profile in :data:`FORECAST_DIR` (:func:`load_device_features`);
         ``None`` when it observes none. (Files of format 1 wrote ``true`` for ``"robust-mpc"``.)
+    :param transfer_timeout_s: the scenario's transfer timeout: the device gives up a send still
+        running after it and answers at the exit itself, as in training; ``None``: it waits.
     """
 
     feature_names: tuple[str, ...]
@@ -116,6 +119,7 @@ class PolicyMetadata:
     link_quality: LinkQualityModel | None = None
     observation_version: int = OBSERVATION_VERSION
     predicted_values: str | None = None
+    transfer_timeout_s: float | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -202,6 +206,7 @@ class PolicyMetadata:
                 else LinkQualityModel.from_dict(data["link_quality"]),
                 observation_version=OBSERVATION_VERSION,
                 predicted_values=predictor_of(data.get("predicted_values")),
+                transfer_timeout_s=transfer_timeout_of(data.get("transfer_timeout_s")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
@@ -211,6 +216,22 @@ class PolicyMetadata:
                 f"observation layout {metadata.layout.names}"
             )
         return metadata
+
+
+def transfer_timeout_of(value: Any) -> float | None:
+    """The transfer timeout recorded in ``policy.json`` (absent before timeouts existed: none).
+
+    :raises ValueError: a value that is not a positive number of seconds or null
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise ValueError(f"transfer_timeout_s must be a positive number or null, got {value!r}")
+    return float(value)
 
 
 class OnnxPolicy:

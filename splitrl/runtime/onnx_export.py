@@ -131,6 +131,7 @@ def export_policy(
     opset: int = DEFAULT_OPSET,
     forecast: tuple[Scenario, Profile] | None = None,
     predictor: str | None = None,
+    transfer_timeout_s: float | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
@@ -152,6 +153,8 @@ def export_policy(
         values (:func:`~splitrl.runtime.exported_policy.load_device_features`).
     :param predictor: with ``forecast`` (and only with it): the rule that predicts those values
         (:data:`~splitrl.agents.features.PREDICTORS`), recorded in ``policy.json``.
+    :param transfer_timeout_s: the scenario's transfer timeout (``env.parts.transfer_timeout_s``),
+        recorded for the device runtime.
     :return: the metadata written.
     :raises ValueError: when the model's spaces do not match ``actions`` and ``layout`` (and the
         predicted values), ``link_quality`` does not match the layout, or only one of
@@ -203,6 +206,7 @@ def export_policy(
         },
         link_quality=link_quality,
         predicted_values=predictor,
+        transfer_timeout_s=transfer_timeout_s,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
@@ -233,7 +237,7 @@ def export_env_policy(
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
     The action table, observation layout, throughput prior, deadline, frame interval,
-    link-quality model and codec settings all come from ``env``, so the export cannot disagree
+    link-quality model, transfer timeout and codec settings all come from ``env``, so the export cannot disagree
     with what the policy was trained on.
 
     :param model: a :class:`~splitrl.agents.sacd.SACD`.
@@ -260,6 +264,7 @@ def export_env_policy(
         opset=opset,
         forecast=None if scenario is None else (scenario, env.profile),
         predictor=predictor,
+        transfer_timeout_s=env.parts.transfer_timeout_s,
     )
 
 

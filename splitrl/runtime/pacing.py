@@ -16,6 +16,7 @@ reports the link rate from it exactly as the environment does from its channel.
 
 from __future__ import annotations
 
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -37,12 +38,14 @@ class TransferTiming:
 
     :param n_bytes: bytes sent.
     :param start_s: when the transfer began, seconds since the pacer's epoch.
-    :param end_s: when its last byte was handed to the socket.
+    :param end_s: when its last byte was handed to the socket, or when the sender gave up.
+    :param gave_up: the sender stopped at its timeout; ``n_bytes`` is what it had sent by then.
     """
 
     n_bytes: int
     start_s: float
     end_s: float
+    gave_up: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -93,12 +96,24 @@ class TracePacer:
         ends = [*range(self.chunk_bytes, n_bytes, self.chunk_bytes), n_bytes]
         return [(end, start_s + self.channel.transfer_time(end, start_s)) for end in ends]
 
-    def send(self, sock: socket.socket, data: bytes) -> TransferTiming:
-        """Send ``data`` on a blocking socket, paced to the trace; returns the measured timing."""
+    def send(
+        self, sock: socket.socket, data: bytes, timeout_s: float | None = None
+    ) -> TransferTiming:
+        """Send ``data`` on a blocking socket, paced to the trace; returns the measured timing.
+
+        :param timeout_s: give up once the next chunk would leave more than this many seconds
+            after the transfer began (the timing then says so, with the bytes sent by then)
+        """
         start = self.now()
+        deadline = math.inf if timeout_s is None else start + timeout_s
         view = memoryview(data)
         sent = 0
         for end, release in self.release_offsets(len(data), start):
+            if release > deadline:
+                delay = deadline - self.now()
+                if delay > 0:
+                    time.sleep(delay)
+                return TransferTiming(sent, start, self.now(), gave_up=True)
             delay = release - self.now()
             if delay > 0:
                 time.sleep(delay)
