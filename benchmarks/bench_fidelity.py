@@ -350,6 +350,7 @@ def predict(
             done,
             _,
             bucket,
+            _,
         ) = model.serve(
             e, s, b, start, record.message_bytes, rtt_s, None, server, channel, None, bucket
         )
