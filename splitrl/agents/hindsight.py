@@ -101,9 +101,10 @@ class BacklogReplays:
     def clear(self) -> None:
         """Forget every replay: a new episode."""
         self._step = 0
-        self._n_actions = 0
-        # device-free time -> the (request, action indices) replayed from it
-        self._running: dict[float, list[tuple[int, np.ndarray]]] = {}
+        # the device-free times the replays serve the next request from (sorted, distinct), and
+        # per earlier request still replayed, the one each of its actions follows (-1: none)
+        self._starts = np.empty(0)
+        self._follows: list[tuple[int, np.ndarray]] = []
 
     def advance(
         self, env: SplitComputingEnv, action: np.ndarray, reward: float, device_free_s: float
@@ -116,19 +117,25 @@ class BacklogReplays:
         :return: ``(requests back, change)`` per earlier request whose replays ran: the change in
             this request's reward, per action index of that request's :meth:`start`
         """
-        changes: dict[int, np.ndarray] = {}
-        running, self._running = self._running, {}
-        for start_s, replayed in running.items():
-            replayed_reward, replayed_free = env.evaluate_action_from(action, start_s)
-            change = replayed_reward - reward
-            going_on = []
-            for request, indices in replayed:
-                changes.setdefault(request, np.zeros(self._n_actions))[indices] += change
-                if self._step - request < self.horizon:
-                    going_on.append((request, indices))
-            if going_on and abs(replayed_free - device_free_s) > _SAME_TIME_S:
-                self._running.setdefault(replayed_free, []).extend(going_on)
-        return [(self._step - request, change) for request, change in changes.items()]
+        if not self._follows:
+            return []
+        # every replay at once: one numpy evaluation over their device-free times
+        rewards, frees = env.evaluate_action_from(action, self._starts)
+        change = np.append(rewards - reward, 0.0)  # index -1: an action no replay follows
+        going_on = np.abs(frees - device_free_s) > _SAME_TIME_S
+        starts, moved = np.unique(frees[going_on], return_inverse=True)
+        follows_next = np.full(len(frees) + 1, -1)
+        follows_next[np.flatnonzero(going_on)] = moved
+        changes, follows = [], []
+        for request, follow in self._follows:
+            changes.append((self._step - request, change[follow]))
+            if self._step - request < self.horizon:
+                follow = follows_next[follow]
+                if (follow >= 0).any():
+                    follows.append((request, follow))
+        self._starts, self._follows = starts, follows
+        self._forget_unfollowed()
+        return changes
 
     def start(self, device_free_s: np.ndarray, taken_free_s: float) -> None:
         """Start the replays of the current request's actions, then move to the next request.
@@ -136,12 +143,30 @@ class BacklogReplays:
         :param device_free_s: when each action would leave the device free (episode time)
         :param taken_free_s: when the action taken leaves it free
         """
-        self._n_actions = len(device_free_s)
-        for value in np.unique(device_free_s):
-            if abs(value - taken_free_s) > _SAME_TIME_S:
-                indices = np.flatnonzero(device_free_s == value)
-                self._running.setdefault(float(value), []).append((self._step, indices))
+        replayed = np.abs(device_free_s - taken_free_s) > _SAME_TIME_S
+        if replayed.any():
+            starts = np.union1d(self._starts, device_free_s[replayed])
+            index = np.append(np.searchsorted(starts, self._starts), -1)
+            self._follows = [(request, index[follow]) for request, follow in self._follows]
+            follow = np.where(replayed, np.searchsorted(starts, device_free_s), -1)
+            self._follows.append((self._step, follow))
+            self._starts = starts
         self._step += 1
+
+    def _forget_unfollowed(self) -> None:
+        """Drop the device-free times no request's replay follows any more (their requests
+        reached the horizon)."""
+        if not self._follows:
+            self._starts = np.empty(0)
+            return
+        used = np.unique(np.concatenate([follow for _, follow in self._follows]))
+        used = used[used >= 0]
+        if len(used) == len(self._starts):
+            return
+        index = np.full(len(self._starts) + 1, -1)
+        index[used] = np.arange(len(used))
+        self._starts = self._starts[used]
+        self._follows = [(request, index[follow]) for request, follow in self._follows]
 
 
 class HindsightValuesInfo(SplitComputingWrapper):

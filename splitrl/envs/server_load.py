@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import numpy as np
 
 from splitrl.envs.channels.base import ChannelError, PiecewiseConstantChannel
 from splitrl.envs.markov_chain import MarkovChain
+
+_T = TypeVar("_T", float, np.ndarray)
 
 SERVER_DISCIPLINES = ("processor-sharing", "fcfs")
 DEFAULT_LOAD_LEVELS = (0.1, 0.5, 0.9)
@@ -99,8 +102,15 @@ class ServerLoad:
         :param t: seconds since the episode start
         :return: utilization in [0, 1)
         """
+        return self._look_up(self._trajectory.capacity, t)
+
+    def loads(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`load` at many times at once (numpy)."""
+        return self._look_up(self._trajectory.capacities, t)
+
+    def _look_up(self, lookup: Callable[[_T], _T], t: _T) -> _T:
         try:
-            return self._trajectory.capacity(t)
+            return lookup(t)
         except ChannelError:
             if not self._was_reset:
                 raise ChannelError("ServerLoad: call reset(rng) before load()") from None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import gymnasium as gym
 import numpy as np
@@ -435,7 +435,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             wait_s=start - arrival,
         )
 
-    def evaluate_action_from(self, action: np.ndarray, start_s: float) -> tuple[float, float]:
+    @overload
+    def evaluate_action_from(self, action: np.ndarray, start_s: float) -> tuple[float, float]: ...
+
+    @overload
+    def evaluate_action_from(
+        self, action: np.ndarray, start_s: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def evaluate_action_from(
+        self, action: np.ndarray, start_s: float | np.ndarray
+    ) -> tuple[float, float] | tuple[np.ndarray, np.ndarray]:
         """The current request served with ``action`` as if the device were free at ``start_s``.
 
         What a backlog costs in hindsight: the same request, on the same channel and draws, started
@@ -443,16 +453,38 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         what no device can, and correctness is the profile's accuracy of the action.
 
         :param action: an action, validated and made canonical as :meth:`step` does
-        :param start_s: when the device could start it; the request never starts before it arrives
-        :return: the reward, and when the device is free again (seconds, episode time)
+        :param start_s: when the device could start it, or an array of such times (numpy over
+            them: :meth:`RequestModel.serve_from`); the request never starts before it arrives
+        :return: the reward, and when the device is free again (seconds, episode time): floats,
+            or arrays like ``start_s``
         """
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating an action")
         e, s, b = self.actions.canonical(*self.actions.validate(action))
-        start = max(self._arrival, float(start_s))
-        _, correct, timing = self._serve(e, s, b, start, None, know_labels=False)
-        *_, device_free, done, energy_j, _, _ = timing
-        return self.reward_spec(correct, done - self._arrival, energy_j), device_free
+        starts = np.maximum(self._arrival, np.asarray(start_s, dtype=float))
+        sample, rtt_s, queue_u = self._draw
+        n_bytes, correct = self._outcome(sample, e, s, b, know_labels=False)
+        device_free, done, energy_j, gave_up = self.request_model.serve_from(
+            e,
+            s,
+            b,
+            starts.reshape(-1),
+            n_bytes,
+            rtt_s,
+            queue_u,
+            self.server_load,
+            self.channel,
+            self._bucket,
+        )
+        if gave_up.any():
+            _, answered = self._outcome(sample, e, self._exit_stages[e], 0, know_labels=False)
+            correct_each = np.where(gave_up, answered, correct)
+        else:
+            correct_each = np.full(gave_up.shape, correct)
+        rewards = self.reward_spec.rewards(correct_each, done - self._arrival, energy_j)
+        if np.ndim(start_s) == 0:
+            return float(rewards[0]), float(device_free[0])
+        return rewards.reshape(starts.shape), device_free.reshape(starts.shape)
 
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
         """What the device can predict for every canonical action before it decides.

@@ -292,6 +292,79 @@ class RequestModel:
             False,
         )
 
+    def serve_from(
+        self,
+        e: int,
+        s: int,
+        b: int,
+        starts: np.ndarray,
+        n_bytes: int,
+        rtt_s: float,
+        queue_u: float | None,
+        server_load: ServerLoad,
+        channel: Channel,
+        bucket: ShaperBucket | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`serve` of one request with one action from many start times at once.
+
+        What the request would have cost had the device been free at each of ``starts``: with
+        numpy over the start times when the channel times many transfers at once
+        (``transfer_times`` and ``capacities``, as every built-in channel does) and there are no
+        link overheads, else one :meth:`serve` per start. Equal to :meth:`serve` elementwise.
+
+        :return: per start: when the device is free again, when the answer is there, the
+            device's energy and whether the device gave up the transfer
+        """
+        starts = np.asarray(starts, dtype=float)
+        compute_s = self._device_compute[e][s]
+        if s >= self._exit_stages[e]:
+            device_free = starts + compute_s
+            energy = np.full(starts.shape, self.energy_j(compute_s, 0.0, 0.0))
+            return device_free, device_free, energy, np.zeros(starts.shape, dtype=bool)
+        transfer_times = getattr(channel, "transfer_times", None)
+        if self.link is not None or transfer_times is None or not hasattr(server_load, "loads"):
+            timings = [
+                self.serve(
+                    e, s, b, start, n_bytes, rtt_s, queue_u, server_load, channel, None, bucket
+                )
+                for start in starts.tolist()
+            ]
+            columns = np.array([t[7:10] for t in timings], dtype=float).reshape(-1, 3)
+            gave_up_each = np.array([t[11] for t in timings], dtype=bool)
+            return columns[:, 0], columns[:, 1], columns[:, 2], gave_up_each
+        encode_s = self._encode[s][b]
+        tx_start = starts + compute_s + encode_s
+        transfer_s = transfer_times(n_bytes, tx_start)
+        device_free = tx_start + transfer_s
+        at_server = device_free + 0.5 * rtt_s
+        loads = server_load.loads(at_server).tolist()
+        queue_s = np.array(
+            [server_load.queueing_delay(load, self.server_job_s, queue_u) for load in loads]
+        )
+        slowdown = np.array([server_load.compute_slowdown(load) for load in loads])
+        done = self.reply_at(
+            at_server, rtt_s, queue_s, (self._server_compute[e][s] + self._decode[s][b]) * slowdown
+        )
+        if self._radio_power_w is None:
+            radio_j = np.array(
+                [self.radio_energy_j(n_bytes, seconds) for seconds in transfer_s.tolist()]
+            )
+        else:
+            radio_j = _energy_at_power(
+                self._radio_power_w, np.full(starts.shape, n_bytes), transfer_s
+            )
+        busy_s = np.full(starts.shape, compute_s + encode_s)
+        energy = self.energy_j(busy_s, radio_j, done - device_free)
+        gave_up = np.zeros(starts.shape, dtype=bool)
+        if self.transfer_timeout_s is not None:
+            gave_up = transfer_s > self.transfer_timeout_s
+            for i in np.flatnonzero(gave_up).tolist():
+                timing = self._give_up(
+                    e, s, compute_s, encode_s, float(tx_start[i]), n_bytes, channel, None
+                )
+                device_free[i], done[i], energy[i] = timing[7], timing[8], timing[9]
+        return device_free, done, energy, gave_up
+
     def _give_up(
         self,
         e: int,
@@ -426,9 +499,10 @@ class RequestModel:
 
     @staticmethod
     def reply_at(
-        at_server: FloatOrArray, rtt_s: float, queue_s: float, server_s: FloatOrArray
+        at_server: FloatOrArray, rtt_s: float, queue_s: Any, server_s: FloatOrArray
     ) -> FloatOrArray:
-        """When the reply reaches the device, for a request that reached the server at ``at_server``."""
+        """When the reply reaches the device, for a request that reached the server at ``at_server``
+        (``queue_s``: a float, or an array like ``at_server``)."""
         return at_server + queue_s + server_s + 0.5 * rtt_s
 
     def energy_j(

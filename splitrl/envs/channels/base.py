@@ -154,6 +154,55 @@ class PiecewiseConstantChannel(ABC):
         j = bisect_left(cum_bits, target) - 1
         return starts[j] + (target - cum_bits[j]) / rates[j] - t0
 
+    def capacities(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`capacity` at many times at once (numpy), equal to it elementwise.
+
+        :param t: times, seconds since the episode start
+        """
+        t = np.asarray(t, dtype=float)
+        if t.size == 0:
+            return np.zeros(t.shape)
+        self._cover(float(t.min()), float(t.max()))
+        starts = np.asarray(self._starts)
+        return np.asarray(self._rates)[np.searchsorted(starts, t, side="right") - 1]
+
+    def transfer_times(self, n_bytes: int, t0: np.ndarray) -> np.ndarray:
+        """:meth:`transfer_time` of ``n_bytes`` from many start times at once (numpy), equal to
+        it elementwise: what a request would take from each of several device-free times.
+
+        :param n_bytes: payload size in bytes
+        :param t0: start times of the transfer, seconds since the episode start
+        """
+        t0 = np.asarray(t0, dtype=float)
+        if n_bytes <= 0 or t0.size == 0:
+            if n_bytes < 0:
+                raise ValueError(f"n_bytes must be non-negative, got {n_bytes}")
+            return np.zeros(t0.shape)
+        first = float(t0.min())
+        self._cover(first, float(t0.max()))
+        starts = np.asarray(self._starts)
+        i = np.searchsorted(starts, t0, side="right") - 1
+        target = (
+            np.asarray(self._cum_bits)[i]
+            + np.asarray(self._rates)[i] * (t0 - starts[i])
+            + 8.0 * n_bytes
+        )
+        last = float(target.max())
+        if last > self._cum_bits[-1]:
+            self._extend_to_bits(last, first)
+        # as in transfer_time: the segment in which the cumulative bits cross each target
+        starts = np.asarray(self._starts)
+        cum_bits = np.asarray(self._cum_bits)
+        j = np.searchsorted(cum_bits, target, side="left") - 1
+        return starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
+
+    def _cover(self, first: float, last: float) -> None:
+        """Make the segments from ``first`` to ``last`` available (one history)."""
+        if not last < self._end:
+            self._make_available(last)
+        if not self._origin <= first:
+            self._make_available(first)
+
     def mean_throughput(self, t0: float, t1: float) -> float:
         """Capacity averaged over ``[t0, t1]``; the capacity at ``t0`` when the interval is empty.
 

@@ -87,6 +87,14 @@ class RandomizedChannel:
         """Seconds this episode's channel needs for ``n_bytes`` from ``t0``."""
         return self._channel().transfer_time(n_bytes, t0)
 
+    def capacities(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`capacity` at many times at once (numpy)."""
+        return self._channel().capacities(t)
+
+    def transfer_times(self, n_bytes: int, t0: np.ndarray) -> np.ndarray:
+        """:meth:`transfer_time` from many start times at once (numpy)."""
+        return self._channel().transfer_times(n_bytes, t0)
+
     def mean_throughput(self, t0: float, t1: float) -> float:
         """This episode's capacity averaged over ``[t0, t1]`` in bit/s."""
         return self._channel().mean_throughput(t0, t1)

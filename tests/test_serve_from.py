@@ -1,0 +1,108 @@
+"""One request served from many start times at once (numpy) equals serving it from each."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from splitrl.envs import SplitComputingEnv
+from splitrl.envs.channels import TraceChannel
+from splitrl.envs.channels.base import PiecewiseConstantChannel
+from splitrl.envs.channels.randomized import RandomizedChannel
+from splitrl.envs.scenarios import network_channel
+from splitrl.envs.server_load import ServerLoad
+from splitrl.envs.time_model import LinkOverheads
+from splitrl.envs.traces import Trace
+from splitrl.profiles.schema import Profile
+
+#: a link with outages: 2 Mbit/s, nothing for 0.3 s, 200 kbit/s, nothing for 0.1 s
+OUTAGES = Trace.from_rates([2e6, 0.0, 0.0, 0.0, 2e5, 0.0], slot_s=0.1)
+
+
+def channels() -> list[PiecewiseConstantChannel | RandomizedChannel]:
+    built: list[PiecewiseConstantChannel | RandomizedChannel] = [
+        network_channel(name, (0.5, 12.0), 2.45) for name in ("markov", "fading", "gilbert-elliott")
+    ]
+    return [*built, TraceChannel(OUTAGES), RandomizedChannel((0.5, 12.0))]
+
+
+@pytest.mark.parametrize("channel", channels(), ids=lambda c: type(c).__name__)
+def test_channel_queries_at_many_times_equal_the_single_ones(
+    channel: PiecewiseConstantChannel | RandomizedChannel,
+) -> None:
+    channel.reset(np.random.default_rng(5))
+    starts = np.sort(np.random.default_rng(0).uniform(0.0, 3.0, 200))
+    for n_bytes in (0, 1, 700, 60_000):
+        expected = [channel.transfer_time(n_bytes, t) for t in starts.tolist()]
+        assert channel.transfer_times(n_bytes, starts).tolist() == expected
+    assert channel.capacities(starts).tolist() == [channel.capacity(t) for t in starts.tolist()]
+    assert channel.transfer_times(700, np.empty(0)).shape == (0,)
+    with pytest.raises(ValueError, match="n_bytes must be non-negative"):
+        channel.transfer_times(-1, starts)
+
+
+def test_server_loads_at_many_times_equal_the_single_ones() -> None:
+    load = ServerLoad()
+    load.reset(np.random.default_rng(2))
+    times = np.random.default_rng(1).uniform(0.0, 30.0, 100)
+    assert load.loads(times).tolist() == [load.load(t) for t in times.tolist()]
+
+
+class ScalarOnly:
+    """A channel that times one transfer at a time: the env serves it one start at a time."""
+
+    def __init__(self, channel: PiecewiseConstantChannel) -> None:
+        self.channel = channel
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.channel.reset(rng)
+
+    def capacity(self, t: float) -> float:
+        return self.channel.capacity(t)
+
+    def transfer_time(self, n_bytes: int, t0: float) -> float:
+        return self.channel.transfer_time(n_bytes, t0)
+
+    def mean_throughput(self, t0: float, t1: float) -> float:
+        return self.channel.mean_throughput(t0, t1)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"transfer_timeout_s": 0.05},
+        {"link_overheads": LinkOverheads(header_bytes_per_packet=66, burst_bytes=1600)},
+    ],
+    ids=["plain", "timeout", "link-overheads"],
+)
+def test_an_action_from_many_start_times_equals_each_start(
+    tiny_profile: Profile, overrides: dict[str, object]
+) -> None:
+    """Every canonical action of a few requests on a link with outages, from start times on
+    either side of the request's own start: the rewards and device-free times of the numpy path
+    are those of serving one start at a time (timeouts and link overheads included)."""
+    envs = [
+        SplitComputingEnv(
+            profile=tiny_profile,
+            channel=channel,  # type: ignore[arg-type]
+            frame_interval_s=0.03,
+            **overrides,  # type: ignore[arg-type]
+        )
+        for channel in (TraceChannel(OUTAGES), ScalarOnly(TraceChannel(OUTAGES)))
+    ]
+    for env in envs:
+        env.reset(seed=0)
+    numpy_env, scalar_env = envs
+    for _ in range(12):
+        starts = numpy_env.request_start_s + np.linspace(-0.05, 0.4, 23)
+        for action in numpy_env.evaluate_actions().actions:
+            rewards, frees = numpy_env.evaluate_action_from(action, starts)
+            expected_rewards, expected_frees = scalar_env.evaluate_action_from(action, starts)
+            assert rewards.tolist() == pytest.approx(expected_rewards.tolist(), abs=1e-12)
+            assert frees.tolist() == pytest.approx(expected_frees.tolist(), abs=1e-12)
+            one = numpy_env.evaluate_action_from(action, float(starts[3]))
+            assert one == pytest.approx((rewards[3], frees[3]), abs=1e-12)
+        best = numpy_env.evaluate_actions().best()
+        numpy_env.step(best)
+        scalar_env.step(best)
