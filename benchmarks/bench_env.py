@@ -73,6 +73,39 @@ def time_per_call(function: Callable[[], object], repeats: int) -> float:
     return float(np.median(times))
 
 
+def hindsight_rows(seconds: float) -> list[dict[str, Any]]:
+    """Microseconds per step of the default scenario with mpc choosing, without hindsight values
+    and with them (the backlog priced by the lookahead or by replays), for about ``seconds`` each:
+    what training ``sacd-hindsight-mpc`` and its ``-replayed`` variant pays per step beside the
+    env itself."""
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.agents.hindsight import HindsightValuesInfo
+
+    rows: list[dict[str, Any]] = []
+    for how, backlog in (("none", None), ("lookahead", "lookahead"), ("replayed", "replayed")):
+        env = SplitComputingEnv()
+        wrapped = env if backlog is None else HindsightValuesInfo(env, backlog=backlog)
+        policy = make_baseline("mpc")
+        observation, _ = wrapped.reset(seed=0)
+        policy.reset(env)
+        steps, acting_s = 0, 0.0
+        start = time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            decided = time.perf_counter()
+            action = policy.act(env, observation)
+            acting_s += time.perf_counter() - decided
+            observation, _, terminated, truncated, _ = wrapped.step(action)
+            steps += 1
+            if terminated or truncated:
+                observation, _ = wrapped.reset()
+                policy.reset(env)
+        step_us = 1e6 * (time.perf_counter() - start - acting_s) / steps
+        rows.append({"how": how, "step_us": step_us, "steps": steps})
+    for row in rows:
+        row["ratio"] = row["step_us"] / rows[0]["step_us"]
+    return rows
+
+
 def adaptation_row(scenario: str, episodes: int) -> dict[str, Any]:
     """The non-triviality measures of ``scenario`` on ``episodes`` paired evaluation episodes."""
     started = time.perf_counter()
@@ -253,6 +286,19 @@ def main(argv: list[str] | None = None) -> None:
         f"(one step {helpers['step_us']:.1f} us)"
     )
 
+    hindsight = hindsight_rows(args.seconds)
+    print(
+        "\nHindsight values per step, mpc's actions on the default scenario (ratio: to the env's step)"
+    )
+    print_table(
+        hindsight,
+        [
+            ("how", "values", "s"),
+            ("step_us", "us per step", ",.0f"),
+            ("ratio", "ratio", ".1f"),
+        ],
+    )
+
     scenario_rows = [adaptation_row(name, args.episodes) for name in scenarios]
     if scenario_rows:
         print(
@@ -272,7 +318,12 @@ def main(argv: list[str] | None = None) -> None:
                 ("seconds", "seconds", ".1f"),
             ],
         )
-    results: dict[str, Any] = {"speed": speed_rows, "helpers": helpers, "scenarios": scenario_rows}
+    results: dict[str, Any] = {
+        "speed": speed_rows,
+        "helpers": helpers,
+        "hindsight": hindsight,
+        "scenarios": scenario_rows,
+    }
     if args.episode_study:
         results["episode_study"] = episode_study(args.episode_study)
     path = write_results("env", results)
