@@ -106,3 +106,27 @@ def test_an_action_from_many_start_times_equals_each_start(
         best = numpy_env.evaluate_actions().best()
         numpy_env.step(best)
         scalar_env.step(best)
+
+
+def test_many_start_times_far_apart_keep_the_history_they_need() -> None:
+    """Starts further apart than the channel keeps history: answered as one call per start in
+    time order answers them (the history is kept from the earliest)."""
+    from splitrl.envs.channels import MarkovChannel
+
+    def channel() -> MarkovChannel:
+        built = MarkovChannel(
+            levels_bps=(1e5, 1e6),
+            transition_matrix=((0.5, 0.5), (0.5, 0.5)),
+            slot_s=1e-4,
+            history_s=1.0,
+        )
+        built.reset(np.random.default_rng(0))
+        return built
+
+    starts = np.array([0.2, 1.5, 3.0])
+    single = channel()
+    expected = [single.transfer_time(5000, t) for t in starts.tolist()]
+    assert channel().transfer_times(5000, starts).tolist() == expected
+    ascending = channel()
+    capacities = [ascending.capacity(t) for t in starts.tolist()]
+    assert channel().capacities(starts[::-1]).tolist() == capacities[::-1]

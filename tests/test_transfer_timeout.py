@@ -154,3 +154,16 @@ def test_the_timeout_scenario_is_the_default_with_a_timeout(tmp_path: Path) -> N
     path.write_text(yaml.safe_dump(data))
     assert get_scenario(str(path)) == timeout
     assert SplitComputingEnv(str(path)).request_model.transfer_timeout_s == 0.05
+
+
+def test_an_unbounded_capacity_estimate_gives_nothing_up(tiny_profile: Profile) -> None:
+    env = make_env(tiny_profile, channel=ConstantChannel(1e3), transfer_timeout_s=0.05)
+    env.reset(seed=0)
+    predicted = env.predict_actions(capacity_bps=math.inf)
+    assert predicted.gave_up is not None and not predicted.gave_up.any()
+    assert np.isfinite(predicted.reward).all()
+    # at 1 kbit/s every offload is given up, and none is counted as answered by the server
+    slow = env.predict_actions(capacity_bps=1e3)
+    assert slow.gave_up is not None
+    assert np.array_equal(slow.gave_up, slow.payload_bytes > 0)
+    assert not slow.offloaded.any()

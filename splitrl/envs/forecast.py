@@ -45,12 +45,15 @@ class ActionOutcomes:
     :param reward: reward of each action
     :param latency_s: end-to-end latency, from the request's arrival (its wait included)
     :param energy_j: device energy
-    :param payload_bytes: bytes sent (0 when device-only)
+    :param payload_bytes: the payload's bytes (0 when device-only; the whole payload also when the
+        device gives up its transfer)
     :param correct: correctness as the reward counts it
     :param device_free_s: when the device could start the next request, counted from this
         request's arrival (its wait included): what the action leaves to the next frames
     :param wait_s: how long this request waited for the device before it started (the same for
         every action)
+    :param gave_up: whether the device gives up the action's transfer at the scenario's timeout
+        and answers itself (``None``: never)
     """
 
     actions: np.ndarray
@@ -61,6 +64,14 @@ class ActionOutcomes:
     correct: np.ndarray
     device_free_s: np.ndarray
     wait_s: float
+    gave_up: np.ndarray | None = None
+
+    @property
+    def offloaded(self) -> np.ndarray:
+        """Whether each action is answered by the server: it sends a payload, and the device
+        does not give its transfer up (no round trip or server queue then)."""
+        sent = self.payload_bytes > 0
+        return sent if self.gave_up is None else sent & ~self.gave_up
 
     def best(self) -> np.ndarray:
         """The action with the highest reward (ties go to the lowest flat index)."""
@@ -144,6 +155,7 @@ class ActionForecast:
             correct=correct,
             device_free_s=device_free - arrival_s,
             wait_s=start_s - arrival_s,
+            gave_up=gave_up,
         )
 
 

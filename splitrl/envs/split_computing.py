@@ -118,7 +118,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
       shaper's burst, the reply's ACK, the software stack's time; default: the scenario's, which
       is none: the payload alone crosses the channel)
     * ``transfer_timeout_s``: seconds after which the device gives up a transfer and answers
-      itself (default: the scenario's; ``None``: it waits however long the transfer takes)
+      itself (default: the scenario's, which for most scenarios is none: the device waits however
+      long a transfer takes; a scenario with ``transfer_timeout_s=None`` switches it off)
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
@@ -412,11 +413,12 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         arrival = self._arrival
         start = self.request_start_s
         rewards, latencies, energies, sizes, correct, device_free = [], [], [], [], [], []
+        gave_up = []
         for e, s, b in self._canonical_list:
             n_bytes, action_correct, timing = self._serve(
                 e, s, b, start, capacity_bps, know_labels=know_labels, mean_draws=draws == "mean"
             )
-            *_, action_device_free, done, energy_j, _, _ = timing
+            *_, action_device_free, done, energy_j, _, action_gave_up = timing
             latency_s = done - arrival
             rewards.append(self.reward_spec(action_correct, latency_s, energy_j))
             latencies.append(latency_s)
@@ -424,6 +426,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             sizes.append(n_bytes)
             correct.append(action_correct)
             device_free.append(action_device_free)
+            gave_up.append(action_gave_up)
         return ActionOutcomes(
             actions=self._canonical.copy(),
             reward=np.array(rewards),
@@ -433,6 +436,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             correct=np.array(correct),
             device_free_s=np.array(device_free) - arrival,
             wait_s=start - arrival,
+            gave_up=np.array(gave_up, dtype=bool),
         )
 
     @overload
@@ -450,7 +454,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
 
         What a backlog costs in hindsight: the same request, on the same channel and draws, started
         earlier or later than it will be. No state changes; like :meth:`evaluate_actions` it knows
-        what no device can, and correctness is the profile's accuracy of the action.
+        what no device can, and correctness is the profile's accuracy of the action (of its exit
+        on the device, where the device gives up the transfer).
 
         :param action: an action, validated and made canonical as :meth:`step` does
         :param start_s: when the device could start it, or an array of such times (numpy over

@@ -309,8 +309,9 @@ class RequestModel:
 
         What the request would have cost had the device been free at each of ``starts``: with
         numpy over the start times when the channel times many transfers at once
-        (``transfer_times`` and ``capacities``, as every built-in channel does) and there are no
-        link overheads, else one :meth:`serve` per start. Equal to :meth:`serve` elementwise.
+        (``transfer_times``, as every built-in channel does), the server load looks up many times
+        at once (``loads``) and there are no link overheads; else one :meth:`serve` per start.
+        Equal to :meth:`serve` elementwise.
 
         :return: per start: when the device is free again, when the answer is there, the
             device's energy and whether the device gave up the transfer
@@ -320,7 +321,7 @@ class RequestModel:
         if s >= self._exit_stages[e]:
             device_free = starts + compute_s
             energy = np.full(starts.shape, self.energy_j(compute_s, 0.0, 0.0))
-            return device_free, device_free, energy, np.zeros(starts.shape, dtype=bool)
+            return device_free, device_free.copy(), energy, np.zeros(starts.shape, dtype=bool)
         transfer_times = getattr(channel, "transfer_times", None)
         if self.link is not None or transfer_times is None or not hasattr(server_load, "loads"):
             timings = [
@@ -335,9 +336,13 @@ class RequestModel:
         encode_s = self._encode[s][b]
         tx_start = starts + compute_s + encode_s
         transfer_s = transfer_times(n_bytes, tx_start)
+        gave_up = np.zeros(starts.shape, dtype=bool)
+        if self.transfer_timeout_s is not None:
+            gave_up = transfer_s > self.transfer_timeout_s
         device_free = tx_start + transfer_s
         at_server = device_free + 0.5 * rtt_s
-        loads = server_load.loads(at_server).tolist()
+        # a given-up request never reaches the server: no load to look up where it would have
+        loads = server_load.loads(np.where(gave_up, tx_start, at_server)).tolist()
         queue_s = np.array(
             [server_load.queueing_delay(load, self.server_job_s, queue_u) for load in loads]
         )
@@ -355,14 +360,11 @@ class RequestModel:
             )
         busy_s = np.full(starts.shape, compute_s + encode_s)
         energy = self.energy_j(busy_s, radio_j, done - device_free)
-        gave_up = np.zeros(starts.shape, dtype=bool)
-        if self.transfer_timeout_s is not None:
-            gave_up = transfer_s > self.transfer_timeout_s
-            for i in np.flatnonzero(gave_up).tolist():
-                timing = self._give_up(
-                    e, s, compute_s, encode_s, float(tx_start[i]), n_bytes, channel, None
-                )
-                device_free[i], done[i], energy[i] = timing[7], timing[8], timing[9]
+        for i in np.flatnonzero(gave_up).tolist():
+            timing = self._give_up(
+                e, s, compute_s, encode_s, float(tx_start[i]), n_bytes, channel, None
+            )
+            device_free[i], done[i], energy[i] = timing[7], timing[8], timing[9]
         return device_free, done, energy, gave_up
 
     def _give_up(
@@ -428,7 +430,7 @@ class RequestModel:
             if capacity_bps is None
             else capacity_bps
         )
-        return max(1, min(n_bytes, int(rate_bps * seconds / 8.0)))
+        return max(1, int(min(n_bytes, rate_bps * seconds / 8.0)))
 
     def predict(
         self,
@@ -466,8 +468,11 @@ class RequestModel:
         if self.transfer_timeout_s is not None:
             gave_up = transfer_s > self.transfer_timeout_s
             # the radio sends at the assumed capacity until the device gives up
-            sent = int(capacity_bps * self.transfer_timeout_s / 8.0)
-            payload_bytes = np.where(gave_up, np.minimum(payload_bytes, sent), payload_bytes)
+            # as bytes_sent, at the assumed capacity
+            sent = np.maximum(
+                1, np.minimum(payload_bytes, np.floor(capacity_bps * self.transfer_timeout_s / 8.0))
+            )
+            payload_bytes = np.where(gave_up, sent, payload_bytes)
             transfer_s = np.minimum(transfer_s, self.transfer_timeout_s)
         device_free = tx_start + transfer_s
         queue_s = server_load.queueing_delay(load, self.server_job_s, None)

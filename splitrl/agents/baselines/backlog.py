@@ -90,7 +90,7 @@ def backlog_cost(
     check_horizon(horizon)
     service_s = outcomes.latency_s - outcomes.wait_s
     busy_s = outcomes.device_free_s - outcomes.wait_s
-    offloaded = (outcomes.payload_bytes > 0).astype(float)
+    offloaded = outcomes.offloaded.astype(float)
     # With a spread, an offloaded action is riskier than a local one of the same mean latency:
     # being local becomes a fifth criterion of dominance.
     keep = _undominated(

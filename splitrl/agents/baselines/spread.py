@@ -77,7 +77,7 @@ class LatencySpread:
         """
         spec = env.reward_spec
         rewards = spec.rewards(predicted.correct, predicted.latency_s, predicted.energy_j)
-        offloaded = predicted.payload_bytes > 0
+        offloaded = predicted.offloaded
         rewards[offloaded] = spec.expected_rewards(
             predicted.correct[offloaded],
             predicted.latency_s[offloaded],

@@ -197,11 +197,12 @@ class PiecewiseConstantChannel(ABC):
         return starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
 
     def _cover(self, first: float, last: float) -> None:
-        """Make the segments from ``first`` to ``last`` available (one history)."""
-        if not last < self._end:
-            self._make_available(last)
-        if not self._origin <= first:
+        """Make the segments from ``first`` to ``last`` available, keeping the history before
+        ``first``."""
+        if not self._origin <= first < self._end:
             self._make_available(first)
+        if not last < self._end:
+            self._make_available(last, keep_from=first)
 
     def mean_throughput(self, t0: float, t1: float) -> float:
         """Capacity averaged over ``[t0, t1]``; the capacity at ``t0`` when the interval is empty.
@@ -224,8 +225,11 @@ class PiecewiseConstantChannel(ABC):
         i = bisect_right(self._starts, t) - 1
         return self._cum_bits[i] + self._rates[i] * (t - self._starts[i])
 
-    def _make_available(self, t: float) -> None:
-        """Generate segments up to ``t``, or explain why ``t`` cannot be answered."""
+    def _make_available(self, t: float, keep_from: float | None = None) -> None:
+        """Generate segments up to ``t``, or explain why ``t`` cannot be answered.
+
+        :param keep_from: keep the history before this time instead of before ``t``
+        """
         if not (t >= 0.0 and math.isfinite(t)):
             raise ValueError(f"time must be a finite, non-negative number of seconds, got {t}")
         if t < self._origin:
@@ -236,7 +240,7 @@ class PiecewiseConstantChannel(ABC):
         if self._rng is None:
             raise ChannelError(f"{type(self).__name__}: call reset(rng) before querying it")
         while self._end <= t:
-            self._compact(t)
+            self._compact(t if keep_from is None else keep_from)
             self._append_block()
 
     def _extend_to_bits(self, target: float, t0: float) -> None:
