@@ -507,3 +507,27 @@ def test_transfer_timeout_flag(text: str, parsed: object) -> None:
 def test_bad_transfer_timeout_flag_is_refused(text: str) -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="positive number of seconds"):
         transfer_timeout_argument(text)
+
+
+def test_a_connection_that_cannot_be_reopened_gives_the_send_up(server: ServerThread) -> None:
+    """After a reset, the next send opens a new connection within its timeout; one that cannot
+    be opened (an outage) is a given-up send of no bytes, and without a timeout an error."""
+    attempts: list[float] = []
+
+    def connect_once(address: tuple[str, int], timeout_s: float) -> socket.socket:
+        attempts.append(timeout_s)
+        if len(attempts) > 1:
+            raise TimeoutError("no route in an outage")
+        return socket.create_connection(address, timeout=timeout_s)
+
+    connection = ServerConnection(("127.0.0.1", server.port), connect=connect_once)
+    try:
+        connection.abandon()
+        assert connection.sock is None
+        timing = connection.send(Request(0, 1, 0, b"x" * 100), time.perf_counter, timeout_s=0.05)
+        assert timing.gave_up and timing.n_bytes == 0
+        assert attempts[-1] == 0.05  # the reconnect had the send's timeout, not the default 10 s
+        with pytest.raises(TimeoutError, match="outage"):
+            connection.send(Request(1, 1, 0, b"x" * 100), time.perf_counter)
+    finally:
+        connection.close()

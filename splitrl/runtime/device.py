@@ -109,8 +109,9 @@ class ServerConnection:
     :param connect: opens the socket, ``(address, timeout_s) -> socket`` (e.g.
         :meth:`splitrl.runtime.netem.ShapedLink.connect` from another network namespace).
 
-    A request whose send was given up at its timeout leaves a partial message in the stream:
-    :meth:`reconnect` replaces the connection before the next request.
+    A send given up at its timeout leaves a partial message in the stream: :meth:`abandon` resets
+    the connection (its unsent bytes are dropped, so the uplink is free at once), and the next
+    :meth:`send` opens a new one, within that send's timeout.
     """
 
     def __init__(
@@ -128,19 +129,24 @@ class ServerConnection:
         self.timeout_s = timeout_s
         self.send_buffer_bytes = send_buffer_bytes
         self._connect = connect
-        self._open()
-
-    def _open(self) -> None:
-        self.sock = self._connect(self.address, self.timeout_s)
-        self.sock.settimeout(None)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.send_buffer_bytes is not None:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        self.sock: socket.socket | None = None
         self.replies: queue.Queue[tuple[Reply, float] | BaseException] = queue.Queue()
+        self._reader: threading.Thread | None = None
+        self._open(timeout_s)
+
+    def _open(self, connect_timeout_s: float) -> socket.socket:
+        sock = self._connect(self.address, connect_timeout_s)
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self.send_buffer_bytes is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer_bytes)
+        self.sock = sock
+        self.replies = queue.Queue()
         self._reader = threading.Thread(
-            target=self._read_replies, args=(self.sock, self.replies), daemon=True
+            target=self._read_replies, args=(sock, self.replies), daemon=True
         )
         self._reader.start()
+        return sock
 
     def send(
         self, request: Request, clock: Callable[[], float], timeout_s: float | None = None
@@ -152,29 +158,41 @@ class ServerConnection:
         :param clock: the device's clock (seconds since its epoch) for the timing of an unpaced
             send; a pacer times with its own epoch, which :meth:`DeviceRuntime.run` aligns.
         :param timeout_s: give up a send still running after this many seconds: the timing
-            says so (``gave_up``) with the bytes that had left, and the connection carries a
-            partial message until :meth:`reconnect`.
+            says so (``gave_up``) with the bytes handed over by then (acknowledged, with
+            ``until_acked``); the connection then carries a partial message until
+            :meth:`abandon`. After :meth:`abandon`, opening the new connection counts against
+            it, and a connection that cannot be opened in time is a given-up send of no bytes.
         """
         message = frame_message(request.encode())
+        start = clock()
+        sock = self.sock
+        if sock is None:
+            try:
+                sock = self._open(self.timeout_s if timeout_s is None else timeout_s)
+            except OSError:
+                if timeout_s is None:
+                    raise
+                return TransferTiming(0, start, clock(), gave_up=True)
+        remaining = None if timeout_s is None else max(0.0, timeout_s - (clock() - start))
         if self.pacer is not None:
-            timing = self.pacer.send(self.sock, message, timeout_s)
-        elif timeout_s is None:
-            start = clock()
-            self.sock.sendall(message)
+            timing = self.pacer.send(sock, message, remaining)
+        elif remaining is None:
+            sock.sendall(message)
             timing = TransferTiming(len(message), start, clock())
         else:
-            timing = self._send_until(message, clock, clock() + timeout_s)
-        deadline = math.inf if timeout_s is None else timing.start_s + timeout_s
+            timing = self._send_until(sock, message, clock, clock() + remaining)
         if timing.gave_up or not self.until_acked:
-            return timing
-        while (unacked := unacknowledged_bytes(self.sock)) > 0:
+            return TransferTiming(timing.n_bytes, start, timing.end_s, timing.gave_up)
+        deadline = math.inf if timeout_s is None else start + timeout_s
+        while (unacked := unacknowledged_bytes(sock)) > 0:
             if clock() >= deadline:
-                return TransferTiming(len(message) - unacked, timing.start_s, clock(), True)
+                return TransferTiming(len(message) - unacked, start, clock(), True)
             time.sleep(ACK_POLL_S)
-        return TransferTiming(timing.n_bytes, timing.start_s, clock())
+        return TransferTiming(timing.n_bytes, start, clock())
 
+    @staticmethod
     def _send_until(
-        self, message: bytes, clock: Callable[[], float], deadline: float
+        sock: socket.socket, message: bytes, clock: Callable[[], float], deadline: float
     ) -> TransferTiming:
         """Send ``message`` unless ``deadline`` (on ``clock``) passes first; the socket stays
         blocking for the reply reader, so each send waits with ``select`` and does not block."""
@@ -183,19 +201,24 @@ class ServerConnection:
         sent = 0
         while sent < len(message):
             remaining = deadline - clock()
-            if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+            if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
                 return TransferTiming(sent, start, clock(), gave_up=True)
             try:
-                sent += self.sock.send(view[sent:], socket.MSG_DONTWAIT)
+                sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
             except BlockingIOError:
                 continue
         return TransferTiming(sent, start, clock())
 
-    def reconnect(self) -> None:
-        """Close the connection and open a new one to the same server; replies still due on the
-        old one are lost."""
-        self.close()
-        self._open()
+    def abandon(self) -> None:
+        """Reset the connection after a given-up send: its unsent bytes are dropped and replies
+        still due on it are lost; the next :meth:`send` opens a new one."""
+        sock, self.sock = self.sock, None
+        if sock is None:
+            return
+        # linger 0: close with a reset, not by sending what the socket still holds
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()
+        self.replies = queue.Queue()
 
     @staticmethod
     def _read_replies(
@@ -210,12 +233,15 @@ class ServerConnection:
 
     def close(self) -> None:
         """Close the connection."""
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.sock.close()
-        self._reader.join(timeout=5.0)
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        if self._reader is not None:
+            self._reader.join(timeout=5.0)
 
 
 @dataclass
@@ -458,24 +484,28 @@ class DeviceRuntime:
         # a rate measured over a given-up send stays positive, as in the environment
         self.knowledge.record_transfer(max(timing.n_bytes, 1), timing.duration_s, timing.end_s)
         if timing.gave_up:
-            del self._pending[request_id]
-            self._answer_on_device(record, tensor, e, s, k_e)
+            # a reply that made it before the send was given up (until_acked) is taken first
+            self._collect_replies()
+            answered = self._pending.pop(request_id, None) is None
+            self._abandon_connection()
+            if not answered:
+                self._answer_on_device(record, tensor, e, s, k_e)
         return record
+
+    def _abandon_connection(self) -> None:
+        """Reset the connection after a given-up send (it holds a partial message); the
+        requests still waiting for a reply on it are lost."""
+        assert self.connection is not None
+        for pending in self._pending.values():
+            pending.status = "lost: the connection was reset after a given-up send"
+        self._pending.clear()
+        self.connection.abandon()
 
     def _answer_on_device(
         self, record: RequestRecord, tensor: np.ndarray, e: int, s: int, k_e: int
     ) -> None:
-        """After a given-up send: replace the connection (it holds a partial message) and run
-        stages ``[s, k_e)`` and exit ``e``'s head on the device's own, unquantized tensor."""
-        assert self.connection is not None
-        self._collect_replies()
-        for pending in self._pending.values():
-            pending.status = "lost: the connection was replaced after a given-up send"
-        self._pending.clear()
-        try:
-            self.connection.reconnect()
-        except OSError as error:
-            raise DeviceError(f"reconnecting after a given-up send failed: {error}") from error
+        """After a given-up send: run stages ``[s, k_e)`` and exit ``e``'s head on the device's
+        own, unquantized tensor."""
         started = self.now()
         logits = self.segments.run_exit(self.segments.run_stages(tensor[None], s, k_e), e)
         done = self.now()
