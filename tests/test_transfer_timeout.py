@@ -167,3 +167,21 @@ def test_an_unbounded_capacity_estimate_gives_nothing_up(tiny_profile: Profile) 
     assert slow.gave_up is not None
     assert np.array_equal(slow.gave_up, slow.payload_bytes > 0)
     assert not slow.offloaded.any()
+
+
+def test_mean_times_give_up_with_the_scenario() -> None:
+    """The scenario's mean action times (the keep-up warning, scenario fit) cap a slow transfer
+    at the timeout, with the rest of the model on the device."""
+    from splitrl.envs.mean_times import action_times
+    from splitrl.envs.scenarios import resolve_scenario
+
+    waiting = resolve_scenario("default")
+    giving_up = resolve_scenario("default-timeout")
+    busy_waiting, _ = action_times(waiting, 1e4)
+    busy, latency = action_times(giving_up, 1e4)
+    assert busy_waiting.max() > 1.0  # the input at 10 kbit/s takes seconds
+    assert busy.max() < 0.05 + busy_waiting.min() + 0.1  # timeout + local compute
+    assert np.array_equal(busy, latency)  # given up or local: the answer is the device's
+    fast_waiting, _ = action_times(waiting, 1e8)
+    fast, _ = action_times(giving_up, 1e8)
+    assert np.array_equal(fast, fast_waiting)  # nothing given up on a fast link

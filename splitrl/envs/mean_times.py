@@ -23,7 +23,8 @@ if TYPE_CHECKING:
 def action_times(parts: ScenarioParts, capacity_bps: float) -> tuple[np.ndarray, np.ndarray]:
     """Per canonical action: the device's busy time and the latency (seconds).
 
-    Mean payloads, an unloaded server and the mean round trip, at a constant ``capacity_bps``;
+    Mean payloads, an unloaded server and the mean round trip, at a constant ``capacity_bps``
+    (with the scenario's transfer timeout: a transfer that outlasts it is given up);
     the env's own :class:`~splitrl.envs.time_model.RequestModel` does the arithmetic.
 
     :param parts: the resolved scenario
@@ -38,6 +39,7 @@ def action_times(parts: ScenarioParts, capacity_bps: float) -> tuple[np.ndarray,
         parts.device,
         parts.network,
         parts.server_job_s,
+        transfer_timeout_s=parts.transfer_timeout_s,
     )
     e, s, b = canonical.T
     device_only = s >= np.asarray(profile.exit_stages)[e]
