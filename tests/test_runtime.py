@@ -531,3 +531,19 @@ def test_a_connection_that_cannot_be_reopened_gives_the_send_up(server: ServerTh
             connection.send(Request(1, 1, 0, b"x" * 100), time.perf_counter)
     finally:
         connection.close()
+
+
+def test_paced_send_gives_up_when_the_server_stops_reading() -> None:
+    """A fast trace releases every chunk at once, but the peer never reads: the paced send stops
+    at its timeout instead of blocking in the socket."""
+    sender, receiver = socket.socketpair()
+    sender.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    try:
+        pacer = TracePacer(Trace.from_rates([1e10], slot_s=10.0), chunk_bytes=65536)
+        timing = pacer.send(sender, bytes(20_000_000), timeout_s=0.1)
+    finally:
+        sender.close()
+        receiver.close()
+    assert timing.gave_up
+    assert 0 < timing.n_bytes < 20_000_000
+    assert 0.1 <= timing.duration_s < 1.0

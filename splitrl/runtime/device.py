@@ -30,7 +30,6 @@ import importlib
 import json
 import math
 import queue
-import select
 import socket
 import statistics
 import struct
@@ -55,6 +54,7 @@ from splitrl.runtime.pacing import (
     TraceLinkQuality,
     TracePacer,
     TransferTiming,
+    send_before,
 )
 from splitrl.runtime.protocol import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -180,7 +180,8 @@ class ServerConnection:
             sock.sendall(message)
             timing = TransferTiming(len(message), start, clock())
         else:
-            timing = self._send_until(sock, message, clock, clock() + remaining)
+            sent = send_before(sock, message, clock, clock() + remaining)
+            timing = TransferTiming(sent, start, clock(), gave_up=sent < len(message))
         if timing.gave_up or not self.until_acked:
             return TransferTiming(timing.n_bytes, start, timing.end_s, timing.gave_up)
         deadline = math.inf if timeout_s is None else start + timeout_s
@@ -189,25 +190,6 @@ class ServerConnection:
                 return TransferTiming(len(message) - unacked, start, clock(), True)
             time.sleep(ACK_POLL_S)
         return TransferTiming(timing.n_bytes, start, clock())
-
-    @staticmethod
-    def _send_until(
-        sock: socket.socket, message: bytes, clock: Callable[[], float], deadline: float
-    ) -> TransferTiming:
-        """Send ``message`` unless ``deadline`` (on ``clock``) passes first; the socket stays
-        blocking for the reply reader, so each send waits with ``select`` and does not block."""
-        start = clock()
-        view = memoryview(message)
-        sent = 0
-        while sent < len(message):
-            remaining = deadline - clock()
-            if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
-                return TransferTiming(sent, start, clock(), gave_up=True)
-            try:
-                sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-        return TransferTiming(sent, start, clock())
 
     def abandon(self) -> None:
         """Reset the connection after a given-up send: its unsent bytes are dropped and replies

@@ -17,6 +17,7 @@ reports the link rate from it exactly as the environment does from its channel.
 from __future__ import annotations
 
 import math
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -102,7 +103,8 @@ class TracePacer:
         """Send ``data`` on a blocking socket, paced to the trace; returns the measured timing.
 
         :param timeout_s: give up once the next chunk would leave more than this many seconds
-            after the transfer began (the timing then says so, with the bytes sent by then)
+            after the transfer began, or a chunk the socket does not take by then (a server that
+            stops reading); the timing then says so, with the bytes sent by then
         """
         start = self.now()
         deadline = math.inf if timeout_s is None else start + timeout_s
@@ -117,9 +119,33 @@ class TracePacer:
             delay = release - self.now()
             if delay > 0:
                 time.sleep(delay)
-            sock.sendall(view[sent:end])
-            sent = end
+            if timeout_s is None:
+                sock.sendall(view[sent:end])
+                sent = end
+                continue
+            sent += send_before(sock, view[sent:end], self.now, deadline)
+            if sent < end:
+                return TransferTiming(sent, start, self.now(), gave_up=True)
         return TransferTiming(len(data), start, self.now())
+
+
+def send_before(
+    sock: socket.socket, data: memoryview | bytes, clock: Callable[[], float], deadline: float
+) -> int:
+    """Send ``data`` on a blocking socket unless ``deadline`` (on ``clock``) passes first;
+    returns the bytes sent. The socket stays blocking for the reply reader that shares it: each
+    send waits for room with ``select`` and does not block."""
+    view = memoryview(data)
+    sent = 0
+    while sent < len(view):
+        remaining = deadline - clock()
+        if remaining <= 0 or not select.select([], [sock], [], remaining)[1]:
+            break
+        try:
+            sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
+    return sent
 
 
 class TraceLinkQuality:
