@@ -137,10 +137,11 @@ def test_bad_timeouts_get_clear_errors(tiny_profile: Profile, value: object) -> 
         SplitComputingEnv(scenario, profile=tiny_profile)
 
 
-def test_the_timeout_scenario_is_the_default_with_a_timeout(tmp_path: Path) -> None:
-    """default-timeout differs from default only by its name, description and timeout, and a
+@pytest.mark.parametrize("base", ["default", "mcu-lte-video"])
+def test_the_timeout_scenario_is_its_base_with_a_timeout(base: str, tmp_path: Path) -> None:
+    """``<base>-timeout`` differs from ``base`` only by its name, description and timeout, and a
     scenario file carries the timeout."""
-    default, timeout = SCENARIOS["default"], SCENARIOS["default-timeout"]
+    default, timeout = SCENARIOS[base], SCENARIOS[f"{base}-timeout"]
     assert default.transfer_timeout_s is None
     assert timeout.transfer_timeout_s is not None
     assert timeout.transfer_timeout_s < timeout.deadline_s
@@ -149,7 +150,8 @@ def test_the_timeout_scenario_is_the_default_with_a_timeout(tmp_path: Path) -> N
     )
     assert same == default
     data = timeout.to_dict()
-    data["uplink_mbps"] = list(data["uplink_mbps"])
+    if data["uplink_mbps"] is not None:
+        data["uplink_mbps"] = list(data["uplink_mbps"])
     path = tmp_path / "timeout.yaml"
     path.write_text(yaml.safe_dump(data))
     assert get_scenario(str(path)) == timeout
