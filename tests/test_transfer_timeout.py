@@ -12,6 +12,7 @@ import yaml
 
 from splitrl.envs import SCENARIOS, SplitComputingEnv, get_scenario
 from splitrl.envs.channels import ConstantChannel, MarkovChannel
+from splitrl.envs.time_model import LinkOverheads
 from splitrl.profiles.schema import Profile
 
 #: an offloading action of the tiny profile: exit 1 (after stage 3), split 0 (the input), bits 3
@@ -187,3 +188,27 @@ def test_mean_times_give_up_with_the_scenario() -> None:
     fast_waiting, _ = action_times(waiting, 1e8)
     fast, _ = action_times(giving_up, 1e8)
     assert np.array_equal(fast, fast_waiting)  # nothing given up on a fast link
+
+
+def test_a_given_up_transfer_measures_payload_not_headers(tiny_profile: Profile) -> None:
+    """What the device measures of a transfer it gave up counts payload bytes: with link
+    overheads, each packet's header took its share of the capacity."""
+    link = LinkOverheads(header_bytes_per_packet=66, mss_bytes=1448, reply_ack_bytes=66)
+    channel = ConstantChannel(8e6)  # one byte per microsecond
+    seconds = (2 * (1448 + 66) + 100) / 1e6  # two full packets and 100 bytes of a third
+    plain = make_env(tiny_profile, channel=channel, transfer_timeout_s=0.05)
+    linked = make_env(tiny_profile, channel=channel, transfer_timeout_s=0.05, link_overheads=link)
+    plain.reset(seed=0)
+    assert plain.request_model.bytes_sent(channel, 10**6, 0.0, seconds) == 3128
+    assert linked.request_model.bytes_sent(channel, 10**6, 0.0, seconds) == 2 * 1448 + 34
+    # never more than the payload, never less than one byte
+    assert linked.request_model.bytes_sent(channel, 2000, 0.0, seconds) == 2000
+    assert linked.request_model.bytes_sent(channel, 2000, 0.0, 1e-6) == 1
+
+
+@pytest.mark.parametrize("n_bytes", [1, 1447, 1448, 1449, 2896, 10_000])
+def test_payload_bytes_inverts_wire_bytes(n_bytes: int) -> None:
+    link = LinkOverheads(header_bytes_per_packet=52, mss_bytes=1448, reply_ack_bytes=52)
+    wire = link.wire_bytes(n_bytes) - link.reply_ack_bytes
+    assert link.payload_bytes(float(wire)) == n_bytes
+    assert link.payload_bytes(float(wire - 1)) == n_bytes - 1

@@ -410,18 +410,20 @@ class RequestModel:
         after the device gave up the transfer of an action ``(e, s, b)``."""
         return self._fallback[e][s]
 
-    @staticmethod
     def bytes_sent(
+        self,
         channel: Channel,
         n_bytes: int,
         tx_start: float,
         seconds: float,
         capacity_bps: float | None = None,
     ) -> int:
-        """Bytes of an ``n_bytes`` payload that crossed the uplink in the first ``seconds`` of a
-        transfer that started at ``tx_start``: what the device measures of a transfer it gave up.
-        At least one byte: a measured rate stays positive (the device only knows that less than
-        a byte in ``seconds`` got through), as every estimate that divides by it needs.
+        """Payload bytes of an ``n_bytes`` payload that crossed the uplink in the first
+        ``seconds`` of a transfer that started at ``tx_start``: what the device measures of a
+        transfer it gave up. With link overheads, the packets' headers take their share of the
+        capacity (a shaper's burst credit is not counted). At least one byte: a measured rate
+        stays positive (the device only knows that less than a byte in ``seconds`` got through),
+        as every estimate that divides by it needs.
 
         :param capacity_bps: a constant capacity to assume instead of the channel's
         """
@@ -430,7 +432,9 @@ class RequestModel:
             if capacity_bps is None
             else capacity_bps
         )
-        return max(1, int(min(n_bytes, rate_bps * seconds / 8.0)))
+        wire_bytes = rate_bps * seconds / 8.0
+        payload = wire_bytes if self.link is None else self.link.payload_bytes(wire_bytes)
+        return max(1, int(min(n_bytes, payload)))
 
     def predict(
         self,
@@ -467,11 +471,10 @@ class RequestModel:
         gave_up = np.zeros(self._device_only.shape, dtype=bool)
         if self.transfer_timeout_s is not None:
             gave_up = transfer_s > self.transfer_timeout_s
-            # the radio sends at the assumed capacity until the device gives up
-            # as bytes_sent, at the assumed capacity
-            sent = np.maximum(
-                1, np.minimum(payload_bytes, np.floor(capacity_bps * self.transfer_timeout_s / 8.0))
-            )
+            # the radio sends at the assumed capacity until the device gives up, as bytes_sent
+            wire_bytes = capacity_bps * self.transfer_timeout_s / 8.0
+            delivered = wire_bytes if self.link is None else self.link.payload_bytes(wire_bytes)
+            sent = np.maximum(1, np.minimum(payload_bytes, np.floor(delivered)))
             payload_bytes = np.where(gave_up, sent, payload_bytes)
             transfer_s = np.minimum(transfer_s, self.transfer_timeout_s)
         device_free = tx_start + transfer_s
@@ -580,6 +583,14 @@ class LinkOverheads:
         packets = -(-n_bytes // self.mss_bytes)
         wire = n_bytes + packets * self.header_bytes_per_packet + self.reply_ack_bytes
         return (n_bytes > 0) * wire
+
+    def payload_bytes(self, wire_bytes: FloatOrArray) -> FloatOrArray:
+        """Payload bytes in the first ``wire_bytes`` the capacity carried of one transfer (a
+        float or an array): full packets of ``mss_bytes``, then the part of the last one past its
+        header."""
+        packet = self.mss_bytes + self.header_bytes_per_packet
+        full, rest = np.divmod(np.maximum(wire_bytes, 0.0), packet)
+        return full * self.mss_bytes + np.maximum(rest - self.header_bytes_per_packet, 0.0)
 
     def transfer(
         self,
