@@ -1,6 +1,9 @@
-"""One request served from many start times at once (numpy) equals serving it from each."""
+"""One request served from many start times, or with every action, at once (numpy) equals
+serving it once per start or action."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
@@ -39,6 +42,14 @@ def test_channel_queries_at_many_times_equal_the_single_ones(
     assert channel.transfer_times(700, np.empty(0)).shape == (0,)
     with pytest.raises(ValueError, match="n_bytes must be non-negative"):
         channel.transfer_times(-1, starts)
+    # one payload per start (as every action of one request has)
+    sizes = np.random.default_rng(1).integers(0, 60_000, starts.size)
+    sizes[::7] = 0
+    pairs = zip(sizes.tolist(), starts.tolist(), strict=True)
+    expected = [channel.transfer_time(n, t) for n, t in pairs]
+    assert channel.transfer_times(sizes, starts).tolist() == expected
+    with pytest.raises(ValueError, match="n_bytes must be non-negative, got -3"):
+        channel.transfer_times(np.where(sizes == 0, -3, sizes), starts)
 
 
 def test_server_loads_at_many_times_equal_the_single_ones() -> None:
@@ -106,6 +117,67 @@ def test_an_action_from_many_start_times_equals_each_start(
         best = numpy_env.evaluate_actions().best()
         numpy_env.step(best)
         scalar_env.step(best)
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"transfer_timeout_s": 0.05},
+        {"link_overheads": LinkOverheads(header_bytes_per_packet=66, burst_bytes=1600)},
+    ],
+    ids=["plain", "timeout", "link-overheads"],
+)
+def test_every_action_at_once_equals_each_action(
+    tiny_profile: Profile, overrides: dict[str, object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``evaluate_actions`` serves every canonical action with numpy: on a link with outages,
+    each of its outcomes equals serving one action at a time (``RequestModel.serve``), at the true
+    channel or an assumed capacity, with the exact or the mean draws, with or without the
+    sample's labels."""
+    numpy_env, scalar_env = (
+        SplitComputingEnv(
+            profile=tiny_profile,
+            channel=TraceChannel(OUTAGES),
+            frame_interval_s=0.03,
+            **overrides,  # type: ignore[arg-type]
+        )
+        for _ in range(2)
+    )
+    model = scalar_env.request_model
+    canonical = scalar_env.actions.canonical_actions()
+
+    def serve_each_action(
+        start: float, payload_bytes: np.ndarray, *args: object
+    ) -> tuple[np.ndarray, ...]:
+        timings = [
+            model.serve(*action, start, n_bytes, *args)  # type: ignore[arg-type]
+            for action, n_bytes in zip(canonical, payload_bytes.tolist(), strict=True)
+        ]
+        return tuple(np.array([timing[i] for timing in timings]) for i in (7, 8, 9, 11))
+
+    monkeypatch.setattr(model, "serve_actions", serve_each_action)
+    for env in (numpy_env, scalar_env):
+        env.reset(seed=0)
+    given_up = 0
+    for step in range(25):
+        for kwargs in (
+            {},
+            {"capacity_bps": 3e5},
+            {"know_labels": True},
+            {"draws": "mean"},
+        ):
+            fast = numpy_env.evaluate_actions(**kwargs)  # type: ignore[arg-type]
+            slow = scalar_env.evaluate_actions(**kwargs)  # type: ignore[arg-type]
+            for field in dataclasses.fields(fast):
+                value, expected = getattr(fast, field.name), getattr(slow, field.name)
+                assert np.array_equal(value, expected), (step, kwargs, field.name)
+                assert np.asarray(value).dtype == np.asarray(expected).dtype
+            given_up += int(fast.gave_up.sum())
+        action = numpy_env.evaluate_actions().actions[step % 7]
+        numpy_env.step(action)
+        scalar_env.step(action)
+    assert given_up > 0 or "transfer_timeout_s" not in overrides
 
 
 def test_many_start_times_far_apart_keep_the_history_they_need() -> None:

@@ -82,24 +82,33 @@ def test_a_timeout_bounds_the_backlog_an_outage_leaves(tiny_profile: Profile) ->
 def test_step_and_every_evaluation_agree_when_transfers_are_given_up(
     tiny_profile: Profile,
 ) -> None:
-    """evaluate_actions (what the oracles and hindsight read) times every action as step does,
-    given-up transfers included."""
+    """evaluate_actions (what the oracles and hindsight read) times and scores every action as
+    step does, given-up transfers included (on a profile where only each exit's device-only
+    answer is correct, so that answering on the device instead is seen)."""
     channel = MarkovChannel(
         levels_bps=(2e3, 1e7), transition_matrix=((0.5, 0.5), (0.5, 0.5)), slot_s=0.05
     )
+    correct = np.zeros_like(tiny_profile.correct)
+    for e, k_e in enumerate(tiny_profile.exit_stages):
+        correct[:, k_e, 0, e] = 1
+    profile = dataclasses.replace(tiny_profile, correct=correct)
     env = SplitComputingEnv(
-        profile=tiny_profile, channel=channel, frame_interval_s=0.2, transfer_timeout_s=0.05
+        profile=profile, channel=channel, frame_interval_s=0.2, transfer_timeout_s=0.05
     )
     env.reset(seed=3)
     gave_up = 0
-    for _ in range(30):
+    for step in range(60):
         outcomes = env.evaluate_actions(know_labels=True)
-        pick = int(np.argmax(outcomes.payload_bytes))
+        # every offloading action in turn: their bit-widths' accuracies differ from the exit's
+        # own on the device, which a given-up transfer answers with
+        offloads = np.flatnonzero(outcomes.payload_bytes > 0)
+        pick = int(offloads[step % offloads.size])
         _, reward, _, _, info = env.step(outcomes.actions[pick])
         assert reward == pytest.approx(outcomes.reward[pick])
         assert info["latency_s"] == pytest.approx(outcomes.latency_s[pick])
+        assert info["correct"] == outcomes.correct[pick] == float(info["gave_up"])
         gave_up += info["gave_up"]
-    assert 0 < gave_up < 30
+    assert 0 < gave_up < 60
 
 
 def test_predictions_give_up_the_transfers_slower_than_the_timeout(tiny_profile: Profile) -> None:

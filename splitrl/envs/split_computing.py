@@ -411,32 +411,34 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if draws not in ("exact", "mean"):
             raise ValueError(f"draws must be 'exact' or 'mean', got {draws!r}")
         arrival = self._arrival
-        start = self.request_start_s
-        rewards, latencies, energies, sizes, correct, device_free = [], [], [], [], [], []
-        gave_up = []
-        for e, s, b in self._canonical_list:
-            n_bytes, action_correct, timing = self._serve(
-                e, s, b, start, capacity_bps, know_labels=know_labels, mean_draws=draws == "mean"
-            )
-            *_, action_device_free, done, energy_j, _, action_gave_up = timing
-            latency_s = done - arrival
-            rewards.append(self.reward_spec(action_correct, latency_s, energy_j))
-            latencies.append(latency_s)
-            energies.append(energy_j)
-            sizes.append(n_bytes)
-            correct.append(action_correct)
-            device_free.append(action_device_free)
-            gave_up.append(action_gave_up)
+        sample, rtt_s, drawn_u = self._draw
+        queue_u: float | None = drawn_u
+        if draws == "mean":
+            rtt_s, queue_u = self.rtt.mean_s, None
+        sizes, correct, fallback_correct = self._action_outcomes(sample, know_labels)
+        device_free, done, energy_j, gave_up = self.request_model.serve_actions(
+            self.request_start_s,
+            sizes,
+            rtt_s,
+            queue_u,
+            self.server_load,
+            self.channel,
+            capacity_bps,
+            self._bucket,
+        )
+        # a given-up transfer: the device answered at the action's exit from its own tensor
+        correct = np.where(gave_up, fallback_correct, correct)
+        latency_s = done - arrival
         return ActionOutcomes(
             actions=self._canonical.copy(),
-            reward=np.array(rewards),
-            latency_s=np.array(latencies),
-            energy_j=np.array(energies),
-            payload_bytes=np.array(sizes, dtype=np.int64),
-            correct=np.array(correct),
-            device_free_s=np.array(device_free) - arrival,
-            wait_s=start - arrival,
-            gave_up=np.array(gave_up, dtype=bool),
+            reward=self.reward_spec.rewards(correct, latency_s, energy_j),
+            latency_s=latency_s,
+            energy_j=energy_j,
+            payload_bytes=sizes,
+            correct=correct,
+            device_free_s=device_free - arrival,
+            wait_s=self.request_start_s - arrival,
+            gave_up=gave_up,
         )
 
     @overload
@@ -581,6 +583,30 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             # the device gave up the transfer and answered at exit e from its own tensor
             _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels)
         return n_bytes, correct, timing
+
+    def _action_outcomes(
+        self, sample: int, know_labels: bool
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_outcome` of every canonical action: the payloads' sizes, the correctness as the
+        reward counts it, and that of each action's exit on the device (where the device gives up
+        its transfer)."""
+        if self._live is not None:
+            outcomes = [
+                self._outcome(sample, *action, know_labels) for action in self._canonical_list
+            ]
+            fallbacks = [
+                self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
+                for e, _, _ in self._canonical_list
+            ]
+            sizes, correct = (np.array(column) for column in zip(*outcomes, strict=True))
+            return sizes.astype(np.int64), correct.astype(float), np.array(fallbacks, dtype=float)
+        e, s, b = self._canonical.T
+        k_e = np.asarray(self._exit_stages)[e]
+        sizes = np.where(s >= k_e, 0, self._payload[sample, s, b]).astype(np.int64)
+        if know_labels and self.reward_spec.correctness == "sample":
+            table = self._correct[sample]
+            return sizes, table[s, b, e].astype(float), table[k_e, 0, e].astype(float)
+        return sizes, self._expected[s, b, e], self._expected[k_e, 0, e]
 
     def _outcome(self, sample: int, e: int, s: int, b: int, know_labels: bool) -> tuple[int, float]:
         """The payload's size and the correctness as the reward counts it of ``sample`` served

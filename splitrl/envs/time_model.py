@@ -198,7 +198,11 @@ class RequestModel:
         rest_s = costs.device_compute_s[:, -1:] - costs.device_compute_s
         self._fallback: list[list[float]] = rest_s.tolist()
         # per canonical action, for predict()
-        e, s, b = np.asarray(canonical_actions, dtype=np.int64).T
+        self._canonical_array = np.asarray(canonical_actions, dtype=np.int64).reshape(-1, 3)
+        self._canonical: list[tuple[int, int, int]] = [
+            (int(e), int(s), int(b)) for e, s, b in self._canonical_array.tolist()
+        ]
+        e, s, b = self._canonical_array.T
         self._device_only = s >= np.asarray(exit_stages)[e]
         self._action_compute_s = costs.device_compute_s[e, s]
         self._action_fallback_s = rest_s[e, s]
@@ -335,8 +339,123 @@ class RequestModel:
             return columns[:, 0], columns[:, 1], columns[:, 2], gave_up_each
         encode_s = self._encode[s][b]
         tx_start = starts + compute_s + encode_s
-        transfer_s = transfer_times(n_bytes, tx_start)
-        gave_up = np.zeros(starts.shape, dtype=bool)
+        return self._offloaded(
+            np.full(starts.shape, e),
+            np.full(starts.shape, s),
+            np.full(starts.shape, compute_s),
+            np.full(starts.shape, encode_s),
+            np.full(starts.shape, self._server_compute[e][s] + self._decode[s][b]),
+            tx_start,
+            transfer_times(n_bytes, tx_start),
+            np.full(starts.shape, n_bytes),
+            rtt_s,
+            queue_u,
+            server_load,
+            channel,
+        )
+
+    def serve_actions(
+        self,
+        start: float,
+        payload_bytes: np.ndarray,
+        rtt_s: float,
+        queue_u: float | None,
+        server_load: ServerLoad,
+        channel: Channel,
+        capacity_bps: float | None = None,
+        bucket: ShaperBucket | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`serve` of one request with every canonical action at once.
+
+        What each action would cost on the same channel, draws and load: with numpy over the
+        actions when the channel times many transfers at once (``transfer_times``, as every
+        built-in channel does) or ``capacity_bps`` is given, the server load looks up many times at
+        once (``loads``) and there are no link overheads; else one :meth:`serve` per action. Equal
+        to :meth:`serve` elementwise.
+
+        :param payload_bytes: the payload of each canonical action (0 when device-only), in the
+            order of :meth:`predict`'s arrays
+        :return: per canonical action: when the device is free again, when the answer is there,
+            the device's energy and whether the device gave up the transfer
+        """
+        payload_bytes = np.asarray(payload_bytes, dtype=np.int64)
+        transfer_times = getattr(channel, "transfer_times", None)
+        if (
+            self.link is not None
+            or (transfer_times is None and capacity_bps is None)
+            or not hasattr(server_load, "loads")
+        ):
+            timings = [
+                self.serve(
+                    *action,
+                    start,
+                    n_bytes,
+                    rtt_s,
+                    queue_u,
+                    server_load,
+                    channel,
+                    capacity_bps,
+                    bucket,
+                )
+                for action, n_bytes in zip(self._canonical, payload_bytes.tolist(), strict=True)
+            ]
+            columns = np.array([t[7:10] for t in timings], dtype=float).reshape(-1, 3)
+            gave_up_each = np.array([t[11] for t in timings], dtype=bool)
+            return columns[:, 0], columns[:, 1], columns[:, 2], gave_up_each
+        device_free = start + self._action_compute_s
+        done = device_free.copy()
+        nothing = np.zeros(device_free.shape)
+        energy = self.energy_j(self._action_compute_s, nothing, nothing)
+        gave_up = np.zeros(device_free.shape, dtype=bool)
+        sent = np.flatnonzero(~self._device_only)
+        e, s, _ = self._canonical_array[sent].T
+        compute_s = self._action_compute_s[sent]
+        encode_s = self._action_encode_s[sent]
+        n_bytes = payload_bytes[sent]
+        tx_start = start + compute_s + encode_s
+        transfer_s = (
+            8.0 * n_bytes / capacity_bps
+            if capacity_bps is not None
+            else transfer_times(n_bytes, tx_start)  # type: ignore[misc]
+        )
+        device_free[sent], done[sent], energy[sent], gave_up[sent] = self._offloaded(
+            e,
+            s,
+            compute_s,
+            encode_s,
+            self._action_service_s[sent],
+            tx_start,
+            transfer_s,
+            n_bytes,
+            rtt_s,
+            queue_u,
+            server_load,
+            channel,
+            capacity_bps,
+        )
+        return device_free, done, energy, gave_up
+
+    def _offloaded(
+        self,
+        e: np.ndarray,
+        s: np.ndarray,
+        compute_s: np.ndarray,
+        encode_s: np.ndarray,
+        service_s: np.ndarray,
+        tx_start: np.ndarray,
+        transfer_s: np.ndarray,
+        n_bytes: np.ndarray,
+        rtt_s: float,
+        queue_u: float | None,
+        server_load: ServerLoad,
+        channel: Channel,
+        capacity_bps: float | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The rest of :meth:`serve` for offloads whose transfers were timed at once (arrays over
+        them: the action's exit and split, its compute, encode and service seconds, when its
+        transfer starts and how long it takes, its payload): when the device is free again, when
+        the answer is there, the device's energy and whether the device gave up the transfer."""
+        gave_up = np.zeros(tx_start.shape, dtype=bool)
         if self.transfer_timeout_s is not None:
             gave_up = transfer_s > self.transfer_timeout_s
         device_free = tx_start + transfer_s
@@ -347,22 +466,27 @@ class RequestModel:
             [server_load.queueing_delay(load, self.server_job_s, queue_u) for load in loads]
         )
         slowdown = np.array([server_load.compute_slowdown(load) for load in loads])
-        done = self.reply_at(
-            at_server, rtt_s, queue_s, (self._server_compute[e][s] + self._decode[s][b]) * slowdown
-        )
+        done = self.reply_at(at_server, rtt_s, queue_s, service_s * slowdown)
         if self._radio_power_w is None:
             radio_j = np.array(
-                [self.radio_energy_j(n_bytes, seconds) for seconds in transfer_s.tolist()]
+                [
+                    self.radio_energy_j(size, seconds)
+                    for size, seconds in zip(n_bytes.tolist(), transfer_s.tolist(), strict=True)
+                ]
             )
         else:
-            radio_j = _energy_at_power(
-                self._radio_power_w, np.full(starts.shape, n_bytes), transfer_s
-            )
-        busy_s = np.full(starts.shape, compute_s + encode_s)
-        energy = self.energy_j(busy_s, radio_j, done - device_free)
+            radio_j = _energy_at_power(self._radio_power_w, n_bytes, transfer_s)
+        energy = self.energy_j(compute_s + encode_s, radio_j, done - device_free)
         for i in np.flatnonzero(gave_up).tolist():
             timing = self._give_up(
-                e, s, compute_s, encode_s, float(tx_start[i]), n_bytes, channel, None
+                int(e[i]),
+                int(s[i]),
+                float(compute_s[i]),
+                float(encode_s[i]),
+                float(tx_start[i]),
+                int(n_bytes[i]),
+                channel,
+                capacity_bps,
             )
             device_free[i], done[i], energy[i] = timing[7], timing[8], timing[9]
         return device_free, done, energy, gave_up

@@ -166,17 +166,19 @@ class PiecewiseConstantChannel(ABC):
         starts = np.asarray(self._starts)
         return np.asarray(self._rates)[np.searchsorted(starts, t, side="right") - 1]
 
-    def transfer_times(self, n_bytes: int, t0: np.ndarray) -> np.ndarray:
-        """:meth:`transfer_time` of ``n_bytes`` from many start times at once (numpy), equal to
-        it elementwise: what a request would take from each of several device-free times.
+    def transfer_times(self, n_bytes: int | np.ndarray, t0: np.ndarray) -> np.ndarray:
+        """:meth:`transfer_time` of many transfers at once (numpy), equal to it elementwise: what
+        a request would take from each of several device-free times, or what each of several
+        payloads would take.
 
-        :param n_bytes: payload size in bytes
+        :param n_bytes: payload size in bytes, or sizes broadcast against ``t0``
         :param t0: start times of the transfer, seconds since the episode start
         """
-        t0 = np.asarray(t0, dtype=float)
-        if n_bytes <= 0 or t0.size == 0:
-            if n_bytes < 0:
-                raise ValueError(f"n_bytes must be non-negative, got {n_bytes}")
+        sizes = np.asarray(n_bytes)
+        t0, sizes = np.broadcast_arrays(np.asarray(t0, dtype=float), sizes)
+        if sizes.size and sizes.min() < 0:
+            raise ValueError(f"n_bytes must be non-negative, got {int(sizes.min())}")
+        if t0.size == 0 or not sizes.any():
             return np.zeros(t0.shape)
         first = float(t0.min())
         self._cover(first, float(t0.max()))
@@ -185,7 +187,7 @@ class PiecewiseConstantChannel(ABC):
         target = (
             np.asarray(self._cum_bits)[i]
             + np.asarray(self._rates)[i] * (t0 - starts[i])
-            + 8.0 * n_bytes
+            + 8.0 * sizes
         )
         last = float(target.max())
         if last > self._cum_bits[-1]:
@@ -194,7 +196,8 @@ class PiecewiseConstantChannel(ABC):
         starts = np.asarray(self._starts)
         cum_bits = np.asarray(self._cum_bits)
         j = np.searchsorted(cum_bits, target, side="left") - 1
-        return starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
+        seconds = starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
+        return np.where(sizes > 0, seconds, 0.0)
 
     def _cover(self, first: float, last: float) -> None:
         """Make the segments from ``first`` to ``last`` available, keeping the history before

@@ -91,7 +91,7 @@ class RandomizedChannel:
         """:meth:`capacity` at many times at once (numpy)."""
         return self._channel().capacities(t)
 
-    def transfer_times(self, n_bytes: int, t0: np.ndarray) -> np.ndarray:
+    def transfer_times(self, n_bytes: int | np.ndarray, t0: np.ndarray) -> np.ndarray:
         """:meth:`transfer_time` from many start times at once (numpy)."""
         return self._channel().transfer_times(n_bytes, t0)
 
