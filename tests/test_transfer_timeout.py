@@ -217,6 +217,8 @@ def test_a_given_up_transfer_measures_payload_not_headers(tiny_profile: Profile)
 
 @pytest.mark.parametrize("n_bytes", [1, 1447, 1448, 1449, 2896, 10_000])
 def test_payload_bytes_inverts_wire_bytes(n_bytes: int) -> None:
+    """The payload in a transfer's first wire bytes: all of it once its packets are through,
+    one byte less a byte before."""
     link = LinkOverheads(header_bytes_per_packet=52, mss_bytes=1448, reply_ack_bytes=52)
     wire = link.wire_bytes(n_bytes) - link.reply_ack_bytes
     assert link.payload_bytes(float(wire)) == n_bytes

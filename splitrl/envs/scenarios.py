@@ -192,8 +192,8 @@ SCENARIOS: dict[str, Scenario] = {
             name="mcu-lte-video-timeout",
             description=(
                 "mcu-lte-video, where the device gives up an uplink transfer after 50 ms (with "
-                "the 50 ms round trip it could no longer meet the 100 ms deadline) and answers at "
-                "the action's exit itself"
+                "the LTE round trip, 50 ms on average, it could rarely still meet the 100 ms "
+                "deadline) and answers at the action's exit itself"
             ),
             transfer_timeout_s=0.05,
         ),

@@ -410,12 +410,14 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise RuntimeError("call reset() before evaluating actions")
         if draws not in ("exact", "mean"):
             raise ValueError(f"draws must be 'exact' or 'mean', got {draws!r}")
+        if capacity_bps is not None and not capacity_bps > 0.0:
+            raise ValueError(f"capacity_bps must be a positive bit rate, got {capacity_bps!r}")
         arrival = self._arrival
         sample, rtt_s, drawn_u = self._draw
         queue_u: float | None = drawn_u
         if draws == "mean":
             rtt_s, queue_u = self.rtt.mean_s, None
-        sizes, correct, fallback_correct = self._action_outcomes(sample, know_labels)
+        sizes, correct = self._action_outcomes(sample, know_labels)
         device_free, done, energy_j, gave_up = self.request_model.serve_actions(
             self.request_start_s,
             sizes,
@@ -426,8 +428,14 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             capacity_bps,
             self._bucket,
         )
-        # a given-up transfer: the device answered at the action's exit from its own tensor
-        correct = np.where(gave_up, fallback_correct, correct)
+        if gave_up.any():
+            # a given-up transfer: the device answered at the action's exit from its own tensor
+            exits = self._canonical[:, 0]
+            answered = {
+                e: self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
+                for e in set(exits[gave_up].tolist())
+            }
+            correct = np.where(gave_up, [answered.get(e, 0.0) for e in exits.tolist()], correct)
         latency_s = done - arrival
         return ActionOutcomes(
             actions=self._canonical.copy(),
@@ -584,29 +592,20 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels)
         return n_bytes, correct, timing
 
-    def _action_outcomes(
-        self, sample: int, know_labels: bool
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_outcome` of every canonical action: the payloads' sizes, the correctness as the
-        reward counts it, and that of each action's exit on the device (where the device gives up
-        its transfer)."""
+    def _action_outcomes(self, sample: int, know_labels: bool) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_outcome` of every canonical action: the payloads' sizes and the correctness as
+        the reward counts it (new arrays)."""
         if self._live is not None:
             outcomes = [
                 self._outcome(sample, *action, know_labels) for action in self._canonical_list
             ]
-            fallbacks = [
-                self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
-                for e, _, _ in self._canonical_list
-            ]
             sizes, correct = (np.array(column) for column in zip(*outcomes, strict=True))
-            return sizes.astype(np.int64), correct.astype(float), np.array(fallbacks, dtype=float)
+            return sizes.astype(np.int64), correct.astype(float)
         e, s, b = self._canonical.T
-        k_e = np.asarray(self._exit_stages)[e]
-        sizes = np.where(s >= k_e, 0, self._payload[sample, s, b]).astype(np.int64)
+        sizes = np.where(s >= np.asarray(self._exit_stages)[e], 0, self._payload[sample, s, b])
         if know_labels and self.reward_spec.correctness == "sample":
-            table = self._correct[sample]
-            return sizes, table[s, b, e].astype(float), table[k_e, 0, e].astype(float)
-        return sizes, self._expected[s, b, e], self._expected[k_e, 0, e]
+            return sizes.astype(np.int64), self._correct[sample, s, b, e].astype(float)
+        return sizes.astype(np.int64), self._expected[s, b, e].astype(float)
 
     def _outcome(self, sample: int, e: int, s: int, b: int, know_labels: bool) -> tuple[int, float]:
         """The payload's size and the correctness as the reward counts it of ``sample`` served

@@ -197,7 +197,7 @@ class RequestModel:
         # its head (device compute is the same for every split at or after the exit)
         rest_s = costs.device_compute_s[:, -1:] - costs.device_compute_s
         self._fallback: list[list[float]] = rest_s.tolist()
-        # per canonical action, for predict()
+        # per canonical action, for predict() and serve_actions()
         self._canonical_array = np.asarray(canonical_actions, dtype=np.int64).reshape(-1, 3)
         self._canonical: list[tuple[int, int, int]] = [
             (int(e), int(s), int(b)) for e, s, b in self._canonical_array.tolist()

@@ -177,7 +177,7 @@ class PiecewiseConstantChannel(ABC):
         sizes = np.asarray(n_bytes)
         t0, sizes = np.broadcast_arrays(np.asarray(t0, dtype=float), sizes)
         if sizes.size and sizes.min() < 0:
-            raise ValueError(f"n_bytes must be non-negative, got {int(sizes.min())}")
+            raise ValueError(f"n_bytes must be non-negative, got {sizes.min():g}")
         if t0.size == 0 or not sizes.any():
             return np.zeros(t0.shape)
         first = float(t0.min())
@@ -196,7 +196,9 @@ class PiecewiseConstantChannel(ABC):
         starts = np.asarray(self._starts)
         cum_bits = np.asarray(self._cum_bits)
         j = np.searchsorted(cum_bits, target, side="left") - 1
-        seconds = starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # an empty payload (answered 0 below) may meet a segment without capacity
+            seconds = starts[j] + (target - cum_bits[j]) / np.asarray(self._rates)[j] - t0
         return np.where(sizes > 0, seconds, 0.0)
 
     def _cover(self, first: float, last: float) -> None:
