@@ -314,7 +314,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 self._bucket,
                 gave_up,
             ),
-        ) = self._serve(e, s, b, start, None, know_labels=True)
+        ) = self._serve(e, s, b, start)
         latency_s = done - arrival
         reward = self.reward_spec(correct, latency_s, energy_j)
         info = {
@@ -552,44 +552,22 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         return self.knowledge.observe(start, start - self._arrival, link_quality)
 
-    def _serve(
-        self,
-        e: int,
-        s: int,
-        b: int,
-        start: float,
-        capacity_bps: float | None,
-        know_labels: bool,
-        mean_draws: bool = False,
-    ) -> tuple[int, float, RequestTiming]:
-        """Serve the current request, started at ``start``, with canonical action ``(e, s, b)``
-        (no state change); with ``mean_draws``, at the RTT's mean and the mean queueing delay.
+    def _serve(self, e: int, s: int, b: int, start: float) -> tuple[int, float, RequestTiming]:
+        """Serve the current request, started at ``start``, with canonical action ``(e, s, b)`` on
+        the true channel and this request's draws (no state change).
 
-        :return: the payload's size, the correctness as the reward counts it (the profile's
-            accuracy of the action unless ``know_labels``; of the exit on the device when the
-            device gave up the transfer) and the request's timing
+        :return: the payload's size, the correctness as the reward counts it (of the exit on the
+            device when the device gave up the transfer) and the request's timing
         """
-        sample, rtt_s, drawn_u = self._draw
-        queue_u: float | None = drawn_u
-        if mean_draws:
-            rtt_s, queue_u = self.rtt.mean_s, None
-        n_bytes, correct = self._outcome(sample, e, s, b, know_labels)
+        sample, rtt_s, queue_u = self._draw
+        n_bytes, correct = self._outcome(sample, e, s, b, know_labels=True)
         timing = self.request_model.serve(
-            e,
-            s,
-            b,
-            start,
-            n_bytes,
-            rtt_s,
-            queue_u,
-            self.server_load,
-            self.channel,
-            capacity_bps,
+            e, s, b, start, n_bytes, rtt_s, queue_u, self.server_load, self.channel, None,
             self._bucket,
-        )
+        )  # fmt: skip
         if timing[-1]:
             # the device gave up the transfer and answered at exit e from its own tensor
-            _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels)
+            _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels=True)
         return n_bytes, correct, timing
 
     def _action_outcomes(self, sample: int, know_labels: bool) -> tuple[np.ndarray, np.ndarray]:
