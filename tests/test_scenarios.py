@@ -94,3 +94,29 @@ def test_replay_agrees_with_live_inference() -> None:
         assert replayed["sample_index"] == lived["sample_index"]
         assert replayed["payload_bytes"] == lived["payload_bytes"], action
         assert replayed["correct"] == lived["correct"], action
+
+
+@pytest.mark.skipif(
+    not _fashion_mnist_available(),
+    reason="Fashion-MNIST not installed (apt-get install dataset-fashion-mnist): live mode needs it",
+)
+def test_live_inference_evaluates_every_action_as_the_replay_does() -> None:
+    """``evaluate_actions`` in live mode (every action's payload and answer from running the
+    model) gives the replay's outcomes, transfers given up at the timeout included."""
+    replay = SplitComputingEnv("default-timeout", channel="gilbert-elliott")
+    live = SplitComputingEnv("default-timeout", channel="gilbert-elliott", mode="live")
+    for env in (replay, live):
+        env.reset(seed=5)
+    given_up = 0
+    for step in range(40):
+        if step % 8 == 0:
+            replayed = replay.evaluate_actions(know_labels=True)
+            lived = live.evaluate_actions(know_labels=True)
+            for field in ("reward", "latency_s", "payload_bytes", "correct", "gave_up"):
+                assert np.array_equal(getattr(replayed, field), getattr(lived, field)), field
+            given_up += int(lived.gave_up.sum())
+        # offload the input losslessly: slow enough to back up and be given up sometimes
+        action = replayed.actions[int(np.argmax(replayed.payload_bytes))]
+        replay.step(action)
+        live.step(action)
+    assert given_up > 0
