@@ -334,9 +334,7 @@ class RequestModel:
                 )
                 for start in starts.tolist()
             ]
-            columns = np.array([t[7:10] for t in timings], dtype=float).reshape(-1, 3)
-            gave_up_each = np.array([t[11] for t in timings], dtype=bool)
-            return columns[:, 0], columns[:, 1], columns[:, 2], gave_up_each
+            return _ends(timings)
         encode_s = self._encode[s][b]
         tx_start = starts + compute_s + encode_s
         return self._offloaded(
@@ -399,9 +397,7 @@ class RequestModel:
                 )
                 for action, n_bytes in zip(self._canonical, payload_bytes.tolist(), strict=True)
             ]
-            columns = np.array([t[7:10] for t in timings], dtype=float).reshape(-1, 3)
-            gave_up_each = np.array([t[11] for t in timings], dtype=bool)
-            return columns[:, 0], columns[:, 1], columns[:, 2], gave_up_each
+            return _ends(timings)
         device_free = start + self._action_compute_s
         done = device_free.copy()
         nothing = np.zeros(device_free.shape)
@@ -643,6 +639,14 @@ class RequestModel:
         """The device's energy: computing and encoding for ``busy_s``, the radio's ``radio_j``, and
         idling for ``waiting_s`` until the reply."""
         return self._compute_power_w * busy_s + radio_j + self._idle_power_w * waiting_s
+
+
+def _ends(timings: list[RequestTiming]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the numpy forms of :meth:`RequestModel.serve` return, from one timing each: when the
+    device is free again, when the answer is there, the device's energy, whether it gave up."""
+    columns = np.array([t[7:10] for t in timings], dtype=float).reshape(-1, 3)
+    gave_up = np.array([t[11] for t in timings], dtype=bool)
+    return columns[:, 0], columns[:, 1], columns[:, 2], gave_up
 
 
 def _energy_at_power(power_w: float, n_bytes: FloatOrArray, seconds: FloatOrArray) -> FloatOrArray:
