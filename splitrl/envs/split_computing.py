@@ -432,7 +432,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             # a given-up transfer: the device answered at the action's exit from its own tensor
             exits = self._canonical[:, 0]
             answered = {
-                e: self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
+                e: self._answered_on_device(sample, e, know_labels)
                 for e in set(exits[gave_up].tolist())
             }
             correct = np.where(gave_up, [answered.get(e, 0.0) for e in exits.tolist()], correct)
@@ -492,7 +492,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             self._bucket,
         )
         if gave_up.any():
-            _, answered = self._outcome(sample, e, self._exit_stages[e], 0, know_labels=False)
+            answered = self._answered_on_device(sample, e, know_labels=False)
             correct_each = np.where(gave_up, answered, correct)
         else:
             correct_each = np.full(gave_up.shape, correct)
@@ -567,7 +567,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         )  # fmt: skip
         if timing[-1]:
             # the device gave up the transfer and answered at exit e from its own tensor
-            _, correct = self._outcome(sample, e, self._exit_stages[e], 0, know_labels=True)
+            correct = self._answered_on_device(sample, e, know_labels=True)
         return n_bytes, correct, timing
 
     def _action_outcomes(self, sample: int, know_labels: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -584,6 +584,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if know_labels and self.reward_spec.correctness == "sample":
             return sizes.astype(np.int64), self._correct[sample, s, b, e].astype(float)
         return sizes.astype(np.int64), self._expected[s, b, e].astype(float)
+
+    def _answered_on_device(self, sample: int, e: int, know_labels: bool) -> float:
+        """The correctness as the reward counts it of ``sample`` answered at exit ``e`` on the
+        device: what a request whose transfer the device gave up gets."""
+        return self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
 
     def _outcome(self, sample: int, e: int, s: int, b: int, know_labels: bool) -> tuple[int, float]:
         """The payload's size and the correctness as the reward counts it of ``sample`` served
