@@ -20,6 +20,7 @@ from splitrl.agents.baselines import (
     BestStaticPolicy,
     ChannelBlindPolicy,
     ClairvoyantLookaheadPolicy,
+    GeometricMPCPolicy,
     GreedyPolicy,
     MPCPolicy,
     OracleNowPolicy,
@@ -270,6 +271,35 @@ def test_forecast_after_a_big_over_estimate(
     assert policy.causal and policy.robust == (discount != 1.0)
     policy.reset(env)
     assert not policy.errors
+
+
+def test_mpc_geometric_forecasts_the_geometric_mean_and_otherwise_is_mpc(
+    tiny_profile: Profile,
+) -> None:
+    """After one slow transfer, mpc-geometric forecasts the geometric mean of the same samples mpc
+    takes the harmonic mean of (higher, below the arithmetic mean), and with every sample equal it
+    values every action as mpc does."""
+    env = env_factory(tiny_profile)()
+    env.reset(seed=0)
+    harmonic, geometric = MPCPolicy(), make_baseline("mpc-geometric")
+    assert isinstance(geometric, GeometricMPCPolicy) and geometric.causal
+    for policy in (harmonic, geometric):
+        policy.reset(env)
+    env.knowledge.link_quality_bps = None
+    actions, values = harmonic.action_values(env)
+    same_actions, same_values = geometric.action_values(env)
+    np.testing.assert_array_equal(actions, same_actions)
+    np.testing.assert_allclose(same_values, values, rtol=1e-12)
+    slow = harmonic.predicted_bps / 50
+    env.knowledge.record_transfer(1000, 8 * 1000 / slow, end_time=0.01)
+    env.knowledge.link_quality_bps = None
+    harmonic.action_values(env)
+    geometric.action_values(env)
+    samples = np.array(env.knowledge.throughputs)
+    assert geometric.predicted_bps == pytest.approx(np.exp(np.log(samples).mean()), rel=1e-12)
+    assert harmonic.predicted_bps == pytest.approx(len(samples) / (1 / samples).sum(), rel=1e-12)
+    assert harmonic.predicted_bps < geometric.predicted_bps < samples.mean()
+    assert geometric.robust_bps == geometric.predicted_bps  # no discount
 
 
 def test_robust_mpc_drains_the_backlog_that_greedy_lets_grow(tiny_profile: Profile) -> None:

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.agents.baselines.robust_mpc import MPCPolicy, RobustMPCPolicy
+from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
 from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -24,6 +24,7 @@ from splitrl.envs.split_computing import SplitComputingEnv
 PREDICTORS: dict[str, type[RobustMPCPolicy]] = {
     RobustMPCPolicy.name: RobustMPCPolicy,
     MPCPolicy.name: MPCPolicy,
+    GeometricMPCPolicy.name: GeometricMPCPolicy,
 }
 
 
@@ -58,7 +59,8 @@ class PredictedActionValues:
     runtime), so both compute the same features from the same knowledge.
 
     :param predictor: the rule that predicts (:data:`PREDICTORS`): ``"robust-mpc"`` (its forecast
-        divided by ``1 + max error``) or ``"mpc"`` (the harmonic mean as it is)
+        divided by ``1 + max error``), ``"mpc"`` (the harmonic mean as it is) or
+        ``"mpc-geometric"`` (the geometric mean)
     """
 
     def __init__(self, predictor: str = RobustMPCPolicy.name) -> None:

@@ -53,7 +53,7 @@ class LearnerSpec:
         ``"flat"`` (``Discrete`` over flat indices) or ``"box"`` (binned ``[-1, 1]^3``)
     :param uses_masks: whether the algorithm uses ``action_masks()`` (training and evaluation)
     :param default_hyperparameters: constructor keywords used unless a config overrides them
-    :param predicted_values: the causal rule (``"robust-mpc"`` or ``"mpc"``,
+    :param predicted_values: the causal rule (``"robust-mpc"``, ``"mpc"`` or ``"mpc-geometric"``,
         :data:`~splitrl.agents.features.PREDICTORS`) whose predicted value of every flat action the
         learner observes besides the env's observation (:mod:`splitrl.agents.features`); ``None``:
         it observes the env's observation only
@@ -286,6 +286,12 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight whose features and prior are mpc's predicted values (the "
             "harmonic-mean forecast without robust-mpc's discount)",
             predicted_values="mpc",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-geometric",
+            "sacd-hindsight whose features and prior are mpc-geometric's predicted values (mpc "
+            "with the geometric mean of the last throughputs)",
+            predicted_values="mpc-geometric",
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

@@ -11,7 +11,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
 * the published per-request rules (:mod:`.heuristics`): ``neurosurgeon``, ``edgent``, ``greedy``
 * ``robust-mpc`` (:mod:`.robust_mpc`): a cautious throughput forecast, the deadline-miss risk of
   the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`);
-  ``mpc``, the same without the forecast's discount
+  ``mpc``, the same without the forecast's discount; ``mpc-geometric``, ``mpc`` with the geometric
+  mean of the last throughputs instead of their harmonic mean
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
   ``clairvoyant-lookahead``
 
@@ -38,7 +39,7 @@ from splitrl.agents.baselines.oracles import (
     ClairvoyantPolicy,
     OracleNowPolicy,
 )
-from splitrl.agents.baselines.robust_mpc import MPCPolicy, RobustMPCPolicy
+from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
 from splitrl.agents.policy_interface import Policy
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -77,6 +78,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "greedy": GreedyPolicy,
     "robust-mpc": RobustMPCPolicy,
     "mpc": MPCPolicy,
+    "mpc-geometric": GeometricMPCPolicy,
     "oracle-now": OracleNowPolicy,
     "clairvoyant": ClairvoyantPolicy,
     "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
@@ -135,6 +137,7 @@ __all__ = [
     "EdgeOnlyPolicy",
     "EdgentPolicy",
     "FittedBaseline",
+    "GeometricMPCPolicy",
     "GreedyPolicy",
     "MPCPolicy",
     "NeurosurgeonPolicy",
