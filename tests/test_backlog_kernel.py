@@ -36,6 +36,25 @@ def test_kernel_returns_the_numpy_values_bit_for_bit(seed: int) -> None:
 
 
 @needs_kernel
+@pytest.mark.parametrize("seed", range(20))
+def test_dominance_kernel_keeps_the_numpy_mask(seed: int) -> None:
+    """Ties (few distinct values), duplicated actions and NaN included."""
+    rng = np.random.default_rng(seed)
+    count, actions = int(rng.integers(1, 6)), int(rng.integers(0, 90))
+    criteria = rng.integers(0, 4, size=(count, actions)).astype(float)
+    if actions > 3:
+        criteria[:, 1] = criteria[:, 0]
+        criteria[rng.integers(count), 2] = np.nan
+    expected = backlog.undominated_numpy(criteria)
+    keep = np.zeros(actions, dtype=bool)
+    compiled.undominated(criteria, count, actions, keep)
+    np.testing.assert_array_equal(keep, expected)
+    if actions > 3:
+        assert not expected[1]  # the later of two equal actions goes
+    assert actions == 0 or expected.any()
+
+
+@needs_kernel
 def test_robust_mpc_acts_the_same_with_either_loop(monkeypatch: pytest.MonkeyPatch) -> None:
     def episode() -> np.ndarray:
         env = SplitComputingEnv("default", channel="gilbert-elliott", horizon=300)
@@ -58,3 +77,10 @@ def test_kernel_rejects_inconsistent_buffers() -> None:
         compiled.relative_values(now, below, weight, 5, 3, 4, 1e-6, value)
     with pytest.raises(ValueError, match="at least 2 points"):
         compiled.relative_values(now, below, weight, 1, 3, 4, 1e-6, value)
+    keep = np.zeros(3, dtype=bool)
+    with pytest.raises(ValueError, match="criteria holds 40 bytes, expected 48"):
+        compiled.undominated(np.zeros(5), 2, 3, keep)
+    with pytest.raises(ValueError, match="keep holds 3 bytes, expected 4"):
+        compiled.undominated(np.zeros(8), 2, 4, keep)
+    with pytest.raises(ValueError, match="at least 1 criterion"):
+        compiled.undominated(np.zeros(0), 0, 3, keep)

@@ -184,14 +184,28 @@ def _undominated(
     correct: np.ndarray, service_s: np.ndarray, busy_s: np.ndarray, *costs: np.ndarray
 ) -> np.ndarray:
     """Mask of the actions no other action matches or beats on every criterion (the first of equals
-    kept): accuracy, service time, busy time and each of ``costs`` (smaller is better)."""
-    no_worse = np.ones((len(correct), len(correct)), dtype=bool)
+    kept): accuracy, service time, busy time and each of ``costs`` (smaller is better).
+
+    The compiled kernel returns the same mask as :func:`undominated_numpy`; without it, that runs.
+    """
+    criteria = np.stack([-correct, service_s, busy_s, *costs]).astype(np.float64, copy=False)
+    if _compiled is None:
+        return undominated_numpy(criteria)
+    keep = np.empty(criteria.shape[1], dtype=bool)
+    _compiled.undominated(np.ascontiguousarray(criteria), *criteria.shape, keep)
+    return keep
+
+
+def undominated_numpy(criteria: np.ndarray) -> np.ndarray:
+    """The dominance filter of :func:`_undominated` in numpy, over ``(criteria, actions)`` rows
+    where smaller is better: the reference of the compiled kernel."""
+    no_worse = np.ones((criteria.shape[1], criteria.shape[1]), dtype=bool)
     better = np.zeros_like(no_worse)
     # [i, j]: action i against action j, one criterion at a time (smaller is better)
-    for cost in (-correct, service_s, busy_s, *costs):
+    for cost in criteria:
         no_worse &= cost[:, None] <= cost[None, :]
         better |= cost[:, None] < cost[None, :]
-    index = np.arange(len(correct))
+    index = np.arange(criteria.shape[1])
     dominates = no_worse & (better | (index[:, None] < index[None, :]))
     return np.asarray(~dominates.any(axis=0))
 
