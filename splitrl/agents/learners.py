@@ -300,6 +300,13 @@ LEARNERS: dict[str, LearnerSpec] = {
             predicted_values="mpc",
             backlog="replayed",
         ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-geometric-replayed",
+            "sacd-hindsight-mpc-replayed whose features and prior are mpc-geometric's predicted "
+            "values",
+            predicted_values="mpc-geometric",
+            backlog="replayed",
+        ),
         LearnerSpec(
             name="ppo",
             algorithm="stable_baselines3:PPO",
