@@ -2,13 +2,25 @@
 
 Each is an argparse ``type`` (``parser.add_argument("--port", type=port_number)``); argparse turns
 the :class:`argparse.ArgumentTypeError` into ``splitrl X: error: argument --port: ...``.
+:class:`HelpFormatter` is the subcommands' help layout.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from collections.abc import Callable
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The description as written, and help lines wrapped at spaces only: names such as
+    ``sacd-hindsight-mpc-geometric`` or ``gilbert-elliott`` stay whole on one line."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(
+            " ".join(text.split()), width, break_on_hyphens=False, break_long_words=False
+        )
 
 
 def integer_at_least(minimum: int) -> Callable[[str], int]:

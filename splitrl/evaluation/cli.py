@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitrl.arguments import integer_at_least
+from splitrl.arguments import HelpFormatter, integer_at_least
 
 #: the output folder unless ``--out`` says otherwise
 DEFAULT_OUT = "results/evaluation"
@@ -30,7 +30,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         DEFAULT_FIT_EPISODES,
     )
 
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = "Metrics, normalized score, plots: docs/evaluation.md"
     parser.add_argument(
         "runs", nargs="*", metavar="RUN", help="run directories written by splitrl train"

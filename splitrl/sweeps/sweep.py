@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
-from splitrl.arguments import integer_at_least
+from splitrl.arguments import HelpFormatter, integer_at_least
 from splitrl.sweeps.cells import RunSummary
 from splitrl.sweeps.grid import Sweep, load_sweep
 
@@ -32,7 +32,7 @@ Runner = Literal["ray", "processes"]
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl sweep``."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = "Sweep file format and the cluster recipe: docs/scaling.md"
     parser.add_argument("sweep", metavar="SWEEP.yaml", help="the sweep file")
     parser.add_argument("--out", help="results folder, replacing the sweep file's 'out'")

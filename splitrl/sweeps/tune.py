@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from splitrl.arguments import integer_at_least
+from splitrl.arguments import HelpFormatter, integer_at_least
 from splitrl.sweeps.sweep import check_runner
 from splitrl.training.config import EVAL_SEED_OFFSET, TrainConfig
 
@@ -36,7 +36,7 @@ METRIC = "validation_reward"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl tune``."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = "Search spaces and the cluster recipe: docs/scaling.md"
     parser.add_argument("--algo", default="sacd", help="learner to tune (default: sacd)")
     parser.add_argument("--scenario", default="default", help="named scenario (default: default)")

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from splitrl.arguments import integer_at_least
+from splitrl.arguments import HelpFormatter, integer_at_least
 from splitrl.training.config import Flag, TrainConfig, flags
 
 #: flags of the command that are not fields of :class:`TrainConfig`, and that define a run
@@ -46,7 +46,7 @@ def _add_flag(group: argparse._ArgumentGroup, name: str, flag: Flag, default: An
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl train``: one per :class:`TrainConfig` flag, and the rest."""
-    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     parser.epilog = "Run directory layout, config file format and learners: docs/training.md"
     groups = {
         "what": parser.add_argument_group("what to train"),

@@ -129,7 +129,8 @@ class TrainConfig:
         metadata=_flag(
             "what",
             "learner: sacd (ours), sacd-prior, sacd-hindsight, sacd-hindsight-mpc, "
-            "sacd-hindsight-mpc-replayed, ppo, maskable-ppo, dqn, sac",
+            "sacd-hindsight-mpc-replayed, sacd-hindsight-mpc-geometric, "
+            "sacd-hindsight-mpc-geometric-replayed, ppo, maskable-ppo, dqn, sac",
         ),
     )
     scenario: str = field(
