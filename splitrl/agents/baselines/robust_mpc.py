@@ -151,8 +151,9 @@ class GeometricMPCPolicy(MPCPolicy):
 
     The harmonic mean is dominated by the slowest sample. Where the capacity moves from one
     coherence block to the next (the fading channel) or between a good and a bad state
-    (Gilbert-Elliott), one slow sample among the last five keeps the harmonic forecast low for five
-    transfers, and ``mpc`` keeps the device local when an offload would have paid. The geometric
+    (Gilbert-Elliott), one slow sample among the last throughputs (four by default) keeps the
+    harmonic forecast low until it leaves the history, and ``mpc`` keeps the device local when an
+    offload would have paid. The geometric
     mean weighs every sample's order of magnitude alike. Everything else is ``mpc``'s. It is the
     more optimistic rule: where the link drops for seconds and no transfer timeout bounds an offload
     (the T-Mobile and Verizon traces of the default scenario), it offloads into the drops.
