@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import yaml
 
+from splitrl.agents.learners import LEARNERS
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.files import read_yaml_mapping
 from splitrl.profiles.io import resolve_profile_path
@@ -126,12 +127,7 @@ class TrainConfig:
 
     algo: str = field(
         default="sacd",
-        metadata=_flag(
-            "what",
-            "learner: sacd (ours), sacd-prior, sacd-hindsight, sacd-hindsight-mpc, "
-            "sacd-hindsight-mpc-replayed, sacd-hindsight-mpc-geometric, "
-            "sacd-hindsight-mpc-geometric-replayed, ppo, maskable-ppo, dqn, sac",
-        ),
+        metadata=_flag("what", f"learner: {', '.join(LEARNERS)}"),
     )
     scenario: str = field(
         default="default", metadata=_flag("what", "named scenario, or a scenario file (.yaml)")
