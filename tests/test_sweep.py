@@ -142,6 +142,29 @@ def test_aggregation_pairs_episodes_and_counts_seeds() -> None:
     assert row["score"] == pytest.approx((row["reward_iqm"] - best) / (upper - best))
 
 
+def test_a_win_needs_an_interval_over_episodes_above_zero_too() -> None:
+    """Seeds that agree on a few episodes are not enough: another draw of episodes must also be
+    unlikely to reverse the sign."""
+    baselines = {"mpc": np.array([0.70, 0.72, 0.74, 0.76, 0.78])}
+    seeds = np.array([[0.001], [0.002], [0.003], [0.004], [0.005]])
+    noisy = baselines["mpc"][None, :] + seeds + np.array([0.03, -0.03, 0.03, -0.03, 0.0])
+    steady = baselines["mpc"][None, :] + seeds + np.array([0.002, -0.002, 0.002, -0.002, 0.0])
+    result = aggregate_condition(
+        "default", "markov", baselines, {"noisy": noisy, "steady": steady}, ["mpc"]
+    )
+    for name in ("noisy", "steady"):
+        gain = result["learners"][name]["gains"]["mpc"]
+        assert gain["low"] > 0 and gain["seeds_better"] == 5
+        assert gain["episodes_mean"] == pytest.approx(0.003)
+    noisy_gain = result["learners"]["noisy"]["gains"]["mpc"]
+    assert noisy_gain["episodes_mean"] - noisy_gain["episodes_ci95"] < 0
+    assert not result["learners"]["noisy"]["beats_every_causal_baseline"]
+    assert result["learners"]["steady"]["beats_every_causal_baseline"]
+    document = {"conditions": [result], "overall": [], "missing_cells": []}
+    table = markdown_report(document)
+    assert "| +0.0030 ± " in table and "| 5/5 | no |" in table and "| 5/5 | yes |" in table
+
+
 def test_room_pairs_each_reference_with_the_best_causal_baseline(tmp_path: Path) -> None:
     baselines = {
         "mpc": np.array([0.70, 0.74, 0.72]),

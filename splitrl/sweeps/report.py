@@ -47,7 +47,12 @@ def aggregate_condition(
     :param causal: the causal baselines' names
     :return: the baselines' means, the best causal one, ``room`` (each evaluated reference's
         paired gain over the best causal baseline: ``mean`` and the 95% t-interval's ``ci95``)
-        and one row per learner
+        and one row per learner. A row's ``gains`` hold, per causal baseline, the IQM of the
+        seeds' paired gains with its bootstrap interval over seeds (``iqm``, ``low``, ``high``:
+        the episodes held fixed), the seeds above it (``seeds_better``), and the t-interval over
+        episodes of the seeds' mean gain (``episodes_mean``, ``episodes_ci95``: the seeds held
+        fixed). A learner beats every causal baseline when, against each, both intervals lie
+        above zero and at least 4 of 5 seeds (80 %) are above it.
     """
     from splitrl.evaluation.metrics import normalized_score
     from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
@@ -64,13 +69,19 @@ def aggregate_condition(
         for name in causal:
             if name not in baselines:
                 continue
-            per_seed = (episodes - baselines[name][None, :]).mean(axis=1)
+            paired = episodes - baselines[name][None, :]
+            per_seed = paired.mean(axis=1)
             gain = interval_estimate(per_seed[:, None])
+            # The bootstrap over seeds holds the episodes fixed; the t-interval over episodes of
+            # the seeds' mean gain is what another draw of episodes could change.
+            episode_mean, episode_ci95 = t_interval(paired.mean(axis=0))
             gains[name] = {
                 "iqm": gain.value,
                 "low": gain.low,
                 "high": gain.high,
                 "seeds_better": int((per_seed > 0).sum()),
+                "episodes_mean": episode_mean,
+                "episodes_ci95": episode_ci95,
             }
         score = normalized_score(reward.value, baseline_means[best], upper)
         rows[learner] = {
@@ -82,7 +93,9 @@ def aggregate_condition(
             "score_goal_met": not math.isnan(score) and score >= SCORE_GOAL,
             "gains": gains,
             "beats_every_causal_baseline": all(
-                gain["low"] > 0 and gain["seeds_better"] >= math.ceil(0.8 * len(episodes))
+                gain["low"] > 0
+                and gain["seeds_better"] >= math.ceil(0.8 * len(episodes))
+                and gain["episodes_mean"] - gain["episodes_ci95"] > 0
                 for gain in gains.values()
             ),
         }
@@ -243,6 +256,9 @@ def condition_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "gain_low": gain["low"],
                     "gain_high": gain["high"],
                     "seeds_better": gain["seeds_better"],
+                    "gain_episodes_mean": gain.get("episodes_mean"),
+                    "gain_episodes_ci95": gain.get("episodes_ci95"),
+                    "beats_every_causal_baseline": row["beats_every_causal_baseline"],
                     "score": row["score"],
                 }
             )
@@ -279,17 +295,24 @@ def markdown_report(document: Mapping[str, Any]) -> str:
     markdown."""
     lines = [
         "| scenario | condition | learner | reward IQM [95% CI] | best causal baseline "
-        "| gain over it IQM [95% CI] | seeds better | score |",
-        "|---|---|---|---|---|---|---|---|",
+        "| gain over it IQM [95% CI over seeds] | mean gain ± 95% over episodes | seeds better "
+        "| beats every causal baseline | score |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in condition_rows(document):
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
+        episodes = (
+            "-"
+            if row["gain_episodes_mean"] is None
+            else f"{row['gain_episodes_mean']:+.4f} ± {row['gain_episodes_ci95']:.4f}"
+        )
         lines.append(
             f"| {row['scenario']} | {row['condition']} | {row['learner']} "
             f"| {row['reward_iqm']:.4f} [{row['reward_low']:.4f}, {row['reward_high']:.4f}] "
             f"| {row['best_causal']} {row['best_causal_reward']:.4f} "
             f"| {row['gain_iqm']:+.4f} [{row['gain_low']:+.4f}, {row['gain_high']:+.4f}] "
-            f"| {row['seeds_better']}/{row['seeds']} | {score} |"
+            f"| {episodes} | {row['seeds_better']}/{row['seeds']} "
+            f"| {'yes' if row['beats_every_causal_baseline'] else 'no'} | {score} |"
         )
     lines += _room_table(document)
     if document["overall"]:
