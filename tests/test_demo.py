@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from splitrl.cli import main
-from splitrl.demo import DemoSettings, run_demo, verdict_lines
+from splitrl.demo import DEMO_EVAL_POINTS, DemoSettings, run_demo, verdict_lines
 
 
 @pytest.fixture(autouse=True)
@@ -36,7 +36,8 @@ def test_demo_trains_evaluates_and_plots(
     )
     result = run_demo(settings)
     printed = capsys.readouterr().out
-    assert [step for step, _ in result.learning_curve] == list(range(0, 201, 40))
+    interval = 200 // DEMO_EVAL_POINTS  # validations before the first step and every interval
+    assert [step for step, _ in result.learning_curve] == list(range(0, 201, interval))
     assert (result.run_dir / "best_model.zip").exists()
     assert [condition.condition.name for condition in result.evaluation.conditions] == [
         "markov",
