@@ -36,7 +36,7 @@ DEMO_TIMESTEPS = 5_000
 #: training
 DEMO_EPISODES = 16
 #: validation evaluations during training, besides the one before the first step (the learning
-#: curve and the best model); each costs as much as a tenth of the training
+#: curve and the best model); each costs about as much as 2,000 training steps
 DEMO_EVAL_POINTS = 2
 #: validation episodes of each periodic evaluation (seeds ``seed + 10 000 ..``, apart from the
 #: training seeds and from the evaluation seeds)

@@ -256,8 +256,8 @@ def condition_rows(document: Mapping[str, Any]) -> list[dict[str, Any]]:
                     "gain_low": gain["low"],
                     "gain_high": gain["high"],
                     "seeds_better": gain["seeds_better"],
-                    "gain_episodes_mean": gain.get("episodes_mean"),
-                    "gain_episodes_ci95": gain.get("episodes_ci95"),
+                    "gain_episodes_mean": gain["episodes_mean"],
+                    "gain_episodes_ci95": gain["episodes_ci95"],
                     "beats_every_causal_baseline": row["beats_every_causal_baseline"],
                     "score": row["score"],
                 }
@@ -301,11 +301,7 @@ def markdown_report(document: Mapping[str, Any]) -> str:
     ]
     for row in condition_rows(document):
         score = "-" if row["score"] is None else f"{row['score']:.3f}"
-        episodes = (
-            "-"
-            if row["gain_episodes_mean"] is None
-            else f"{row['gain_episodes_mean']:+.4f} ± {row['gain_episodes_ci95']:.4f}"
-        )
+        episodes = f"{row['gain_episodes_mean']:+.4f} ± {row['gain_episodes_ci95']:.4f}"
         lines.append(
             f"| {row['scenario']} | {row['condition']} | {row['learner']} "
             f"| {row['reward_iqm']:.4f} [{row['reward_low']:.4f}, {row['reward_high']:.4f}] "
