@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -18,6 +20,25 @@ from splitrl.sweeps.cells import (
     write_cell,
 )
 
+#: seconds between a worker's checks that the process that started it is alive
+PARENT_CHECK_S = 1.0
+
+
+def exit_with_parent(parent_pid: int) -> None:
+    """Make this worker process exit once ``parent_pid`` is gone (a pool's ``initializer``).
+
+    A driver stopped by ``SIGTERM`` or ``SIGKILL`` runs no clean-up, and the pool's workers would
+    otherwise finish their trial and then wait forever for the next one. The cells a worker has
+    written stay; a rerun resumes the trial it was running.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
 
 def _run_and_write(trial: Trial, out: Path) -> None:
     def write(key: str, result: dict[str, Any]) -> None:
@@ -29,7 +50,8 @@ def _run_and_write(trial: Trial, out: Path) -> None:
 
 def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
     """Run ``trials`` in ``jobs`` processes (``spawn``), each writing its cells under ``out`` as
-    they finish; a trial that raises is reported, and the others run on.
+    they finish; a trial that raises is reported, and the others run on. The workers exit when
+    this process dies, however it is stopped (:func:`exit_with_parent`).
 
     Prints a line for each trial that ends, with the counts of done, running and failed trials.
     """
@@ -38,7 +60,12 @@ def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
         return summary
     context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
+    with ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=context,
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
         futures: dict[Future[None], Trial] = {
             pool.submit(_run_and_write, trial, out): trial for trial in trials
         }
