@@ -14,17 +14,11 @@ import pytest
 
 DRIVER = textwrap.dedent(
     """
-    import multiprocessing, os, time
-    from concurrent.futures import ProcessPoolExecutor
-    from splitrl.sweeps.pool_runner import exit_with_parent
+    import os, time
+    from splitrl.sweeps.pool_runner import worker_pool
 
     if __name__ == "__main__":
-        pool = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=exit_with_parent,
-            initargs=(os.getpid(),),
-        )
+        pool = worker_pool(1)  # the pool run_in_pool runs its trials in
         print(pool.submit(os.getpid).result(), flush=True)
         pool.submit(time.sleep, 120)  # a long trial, still running when the driver is killed
         time.sleep(120)
@@ -45,9 +39,8 @@ def _running(pid: int) -> bool:
 def test_workers_exit_when_the_driver_is_killed(tmp_path: Path) -> None:
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    driver = subprocess.Popen(
-        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=os.getcwd()
-    )
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = None
     try:
         assert driver.stdout is not None
         worker = int(driver.stdout.readline())
@@ -60,5 +53,5 @@ def test_workers_exit_when_the_driver_is_killed(tmp_path: Path) -> None:
         assert not _running(worker), "the worker outlived its driver"
     finally:
         driver.kill()
-        if "worker" in locals() and _running(worker):
+        if worker is not None and _running(worker):
             os.kill(worker, signal.SIGKILL)

@@ -40,6 +40,16 @@ def exit_with_parent(parent_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` fresh (``spawn``) processes that exit with this one."""
+    return ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
 def _run_and_write(trial: Trial, out: Path) -> None:
     def write(key: str, result: dict[str, Any]) -> None:
         write_cell(out, key, result)
@@ -58,14 +68,8 @@ def run_in_pool(trials: Sequence[Trial], out: Path, *, jobs: int) -> RunSummary:
     summary = RunSummary()
     if not trials:
         return summary
-    context = multiprocessing.get_context("spawn")
     started = time.perf_counter()
-    with ProcessPoolExecutor(
-        max_workers=jobs,
-        mp_context=context,
-        initializer=exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
+    with worker_pool(jobs) as pool:
         futures: dict[Future[None], Trial] = {
             pool.submit(_run_and_write, trial, out): trial for trial in trials
         }
