@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -300,6 +302,31 @@ def test_mpc_geometric_forecasts_the_geometric_mean_and_otherwise_is_mpc(
     assert harmonic.predicted_bps == pytest.approx(len(samples) / (1 / samples).sum(), rel=1e-12)
     assert harmonic.predicted_bps < geometric.predicted_bps < samples.mean()
     assert geometric.robust_bps == geometric.predicted_bps  # no discount
+
+
+def test_mpc_geometric_counts_the_link_report_as_many_samples_as_its_weight(
+    tiny_profile: Profile,
+) -> None:
+    """The report weight moves the forecast toward the link-rate report; at 1 it is the rule as
+    named (the plain geometric mean of the throughputs and the report, to the last bit)."""
+    env = env_factory(tiny_profile)()
+    env.reset(seed=0)
+    plain, weighted = GeometricMPCPolicy(), GeometricMPCPolicy(report_weight=2.0)
+    for policy in (plain, weighted):
+        policy.reset(env)
+    env.knowledge.record_transfer(1000, 0.5, end_time=0.01)  # 16 kbit/s among faster samples
+    env.knowledge.link_quality_bps = report = 5e6
+    plain.action_values(env)
+    weighted.action_values(env)
+    throughputs = list(env.knowledge.throughputs)
+    assert plain.predicted_bps == statistics.geometric_mean([*throughputs, report])
+    logs = np.log(throughputs)
+    expected = math.exp((logs.sum() + 2.0 * math.log(report)) / (len(logs) + 2.0))
+    assert weighted.predicted_bps == pytest.approx(expected, rel=1e-12)
+    assert plain.predicted_bps < weighted.predicted_bps < report
+    for bad in (0.0, -1.0, math.nan, math.inf, True, "2"):
+        with pytest.raises(ValueError, match="report_weight"):
+            GeometricMPCPolicy(report_weight=bad)  # type: ignore[arg-type]
 
 
 def test_robust_mpc_drains_the_backlog_that_greedy_lets_grow(tiny_profile: Profile) -> None:
