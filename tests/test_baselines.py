@@ -324,6 +324,7 @@ def test_mpc_geometric_counts_the_link_report_as_many_samples_as_its_weight(
     expected = math.exp((logs.sum() + 2.0 * math.log(report)) / (len(logs) + 2.0))
     assert weighted.predicted_bps == pytest.approx(expected, rel=1e-12)
     assert plain.predicted_bps < weighted.predicted_bps < report
+    assert (plain.name, weighted.name) == ("mpc-geometric", "mpc-geometric-report2")
     for bad in (0.0, -1.0, math.nan, math.inf, True, "2"):
         with pytest.raises(ValueError, match="report_weight"):
             GeometricMPCPolicy(report_weight=bad)  # type: ignore[arg-type]
