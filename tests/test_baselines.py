@@ -22,6 +22,7 @@ from splitrl.agents.baselines import (
     BestStaticPolicy,
     ChannelBlindPolicy,
     ClairvoyantLookaheadPolicy,
+    ConfidenceGatePolicy,
     GeometricMPCPolicy,
     GreedyPolicy,
     MPCPolicy,
@@ -87,7 +88,7 @@ def test_every_baseline_says_whether_it_is_causal_and_what_it_knows() -> None:
     for name, factory in BASELINES.items():
         policy = factory()
         assert isinstance(policy.causal, bool) and policy.knows.strip(), name
-    references = {"oracle-now", "clairvoyant", "clairvoyant-lookahead"}
+    references = {"oracle-now", "clairvoyant", "clairvoyant-lookahead", "mpc-geometric-gated"}
     assert set(causal_baselines()) == set(BASELINES) - references
     assert set(fitted_baselines()) == {"best-static", "channel-blind"}
 
@@ -370,6 +371,84 @@ def test_oracle_now_follows_the_true_capacity_at_decision_time_only(
     env.channel = real_channel
     # an outage or a dead link keeps it local, a fast one offloads
     assert local == {0.0: True, 1e3: True, 1e9: False}
+
+
+def test_the_request_exit_confidences_are_the_profiles_for_its_own_sample(
+    tiny_profile: Profile,
+) -> None:
+    env = env_factory(tiny_profile)()
+    with pytest.raises(RuntimeError, match="reset"):
+        env.request_exit_confidences()
+    env.reset(seed=0)
+    stages = env.actions.exit_stages
+    for _ in range(20):
+        confidences = env.request_exit_confidences()
+        *_, info = env.step(np.array((0, 0, 0)))
+        sample = info["sample_index"]
+        for e, k_e in enumerate(stages):
+            # the device's own tensor: the same whatever bit-width a later split would send
+            np.testing.assert_array_equal(
+                tiny_profile.confidence[sample, k_e, :, e], np.float16(confidences[e])
+            )
+
+
+def test_the_confidence_gate_stops_only_at_exits_its_action_computes_anyway(
+    tiny_profile: Profile,
+) -> None:
+    # a device fast enough that mpc-geometric runs the final exit on it, passing exit 0
+    device = dataclasses.replace(SLOW_DEVICE, compute_gflops=0.003)
+    env = SplitComputingEnv(profile=tiny_profile, device=device, horizon=200)
+    stages = env.actions.exit_stages
+    threshold = float(np.median(tiny_profile.confidence[:, stages[0], 0, 0]))
+    policy = ConfidenceGatePolicy(threshold)
+    chosen: list[np.ndarray] = []
+    rule_act = policy.rule.act
+
+    def recorded(env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        chosen.append(rule_act(env, observation))
+        return chosen[-1]
+
+    policy.rule.act = recorded  # type: ignore[method-assign]
+    observation, _ = env.reset(seed=5)
+    policy.reset(env)
+    kept = gated = passing = 0
+    for _ in range(env.horizon):
+        confidences = env.request_exit_confidences()
+        action = policy.act(env, observation)
+        e, s, _ = env.actions.canonical(*chosen[-1].tolist())
+        on_device = min(s, stages[e])
+        open_gates = [g for g in range(e) if stages[g] <= on_device and confidences[g] > threshold]
+        passing += any(stages[g] <= on_device for g in range(e))
+        if open_gates:
+            gated += 1
+            assert action.tolist() == [open_gates[0], stages[open_gates[0]], 0]
+        else:
+            kept += 1
+            np.testing.assert_array_equal(action, chosen[-1])
+        observation, *_ = env.step(action)
+    assert policy.gated == gated
+    # both branches ran: the rule computed an early exit's stages, and the gate fired on some
+    assert passing > gated > 0 and kept > 0
+    policy.reset(env)
+    assert policy.gated == 0
+    # on the slow device the rule sends the input itself: no exit is computed, so no gate opens
+    slow = env_factory(tiny_profile)()
+    always_open = ConfidenceGatePolicy(0.0)
+    gated_rollout = run_episodes(always_open, slow, [5])
+    assert always_open.gated == 0
+    np.testing.assert_array_equal(
+        gated_rollout.reward, run_episodes(GeometricMPCPolicy(), slow, [5]).reward
+    )
+
+
+def test_the_confidence_gate_checks_its_threshold_and_names_itself() -> None:
+    assert ConfidenceGatePolicy().name == "mpc-geometric-gated"
+    assert ConfidenceGatePolicy(0.5).name == "mpc-geometric-gated0.5"
+    for bad in (1.0, -0.1, math.nan, math.inf, True, "0.8"):
+        with pytest.raises(ValueError, match="threshold"):
+            ConfidenceGatePolicy(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threshold"):
+        make_baseline("mpc-geometric-gated", threshold=2)
 
 
 def test_clairvoyant_lookahead_is_the_upper_reference_where_frames_queue(

@@ -21,6 +21,7 @@ import pytest
 from splitrl.agents.baselines import (
     ChannelBlindPolicy,
     ClairvoyantPolicy,
+    ConfidenceGatePolicy,
     OracleNowPolicy,
     causal_baselines,
     fitted_baselines,
@@ -165,6 +166,7 @@ _HIDDEN = (
     "_requests",
     "link_quality_report",
     "evaluate_actions",
+    "request_exit_confidences",
     "step",
     "reset",
 )
@@ -220,6 +222,8 @@ def test_the_guard_catches_a_reference(tiny_profile: Profile) -> None:
         run_episodes(_DeviceViewPolicy(OracleNowPolicy()), env, [0])
     with pytest.raises(AssertionError, match="while deciding"):
         run_episodes(_DeviceViewPolicy(ClairvoyantPolicy()), env, [0])
+    with pytest.raises(AssertionError, match="request_exit_confidences while deciding"):
+        run_episodes(_DeviceViewPolicy(ConfidenceGatePolicy()), env, [0])
 
 
 def test_channel_blind_decides_from_its_observation_and_the_profile_alone(

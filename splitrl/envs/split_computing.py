@@ -385,6 +385,26 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         """When the current request starts: its arrival, or later if the device is still busy."""
         return max(self._arrival, self._device_free)
 
+    def request_exit_confidences(self) -> np.ndarray:
+        """This request's softmax confidence at every exit, from the device's own tensor.
+
+        What the device learns only by computing up to each exit: the profile measured it for
+        every sample. No causal policy reads it; ``mpc-geometric-gated`` does, to measure what a
+        confidence gate at the early exits would be worth.
+
+        :return: ``[n_exits]`` confidences in ``[0, 1]``
+        """
+        if self._requests is None:
+            raise RuntimeError("call reset() before reading the request")
+        sample = self._draw[0]
+        # at split k_e no stage of exit e runs on the server: the profile holds its clean value
+        return np.array(
+            [
+                float(self.profile.confidence[sample, k_e, 0, e])
+                for e, k_e in enumerate(self._exit_stages)
+            ]
+        )
+
     def evaluate_actions(
         self,
         capacity_bps: float | None = None,

@@ -3,7 +3,8 @@
 Each baseline class declares ``causal`` (``True`` iff it decides only from what the device knows:
 its observation, ``env.knowledge`` and :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`)
 and ``knows`` (one line). The causal ones are what a learned policy must beat; the others
-(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``) measure what knowing more is worth.
+(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``, ``mpc-geometric-gated``) measure what
+knowing more is worth.
 
 * fixed actions (:mod:`.fixed`): ``device-only``, ``device-only-first-exit``, ``edge-only``,
   ``best-static``, ``random``
@@ -14,7 +15,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
   ``mpc``, the same without the forecast's discount; ``mpc-geometric``, ``mpc`` with the geometric
   mean of the last throughputs instead of their harmonic mean
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
-  ``clairvoyant-lookahead``
+  ``clairvoyant-lookahead``, and ``mpc-geometric-gated`` (a confidence gate at the early exits,
+  reading the request's own confidences)
 
 Build one by name with :func:`make_baseline`; :data:`BASELINES` lists them.
 """
@@ -37,6 +39,7 @@ from splitrl.agents.baselines.heuristics import EdgentPolicy, GreedyPolicy, Neur
 from splitrl.agents.baselines.oracles import (
     ClairvoyantLookaheadPolicy,
     ClairvoyantPolicy,
+    ConfidenceGatePolicy,
     OracleNowPolicy,
 )
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
@@ -82,6 +85,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "oracle-now": OracleNowPolicy,
     "clairvoyant": ClairvoyantPolicy,
     "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
+    "mpc-geometric-gated": ConfidenceGatePolicy,
     "random": RandomPolicy,
 }
 
@@ -133,6 +137,7 @@ __all__ = [
     "ChannelBlindPolicy",
     "ClairvoyantLookaheadPolicy",
     "ClairvoyantPolicy",
+    "ConfidenceGatePolicy",
     "DeviceOnlyPolicy",
     "EdgeOnlyPolicy",
     "EdgentPolicy",

@@ -1,8 +1,10 @@
-"""References that know what no device can: the channel now, or the channel over the transfer and every draw.
+"""References that know what no device can: the channel now, the channel over the transfer and every
+draw, or the request's own exit confidences.
 
-None of them is realizable; they measure what knowing more is worth. They read the env's internals
+None of them is realizable in splitrl's decision model; they measure what knowing more is worth. They read the env's internals
 through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions` (``clairvoyant``,
-``clairvoyant-lookahead``) or the true channel (``oracle-now``).
+``clairvoyant-lookahead``), the true channel (``oracle-now``) or the request's own exit confidences
+(``mpc-geometric-gated``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from splitrl.agents.baselines.backlog import (
     best_with_backlog,
     check_horizon,
 )
+from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -161,3 +164,74 @@ class ClairvoyantLookaheadPolicy:
         """The action of highest true reward minus backlog cost."""
         actions, values = clairvoyant_values(env, self.spread, self.horizon)
         return actions[int(np.argmax(values))].copy()
+
+
+#: ``mpc-geometric-gated``'s default confidence threshold: at exit 0 of the default profile, the
+#: quarter of the samples above it are answered at 98% accuracy
+DEFAULT_GATE_THRESHOLD = 0.8
+
+
+class ConfidenceGatePolicy:
+    """``mpc-geometric``, then a confidence gate at the early exits its action computes anyway.
+
+    Early-exit networks are usually run with a gate: the device stops at an exit when the exit's
+    softmax confidence clears a threshold. This reference chooses ``mpc-geometric``'s action; when
+    that action computes an earlier exit's stages on the device (an offload split at or after the
+    exit, or a later exit on the device) and this request's confidence at that exit is above
+    ``threshold``, the request stops there and is answered on the device (at the first such exit).
+    It never computes a stage the action did not.
+
+    Not causal in splitrl's decision model, where the action is chosen before the device computes
+    anything: it reads the confidence the profile measured for the request's own sample
+    (:meth:`~splitrl.envs.SplitComputingEnv.request_exit_confidences`). A device that decided in
+    two steps (compute to an exit, then stop or go on) could realize it, paying the exit head's
+    compute on the requests that go on, which this leaves out. Its gain over ``mpc-geometric`` is
+    what such a gate would be worth (``docs/evaluation.md``, Room outside the decision model).
+
+    :param threshold: the confidence above which a request stops at an exit, in ``[0, 1)``
+    :param horizon: next requests ``mpc-geometric``'s backlog cost counts
+    :param spread_draws: draws of its RTT and queueing spread per prediction
+    """
+
+    causal = False
+    knows = "this request's confidence at each early exit; otherwise mpc-geometric's estimates"
+
+    def __init__(
+        self,
+        threshold: float = DEFAULT_GATE_THRESHOLD,
+        horizon: int = DEFAULT_BACKLOG_HORIZON,
+        spread_draws: int = DEFAULT_SPREAD_DRAWS,
+    ) -> None:
+        if (
+            isinstance(threshold, bool)
+            or not isinstance(threshold, int | float)
+            or not 0.0 <= threshold < 1.0
+        ):
+            raise ValueError(f"threshold must be a confidence in [0, 1), got {threshold!r}")
+        self.threshold = float(threshold)
+        self.rule = GeometricMPCPolicy(horizon=horizon, spread_draws=spread_draws)
+        self.name = (
+            "mpc-geometric-gated"
+            if self.threshold == DEFAULT_GATE_THRESHOLD
+            else f"mpc-geometric-gated{self.threshold:g}"
+        )
+        #: requests answered at a gate since the last :meth:`reset`
+        self.gated = 0
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Reset ``mpc-geometric`` for ``env`` and the gate's count."""
+        self.rule.reset(env)
+        self.gated = 0
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """``mpc-geometric``'s action, or the first early exit it computes whose confidence clears the gate."""
+        action = self.rule.act(env, observation)
+        e, s, _ = env.actions.canonical(*env.actions.validate(action))
+        stages = env.actions.exit_stages
+        on_device = min(s, stages[e])
+        confidences = env.request_exit_confidences()
+        for gate in range(e):
+            if stages[gate] <= on_device and confidences[gate] > self.threshold:
+                self.gated += 1
+                return np.array([gate, stages[gate], 0], dtype=np.int64)
+        return action
