@@ -25,6 +25,7 @@ from splitrl.envs import (
 from splitrl.envs.actions import flat_indices
 from splitrl.envs.channels import ConstantChannel, MarkovChannel
 from splitrl.envs.observation import scale_throughput, unscale_throughput
+from splitrl.envs.time_model import block_time_s
 from splitrl.profiles.schema import Profile
 
 
@@ -127,6 +128,31 @@ def test_constant_channel_latency_is_the_sum_of_its_parts(tiny_profile: Profile)
     assert info["latency_s"] == pytest.approx(sum(info[p] for p in parts))
     assert info["encode_s"] == pytest.approx(env.costs.encode_s[1, 1])
     assert info["capacity_bps"] == 2e6
+
+
+def test_gate_heads_charge_the_heads_of_the_earlier_exits_an_action_computes(
+    tiny_profile: Profile,
+) -> None:
+    plain = make_env(tiny_profile, channel=ConstantChannel(2e6), frame_interval_s=1.0)
+    gated = make_env(
+        tiny_profile, channel=ConstantChannel(2e6), frame_interval_s=1.0, gate_heads=True
+    )
+    head_0 = block_time_s(tiny_profile.exits[0], plain.parts.device, all_threads=False)
+    assert head_0 > 0
+    k_0, k_1 = tiny_profile.exit_stages
+    for e, s in itertools.product(range(2), range(tiny_profile.n_splits)):
+        passes_exit_0 = e == 1 and min(s, k_1) >= k_0
+        extra = gated.costs.device_compute_s[e, s] - plain.costs.device_compute_s[e, s]
+        assert extra == pytest.approx(head_0 if passes_exit_0 else 0.0, abs=1e-12), (e, s)
+    np.testing.assert_array_equal(gated.costs.server_compute_s, plain.costs.server_compute_s)
+    # the step charges it: the final exit on the device, and exit 0 on the device, which does not
+    for env in (plain, gated):
+        env.reset(seed=0)
+    for action, extra in (((1, k_1, 0), head_0), ((0, k_0, 0), 0.0)):
+        infos = [env.step(np.array(action))[-1] for env in (plain, gated)]
+        assert infos[1]["device_compute_s"] - infos[0]["device_compute_s"] == pytest.approx(extra)
+    with pytest.raises(ValueError, match="gate_heads"):
+        make_env(tiny_profile, gate_heads=1)
 
 
 def test_device_only_sends_nothing_and_canonicalizes(tiny_profile: Profile) -> None:

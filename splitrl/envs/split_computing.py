@@ -120,6 +120,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``transfer_timeout_s``: seconds after which the device gives up a transfer and answers
       itself (default: the scenario's, which for most scenarios is none: the device waits however
       long a transfer takes; a scenario with ``transfer_timeout_s=None`` switches it off)
+    * ``gate_heads``: the device also computes the head of every earlier exit whose stages an
+      action runs on it, as a confidence gate at the early exits does (default ``False``: only the
+      action's own exit has its head computed); measures ``mpc-geometric-gated`` net of that cost
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
@@ -156,6 +159,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         link_quality: bool | LinkQualityModel | None = None,
         link_overheads: LinkOverheads | None = None,
         transfer_timeout_s: float | None = None,
+        gate_heads: bool = False,
         mode: Mode = "replay",
         render_mode: str | None = None,
     ) -> None:
@@ -181,6 +185,8 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"mode must be 'replay' or 'live', got {mode!r}")
         if history_length < 1:
             raise ValueError(f"history_length must be at least 1, got {history_length}")
+        if not isinstance(gate_heads, bool):
+            raise ValueError(f"gate_heads must be True or False, got {gate_heads!r}")
         self.parts: ScenarioParts = parts
         self.profile: Profile = parts.profile
         self.reward_spec: RewardSpec = parts.reward
@@ -204,7 +210,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             )
 
         self.actions = ActionTable.from_profile(self.profile)
-        self.costs = CostTables.build(self.profile, parts.device, parts.server)
+        self.costs = CostTables.build(self.profile, parts.device, parts.server, gate_heads)
         self.layout = ObservationLayout(history_length, self.link_quality_model is not None)
         self.action_space = spaces.MultiDiscrete(list(self.actions.nvec))
         self.observation_space = self.layout.space()

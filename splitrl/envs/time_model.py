@@ -59,8 +59,19 @@ class CostTables:
     decode_s: np.ndarray
 
     @classmethod
-    def build(cls, profile: Profile, device: DevicePreset, server: DevicePreset) -> CostTables:
-        """Cost tables of ``profile`` with the device running on ``device`` and the tail on ``server``."""
+    def build(
+        cls,
+        profile: Profile,
+        device: DevicePreset,
+        server: DevicePreset,
+        gate_heads: bool = False,
+    ) -> CostTables:
+        """Cost tables of ``profile`` with the device running on ``device`` and the tail on ``server``.
+
+        :param gate_heads: the device also computes the head of every earlier exit whose stages it
+            runs (a confidence gate reads each one's softmax before going on): ``(e, s)`` costs the
+            heads of the exits ``g < e`` with ``k_g <= min(s, k_e)`` more on the device
+        """
         n_exits, n_splits, n_bits = profile.n_exits, profile.n_splits, profile.n_bit_options
         device_stage = [block_time_s(stage, device, all_threads=False) for stage in profile.stages]
         server_stage = [block_time_s(stage, server, all_threads=True) for stage in profile.stages]
@@ -76,6 +87,12 @@ class CostTables:
                 else:
                     device_compute[e, s] = sum(device_stage[:s])
                     server_compute[e, s] = sum(server_stage[s:k_e]) + server_head[e]
+                if gate_heads:
+                    device_compute[e, s] += sum(
+                        device_head[g]
+                        for g, k_g in enumerate(profile.exit_stages[:e])
+                        if k_g <= min(s, k_e)
+                    )
 
         encode = np.zeros((n_splits, n_bits))
         decode = np.zeros((n_splits, n_bits))
