@@ -184,9 +184,10 @@ class ConfidenceGatePolicy:
     Not causal in splitrl's decision model, where the action is chosen before the device computes
     anything: it reads the confidence the profile measured for the request's own sample
     (:meth:`~splitrl.envs.SplitComputingEnv.request_exit_confidences`). A device that decided in
-    two steps (compute to an exit, then stop or go on) could realize it, paying the exit head's
-    compute on the requests that go on, which this leaves out. Its gain over ``mpc-geometric`` is
-    what such a gate would be worth (``docs/evaluation.md``, Room outside the decision model).
+    two steps (compute to an exit, then stop or go on) could realize it, paying the exit heads'
+    compute on the requests that go on: an env built with ``gate_heads=True`` charges it, a plain
+    one leaves it out. Its gain over ``mpc-geometric`` (run in the plain env, on the same seeds)
+    is what such a gate would be worth (``docs/evaluation.md``, Room outside the decision model).
 
     :param threshold: the confidence above which a request stops at an exit, in ``[0, 1)``
     :param horizon: next requests ``mpc-geometric``'s backlog cost counts
