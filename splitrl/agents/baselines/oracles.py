@@ -1,10 +1,10 @@
 """References that know what no device can: the channel now, the channel over the transfer and every
 draw, or the request's own exit confidences.
 
-None of them is realizable in splitrl's decision model; they measure what knowing more is worth. They read the env's internals
-through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions` (``clairvoyant``,
-``clairvoyant-lookahead``), the true channel (``oracle-now``) or the request's own exit confidences
-(``mpc-geometric-gated``).
+None of them is realizable in splitrl's decision model; they measure what knowing more is worth.
+They read the env's internals through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`
+(``clairvoyant``, ``clairvoyant-lookahead``), the true channel (``oracle-now``) or the request's
+own exit confidences (``mpc-geometric-gated``).
 """
 
 from __future__ import annotations
