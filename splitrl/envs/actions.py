@@ -31,6 +31,16 @@ if TYPE_CHECKING:
 ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
 
 
+def exits_passed_on_device(exit_stages: Sequence[int], e: int, s: int) -> list[int]:
+    """The exits before ``e`` whose stages the action ``(e, s)`` runs on the device, in order.
+
+    Those a confidence gate could stop at without computing another stage, and whose heads it
+    computes to decide (:class:`~splitrl.envs.time_model.CostTables` with ``gate_heads``).
+    """
+    on_device = min(s, exit_stages[e])
+    return [g for g in range(e) if exit_stages[g] <= on_device]
+
+
 def index_strides(nvec: Sequence[int] | np.ndarray) -> np.ndarray:
     """The place value of each action component in the flat index, ``int64 [n_components]``.
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from splitrl.envs.actions import exits_passed_on_device
 from splitrl.envs.channels.base import Channel
 from splitrl.envs.server_load import ServerLoad
 from splitrl.profiles.presets import DevicePreset, NetworkPreset
@@ -70,7 +71,7 @@ class CostTables:
 
         :param gate_heads: the device also computes the head of every earlier exit whose stages it
             runs (a confidence gate reads each one's softmax before going on): ``(e, s)`` costs the
-            heads of the exits ``g < e`` with ``k_g <= min(s, k_e)`` more on the device
+            heads of :func:`~splitrl.envs.actions.exits_passed_on_device` more on the device
         """
         n_exits, n_splits, n_bits = profile.n_exits, profile.n_splits, profile.n_bit_options
         device_stage = [block_time_s(stage, device, all_threads=False) for stage in profile.stages]
@@ -89,9 +90,7 @@ class CostTables:
                     server_compute[e, s] = sum(server_stage[s:k_e]) + server_head[e]
                 if gate_heads:
                     device_compute[e, s] += sum(
-                        device_head[g]
-                        for g, k_g in enumerate(profile.exit_stages[:e])
-                        if k_g <= min(s, k_e)
+                        device_head[g] for g in exits_passed_on_device(profile.exit_stages, e, s)
                     )
 
         encode = np.zeros((n_splits, n_bits))

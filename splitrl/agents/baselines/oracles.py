@@ -19,6 +19,7 @@ from splitrl.agents.baselines.backlog import (
 )
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
+from splitrl.envs.actions import exits_passed_on_device
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: the capacity ``oracle-now`` assumes in an outage (bit/s): the forecast needs a positive rate, and
@@ -229,10 +230,9 @@ class ConfidenceGatePolicy:
         action = self.rule.act(env, observation)
         e, s, _ = env.actions.canonical(*env.actions.validate(action))
         stages = env.actions.exit_stages
-        on_device = min(s, stages[e])
         confidences = env.request_exit_confidences()
-        for gate in range(e):
-            if stages[gate] <= on_device and confidences[gate] > self.threshold:
+        for gate in exits_passed_on_device(stages, e, s):
+            if confidences[gate] > self.threshold:
                 self.gated += 1
                 return np.array([gate, stages[gate], 0], dtype=np.int64)
         return action
