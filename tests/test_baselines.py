@@ -34,6 +34,7 @@ from splitrl.agents.baselines import (
     lossless_bit_index,
     make_baseline,
 )
+from splitrl.agents.baselines.oracles import clairvoyant_values
 from splitrl.agents.baselines.spread import LatencySpread
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import run_episodes
@@ -88,7 +89,13 @@ def test_every_baseline_says_whether_it_is_causal_and_what_it_knows() -> None:
     for name, factory in BASELINES.items():
         policy = factory()
         assert isinstance(policy.causal, bool) and policy.knows.strip(), name
-    references = {"oracle-now", "clairvoyant", "clairvoyant-lookahead", "mpc-geometric-gated"}
+    references = {
+        "oracle-now",
+        "clairvoyant",
+        "clairvoyant-lookahead",
+        "clairvoyant-link",
+        "mpc-geometric-gated",
+    }
     assert set(causal_baselines()) == set(BASELINES) - references
     assert set(fitted_baselines()) == {"best-static", "channel-blind"}
 
@@ -464,6 +471,43 @@ def test_clairvoyant_lookahead_is_the_upper_reference_where_frames_queue(
     ]
     for policy in others:
         assert lookahead > mean_reward(policy, env, seeds), policy.name
+
+
+def test_clairvoyant_link_is_clairvoyant_lookahead_where_nothing_is_drawn() -> None:
+    # no RTT jitter and an idle server: the mean draws are the request's own draws
+    seeds = [0, 1]
+    env = hand_env(2e4, frame_interval_s=0.012, horizon=60)
+    link = run_episodes(make_baseline("clairvoyant-link"), env, seeds)
+    lookahead = run_episodes(ClairvoyantLookaheadPolicy(), env, seeds)
+    for field in ("exit", "split", "bits", "reward"):
+        np.testing.assert_array_equal(getattr(link, field), getattr(lookahead, field))
+
+
+def test_clairvoyant_link_does_not_read_the_requests_rtt_and_queueing_draws(
+    tiny_profile: Profile,
+) -> None:
+    env = env_factory(tiny_profile, horizon=40, fcfs=True, **QUEUEING)()
+    observation, _ = env.reset(seed=3)
+    greedy = GreedyPolicy()
+    greedy.reset(env)
+    spread = LatencySpread()
+    spread.reset(env)
+    lookahead_moved = False
+    for _ in range(40):
+        sample, rtt_s, queue_u = env._draw
+        values = {}
+        for draw in ((rtt_s, queue_u), (rtt_s + 0.05, 0.999)):
+            env._draw = (sample, *draw)
+            values[draw] = (
+                clairvoyant_values(env, spread, draws="mean")[1],
+                clairvoyant_values(env, spread, draws="exact")[1],
+            )
+        env._draw = (sample, rtt_s, queue_u)
+        (link, exact), (link_late, exact_late) = values.values()
+        np.testing.assert_array_equal(link, link_late)
+        lookahead_moved |= not np.array_equal(exact, exact_late)
+        observation = env.step(greedy.act(env, observation))[0]
+    assert lookahead_moved  # the late draws do change what clairvoyant-lookahead reads
 
 
 #: (capacity in bit/s, deadline in s) -> the decision of each rule, from the latencies in

@@ -180,13 +180,31 @@ def test_room_pairs_each_reference_with_the_best_causal_baseline(tmp_path: Path)
     # the references are never the best causal baseline, however high they score
     assert condition["best_causal"] == "mpc"
     document = {"conditions": [condition], "overall": [], "missing_cells": []}
-    assert "| default | markov | mpc 0.7200 | +0.0167 ±" in markdown_report(document)
+    table = markdown_report(document)
+    assert "| default | markov | mpc 0.7200 | +0.0167 ±" in table
+    assert "clairvoyant-link" not in table  # a reference the sweep did not run has no column
     paths = write_report(document, tmp_path)
     with (tmp_path / "room.csv").open() as stream:
         (row,) = list(csv.DictReader(stream))
     assert tmp_path / "room.csv" in paths
     assert float(row["oracle-now_gain"]) == pytest.approx(link["mean"])
     assert row["best_causal"] == "mpc"
+
+
+def test_room_shows_the_knowable_reference_between_the_other_two() -> None:
+    baselines = {
+        "mpc": np.array([0.70, 0.74, 0.72]),
+        "oracle-now": np.array([0.70, 0.76, 0.75]),
+        "clairvoyant-lookahead": np.array([0.80, 0.82, 0.84]),
+        "clairvoyant-link": np.array([0.71, 0.75, 0.74]),
+    }
+    condition = aggregate_condition("default", "markov", baselines, {}, ["mpc"])
+    assert condition["room"]["clairvoyant-link"]["mean"] == pytest.approx(0.0133, abs=1e-4)
+    assert list(condition["room"]) == ["oracle-now", "clairvoyant-link", "clairvoyant-lookahead"]
+    table = markdown_report({"conditions": [condition], "overall": [], "missing_cells": []})
+    header = "| oracle-now gain | clairvoyant-link gain | clairvoyant-lookahead gain |"
+    assert header in table
+    assert "| mpc 0.7200 | +0.0167 ± " in table and " | +0.0133 ± " in table
 
 
 def test_room_is_left_out_when_no_reference_ran() -> None:

@@ -12,6 +12,12 @@
   baseline is what a perfect estimate of the link would be worth: the room a causal policy has by
   reading the link better. Where it is nil, a learned policy can gain only from what the rule's
   model leaves out (how the link moves during a transfer, the load and draws ahead).
+* **Knowable reference**: ``clairvoyant-link``, ``clairvoyant-lookahead`` without this request's
+  own RTT and queueing draws (it knows the link over the transfer, the payload and the load). Its
+  gain over the best causal baseline bounds what reading anything but those draws better can add;
+  its gap to the upper reference is room no policy that decides before its request is served can
+  take. Not run by default (it costs about as much as the upper reference); the sweeps' room table
+  shows it when a sweep file lists it among its ``baselines``.
 
 A scenario is worth learning in when adapting is worth something (:class:`AdaptationValue`): the
 upper reference beats ``channel-blind`` by at least :data:`UPPER_GAIN_GOAL` reward per request, and
@@ -39,6 +45,10 @@ from splitrl.statistics import PairedDifference
 UPPER_REFERENCE = "clairvoyant-lookahead"
 #: the device's rule at the true current capacity: what a perfect link estimate is worth
 LINK_REFERENCE = "oracle-now"
+#: ``clairvoyant-lookahead`` without the request's own RTT and queueing draws
+KNOWABLE_REFERENCE = "clairvoyant-link"
+#: the references whose gain over the best causal baseline is the room a sweep reports, in order
+ROOM_REFERENCES = (LINK_REFERENCE, KNOWABLE_REFERENCE, UPPER_REFERENCE)
 #: the rule that ignores the channel: the zero of "adapting is worth something"
 CHANNEL_BLIND = "channel-blind"
 #: what ``clairvoyant-lookahead`` must win over ``channel-blind`` (reward per request) for a

@@ -4,8 +4,8 @@ Per scenario, condition and learner: the IQM of the mean reward per request over
 with its stratified bootstrap interval, the IQM of the paired gain over every causal baseline
 (the same episodes) with how many seeds beat it, and the normalized score (0 = the best causal
 baseline, 1 = ``clairvoyant-lookahead``). Per scenario and condition: the room a causal policy has,
-``oracle-now`` (the device's rule told the true capacity) and ``clairvoyant-lookahead`` against the
-best causal baseline, paired. Per scenario and learner, over every condition: the
+``oracle-now`` (the device's rule told the true capacity), ``clairvoyant-link`` (where the sweep
+evaluated it) and ``clairvoyant-lookahead`` against the best causal baseline, paired. Per scenario and learner, over every condition: the
 rliable aggregates of :mod:`splitrl.evaluation.seeds` (IQM of reward and gain, probability of
 beating the best causal baseline, and of beating each other learner).
 
@@ -42,7 +42,7 @@ def aggregate_condition(
     """Every learner against the baselines in one condition.
 
     :param baselines: episode rewards ``(episodes,)`` per baseline (causal ones and, if evaluated,
-        the references ``oracle-now`` and ``clairvoyant-lookahead``)
+        the references of :data:`~splitrl.evaluation.references.ROOM_REFERENCES`)
     :param learners: episode rewards ``(seeds, episodes)`` per learner, on the same episodes
     :param causal: the causal baselines' names
     :return: the baselines' means, the best causal one, ``room`` (each evaluated reference's
@@ -55,7 +55,7 @@ def aggregate_condition(
         above zero and at least 4 of 5 seeds (80 %) are above it.
     """
     from splitrl.evaluation.metrics import normalized_score
-    from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
+    from splitrl.evaluation.references import ROOM_REFERENCES, UPPER_REFERENCE
     from splitrl.evaluation.seeds import interval_estimate
     from splitrl.statistics import t_interval
 
@@ -100,7 +100,7 @@ def aggregate_condition(
             ),
         }
     room = {}
-    for reference in (LINK_REFERENCE, UPPER_REFERENCE):
+    for reference in ROOM_REFERENCES:
         if reference in baselines:
             mean, ci95 = t_interval(baselines[reference] - baselines[best])
             room[reference] = {"mean": mean, "ci95": ci95}
@@ -333,19 +333,22 @@ def markdown_report(document: Mapping[str, Any]) -> str:
 
 def _room_table(document: Mapping[str, Any]) -> list[str]:
     """The room per condition: each reference's paired gain over the best causal baseline."""
-    from splitrl.evaluation.references import LINK_REFERENCE, UPPER_REFERENCE
+    from splitrl.evaluation.references import LINK_REFERENCE, ROOM_REFERENCES
 
     rows = room_rows(document)
     if not rows:
         return []
+    references = [name for name in ROOM_REFERENCES if any(f"{name}_gain" in row for row in rows)]
     lines = [
         "",
-        f"The room a causal policy has: {LINK_REFERENCE} (the device's rule told the true capacity) "
-        f"and {UPPER_REFERENCE} against the best causal baseline, paired (mean ± 95% t-interval):",
+        f"The room a causal policy has: {', '.join(references)} against the best causal "
+        f"baseline, paired (mean ± 95% t-interval; {LINK_REFERENCE}: the device's rule told the "
+        "true capacity):",
         "",
-        f"| scenario | condition | best causal baseline | {LINK_REFERENCE} gain | "
-        f"{UPPER_REFERENCE} gain |",
-        "|---|---|---|---|---|",
+        "| scenario | condition | best causal baseline | "
+        + " | ".join(f"{name} gain" for name in references)
+        + " |",
+        "|---|---|---|" + "---|" * len(references),
     ]
 
     def gain(row: Mapping[str, Any], reference: str) -> str:
@@ -356,8 +359,9 @@ def _room_table(document: Mapping[str, Any]) -> list[str]:
     for row in rows:
         lines.append(
             f"| {row['scenario']} | {row['condition']} | {row['best_causal']} "
-            f"{row['best_causal_reward']:.4f} | {gain(row, LINK_REFERENCE)} "
-            f"| {gain(row, UPPER_REFERENCE)} |"
+            f"{row['best_causal_reward']:.4f} | "
+            + " | ".join(gain(row, name) for name in references)
+            + " |"
         )
     return lines
 

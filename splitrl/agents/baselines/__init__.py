@@ -3,8 +3,8 @@
 Each baseline class declares ``causal`` (``True`` iff it decides only from what the device knows:
 its observation, ``env.knowledge`` and :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`)
 and ``knows`` (one line). The causal ones are what a learned policy must beat; the others
-(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``, ``mpc-geometric-gated``) measure what
-knowing more is worth.
+(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``, ``clairvoyant-link``,
+``mpc-geometric-gated``) measure what knowing more is worth.
 
 * fixed actions (:mod:`.fixed`): ``device-only``, ``device-only-first-exit``, ``edge-only``,
   ``best-static``, ``random``
@@ -15,7 +15,8 @@ knowing more is worth.
   ``mpc``, the same without the forecast's discount; ``mpc-geometric``, ``mpc`` with the geometric
   mean of the last throughputs instead of their harmonic mean
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
-  ``clairvoyant-lookahead``, and ``mpc-geometric-gated`` (a confidence gate at the early exits,
+  ``clairvoyant-lookahead``, ``clairvoyant-link`` (``clairvoyant-lookahead`` without the request's
+  own RTT and queueing draws), and ``mpc-geometric-gated`` (a confidence gate at the early exits,
   reading the request's own confidences)
 
 Build one by name with :func:`make_baseline`; :data:`BASELINES` lists them.
@@ -37,6 +38,7 @@ from splitrl.agents.baselines.fixed import (
 )
 from splitrl.agents.baselines.heuristics import EdgentPolicy, GreedyPolicy, NeurosurgeonPolicy
 from splitrl.agents.baselines.oracles import (
+    ClairvoyantLinkPolicy,
     ClairvoyantLookaheadPolicy,
     ClairvoyantPolicy,
     ConfidenceGatePolicy,
@@ -85,6 +87,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "oracle-now": OracleNowPolicy,
     "clairvoyant": ClairvoyantPolicy,
     "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
+    "clairvoyant-link": ClairvoyantLinkPolicy,
     "mpc-geometric-gated": ConfidenceGatePolicy,
     "random": RandomPolicy,
 }
@@ -135,6 +138,7 @@ __all__ = [
     "Baseline",
     "BestStaticPolicy",
     "ChannelBlindPolicy",
+    "ClairvoyantLinkPolicy",
     "ClairvoyantLookaheadPolicy",
     "ClairvoyantPolicy",
     "ConfidenceGatePolicy",

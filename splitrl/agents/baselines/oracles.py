@@ -1,13 +1,15 @@
 """References that know what no device can: the channel now, the channel over the transfer and every
-draw, or the request's own exit confidences.
+draw (or every draw but the RTT's and the queueing's), or the request's own exit confidences.
 
 None of them is realizable in splitrl's decision model; they measure what knowing more is worth.
 They read the env's internals through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`
-(``clairvoyant``, ``clairvoyant-lookahead``), the true channel (``oracle-now``) or the request's
-own exit confidences (``mpc-geometric-gated``).
+(``clairvoyant``, ``clairvoyant-lookahead``, ``clairvoyant-link``), the true channel
+(``oracle-now``) or the request's own exit confidences (``mpc-geometric-gated``).
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 import numpy as np
 
@@ -92,7 +94,10 @@ class ClairvoyantPolicy:
 
 
 def clairvoyant_parts(
-    env: SplitComputingEnv, spread: LatencySpread, horizon: int = DEFAULT_BACKLOG_HORIZON
+    env: SplitComputingEnv,
+    spread: LatencySpread,
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
+    draws: Literal["exact", "mean"] = "exact",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every canonical action's true reward and the cost of the backlog it leaves, apart.
 
@@ -105,21 +110,28 @@ def clairvoyant_parts(
     :param env: the env, at the request to value
     :param spread: the RTT and queueing spread, reset for ``env``
     :param horizon: next requests the backlog cost counts
+    :param draws: ``"exact"``: the reward at this request's RTT and queueing draws; ``"mean"``:
+        its expectation over ``spread`` around their means, as for the next requests (what
+        ``clairvoyant-link`` knows)
     :return: the canonical actions ``(n, 3)``, their rewards ``(n,)`` and backlog costs ``(n,)``
     """
-    outcomes = env.evaluate_actions()
-    cost = backlog_cost(
-        env.evaluate_actions(draws="mean"),
-        env.frame_interval_s,
-        env.reward_spec,
-        horizon,
-        spread.offsets(env),
-    )
-    return outcomes.actions, outcomes.reward, cost
+    at_mean_draws = env.evaluate_actions(draws="mean")
+    offsets = spread.offsets(env)
+    if draws == "exact":
+        reward = env.evaluate_actions().reward
+    elif draws == "mean":
+        reward = spread.expected_rewards(at_mean_draws, env)
+    else:
+        raise ValueError(f"draws must be 'exact' or 'mean', got {draws!r}")
+    cost = backlog_cost(at_mean_draws, env.frame_interval_s, env.reward_spec, horizon, offsets)
+    return at_mean_draws.actions, reward, cost
 
 
 def clairvoyant_values(
-    env: SplitComputingEnv, spread: LatencySpread, horizon: int = DEFAULT_BACKLOG_HORIZON
+    env: SplitComputingEnv,
+    spread: LatencySpread,
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
+    draws: Literal["exact", "mean"] = "exact",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every canonical action's true reward minus the cost of the backlog it leaves
     (:func:`clairvoyant_parts`): the value ``clairvoyant-lookahead`` maximizes, and the hindsight
@@ -128,9 +140,11 @@ def clairvoyant_values(
     :param env: the env, at the request to value
     :param spread: the RTT and queueing spread, reset for ``env``
     :param horizon: next requests the backlog cost counts
+    :param draws: this request's own RTT and queueing draws (``"exact"``) or their spread
+        (``"mean"``), as in :func:`clairvoyant_parts`
     :return: the canonical actions ``(n, 3)`` and their values ``(n,)``
     """
-    actions, reward, cost = clairvoyant_parts(env, spread, horizon)
+    actions, reward, cost = clairvoyant_parts(env, spread, horizon, draws)
     return actions, reward - cost
 
 
@@ -150,6 +164,8 @@ class ClairvoyantLookaheadPolicy:
     name = "clairvoyant-lookahead"
     causal = False
     knows = "what clairvoyant knows, and the backlog's cost on the next requests forecast from it"
+    #: whether this request's reward is read at its own RTT and queueing draws or over their spread
+    draws: Literal["exact", "mean"] = "exact"
 
     def __init__(
         self, horizon: int = DEFAULT_BACKLOG_HORIZON, spread_draws: int = DEFAULT_SPREAD_DRAWS
@@ -163,8 +179,33 @@ class ClairvoyantLookaheadPolicy:
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The action of highest true reward minus backlog cost."""
-        actions, values = clairvoyant_values(env, self.spread, self.horizon)
+        actions, values = clairvoyant_values(env, self.spread, self.horizon, self.draws)
         return actions[int(np.argmax(values))].copy()
+
+
+class ClairvoyantLinkPolicy(ClairvoyantLookaheadPolicy):
+    """``clairvoyant-lookahead`` without this request's own RTT and queueing draws.
+
+    It knows the uplink's capacity over the actual transfer of every action, this request's
+    payload sizes and the server's true load when it arrives, and prices the backlog as
+    ``clairvoyant-lookahead`` does; this request's reward is its expectation over the RTT's and
+    the queueing's spread around their means (``clairvoyant_values(draws="mean")``), as a device's
+    prediction is. The RTT jitter and the queueing of a request are independent draws that nothing
+    observed before the request predicts, so the gap between the two references is room no policy
+    that decides before its request is served can take; the gap between this one and the best
+    causal baseline bounds what any better reading of the link, the payload or the load can add.
+    Not realizable.
+
+    :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread, for this request and the next
+    """
+
+    name = "clairvoyant-link"
+    knows = (
+        "the capacity over the actual transfer, this request's payload and the server's true "
+        "load; the RTT and queueing only as their spread"
+    )
+    draws: Literal["exact", "mean"] = "mean"
 
 
 #: ``mpc-geometric-gated``'s default confidence threshold: at exit 0 of the default profile, the
