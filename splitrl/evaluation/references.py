@@ -16,8 +16,9 @@
   own RTT and queueing draws (it knows the link over the transfer, the payload and the load). Its
   gain over the best causal baseline bounds what reading anything but those draws better can add;
   its gap to the upper reference is room no policy that decides before its request is served can
-  take. Not run by default (it costs about as much as the upper reference); the sweeps' room table
-  shows it when a sweep file lists it among its ``baselines``.
+  take. Not among the references every evaluation runs (it costs about as much as the upper
+  reference): ``splitrl evaluate`` runs it with ``--baselines all`` or by name, and a sweep's room
+  table shows it when the sweep file lists it among its ``baselines``.
 
 A scenario is worth learning in when adapting is worth something (:class:`AdaptationValue`): the
 upper reference beats ``channel-blind`` by at least :data:`UPPER_GAIN_GOAL` reward per request, and

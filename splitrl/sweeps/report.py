@@ -5,9 +5,10 @@ with its stratified bootstrap interval, the IQM of the paired gain over every ca
 (the same episodes) with how many seeds beat it, and the normalized score (0 = the best causal
 baseline, 1 = ``clairvoyant-lookahead``). Per scenario and condition: the room a causal policy has,
 ``oracle-now`` (the device's rule told the true capacity), ``clairvoyant-link`` (where the sweep
-evaluated it) and ``clairvoyant-lookahead`` against the best causal baseline, paired. Per scenario and learner, over every condition: the
-rliable aggregates of :mod:`splitrl.evaluation.seeds` (IQM of reward and gain, probability of
-beating the best causal baseline, and of beating each other learner).
+evaluated it) and ``clairvoyant-lookahead`` against the best causal baseline, paired. Per scenario
+and learner, over every condition: the rliable aggregates of :mod:`splitrl.evaluation.seeds` (IQM
+of reward and gain, probability of beating the best causal baseline, and of beating each other
+learner).
 
 :func:`write_report` writes ``report.json`` (the document), ``conditions.csv`` (one row per
 scenario, condition and learner), ``room.csv`` (one row per scenario and condition),
