@@ -26,6 +26,7 @@ from splitrl.agents.baselines import (
     GeometricMPCPolicy,
     GreedyPolicy,
     MPCPolicy,
+    OracleAheadPolicy,
     OracleNowPolicy,
     RobustMPCPolicy,
     backlog_cost,
@@ -39,6 +40,7 @@ from splitrl.agents.baselines.spread import LatencySpread
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv
+from splitrl.envs.channels.markov import MarkovChannel
 from splitrl.envs.server_load import ServerLoad
 from splitrl.profiles.presets import get_device_preset
 from splitrl.profiles.schema import Profile
@@ -91,6 +93,7 @@ def test_every_baseline_says_whether_it_is_causal_and_what_it_knows() -> None:
         assert isinstance(policy.causal, bool) and policy.knows.strip(), name
     references = {
         "oracle-now",
+        "oracle-ahead",
         "clairvoyant",
         "clairvoyant-lookahead",
         "clairvoyant-link",
@@ -471,6 +474,39 @@ def test_clairvoyant_lookahead_is_the_upper_reference_where_frames_queue(
     ]
     for policy in others:
         assert lookahead > mean_reward(policy, env, seeds), policy.name
+
+
+def test_oracle_ahead_is_oracle_now_on_a_constant_link() -> None:
+    env = hand_env(2e4, frame_interval_s=0.012, horizon=60)
+    ahead = run_episodes(make_baseline("oracle-ahead"), env, [0, 1])
+    now = run_episodes(OracleNowPolicy(), env, [0, 1])
+    for field in ("exit", "split", "bits", "reward"):
+        np.testing.assert_array_equal(getattr(ahead, field), getattr(now, field))
+
+
+def test_oracle_ahead_is_told_the_mean_capacity_of_the_next_window(tiny_profile: Profile) -> None:
+    switching = MarkovChannel([2e5, 2e6], np.full((2, 2), 0.5), slot_s=0.1)
+    env = env_factory(tiny_profile, horizon=200, channel=switching)()
+    env.reset(seed=4)
+    ahead, now = OracleAheadPolicy(window_s=0.5), OracleNowPolicy()
+    told_other = 0
+    for _ in range(200):
+        start = env.request_start_s
+        expected = env.channel.mean_throughput(start, start + 0.5)
+        assert ahead.capacity_bps(env) == pytest.approx(expected)
+        told_other += ahead.capacity_bps(env) != pytest.approx(now.capacity_bps(env))
+        env.step(env.actions.canonical(0, 0, 0))
+    assert told_other > 0  # the link moves within half a second somewhere in the episode
+
+
+def test_oracle_ahead_checks_its_window_and_names_itself() -> None:
+    assert OracleAheadPolicy().name == "oracle-ahead"
+    assert OracleAheadPolicy(0.01).name == "oracle-ahead-10ms"
+    for bad in (0.0, -0.05, math.nan, math.inf, True, "0.05"):
+        with pytest.raises(ValueError, match="window_s"):
+            OracleAheadPolicy(bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="window_s"):
+        make_baseline("oracle-ahead", window_s=-1)
 
 
 def test_clairvoyant_link_is_clairvoyant_lookahead_where_nothing_is_drawn() -> None:

@@ -201,9 +201,10 @@ def test_room_shows_the_knowable_reference_between_the_other_two() -> None:
     condition = aggregate_condition("default", "markov", baselines, {}, ["mpc"])
     assert condition["room"]["clairvoyant-link"]["mean"] == pytest.approx(0.0133, abs=1e-4)
     assert list(condition["room"]) == ["oracle-now", "clairvoyant-link", "clairvoyant-lookahead"]
+    assert "oracle-ahead" not in condition["room"]  # not evaluated: no entry, no column
     table = markdown_report({"conditions": [condition], "overall": [], "missing_cells": []})
     header = "| oracle-now gain | clairvoyant-link gain | clairvoyant-lookahead gain |"
-    assert header in table
+    assert header in table and "oracle-ahead" not in table
     assert "| mpc 0.7200 | +0.0167 ± " in table and " | +0.0133 ± " in table
 
 

@@ -12,13 +12,17 @@
   baseline is what a perfect estimate of the link would be worth: the room a causal policy has by
   reading the link better. Where it is nil, a learned policy can gain only from what the rule's
   model leaves out (how the link moves during a transfer, the load and draws ahead).
+* **Near-future reference**: ``oracle-ahead``, the same rule told the true mean capacity over the
+  next 50 ms: what a perfect short-term forecast of the link would be worth to the rule.
 * **Knowable reference**: ``clairvoyant-link``, ``clairvoyant-lookahead`` without this request's
   own RTT and queueing draws (it knows the link over the transfer, the payload and the load). Its
   gain over the best causal baseline bounds what reading anything but those draws better can add;
   its gap to the upper reference is room no policy that decides before its request is served can
-  take. Not among the references every evaluation runs (it costs about as much as the upper
-  reference): ``splitrl evaluate`` runs it with ``--baselines all`` or by name, and a sweep's room
-  table shows it when the sweep file lists it among its ``baselines``.
+  take.
+
+The last two are not among the references every evaluation runs: ``splitrl evaluate`` runs them
+with ``--baselines all`` or by name, and a sweep's room table shows them when the sweep file lists
+them among its ``baselines``.
 
 A scenario is worth learning in when adapting is worth something (:class:`AdaptationValue`): the
 upper reference beats ``channel-blind`` by at least :data:`UPPER_GAIN_GOAL` reward per request, and
@@ -46,10 +50,12 @@ from splitrl.statistics import PairedDifference
 UPPER_REFERENCE = "clairvoyant-lookahead"
 #: the device's rule at the true current capacity: what a perfect link estimate is worth
 LINK_REFERENCE = "oracle-now"
+#: the device's rule at the true mean capacity over the next 50 ms: a perfect short-term forecast
+AHEAD_REFERENCE = "oracle-ahead"
 #: ``clairvoyant-lookahead`` without the request's own RTT and queueing draws
 KNOWABLE_REFERENCE = "clairvoyant-link"
 #: the references whose gain over the best causal baseline is the room a sweep reports, in order
-ROOM_REFERENCES = (LINK_REFERENCE, KNOWABLE_REFERENCE, UPPER_REFERENCE)
+ROOM_REFERENCES = (LINK_REFERENCE, AHEAD_REFERENCE, KNOWABLE_REFERENCE, UPPER_REFERENCE)
 #: the rule that ignores the channel: the zero of "adapting is worth something"
 CHANNEL_BLIND = "channel-blind"
 #: what ``clairvoyant-lookahead`` must win over ``channel-blind`` (reward per request) for a

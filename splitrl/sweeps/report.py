@@ -4,8 +4,9 @@ Per scenario, condition and learner: the IQM of the mean reward per request over
 with its stratified bootstrap interval, the IQM of the paired gain over every causal baseline
 (the same episodes) with how many seeds beat it, and the normalized score (0 = the best causal
 baseline, 1 = ``clairvoyant-lookahead``). Per scenario and condition: the room a causal policy has,
-``oracle-now`` (the device's rule told the true capacity), ``clairvoyant-link`` (where the sweep
-evaluated it) and ``clairvoyant-lookahead`` against the best causal baseline, paired. Per scenario
+``oracle-now`` (the device's rule told the true capacity), ``oracle-ahead`` and ``clairvoyant-link``
+(where the sweep evaluated them) and ``clairvoyant-lookahead`` against the best causal baseline,
+paired. Per scenario
 and learner, over every condition: the rliable aggregates of :mod:`splitrl.evaluation.seeds` (IQM
 of reward and gain, probability of beating the best causal baseline, and of beating each other
 learner).

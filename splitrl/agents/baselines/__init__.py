@@ -3,8 +3,8 @@
 Each baseline class declares ``causal`` (``True`` iff it decides only from what the device knows:
 its observation, ``env.knowledge`` and :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`)
 and ``knows`` (one line). The causal ones are what a learned policy must beat; the others
-(``oracle-now``, ``clairvoyant``, ``clairvoyant-lookahead``, ``clairvoyant-link``,
-``mpc-geometric-gated``) measure what knowing more is worth.
+(``oracle-now``, ``oracle-ahead``, ``clairvoyant``, ``clairvoyant-lookahead``,
+``clairvoyant-link``, ``mpc-geometric-gated``) measure what knowing more is worth.
 
 * fixed actions (:mod:`.fixed`): ``device-only``, ``device-only-first-exit``, ``edge-only``,
   ``best-static``, ``random``
@@ -14,7 +14,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
   the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`);
   ``mpc``, the same without the forecast's discount; ``mpc-geometric``, ``mpc`` with the geometric
   mean of the last throughputs instead of their harmonic mean
-* references that know more (:mod:`.oracles`): ``oracle-now``, ``clairvoyant``,
+* references that know more (:mod:`.oracles`): ``oracle-now``, ``oracle-ahead`` (``oracle-now``
+  told the mean capacity over the next 50 ms), ``clairvoyant``,
   ``clairvoyant-lookahead``, ``clairvoyant-link`` (``clairvoyant-lookahead`` without the request's
   own RTT and queueing draws), and ``mpc-geometric-gated`` (a confidence gate at the early exits,
   reading the request's own confidences)
@@ -42,6 +43,7 @@ from splitrl.agents.baselines.oracles import (
     ClairvoyantLookaheadPolicy,
     ClairvoyantPolicy,
     ConfidenceGatePolicy,
+    OracleAheadPolicy,
     OracleNowPolicy,
 )
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
@@ -85,6 +87,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "mpc": MPCPolicy,
     "mpc-geometric": GeometricMPCPolicy,
     "oracle-now": OracleNowPolicy,
+    "oracle-ahead": OracleAheadPolicy,
     "clairvoyant": ClairvoyantPolicy,
     "clairvoyant-lookahead": ClairvoyantLookaheadPolicy,
     "clairvoyant-link": ClairvoyantLinkPolicy,
@@ -110,7 +113,8 @@ def make_baseline(name: str, **kwargs: Any) -> Baseline:
 
     :param name: a key of :data:`BASELINES`
     :param kwargs: passed to its factory (``seed`` for ``"random"``, ``horizon`` for the
-        backlog-aware ones, ``deadline_fraction`` for ``"channel-blind"``, ``action`` for
+        backlog-aware ones, ``deadline_fraction`` for ``"channel-blind"``, ``window_s`` for
+        ``"oracle-ahead"``, ``threshold`` for ``"mpc-geometric-gated"``, ``action`` for
         ``"best-static"``); for a fitted baseline (:func:`fitted_baselines`), ``env_factory`` with
         optional ``episodes`` and ``seed`` fits it right away
     :return: the policy
@@ -150,6 +154,7 @@ __all__ = [
     "GreedyPolicy",
     "MPCPolicy",
     "NeurosurgeonPolicy",
+    "OracleAheadPolicy",
     "OracleNowPolicy",
     "RandomPolicy",
     "RobustMPCPolicy",

@@ -1,14 +1,17 @@
-"""References that know what no device can: the channel now, the channel over the transfer and every
-draw (or every draw but the RTT's and the queueing's), or the request's own exit confidences.
+"""References that know what no device can: the channel now or over the next moments, the channel
+over the transfer and every draw (or every draw but the RTT's and the queueing's), or the request's
+own exit confidences.
 
 None of them is realizable in splitrl's decision model; they measure what knowing more is worth.
 They read the env's internals through :meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`
 (``clairvoyant``, ``clairvoyant-lookahead``, ``clairvoyant-link``), the true channel
-(``oracle-now``) or the request's own exit confidences (``mpc-geometric-gated``).
+(``oracle-now``, ``oracle-ahead``) or the request's own exit confidences
+(``mpc-geometric-gated``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -60,12 +63,63 @@ class OracleNowPolicy:
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The best action at the true current capacity, backlog priced."""
-        capacity = env.channel.capacity(env.request_start_s)
-        predicted = env.predict_actions(max(capacity, OUTAGE_CAPACITY_BPS))
+        predicted = env.predict_actions(max(self.capacity_bps(env), OUTAGE_CAPACITY_BPS))
         rewards = self.spread.expected_rewards(predicted, env)
         return best_with_backlog(
             predicted, env, self.horizon, rewards, latency_spread=self.spread.offsets(env)
         )
+
+    def capacity_bps(self, env: SplitComputingEnv) -> float:
+        """The capacity the rule is told: the uplink's when the request starts."""
+        return env.channel.capacity(env.request_start_s)
+
+
+#: ``oracle-ahead``'s default window: the mean capacity over the next 50 ms
+DEFAULT_AHEAD_WINDOW_S = 0.05
+
+
+class OracleAheadPolicy(OracleNowPolicy):
+    """``oracle-now`` told the true mean capacity over the next ``window_s`` instead.
+
+    A perfect short-term forecast, as a constant: ``mpc``'s rule at
+    ``env.channel.mean_throughput(start, start + window_s)``, where ``start`` is when the request
+    starts. It knows where the link goes during the next transfers on average (a fade that ends, an
+    outage that begins), but not how the capacity moves within a transfer, the payload, nor the
+    request's RTT and queueing draws. Between ``oracle-now`` and ``clairvoyant-link``, it says what a
+    predictor of the link's near future could be worth to the device's rule.
+
+    :param window_s: seconds ahead whose mean capacity the rule is told (finite, positive)
+    :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread per prediction
+    """
+
+    knows = "the true mean capacity over the next window; otherwise the device's own estimates"
+
+    def __init__(
+        self,
+        window_s: float = DEFAULT_AHEAD_WINDOW_S,
+        horizon: int = DEFAULT_BACKLOG_HORIZON,
+        spread_draws: int = DEFAULT_SPREAD_DRAWS,
+    ) -> None:
+        if (
+            isinstance(window_s, bool)
+            or not isinstance(window_s, int | float)
+            or not math.isfinite(window_s)
+            or window_s <= 0.0
+        ):
+            raise ValueError(f"window_s must be a finite number of seconds > 0, got {window_s!r}")
+        super().__init__(horizon, spread_draws)
+        self.window_s = float(window_s)
+        self.name = (
+            "oracle-ahead"
+            if self.window_s == DEFAULT_AHEAD_WINDOW_S
+            else f"oracle-ahead-{self.window_s * 1e3:g}ms"
+        )
+
+    def capacity_bps(self, env: SplitComputingEnv) -> float:
+        """The uplink's mean capacity over the ``window_s`` after the request starts."""
+        start = env.request_start_s
+        return env.channel.mean_throughput(start, start + self.window_s)
 
 
 class ClairvoyantPolicy:
