@@ -74,6 +74,11 @@ class OracleNowPolicy:
         return env.channel.capacity(env.request_start_s)
 
 
+def _is_real(value: object) -> bool:
+    """Whether ``value`` is an int or a float, and not a bool (which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 #: ``oracle-ahead``'s default window: the mean capacity over the next 50 ms
 DEFAULT_AHEAD_WINDOW_S = 0.05
 
@@ -101,12 +106,7 @@ class OracleAheadPolicy(OracleNowPolicy):
         horizon: int = DEFAULT_BACKLOG_HORIZON,
         spread_draws: int = DEFAULT_SPREAD_DRAWS,
     ) -> None:
-        if (
-            isinstance(window_s, bool)
-            or not isinstance(window_s, int | float)
-            or not math.isfinite(window_s)
-            or window_s <= 0.0
-        ):
+        if not _is_real(window_s) or not math.isfinite(window_s) or window_s <= 0.0:
             raise ValueError(f"window_s must be a finite number of seconds > 0, got {window_s!r}")
         super().__init__(horizon, spread_draws)
         self.window_s = float(window_s)
@@ -299,11 +299,7 @@ class ConfidenceGatePolicy:
         horizon: int = DEFAULT_BACKLOG_HORIZON,
         spread_draws: int = DEFAULT_SPREAD_DRAWS,
     ) -> None:
-        if (
-            isinstance(threshold, bool)
-            or not isinstance(threshold, int | float)
-            or not 0.0 <= threshold < 1.0
-        ):
+        if not _is_real(threshold) or not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be a confidence in [0, 1), got {threshold!r}")
         self.threshold = float(threshold)
         self.rule = GeometricMPCPolicy(horizon=horizon, spread_draws=spread_draws)
