@@ -62,7 +62,8 @@ class OracleNowPolicy:
         self.spread.reset(env)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
-        """The best action at the true current capacity, backlog priced."""
+        """The best action at the capacity the rule is told (:meth:`capacity_bps`), backlog
+        priced."""
         predicted = env.predict_actions(max(self.capacity_bps(env), OUTAGE_CAPACITY_BPS))
         rewards = self.spread.expected_rewards(predicted, env)
         return best_with_backlog(
