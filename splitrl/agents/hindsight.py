@@ -21,6 +21,13 @@ The backlog an action leaves is priced in one of two ways (:data:`BACKLOG_PRICES
   in their rewards. The price is complete only once those requests are served, so each step's
   values start as the request's true rewards and later steps send corrections to them.
 
+Each request's own reward is read either at its RTT and queueing draws (``draws="exact"``, what
+it earned) or as its expectation over their spread (``draws="mean"``, the value
+``clairvoyant-link`` maximizes, :data:`HINDSIGHT_DRAWS`). The draws are independent of everything
+a device observes, so the expectation has the same ranking in expectation and less noise: the
+jitter of one round trip no longer decides, for every offload of that request at once, whether it
+met the deadline.
+
 Only training uses them: the values read the future, so no policy may observe them.
 :class:`HindsightValuesInfo` puts them in the ``info`` of each step (with the corrections to
 earlier steps' values), where :class:`~splitrl.agents.sacd.SACD` with ``hindsight="actor"`` (or
@@ -29,7 +36,7 @@ earlier steps' values), where :class:`~splitrl.agents.sacd.SACD` with ``hindsigh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -43,6 +50,8 @@ from splitrl.envs.split_computing import SplitComputingEnv
 
 #: how hindsight values price the backlog an action leaves (module docstring)
 BACKLOG_PRICES = ("lookahead", "replayed")
+#: how hindsight values read each request's own RTT and queueing draws (module docstring)
+HINDSIGHT_DRAWS = ("exact", "mean")
 #: two device-free times closer than this (seconds) are the same: the replay has rejoined
 _SAME_TIME_S = 1e-9
 
@@ -54,6 +63,13 @@ def check_backlog_price(price: str) -> str:
     return price
 
 
+def check_hindsight_draws(draws: str) -> Literal["exact", "mean"]:
+    """``draws`` if it is one of :data:`HINDSIGHT_DRAWS`, else ``ValueError`` listing them."""
+    if draws == "exact" or draws == "mean":
+        return draws
+    raise ValueError(f"unknown hindsight draws {draws!r}; known: {', '.join(HINDSIGHT_DRAWS)}")
+
+
 class HindsightActionValues:
     """Every flat action's true reward minus its backlog cost, for the current request.
 
@@ -63,21 +79,28 @@ class HindsightActionValues:
     for ``clairvoyant-lookahead``: knowing the label is luck, not a property of the channel.
 
     :param horizon: next requests the backlog cost counts
+    :param draws: the request's own reward at its RTT and queueing draws (``"exact"``) or over
+        their spread (``"mean"``), :data:`HINDSIGHT_DRAWS`
     """
 
-    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON, draws: str = "exact") -> None:
         self.horizon = check_horizon(horizon)
-        self.spread = LatencySpread()
+        self.draws = check_hindsight_draws(draws)
+        self._spread = LatencySpread()
         self._spread_env: SplitComputingEnv | None = None
 
     def __call__(self, env: SplitComputingEnv) -> np.ndarray:
         """The values of the current request, ``(n_actions,)`` float32; call before the step."""
+        actions, values = clairvoyant_values(env, self.spread(env), self.horizon, self.draws)
+        return relative_flat_values(env, actions, values)
+
+    def spread(self, env: SplitComputingEnv) -> LatencySpread:
+        """The RTT and queueing spread of ``env``'s models, drawn once per env."""
         if env is not self._spread_env:
             # the spread's draws depend on the env's RTT and server models only, not the episode
-            self.spread.reset(env)
+            self._spread.reset(env)
             self._spread_env = env
-        actions, values = clairvoyant_values(env, self.spread, self.horizon)
-        return relative_flat_values(env, actions, values)
+        return self._spread
 
 
 class BacklogReplays:
@@ -183,6 +206,9 @@ class HindsightValuesInfo(SplitComputingWrapper):
     :param env: a ``SplitComputingEnv``, possibly wrapped
     :param horizon: next requests the backlog cost counts
     :param backlog: how the backlog is priced (:data:`BACKLOG_PRICES`)
+    :param draws: how the request's own reward reads its RTT and queueing draws
+        (:data:`HINDSIGHT_DRAWS`); the replays' corrections read the following requests' draws,
+        the same on both sides of each difference
     """
 
     def __init__(
@@ -190,6 +216,7 @@ class HindsightValuesInfo(SplitComputingWrapper):
         env: gym.Env[Any, Any],
         horizon: int = DEFAULT_BACKLOG_HORIZON,
         backlog: str = "lookahead",
+        draws: str = "exact",
     ) -> None:
         super().__init__(env, "hindsight values")
         if self.split_env.mode != "replay":
@@ -198,7 +225,7 @@ class HindsightValuesInfo(SplitComputingWrapper):
                 "would run the real model and codec"
             )
         self.backlog = check_backlog_price(backlog)
-        self.values = HindsightActionValues(horizon)
+        self.values = HindsightActionValues(horizon, draws)
         self.replays = BacklogReplays(horizon) if backlog == "replayed" else None
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
@@ -220,7 +247,12 @@ class HindsightValuesInfo(SplitComputingWrapper):
             ]
             arrival = env.request_start_s - outcomes.wait_s
             self.replays.start(outcomes.device_free_s + arrival, free)
-            values = relative_flat_values(env, outcomes.actions, outcomes.reward)
+            own = outcomes.reward
+            if self.values.draws == "mean":
+                own = self.values.spread(env).expected_rewards(
+                    env.evaluate_actions(draws="mean"), env
+                )
+            values = relative_flat_values(env, outcomes.actions, own)
         observation, reward_, terminated, truncated, info = self.env.step(action)
         return (
             observation,

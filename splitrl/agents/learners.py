@@ -61,6 +61,8 @@ class LearnerSpec:
         each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"`` or
         ``"replayed"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`); ``None``: no hindsight
         values. The policy never sees them
+    :param hindsight_draws: how those values read each request's own RTT and queueing draws:
+        ``"exact"`` or ``"mean"`` (their spread; :data:`~splitrl.agents.hindsight.HINDSIGHT_DRAWS`)
     """
 
     name: str
@@ -72,6 +74,7 @@ class LearnerSpec:
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     predicted_values: str | None = None
     hindsight_values: str | None = None
+    hindsight_draws: str = "exact"
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
         """The algorithm class (imported now)."""
@@ -92,7 +95,9 @@ class LearnerSpec:
         if self.hindsight_values:
             from splitrl.agents.hindsight import HindsightValuesInfo
 
-            env = HindsightValuesInfo(env, backlog=self.hindsight_values)
+            env = HindsightValuesInfo(
+                env, backlog=self.hindsight_values, draws=self.hindsight_draws
+            )
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
@@ -227,7 +232,11 @@ _SACD_HINDSIGHT_DEFAULTS: dict[str, Any] = {
 
 
 def _sacd_hindsight(
-    name: str, description: str, predicted_values: str, backlog: str = "lookahead"
+    name: str,
+    description: str,
+    predicted_values: str,
+    backlog: str = "lookahead",
+    draws: str = "exact",
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
     and prior (docs/sacd.md, Hindsight values)."""
@@ -242,6 +251,7 @@ def _sacd_hindsight(
         default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
         predicted_values=predicted_values,
         hindsight_values=backlog,
+        hindsight_draws=draws,
     )
 
 
@@ -306,6 +316,14 @@ LEARNERS: dict[str, LearnerSpec] = {
             "values",
             predicted_values="mpc-geometric",
             backlog="replayed",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-geometric-spread",
+            "sacd-hindsight-mpc-geometric-replayed whose hindsight values take each request's "
+            "own reward over the RTT and queueing spread instead of at its draws",
+            predicted_values="mpc-geometric",
+            backlog="replayed",
+            draws="mean",
         ),
         LearnerSpec(
             name="ppo",
