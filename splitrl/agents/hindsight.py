@@ -65,8 +65,10 @@ def check_backlog_price(price: str) -> str:
 
 def check_hindsight_draws(draws: str) -> Literal["exact", "mean"]:
     """``draws`` if it is one of :data:`HINDSIGHT_DRAWS`, else ``ValueError`` listing them."""
-    if draws == "exact" or draws == "mean":
-        return draws
+    if draws == "exact":
+        return "exact"
+    if draws == "mean":
+        return "mean"
     raise ValueError(f"unknown hindsight draws {draws!r}; known: {', '.join(HINDSIGHT_DRAWS)}")
 
 
