@@ -285,3 +285,60 @@ def test_replayed_prices_are_what_the_following_requests_lost(tiny_profile: Prof
     assert replays.advance(env, taken[0], 0.0, 0.0) == []
     with pytest.raises(ValueError, match="unknown backlog price 'oracle'"):
         HindsightValuesInfo(env, backlog="oracle")
+
+
+@pytest.mark.parametrize("backlog", ["lookahead", "replayed"])
+def test_spread_values_do_not_read_the_requests_rtt_and_queueing_draws(
+    backlog: str, tiny_profile: Profile
+) -> None:
+    """With ``draws="mean"`` a step's values are the same whatever the request's own RTT and
+    queueing draws were; with ``"exact"`` they move with them."""
+    from splitrl.agents.baselines import GreedyPolicy
+    from splitrl.envs.server_load import ServerLoad
+
+    moved = {}
+    for draws in ("mean", "exact"):
+        env = SplitComputingEnv(
+            profile=tiny_profile, horizon=30, frame_interval_s=0.006, deadline_s=0.02
+        )
+        env.server_load = ServerLoad(discipline="fcfs")  # a queueing draw per request
+        wrapped = HindsightValuesInfo(env, backlog=backlog, draws=draws)
+        observation, _ = wrapped.reset(seed=3)
+        greedy = GreedyPolicy()
+        greedy.reset(env)
+        moved[draws] = False
+        for _ in range(30):
+            action = greedy.act(env, observation)
+            twin = copy.deepcopy(wrapped)
+            sample, rtt_s, _ = twin.unwrapped._draw
+            twin.unwrapped._draw = (sample, rtt_s + 0.05, 0.999)
+            late = twin.step(action)[-1][HINDSIGHT_INFO_KEY]
+            observation, *_, info = wrapped.step(action)
+            if draws == "mean":
+                np.testing.assert_array_equal(info[HINDSIGHT_INFO_KEY], late)
+            moved[draws] |= not np.array_equal(info[HINDSIGHT_INFO_KEY], late)
+    assert not moved["mean"] and moved["exact"]
+
+
+def test_spread_values_are_clairvoyant_links_values() -> None:
+    from splitrl.agents.baselines.oracles import clairvoyant_values
+    from splitrl.agents.baselines.spread import LatencySpread
+    from splitrl.agents.features import relative_flat_values
+
+    env = SplitComputingEnv("default")
+    env.reset(seed=4)
+    spread = LatencySpread()
+    spread.reset(env)
+    values = HindsightActionValues(draws="mean")
+    for _ in range(10):
+        actions, expected = clairvoyant_values(env, spread, draws="mean")
+        np.testing.assert_array_equal(values(env), relative_flat_values(env, actions, expected))
+        env.step(env.evaluate_actions().best())
+
+
+def test_unknown_hindsight_draws_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown hindsight draws 'median'; known: exact, mean"):
+        HindsightActionValues(draws="median")
+    env = SplitComputingEnv("default")
+    with pytest.raises(ValueError, match="unknown hindsight draws"):
+        HindsightValuesInfo(env, draws="median")
