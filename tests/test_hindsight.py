@@ -221,6 +221,37 @@ def test_the_hindsight_actor_learns_every_context_from_a_uniform_behaviour(
     assert all(th.equal(a, b) for a, b in zip(initial, model.critic.parameters(), strict=True))
 
 
+def test_a_greedy_behavior_stores_the_policys_own_decisions(one_torch_thread: None) -> None:
+    """With ``behavior="greedy"`` every stored action is the actor's deterministic action at its
+    observation, warm-up included; the default samples, so one context sees several actions."""
+    for behavior in ("greedy", "sample"):
+        model = hindsight_model(hindsight="actor", learning_starts=10_000, behavior=behavior)
+        model.learn(200)  # no update: the actor stays as built
+        buffer = model.replay_buffer
+        observations = buffer.observations[:200, 0]
+        stored = buffer.actions[:200, 0, 0].astype(np.int64)
+        greedy, _ = model.predict(observations, deterministic=True)
+        if behavior == "greedy":
+            np.testing.assert_array_equal(stored, greedy)
+        else:
+            assert len(np.unique(stored[observations[:, 0] == 1.0])) > 1
+
+
+def test_the_hindsight_actor_learns_from_its_own_greedy_decisions(one_torch_thread: None) -> None:
+    """Every action of a stored state is labeled, so a behavior that never explores still teaches
+    the actor the paying action of every context."""
+    model = hindsight_model(hindsight="actor", ent_coef=0.01, behavior="greedy")
+    model.learn(600)
+    actions, _ = model.predict(np.eye(N_CONTEXTS, dtype=np.float32), deterministic=True)
+    np.testing.assert_array_equal(actions, np.arange(N_CONTEXTS))
+    assert len(np.unique(model.replay_buffer.actions[:64, 0, 0])) < N_CONTEXTS
+
+
+def test_an_unknown_behavior_is_refused() -> None:
+    with pytest.raises(ValueError, match="behavior must be 'sample' or 'greedy'"):
+        hindsight_model(behavior="random")
+
+
 def test_an_unknown_hindsight_mode_is_refused() -> None:
     with pytest.raises(ValueError, match="hindsight must be 'critic', 'actor' or None"):
         hindsight_model(hindsight="both")

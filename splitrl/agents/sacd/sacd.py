@@ -143,6 +143,7 @@ class SACD(OffPolicyAlgorithm):
         target_kl: float | None = None,
         hindsight: Literal["critic", "actor"] | None = None,
         actor_averaging: float | None = None,
+        behavior: Literal["sample", "greedy"] = "sample",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -186,6 +187,7 @@ class SACD(OffPolicyAlgorithm):
         self.target_kl = target_kl
         self.hindsight = hindsight
         self.actor_averaging = actor_averaging
+        self.behavior = behavior
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
         self.reward_offset: float | None = None
         self.log_ent_coef: th.Tensor | None = None
@@ -218,6 +220,8 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.hindsight not in (None, "critic", "actor"):
             raise ValueError(f"hindsight must be 'critic', 'actor' or None, got {self.hindsight!r}")
+        if self.behavior not in ("sample", "greedy"):
+            raise ValueError(f"behavior must be 'sample' or 'greedy', got {self.behavior!r}")
         if self.hindsight is not None:
             self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "store_hindsight": True}
         if self.actor_averaging is not None:
@@ -438,8 +442,9 @@ class SACD(OffPolicyAlgorithm):
         n_envs: int = 1,
     ) -> tuple[np.ndarray, np.ndarray]:
         """
-        Sample an action from the masked policy, or uniformly among the allowed actions before
-        ``learning_starts``.
+        The behavior's action: sampled from the masked policy, or uniformly among the allowed
+        actions before ``learning_starts``; with ``behavior="greedy"``, the policy's
+        deterministic action throughout.
 
         :param learning_starts: Number of steps before learning for the warm-up phase.
         :param action_noise: unused (exploration comes from the stochastic policy)
@@ -447,7 +452,7 @@ class SACD(OffPolicyAlgorithm):
         :return: the action to take in the env and the same action to store in the buffer
         """
         self._last_action_masks = self._env_action_masks()
-        if self.num_timesteps < learning_starts:
+        if self.num_timesteps < learning_starts and self.behavior == "sample":
             allowed = th.ones(n_envs, self.policy.n_actions, device=self.device)
             if self._last_action_masks is not None:
                 allowed = th.as_tensor(
@@ -458,7 +463,9 @@ class SACD(OffPolicyAlgorithm):
         else:
             assert self._last_obs is not None, "self._last_obs was not set"
             action, _ = self.predict(
-                self._last_obs, deterministic=False, action_masks=self._last_action_masks
+                self._last_obs,
+                deterministic=self.behavior == "greedy",
+                action_masks=self._last_action_masks,
             )
         return action, action
 
