@@ -48,7 +48,7 @@ class SACD(OffPolicyAlgorithm):
         temperature; it can be a function of the current progress remaining (from 1 to 0)
     :param buffer_size: size of the replay buffer
     :param learning_starts: how many steps of the model to collect transitions for before learning
-        starts; these steps take uniformly random allowed actions
+        starts; with ``behavior="sample"`` these steps take uniformly random allowed actions
     :param batch_size: Minibatch size for each gradient update
     :param tau: the soft update coefficient ("Polyak update", between 0 and 1)
     :param gamma: the discount factor
