@@ -248,7 +248,7 @@ def test_the_hindsight_actor_learns_from_its_own_greedy_decisions(one_torch_thre
 
 
 def test_an_unknown_behavior_is_refused() -> None:
-    with pytest.raises(ValueError, match="behavior must be 'sample' or 'greedy'"):
+    with pytest.raises(ValueError, match="behavior must be 'sample', 'greedy' or 'prior'"):
         hindsight_model(behavior="random")
 
 

@@ -119,3 +119,21 @@ def test_target_kl_needs_an_action_prior() -> None:
         SACD("MlpPolicy", PriorBandit(), target_kl=0.05, policy_kwargs={"net_arch": [8]})
     with pytest.raises(ValueError, match="target_kl must be positive"):
         prior_model(target_kl=0.0)
+
+
+def test_a_prior_behavior_stores_the_priors_best_allowed_action(one_torch_thread: None) -> None:
+    """With ``behavior="prior"`` every stored action is the prior's best allowed action at its
+    observation, from the first step and after the actor has learned to leave the prior."""
+    model = prior_model(behavior="prior", ent_coef=0.01, learning_rate=3e-3)
+    model.learn(600)
+    buffer = model.replay_buffer
+    observations = buffer.observations[:600, 0]
+    stored = buffer.actions[:600, 0, 0].astype(np.int64)
+    prior = np.where(buffer.action_masks[:600, 0], observations[:, -N_ACTIONS:], -np.inf)
+    np.testing.assert_array_equal(stored, prior.argmax(axis=1))
+    assert not np.any(stored == N_ACTIONS - 1)
+
+
+def test_a_prior_behavior_needs_an_action_prior() -> None:
+    with pytest.raises(ValueError, match="behavior='prior' needs a policy with an action prior"):
+        SACD("MlpPolicy", PriorBandit(), behavior="prior", policy_kwargs={"net_arch": [8]})

@@ -101,6 +101,12 @@ class SACD(OffPolicyAlgorithm):
         decisions: evaluation, validation and export use it, while training samples from the
         actor itself. An average over the last ``~1/c`` updates damps the swings of the greedy
         action from one update to the next. ``None``: the actor decides (default).
+    :param behavior: what fills the replay buffer: ``"sample"`` samples the masked policy (after
+        ``learning_starts`` uniform steps; default); ``"greedy"`` takes the policy's deterministic
+        decisions from the first step on; ``"prior"`` takes the action prior's best allowed action
+        (the rule that gives the prior decides, so the actor learns on that rule's states; needs
+        ``policy_kwargs=dict(action_prior=True)``). With ``hindsight`` every action of a stored
+        state is labeled, so the behavior need not explore actions (docs/sacd.md).
     :param stats_window_size: Window size for the rollout logging, specifying the number of
         episodes to average the reported success rate, mean episode length, and mean reward over
     :param tensorboard_log: the log location for tensorboard (if None, no logging)
@@ -143,7 +149,7 @@ class SACD(OffPolicyAlgorithm):
         target_kl: float | None = None,
         hindsight: Literal["critic", "actor"] | None = None,
         actor_averaging: float | None = None,
-        behavior: Literal["sample", "greedy"] = "sample",
+        behavior: Literal["sample", "greedy", "prior"] = "sample",
         stats_window_size: int = 100,
         tensorboard_log: str | None = None,
         policy_kwargs: dict[str, Any] | None = None,
@@ -220,8 +226,10 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.hindsight not in (None, "critic", "actor"):
             raise ValueError(f"hindsight must be 'critic', 'actor' or None, got {self.hindsight!r}")
-        if self.behavior not in ("sample", "greedy"):
-            raise ValueError(f"behavior must be 'sample' or 'greedy', got {self.behavior!r}")
+        if self.behavior not in ("sample", "greedy", "prior"):
+            raise ValueError(
+                f"behavior must be 'sample', 'greedy' or 'prior', got {self.behavior!r}"
+            )
         if self.hindsight is not None:
             self.replay_buffer_kwargs = {**self.replay_buffer_kwargs, "store_hindsight": True}
         if self.actor_averaging is not None:
@@ -235,6 +243,11 @@ class SACD(OffPolicyAlgorithm):
         if self.target_kl is not None and not self.actor.prior_scale:
             raise ValueError(
                 "target_kl needs a policy with an action prior "
+                "(policy_kwargs=dict(action_prior=True))"
+            )
+        if self.behavior == "prior" and not self.actor.prior_scale:
+            raise ValueError(
+                "behavior='prior' needs a policy with an action prior "
                 "(policy_kwargs=dict(action_prior=True))"
             )
         # Running mean and running var
@@ -444,7 +457,8 @@ class SACD(OffPolicyAlgorithm):
         """
         The behavior's action: sampled from the masked policy, or uniformly among the allowed
         actions before ``learning_starts``; with ``behavior="greedy"``, the policy's
-        deterministic action throughout.
+        deterministic action throughout; with ``behavior="prior"``, the action prior's best
+        allowed action throughout (the rule that gives the prior decides what is collected).
 
         :param learning_starts: Number of steps before learning for the warm-up phase.
         :param action_noise: unused (exploration comes from the stochastic policy)
@@ -459,6 +473,13 @@ class SACD(OffPolicyAlgorithm):
                     self._last_action_masks, dtype=th.float32, device=self.device
                 )
             indices = th.multinomial(allowed, num_samples=1).squeeze(1)
+            action = self.policy.index_to_action(indices).cpu().numpy()
+        elif self.behavior == "prior":
+            assert isinstance(self._last_obs, np.ndarray), "self._last_obs was not set"
+            prior = np.asarray(self._last_obs, dtype=np.float64)[:, -self.policy.n_actions :]
+            if self._last_action_masks is not None:
+                prior = np.where(self._last_action_masks, prior, -np.inf)
+            indices = th.as_tensor(prior.argmax(axis=1), device=self.device)
             action = self.policy.index_to_action(indices).cpu().numpy()
         else:
             assert self._last_obs is not None, "self._last_obs was not set"
