@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from splitrl.cli import main
-from splitrl.demo import DEMO_EVAL_POINTS, DemoSettings, run_demo, verdict_lines
+from splitrl.demo import (
+    DEMO_ALGO,
+    DEMO_EVAL_POINTS,
+    SHIPPED_POLICY,
+    DemoSettings,
+    run_demo,
+    verdict_lines,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +50,7 @@ def test_demo_trains_evaluates_and_plots(
         "markov",
         "gilbert-elliott",
     ]
-    fresh = "sacd-hindsight-mpc (fresh, 200 steps)"
+    fresh = f"{DEMO_ALGO} (fresh, 200 steps)"
     for condition in result.evaluation.conditions:
         names = [row.name for row in condition.rows]
         assert names[0] == fresh
@@ -95,7 +102,7 @@ def test_the_shipped_policy_is_refused_in_another_scenario(
     settings = DemoSettings(
         profile=str(tiny_profile_path), horizon=20, timesteps=200, out=tmp_path / "demo"
     )
-    with pytest.raises(ValueError, match="shipped policy 'sacd-hindsight-mpc-default' was trained"):
+    with pytest.raises(ValueError, match=f"shipped policy '{SHIPPED_POLICY}' was trained"):
         run_demo(settings)
     assert not (tmp_path / "demo").exists()  # refused before anything is written
 

@@ -237,9 +237,10 @@ def _sacd_hindsight(
     predicted_values: str,
     backlog: str = "lookahead",
     draws: str = "exact",
+    hyperparameters: Mapping[str, Any] | None = None,
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
-    and prior (docs/sacd.md, Hindsight values)."""
+    and prior (docs/sacd.md, Hindsight values); ``hyperparameters`` replace its defaults."""
     return LearnerSpec(
         name=name,
         algorithm="splitrl.agents.sacd:SACD",
@@ -248,7 +249,7 @@ def _sacd_hindsight(
         "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
         action_view="multi-discrete",
         uses_masks=True,
-        default_hyperparameters=_SACD_HINDSIGHT_DEFAULTS,
+        default_hyperparameters={**_SACD_HINDSIGHT_DEFAULTS, **(hyperparameters or {})},
         predicted_values=predicted_values,
         hindsight_values=backlog,
         hindsight_draws=draws,
@@ -302,6 +303,14 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight whose features and prior are mpc-geometric's predicted values (mpc "
             "with the geometric mean of the last throughputs)",
             predicted_values="mpc-geometric",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-geometric-anchored",
+            "sacd-hindsight-mpc-geometric that fills its replay buffer with its own greedy "
+            "decisions, at a temperature fixed at 0.5: it stays at its prior (docs/sacd.md, "
+            "Collecting with its own greedy decisions)",
+            predicted_values="mpc-geometric",
+            hyperparameters={"behavior": "greedy", "ent_coef": 0.5},
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

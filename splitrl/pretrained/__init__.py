@@ -16,6 +16,10 @@ PRETRAINED: dict[str, str] = {
         "splitrl train --algo sacd-hindsight-mpc --scenario default --timesteps 20000 --seed 0 "
         "--eval-freq 0 --checkpoint-freq 0"
     ),
+    "sacd-hindsight-mpc-geometric-anchored-default": (
+        "splitrl train --algo sacd-hindsight-mpc-geometric-anchored --scenario default "
+        "--timesteps 20000 --seed 0 --eval-freq 0 --checkpoint-freq 0"
+    ),
 }
 
 
