@@ -30,7 +30,7 @@ from typing import Any
 #: the learner the demo trains (and the one the shipped policy was trained with)
 DEMO_ALGO = "sacd-hindsight-mpc-geometric-anchored"
 #: training steps of the fresh policy: about a minute on one core of a small machine (its
-#: validation kept the untrained model at 10,000 steps too)
+#: validation keeps the untrained model, the learner's prior rule; docs/evaluation.md, Demo)
 DEMO_TIMESTEPS = 5_000
 #: evaluation episodes per policy and channel: paired intervals of about 0.0025 to 0.0065
 #: between the policies and the best causal baseline, in under 8 minutes on 2 cores with the
