@@ -3,10 +3,10 @@
 Uses only what the repository ships: the default profile and scenario, and a policy trained by a
 documented command (:mod:`splitrl.pretrained`). The demo
 
-1. trains ``sacd-hindsight-mpc-geometric-anchored`` (the learner of the benchmark that came
-   closest to the strongest causal rule) briefly on one CPU core, evaluating it greedily on the
-   same validation episodes a few times (the learning curve; a later model replaces the best one
-   only when its paired gain over it is significant);
+1. trains ``sacd-hindsight-mpc-geometric-anchored`` (tied for the smallest loss to the strongest
+   causal rule among the learners benchmarked) briefly on one CPU core, evaluating it greedily on
+   the same validation episodes a few times (the learning curve; a later model replaces the best
+   one only when its paired gain over it is significant);
 2. evaluates that fresh policy, the shipped one (the same learner trained for 20,000 steps),
    every causal baseline and ``clairvoyant-lookahead`` on held-out episodes (evaluation seeds apart from the training and validation
    seeds) of two channels: the scenario's own Markov channel, which both policies trained on, and
