@@ -4,7 +4,9 @@ Uses only what the repository ships: the default profile and scenario, and a pol
 documented command (:mod:`splitrl.pretrained`). The demo
 
 1. trains ``sacd-hindsight-mpc-geometric-anchored`` (tied for the smallest loss to the strongest
-   causal rule among the learners benchmarked) briefly on one CPU core, evaluating it greedily on
+   causal rule among the learners benchmarked in ``default-timeout``; in the default scenario it
+   offloads into the US traces' drops as that rule does, docs/evaluation.md, Demo) briefly on one
+   CPU core, evaluating it greedily on
    the same validation episodes a few times (the learning curve; a later model replaces the best
    one only when its paired gain over it is significant);
 2. evaluates that fresh policy, the shipped one (the same learner trained for 20,000 steps),
