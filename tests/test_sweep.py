@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import yaml
 
-from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell
+from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell, recorded_run_dir
 from splitrl.sweeps.grid import Sweep, load_sweep
 from splitrl.sweeps.report import (
     aggregate_condition,
@@ -233,7 +233,9 @@ def test_sweep_runs_cells_in_local_ray(first_run: tuple[Sweep, RunSummary]) -> N
     train = read_cell(out, "train/tiny/dqn_t40_s0")
     evaluation = read_cell(out, "eval/tiny/markov/e2/dqn_t40_s0")
     assert train is not None and evaluation is not None
-    assert Path(train["run_dir"]).is_dir() and train["node_id"] == evaluation["node_id"]
+    assert train["run_dir"].startswith("runs/dqn/")  # relative: the folder may move
+    assert recorded_run_dir(out, train["run_dir"]).is_dir()
+    assert train["node_id"] == evaluation["node_id"]
     assert len(evaluation["episode_rewards"]) == 2
     document = sweep_document(sweep)
     (condition,) = document["conditions"]
@@ -282,6 +284,41 @@ def test_process_pool_runs_the_same_cells(tiny_profile_path: Path, tmp_path: Pat
     assert not (sweep.out / "report").exists()
 
 
+def test_a_moved_or_cloned_sweep_folder_finds_or_retrains_its_runs(
+    tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from splitrl.sweeps.sweep import run_sweep
+
+    path = write_sweep(tmp_path, tiny_profile_path, learners=["dqn"])
+    sweep = load_sweep(path)
+    run_sweep(sweep, runner="processes", jobs=1)
+    out = sweep.out.resolve()
+    cell_file = out / "train/tiny/dqn_t40_s0.json"
+    trained = read_cell(out, "train/tiny/dqn_t40_s0")
+    assert trained is not None
+    run = recorded_run_dir(out, trained["run_dir"])
+    # a cell written before run directories were recorded relative to the folder: an absolute
+    # path where the sweep ran, now gone, is looked for under this folder's runs
+    gone = Path("/nonexistent/elsewhere/results/runs") / run.parent.name / run.name
+    assert recorded_run_dir(out, str(gone)) == run
+    assert recorded_run_dir(out, str(run)) == run
+    # a new condition, and no run directory (as in a fresh clone): the training runs again first
+    shutil.rmtree(out / "runs")
+    more = load_sweep(path, conditions=["markov", "fading"])
+    (trial,) = [trial for trial in more.trials() if trial.train is not None]
+    assert trial.run_dir is None and [cell.condition for cell in trial.evaluations] == ["fading"]
+    capsys.readouterr()
+    summary = run_sweep(more, runner="processes", jobs=1)
+    assert "1 finished trainings run again, their run directories gone: tiny/dqn/s0" in (
+        capsys.readouterr().out
+    )
+    assert "tiny/dqn/s0" in summary.finished and not summary.failed
+    retrained = read_cell(out, "train/tiny/dqn_t40_s0")
+    assert retrained is not None and recorded_run_dir(out, retrained["run_dir"]).is_dir()
+    assert read_cell(out, "eval/tiny/fading/e2/dqn_t40_s0") is not None
+    assert cell_file.is_file()
+
+
 def test_a_validated_variant_is_evaluated_with_its_best_model(
     tiny_profile_path: Path, tmp_path: Path
 ) -> None:
@@ -295,7 +332,7 @@ def test_a_validated_variant_is_evaluated_with_its_best_model(
     assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/checked/s0"]
     trained = read_cell(sweep.out.resolve(), "train/tiny/checked_t40_s0")
     assert trained is not None
-    run = Path(trained["run_dir"])
+    run = recorded_run_dir(sweep.out.resolve(), trained["run_dir"])
     assert (run / "best_model.zip").exists() and (run / "eval" / "evaluations.npz").exists()
     with pytest.raises(ValueError, match="validation must be a whole number of steps"):
         load_sweep(path, variants={"checked": {"algo": "dqn", "validation": -1}})
@@ -315,7 +352,8 @@ def test_a_variant_trains_on_shorter_episodes_and_is_evaluated_on_the_scenario_s
     assert sorted(summary.finished) == ["tiny/channel-blind/markov", "tiny/short/s0"]
     trained = read_cell(sweep.out.resolve(), "train/tiny/short_t40_s0")
     assert trained is not None
-    assert RunDirectory(Path(trained["run_dir"])).make_env().horizon == 7
+    run = recorded_run_dir(sweep.out.resolve(), trained["run_dir"])
+    assert RunDirectory(run).make_env().horizon == 7
     evaluation = read_cell(sweep.out.resolve(), "eval/tiny/markov/e2/short_t40_s0")
     assert evaluation is not None
     assert evaluation["requests_per_episode"] == 20  # the scenario's, not the training's

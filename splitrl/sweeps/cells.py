@@ -4,7 +4,8 @@ A cell is a pure function of its inputs that returns a result dict, written to i
 ``OUT/<key>.json`` by whoever runs it (:func:`write_cell`); a cell whose file exists is finished.
 
 * a **training cell** (:class:`TrainCell`: variant, scenario, seed, steps) trains one run and
-  returns its run directory and the seconds it took;
+  returns its run directory (relative to the sweep's folder: :func:`recorded_run_dir`) and the
+  seconds it took;
 * an **evaluation cell** (:class:`EvalCell`: policy, scenario, condition, seed) runs one trained
   run, or one baseline, on the condition's seeded evaluation episodes (the same episodes for every
   policy: common random numbers) and returns the mean reward per request of every episode.
@@ -165,7 +166,8 @@ def train_cell(
     result = train(config)
     seconds = time.perf_counter() - started
     return {
-        "run_dir": str(result.run_dir.path),
+        # relative to the sweep's folder, so that the cell stays right wherever the folder moves
+        "run_dir": Path(result.run_dir.path).relative_to(Path(runs_dir).parent).as_posix(),
         "seconds": seconds,
         "seconds_per_10k_steps": seconds / cell.timesteps * 10_000,
     }
@@ -263,7 +265,7 @@ def run_trial(trial: Trial, sink: CellSink, *, node: Mapping[str, str] | None = 
             raise ValueError(f"trial {trial.name}: a training needs a variant")
         result = train_cell(trial.train, trial.variant, trial.scenario, trial.runs_dir)
         sink(trial.train.key, {"cell": dataclasses.asdict(trial.train), **result, **where})
-        run_dir = str(result["run_dir"])
+        run_dir = str(recorded_run_dir(Path(trial.runs_dir).parent, str(result["run_dir"])))
     for cell in trial.evaluations:
         result = eval_cell(
             cell,
@@ -299,6 +301,22 @@ def error_line(error: BaseException) -> str:
 def cell_path(out: Path, key: str) -> Path:
     """The file of the cell ``key`` under the results folder ``out``."""
     return out / f"{key}.json"
+
+
+def recorded_run_dir(out: Path, recorded: str) -> Path:
+    """The run directory a finished training cell of the sweep folder ``out`` names.
+
+    Cells name it relative to ``out`` (``runs/<learner>/<run>``). Older cells hold the absolute
+    path where the sweep ran; one that no longer exists there is looked for under ``out/runs``,
+    where every sweep writes its runs, so that a moved or cloned folder still finds them. The
+    path returned may not exist: run directories are not kept with the cells.
+    """
+    path = Path(recorded)
+    if not path.is_absolute():
+        return out / path
+    if path.is_dir() or len(path.parts) < 3:
+        return path
+    return out / "runs" / path.parts[-2] / path.parts[-1]
 
 
 def read_cell(out: Path, key: str) -> dict[str, Any] | None:

@@ -42,6 +42,7 @@ from splitrl.sweeps.cells import (
     Trial,
     Variant,
     read_cell,
+    recorded_run_dir,
 )
 
 #: the synthetic channel models a sweep evaluates on by default
@@ -127,7 +128,11 @@ class Sweep:
         ]
 
     def trials(self) -> list[Trial]:
-        """The trials with cells still to run (a cell whose file exists under ``out`` is done)."""
+        """The trials with cells still to run (a cell whose file exists under ``out`` is done).
+
+        A learner with evaluations still to run whose finished training left no run directory
+        here (run directories are not kept with the cells) is trained again first, from its seed.
+        """
         out = self.out.resolve()
         scenarios = {scenario.name: scenario for scenario in self.scenarios}
         trials = []
@@ -138,16 +143,21 @@ class Sweep:
             finished = read_cell(out, train.key)
             if finished is not None and not evaluations:
                 continue
+            run_dir = None if finished is None else recorded_run_dir(out, str(finished["run_dir"]))
+            if run_dir is not None and not run_dir.is_dir():
+                # run directories are not kept with the cells (a fresh clone has none): the
+                # training runs again, from its seed, for the evaluations still to run
+                run_dir = None
             trials.append(
                 Trial(
                     name=f"{train.scenario}/{train.learner}/s{train.seed}",
                     scenario=scenarios[train.scenario],
                     evaluations=evaluations,
                     channels=self.channels,
-                    train=None if finished is not None else train,
+                    train=None if run_dir is not None else train,
                     variant=self.variants[train.learner],
-                    # absolute: a trial may run in another folder (older cells hold relative paths)
-                    run_dir=None if finished is None else str(Path(finished["run_dir"]).resolve()),
+                    # absolute: a trial may run in another folder
+                    run_dir=None if run_dir is None else str(run_dir.resolve()),
                     runs_dir=str(out / "runs"),
                 )
             )

@@ -24,7 +24,7 @@ from typing import Any, Literal
 import yaml
 
 from splitrl.arguments import HelpFormatter, integer_at_least
-from splitrl.sweeps.cells import RunSummary
+from splitrl.sweeps.cells import RunSummary, read_cell
 from splitrl.sweeps.grid import Sweep, load_sweep
 
 Runner = Literal["ray", "processes"]
@@ -122,6 +122,17 @@ def run_sweep(
         f"{pending} of {total} cells to run ({total - pending} done) in {len(trials)} trials",
         flush=True,
     )
+    again = [
+        trial.name
+        for trial in trials
+        if trial.train is not None and read_cell(out, trial.train.key) is not None
+    ]
+    if again:
+        print(
+            f"{len(again)} finished trainings run again, their run directories gone: "
+            + ", ".join(again),
+            flush=True,
+        )
     if runner == "processes":
         from splitrl.sweeps.pool_runner import run_in_pool
 
