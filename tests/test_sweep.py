@@ -302,6 +302,8 @@ def test_a_moved_or_cloned_sweep_folder_finds_or_retrains_its_runs(
     gone = Path("/nonexistent/elsewhere/results/runs") / run.parent.name / run.name
     assert recorded_run_dir(out, str(gone)) == run
     assert recorded_run_dir(out, str(run)) == run
+    # or a path relative to the folder the sweep ran from
+    assert recorded_run_dir(out, f"elsewhere/runs/{run.parent.name}/{run.name}") == run
     # a new condition, and no run directory (as in a fresh clone): the training runs again first
     shutil.rmtree(out / "runs")
     more = load_sweep(path, conditions=["markov", "fading"])
@@ -309,9 +311,7 @@ def test_a_moved_or_cloned_sweep_folder_finds_or_retrains_its_runs(
     assert trial.run_dir is None and [cell.condition for cell in trial.evaluations] == ["fading"]
     capsys.readouterr()
     summary = run_sweep(more, runner="processes", jobs=1)
-    assert "1 finished trainings run again, their run directories gone: tiny/dqn/s0" in (
-        capsys.readouterr().out
-    )
+    assert "trained again, their run directories gone (1): tiny/dqn/s0" in capsys.readouterr().out
     assert "tiny/dqn/s0" in summary.finished and not summary.failed
     retrained = read_cell(out, "train/tiny/dqn_t40_s0")
     assert retrained is not None and recorded_run_dir(out, retrained["run_dir"]).is_dir()

@@ -306,17 +306,18 @@ def cell_path(out: Path, key: str) -> Path:
 def recorded_run_dir(out: Path, recorded: str) -> Path:
     """The run directory a finished training cell of the sweep folder ``out`` names.
 
-    Cells name it relative to ``out`` (``runs/<learner>/<run>``). Older cells hold the absolute
-    path where the sweep ran; one that no longer exists there is looked for under ``out/runs``,
-    where every sweep writes its runs, so that a moved or cloned folder still finds them. The
-    path returned may not exist: run directories are not kept with the cells.
+    Cells name it relative to ``out`` (``runs/<learner>/<run>``). Older cells hold the path where
+    the sweep ran (absolute, or relative to the folder it ran from); one that is not there is
+    looked for under ``out/runs``, where every sweep writes its runs, so that a moved or cloned
+    folder still finds them. The path returned may not exist: run directories are not kept with
+    the cells.
     """
     path = Path(recorded)
-    if not path.is_absolute():
-        return out / path
-    if path.is_dir() or len(path.parts) < 3:
-        return path
-    return out / "runs" / path.parts[-2] / path.parts[-1]
+    as_recorded = path if path.is_absolute() else out / path
+    if as_recorded.is_dir() or len(path.parts) < 3:
+        return as_recorded
+    under_out = out / "runs" / path.parts[-2] / path.parts[-1]
+    return under_out if under_out.is_dir() else as_recorded
 
 
 def read_cell(out: Path, key: str) -> dict[str, Any] | None:

@@ -129,8 +129,7 @@ def run_sweep(
     ]
     if again:
         print(
-            f"{len(again)} finished trainings run again, their run directories gone: "
-            + ", ".join(again),
+            f"trained again, their run directories gone ({len(again)}): " + ", ".join(again),
             flush=True,
         )
     if runner == "processes":
