@@ -1,0 +1,402 @@
+"""A link forecast learned on synthetic channels, and the rule that averages its value over it.
+
+Where a causal policy has room over the strongest rule, the room is the link's near future: told
+the true mean capacity over the next 50 ms, ``mpc``'s rule gains +0.010 to +0.028 per request on
+the fading channel and the LTE and EVDO traces of ``default-timeout`` (``oracle-ahead``,
+``docs/evaluation.md``). ``mpc-geometric`` forecasts the link by the geometric mean of the last
+throughputs and the link-rate report, as a point. This benchmark asks whether a forecast learned
+from the device's own features on synthetic channels only, as a distribution, takes that room:
+
+1. **Data.** ``mpc-geometric`` plays ``--train-episodes`` episodes of each training channel
+   (synthetic models only; the traces are never seen). At each request it records the device's
+   features (:func:`forecast_features`: the last throughputs and the link-rate report relative to
+   their geometric mean, their spread, the age of the newest throughput, the reported load) and,
+   from the simulator, the throughput a transfer of ``--payload-bytes`` starting then achieves
+   (``channel.transfer_time``), relative to the geometric mean.
+2. **Forecast.** A small network (:class:`QuantileForecast`) is fitted to the quantiles
+   ``QUANTILES`` of that log ratio by the pinball loss.
+3. **Rule.** :class:`QuantileMPCPolicy` is ``mpc-geometric`` whose value of every action is the
+   mean of its values at the forecast's quantiles (the geometric mean times ``exp`` of each), an
+   expectation over the forecast distribution instead of a value at one point. It is causal: the
+   forecast reads only what the device knows.
+4. **Evaluation.** The rule and ``mpc-geometric``, ``mpc`` and ``robust-mpc`` (the best causal
+   baselines of every condition of ``default-timeout``) play the evaluation episodes of the
+   learner benchmark (seeds from 1,000,000) on each condition; the table gives the rule's paired
+   gain over the best of them and over ``mpc-geometric``, with 95% t-intervals over episodes.
+
+    python -m benchmarks.bench_link_forecast                   # 40 episodes: about 80 minutes
+    python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\
+        trace:../shared/traces/Verizon-EVDO-driving.up
+
+The traces are read from ``../shared/traces`` (``--traces DIR``); without them the trace
+conditions are skipped with a message. Writes ``results/bench_link_forecast.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.bench_traces import TRACES_DIR
+from benchmarks.common import print_table, write_results
+from splitrl.agents.baselines import make_baseline
+from splitrl.agents.baselines.backlog import backlog_cost
+from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
+from splitrl.agents.rollout import run_episodes
+from splitrl.envs.forecast import ForecastView
+from splitrl.envs.scenarios import SCENARIO_CHANNELS, Scenario, get_scenario
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.sweeps.cells import EVAL_SEED
+
+#: quantile levels of the forecast; their mean value is a midpoint rule for the expectation
+QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+#: synthetic channels the forecast is fitted on
+TRAIN_CHANNELS = ("markov", "fading", "gilbert-elliott", "randomized")
+#: the causal rules the forecast rule is paired with (the best of them on every condition)
+RULES = ("mpc-geometric", "mpc", "robust-mpc")
+#: the bytes of the transfer whose throughput is forecast: the median payload of an offload
+DEFAULT_PAYLOAD_BYTES = 1024
+#: device features per request (:func:`forecast_features`)
+N_FEATURES = 12
+#: the age feature of a device that has never sent anything
+_NEVER_SENT_AGE = 8.0
+
+
+def forecast_features(env: SplitComputingEnv) -> tuple[float, np.ndarray]:
+    """What the device knows about its link at this request.
+
+    :return: the log of ``mpc-geometric``'s forecast (the geometric mean of the last throughputs
+        and the link-rate report, in bit/s), and ``N_FEATURES`` features: each throughput and the
+        report relative to it (log ratios), the spread of those logs, the smallest and largest
+        ratio, ``log(1 + age / 10 ms)`` of the newest throughput, two products of that age with
+        the report's and the newest throughput's ratio, and the reported server load
+    """
+    knowledge = env.knowledge
+    throughputs = [math.log(max(sample, 1.0)) for sample in knowledge.throughputs]
+    report = knowledge.link_quality_bps
+    logs = throughputs if report is None else [*throughputs, math.log(max(report, 1.0))]
+    geometric = math.fsum(logs) / len(logs)
+    age = env.request_start_s - knowledge.last_transfer_end
+    age_feature = math.log1p(age / 0.01) if math.isfinite(age) else _NEVER_SENT_AGE
+    ratios = [log - geometric for log in throughputs]
+    report_ratio = 0.0 if report is None else logs[-1] - geometric
+    features = [
+        *ratios,
+        report_ratio,
+        float(np.std(logs)),
+        min(ratios),
+        max(ratios),
+        age_feature,
+        age_feature * report_ratio,
+        age_feature * ratios[0],
+        knowledge.server_load,
+    ]
+    return geometric, np.array(features, dtype=np.float32)
+
+
+class QuantileForecast(torch.nn.Module):
+    """Quantiles of the log ratio of the coming throughput to the geometric-mean forecast.
+
+    Two hidden layers of 64 units; the quantiles are monotone by construction (the first, then
+    softplus increments). Inputs are standardized by the training set's mean and spread.
+
+    :param quantiles: the levels predicted, increasing
+    """
+
+    levels: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+
+    def __init__(self, quantiles: Sequence[float] = QUANTILES) -> None:
+        super().__init__()
+        self.register_buffer("levels", torch.tensor(quantiles, dtype=torch.float32))
+        self.register_buffer("center", torch.zeros(N_FEATURES))
+        self.register_buffer("scale", torch.ones(N_FEATURES))
+        self.body = torch.nn.Sequential(
+            torch.nn.Linear(N_FEATURES, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, 64),
+            torch.nn.Tanh(),
+            torch.nn.Linear(64, len(quantiles)),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """The quantiles ``(..., len(quantiles))`` of each row of ``features``."""
+        raw = self.body((features - self.center) / self.scale)
+        steps = torch.nn.functional.softplus(raw[..., 1:])
+        return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(steps, dim=-1)], dim=-1)
+
+    def offsets(self, features: np.ndarray) -> np.ndarray:
+        """The quantiles of one request's features, as a numpy array."""
+        with torch.no_grad():
+            return self(torch.from_numpy(features)[None])[0].numpy()
+
+
+def fit_forecast(
+    features: np.ndarray, targets: np.ndarray, *, epochs: int = 30, seed: int = 0
+) -> QuantileForecast:
+    """A :class:`QuantileForecast` fitted by the pinball loss (Adam, batches of 512).
+
+    :param features: ``(n, N_FEATURES)``
+    :param targets: ``(n,)`` log ratios
+    """
+    torch.manual_seed(seed)
+    x, y = torch.from_numpy(features), torch.from_numpy(targets)
+    model = QuantileForecast()
+    model.center.copy_(x.mean(dim=0))
+    model.scale.copy_(x.std(dim=0) + 1e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    levels = model.levels
+    for _ in range(epochs):
+        order = torch.randperm(len(x))
+        for start in range(0, len(x), 512):
+            batch = order[start : start + 512]
+            error = y[batch, None] - model(x[batch])
+            loss = torch.maximum(levels * error, (levels - 1.0) * error).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model
+
+
+class QuantileMPCPolicy(GeometricMPCPolicy):
+    """``mpc-geometric`` with the value of every action averaged over a forecast distribution.
+
+    :param offsets: maps :func:`forecast_features`'s features to log offsets from the geometric
+        mean (one per quantile; each weighs alike). ``lambda features: np.zeros(1)`` is
+        ``mpc-geometric`` itself
+    """
+
+    name = "mpc-quantile-forecast"
+
+    def __init__(self, offsets: Callable[[np.ndarray], np.ndarray]) -> None:
+        super().__init__()
+        self.offsets = offsets
+
+    def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
+        """The mean over the forecast's quantiles of ``mpc-geometric``'s value of every action."""
+        assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
+        geometric, features = forecast_features(env)
+        offsets = self.offsets(features)
+        total = np.zeros(0)
+        actions = np.zeros((0, 3), dtype=np.int64)
+        for offset in offsets:
+            predicted = env.predict_actions(math.exp(geometric + float(offset)))
+            cost = backlog_cost(
+                predicted,
+                env.frame_interval_s,
+                env.reward_spec,
+                self.horizon,
+                self.spread.offsets(env),
+            )
+            value = self.spread.expected_rewards(predicted, env) - cost
+            total = value if total.size == 0 else total + value
+            actions = predicted.actions
+        return actions, total / len(offsets)
+
+
+class _Recorder(GeometricMPCPolicy):
+    """``mpc-geometric`` that records each request's features and coming throughput."""
+
+    def __init__(self, payload_bytes: int) -> None:
+        super().__init__()
+        self.payload_bytes = payload_bytes
+        self.rows: list[np.ndarray] = []
+        self.targets: list[float] = []
+
+    def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
+        assert isinstance(env, SplitComputingEnv)  # the simulator's channel is the target
+        geometric, features = forecast_features(env)
+        start = env.request_start_s
+        seconds = env.channel.transfer_time(self.payload_bytes, start)
+        self.rows.append(features)
+        self.targets.append(math.log(max(8.0 * self.payload_bytes / seconds, 1.0)) - geometric)
+        return super().action_values(env)
+
+
+def collect(scenario: Scenario, channel: str, episodes: int, payload_bytes: int) -> np.ndarray:
+    """``(n, N_FEATURES + 1)``: features and target of every request of ``episodes`` episodes of
+    ``channel`` (reset seeds 0, 1, ...), ``mpc-geometric`` acting."""
+    recorder = _Recorder(payload_bytes)
+    env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
+    run_episodes(recorder, env, range(episodes))
+    return np.column_stack([np.array(recorder.rows), np.array(recorder.targets)]).astype(np.float32)
+
+
+def _evaluate(
+    scenario: Scenario, channel: str, policy: str, episodes: int, state: dict[str, Any] | None
+) -> np.ndarray:
+    """The mean reward per request of every evaluation episode of one policy on one channel."""
+    torch.set_num_threads(1)
+    if state is None:
+        rule = make_baseline(policy)
+    else:
+        forecast = QuantileForecast()
+        forecast.load_state_dict(state)
+        rule = QuantileMPCPolicy(forecast.offsets)
+    env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
+    rollout = run_episodes(rule, env, range(EVAL_SEED, EVAL_SEED + episodes))
+    return np.asarray(rollout.reward.mean(axis=1))
+
+
+def paired(gains: np.ndarray) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t-interval over episodes (0 for one episode)."""
+    from scipy import stats
+
+    if len(gains) < 2:
+        return float(gains.mean()), 0.0
+    half = stats.t.ppf(0.975, len(gains) - 1) * gains.std(ddof=1) / math.sqrt(len(gains))
+    return float(gains.mean()), float(half)
+
+
+def conditions(names: Sequence[str] | None, traces: Path) -> dict[str, str]:
+    """Condition name to channel: the synthetic channels and every trace of ``traces`` by
+    default; ``trace:PATH`` entries must exist."""
+    if names is None:
+        found = sorted(traces.glob("*")) if traces.is_dir() else []
+        files = [path for path in found if path.is_file() and path.suffix != ".md"]
+        if not files:
+            print(f"no traces in {traces}: the trace conditions are skipped")
+        names = ["markov", "fading", "gilbert-elliott", *(f"trace:{path}" for path in files)]
+    channels = {}
+    for name in names:
+        if name.startswith("trace:"):
+            path = Path(name[len("trace:") :])
+            if not path.is_file():
+                raise SystemExit(f"bench_link_forecast: trace file {path} not found")
+            channels[f"trace:{path.name}"] = f"trace:{path}"
+        else:
+            channels[name] = name
+    return channels
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenario", default="default-timeout")
+    parser.add_argument("--train-channels", nargs="+", default=list(TRAIN_CHANNELS))
+    parser.add_argument("--train-episodes", type=int, default=20)
+    parser.add_argument("--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--episodes", type=int, default=40, help="evaluation episodes")
+    parser.add_argument("--conditions", nargs="+", help="channels or trace:PATH (default: all)")
+    parser.add_argument("--traces", type=Path, default=TRACES_DIR)
+    parser.add_argument("--horizon", type=int, help="requests per episode (default: scenario's)")
+    parser.add_argument("--jobs", type=int, default=2, help="processes (1: in this process)")
+    args = parser.parse_args(argv)
+    for flag in ("train_episodes", "payload_bytes", "epochs", "episodes", "jobs"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if args.horizon is not None and args.horizon < 1:
+        parser.error("--horizon must be at least 1")
+    try:
+        scenario = get_scenario(args.scenario)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    if args.horizon is not None:
+        scenario = dataclasses.replace(scenario, horizon=args.horizon)
+    unknown = sorted(
+        {*args.train_channels, *(args.conditions or [])}
+        - set(SCENARIO_CHANNELS)
+        - {name for name in args.conditions or [] if name.startswith("trace:")}
+    )
+    if unknown:
+        parser.error(f"unknown channels {unknown}; known: {', '.join(SCENARIO_CHANNELS)}")
+    channels = conditions(args.conditions, args.traces)
+
+    started = time.perf_counter()
+    data = np.concatenate(
+        [
+            collect(scenario, channel, args.train_episodes, args.payload_bytes)
+            for channel in args.train_channels
+        ]
+    )
+    forecast = fit_forecast(data[:, :-1], data[:, -1], epochs=args.epochs)
+    state = forecast.state_dict()
+    print(
+        f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
+        flush=True,
+    )
+
+    tasks = [
+        (condition, policy) for condition in channels for policy in (QuantileMPCPolicy.name, *RULES)
+    ]
+
+    def arguments(condition: str, policy: str) -> tuple[Any, ...]:
+        own = state if policy == QuantileMPCPolicy.name else None
+        return scenario, channels[condition], policy, args.episodes, own
+
+    def done(task: tuple[str, str], count: int) -> None:
+        seconds = time.perf_counter() - started
+        print(f"[{count}/{len(tasks)}] {task[1]} on {task[0]} ({seconds:.0f} s)", flush=True)
+
+    rewards: dict[tuple[str, str], np.ndarray] = {}
+    if args.jobs == 1:
+        for task in tasks:
+            rewards[task] = _evaluate(*arguments(*task))
+            done(task, len(rewards))
+    else:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            futures = {pool.submit(_evaluate, *arguments(*task)): task for task in tasks}
+            for future in as_completed(futures):
+                rewards[futures[future]] = future.result()
+                done(futures[future], len(rewards))
+
+    rows = []
+    for condition in channels:
+        means = {rule: float(rewards[condition, rule].mean()) for rule in RULES}
+        best = max(RULES, key=means.__getitem__)
+        own = rewards[condition, QuantileMPCPolicy.name]
+        gain, half = paired(own - rewards[condition, best])
+        over_geometric, half_geometric = paired(own - rewards[condition, "mpc-geometric"])
+        rows.append(
+            {
+                "condition": condition,
+                "best_rule": best,
+                "best_rule_reward": means[best],
+                "reward": float(own.mean()),
+                "gain": gain,
+                "gain_ci95": half,
+                "gain_over_mpc_geometric": over_geometric,
+                "gain_over_mpc_geometric_ci95": half_geometric,
+            }
+        )
+    print_table(
+        rows,
+        [
+            ("condition", "condition", ""),
+            ("best_rule", "best causal rule", ""),
+            ("best_rule_reward", "its reward", ".4f"),
+            ("gain", "gain", "+.4f"),
+            ("gain_ci95", "±", ".4f"),
+            ("gain_over_mpc_geometric", "over mpc-geometric", "+.4f"),
+            ("gain_over_mpc_geometric_ci95", "±", ".4f"),
+        ],
+    )
+    settings = {
+        key: value for key, value in vars(args).items() if key not in ("traces", "conditions")
+    }
+    path = write_results(
+        "link_forecast",
+        {
+            "settings": {**settings, "quantiles": list(QUANTILES), "rules": list(RULES)},
+            "train_requests": len(data),
+            "seconds": time.perf_counter() - started,
+            "conditions": rows,
+        },
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The link-forecast benchmark: its rule, its fit and its command line, on short episodes."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_link_forecast import (
+    N_FEATURES,
+    QUANTILES,
+    QuantileMPCPolicy,
+    fit_forecast,
+    forecast_features,
+    main,
+)
+from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
+from splitrl.agents.rollout import run_episodes
+from splitrl.envs.scenarios import get_scenario
+from splitrl.envs.split_computing import SplitComputingEnv
+
+
+def _env() -> SplitComputingEnv:
+    scenario = dataclasses.replace(get_scenario("default-timeout"), channel="markov", horizon=120)
+    return SplitComputingEnv(scenario)
+
+
+def test_a_forecast_at_the_geometric_mean_is_mpc_geometric() -> None:
+    seeds = range(3)
+    rule = run_episodes(GeometricMPCPolicy(), _env(), seeds)
+    same = run_episodes(QuantileMPCPolicy(lambda features: np.zeros(1)), _env(), seeds)
+    np.testing.assert_array_equal(same.reward, rule.reward)
+    assert (rule.payload_bytes > 0).any()
+
+
+def test_a_forecast_of_a_dead_link_keeps_the_device_local() -> None:
+    dead = run_episodes(QuantileMPCPolicy(lambda features: np.full(5, -12.0)), _env(), range(2))
+    assert not (dead.payload_bytes > 0).any()
+
+
+def test_the_features_are_the_devices_own() -> None:
+    env = _env()
+    env.reset(seed=0)
+    geometric, features = forecast_features(env)
+    logs = [np.log(t) for t in env.knowledge.throughputs]
+    if env.knowledge.link_quality_bps is not None:
+        logs.append(np.log(env.knowledge.link_quality_bps))
+    assert geometric == pytest.approx(np.mean(logs))
+    assert features.shape == (N_FEATURES,) and np.isfinite(features).all()
+
+
+def test_the_fitted_quantiles_cover_their_levels() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6000, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] + rng.normal(size=6000)).astype(np.float32)
+    model = fit_forecast(x[:5000], y[:5000], epochs=15)
+    held_out = np.array([model.offsets(row) for row in x[5000:]])
+    assert (np.diff(held_out, axis=1) > 0).all()
+    coverage = (y[5000:, None] < held_out).mean(axis=0)
+    np.testing.assert_allclose(coverage, QUANTILES, atol=0.06)
+
+
+def test_the_benchmark_writes_a_row_per_condition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    flags = ["--train-episodes", "1", "--horizon", "60", "--episodes", "2", "--epochs", "1"]
+    assert main([*flags, "--conditions", "markov", "fading", "--jobs", "1"]) == 0
+    written = json.loads((tmp_path / "results" / "bench_link_forecast.json").read_text())
+    rows = {row["condition"]: row for row in written["conditions"]}
+    assert set(rows) == {"markov", "fading"}
+    for row in rows.values():
+        assert row["best_rule"] in written["settings"]["rules"]
+        assert np.isfinite([row["gain"], row["gain_ci95"], row["reward"]]).all()
+    assert written["train_requests"] == 4 * 60
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--conditions", "trace:absent.up"],
+        ["--conditions", "markov", "no-such-channel"],
+        ["--train-channels", "no-such-channel"],
+        ["--episodes", "0"],
+        ["--scenario", "no-such"],
+    ],
+)
+def test_bad_flags_are_refused_before_any_work(
+    flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
+        main(flags)
+    assert not (tmp_path / "results").exists()
