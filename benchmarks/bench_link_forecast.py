@@ -24,7 +24,7 @@ from the device's own features on synthetic channels only, as a distribution, ta
    learner benchmark (seeds from 1,000,000) on each condition; the table gives the rule's paired
    gain over the best of them and over ``mpc-geometric``, with 95% t-intervals over episodes.
 
-    python -m benchmarks.bench_link_forecast                   # 40 episodes: about 80 minutes
+    python -m benchmarks.bench_link_forecast                   # 40 episodes: 32 minutes, 2 cores
     python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\
         trace:../shared/traces/Verizon-EVDO-driving.up
 
