@@ -50,7 +50,6 @@ import torch
 from benchmarks.bench_traces import TRACES_DIR
 from benchmarks.common import print_table, write_results
 from splitrl.agents.baselines import make_baseline
-from splitrl.agents.baselines.backlog import backlog_cost
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs.forecast import ForecastView
@@ -188,21 +187,8 @@ class QuantileMPCPolicy(GeometricMPCPolicy):
         assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
         geometric, features = forecast_features(env)
         offsets = self.offsets(features)
-        total = np.zeros(0)
-        actions = np.zeros((0, 3), dtype=np.int64)
-        for offset in offsets:
-            predicted = env.predict_actions(math.exp(geometric + float(offset)))
-            cost = backlog_cost(
-                predicted,
-                env.frame_interval_s,
-                env.reward_spec,
-                self.horizon,
-                self.spread.offsets(env),
-            )
-            value = self.spread.expected_rewards(predicted, env) - cost
-            total = value if total.size == 0 else total + value
-            actions = predicted.actions
-        return actions, total / len(offsets)
+        values = [self.values_at(env, math.exp(geometric + float(offset))) for offset in offsets]
+        return values[0][0], np.mean([value for _, value in values], axis=0)
 
 
 class _Recorder(GeometricMPCPolicy):

@@ -109,7 +109,12 @@ class RobustMPCPolicy:
         )
         discount = 1.0 + max(self.errors, default=0.0) if self.robust else 1.0
         self.robust_bps = self.predicted_bps / discount
-        predicted = env.predict_actions(self.robust_bps)
+        return self.values_at(env, self.robust_bps)
+
+    def values_at(self, env: ForecastView, capacity_bps: float) -> tuple[np.ndarray, np.ndarray]:
+        """The canonical actions and their value at ``capacity_bps``: the predicted reward, averaged
+        over the RTT and queueing spread, minus the backlog cost."""
+        predicted = env.predict_actions(capacity_bps)
         rewards = self.spread.expected_rewards(predicted, env)
         cost = backlog_cost(
             predicted,
