@@ -221,8 +221,9 @@ def collect(scenario: Scenario, channel: str, episodes: int, payload_bytes: int)
 
 def _evaluate(
     scenario: Scenario, channel: str, policy: str, episodes: int, state: dict[str, Any] | None
-) -> np.ndarray:
-    """The mean reward per request of every evaluation episode of one policy on one channel."""
+) -> tuple[np.ndarray, float]:
+    """The mean reward per request of every evaluation episode of one policy on one channel, and
+    the fraction of its requests that it offloaded."""
     torch.set_num_threads(1)
     if state is None:
         rule = make_baseline(policy)
@@ -232,7 +233,7 @@ def _evaluate(
         rule = QuantileMPCPolicy(forecast.offsets)
     env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
     rollout = run_episodes(rule, env, range(EVAL_SEED, EVAL_SEED + episodes))
-    return np.asarray(rollout.reward.mean(axis=1))
+    return np.asarray(rollout.reward.mean(axis=1)), float((rollout.payload_bytes > 0).mean())
 
 
 def paired(gains: np.ndarray) -> tuple[float, float]:
@@ -325,17 +326,18 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - started
         print(f"[{count}/{len(tasks)}] {task[1]} on {task[0]} ({seconds:.0f} s)", flush=True)
 
-    rewards: dict[tuple[str, str], np.ndarray] = {}
+    results: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
     if args.jobs == 1:
         for task in tasks:
-            rewards[task] = _evaluate(*arguments(*task))
-            done(task, len(rewards))
+            results[task] = _evaluate(*arguments(*task))
+            done(task, len(results))
     else:
         with ProcessPoolExecutor(args.jobs) as pool:
             futures = {pool.submit(_evaluate, *arguments(*task)): task for task in tasks}
             for future in as_completed(futures):
-                rewards[futures[future]] = future.result()
-                done(futures[future], len(rewards))
+                results[futures[future]] = future.result()
+                done(futures[future], len(results))
+    rewards = {task: result[0] for task, result in results.items()}
 
     rows = []
     for condition in channels:
@@ -354,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
                 "gain_ci95": half,
                 "gain_over_mpc_geometric": over_geometric,
                 "gain_over_mpc_geometric_ci95": half_geometric,
+                "offload_fraction": {
+                    policy: results[condition, policy][1]
+                    for policy in (QuantileMPCPolicy.name, *RULES)
+                },
             }
         )
     print_table(

@@ -73,6 +73,9 @@ def test_the_benchmark_writes_a_row_per_condition(
     for row in rows.values():
         assert row["best_rule"] in written["settings"]["rules"]
         assert np.isfinite([row["gain"], row["gain_ci95"], row["reward"]]).all()
+        fractions = row["offload_fraction"]
+        assert set(fractions) == {"mpc-quantile-forecast", *written["settings"]["rules"]}
+        assert all(0.0 <= fraction <= 1.0 for fraction in fractions.values())
     assert written["train_requests"] == 4 * 60
 
 
