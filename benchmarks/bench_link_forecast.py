@@ -55,6 +55,7 @@ from splitrl.agents.rollout import run_episodes
 from splitrl.envs.forecast import ForecastView
 from splitrl.envs.scenarios import SCENARIO_CHANNELS, Scenario, get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.statistics import t_interval
 from splitrl.sweeps.cells import EVAL_SEED
 
 #: quantile levels of the forecast; their mean value is a midpoint rule for the expectation
@@ -236,16 +237,6 @@ def _evaluate(
     return np.asarray(rollout.reward.mean(axis=1)), float((rollout.payload_bytes > 0).mean())
 
 
-def paired(gains: np.ndarray) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over episodes (0 for one episode)."""
-    from scipy import stats
-
-    if len(gains) < 2:
-        return float(gains.mean()), 0.0
-    half = stats.t.ppf(0.975, len(gains) - 1) * gains.std(ddof=1) / math.sqrt(len(gains))
-    return float(gains.mean()), float(half)
-
-
 def conditions(names: Sequence[str] | None, traces: Path) -> dict[str, str]:
     """Condition name to channel: the synthetic channels and every trace of ``traces`` by
     default; ``trace:PATH`` entries must exist."""
@@ -344,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
         means = {rule: float(rewards[condition, rule].mean()) for rule in RULES}
         best = max(RULES, key=means.__getitem__)
         own = rewards[condition, QuantileMPCPolicy.name]
-        gain, half = paired(own - rewards[condition, best])
-        over_geometric, half_geometric = paired(own - rewards[condition, "mpc-geometric"])
+        gain, half = t_interval(own - rewards[condition, best])
+        over_geometric, half_geometric = t_interval(own - rewards[condition, "mpc-geometric"])
         rows.append(
             {
                 "condition": condition,
