@@ -51,6 +51,7 @@ from benchmarks.bench_traces import TRACES_DIR
 from benchmarks.common import print_table, write_results
 from splitrl.agents.baselines import make_baseline
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs.forecast import ForecastView
 from splitrl.envs.scenarios import SCENARIO_CHANNELS, Scenario, get_scenario
@@ -68,6 +69,12 @@ RULES = ("mpc-geometric", "mpc", "robust-mpc")
 DEFAULT_PAYLOAD_BYTES = 1024
 #: device features per request (:func:`forecast_features`)
 N_FEATURES = 12
+#: the central share of each training feature's values that the gate trusts
+FEATURE_COVERAGE = 0.998
+#: percentiles of the training data's forecast spread that the gate's width is chosen among
+SPREAD_PERCENTILES = (25.0, 50.0, 75.0, 90.0, 100.0)
+#: first reset seed of the episodes on training channels that choose the gate's width
+VALIDATION_SEED = 500_000
 #: the age feature of a device that has never sent anything
 _NEVER_SENT_AGE = 8.0
 
@@ -187,9 +194,68 @@ class QuantileMPCPolicy(GeometricMPCPolicy):
         """The mean over the forecast's quantiles of ``mpc-geometric``'s value of every action."""
         assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
         geometric, features = forecast_features(env)
-        offsets = self.offsets(features)
+        offsets = self.forecast_offsets(features)
         values = [self.values_at(env, math.exp(geometric + float(offset))) for offset in offsets]
         return values[0][0], np.mean([value for _, value in values], axis=0)
+
+    def forecast_offsets(self, features: np.ndarray) -> np.ndarray:
+        """The log offsets the values are averaged over: the forecast's quantiles."""
+        return self.offsets(features)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForecastGate:
+    """Where the forecast is trusted: features inside the range of its training data, and a spread
+    of its quantiles (highest minus lowest) at most ``max_spread``.
+
+    :param low: the smallest value of each feature that is trusted
+    :param high: the largest value of each feature that is trusted
+    :param max_spread: the widest forecast trusted (``-inf``: never trusted)
+    """
+
+    low: np.ndarray
+    high: np.ndarray
+    max_spread: float
+
+    @classmethod
+    def from_training(
+        cls, features: np.ndarray, max_spread: float, coverage: float = FEATURE_COVERAGE
+    ) -> ForecastGate:
+        """The gate whose feature range holds the central ``coverage`` of each training feature."""
+        tail = 100.0 * (1.0 - coverage) / 2.0
+        low, high = np.percentile(features, [tail, 100.0 - tail], axis=0)
+        return cls(low.astype(np.float32), high.astype(np.float32), max_spread)
+
+    def trusts(self, features: np.ndarray, offsets: np.ndarray) -> bool:
+        """Whether a forecast of ``offsets`` made from ``features`` is used."""
+        inside = bool((features >= self.low).all() and (features <= self.high).all())
+        return inside and float(offsets[-1] - offsets[0]) <= self.max_spread
+
+
+class GatedQuantileMPCPolicy(QuantileMPCPolicy):
+    """:class:`QuantileMPCPolicy` where its gate trusts the forecast, ``mpc-geometric`` elsewhere.
+
+    :param offsets: the forecast, as for :class:`QuantileMPCPolicy`
+    :param gate: where the forecast is trusted
+    """
+
+    name = "mpc-quantile-gated"
+
+    def __init__(self, offsets: Callable[[np.ndarray], np.ndarray], gate: ForecastGate) -> None:
+        super().__init__(offsets)
+        self.gate = gate
+        #: decisions made, and those that used the forecast
+        self.decisions = 0
+        self.trusted = 0
+
+    def forecast_offsets(self, features: np.ndarray) -> np.ndarray:
+        """The forecast's quantiles where the gate trusts them, else the geometric mean alone."""
+        offsets = self.offsets(features)
+        self.decisions += 1
+        if self.gate.trusts(features, offsets):
+            self.trusted += 1
+            return offsets
+        return np.zeros(1)
 
 
 class _Recorder(GeometricMPCPolicy):
@@ -220,21 +286,129 @@ def collect(scenario: Scenario, channel: str, episodes: int, payload_bytes: int)
     return np.column_stack([np.array(recorder.rows), np.array(recorder.targets)]).astype(np.float32)
 
 
-def _evaluate(
-    scenario: Scenario, channel: str, policy: str, episodes: int, state: dict[str, Any] | None
-) -> tuple[np.ndarray, float]:
-    """The mean reward per request of every evaluation episode of one policy on one channel, and
-    the fraction of its requests that it offloaded."""
-    torch.set_num_threads(1)
+def _rule(policy: str, state: dict[str, Any] | None, gate: ForecastGate | None) -> Policy:
+    """A rule by name, or the forecast rule (gated where ``gate`` is given) of a fitted state."""
     if state is None:
-        rule = make_baseline(policy)
-    else:
-        forecast = QuantileForecast()
-        forecast.load_state_dict(state)
-        rule = QuantileMPCPolicy(forecast.offsets)
+        return make_baseline(policy)
+    forecast = QuantileForecast()
+    forecast.load_state_dict(state)
+    if gate is None:
+        return QuantileMPCPolicy(forecast.offsets)
+    return GatedQuantileMPCPolicy(forecast.offsets, gate)
+
+
+def _evaluate(
+    scenario: Scenario,
+    channel: str,
+    policy: str,
+    seeds: range,
+    state: dict[str, Any] | None = None,
+    gate: ForecastGate | None = None,
+) -> tuple[np.ndarray, float, float]:
+    """The mean reward per request of every episode of one policy on one channel, the fraction of
+    its requests that it offloaded, and the fraction whose forecast the gate trusted (``nan``
+    without a gate)."""
+    torch.set_num_threads(1)
+    rule = _rule(policy, state, gate)
     env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
-    rollout = run_episodes(rule, env, range(EVAL_SEED, EVAL_SEED + episodes))
-    return np.asarray(rollout.reward.mean(axis=1)), float((rollout.payload_bytes > 0).mean())
+    rollout = run_episodes(rule, env, seeds)
+    trusted = (
+        rule.trusted / rule.decisions if isinstance(rule, GatedQuantileMPCPolicy) else math.nan
+    )
+    return (
+        np.asarray(rollout.reward.mean(axis=1)),
+        float((rollout.payload_bytes > 0).mean()),
+        trusted,
+    )
+
+
+def candidate_gates(forecast: QuantileForecast, features: np.ndarray) -> dict[str, ForecastGate]:
+    """The gates the benchmark chooses among: never trusted (``mpc-geometric``), and trusted
+    inside the training features' range up to each of ``SPREAD_PERCENTILES`` of the forecast's
+    spread on the training data."""
+    with torch.no_grad():
+        quantiles = forecast(torch.from_numpy(features)).numpy()
+    spreads = quantiles[:, -1] - quantiles[:, 0]
+    gates = {"never": ForecastGate.from_training(features, -math.inf)}
+    for percentile in SPREAD_PERCENTILES:
+        width = float(np.percentile(spreads, percentile))
+        gates[f"spread<=p{percentile:g}"] = ForecastGate.from_training(features, width)
+    return gates
+
+
+#: what one evaluation gives: rewards per episode, offload fraction, trusted fraction
+Outcome = tuple[np.ndarray, float, float]
+
+
+class _Runner:
+    """Runs evaluation tasks, in processes or in this one, with a progress line per task."""
+
+    def __init__(
+        self, scenario: Scenario, state: dict[str, Any], jobs: int, started: float
+    ) -> None:
+        self.scenario = scenario
+        self.state = state
+        self.jobs = jobs
+        self.started = started
+
+    def __call__(
+        self,
+        tasks: dict[tuple[str, str], tuple[str, str, range, ForecastGate | None]],
+        stage: str,
+    ) -> dict[tuple[str, str], Outcome]:
+        """:param tasks: key to ``(channel, policy, seeds, gate)``"""
+
+        def arguments(channel: str, policy: str, seeds: range, gate: ForecastGate | None) -> Any:
+            state = None if policy in RULES else self.state
+            return self.scenario, channel, policy, seeds, state, gate
+
+        results: dict[tuple[str, str], Outcome] = {}
+
+        def done(key: tuple[str, str]) -> None:
+            seconds = time.perf_counter() - self.started
+            print(
+                f"{stage} [{len(results)}/{len(tasks)}] {key[1]} on {key[0]} ({seconds:.0f} s)",
+                flush=True,
+            )
+
+        if self.jobs == 1:
+            for key, task in tasks.items():
+                results[key] = _evaluate(*arguments(*task))
+                done(key)
+            return results
+        with ProcessPoolExecutor(self.jobs) as pool:
+            futures = {
+                pool.submit(_evaluate, *arguments(*task)): key for key, task in tasks.items()
+            }
+            for future in as_completed(futures):
+                results[futures[future]] = future.result()
+                done(futures[future])
+        return results
+
+
+def _row(condition: str, outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """One condition's table row: the forecast rules' paired gains over the best rule."""
+    rewards = {policy: outcome[0] for policy, outcome in outcomes.items()}
+    best = max(RULES, key=lambda rule: float(rewards[rule].mean()))
+    row: dict[str, Any] = {
+        "condition": condition,
+        "best_rule": best,
+        "best_rule_reward": float(rewards[best].mean()),
+    }
+    for prefix, policy in (("", QuantileMPCPolicy.name), ("gated_", GatedQuantileMPCPolicy.name)):
+        own = rewards[policy]
+        gain, half = t_interval(own - rewards[best])
+        over, over_half = t_interval(own - rewards["mpc-geometric"])
+        row |= {
+            f"{prefix}reward": float(own.mean()),
+            f"{prefix}gain": gain,
+            f"{prefix}gain_ci95": half,
+            f"{prefix}gain_over_mpc_geometric": over,
+            f"{prefix}gain_over_mpc_geometric_ci95": over_half,
+        }
+    row["trusted_fraction"] = outcomes[GatedQuantileMPCPolicy.name][2]
+    row["offload_fraction"] = {policy: outcome[1] for policy, outcome in outcomes.items()}
+    return row
 
 
 def conditions(names: Sequence[str] | None, traces: Path) -> dict[str, str]:
@@ -265,13 +439,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-episodes", type=int, default=20)
     parser.add_argument("--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES)
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument(
+        "--validation-episodes",
+        type=int,
+        default=10,
+        help="episodes per training channel that choose the gate",
+    )
     parser.add_argument("--episodes", type=int, default=40, help="evaluation episodes")
     parser.add_argument("--conditions", nargs="+", help="channels or trace:PATH (default: all)")
     parser.add_argument("--traces", type=Path, default=TRACES_DIR)
     parser.add_argument("--horizon", type=int, help="requests per episode (default: scenario's)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (1: in this process)")
     args = parser.parse_args(argv)
-    for flag in ("train_episodes", "payload_bytes", "epochs", "episodes", "jobs"):
+    counts = (
+        "train_episodes",
+        "payload_bytes",
+        "epochs",
+        "validation_episodes",
+        "episodes",
+        "jobs",
+    )
+    for flag in counts:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.horizon is not None and args.horizon < 1:
@@ -304,65 +492,56 @@ def main(argv: list[str] | None = None) -> int:
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
+    run = _Runner(scenario, state, args.jobs, started)
 
-    tasks = [
-        (condition, policy) for condition in channels for policy in (QuantileMPCPolicy.name, *RULES)
+    gates = candidate_gates(forecast, data[:, :-1])
+    validation_seeds = range(VALIDATION_SEED, VALIDATION_SEED + args.validation_episodes)
+    validated = run(
+        {
+            (channel, name): (channel, GatedQuantileMPCPolicy.name, validation_seeds, gate)
+            for channel in args.train_channels
+            for name, gate in gates.items()
+        },
+        "choosing the gate",
+    )
+    validation = {
+        name: float(np.mean([validated[channel, name][0] for channel in args.train_channels]))
+        for name in gates
+    }
+    chosen = max(gates, key=validation.__getitem__)
+    print(f"gate chosen on the training channels: {chosen}", flush=True)
+
+    policies = (QuantileMPCPolicy.name, GatedQuantileMPCPolicy.name, *RULES)
+    seeds = range(EVAL_SEED, EVAL_SEED + args.episodes)
+    results = run(
+        {
+            (condition, policy): (
+                channels[condition],
+                policy,
+                seeds,
+                gates[chosen] if policy == GatedQuantileMPCPolicy.name else None,
+            )
+            for condition in channels
+            for policy in policies
+        },
+        "evaluating",
+    )
+
+    rows = [
+        _row(condition, {policy: results[condition, policy] for policy in policies})
+        for condition in channels
     ]
-
-    def arguments(condition: str, policy: str) -> tuple[Any, ...]:
-        own = state if policy == QuantileMPCPolicy.name else None
-        return scenario, channels[condition], policy, args.episodes, own
-
-    def done(task: tuple[str, str], count: int) -> None:
-        seconds = time.perf_counter() - started
-        print(f"[{count}/{len(tasks)}] {task[1]} on {task[0]} ({seconds:.0f} s)", flush=True)
-
-    results: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
-    if args.jobs == 1:
-        for task in tasks:
-            results[task] = _evaluate(*arguments(*task))
-            done(task, len(results))
-    else:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            futures = {pool.submit(_evaluate, *arguments(*task)): task for task in tasks}
-            for future in as_completed(futures):
-                results[futures[future]] = future.result()
-                done(futures[future], len(results))
-    rewards = {task: result[0] for task, result in results.items()}
-
-    rows = []
-    for condition in channels:
-        means = {rule: float(rewards[condition, rule].mean()) for rule in RULES}
-        best = max(RULES, key=means.__getitem__)
-        own = rewards[condition, QuantileMPCPolicy.name]
-        gain, half = t_interval(own - rewards[condition, best])
-        over_geometric, half_geometric = t_interval(own - rewards[condition, "mpc-geometric"])
-        rows.append(
-            {
-                "condition": condition,
-                "best_rule": best,
-                "best_rule_reward": means[best],
-                "reward": float(own.mean()),
-                "gain": gain,
-                "gain_ci95": half,
-                "gain_over_mpc_geometric": over_geometric,
-                "gain_over_mpc_geometric_ci95": half_geometric,
-                "offload_fraction": {
-                    policy: results[condition, policy][1]
-                    for policy in (QuantileMPCPolicy.name, *RULES)
-                },
-            }
-        )
     print_table(
         rows,
         [
             ("condition", "condition", ""),
             ("best_rule", "best causal rule", ""),
             ("best_rule_reward", "its reward", ".4f"),
-            ("gain", "gain", "+.4f"),
+            ("gain", "forecast: gain", "+.4f"),
             ("gain_ci95", "±", ".4f"),
-            ("gain_over_mpc_geometric", "over mpc-geometric", "+.4f"),
-            ("gain_over_mpc_geometric_ci95", "±", ".4f"),
+            ("gated_gain", "gated: gain", "+.4f"),
+            ("gated_gain_ci95", "±", ".4f"),
+            ("trusted_fraction", "trusted", ".3f"),
         ],
     )
     settings = {
@@ -371,8 +550,19 @@ def main(argv: list[str] | None = None) -> int:
     path = write_results(
         "link_forecast",
         {
-            "settings": {**settings, "quantiles": list(QUANTILES), "rules": list(RULES)},
+            "settings": {
+                **settings,
+                "quantiles": list(QUANTILES),
+                "rules": list(RULES),
+                "feature_coverage": FEATURE_COVERAGE,
+                "validation_seed": VALIDATION_SEED,
+            },
             "train_requests": len(data),
+            "gate": {
+                "chosen": chosen,
+                "max_spread": gates[chosen].max_spread,
+                "validation_reward": validation,
+            },
             "seconds": time.perf_counter() - started,
             "conditions": rows,
         },
