@@ -10,7 +10,10 @@ import pytest
 from benchmarks.bench_link_forecast import (
     N_FEATURES,
     QUANTILES,
+    ForecastGate,
+    GatedQuantileMPCPolicy,
     QuantileMPCPolicy,
+    candidate_gates,
     fit_forecast,
     forecast_features,
     main,
@@ -37,6 +40,51 @@ def test_a_forecast_at_the_geometric_mean_is_mpc_geometric() -> None:
 def test_a_forecast_of_a_dead_link_keeps_the_device_local() -> None:
     dead = run_episodes(QuantileMPCPolicy(lambda features: np.full(5, -12.0)), _env(), range(2))
     assert not (dead.payload_bytes > 0).any()
+
+
+def _dead_link(features: np.ndarray) -> np.ndarray:
+    return np.full(5, -12.0)
+
+
+def _gate(low: float, high: float, max_spread: float) -> ForecastGate:
+    return ForecastGate(np.full(N_FEATURES, low), np.full(N_FEATURES, high), max_spread)
+
+
+@pytest.mark.parametrize(
+    "gate",
+    [_gate(-np.inf, np.inf, -np.inf), _gate(np.inf, np.inf, np.inf)],
+    ids=["spread-too-wide", "features-out-of-range"],
+)
+def test_where_the_gate_distrusts_the_forecast_the_rule_is_mpc_geometric(
+    gate: ForecastGate,
+) -> None:
+    seeds = range(2)
+    rule = run_episodes(GeometricMPCPolicy(), _env(), seeds)
+    gated = GatedQuantileMPCPolicy(_dead_link, gate)
+    same = run_episodes(gated, _env(), seeds)
+    np.testing.assert_array_equal(same.reward, rule.reward)
+    assert gated.decisions == 2 * 120 and gated.trusted == 0
+
+
+def test_where_the_gate_trusts_the_forecast_the_rule_follows_it() -> None:
+    gated = GatedQuantileMPCPolicy(_dead_link, _gate(-np.inf, np.inf, 0.0))
+    dead = run_episodes(gated, _env(), range(2))
+    assert not (dead.payload_bytes > 0).any()
+    assert gated.trusted == gated.decisions == 2 * 120
+
+
+def test_the_candidate_gates_widen_and_trust_the_training_range() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3000, N_FEATURES)).astype(np.float32)
+    y = (x[:, 0] * rng.normal(size=3000)).astype(np.float32)
+    model = fit_forecast(x, y, epochs=3)
+    gates = candidate_gates(model, x)
+    assert next(iter(gates)) == "never" and gates["never"].max_spread == -np.inf
+    widths = [gate.max_spread for gate in gates.values()]
+    assert widths == sorted(widths) and widths[1] < widths[-1]
+    widest = gates[list(gates)[-1]]
+    trusted = np.mean([widest.trusts(row, model.offsets(row)) for row in x[:500]])
+    assert 0.97 <= trusted < 1.0
 
 
 def test_the_features_are_the_devices_own() -> None:
@@ -66,6 +114,7 @@ def test_the_benchmark_writes_a_row_per_condition(
 ) -> None:
     monkeypatch.chdir(tmp_path)
     flags = ["--train-episodes", "1", "--horizon", "60", "--episodes", "2", "--epochs", "1"]
+    flags += ["--validation-episodes", "1"]
     assert main([*flags, "--conditions", "markov", "fading", "--jobs", "1"]) == 0
     written = json.loads((tmp_path / "results" / "bench_link_forecast.json").read_text())
     rows = {row["condition"]: row for row in written["conditions"]}
@@ -74,9 +123,18 @@ def test_the_benchmark_writes_a_row_per_condition(
         assert row["best_rule"] in written["settings"]["rules"]
         assert np.isfinite([row["gain"], row["gain_ci95"], row["reward"]]).all()
         fractions = row["offload_fraction"]
-        assert set(fractions) == {"mpc-quantile-forecast", *written["settings"]["rules"]}
+        forecasts = {"mpc-quantile-forecast", "mpc-quantile-gated"}
+        assert set(fractions) == {*forecasts, *written["settings"]["rules"]}
         assert all(0.0 <= fraction <= 1.0 for fraction in fractions.values())
     assert written["train_requests"] == 4 * 60
+    gate = written["gate"]
+    chosen = gate["validation_reward"][gate["chosen"]]
+    assert chosen == max(gate["validation_reward"].values())
+    for row in rows.values():
+        assert 0.0 <= row["trusted_fraction"] <= 1.0
+        assert np.isfinite([row["gated_gain"], row["gated_gain_ci95"]]).all()
+        if gate["chosen"] == "never":
+            assert row["trusted_fraction"] == 0.0
 
 
 @pytest.mark.parametrize(
@@ -86,6 +144,7 @@ def test_the_benchmark_writes_a_row_per_condition(
         ["--conditions", "markov", "no-such-channel"],
         ["--train-channels", "no-such-channel"],
         ["--episodes", "0"],
+        ["--validation-episodes", "0"],
         ["--scenario", "no-such"],
     ],
 )
