@@ -19,10 +19,18 @@ from the device's own features on synthetic channels only, as a distribution, ta
    mean of its values at the forecast's quantiles (the geometric mean times ``exp`` of each), an
    expectation over the forecast distribution instead of a value at one point. It is causal: the
    forecast reads only what the device knows.
-4. **Evaluation.** The rule and ``mpc-geometric``, ``mpc`` and ``robust-mpc`` (the best causal
-   baselines of every condition of ``default-timeout``) play the evaluation episodes of the
-   learner benchmark (seeds from 1,000,000) on each condition; the table gives the rule's paired
-   gain over the best of them and over ``mpc-geometric``, with 95% t-intervals over episodes.
+4. **Gate.** :class:`GatedQuantileMPCPolicy` (``mpc-quantile-gated``) uses the forecast only
+   where its :class:`ForecastGate` trusts it (every feature inside the central 99.8% of its
+   training values, and a spread of the quantiles at most a width), and ``mpc-geometric``
+   elsewhere. The width is chosen among ``SPREAD_PERCENTILES`` of the training data's spread, and
+   "never", by the mean reward on ``--validation-episodes`` further episodes of each training
+   channel (seeds from ``VALIDATION_SEED``): the choice sees no evaluation episode and no trace.
+5. **Evaluation.** Both forecast rules and ``mpc-geometric``, ``mpc`` and ``robust-mpc`` (the best
+   causal baselines of every condition of ``default-timeout``) play the evaluation episodes of the
+   learner benchmark (seeds from 1,000,000) on each condition; the table gives each forecast
+   rule's paired gain over the best of them, with 95% t-intervals over episodes, and the fraction
+   of requests whose forecast the gate trusted (the JSON adds the gains over ``mpc-geometric``
+   and every policy's offload fraction).
 
     python -m benchmarks.bench_link_forecast                   # 40 episodes: 32 minutes, 2 cores
     python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\

@@ -20,8 +20,9 @@ from splitrl.agents.learners import LEARNERS
 from splitrl.agents.policy_interface import Policy
 from splitrl.cli import main
 from splitrl.envs import SplitComputingEnv
+from splitrl.profiles.io import shipped_profiles_dir
 from splitrl.training.cli import config_from_args, configure_parser, run_defining_flags
-from splitrl.training.config import TrainConfig, flags
+from splitrl.training.config import TrainConfig, flags, profile_identity
 from splitrl.training.run_dir import RunDirectory
 from splitrl.training.trainer import resume, train
 
@@ -114,6 +115,7 @@ def test_train_command_writes_a_complete_run_directory(
     assert config["algo"] == "sacd" and config["status"] == "finished"
     assert config["num_timesteps"] == 300 and config["seed"] == 0
     assert config["profile_identity"]["arrays_sha256"] == profile_json["arrays"]["sha256"]
+    assert config["profile_identity"]["source"] == str(tiny_profile_path.resolve())
     assert (
         config["profile"] == config["scenario_spec"]["profile"] == str(tiny_profile_path.resolve())
     )
@@ -383,3 +385,10 @@ def test_the_untrained_model_is_the_first_validation_candidate(
     seeds = range(run_config["eval_seed"], run_config["eval_seed"] + 2)
     rule = run_episodes(make_baseline("mpc"), env, seeds).reward.mean(axis=1)
     np.testing.assert_allclose(log.results[0], rule, rtol=0, atol=1e-12)
+
+
+def test_a_shipped_profile_is_identified_by_name_not_by_the_install_folder() -> None:
+    identity = profile_identity("default")
+    assert identity["source"] == "shipped:default" and identity["name"]
+    by_path = shipped_profiles_dir() / "default.json"
+    assert profile_identity(by_path) == identity

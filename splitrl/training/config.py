@@ -31,7 +31,7 @@ import yaml
 from splitrl.agents.learners import LEARNERS
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.files import read_yaml_mapping
-from splitrl.profiles.io import resolve_profile_path
+from splitrl.profiles.io import resolve_profile_path, shipped_profiles_dir
 
 #: timesteps of a default run: a few minutes of SACD on one CPU core
 DEFAULT_TIMESTEPS = 30_000
@@ -373,12 +373,15 @@ def profile_identity(name_or_path: str | Path) -> dict[str, str]:
     """What identifies a profile: its name, its JSON file and the SHA-256 of its arrays.
 
     Two runs trained on profiles with the same ``arrays_sha256`` saw the same per-sample outcomes.
+    ``source`` is ``shipped:NAME`` for a profile shipped with splitrl (so that a run record does
+    not name the folder splitrl was installed in), else the JSON file's absolute path.
     """
-    json_path = resolve_profile_path(name_or_path)
+    json_path = resolve_profile_path(name_or_path).resolve()
     document = json.loads(json_path.read_text())
+    shipped = json_path.parent == shipped_profiles_dir().resolve()
     return {
         "name": str(document["name"]),
-        "source": str(json_path.resolve()),
+        "source": f"shipped:{json_path.stem}" if shipped else str(json_path),
         "arrays_sha256": str(document["arrays"]["sha256"]),
     }
 
