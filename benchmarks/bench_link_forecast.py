@@ -285,12 +285,14 @@ class _Recorder(GeometricMPCPolicy):
         return super().action_values(env)
 
 
-def collect(scenario: Scenario, channel: str, episodes: int, payload_bytes: int) -> np.ndarray:
-    """``(n, N_FEATURES + 1)``: features and target of every request of ``episodes`` episodes of
-    ``channel`` (reset seeds 0, 1, ...), ``mpc-geometric`` acting."""
+def collect(
+    scenario: Scenario, channel: str, seeds: Sequence[int], payload_bytes: int
+) -> np.ndarray:
+    """``(n, N_FEATURES + 1)``: features and target of every request of one episode per reset
+    seed of ``channel``, ``mpc-geometric`` acting."""
     recorder = _Recorder(payload_bytes)
     env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
-    run_episodes(recorder, env, range(episodes))
+    run_episodes(recorder, env, seeds)
     return np.column_stack([np.array(recorder.rows), np.array(recorder.targets)]).astype(np.float32)
 
 
@@ -448,6 +450,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payload-bytes", type=int, default=DEFAULT_PAYLOAD_BYTES)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="training seed: the fit's, and the training episodes' (reset seeds from seed x "
+        "--train-episodes)",
+    )
+    parser.add_argument(
         "--validation-episodes",
         type=int,
         default=10,
@@ -472,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be at least 1")
+    if not (0 <= args.seed and (args.seed + 1) * args.train_episodes <= VALIDATION_SEED):
+        parser.error(
+            f"--seed must be at least 0, and its training episodes below reset seed "
+            f"{VALIDATION_SEED} (the validation episodes')"
+        )
     try:
         scenario = get_scenario(args.scenario)
     except (ValueError, FileNotFoundError) as error:
@@ -488,13 +502,15 @@ def main(argv: list[str] | None = None) -> int:
     channels = conditions(args.conditions, args.traces)
 
     started = time.perf_counter()
+    first = args.seed * args.train_episodes
+    train_seeds = range(first, first + args.train_episodes)
     data = np.concatenate(
         [
-            collect(scenario, channel, args.train_episodes, args.payload_bytes)
+            collect(scenario, channel, train_seeds, args.payload_bytes)
             for channel in args.train_channels
         ]
     )
-    forecast = fit_forecast(data[:, :-1], data[:, -1], epochs=args.epochs)
+    forecast = fit_forecast(data[:, :-1], data[:, -1], epochs=args.epochs, seed=args.seed)
     state = forecast.state_dict()
     print(
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
@@ -517,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in gates
     }
     chosen = max(gates, key=validation.__getitem__)
-    print(f"gate chosen on the training channels: {chosen}", flush=True)
+    rewards = ", ".join(f"{name} {reward:.4f}" for name, reward in validation.items())
+    print(f"gate chosen on the training channels: {chosen} ({rewards})", flush=True)
 
     policies = (QuantileMPCPolicy.name, GatedQuantileMPCPolicy.name, *RULES)
     seeds = range(EVAL_SEED, EVAL_SEED + args.episodes)

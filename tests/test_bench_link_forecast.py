@@ -145,6 +145,8 @@ def test_the_benchmark_writes_a_row_per_condition(
         ["--train-channels", "no-such-channel"],
         ["--episodes", "0"],
         ["--validation-episodes", "0"],
+        ["--seed", "-1"],
+        ["--seed", "25000"],
         ["--scenario", "no-such"],
     ],
 )
