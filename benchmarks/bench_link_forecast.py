@@ -32,7 +32,7 @@ from the device's own features on synthetic channels only, as a distribution, ta
    of requests whose forecast the gate trusted (the JSON adds the gains over ``mpc-geometric``
    and every policy's offload fraction).
 
-    python -m benchmarks.bench_link_forecast                   # 40 episodes: 32 minutes, 2 cores
+    python -m benchmarks.bench_link_forecast                   # 40 episodes: 41 minutes, 2 cores
     python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\
         trace:../shared/traces/Verizon-EVDO-driving.up
 
