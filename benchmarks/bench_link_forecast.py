@@ -339,10 +339,11 @@ def candidate_gates(forecast: QuantileForecast, features: np.ndarray) -> dict[st
     with torch.no_grad():
         quantiles = forecast(torch.from_numpy(features)).numpy()
     spreads = quantiles[:, -1] - quantiles[:, 0]
-    gates = {"never": ForecastGate.from_training(features, -math.inf)}
+    never = ForecastGate.from_training(features, -math.inf)
+    gates = {"never": never}
     for percentile in SPREAD_PERCENTILES:
         width = float(np.percentile(spreads, percentile))
-        gates[f"spread<=p{percentile:g}"] = ForecastGate.from_training(features, width)
+        gates[f"spread<=p{percentile:g}"] = dataclasses.replace(never, max_spread=width)
     return gates
 
 
