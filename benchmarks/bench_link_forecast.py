@@ -47,6 +47,7 @@ import dataclasses
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -83,6 +84,11 @@ FEATURE_COVERAGE = 0.998
 SPREAD_PERCENTILES = (25.0, 50.0, 75.0, 90.0, 100.0)
 #: first reset seed of the episodes on training channels that choose the gate's width
 VALIDATION_SEED = 500_000
+#: log offsets from the geometric mean below the forecast at which the switch also values actions:
+#: a link 4.5 and 20 times slower, so that an outage is scored as one
+LOW_OFFSETS = (-1.5, -3.0)
+#: time constant of the switch's score: a few hundred requests, about two seconds of the channel
+DEFAULT_SWITCH_MEMORY_S = 2.0
 #: the age feature of a device that has never sent anything
 _NEVER_SENT_AGE = 8.0
 
@@ -266,6 +272,105 @@ class GatedQuantileMPCPolicy(QuantileMPCPolicy):
         return np.zeros(1)
 
 
+class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
+    """:class:`QuantileMPCPolicy` or ``mpc-geometric``, whichever valued its actions better of late.
+
+    A switch between two experts by their recent hindsight scores, made online within the episode:
+    the channel the device is on decides, not a choice made beforehand on other channels. At every
+    request both rules decide; where their actions differ, the value of each action is kept at a
+    grid of link rates (the forecast's quantiles, the geometric mean, and ``LOW_OFFSETS`` below it,
+    an outage). Once the radio's report describes the capacity at that request's start (it is
+    the link-quality model's delay old), each action is scored at the reported rate (interpolated in log rate,
+    held at the grid's ends), and the forecast's lead is added to a score that decays with
+    ``memory_s``. The forecast rule acts while the score is positive; ``mpc-geometric`` acts
+    otherwise, and from the start of each episode. It reads only what the device knows: its
+    features, the report and the time. Without a report (``link_quality=False``) it is
+    ``mpc-geometric``.
+
+    :param offsets: the forecast, as for :class:`QuantileMPCPolicy`
+    :param memory_s: time constant in seconds of the score's decay
+    """
+
+    name = "mpc-quantile-switched"
+
+    def __init__(
+        self,
+        offsets: Callable[[np.ndarray], np.ndarray],
+        memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+    ) -> None:
+        if not (math.isfinite(memory_s) and memory_s > 0.0):
+            raise ValueError(f"memory_s must be positive and finite, got {memory_s}")
+        super().__init__(offsets)
+        self.memory_s = memory_s
+        #: the age of the radio's report, from the env's link-quality model at each reset
+        self.report_delay_s = math.inf
+        #: the forecast rule's recent lead in hindsight value (positive: it acts)
+        self.score = 0.0
+        self._scored_start = -math.inf
+        #: requests whose two actions differed and await the report of their start:
+        #: ``(start, log rates, forecast action's values, geometric action's values)``
+        self._pending: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque()
+        #: decisions made, those the forecast rule made, and those where it acted otherwise than
+        #: ``mpc-geometric`` would have
+        self.decisions = 0
+        self.trusted = 0
+        self.changed = 0
+
+    def reset(self, env: ForecastView) -> None:
+        """Forget the score and the pending requests: a new episode, maybe a new channel."""
+        super().reset(env)
+        assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
+        model = env.link_quality_model
+        self.report_delay_s = math.inf if model is None else model.delay_s
+        self.score = 0.0
+        self._scored_start = -math.inf
+        self._pending.clear()
+
+    def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
+        """The forecast rule's values while its score is positive, else ``mpc-geometric``'s."""
+        assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
+        now = env.request_start_s
+        report = env.knowledge.link_quality_bps
+        if report is not None:
+            self._score(math.log(max(report, 1.0)), now)
+        geometric, features = forecast_features(env)
+        offsets = self.offsets(features)
+        grid = np.concatenate([offsets, [0.0], LOW_OFFSETS])
+        valued = [self.values_at(env, math.exp(geometric + float(offset))) for offset in grid]
+        values = np.array([value for _, value in valued])
+        forecast_values = values[: len(offsets)].mean(axis=0)
+        geometric_values = values[len(offsets)]
+        forecast_best, geometric_best = np.argmax(forecast_values), np.argmax(geometric_values)
+        if forecast_best != geometric_best:
+            order = np.argsort(grid)
+            self._pending.append(
+                (
+                    now,
+                    geometric + grid[order],
+                    values[order, forecast_best],
+                    values[order, geometric_best],
+                )
+            )
+        self.decisions += 1
+        if self.score > 0.0:
+            self.trusted += 1
+            self.changed += int(forecast_best != geometric_best)
+            return valued[0][0], forecast_values
+        return valued[0][0], geometric_values
+
+    def _score(self, log_rate: float, now: float) -> None:
+        """Score every pending request that the report of ``now`` describes, at its rate."""
+        described = now - self.report_delay_s
+        while self._pending and self._pending[0][0] <= described:
+            start, logs, forecast_row, geometric_row = self._pending.popleft()
+            lead = float(np.interp(log_rate, logs, forecast_row)) - float(
+                np.interp(log_rate, logs, geometric_row)
+            )
+            decay = math.exp(-(start - self._scored_start) / self.memory_s)
+            self.score = self.score * decay + lead
+            self._scored_start = start
+
+
 class _Recorder(GeometricMPCPolicy):
     """``mpc-geometric`` that records each request's features and coming throughput."""
 
@@ -296,12 +401,28 @@ def collect(
     return np.column_stack([np.array(recorder.rows), np.array(recorder.targets)]).astype(np.float32)
 
 
-def _rule(policy: str, state: dict[str, Any] | None, gate: ForecastGate | None) -> Policy:
-    """A rule by name, or the forecast rule (gated where ``gate`` is given) of a fitted state."""
+#: the forecast rules a run can evaluate: flag value to policy name, and the prefix of its columns
+FORECAST_RULES = {
+    "forecast": (QuantileMPCPolicy.name, ""),
+    "gated": (GatedQuantileMPCPolicy.name, "gated_"),
+    "switched": (SwitchedQuantileMPCPolicy.name, "switched_"),
+}
+
+
+def _rule(
+    policy: str,
+    state: dict[str, Any] | None,
+    gate: ForecastGate | None,
+    memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+) -> Policy:
+    """A rule by name, or a forecast rule of a fitted state: gated where ``gate`` is given,
+    switched with ``memory_s`` where ``policy`` names it."""
     if state is None:
         return make_baseline(policy)
     forecast = QuantileForecast()
     forecast.load_state_dict(state)
+    if policy == SwitchedQuantileMPCPolicy.name:
+        return SwitchedQuantileMPCPolicy(forecast.offsets, memory_s)
     if gate is None:
         return QuantileMPCPolicy(forecast.offsets)
     return GatedQuantileMPCPolicy(forecast.offsets, gate)
@@ -314,17 +435,21 @@ def _evaluate(
     seeds: range,
     state: dict[str, Any] | None = None,
     gate: ForecastGate | None = None,
+    memory_s: float = DEFAULT_SWITCH_MEMORY_S,
 ) -> tuple[np.ndarray, float, float]:
     """The mean reward per request of every episode of one policy on one channel, the fraction of
-    its requests that it offloaded, and the fraction whose forecast the gate trusted (``nan``
-    without a gate)."""
+    its requests that it offloaded, and the fraction that the forecast decided: trusted by the
+    gate, or acted on by the switch where its action differed from ``mpc-geometric``'s (``nan``
+    for the other rules)."""
     torch.set_num_threads(1)
-    rule = _rule(policy, state, gate)
+    rule = _rule(policy, state, gate, memory_s)
     env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
     rollout = run_episodes(rule, env, seeds)
-    trusted = (
-        rule.trusted / rule.decisions if isinstance(rule, GatedQuantileMPCPolicy) else math.nan
-    )
+    trusted = math.nan
+    if isinstance(rule, GatedQuantileMPCPolicy):
+        trusted = rule.trusted / rule.decisions
+    elif isinstance(rule, SwitchedQuantileMPCPolicy):
+        trusted = rule.changed / rule.decisions
     return (
         np.asarray(rollout.reward.mean(axis=1)),
         float((rollout.payload_bytes > 0).mean()),
@@ -355,12 +480,18 @@ class _Runner:
     """Runs evaluation tasks, in processes or in this one, with a progress line per task."""
 
     def __init__(
-        self, scenario: Scenario, state: dict[str, Any], jobs: int, started: float
+        self,
+        scenario: Scenario,
+        state: dict[str, Any],
+        jobs: int,
+        started: float,
+        memory_s: float = DEFAULT_SWITCH_MEMORY_S,
     ) -> None:
         self.scenario = scenario
         self.state = state
         self.jobs = jobs
         self.started = started
+        self.memory_s = memory_s
 
     def __call__(
         self,
@@ -371,7 +502,7 @@ class _Runner:
 
         def arguments(channel: str, policy: str, seeds: range, gate: ForecastGate | None) -> Any:
             state = None if policy in RULES else self.state
-            return self.scenario, channel, policy, seeds, state, gate
+            return self.scenario, channel, policy, seeds, state, gate, self.memory_s
 
         results: dict[tuple[str, str], Outcome] = {}
 
@@ -397,8 +528,9 @@ class _Runner:
         return results
 
 
-def _row(condition: str, outcomes: dict[str, Outcome]) -> dict[str, Any]:
-    """One condition's table row: the forecast rules' paired gains over the best rule."""
+def _row(condition: str, outcomes: dict[str, Outcome], rules: Sequence[str]) -> dict[str, Any]:
+    """One condition's table row: the paired gains of the forecast rules ``rules`` (keys of
+    ``FORECAST_RULES``) over the best rule."""
     rewards = {policy: outcome[0] for policy, outcome in outcomes.items()}
     best = max(RULES, key=lambda rule: float(rewards[rule].mean()))
     row: dict[str, Any] = {
@@ -406,7 +538,8 @@ def _row(condition: str, outcomes: dict[str, Outcome]) -> dict[str, Any]:
         "best_rule": best,
         "best_rule_reward": float(rewards[best].mean()),
     }
-    for prefix, policy in (("", QuantileMPCPolicy.name), ("gated_", GatedQuantileMPCPolicy.name)):
+    for rule in rules:
+        policy, prefix = FORECAST_RULES[rule]
         own = rewards[policy]
         gain, half = t_interval(own - rewards[best])
         over, over_half = t_interval(own - rewards["mpc-geometric"])
@@ -417,7 +550,10 @@ def _row(condition: str, outcomes: dict[str, Outcome]) -> dict[str, Any]:
             f"{prefix}gain_over_mpc_geometric": over,
             f"{prefix}gain_over_mpc_geometric_ci95": over_half,
         }
-    row["trusted_fraction"] = outcomes[GatedQuantileMPCPolicy.name][2]
+        if rule == "gated":
+            row["trusted_fraction"] = outcomes[policy][2]
+        elif rule == "switched":
+            row["switched_changed_fraction"] = outcomes[policy][2]
     row["offload_fraction"] = {policy: outcome[1] for policy, outcome in outcomes.items()}
     return row
 
@@ -443,6 +579,47 @@ def conditions(names: Sequence[str] | None, traces: Path) -> dict[str, str]:
     return channels
 
 
+@dataclasses.dataclass(frozen=True)
+class _GateChoice:
+    """The candidate gates, their mean validation reward, and the chosen one's name."""
+
+    gates: dict[str, ForecastGate]
+    validation: dict[str, float]
+    chosen: str
+
+    def record(self) -> dict[str, Any]:
+        """The choice as the results file records it."""
+        return {
+            "chosen": self.chosen,
+            "max_spread": self.gates[self.chosen].max_spread,
+            "validation_reward": self.validation,
+        }
+
+
+def _choose_gate(
+    run: _Runner, forecast: QuantileForecast, features: np.ndarray, args: argparse.Namespace
+) -> _GateChoice:
+    """The gate of the highest mean reward on the validation episodes of the training channels."""
+    gates = candidate_gates(forecast, features)
+    validation_seeds = range(VALIDATION_SEED, VALIDATION_SEED + args.validation_episodes)
+    validated = run(
+        {
+            (channel, name): (channel, GatedQuantileMPCPolicy.name, validation_seeds, gate)
+            for channel in args.train_channels
+            for name, gate in gates.items()
+        },
+        "choosing the gate",
+    )
+    validation = {
+        name: float(np.mean([validated[channel, name][0] for channel in args.train_channels]))
+        for name in gates
+    }
+    chosen = max(gates, key=validation.__getitem__)
+    rewards = ", ".join(f"{name} {reward:.4f}" for name, reward in validation.items())
+    print(f"gate chosen on the training channels: {chosen} ({rewards})", flush=True)
+    return _GateChoice(gates, validation, chosen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenario", default="default-timeout")
@@ -463,6 +640,19 @@ def main(argv: list[str] | None = None) -> int:
         default=10,
         help="episodes per training channel that choose the gate",
     )
+    parser.add_argument(
+        "--forecast-rules",
+        nargs="+",
+        choices=list(FORECAST_RULES),
+        default=list(FORECAST_RULES),
+        help="forecast rules to evaluate (the gate is chosen only when 'gated' is among them)",
+    )
+    parser.add_argument(
+        "--switch-memory-s",
+        type=float,
+        default=DEFAULT_SWITCH_MEMORY_S,
+        help="time constant of the switched rule's score, in seconds",
+    )
     parser.add_argument("--episodes", type=int, default=40, help="evaluation episodes")
     parser.add_argument("--conditions", nargs="+", help="channels or trace:PATH (default: all)")
     parser.add_argument("--traces", type=Path, default=TRACES_DIR)
@@ -480,6 +670,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in counts:
         if getattr(args, flag) < 1:
             parser.error(f"--{flag.replace('_', '-')} must be at least 1")
+    if not (math.isfinite(args.switch_memory_s) and args.switch_memory_s > 0):
+        parser.error("--switch-memory-s must be positive and finite")
     if args.horizon is not None and args.horizon < 1:
         parser.error("--horizon must be at least 1")
     if not (0 <= args.seed and (args.seed + 1) * args.train_episodes <= VALIDATION_SEED):
@@ -517,27 +709,11 @@ def main(argv: list[str] | None = None) -> int:
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    run = _Runner(scenario, state, args.jobs, started)
+    run = _Runner(scenario, state, args.jobs, started, args.switch_memory_s)
+    rules = list(dict.fromkeys(args.forecast_rules))
+    gate = _choose_gate(run, forecast, data[:, :-1], args) if "gated" in rules else None
 
-    gates = candidate_gates(forecast, data[:, :-1])
-    validation_seeds = range(VALIDATION_SEED, VALIDATION_SEED + args.validation_episodes)
-    validated = run(
-        {
-            (channel, name): (channel, GatedQuantileMPCPolicy.name, validation_seeds, gate)
-            for channel in args.train_channels
-            for name, gate in gates.items()
-        },
-        "choosing the gate",
-    )
-    validation = {
-        name: float(np.mean([validated[channel, name][0] for channel in args.train_channels]))
-        for name in gates
-    }
-    chosen = max(gates, key=validation.__getitem__)
-    rewards = ", ".join(f"{name} {reward:.4f}" for name, reward in validation.items())
-    print(f"gate chosen on the training channels: {chosen} ({rewards})", flush=True)
-
-    policies = (QuantileMPCPolicy.name, GatedQuantileMPCPolicy.name, *RULES)
+    policies = (*(FORECAST_RULES[rule][0] for rule in rules), *RULES)
     seeds = range(EVAL_SEED, EVAL_SEED + args.episodes)
     results = run(
         {
@@ -545,7 +721,11 @@ def main(argv: list[str] | None = None) -> int:
                 channels[condition],
                 policy,
                 seeds,
-                gates[chosen] if policy == GatedQuantileMPCPolicy.name else None,
+                (
+                    gate.gates[gate.chosen]
+                    if gate is not None and policy == GatedQuantileMPCPolicy.name
+                    else None
+                ),
             )
             for condition in channels
             for policy in policies
@@ -554,22 +734,22 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     rows = [
-        _row(condition, {policy: results[condition, policy] for policy in policies})
+        _row(condition, {policy: results[condition, policy] for policy in policies}, rules)
         for condition in channels
     ]
-    print_table(
-        rows,
-        [
-            ("condition", "condition", ""),
-            ("best_rule", "best causal rule", ""),
-            ("best_rule_reward", "its reward", ".4f"),
-            ("gain", "forecast: gain", "+.4f"),
-            ("gain_ci95", "±", ".4f"),
-            ("gated_gain", "gated: gain", "+.4f"),
-            ("gated_gain_ci95", "±", ".4f"),
-            ("trusted_fraction", "trusted", ".3f"),
-        ],
-    )
+    columns = [
+        ("condition", "condition", ""),
+        ("best_rule", "best causal rule", ""),
+        ("best_rule_reward", "its reward", ".4f"),
+    ]
+    for rule in rules:
+        prefix = FORECAST_RULES[rule][1]
+        columns += [(f"{prefix}gain", f"{rule}: gain", "+.4f"), (f"{prefix}gain_ci95", "±", ".4f")]
+        if rule == "gated":
+            columns.append(("trusted_fraction", "trusted", ".3f"))
+        elif rule == "switched":
+            columns.append(("switched_changed_fraction", "changed", ".3f"))
+    print_table(rows, columns)
     settings = {
         key: value for key, value in vars(args).items() if key not in ("traces", "conditions")
     }
@@ -584,11 +764,7 @@ def main(argv: list[str] | None = None) -> int:
                 "validation_seed": VALIDATION_SEED,
             },
             "train_requests": len(data),
-            "gate": {
-                "chosen": chosen,
-                "max_spread": gates[chosen].max_spread,
-                "validation_reward": validation,
-            },
+            **({} if gate is None else {"gate": gate.record()}),
             "seconds": time.perf_counter() - started,
             "conditions": rows,
         },

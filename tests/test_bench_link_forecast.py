@@ -13,6 +13,7 @@ from benchmarks.bench_link_forecast import (
     ForecastGate,
     GatedQuantileMPCPolicy,
     QuantileMPCPolicy,
+    SwitchedQuantileMPCPolicy,
     candidate_gates,
     fit_forecast,
     forecast_features,
@@ -73,6 +74,55 @@ def test_where_the_gate_trusts_the_forecast_the_rule_follows_it() -> None:
     assert gated.trusted == gated.decisions == 2 * 120
 
 
+def test_a_switch_between_equal_rules_is_mpc_geometric() -> None:
+    seeds = range(2)
+    rule = run_episodes(GeometricMPCPolicy(), _env(), seeds)
+    switched = SwitchedQuantileMPCPolicy(lambda features: np.zeros(1))
+    same = run_episodes(switched, _env(), seeds)
+    np.testing.assert_array_equal(same.reward, rule.reward)
+    assert switched.decisions == 2 * 120 and switched.changed == 0
+
+
+def test_the_switch_never_follows_a_forecast_that_its_reports_refute() -> None:
+    # a link forecast 20 times faster than the geometric mean offloads into every slow spell;
+    # the reports that follow price those offloads, so the switch keeps to mpc-geometric
+    seeds = range(2)
+    rule = run_episodes(GeometricMPCPolicy(), _env(), seeds)
+    optimistic = run_episodes(QuantileMPCPolicy(lambda features: np.full(5, 3.0)), _env(), seeds)
+    switched = SwitchedQuantileMPCPolicy(lambda features: np.full(5, 3.0))
+    same = run_episodes(switched, _env(), seeds)
+    assert optimistic.reward.mean() < rule.reward.mean() - 0.05
+    np.testing.assert_array_equal(same.reward, rule.reward)
+    assert switched.trusted == 0
+
+
+def test_the_switch_scores_each_request_once_its_report_describes_it() -> None:
+    switched = SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), memory_s=1.0)
+    env = _env()
+    env.reset(seed=0)
+    switched.reset(env)
+    delay = switched.report_delay_s
+    assert delay == env.link_quality_model.delay_s > 0  # type: ignore[union-attr]
+    logs = np.array([0.0, 1.0, 2.0])
+    switched._pending.extend(
+        [
+            (0.0, logs, np.array([0.0, 2.0, 4.0]), np.zeros(3)),
+            (1.0, logs, np.zeros(3), np.ones(3)),
+        ]
+    )
+    switched._score(1.5, now=delay)  # describes the first request: lead 3 at log rate 1.5
+    assert switched.score == pytest.approx(3.0) and len(switched._pending) == 1
+    switched._score(9.0, now=1.0 + delay)  # held at the grid's end; the old lead decays 1 s
+    assert switched.score == pytest.approx(3.0 * np.exp(-1.0) - 1.0) and not switched._pending
+    switched.reset(env)
+    assert switched.score == 0.0
+
+
+def test_the_switch_needs_a_positive_memory() -> None:
+    with pytest.raises(ValueError, match="memory_s"):
+        SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), memory_s=0.0)
+
+
 def test_the_candidate_gates_widen_and_trust_the_training_range() -> None:
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3000, N_FEATURES)).astype(np.float32)
@@ -123,7 +173,7 @@ def test_the_benchmark_writes_a_row_per_condition(
         assert row["best_rule"] in written["settings"]["rules"]
         assert np.isfinite([row["gain"], row["gain_ci95"], row["reward"]]).all()
         fractions = row["offload_fraction"]
-        forecasts = {"mpc-quantile-forecast", "mpc-quantile-gated"}
+        forecasts = {"mpc-quantile-forecast", "mpc-quantile-gated", "mpc-quantile-switched"}
         assert set(fractions) == {*forecasts, *written["settings"]["rules"]}
         assert all(0.0 <= fraction <= 1.0 for fraction in fractions.values())
     assert written["train_requests"] == 4 * 60
@@ -135,6 +185,22 @@ def test_the_benchmark_writes_a_row_per_condition(
         assert np.isfinite([row["gated_gain"], row["gated_gain_ci95"]]).all()
         if gate["chosen"] == "never":
             assert row["trusted_fraction"] == 0.0
+        assert 0.0 <= row["switched_changed_fraction"] <= 1.0
+        assert np.isfinite([row["switched_gain"], row["switched_gain_ci95"]]).all()
+
+
+def test_the_benchmark_evaluates_only_the_forecast_rules_asked_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    flags = ["--train-episodes", "1", "--horizon", "60", "--episodes", "2", "--epochs", "1"]
+    flags += ["--forecast-rules", "switched", "--conditions", "markov", "--jobs", "1"]
+    assert main(flags) == 0
+    written = json.loads((tmp_path / "results" / "bench_link_forecast.json").read_text())
+    (row,) = written["conditions"]
+    assert "gate" not in written and "gated_gain" not in row and "gain" not in row
+    assert set(row["offload_fraction"]) == {"mpc-quantile-switched", *written["settings"]["rules"]}
+    assert np.isfinite([row["switched_gain"], row["switched_reward"]]).all()
 
 
 @pytest.mark.parametrize(
@@ -147,6 +213,9 @@ def test_the_benchmark_writes_a_row_per_condition(
         ["--validation-episodes", "0"],
         ["--seed", "-1"],
         ["--seed", "25000"],
+        ["--switch-memory-s", "0"],
+        ["--switch-memory-s", "nan"],
+        ["--forecast-rules", "no-such-rule"],
         ["--scenario", "no-such"],
     ],
 )
