@@ -25,14 +25,19 @@ from the device's own features on synthetic channels only, as a distribution, ta
    elsewhere. The width is chosen among ``SPREAD_PERCENTILES`` of the training data's spread, and
    "never", by the mean reward on ``--validation-episodes`` further episodes of each training
    channel (seeds from ``VALIDATION_SEED``): the choice sees no evaluation episode and no trace.
-5. **Evaluation.** Both forecast rules and ``mpc-geometric``, ``mpc`` and ``robust-mpc`` (the best
-   causal baselines of every condition of ``default-timeout``) play the evaluation episodes of the
-   learner benchmark (seeds from 1,000,000) on each condition; the table gives each forecast
-   rule's paired gain over the best of them, with 95% t-intervals over episodes, and the fraction
-   of requests whose forecast the gate trusted (the JSON adds the gains over ``mpc-geometric``
-   and every policy's offload fraction).
+5. **Switch.** :class:`SwitchedQuantileMPCPolicy` (``mpc-quantile-switched``) follows the
+   forecast rule or ``mpc-geometric``, whichever valued its actions better over the last seconds
+   of the episode, scored at the link rate the radio reported afterwards (``--switch-memory-s``).
+6. **Evaluation.** The forecast rules asked for (``--forecast-rules``, all three by default) and
+   ``mpc-geometric``, ``mpc`` and ``robust-mpc`` (the best causal baselines of every condition of
+   ``default-timeout``) play the evaluation episodes of the learner benchmark (seeds from
+   1,000,000) on each condition; the table gives each forecast rule's paired gain over the best
+   of them, with 95% t-intervals over episodes, the fraction of requests whose forecast the gate
+   trusted, and the fraction whose action the switch changed from ``mpc-geometric``'s (the JSON
+   adds the gains over ``mpc-geometric`` and every policy's offload fraction).
 
     python -m benchmarks.bench_link_forecast                   # 40 episodes: 41 minutes, 2 cores
+    python -m benchmarks.bench_link_forecast --forecast-rules switched
     python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\
         trace:../shared/traces/Verizon-EVDO-driving.up
 
@@ -279,9 +284,11 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
     the channel the device is on decides, not a choice made beforehand on other channels. At every
     request both rules decide; where their actions differ, the value of each action is kept at a
     grid of link rates (the forecast's quantiles, the geometric mean, and ``LOW_OFFSETS`` below it,
-    an outage). Once the radio's report describes the capacity at that request's start (it is
-    the link-quality model's delay old), each action is scored at the reported rate (interpolated in log rate,
-    held at the grid's ends), and the forecast's lead is added to a score that decays with
+    an outage). Each such request is scored at the rate it met, as well as the device can tell:
+    the throughput of its own transfer where it offloaded (with ``measured``), else the radio's
+    report once that describes the capacity at the request's start (the report is the link-quality
+    model's delay old). Both actions' values are read at that rate (interpolated in log rate, held
+    at the grid's ends), and the forecast's lead is added to a score that decays with
     ``memory_s``. The forecast rule acts while the score is positive; ``mpc-geometric`` acts
     otherwise, and from the start of each episode. It reads only what the device knows: its
     features, the report and the time. Without a report (``link_quality=False``) it is
@@ -289,6 +296,8 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
 
     :param offsets: the forecast, as for :class:`QuantileMPCPolicy`
     :param memory_s: time constant in seconds of the score's decay
+    :param measured: score an offloaded request at its transfer's throughput (``False``: every
+        request at the report)
     """
 
     name = "mpc-quantile-switched"
@@ -297,11 +306,14 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         self,
         offsets: Callable[[np.ndarray], np.ndarray],
         memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+        measured: bool = True,
     ) -> None:
         if not (math.isfinite(memory_s) and memory_s > 0.0):
             raise ValueError(f"memory_s must be positive and finite, got {memory_s}")
         super().__init__(offsets)
         self.memory_s = memory_s
+        self.measured = measured
+        self._seen_transfer_end = -math.inf
         #: the age of the radio's report, from the env's link-quality model at each reset
         self.report_delay_s = math.inf
         #: the forecast rule's recent lead in hindsight value (positive: it acts)
@@ -325,12 +337,23 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         self.score = 0.0
         self._scored_start = -math.inf
         self._pending.clear()
+        self._seen_transfer_end = env.knowledge.last_transfer_end
+        self._previous_start = -math.inf
 
     def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
         """The forecast rule's values while its score is positive, else ``mpc-geometric``'s."""
         assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
         now = env.request_start_s
-        report = env.knowledge.link_quality_bps
+        knowledge = env.knowledge
+        if knowledge.last_transfer_end != self._seen_transfer_end:
+            # the previous request's transfer: its own throughput scores it, if it is pending
+            self._seen_transfer_end = knowledge.last_transfer_end
+            if self.measured and self._pending and self._pending[-1][0] == self._previous_start:
+                self._score_one(
+                    self._pending.pop(), math.log(max(knowledge.throughput_estimate_bps, 1.0))
+                )
+        self._previous_start = now
+        report = knowledge.link_quality_bps
         if report is not None:
             self._score(math.log(max(report, 1.0)), now)
         geometric, features = forecast_features(env)
@@ -362,13 +385,18 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         """Score every pending request that the report of ``now`` describes, at its rate."""
         described = now - self.report_delay_s
         while self._pending and self._pending[0][0] <= described:
-            start, logs, forecast_row, geometric_row = self._pending.popleft()
-            lead = float(np.interp(log_rate, logs, forecast_row)) - float(
-                np.interp(log_rate, logs, geometric_row)
-            )
-            decay = math.exp(-(start - self._scored_start) / self.memory_s)
-            self.score = self.score * decay + lead
-            self._scored_start = start
+            self._score_one(self._pending.popleft(), log_rate)
+
+    def _score_one(
+        self, pending: tuple[float, np.ndarray, np.ndarray, np.ndarray], log_rate: float
+    ) -> None:
+        start, logs, forecast_row, geometric_row = pending
+        lead = float(np.interp(log_rate, logs, forecast_row)) - float(
+            np.interp(log_rate, logs, geometric_row)
+        )
+        decay = math.exp(-max(start - self._scored_start, 0.0) / self.memory_s)
+        self.score = self.score * decay + lead
+        self._scored_start = max(start, self._scored_start)
 
 
 class _Recorder(GeometricMPCPolicy):
@@ -401,6 +429,14 @@ def collect(
     return np.column_stack([np.array(recorder.rows), np.array(recorder.targets)]).astype(np.float32)
 
 
+@dataclasses.dataclass(frozen=True)
+class SwitchSettings:
+    """The settings of :class:`SwitchedQuantileMPCPolicy` a run evaluates it with."""
+
+    memory_s: float = DEFAULT_SWITCH_MEMORY_S
+    measured: bool = True
+
+
 #: the forecast rules a run can evaluate: flag value to policy name, and the prefix of its columns
 FORECAST_RULES = {
     "forecast": (QuantileMPCPolicy.name, ""),
@@ -413,16 +449,16 @@ def _rule(
     policy: str,
     state: dict[str, Any] | None,
     gate: ForecastGate | None,
-    memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+    switch: SwitchSettings = SwitchSettings(),
 ) -> Policy:
     """A rule by name, or a forecast rule of a fitted state: gated where ``gate`` is given,
-    switched with ``memory_s`` where ``policy`` names it."""
+    switched with ``switch`` where ``policy`` names it."""
     if state is None:
         return make_baseline(policy)
     forecast = QuantileForecast()
     forecast.load_state_dict(state)
     if policy == SwitchedQuantileMPCPolicy.name:
-        return SwitchedQuantileMPCPolicy(forecast.offsets, memory_s)
+        return SwitchedQuantileMPCPolicy(forecast.offsets, switch.memory_s, switch.measured)
     if gate is None:
         return QuantileMPCPolicy(forecast.offsets)
     return GatedQuantileMPCPolicy(forecast.offsets, gate)
@@ -435,14 +471,14 @@ def _evaluate(
     seeds: range,
     state: dict[str, Any] | None = None,
     gate: ForecastGate | None = None,
-    memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+    switch: SwitchSettings = SwitchSettings(),
 ) -> tuple[np.ndarray, float, float]:
     """The mean reward per request of every episode of one policy on one channel, the fraction of
     its requests that it offloaded, and the fraction that the forecast decided: trusted by the
     gate, or acted on by the switch where its action differed from ``mpc-geometric``'s (``nan``
     for the other rules)."""
     torch.set_num_threads(1)
-    rule = _rule(policy, state, gate, memory_s)
+    rule = _rule(policy, state, gate, switch)
     env = SplitComputingEnv(dataclasses.replace(scenario, channel=channel))
     rollout = run_episodes(rule, env, seeds)
     trusted = math.nan
@@ -485,13 +521,13 @@ class _Runner:
         state: dict[str, Any],
         jobs: int,
         started: float,
-        memory_s: float = DEFAULT_SWITCH_MEMORY_S,
+        switch: SwitchSettings = SwitchSettings(),
     ) -> None:
         self.scenario = scenario
         self.state = state
         self.jobs = jobs
         self.started = started
-        self.memory_s = memory_s
+        self.switch = switch
 
     def __call__(
         self,
@@ -502,7 +538,7 @@ class _Runner:
 
         def arguments(channel: str, policy: str, seeds: range, gate: ForecastGate | None) -> Any:
             state = None if policy in RULES else self.state
-            return self.scenario, channel, policy, seeds, state, gate, self.memory_s
+            return self.scenario, channel, policy, seeds, state, gate, self.switch
 
         results: dict[tuple[str, str], Outcome] = {}
 
@@ -653,6 +689,13 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_SWITCH_MEMORY_S,
         help="time constant of the switched rule's score, in seconds",
     )
+    parser.add_argument(
+        "--switch-score",
+        choices=("measured", "report"),
+        default="measured",
+        help="the rate the switch scores an offloaded request at: its transfer's throughput "
+        "(measured) or the radio's later report, as every other request",
+    )
     parser.add_argument("--episodes", type=int, default=40, help="evaluation episodes")
     parser.add_argument("--conditions", nargs="+", help="channels or trace:PATH (default: all)")
     parser.add_argument("--traces", type=Path, default=TRACES_DIR)
@@ -709,7 +752,8 @@ def main(argv: list[str] | None = None) -> int:
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    run = _Runner(scenario, state, args.jobs, started, args.switch_memory_s)
+    switch = SwitchSettings(args.switch_memory_s, args.switch_score == "measured")
+    run = _Runner(scenario, state, args.jobs, started, switch)
     rules = list(dict.fromkeys(args.forecast_rules))
     gate = _choose_gate(run, forecast, data[:, :-1], args) if "gated" in rules else None
 

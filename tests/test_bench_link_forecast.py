@@ -118,6 +118,24 @@ def test_the_switch_scores_each_request_once_its_report_describes_it() -> None:
     assert switched.score == 0.0
 
 
+@pytest.mark.parametrize("measured", [True, False])
+def test_the_switch_scores_an_offloaded_request_at_its_own_throughput(measured: bool) -> None:
+    switched = SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), measured=measured)
+    env = _env()
+    env.reset(seed=0)
+    switched.reset(env)
+    now = env.request_start_s
+    logs = np.log([1e5, 1e6, 1e7])
+    switched._previous_start = now  # the request just decided, not yet described by a report
+    switched._pending.append((now, logs, np.array([0.0, 1.0, 2.0]), np.zeros(3)))
+    env.knowledge.record_transfer(125_000, 1.0, now + 0.001)  # 1 Mbit/s, its own transfer
+    switched.action_values(env)
+    if measured:
+        assert switched.score == pytest.approx(1.0) and not switched._pending
+    else:
+        assert switched.score == 0.0 and switched._pending[0][0] == now
+
+
 def test_the_switch_needs_a_positive_memory() -> None:
     with pytest.raises(ValueError, match="memory_s"):
         SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), memory_s=0.0)
@@ -216,6 +234,7 @@ def test_the_benchmark_evaluates_only_the_forecast_rules_asked_for(
         ["--switch-memory-s", "0"],
         ["--switch-memory-s", "nan"],
         ["--forecast-rules", "no-such-rule"],
+        ["--switch-score", "oracle"],
         ["--scenario", "no-such"],
     ],
 )
