@@ -64,7 +64,9 @@ import torch
 from benchmarks.bench_traces import TRACES_DIR
 from benchmarks.common import print_table, write_results
 from splitrl.agents.baselines import make_baseline
+from splitrl.agents.baselines.oracles import clairvoyant_values
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
+from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs.forecast import ForecastView
@@ -94,6 +96,8 @@ VALIDATION_SEED = 500_000
 LOW_OFFSETS = (-1.5, -3.0)
 #: time constant of the switch's score: a few hundred requests, about two seconds of the channel
 DEFAULT_SWITCH_MEMORY_S = 2.0
+#: how the switch scores a request (:class:`SwitchedQuantileMPCPolicy`)
+SWITCH_SCORES = ("measured", "report", "clairvoyant")
 #: the age feature of a device that has never sent anything
 _NEVER_SENT_AGE = 8.0
 
@@ -285,7 +289,7 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
     request both rules decide; where their actions differ, the value of each action is kept at a
     grid of link rates (the forecast's quantiles, the geometric mean, and ``LOW_OFFSETS`` below it,
     an outage). Each such request is scored at the rate it met, as well as the device can tell:
-    the throughput of its own transfer where it offloaded (with ``measured``), else the radio's
+    the throughput of its own transfer where it offloaded (``score="measured"``), else the radio's
     report once that describes the capacity at the request's start (the report is the link-quality
     model's delay old). Both actions' values are read at that rate (interpolated in log rate, held
     at the grid's ends), and the forecast's lead is added to a score that decays with
@@ -296,8 +300,10 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
 
     :param offsets: the forecast, as for :class:`QuantileMPCPolicy`
     :param memory_s: time constant in seconds of the score's decay
-    :param measured: score an offloaded request at its transfer's throughput (``False``: every
-        request at the report)
+    :param score: ``"measured"`` (as above), ``"report"`` (every request at the report), or
+        ``"clairvoyant"``: each action's true value (``clairvoyant_values`` over the RTT and
+        queueing spread, what ``clairvoyant-link`` maximizes), read when the report describes the
+        request. Not causal: what the switch could do with a perfect score
     """
 
     name = "mpc-quantile-switched"
@@ -306,13 +312,17 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         self,
         offsets: Callable[[np.ndarray], np.ndarray],
         memory_s: float = DEFAULT_SWITCH_MEMORY_S,
-        measured: bool = True,
+        score: str = "measured",
     ) -> None:
         if not (math.isfinite(memory_s) and memory_s > 0.0):
             raise ValueError(f"memory_s must be positive and finite, got {memory_s}")
+        if score not in SWITCH_SCORES:
+            raise ValueError(f"score must be one of {SWITCH_SCORES}, got {score!r}")
         super().__init__(offsets)
         self.memory_s = memory_s
-        self.measured = measured
+        self.scoring = score
+        self.causal = score != "clairvoyant"
+        self._truth = LatencySpread(DEFAULT_SPREAD_DRAWS)
         self._seen_transfer_end = -math.inf
         #: the age of the radio's report, from the env's link-quality model at each reset
         self.report_delay_s = math.inf
@@ -337,6 +347,7 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         self.score = 0.0
         self._scored_start = -math.inf
         self._pending.clear()
+        self._truth.reset(env)
         self._seen_transfer_end = env.knowledge.last_transfer_end
         self._previous_start = -math.inf
 
@@ -348,7 +359,11 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         if knowledge.last_transfer_end != self._seen_transfer_end:
             # the previous request's transfer: its own throughput scores it, if it is pending
             self._seen_transfer_end = knowledge.last_transfer_end
-            if self.measured and self._pending and self._pending[-1][0] == self._previous_start:
+            if (
+                self.scoring == "measured"
+                and self._pending
+                and self._pending[-1][0] == self._previous_start
+            ):
                 self._score_one(
                     self._pending.pop(), math.log(max(knowledge.throughput_estimate_bps, 1.0))
                 )
@@ -366,14 +381,15 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         forecast_best, geometric_best = np.argmax(forecast_values), np.argmax(geometric_values)
         if forecast_best != geometric_best:
             order = np.argsort(grid)
-            self._pending.append(
-                (
-                    now,
-                    geometric + grid[order],
-                    values[order, forecast_best],
-                    values[order, geometric_best],
-                )
+            forecast_row, geometric_row = (
+                values[order, forecast_best],
+                values[order, geometric_best],
             )
+            if self.scoring == "clairvoyant":
+                _, truth = clairvoyant_values(env, self._truth, self.horizon, "mean")
+                forecast_row = np.full(len(grid), truth[forecast_best])
+                geometric_row = np.full(len(grid), truth[geometric_best])
+            self._pending.append((now, geometric + grid[order], forecast_row, geometric_row))
         self.decisions += 1
         if self.score > 0.0:
             self.trusted += 1
@@ -434,7 +450,7 @@ class SwitchSettings:
     """The settings of :class:`SwitchedQuantileMPCPolicy` a run evaluates it with."""
 
     memory_s: float = DEFAULT_SWITCH_MEMORY_S
-    measured: bool = True
+    score: str = "measured"
 
 
 #: the forecast rules a run can evaluate: flag value to policy name, and the prefix of its columns
@@ -458,7 +474,7 @@ def _rule(
     forecast = QuantileForecast()
     forecast.load_state_dict(state)
     if policy == SwitchedQuantileMPCPolicy.name:
-        return SwitchedQuantileMPCPolicy(forecast.offsets, switch.memory_s, switch.measured)
+        return SwitchedQuantileMPCPolicy(forecast.offsets, switch.memory_s, switch.score)
     if gate is None:
         return QuantileMPCPolicy(forecast.offsets)
     return GatedQuantileMPCPolicy(forecast.offsets, gate)
@@ -691,10 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--switch-score",
-        choices=("measured", "report"),
+        choices=SWITCH_SCORES,
         default="measured",
-        help="the rate the switch scores an offloaded request at: its transfer's throughput "
-        "(measured) or the radio's later report, as every other request",
+        help="how the switch scores a request: at its own transfer's throughput where it "
+        "offloaded, else the radio's later report (measured); at the report alone (report); at "
+        "the true values (clairvoyant: not causal, a reference)",
     )
     parser.add_argument("--episodes", type=int, default=40, help="evaluation episodes")
     parser.add_argument("--conditions", nargs="+", help="channels or trace:PATH (default: all)")
@@ -752,7 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
         flush=True,
     )
-    switch = SwitchSettings(args.switch_memory_s, args.switch_score == "measured")
+    switch = SwitchSettings(args.switch_memory_s, args.switch_score)
     run = _Runner(scenario, state, args.jobs, started, switch)
     rules = list(dict.fromkeys(args.forecast_rules))
     gate = _choose_gate(run, forecast, data[:, :-1], args) if "gated" in rules else None

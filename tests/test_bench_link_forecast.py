@@ -120,7 +120,9 @@ def test_the_switch_scores_each_request_once_its_report_describes_it() -> None:
 
 @pytest.mark.parametrize("measured", [True, False])
 def test_the_switch_scores_an_offloaded_request_at_its_own_throughput(measured: bool) -> None:
-    switched = SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), measured=measured)
+    switched = SwitchedQuantileMPCPolicy(
+        lambda features: np.zeros(1), score="measured" if measured else "report"
+    )
     env = _env()
     env.reset(seed=0)
     switched.reset(env)
@@ -136,9 +138,21 @@ def test_the_switch_scores_an_offloaded_request_at_its_own_throughput(measured: 
         assert switched.score == 0.0 and switched._pending[0][0] == now
 
 
-def test_the_switch_needs_a_positive_memory() -> None:
+def test_a_switch_scored_by_the_true_values_is_a_reference_that_avoids_a_bad_forecast() -> None:
+    seeds = range(2)
+    optimistic = run_episodes(QuantileMPCPolicy(lambda features: np.full(5, 3.0)), _env(), seeds)
+    switched = SwitchedQuantileMPCPolicy(lambda features: np.full(5, 3.0), score="clairvoyant")
+    scored = run_episodes(switched, _env(), seeds)
+    assert not switched.causal and SwitchedQuantileMPCPolicy(np.zeros_like).causal
+    assert scored.reward.mean() > optimistic.reward.mean() + 0.05
+    assert switched.trusted < switched.decisions / 2
+
+
+def test_the_switch_refuses_bad_settings() -> None:
     with pytest.raises(ValueError, match="memory_s"):
         SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), memory_s=0.0)
+    with pytest.raises(ValueError, match="score"):
+        SwitchedQuantileMPCPolicy(lambda features: np.zeros(1), score="oracle")
 
 
 def test_the_candidate_gates_widen_and_trust_the_training_range() -> None:
