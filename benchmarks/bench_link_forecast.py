@@ -36,8 +36,9 @@ from the device's own features on synthetic channels only, as a distribution, ta
    trusted, and the fraction whose action the switch changed from ``mpc-geometric``'s (the JSON
    adds the gains over ``mpc-geometric`` and every policy's offload fraction).
 
-    python -m benchmarks.bench_link_forecast                   # 40 episodes: 41 minutes, 2 cores
-    python -m benchmarks.bench_link_forecast --forecast-rules switched
+    python -m benchmarks.bench_link_forecast                   # 40 episodes, all three rules
+    python -m benchmarks.bench_link_forecast --forecast-rules forecast gated   # 41 min, 2 cores
+    python -m benchmarks.bench_link_forecast --forecast-rules switched         # 34 min
     python -m benchmarks.bench_link_forecast --episodes 10 --conditions fading \\
         trace:../shared/traces/Verizon-EVDO-driving.up
 
