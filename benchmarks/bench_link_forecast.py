@@ -324,14 +324,17 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
         self.scoring = score
         self.causal = score != "clairvoyant"
         self._truth = LatencySpread(DEFAULT_SPREAD_DRAWS)
+        #: the newest transfer seen, and the start of the request decided last (its transfer's)
         self._seen_transfer_end = -math.inf
+        self._previous_start = -math.inf
         #: the age of the radio's report, from the env's link-quality model at each reset
         self.report_delay_s = math.inf
         #: the forecast rule's recent lead in hindsight value (positive: it acts)
         self.score = 0.0
         self._scored_start = -math.inf
-        #: requests whose two actions differed and await the report of their start:
-        #: ``(start, log rates, forecast action's values, geometric action's values)``
+        #: requests whose two actions differed and await the rate they met (their transfer's or
+        #: the report of their start): ``(start, log rates, forecast action's values, geometric
+        #: action's values)``
         self._pending: deque[tuple[float, np.ndarray, np.ndarray, np.ndarray]] = deque()
         #: decisions made, those the forecast rule made, and those where it acted otherwise than
         #: ``mpc-geometric`` would have
@@ -407,6 +410,7 @@ class SwitchedQuantileMPCPolicy(QuantileMPCPolicy):
     def _score_one(
         self, pending: tuple[float, np.ndarray, np.ndarray, np.ndarray], log_rate: float
     ) -> None:
+        """Add one request's lead at ``log_rate`` to the score, decayed since the last one."""
         start, logs, forecast_row, geometric_row = pending
         lead = float(np.interp(log_rate, logs, forecast_row)) - float(
             np.interp(log_rate, logs, geometric_row)
