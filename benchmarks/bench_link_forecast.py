@@ -529,7 +529,7 @@ def candidate_gates(forecast: QuantileForecast, features: np.ndarray) -> dict[st
     return gates
 
 
-#: what one evaluation gives: rewards per episode, offload fraction, trusted fraction
+#: what one evaluation gives: rewards per episode, offload fraction, the forecast's fraction
 Outcome = tuple[np.ndarray, float, float]
 
 
