@@ -19,6 +19,7 @@ BENCHMARKS = (
     "fidelity",
     "sweep",
     "traces",
+    "channel_texture",
     "outage_risk",
     "hindsight_alignment",
 )

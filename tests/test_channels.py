@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from splitrl.envs.channels import (
     BlockFadingChannel,
+    CellularChannel,
     Channel,
     ChannelError,
     ConstantChannel,
@@ -145,6 +146,7 @@ MODELS = [
     pytest.param(lambda: GilbertElliottChannel(), id="gilbert-elliott"),
     pytest.param(lambda: MarkovChannel(), id="markov"),
     pytest.param(lambda: BlockFadingChannel(), id="fading"),
+    pytest.param(lambda: CellularChannel(outage_rate_per_s=0.5), id="cellular"),
     pytest.param(lambda: TraceChannel(Trace.from_rates([1e6, 5e6, 2e6], 0.7)), id="trace"),
 ]
 
@@ -364,6 +366,8 @@ def test_trace_channel_scale() -> None:
         ("markov", MarkovChannel),
         ("fading", BlockFadingChannel),
         ("block-fading", BlockFadingChannel),
+        ("cellular", CellularChannel),
+        ({"model": "cellular", "correlation_s": 0.5}, CellularChannel),
         ({"model": "fading", "bandwidth_mhz": 10.0}, BlockFadingChannel),
         ({"model": "constant", "rate_bps": 2e6}, ConstantChannel),
         (

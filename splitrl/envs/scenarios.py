@@ -36,7 +36,15 @@ from splitrl.profiles.presets import (
 from splitrl.profiles.schema import Profile
 
 #: channel models a scenario can name without further parameters
-SCENARIO_CHANNELS = ("markov", "gilbert-elliott", "fading", "constant", "randomized")
+SCENARIO_CHANNELS = (
+    "markov",
+    "gilbert-elliott",
+    "fading",
+    "constant",
+    "randomized",
+    "cellular",
+    "randomized-cellular",
+)
 
 
 @dataclass(frozen=True)
@@ -49,9 +57,10 @@ class Scenario:
     :param network: network preset name: RTT, uplink range, radio power
     :param reward: reward preset name (``splitrl.envs.reward.REWARD_PRESETS``)
     :param channel: ``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"constant"``,
-        ``"randomized"`` (parameterized by the network's uplink range; ``"randomized"`` draws a model
-        and its parameters every episode), a ``make_channel`` spec string such as
-        ``"trace:PATH"``, or a dict
+        ``"randomized"``, ``"cellular"``, ``"randomized-cellular"`` (parameterized by the
+        network's uplink range; ``"randomized"`` draws a model and its parameters every episode,
+        ``"randomized-cellular"`` a cellular channel's parameters), a ``make_channel`` spec string
+        such as ``"trace:PATH"``, or a dict
     :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
         slower than the network's norm (a microcontroller's Wi-Fi module)
     :param server: server preset name
@@ -313,6 +322,10 @@ def network_channel(
         return make_channel(f"constant:{typical_mbps * 1e6}")
     if spec == "randomized":
         return RandomizedChannel(uplink_mbps)
+    if spec == "cellular":
+        return make_channel({"model": "cellular", "mean_rate_bps": typical_mbps * 1e6})
+    if spec == "randomized-cellular":
+        return RandomizedChannel(uplink_mbps, models=("cellular",))
     return make_channel(spec)
 
 

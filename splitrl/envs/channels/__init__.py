@@ -6,6 +6,7 @@ from splitrl.envs.channels.base import (
     PiecewiseConstantChannel,
     private_generator,
 )
+from splitrl.envs.channels.cellular import CellularChannel
 from splitrl.envs.channels.constant import ConstantChannel
 from splitrl.envs.channels.factory import CHANNEL_MODELS, make_channel
 from splitrl.envs.channels.fading import BlockFadingChannel
@@ -16,6 +17,7 @@ from splitrl.envs.channels.trace_replay import TraceChannel
 __all__ = [
     "CHANNEL_MODELS",
     "BlockFadingChannel",
+    "CellularChannel",
     "Channel",
     "ChannelError",
     "ConstantChannel",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel
+from splitrl.envs.channels.cellular import CellularChannel
 from splitrl.envs.channels.constant import ConstantChannel
 from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
@@ -14,7 +15,7 @@ from splitrl.envs.channels.markov import MarkovChannel
 from splitrl.envs.channels.trace_replay import TraceChannel
 from splitrl.envs.traces import TRACE_FORMATS, load_trace
 
-CHANNEL_MODELS = ("constant", "gilbert-elliott", "markov", "fading", "trace")
+CHANNEL_MODELS = ("constant", "gilbert-elliott", "markov", "fading", "cellular", "trace")
 _ALIASES = {"ge": "gilbert-elliott", "block-fading": "fading"}
 
 
@@ -24,8 +25,8 @@ def make_channel(spec: str | Mapping[str, Any]) -> PiecewiseConstantChannel:
     String forms:
 
     * ``"constant:RATE"``: :class:`ConstantChannel` at ``RATE`` bit/s, e.g. ``"constant:10e6"``
-    * ``"gilbert-elliott"`` (or ``"ge"``), ``"markov"``, ``"fading"`` (or ``"block-fading"``):
-      the model with its default parameters
+    * ``"gilbert-elliott"`` (or ``"ge"``), ``"markov"``, ``"fading"`` (or ``"block-fading"``),
+      ``"cellular"``: the model with its default parameters
     * ``"trace:PATH"`` or ``"trace:FORMAT:PATH"``: :class:`TraceChannel` replaying a file, the
       format detected from the file unless given (``mahimahi``, ``pensieve`` or ``csv``)
     * ``"markov:PATH"`` or ``"markov:FORMAT:PATH"``: :meth:`MarkovChannel.fit` to a trace file
@@ -124,4 +125,5 @@ _CONSTRUCTORS: dict[str, Callable[..., PiecewiseConstantChannel]] = {
     "gilbert-elliott": GilbertElliottChannel,
     "markov": MarkovChannel,
     "fading": BlockFadingChannel,
+    "cellular": CellularChannel,
 }

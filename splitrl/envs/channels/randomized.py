@@ -2,48 +2,71 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from splitrl.envs.channels.base import PiecewiseConstantChannel, private_generator
+from splitrl.envs.channels.cellular import CellularChannel
 from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
 from splitrl.envs.channels.markov import MarkovChannel
 
 #: probability that a Gilbert-Elliott draw has outages (a bad rate of 0)
 OUTAGE_PROBABILITY = 0.3
+#: the models an episode draws among by default
+DEFAULT_MODELS = ("markov", "gilbert-elliott", "fading")
+#: every model a :class:`RandomizedChannel` can draw
+RANDOMIZED_MODELS = (*DEFAULT_MODELS, "cellular")
 
 
 class RandomizedChannel:
     """At every reset, one of the synthetic models with parameters drawn at random.
 
     For training a policy that has to generalize to links it never saw (domain randomization,
-    Tobin et al., IROS 2017). Each episode draws, uniformly, one of:
+    Tobin et al., IROS 2017). Each episode draws, uniformly, one of ``models``:
 
-    * a :class:`MarkovChannel` over 4 to 8 levels spread log-uniformly over the uplink range,
-      scaled by a factor log-uniform in ``[1/3, 3]``, birth-death moves with probability 0.05 to 0.3
-      per slot of 0.1 to 1 s;
-    * a :class:`GilbertElliottChannel` whose good rate is log-uniform over the range, whose bad rate
-      is 0 (an outage) with probability :data:`OUTAGE_PROBABILITY` and otherwise log-uniform from
-      a tenth of the low end to the low end, with mean sojourns of 1 to 10 s (good) and 0.2 to 5 s
-      (bad);
-    * a :class:`BlockFadingChannel` with a bandwidth of 5 to 20 MHz.
+    * ``"markov"``: a :class:`MarkovChannel` over 4 to 8 levels spread log-uniformly over the
+      uplink range, scaled by a factor log-uniform in ``[1/3, 3]``, birth-death moves with
+      probability 0.05 to 0.3 per slot of 0.1 to 1 s;
+    * ``"gilbert-elliott"``: a :class:`GilbertElliottChannel` whose good rate is log-uniform over
+      the range, whose bad rate is 0 (an outage) with probability :data:`OUTAGE_PROBABILITY` and
+      otherwise log-uniform from a tenth of the low end to the low end, with mean sojourns of 1 to
+      10 s (good) and 0.2 to 5 s (bad);
+    * ``"fading"``: a :class:`BlockFadingChannel` with a bandwidth of 5 to 20 MHz;
+    * ``"cellular"`` (not drawn by default): a :class:`CellularChannel` whose mean rate is
+      log-uniform over the range, with a log standard deviation of 0.2 to 1.0, a correlation time
+      log-uniform in 0.3 to 10 s, 0.01 to 0.5 outages per second (log-uniform) of median 0.1 to
+      2 s (log-uniform) and log standard deviation 0.5 to 1.5. The ranges are wide on purpose;
+      no trace was fitted.
 
     :param uplink_mbps: the network's ``(low, high)`` uplink capacity in Mbit/s
+    :param models: the models to draw among, from :data:`RANDOMIZED_MODELS`
     """
 
-    def __init__(self, uplink_mbps: tuple[float, float]) -> None:
+    def __init__(
+        self, uplink_mbps: tuple[float, float], models: Sequence[str] = DEFAULT_MODELS
+    ) -> None:
         low, high = uplink_mbps
         if not 0 < low < high:
             raise ValueError(f"uplink range must satisfy 0 < low < high, got {uplink_mbps}")
+        unknown = [model for model in models if model not in RANDOMIZED_MODELS]
+        if unknown or not models:
+            raise ValueError(
+                f"models must be a non-empty selection of {', '.join(RANDOMIZED_MODELS)}, "
+                f"got {list(models)}"
+            )
         self.low_bps, self.high_bps = low * 1e6, high * 1e6
+        #: the models an episode draws among
+        self.models = tuple(models)
         #: the channel of the current episode
         self.current: PiecewiseConstantChannel | None = None
 
     def reset(self, rng: np.random.Generator) -> None:
         """Draw this episode's model and parameters, then start its realization."""
         draws = private_generator(rng)
-        model = int(draws.integers(3))
-        if model == 0:
+        model = self.models[int(draws.integers(len(self.models)))]
+        if model == "markov":
             n_levels = int(draws.integers(4, 9))
             scale = float(np.exp(draws.uniform(np.log(1 / 3), np.log(3))))
             levels = np.geomspace(self.low_bps, self.high_bps, n_levels) * scale
@@ -57,7 +80,7 @@ class RandomizedChannel:
             self.current = MarkovChannel(
                 levels.tolist(), matrix, slot_s=float(draws.uniform(0.1, 1.0))
             )
-        elif model == 1:
+        elif model == "gilbert-elliott":
             outage = draws.random() < OUTAGE_PROBABILITY
             bad = 0.0 if outage else self._log_uniform(draws, self.low_bps / 10, self.low_bps)
             self.current = GilbertElliottChannel(
@@ -66,8 +89,17 @@ class RandomizedChannel:
                 mean_good_s=float(draws.uniform(1.0, 10.0)),
                 mean_bad_s=float(draws.uniform(0.2, 5.0)),
             )
-        else:
+        elif model == "fading":
             self.current = BlockFadingChannel(bandwidth_mhz=float(draws.uniform(5.0, 20.0)))
+        else:
+            self.current = CellularChannel(
+                mean_rate_bps=self._log_uniform(draws, self.low_bps, self.high_bps),
+                log_std=float(draws.uniform(0.2, 1.0)),
+                correlation_s=self._log_uniform(draws, 0.3, 10.0),
+                outage_rate_per_s=self._log_uniform(draws, 0.01, 0.5),
+                median_outage_s=self._log_uniform(draws, 0.1, 2.0),
+                outage_log_std=float(draws.uniform(0.5, 1.5)),
+            )
         self.current.reset(draws)
 
     @staticmethod
