@@ -142,7 +142,8 @@ class TrainConfig:
         default=None,
         metadata=_flag(
             "what",
-            "channel model (markov, gilbert-elliott, fading, constant, randomized) or trace:PATH",
+            "channel model (markov, gilbert-elliott, fading, constant, randomized, cellular, "
+            "randomized-cellular) or trace:PATH",
         ),
     )
     reward: str | None = field(
