@@ -35,7 +35,9 @@ class CellularChannel(PiecewiseConstantChannel):
       ``outage_log_std`` (cut at :data:`MAX_OUTAGE_DURATION_S`), in whole bins; an outage carries
       nothing. The rate keeps wandering underneath.
 
-    The long-run mean capacity is ``mean_rate_bps`` times the share of time the link is up. The
+    Each realization starts with the link up, at a log rate drawn from the stationary
+    distribution. The long-run mean capacity is ``mean_rate_bps`` times the share of time the
+    link is up. The
     defaults (5 Mbit/s, log std 0.5, 2 s, an outage every 20 s of median 0.5 s with log std 1.0,
     so one in about 25 lasts over 2.5 s) are a generic LTE-like uplink; no trace was fitted.
 
