@@ -45,8 +45,9 @@ def test_errors() -> None:
         RandomizedChannel((1.0, 5.0)).capacity(0.0)
 
 
-def test_env_trains_on_randomized_channels() -> None:
-    env = SplitComputingEnv("default", channel="randomized", horizon=20)
+@pytest.mark.parametrize("channel", ["randomized", "cellular", "randomized-cellular"])
+def test_env_trains_on_randomized_and_cellular_channels(channel: str) -> None:
+    env = SplitComputingEnv("default", channel=channel, horizon=20)
     rewards = []
     for seed in range(3):
         env.reset(seed=seed)
