@@ -14,11 +14,14 @@ from the device's own features on synthetic channels only, as a distribution, ta
    from the simulator, the throughput a transfer of ``--payload-bytes`` starting then achieves
    (``channel.transfer_time``), relative to the geometric mean.
 2. **Forecast.** A small network (:class:`QuantileForecast`) is fitted to the quantiles
-   ``QUANTILES`` of that log ratio by the pinball loss.
-3. **Rule.** :class:`QuantileMPCPolicy` is ``mpc-geometric`` whose value of every action is the
-   mean of its values at the forecast's quantiles (the geometric mean times ``exp`` of each), an
-   expectation over the forecast distribution instead of a value at one point. It is causal: the
-   forecast reads only what the device knows.
+   ``QUANTILES`` of that log ratio by the pinball loss; it acts as a
+   :class:`~splitrl.agents.baselines.link_forecast.LinkForecast` (numpy, as on a device).
+   ``--save-forecast`` writes it (the forecast splitrl ships is one).
+3. **Rule.** ``mpc-quantile``
+   (:class:`~splitrl.agents.baselines.link_forecast.QuantileMPCPolicy`) is ``mpc-geometric``
+   whose value of every action is the mean of its values at the forecast's quantiles (the
+   geometric mean times ``exp`` of each), an expectation over the forecast distribution instead of
+   a value at one point. It is causal: the forecast reads only what the device knows.
 4. **Gate.** :class:`GatedQuantileMPCPolicy` (``mpc-quantile-gated``) uses the forecast only
    where its :class:`ForecastGate` trusts it (every feature inside the central 99.8% of its
    training values, and a spread of the quantiles at most a width), and ``mpc-geometric``
@@ -65,6 +68,13 @@ import torch
 from benchmarks.bench_traces import TRACES_DIR
 from benchmarks.common import print_table, write_results
 from splitrl.agents.baselines import make_baseline
+from splitrl.agents.baselines.link_forecast import (
+    N_FEATURES,
+    QUANTILES,
+    LinkForecast,
+    QuantileMPCPolicy,
+    forecast_features,
+)
 from splitrl.agents.baselines.oracles import clairvoyant_values
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
 from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS, LatencySpread
@@ -76,16 +86,12 @@ from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.statistics import t_interval
 from splitrl.sweeps.cells import EVAL_SEED
 
-#: quantile levels of the forecast; their mean value is a midpoint rule for the expectation
-QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 #: synthetic channels the forecast is fitted on
 TRAIN_CHANNELS = ("markov", "fading", "gilbert-elliott", "randomized")
 #: the causal rules the forecast rule is paired with (the best of them on every condition)
 RULES = ("mpc-geometric", "mpc", "robust-mpc")
 #: the bytes of the transfer whose throughput is forecast: the median payload of an offload
 DEFAULT_PAYLOAD_BYTES = 1024
-#: device features per request (:func:`forecast_features`)
-N_FEATURES = 12
 #: the central share of each training feature's values that the gate trusts
 FEATURE_COVERAGE = 0.998
 #: percentiles of the training data's forecast spread that the gate's width is chosen among
@@ -99,40 +105,6 @@ LOW_OFFSETS = (-1.5, -3.0)
 DEFAULT_SWITCH_MEMORY_S = 2.0
 #: how the switch scores a request (:class:`SwitchedQuantileMPCPolicy`)
 SWITCH_SCORES = ("measured", "report", "clairvoyant")
-#: the age feature of a device that has never sent anything
-_NEVER_SENT_AGE = 8.0
-
-
-def forecast_features(env: SplitComputingEnv) -> tuple[float, np.ndarray]:
-    """What the device knows about its link at this request.
-
-    :return: the log of ``mpc-geometric``'s forecast (the geometric mean of the last throughputs
-        and the link-rate report, in bit/s), and ``N_FEATURES`` features: each throughput and the
-        report relative to it (log ratios), the spread of those logs, the smallest and largest
-        ratio, ``log(1 + age / 10 ms)`` of the newest throughput, two products of that age with
-        the report's and the newest throughput's ratio, and the reported server load
-    """
-    knowledge = env.knowledge
-    throughputs = [math.log(max(sample, 1.0)) for sample in knowledge.throughputs]
-    report = knowledge.link_quality_bps
-    logs = throughputs if report is None else [*throughputs, math.log(max(report, 1.0))]
-    geometric = math.fsum(logs) / len(logs)
-    age = env.request_start_s - knowledge.last_transfer_end
-    age_feature = math.log1p(age / 0.01) if math.isfinite(age) else _NEVER_SENT_AGE
-    ratios = [log - geometric for log in throughputs]
-    report_ratio = 0.0 if report is None else logs[-1] - geometric
-    features = [
-        *ratios,
-        report_ratio,
-        float(np.std(logs)),
-        min(ratios),
-        max(ratios),
-        age_feature,
-        age_feature * report_ratio,
-        age_feature * ratios[0],
-        knowledge.server_load,
-    ]
-    return geometric, np.array(features, dtype=np.float32)
 
 
 class QuantileForecast(torch.nn.Module):
@@ -167,11 +139,6 @@ class QuantileForecast(torch.nn.Module):
         steps = torch.nn.functional.softplus(raw[..., 1:])
         return torch.cat([raw[..., :1], raw[..., :1] + torch.cumsum(steps, dim=-1)], dim=-1)
 
-    def offsets(self, features: np.ndarray) -> np.ndarray:
-        """The quantiles of one request's features, as a numpy array."""
-        with torch.no_grad():
-            return self(torch.from_numpy(features)[None])[0].numpy()
-
 
 def fit_forecast(
     features: np.ndarray, targets: np.ndarray, *, epochs: int = 30, seed: int = 0
@@ -198,33 +165,6 @@ def fit_forecast(
             loss.backward()
             optimizer.step()
     return model
-
-
-class QuantileMPCPolicy(GeometricMPCPolicy):
-    """``mpc-geometric`` with the value of every action averaged over a forecast distribution.
-
-    :param offsets: maps :func:`forecast_features`'s features to log offsets from the geometric
-        mean (one per quantile; each weighs alike). ``lambda features: np.zeros(1)`` is
-        ``mpc-geometric`` itself
-    """
-
-    name = "mpc-quantile-forecast"
-
-    def __init__(self, offsets: Callable[[np.ndarray], np.ndarray]) -> None:
-        super().__init__()
-        self.offsets = offsets
-
-    def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
-        """The mean over the forecast's quantiles of ``mpc-geometric``'s value of every action."""
-        assert isinstance(env, SplitComputingEnv)  # a benchmark rule: it runs in the simulator
-        geometric, features = forecast_features(env)
-        offsets = self.forecast_offsets(features)
-        values = [self.values_at(env, math.exp(geometric + float(offset))) for offset in offsets]
-        return values[0][0], np.mean([value for _, value in values], axis=0)
-
-    def forecast_offsets(self, features: np.ndarray) -> np.ndarray:
-        """The log offsets the values are averaged over: the forecast's quantiles."""
-        return self.offsets(features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -476,13 +416,12 @@ def _rule(
     switched with ``switch`` where ``policy`` names it."""
     if state is None:
         return make_baseline(policy)
-    forecast = QuantileForecast()
-    forecast.load_state_dict(state)
+    forecast = LinkForecast.from_state_dict(state)
     if policy == SwitchedQuantileMPCPolicy.name:
-        return SwitchedQuantileMPCPolicy(forecast.offsets, switch.memory_s, switch.score)
+        return SwitchedQuantileMPCPolicy(forecast, switch.memory_s, switch.score)
     if gate is None:
-        return QuantileMPCPolicy(forecast.offsets)
-    return GatedQuantileMPCPolicy(forecast.offsets, gate)
+        return QuantileMPCPolicy(forecast)
+    return GatedQuantileMPCPolicy(forecast, gate)
 
 
 def _evaluate(
@@ -723,6 +662,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traces", type=Path, default=TRACES_DIR)
     parser.add_argument("--horizon", type=int, help="requests per episode (default: scenario's)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (1: in this process)")
+    parser.add_argument(
+        "--save-forecast", type=Path, help="also write the fitted forecast's weights to this file"
+    )
     args = parser.parse_args(argv)
     counts = (
         "train_episodes",
@@ -770,6 +712,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     forecast = fit_forecast(data[:, :-1], data[:, -1], epochs=args.epochs, seed=args.seed)
     state = forecast.state_dict()
+    if args.save_forecast is not None:
+        args.save_forecast.parent.mkdir(parents=True, exist_ok=True)
+        LinkForecast.from_state_dict(state).save(args.save_forecast)
     print(
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
         flush=True,

@@ -11,7 +11,7 @@ from splitrl.envs import SplitComputingEnv
 HORIZON = 40
 
 
-@pytest.mark.parametrize("predictor", ["robust-mpc", "mpc", "mpc-geometric"])
+@pytest.mark.parametrize("predictor", ["robust-mpc", "mpc", "mpc-geometric", "mpc-quantile"])
 def test_features_rank_actions_as_their_rule_does(predictor: str) -> None:
     env = SplitComputingEnv("default", horizon=HORIZON)
     twin = SplitComputingEnv("default", horizon=HORIZON)

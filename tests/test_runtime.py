@@ -278,11 +278,13 @@ def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_exp
     assert scale_throughput(8e6) not in reports
 
 
+@pytest.mark.parametrize("predictor", ["robust-mpc", "mpc-quantile"])
 def test_device_appends_the_predicted_values_to_the_observation(
-    server: ServerThread, tiny_profile: Profile, tiny_export: Path
+    server: ServerThread, tiny_profile: Profile, tiny_export: Path, predictor: str
 ) -> None:
     """A policy that observes predicted values gets them after the observation, computed from the
-    runtime's own knowledge, and they follow what the device measured."""
+    runtime's own knowledge (with the learned link forecast for ``mpc-quantile``), and they follow
+    what the device measured."""
     from splitrl.agents.features import DeviceActionValues
     from splitrl.envs.forecast import DeviceForecast
 
@@ -314,7 +316,7 @@ def test_device_appends_the_predicted_values_to_the_observation(
             env.actions,
             knowledge,
             connection,
-            features=DeviceActionValues(DeviceForecast(env, knowledge, 0.02)),
+            features=DeviceActionValues(DeviceForecast(env, knowledge, 0.02), predictor),
         )
         records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
     finally:

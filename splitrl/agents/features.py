@@ -16,6 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from splitrl.agents.baselines.link_forecast import QuantileMPCPolicy
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
 from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -25,6 +26,7 @@ PREDICTORS: dict[str, type[RobustMPCPolicy]] = {
     RobustMPCPolicy.name: RobustMPCPolicy,
     MPCPolicy.name: MPCPolicy,
     GeometricMPCPolicy.name: GeometricMPCPolicy,
+    QuantileMPCPolicy.name: QuantileMPCPolicy,
 }
 
 
@@ -59,8 +61,9 @@ class PredictedActionValues:
     runtime), so both compute the same features from the same knowledge.
 
     :param predictor: the rule that predicts (:data:`PREDICTORS`): ``"robust-mpc"`` (its forecast
-        divided by ``1 + max error``), ``"mpc"`` (the harmonic mean as it is) or
-        ``"mpc-geometric"`` (the geometric mean)
+        divided by ``1 + max error``), ``"mpc"`` (the harmonic mean as it is),
+        ``"mpc-geometric"`` (the geometric mean) or ``"mpc-quantile"`` (averaged over the learned
+        link forecast's quantiles)
     """
 
     def __init__(self, predictor: str = RobustMPCPolicy.name) -> None:

@@ -53,7 +53,8 @@ class LearnerSpec:
         ``"flat"`` (``Discrete`` over flat indices) or ``"box"`` (binned ``[-1, 1]^3``)
     :param uses_masks: whether the algorithm uses ``action_masks()`` (training and evaluation)
     :param default_hyperparameters: constructor keywords used unless a config overrides them
-    :param predicted_values: the causal rule (``"robust-mpc"``, ``"mpc"`` or ``"mpc-geometric"``,
+    :param predicted_values: the causal rule (``"robust-mpc"``, ``"mpc"``, ``"mpc-geometric"`` or
+        ``"mpc-quantile"``,
         :data:`~splitrl.agents.features.PREDICTORS`) whose predicted value of every flat action the
         learner observes besides the env's observation (:mod:`splitrl.agents.features`); ``None``:
         it observes the env's observation only
@@ -310,6 +311,20 @@ LEARNERS: dict[str, LearnerSpec] = {
             "decisions, at a temperature fixed at 0.5: it stays at its prior (docs/sacd.md, "
             "Collecting with its own greedy decisions)",
             predicted_values="mpc-geometric",
+            hyperparameters={"behavior": "greedy", "ent_coef": 0.5},
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile",
+            "sacd-hindsight whose features and prior are mpc-quantile's predicted values "
+            "(mpc-geometric averaged over the quantiles of a link forecast learned offline on "
+            "synthetic channels)",
+            predicted_values="mpc-quantile",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-anchored",
+            "sacd-hindsight-mpc-geometric-anchored whose features and prior are mpc-quantile's "
+            "predicted values",
+            predicted_values="mpc-quantile",
             hyperparameters={"behavior": "greedy", "ent_coef": 0.5},
         ),
         _sacd_hindsight(

@@ -179,6 +179,11 @@ class ForecastView(Protocol):
         """The server's mean service time of one job at no load (the queueing model's unit)."""
         ...
 
+    @property
+    def request_start_s(self) -> float:
+        """When the device starts the current request (its own clock, in seconds)."""
+        ...
+
     def predict_actions(self, capacity_bps: float | None = None) -> ActionOutcomes:
         """The predicted outcome of every canonical action of the current request."""
         ...
@@ -221,6 +226,11 @@ class DeviceForecast:
     def server_job_s(self) -> float:
         """The server's mean service time of one job at no load."""
         return self.parts.server_job_s
+
+    @property
+    def request_start_s(self) -> float:
+        """When the device starts the current request (:meth:`at_request`)."""
+        return self.start_s
 
     def at_request(self, arrival_s: float, start_s: float) -> None:
         """The current request arrived at ``arrival_s`` and the device starts it at ``start_s``."""

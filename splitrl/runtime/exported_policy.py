@@ -52,7 +52,8 @@ FEATURE_SCALING = {
 PREDICTED_VALUES_SCALING = (
     "one per flat action (C order over exit, split, bits) after the features above: the predicted "
     "reward minus backlog cost of the action by the rule named in predicted_values (robust-mpc, "
-    "mpc or mpc-geometric), minus that of the best action (<= 0; 0 "
+    "mpc, mpc-geometric, or mpc-quantile with the link forecast splitrl ships), minus that of the "
+    "best action (<= 0; 0 "
     "for actions that are not canonical), computed from the device's knowledge with the scenario "
     "and profile in forecast/ (splitrl.agents.features.DeviceActionValues)"
 )
@@ -94,7 +95,7 @@ class PolicyMetadata:
         not observe it.
     :param observation_version: the version of the observation the policy was trained on
         (:data:`~splitrl.envs.observation.OBSERVATION_VERSION`); a device refuses others.
-    :param predicted_values: the causal rule (``"robust-mpc"``, ``"mpc"`` or ``"mpc-geometric"``) whose predicted value
+    :param predicted_values: the causal rule (:data:`~splitrl.agents.features.PREDICTORS`) whose predicted value
         of every flat action the policy observes after ``feature_names``, which the device computes
         with the scenario and profile in :data:`FORECAST_DIR` (:func:`load_device_features`);
         ``None`` when it observes none. (Files of format 1 wrote ``true`` for ``"robust-mpc"``.)

@@ -14,6 +14,8 @@ and ``knows`` (one line). The causal ones are what a learned policy must beat; t
   the RTT and server-queue spread (:mod:`.spread`), and the backlog priced (:mod:`.backlog`);
   ``mpc``, the same without the forecast's discount; ``mpc-geometric``, ``mpc`` with the geometric
   mean of the last throughputs instead of their harmonic mean
+* ``mpc-quantile`` (:mod:`.link_forecast`): ``mpc-geometric`` whose values are averaged over the
+  quantiles of a link forecast learned offline on synthetic channels
 * references that know more (:mod:`.oracles`): ``oracle-now``, ``oracle-ahead`` (``oracle-now``
   told the mean capacity over the next 50 ms), ``clairvoyant``,
   ``clairvoyant-lookahead``, ``clairvoyant-link`` (``clairvoyant-lookahead`` without the request's
@@ -38,6 +40,7 @@ from splitrl.agents.baselines.fixed import (
     lossless_bit_index,
 )
 from splitrl.agents.baselines.heuristics import EdgentPolicy, GreedyPolicy, NeurosurgeonPolicy
+from splitrl.agents.baselines.link_forecast import QuantileMPCPolicy
 from splitrl.agents.baselines.oracles import (
     ClairvoyantLinkPolicy,
     ClairvoyantLookaheadPolicy,
@@ -86,6 +89,7 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
     "robust-mpc": RobustMPCPolicy,
     "mpc": MPCPolicy,
     "mpc-geometric": GeometricMPCPolicy,
+    "mpc-quantile": QuantileMPCPolicy,
     "oracle-now": OracleNowPolicy,
     "oracle-ahead": OracleAheadPolicy,
     "clairvoyant": ClairvoyantPolicy,
@@ -98,9 +102,20 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
 _FIT_ARGUMENTS = ("env_factory", "episodes", "seed")
 
 
-def causal_baselines() -> list[str]:
-    """Names of the baselines that decide only from what the device knows."""
-    return [name for name, factory in BASELINES.items() if factory().causal]
+def causal_baselines(learned: bool = False) -> list[str]:
+    """Names of the baselines that decide only from what the device knows.
+
+    :param learned: also the rules that act on a model learned offline (``mpc-quantile``, whose
+        link forecast was fitted on synthetic channels). They are left out by default: the
+        evaluations that run every causal baseline unless told otherwise (``evaluate.py``, the
+        demo, a sweep without ``baselines``) would pay about five times ``mpc-geometric``'s time
+        for it. Name it among the baselines to compare with it.
+    """
+    return [
+        name
+        for name, factory in BASELINES.items()
+        if (policy := factory()).causal and (learned or not getattr(policy, "learned", False))
+    ]
 
 
 def fitted_baselines() -> list[str]:
@@ -156,6 +171,7 @@ __all__ = [
     "NeurosurgeonPolicy",
     "OracleAheadPolicy",
     "OracleNowPolicy",
+    "QuantileMPCPolicy",
     "RandomPolicy",
     "RobustMPCPolicy",
     "backlog_cost",
