@@ -20,7 +20,14 @@ import numpy as np
 import pytest
 import yaml
 
-from splitrl.sweeps.cells import EvalCell, RunSummary, TrainCell, read_cell, recorded_run_dir
+from splitrl.sweeps.cells import (
+    EvalCell,
+    RunSummary,
+    TrainCell,
+    read_cell,
+    recorded_run_dir,
+    write_cell,
+)
 from splitrl.sweeps.grid import Sweep, load_sweep
 from splitrl.sweeps.report import (
     aggregate_condition,
@@ -213,6 +220,28 @@ def test_room_is_left_out_when_no_reference_ran() -> None:
     assert condition["room"] == {}
     document = {"conditions": [condition], "overall": [], "missing_cells": []}
     assert "room a causal policy has" not in markdown_report(document)
+
+
+def test_a_learned_rule_the_sweep_ran_counts_as_a_causal_baseline(
+    tmp_path: Path, tiny_profile_path: Path
+) -> None:
+    """``mpc-quantile`` is outside the default causal set, but a sweep that names it compares its
+    learners with it."""
+    path = write_sweep(
+        tmp_path, tiny_profile_path, learners=["dqn"], baselines=["mpc-geometric", "mpc-quantile"]
+    )
+    sweep = load_sweep(path)
+    out = sweep.out.resolve()
+    rewards = {"mpc-geometric": [0.70, 0.72], "mpc-quantile": [0.74, 0.76]}
+    for cell in sweep.baseline_cells():
+        write_cell(out, cell.key, {"episode_rewards": rewards[cell.policy]})
+    for train in sweep.train_cells():
+        write_cell(out, train.key, {"seconds_per_10k_steps": 1.0})
+        for cell in sweep.learner_cells(train):
+            write_cell(out, cell.key, {"episode_rewards": [0.73, 0.75]})
+    (condition,) = sweep_document(sweep)["conditions"]
+    assert condition["best_causal"] == "mpc-quantile"
+    assert not condition["learners"]["dqn"]["beats_every_causal_baseline"]
 
 
 def test_core_does_not_import_ray() -> None:

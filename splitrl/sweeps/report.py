@@ -143,7 +143,7 @@ def sweep_document(sweep: Sweep) -> dict[str, Any]:
             missing.append(train.key)
         else:
             seconds[train.learner].append(float(result["seconds_per_10k_steps"]))
-    causal = causal_baselines()
+    causal = causal_baselines(learned=True)  # only the baselines the sweep ran count
     conditions = []
     overall = []
     for scenario in sweep.scenarios:
