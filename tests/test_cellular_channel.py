@@ -111,6 +111,9 @@ def test_factory_and_scenario_names() -> None:
     assert isinstance(typical, CellularChannel) and typical.mean_rate_bps == 6e6
     randomized = network_channel("randomized-cellular", (0.5, 12.0), 6.0)
     assert isinstance(randomized, RandomizedChannel) and randomized.models == ("cellular",)
+    mixed = network_channel("randomized-all", (0.5, 12.0), 6.0)
+    assert isinstance(mixed, RandomizedChannel)
+    assert set(mixed.models) == {"markov", "gilbert-elliott", "fading", "cellular"}
 
 
 def test_randomized_cellular_draws_parameters_in_range() -> None:

@@ -45,7 +45,9 @@ def test_errors() -> None:
         RandomizedChannel((1.0, 5.0)).capacity(0.0)
 
 
-@pytest.mark.parametrize("channel", ["randomized", "cellular", "randomized-cellular"])
+@pytest.mark.parametrize(
+    "channel", ["randomized", "cellular", "randomized-cellular", "randomized-all"]
+)
 def test_env_trains_on_randomized_and_cellular_channels(channel: str) -> None:
     env = SplitComputingEnv("default", channel=channel, horizon=20)
     rewards = []

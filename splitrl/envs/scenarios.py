@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from splitrl.envs.channels import Channel, make_channel
-from splitrl.envs.channels.randomized import RandomizedChannel
+from splitrl.envs.channels.randomized import RANDOMIZED_MODELS, RandomizedChannel
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
@@ -44,6 +44,7 @@ SCENARIO_CHANNELS = (
     "randomized",
     "cellular",
     "randomized-cellular",
+    "randomized-all",
 )
 
 
@@ -57,9 +58,11 @@ class Scenario:
     :param network: network preset name: RTT, uplink range, radio power
     :param reward: reward preset name (``splitrl.envs.reward.REWARD_PRESETS``)
     :param channel: ``"markov"``, ``"gilbert-elliott"``, ``"fading"``, ``"constant"``,
-        ``"randomized"``, ``"cellular"``, ``"randomized-cellular"`` (parameterized by the
-        network's uplink range; ``"randomized"`` draws a model and its parameters every episode,
-        ``"randomized-cellular"`` a cellular channel's parameters), a ``make_channel`` spec string
+        ``"randomized"``, ``"cellular"``, ``"randomized-cellular"``, ``"randomized-all"``
+        (parameterized by the network's uplink range; ``"randomized"`` draws a model among Markov,
+        Gilbert-Elliott and fading and its parameters every episode, ``"randomized-cellular"`` a
+        cellular channel's parameters, ``"randomized-all"`` any of the four models), a
+        ``make_channel`` spec string
         such as ``"trace:PATH"``, or a dict
     :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
         slower than the network's norm (a microcontroller's Wi-Fi module)
@@ -326,6 +329,8 @@ def network_channel(
         return make_channel({"model": "cellular", "mean_rate_bps": typical_mbps * 1e6})
     if spec == "randomized-cellular":
         return RandomizedChannel(uplink_mbps, models=("cellular",))
+    if spec == "randomized-all":
+        return RandomizedChannel(uplink_mbps, models=RANDOMIZED_MODELS)
     return make_channel(spec)
 
 

@@ -143,7 +143,7 @@ class TrainConfig:
         metadata=_flag(
             "what",
             "channel model (markov, gilbert-elliott, fading, constant, randomized, cellular, "
-            "randomized-cellular) or trace:PATH",
+            "randomized-cellular, randomized-all) or trace:PATH",
         ),
     )
     reward: str | None = field(
