@@ -1,6 +1,5 @@
 """The link-forecast benchmark: its rule, its fit and its command line, on short episodes."""
 
-import dataclasses
 import json
 from pathlib import Path
 
@@ -21,13 +20,7 @@ from benchmarks.bench_link_forecast import (
 from splitrl.agents.baselines.link_forecast import LinkForecast
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
 from splitrl.agents.rollout import run_episodes
-from splitrl.envs.scenarios import get_scenario
-from splitrl.envs.split_computing import SplitComputingEnv
-
-
-def _env() -> SplitComputingEnv:
-    scenario = dataclasses.replace(get_scenario("default-timeout"), channel="markov", horizon=120)
-    return SplitComputingEnv(scenario)
+from tests.test_link_forecast import short_markov_env as _env
 
 
 def _dead_link(features: np.ndarray) -> np.ndarray:

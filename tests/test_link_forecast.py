@@ -24,7 +24,8 @@ from splitrl.envs.scenarios import get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
 
 
-def _env() -> SplitComputingEnv:
+def short_markov_env() -> SplitComputingEnv:
+    """120 requests of ``default-timeout`` on its Markov channel."""
     scenario = dataclasses.replace(get_scenario("default-timeout"), channel="markov", horizon=120)
     return SplitComputingEnv(scenario)
 
@@ -39,19 +40,21 @@ def _random_forecast(seed: int = 0) -> tuple[QuantileForecast, LinkForecast]:
 
 def test_a_forecast_at_the_geometric_mean_is_mpc_geometric() -> None:
     seeds = range(3)
-    rule = run_episodes(GeometricMPCPolicy(), _env(), seeds)
-    same = run_episodes(QuantileMPCPolicy(lambda features: np.zeros(1)), _env(), seeds)
+    rule = run_episodes(GeometricMPCPolicy(), short_markov_env(), seeds)
+    same = run_episodes(QuantileMPCPolicy(lambda features: np.zeros(1)), short_markov_env(), seeds)
     np.testing.assert_array_equal(same.reward, rule.reward)
     assert (rule.payload_bytes > 0).any()
 
 
 def test_a_forecast_of_a_dead_link_keeps_the_device_local() -> None:
-    dead = run_episodes(QuantileMPCPolicy(lambda features: np.full(5, -12.0)), _env(), range(2))
+    dead = run_episodes(
+        QuantileMPCPolicy(lambda features: np.full(5, -12.0)), short_markov_env(), range(2)
+    )
     assert not (dead.payload_bytes > 0).any()
 
 
 def test_the_features_are_the_devices_own() -> None:
-    env = _env()
+    env = short_markov_env()
     env.reset(seed=0)
     geometric, features = forecast_features(env)
     logs = [np.log(t) for t in env.knowledge.throughputs]
@@ -62,7 +65,7 @@ def test_the_features_are_the_devices_own() -> None:
 
 
 def test_a_device_computes_the_features_the_simulator_does() -> None:
-    env = _env()
+    env = short_markov_env()
     env.reset(seed=1)
     rule = GeometricMPCPolicy()
     rule.reset(env)
@@ -129,11 +132,11 @@ def test_malformed_forecasts_are_refused(change: dict, message: str) -> None:
 def test_the_shipped_forecast_is_a_causal_baseline() -> None:
     forecast = shipped_forecast()
     assert forecast.levels.tolist() == pytest.approx(QUANTILES)
-    env = _env()
+    env = short_markov_env()
     env.reset(seed=0)
     offsets = forecast(forecast_features(env)[1])
     assert offsets.shape == (len(QUANTILES),) and (np.diff(offsets) > 0).all()
     assert "mpc-quantile" in causal_baselines(learned=True)
     rule = make_baseline("mpc-quantile")
-    rollout = run_episodes(rule, _env(), range(2))
+    rollout = run_episodes(rule, short_markov_env(), range(2))
     assert np.isfinite(rollout.reward).all() and (rollout.payload_bytes > 0).any()
