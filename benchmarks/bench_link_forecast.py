@@ -663,7 +663,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, help="requests per episode (default: scenario's)")
     parser.add_argument("--jobs", type=int, default=2, help="processes (1: in this process)")
     parser.add_argument(
-        "--save-forecast", type=Path, help="also write the fitted forecast's weights to this file"
+        "--save-forecast",
+        type=Path,
+        help="also write the fitted forecast to this .npz file (splitrl's mpc-quantile ships one)",
     )
     args = parser.parse_args(argv)
     counts = (
@@ -686,6 +688,13 @@ def main(argv: list[str] | None = None) -> int:
             f"--seed must be at least 0, and its training episodes below reset seed "
             f"{VALIDATION_SEED} (the validation episodes')"
         )
+    if args.save_forecast is not None:
+        if args.save_forecast.suffix != ".npz" or args.save_forecast.is_dir():
+            parser.error(f"--save-forecast must name a .npz file, got {args.save_forecast}")
+        try:
+            args.save_forecast.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            parser.error(f"--save-forecast: cannot create its folder ({error})")
     try:
         scenario = get_scenario(args.scenario)
     except (ValueError, FileNotFoundError) as error:
@@ -713,7 +722,6 @@ def main(argv: list[str] | None = None) -> int:
     forecast = fit_forecast(data[:, :-1], data[:, -1], epochs=args.epochs, seed=args.seed)
     state = forecast.state_dict()
     if args.save_forecast is not None:
-        args.save_forecast.parent.mkdir(parents=True, exist_ok=True)
         LinkForecast.from_state_dict(state).save(args.save_forecast)
     print(
         f"forecast fitted on {len(data)} requests in {time.perf_counter() - started:.0f} s",
@@ -762,7 +770,9 @@ def main(argv: list[str] | None = None) -> int:
             columns.append(("switched_changed_fraction", "changed", ".3f"))
     print_table(rows, columns)
     settings = {
-        key: value for key, value in vars(args).items() if key not in ("traces", "conditions")
+        key: str(value) if isinstance(value, Path) else value
+        for key, value in vars(args).items()
+        if key not in ("traces", "conditions")
     }
     path = write_results(
         "link_forecast",

@@ -199,7 +199,9 @@ def test_the_benchmark_evaluates_only_the_forecast_rules_asked_for(
     monkeypatch.chdir(tmp_path)
     flags = ["--train-episodes", "1", "--horizon", "60", "--episodes", "2", "--epochs", "1"]
     flags += ["--forecast-rules", "switched", "--conditions", "markov", "--jobs", "1"]
-    assert main(flags) == 0
+    assert main([*flags, "--save-forecast", "fitted/forecast.npz"]) == 0
+    saved = LinkForecast.load(tmp_path / "fitted" / "forecast.npz")
+    assert saved.levels.tolist() == pytest.approx(QUANTILES)
     written = json.loads((tmp_path / "results" / "bench_link_forecast.json").read_text())
     (row,) = written["conditions"]
     assert "gate" not in written and "gated_gain" not in row and "gain" not in row
@@ -222,12 +224,16 @@ def test_the_benchmark_evaluates_only_the_forecast_rules_asked_for(
         ["--forecast-rules", "no-such-rule"],
         ["--switch-score", "oracle"],
         ["--scenario", "no-such"],
+        ["--save-forecast", "forecast.pt"],
+        ["--save-forecast", "."],
+        ["--save-forecast", "a-file/forecast.npz"],
     ],
 )
 def test_bad_flags_are_refused_before_any_work(
     flags: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("")
     with pytest.raises(SystemExit):
         main(flags)
     assert not (tmp_path / "results").exists()
