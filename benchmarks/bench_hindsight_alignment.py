@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     from splitrl.training.run_dir import RunDirectory
     from splitrl.training.trainer import training_scenario
 
-    if args.rule not in causal_baselines():
-        parser.error(f"unknown causal rule {args.rule!r}; known: {', '.join(causal_baselines())}")
+    rules = causal_baselines(learned=True)
+    if args.rule not in rules:
+        parser.error(f"unknown causal rule {args.rule!r}; known: {', '.join(rules)}")
     if args.channel is not None and args.channel not in SCENARIO_CHANNELS:
         parser.error(f"unknown channel {args.channel!r}; known: {', '.join(SCENARIO_CHANNELS)}")
     if args.episodes < 1:

@@ -411,3 +411,13 @@ def test_baseline_names_always_include_the_references() -> None:
     assert baseline_names("greedy") == list(dict.fromkeys(["greedy", *reference_names()]))
     assert baseline_names("none") == reference_names()
     assert {CHANNEL_BLIND, UPPER_REFERENCE} <= set(reference_names())
+
+
+def test_all_baselines_leave_the_learned_rules_out_unless_named() -> None:
+    from splitrl.agents.baselines import BASELINES, learned_baselines
+
+    assert learned_baselines() == ["mpc-quantile"]
+    every = baseline_names("all")
+    assert "mpc-quantile" not in every
+    assert set(every) == set(BASELINES) - {"mpc-quantile"}
+    assert "mpc-quantile" in baseline_names("mpc-quantile")

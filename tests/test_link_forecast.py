@@ -67,16 +67,27 @@ def test_the_features_are_the_devices_own() -> None:
 def test_a_device_computes_the_features_the_simulator_does() -> None:
     env = short_markov_env()
     env.reset(seed=1)
-    rule = GeometricMPCPolicy()
-    rule.reset(env)
-    for _ in range(30):
-        env.step(rule.act(env, np.zeros(1)))
     device = DeviceForecast(env, env.knowledge)
-    device.at_request(env.request_start_s, env.request_start_s)
-    simulated, device_side = forecast_features(env), forecast_features(device)
-    assert simulated[0] == device_side[0]
-    np.testing.assert_array_equal(simulated[1], device_side[1])
+    canonical = np.array(env.actions.canonical_actions())
+    rng = np.random.default_rng(0)
+    waited = 0
+    for _ in range(60):
+        # random actions: offloads move the throughputs, long ones leave a backlog
+        env.step(canonical[rng.integers(len(canonical))])
+        device.at_request(env._arrival, env.request_start_s)
+        waited += env.request_start_s > env._arrival
+        simulated, device_side = forecast_features(env), forecast_features(device)
+        assert simulated[0] == device_side[0]
+        np.testing.assert_array_equal(simulated[1], device_side[1])
+    assert waited > 0
     assert np.isfinite(simulated[1][8])  # the newest throughput's age: the device has sent
+
+
+def test_the_features_need_the_four_throughputs_the_forecast_was_fitted_on() -> None:
+    env = SplitComputingEnv(get_scenario("default-timeout"), history_length=2)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"the device keeps 2 \(history_length must be 4\)"):
+        forecast_features(env)
 
 
 def test_the_numpy_forecast_is_the_fitted_network() -> None:
@@ -96,7 +107,7 @@ def test_a_saved_forecast_loads_the_same(tmp_path: Path) -> None:
     loaded = LinkForecast.load(path)
     row = np.linspace(-1.0, 1.0, N_FEATURES, dtype=np.float32)
     np.testing.assert_array_equal(loaded(row), forecast(row))
-    np.testing.assert_array_equal(loaded.levels, np.float32(QUANTILES))
+    np.testing.assert_array_equal(loaded.levels, np.array(QUANTILES, dtype=np.float32))
 
 
 def test_a_file_that_is_not_a_forecast_is_refused_by_name(tmp_path: Path) -> None:
@@ -105,9 +116,20 @@ def test_a_file_that_is_not_a_forecast_is_refused_by_name(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match=r"corrupt\.npz: not a link forecast"):
         LinkForecast.load(corrupt)
     partial = tmp_path / "partial.npz"
-    np.savez(partial, levels=np.float32(QUANTILES))
+    np.savez(partial, levels=np.array(QUANTILES, dtype=np.float32))
     with pytest.raises(ValueError, match=r"partial\.npz: not a link forecast"):
         LinkForecast.load(partial)
+    empty = tmp_path / "empty.npz"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.npz: not a link forecast"):
+        LinkForecast.load(empty)
+    _, forecast = _random_forecast()
+    whole = tmp_path / "whole.npz"
+    forecast.save(whole)
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"truncated\.npz: not a link forecast"):
+        LinkForecast.load(truncated)
 
 
 @pytest.mark.parametrize(
@@ -116,8 +138,8 @@ def test_a_file_that_is_not_a_forecast_is_refused_by_name(tmp_path: Path) -> Non
         ({"biases": ()}, "one bias per weight matrix"),
         ({"center": np.zeros(3, dtype=np.float32)}, "center and scale"),
         ({"scale": np.zeros(N_FEATURES, dtype=np.float32)}, "scale positive"),
-        ({"levels": np.float32([0.9, 0.7, 0.5, 0.3, 0.1])}, "increasing values"),
-        ({"levels": np.float32([0.1, 0.5])}, "levels must be 5"),
+        ({"levels": np.array([0.9, 0.7, 0.5, 0.3, 0.1], dtype=np.float32)}, "increasing values"),
+        ({"levels": np.array([0.1, 0.5], dtype=np.float32)}, "levels must be 5"),
     ],
 )
 def test_malformed_forecasts_are_refused(change: dict, message: str) -> None:

@@ -281,6 +281,61 @@ def test_predicted_value_export_checks_its_forecast(hindsight_export: Path, tmp_
         load_device_features(copy, bare, knowledge)
 
 
+def test_a_link_forecast_rule_exports_the_forecast_it_acts_on(
+    hindsight_run: Path, hindsight_export: Path, tmp_path: Path
+) -> None:
+    """A policy trained on ``mpc-quantile``'s values carries the link forecast in its export, and
+    the device acts on that copy (checked against ``policy.json``), not on the installed one."""
+    import dataclasses
+
+    from splitrl.agents.baselines.link_forecast import SHIPPED_FORECAST, shipped_forecast
+    from splitrl.agents.features import PredictedActionValues
+    from splitrl.runtime.onnx_export import write_forecast
+    from splitrl.runtime.segments import file_sha256
+
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    run = RunDirectory(hindsight_run)
+    env = run.make_env()
+    files = write_forecast(copy, run.scenario(), env.profile, "mpc-quantile")
+    carried = copy / "forecast" / "link_forecast.npz"
+    assert files["forecast/link_forecast.npz"] == file_sha256(SHIPPED_FORECAST)
+    assert carried.read_bytes() == SHIPPED_FORECAST.read_bytes()
+    metadata = dataclasses.replace(
+        PolicyMetadata.load(copy), predicted_values="mpc-quantile", files=files
+    )
+    other = dataclasses.replace(
+        shipped_forecast(),
+        biases=(*shipped_forecast().biases[:-1], shipped_forecast().biases[-1] - 3),
+    )
+    other.save(carried)
+    with pytest.raises(ValueError, match=r"link_forecast\.npz: SHA-256 does not match"):
+        load_device_features(copy, metadata, env.knowledge)
+    metadata = dataclasses.replace(
+        metadata, files={**files, "forecast/link_forecast.npz": file_sha256(carried)}
+    )
+    device = load_device_features(copy, metadata, env.knowledge, env.frame_interval_s)
+    assert device is not None
+    observation, _ = env.reset(seed=0)
+    device.reset()
+    on_device = device.extend(observation, env._arrival, env.request_start_s)
+    carried_rule, installed_rule = (
+        PredictedActionValues("mpc-quantile", other),
+        PredictedActionValues("mpc-quantile"),
+    )
+    for rule in (carried_rule, installed_rule):
+        rule.reset(env)
+    np.testing.assert_array_equal(on_device, carried_rule.extend(env, observation))
+    assert not np.array_equal(on_device, installed_rule.extend(env, observation))
+    without = dataclasses.replace(
+        metadata,
+        files={k: v for k, v in metadata.files.items() if k != "forecast/link_forecast.npz"},
+    )
+    with pytest.raises(ValueError, match="acts on a link forecast but the export lists no"):
+        load_device_features(copy, without, env.knowledge)
+    with pytest.raises(ValueError, match="'mpc' acts on no link forecast"):
+        PredictedActionValues("mpc", other)
+
+
 @pytest.mark.parametrize(
     ("written", "read"),
     [

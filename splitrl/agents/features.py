@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from splitrl.agents.baselines.link_forecast import QuantileMPCPolicy
+from splitrl.agents.baselines.link_forecast import LinkForecast, QuantileMPCPolicy
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
 from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -35,6 +35,12 @@ def check_predictor(name: str) -> str:
     if name not in PREDICTORS:
         raise ValueError(f"unknown predictor {name!r}; known: {', '.join(PREDICTORS)}")
     return name
+
+
+def acts_on_link_forecast(name: str) -> bool:
+    """Whether the predictor ``name`` acts on a learned link forecast (``mpc-quantile``), which an
+    exported policy then carries."""
+    return PREDICTORS[check_predictor(name)] is QuantileMPCPolicy
 
 
 def flat_values(env: ForecastView, actions: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -64,10 +70,18 @@ class PredictedActionValues:
         divided by ``1 + max error``), ``"mpc"`` (the harmonic mean as it is),
         ``"mpc-geometric"`` (the geometric mean) or ``"mpc-quantile"`` (averaged over the learned
         link forecast's quantiles)
+    :param link_forecast: for ``"mpc-quantile"``, the forecast (default: the shipped one)
     """
 
-    def __init__(self, predictor: str = RobustMPCPolicy.name) -> None:
-        self.predictor = PREDICTORS[check_predictor(predictor)]()
+    def __init__(
+        self, predictor: str = RobustMPCPolicy.name, link_forecast: LinkForecast | None = None
+    ) -> None:
+        if link_forecast is None:
+            self.predictor = PREDICTORS[check_predictor(predictor)]()
+        elif acts_on_link_forecast(predictor):
+            self.predictor = QuantileMPCPolicy(link_forecast)
+        else:
+            raise ValueError(f"predictor {predictor!r} acts on no link forecast")
 
     def reset(self, env: ForecastView) -> None:
         """Forget the previous episode's prediction errors."""
@@ -93,11 +107,18 @@ class DeviceActionValues:
 
     :param forecast: the device's forecast (:class:`~splitrl.envs.forecast.DeviceForecast`)
     :param predictor: the rule the policy was trained with (:data:`PREDICTORS`)
+    :param link_forecast: for ``"mpc-quantile"``, the forecast it was trained with (the one an
+        export carries; default: the shipped one)
     """
 
-    def __init__(self, forecast: DeviceForecast, predictor: str = RobustMPCPolicy.name) -> None:
+    def __init__(
+        self,
+        forecast: DeviceForecast,
+        predictor: str = RobustMPCPolicy.name,
+        link_forecast: LinkForecast | None = None,
+    ) -> None:
         self.forecast = forecast
-        self.values = PredictedActionValues(predictor)
+        self.values = PredictedActionValues(predictor, link_forecast)
 
     def reset(self) -> None:
         """A new run: forget the previous prediction errors (after the knowledge's own reset)."""

@@ -44,8 +44,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--baselines",
         default="all",
-        help="all (default), none, or a comma list; the references (every causal baseline and "
-        "clairvoyant-lookahead) are always evaluated",
+        help="all (default: every baseline but the learned mpc-quantile), none, or a comma list; "
+        "the references (every causal baseline and clairvoyant-lookahead) are always evaluated",
     )
     parser.add_argument(
         "--scenario", help="named scenario (default: the runs' own; default without runs)"

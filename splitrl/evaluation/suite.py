@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from splitrl.agents.baselines import BASELINES, BestStaticPolicy
+from splitrl.agents.baselines import BASELINES, BestStaticPolicy, learned_baselines
 from splitrl.agents.policy_interface import ModelPolicy, Policy
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -283,12 +283,13 @@ def check_run_matches(run: TrainedRun, env: SplitComputingEnv, profile_sha256: s
 def baseline_names(spec: str) -> list[str]:
     """Baseline names from ``"all"``, ``"none"`` or a comma-separated list (checked).
 
-    The references of the measures (:func:`splitrl.evaluation.references.reference_names`: every
+    ``"all"`` is every baseline but the learned ones
+    (:func:`~splitrl.agents.baselines.learned_baselines`, named to be run). The references of the measures (:func:`splitrl.evaluation.references.reference_names`: every
     causal baseline, ``channel-blind`` and ``clairvoyant-lookahead``) are always included.
     """
     text = spec.strip()
     if text == "all":
-        chosen = list(BASELINES)
+        chosen = [name for name in BASELINES if name not in learned_baselines()]
     elif text in ("", "none"):
         chosen = []
     else:

@@ -35,9 +35,12 @@ POLICY_ONNX = "policy.onnx"
 POLICY_JSON = "policy.json"
 POLICY_FORMAT = 1
 #: the folder of an export that holds what the device forecasts with (a policy that observes
-#: predicted values): the scenario (:data:`FORECAST_SCENARIO`) and the profile it was trained on
+#: predicted values): the scenario (:data:`FORECAST_SCENARIO`) and the profile it was trained on,
+#: and for a rule that acts on a learned link forecast (``mpc-quantile``), that forecast
+#: (:data:`FORECAST_LINK_MODEL`)
 FORECAST_DIR = "forecast"
 FORECAST_SCENARIO = "scenario.json"
+FORECAST_LINK_MODEL = "link_forecast.npz"
 
 #: how each observation feature is computed (documentation stored in policy.json)
 FEATURE_SCALING = {
@@ -52,10 +55,10 @@ FEATURE_SCALING = {
 PREDICTED_VALUES_SCALING = (
     "one per flat action (C order over exit, split, bits) after the features above: the predicted "
     "reward minus backlog cost of the action by the rule named in predicted_values (robust-mpc, "
-    "mpc, mpc-geometric, or mpc-quantile with the link forecast splitrl ships), minus that of the "
-    "best action (<= 0; 0 "
-    "for actions that are not canonical), computed from the device's knowledge with the scenario "
-    "and profile in forecast/ (splitrl.agents.features.DeviceActionValues)"
+    "mpc, mpc-geometric, or mpc-quantile with the link forecast in forecast/link_forecast.npz), "
+    "minus that of the best action (<= 0; 0 for actions that are not canonical), computed from "
+    "the device's knowledge with the scenario and profile in forecast/ "
+    "(splitrl.agents.features.DeviceActionValues)"
 )
 
 
@@ -278,21 +281,22 @@ def load_device_features(
 ) -> DeviceActionValues | None:
     """The predicted-value features of an exported policy that observes them, else ``None``.
 
-    Reads the scenario and profile the policy was trained on from the export's
-    :data:`FORECAST_DIR` (checked against the hashes in ``policy.json``) and builds the device's
-    forecast around ``knowledge``, the runtime's own.
+    Reads the scenario and profile the policy was trained on (and the link forecast of a rule
+    that acts on one) from the export's :data:`FORECAST_DIR` (checked against the hashes in
+    ``policy.json``) and builds the device's forecast around ``knowledge``, the runtime's own.
 
     :param directory: the export directory
     :param metadata: its ``policy.json``
     :param knowledge: the device knowledge the runtime builds the observation with
     :param frame_interval_s: the request period actually used (default: the trained one)
     :raises FileNotFoundError: a forecast file is missing
-    :raises ValueError: a file whose hash does not match, or a scenario or profile that does not
-        match the policy's action table
+    :raises ValueError: a file whose hash does not match, a scenario or profile that does not
+        match the policy's action table, or a rule's link forecast that the export lacks
     """
     if not metadata.predicted_values:
         return None
-    from splitrl.agents.features import DeviceActionValues
+    from splitrl.agents.baselines.link_forecast import LinkForecast
+    from splitrl.agents.features import DeviceActionValues, acts_on_link_forecast
     from splitrl.envs.forecast import DeviceForecast
     from splitrl.envs.scenarios import scenario_from_dict
     from splitrl.envs.split_computing import SplitComputingEnv
@@ -306,6 +310,13 @@ def load_device_features(
         raise ValueError(
             f"{root / POLICY_JSON}: the policy observes predicted values but lists no "
             f"{FORECAST_DIR}/ scenario and profile (export it again)"
+        )
+    link_model_name = f"{FORECAST_DIR}/{FORECAST_LINK_MODEL}"
+    needs_link_model = acts_on_link_forecast(metadata.predicted_values)
+    if needs_link_model and link_model_name not in forecast_files:
+        raise ValueError(
+            f"{root / POLICY_JSON}: {metadata.predicted_values} acts on a link forecast but the "
+            f"export lists no {link_model_name} (export it again)"
         )
     for name in forecast_files:
         path = root / name
@@ -325,6 +336,7 @@ def load_device_features(
             f"{scenario_path}: its profile's actions {env.actions.nvec} do not match the policy's "
             f"{metadata.actions.nvec}"
         )
+    link_forecast = LinkForecast.load(root / link_model_name) if needs_link_model else None
     return DeviceActionValues(
-        DeviceForecast(env, knowledge, frame_interval_s), metadata.predicted_values
+        DeviceForecast(env, knowledge, frame_interval_s), metadata.predicted_values, link_forecast
     )

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 from splitrl.runtime.exported_policy import (
     FEATURE_SCALING,
     FORECAST_DIR,
+    FORECAST_LINK_MODEL,
     FORECAST_SCENARIO,
     POLICY_ONNX,
     PREDICTED_VALUES_SCALING,
@@ -181,7 +182,7 @@ def export_policy(
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    forecast_files = {} if forecast is None else write_forecast(directory, *forecast)
+    forecast_files = {} if forecast is None else write_forecast(directory, *forecast, predictor)
     graph = PolicyGraph(policy.greedy_actor, actions).eval()
     path = directory / POLICY_ONNX
     example = torch.zeros((1, n_features), dtype=torch.float32)
@@ -282,20 +283,29 @@ def check_forecast_predictor(has_forecast: bool, predictor: str | None) -> None:
         check_predictor(predictor)
 
 
-def write_forecast(directory: Path, scenario: Scenario, profile: Profile) -> dict[str, str]:
-    """Write the scenario and profile of the device's forecast into ``directory/forecast``.
+def write_forecast(
+    directory: Path, scenario: Scenario, profile: Profile, predictor: str | None = None
+) -> dict[str, str]:
+    """Write the scenario and profile of the device's forecast into ``directory/forecast``, and
+    the shipped link forecast when ``predictor`` acts on one (``mpc-quantile``), so the export
+    keeps the forecast it was trained with.
 
     :return: each file's name relative to ``directory`` and its SHA-256, for ``policy.json``
     """
     import dataclasses
     import json
+    import shutil
 
+    from splitrl.agents.baselines.link_forecast import SHIPPED_FORECAST
+    from splitrl.agents.features import acts_on_link_forecast
     from splitrl.profiles.io import save_profile
 
     folder = directory / FORECAST_DIR
     json_path = save_profile(profile, folder)
     spec = dataclasses.replace(scenario, profile=json_path.name).to_dict()
     (folder / FORECAST_SCENARIO).write_text(json.dumps(spec, indent=2) + "\n")
+    if predictor is not None and acts_on_link_forecast(predictor):
+        shutil.copyfile(SHIPPED_FORECAST, folder / FORECAST_LINK_MODEL)
     return {
         f"{FORECAST_DIR}/{path.name}": file_sha256(path)
         for path in sorted(folder.iterdir())

@@ -102,19 +102,25 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
 _FIT_ARGUMENTS = ("env_factory", "episodes", "seed")
 
 
+def learned_baselines() -> list[str]:
+    """Names of the rules that act on a model learned offline (``mpc-quantile``).
+
+    The evaluations that run every baseline or every causal one unless told otherwise
+    (``--baselines all``, the demo, a sweep without ``baselines``) leave them out: each would pay
+    about five times ``mpc-geometric``'s time for it. Name one to compare with it.
+    """
+    return [name for name, factory in BASELINES.items() if getattr(factory(), "learned", False)]
+
+
 def causal_baselines(learned: bool = False) -> list[str]:
     """Names of the baselines that decide only from what the device knows.
 
-    :param learned: also the rules that act on a model learned offline (``mpc-quantile``, whose
-        link forecast was fitted on synthetic channels). They are left out by default: the
-        evaluations that run every causal baseline unless told otherwise (``evaluate.py``, the
-        demo, a sweep without ``baselines``) would pay about five times ``mpc-geometric``'s time
-        for it. Name it among the baselines to compare with it.
+    :param learned: also the causal rules that act on a model learned offline
+        (:func:`learned_baselines`), left out by default
     """
+    left_out = [] if learned else learned_baselines()
     return [
-        name
-        for name, factory in BASELINES.items()
-        if (policy := factory()).causal and (learned or not getattr(policy, "learned", False))
+        name for name, factory in BASELINES.items() if factory().causal and name not in left_out
     ]
 
 
@@ -177,6 +183,7 @@ __all__ = [
     "backlog_cost",
     "causal_baselines",
     "fitted_baselines",
+    "learned_baselines",
     "lossless_bit_index",
     "make_baseline",
 ]

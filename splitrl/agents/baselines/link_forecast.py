@@ -23,6 +23,7 @@ knowledge as the simulator: the rule is causal.
 from __future__ import annotations
 
 import math
+import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -31,7 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
+from splitrl.agents.baselines.robust_mpc import DEFAULT_ERROR_WINDOW, GeometricMPCPolicy
+from splitrl.agents.baselines.spread import DEFAULT_SPREAD_DRAWS
 from splitrl.envs.forecast import ForecastView
 
 #: quantile levels of the forecast; their mean value is a midpoint rule for the expectation
@@ -42,6 +45,8 @@ N_FEATURES = 12
 SHIPPED_FORECAST = Path(__file__).parent / "data" / "link_forecast.npz"
 #: the age feature of a device that has never sent anything
 _NEVER_SENT_AGE = 8.0
+#: the throughputs the features read (the default observation's history)
+_HISTORY_LENGTH = 4
 
 
 def forecast_features(env: ForecastView) -> tuple[float, np.ndarray]:
@@ -52,8 +57,15 @@ def forecast_features(env: ForecastView) -> tuple[float, np.ndarray]:
         report relative to it (log ratios), the spread of those logs, the smallest and largest
         ratio, ``log(1 + age / 10 ms)`` of the newest throughput, two products of that age with
         the report's and the newest throughput's ratio, and the reported server load
+    :raises ValueError: a device that keeps other than four throughputs (the forecast was fitted
+        on four)
     """
     knowledge = env.knowledge
+    if len(knowledge.throughputs) != _HISTORY_LENGTH:
+        raise ValueError(
+            f"the link forecast reads the last {_HISTORY_LENGTH} throughputs, the device keeps "
+            f"{len(knowledge.throughputs)} (history_length must be {_HISTORY_LENGTH})"
+        )
     throughputs = [math.log(max(sample, 1.0)) for sample in knowledge.throughputs]
     report = knowledge.link_quality_bps
     logs = throughputs if report is None else [*throughputs, math.log(max(report, 1.0))]
@@ -76,7 +88,7 @@ def forecast_features(env: ForecastView) -> tuple[float, np.ndarray]:
     return geometric, np.array(features, dtype=np.float32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LinkForecast:
     """Quantiles of the log ratio of the coming throughput to the geometric-mean forecast.
 
@@ -160,7 +172,15 @@ class LinkForecast:
                     weights=tuple(data[f"weight{i}"].astype(np.float32) for i in range(n_layers)),
                     biases=tuple(data[f"bias{i}"].astype(np.float32) for i in range(n_layers)),
                 )
-        except (OSError, KeyError, ValueError, TypeError) as error:
+        except (
+            OSError,
+            EOFError,
+            zipfile.BadZipFile,
+            KeyError,
+            ValueError,
+            TypeError,
+            AttributeError,
+        ) as error:
             raise ValueError(f"{path}: not a link forecast ({error})") from error
 
     def save(self, path: str | Path) -> None:
@@ -200,9 +220,11 @@ class QuantileMPCPolicy(GeometricMPCPolicy):
     only what the device knows (:func:`forecast_features`), on a device as in the simulator.
 
     :param offsets: maps :func:`forecast_features`'s features to log offsets from the geometric
-        mean (default: the shipped :class:`LinkForecast`). ``lambda features: np.zeros(1)`` is
-        ``mpc-geometric`` itself
-    :param kwargs: ``mpc-geometric``'s (``error_window``, ``horizon``, ``spread_draws``)
+        mean (default: the shipped :class:`LinkForecast`, loaded when first needed).
+        ``lambda features: np.zeros(1)`` is ``mpc-geometric`` itself
+    :param error_window: as ``mpc-geometric``'s (no discount is applied)
+    :param horizon: next requests the backlog cost counts
+    :param spread_draws: draws of the RTT and queueing spread per prediction
     """
 
     name = "mpc-quantile"
@@ -215,10 +237,21 @@ class QuantileMPCPolicy(GeometricMPCPolicy):
     )
 
     def __init__(
-        self, offsets: Callable[[np.ndarray], np.ndarray] | None = None, **kwargs: Any
+        self,
+        offsets: Callable[[np.ndarray], np.ndarray] | None = None,
+        error_window: int = DEFAULT_ERROR_WINDOW,
+        horizon: int = DEFAULT_BACKLOG_HORIZON,
+        spread_draws: int = DEFAULT_SPREAD_DRAWS,
     ) -> None:
-        super().__init__(**kwargs)
-        self.offsets = shipped_forecast() if offsets is None else offsets
+        super().__init__(error_window, horizon, spread_draws)
+        self._offsets = offsets
+
+    @property
+    def offsets(self) -> Callable[[np.ndarray], np.ndarray]:
+        """The forecast the values are averaged over (the shipped one unless given another)."""
+        if self._offsets is None:
+            self._offsets = shipped_forecast()
+        return self._offsets
 
     def action_values(self, env: ForecastView) -> tuple[np.ndarray, np.ndarray]:
         """The mean over the forecast's quantiles of ``mpc-geometric``'s value of every action."""
