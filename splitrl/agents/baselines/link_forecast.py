@@ -16,6 +16,9 @@ trace is seen. The shipped forecast (:data:`SHIPPED_FORECAST`) was fitted by::
         --train-channels markov fading gilbert-elliott randomized cellular randomized-cellular \\
         --save-forecast splitrl/agents/baselines/data/link_forecast.npz
 
+(a rerun of that fit wrote the same bytes, SHA-256 ``d329423d…``; the record is in
+``benchmarks/results/link_forecast/shipped-seed1/``).
+
 It acts in numpy (no torch), so the device runtime computes the same forecast from the same
 knowledge as the simulator: the rule is causal.
 """
