@@ -289,7 +289,8 @@ def baseline_names(spec: str) -> list[str]:
     """
     text = spec.strip()
     if text == "all":
-        chosen = [name for name in BASELINES if name not in learned_baselines()]
+        learned = learned_baselines()
+        chosen = [name for name in BASELINES if name not in learned]
     elif text in ("", "none"):
         chosen = []
     else:
