@@ -284,8 +284,9 @@ def baseline_names(spec: str) -> list[str]:
     """Baseline names from ``"all"``, ``"none"`` or a comma-separated list (checked).
 
     ``"all"`` is every baseline but the learned ones
-    (:func:`~splitrl.agents.baselines.learned_baselines`, named to be run). The references of the measures (:func:`splitrl.evaluation.references.reference_names`: every
-    causal baseline, ``channel-blind`` and ``clairvoyant-lookahead``) are always included.
+    (:func:`~splitrl.agents.baselines.learned_baselines`, named to be run). The references of the
+    measures (:func:`splitrl.evaluation.references.reference_names`: every causal baseline,
+    ``channel-blind`` and ``clairvoyant-lookahead``) are always included.
     """
     text = spec.strip()
     if text == "all":
