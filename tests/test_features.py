@@ -78,6 +78,50 @@ def test_mpc_features_differ_from_robust_mpc_after_a_forecast_error() -> None:
     assert differ > 0
 
 
+def test_context_rules_come_before_the_prior() -> None:
+    """With context rules, the features are each rule's values in order, the prior's last (what a
+    SACD actor reads as its prior), each equal to that rule's own features."""
+    env = SplitComputingEnv("default", horizon=HORIZON)
+    both = PredictedActionValues("mpc-quantile", context=("robust-mpc",))
+    alone = [PredictedActionValues("robust-mpc"), PredictedActionValues("mpc-quantile")]
+    env.reset(seed=4)
+    for member in (both, *alone):
+        member.reset(env)
+    n_actions = env.actions.n_actions
+    assert both.n_rules == 2 and both.predictor.name == "mpc-quantile"
+    differ = 0
+    for _ in range(HORIZON):
+        values = both(env)
+        expected = [rule(env) for rule in alone]
+        assert values.shape == (2 * n_actions,)
+        np.testing.assert_array_equal(values[:n_actions], expected[0])
+        np.testing.assert_array_equal(values[n_actions:], expected[1])
+        differ += not np.array_equal(*expected)
+        env.step(np.array([2, 0, 6]))
+    assert differ > 0
+
+
+def test_learner_with_context_rules_observes_them() -> None:
+    plain = SplitComputingEnv("default", horizon=HORIZON)
+    spec = get_learner("sacd-hindsight-mpc-quantile-robust")
+    env = spec.wrap_env(plain)
+    assert plain.observation_space.shape is not None
+    assert env.observation_space.shape == (plain.observation_space.shape[0] + 2 * 126,)
+    from types import SimpleNamespace
+
+    policy = spec.as_policy(SimpleNamespace(predict=lambda observation: None), plain.actions.nvec)
+    assert policy.observation_shape(plain) == env.observation_space.shape
+
+
+@pytest.mark.parametrize(
+    ("context", "match"),
+    [(("mpc",), "observed once"), (("bola",), "unknown predictor 'bola'")],
+)
+def test_bad_context_rules_are_refused(context: tuple[str, ...], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        PredictedActionValues("mpc", context=context)
+
+
 def test_unknown_predictor_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown predictor 'bola'; known: robust-mpc, mpc"):
         PredictedActionValues("bola")

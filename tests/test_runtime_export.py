@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -123,6 +124,18 @@ def test_export_needs_the_predictor_with_a_forecast(
         export_env_policy(agent, tmp_path, env, scenario=get_scenario("default"))
     with pytest.raises(ValueError, match="predictor='mpc' given for a policy without"):
         export_env_policy(agent, tmp_path, env, predictor="mpc")
+    with pytest.raises(ValueError, match=r"context=\['mpc'\] given without predictor="):
+        export_env_policy(agent, tmp_path, env, context=["mpc"])
+    for context, match in ((["bola"], "unknown predictor 'bola'"), (["mpc"], "observed once")):
+        with pytest.raises(ValueError, match=match):
+            export_env_policy(
+                agent,
+                tmp_path,
+                env,
+                scenario=get_scenario("default"),
+                predictor="mpc",
+                context=context,
+            )
     assert not any(tmp_path.iterdir())
 
 
@@ -196,25 +209,30 @@ def test_export_refuses_what_is_not_a_sacd_run(tiny_run: Path, tmp_path: Path) -
     assert not (tmp_path / "out").exists()
 
 
-@pytest.fixture(scope="module")
-def hindsight_run(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A short sacd-hindsight-mpc training: its policy observes mpc's predicted values (not the
-    default predictor, so a device that ignored the recorded one would compute other features)."""
+def train_tiny(algo: str, profile_path: Path, out: Path) -> Path:
+    """A short training of ``algo`` on the tiny profile; its run directory."""
     from splitrl.training.config import TrainConfig
     from splitrl.training.trainer import train
 
     config = TrainConfig(
-        algo="sacd-hindsight-mpc",
-        profile=str(tiny_profile_path),
+        algo=algo,
+        profile=str(profile_path),
         horizon=30,
         timesteps=80,
         seed=0,
         eval_freq=0,
         checkpoint_freq=0,
         hyperparameters={"learning_starts": 20, "batch_size": 16},
-        out=tmp_path_factory.mktemp("runs"),
+        out=out,
     )
     return train(config).run_dir.path
+
+
+@pytest.fixture(scope="module")
+def hindsight_run(tiny_profile_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short sacd-hindsight-mpc training: its policy observes mpc's predicted values (not the
+    default predictor, so a device that ignored the recorded one would compute other features)."""
+    return train_tiny("sacd-hindsight-mpc", tiny_profile_path, tmp_path_factory.mktemp("runs"))
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +240,35 @@ def hindsight_export(hindsight_run: Path, tmp_path_factory: pytest.TempPathFacto
     directory = tmp_path_factory.mktemp("hindsight") / "export"
     export_run(hindsight_run, directory, model=tiny_staged_model())
     return directory
+
+
+def assert_device_acts_as_trained(run_dir: Path, export: Path, reference: Any) -> None:
+    """On the same requests (random actions, so that offloads and backlogs move the knowledge
+    the features read), the device's features from ``export`` equal ``reference``'s in the env,
+    and the exported policy acts as the trained one does with them."""
+    run = RunDirectory(run_dir)
+    env = run.make_env()
+    metadata = PolicyMetadata.load(export)
+    device = load_device_features(export, metadata, env.knowledge, env.frame_interval_s)
+    assert device is not None
+    policy = run.load_policy("final")
+    onnx, rng = OnnxPolicy(export), np.random.default_rng(0)
+    canonical = np.array(env.actions.canonical_actions())
+    for seed in (1, 2):
+        observation, _ = env.reset(seed=seed)
+        for member in (reference, policy):
+            member.reset(env)
+        device.reset()
+        offloads = 0
+        for _ in range(env.horizon):
+            on_device = device.extend(observation, env._arrival, env.request_start_s)
+            assert on_device.shape == (metadata.n_inputs,)
+            np.testing.assert_array_equal(on_device, reference.extend(env, observation))
+            assert onnx(on_device) == tuple(int(v) for v in policy.act(env, observation))
+            action = canonical[rng.integers(len(canonical))]
+            offloads += not env.actions.is_device_only(int(action[0]), int(action[1]))
+            observation, *_ = env.step(action)
+        assert offloads > 0
 
 
 def test_predicted_value_policy_exports_with_its_forecast(
@@ -240,26 +287,28 @@ def test_predicted_value_policy_exports_with_its_forecast(
     assert {"forecast/scenario.json", "forecast/tiny.json", "forecast/tiny.npz"} <= set(
         metadata.files
     )
-    device = load_device_features(hindsight_export, metadata, env.knowledge, env.frame_interval_s)
-    assert device is not None
-    reference, policy = PredictedActionValues("mpc"), run.load_policy("final")
-    onnx, rng = OnnxPolicy(hindsight_export), np.random.default_rng(0)
-    canonical = np.array(env.actions.canonical_actions())
-    for seed in (1, 2):
-        observation, _ = env.reset(seed=seed)
-        for member in (reference, policy):
-            member.reset(env)
-        device.reset()
-        offloads = 0
-        for _ in range(env.horizon):
-            on_device = device.extend(observation, env._arrival, env.request_start_s)
-            np.testing.assert_array_equal(on_device, reference.extend(env, observation))
-            assert onnx(on_device) == tuple(int(v) for v in policy.act(env, observation))
-            # random actions: offloads and backlogs move the knowledge the features read
-            action = canonical[rng.integers(len(canonical))]
-            offloads += not env.actions.is_device_only(int(action[0]), int(action[1]))
-            observation, *_ = env.step(action)
-        assert offloads > 0
+    assert_device_acts_as_trained(hindsight_run, hindsight_export, PredictedActionValues("mpc"))
+
+
+def test_a_policy_that_observes_two_rules_exports_both(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    """A learner with context rules (``sacd-hindsight-mpc-quantile-robust``) records them in
+    ``policy.json``, carries the link forecast its prior acts on, and the device computes both
+    rules' values in the trained order."""
+    from splitrl.agents.features import PredictedActionValues
+
+    run_dir = train_tiny("sacd-hindsight-mpc-quantile-robust", tiny_profile_path, tmp_path)
+    export = tmp_path / "export"
+    metadata, _ = export_run(run_dir, export, model=tiny_staged_model())
+    env = RunDirectory(run_dir).make_env()
+    assert metadata.predicted_values == "mpc-quantile"
+    assert metadata.context_values == ("robust-mpc",)
+    assert PolicyMetadata.load(export).rules == ("robust-mpc", "mpc-quantile")
+    assert metadata.n_inputs == len(env.layout.names) + 2 * env.actions.n_actions
+    assert "forecast/link_forecast.npz" in metadata.files
+    reference = PredictedActionValues("mpc-quantile", context=("robust-mpc",))
+    assert_device_acts_as_trained(run_dir, export, reference)
 
 
 def test_predicted_value_export_checks_its_forecast(hindsight_export: Path, tmp_path: Path) -> None:
@@ -296,7 +345,7 @@ def test_a_link_forecast_rule_exports_the_forecast_it_acts_on(
     copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
     run = RunDirectory(hindsight_run)
     env = run.make_env()
-    files = write_forecast(copy, run.scenario(), env.profile, "mpc-quantile")
+    files = write_forecast(copy, run.scenario(), env.profile, ("mpc-quantile",))
     carried = copy / "forecast" / "link_forecast.npz"
     assert files["forecast/link_forecast.npz"] == file_sha256(SHIPPED_FORECAST)
     assert carried.read_bytes() == SHIPPED_FORECAST.read_bytes()
@@ -364,6 +413,25 @@ def test_policy_file_with_an_unknown_predictor_is_refused(
     data = json.loads((copy / "policy.json").read_text())
     (copy / "policy.json").write_text(json.dumps({**data, "predicted_values": written}))
     with pytest.raises(ValueError, match=r"malformed policy metadata.*predict"):
+        PolicyMetadata.load(copy)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "context", "match"),
+    [
+        ("mpc", "robust-mpc", "must be a list of rules' names"),
+        ("mpc", ["bola"], "unknown predictor 'bola'"),
+        (None, ["robust-mpc"], "context_values without predicted_values"),
+    ],
+)
+def test_policy_file_with_bad_context_rules_is_refused(
+    hindsight_export: Path, tmp_path: Path, predicted: object, context: object, match: str
+) -> None:
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    data = json.loads((copy / "policy.json").read_text())
+    data.update(predicted_values=predicted, context_values=context)
+    (copy / "policy.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
         PolicyMetadata.load(copy)
 
 

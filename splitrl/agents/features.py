@@ -10,6 +10,7 @@ the same features when the trained policy acts.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -66,31 +67,64 @@ class PredictedActionValues:
     evaluation, and a :class:`~splitrl.envs.forecast.DeviceForecast` on a real device (the device
     runtime), so both compute the same features from the same knowledge.
 
+    With ``context`` rules, the features are the values of each context rule, in order, and then
+    ``predictor``'s: the prior a SACD actor reads (the observation's last ``n_actions`` entries)
+    stays ``predictor``'s, and the network also sees where the other rules disagree with it.
+
     :param predictor: the rule that predicts (:data:`PREDICTORS`): ``"robust-mpc"`` (its forecast
         divided by ``1 + max error``), ``"mpc"`` (the harmonic mean as it is),
         ``"mpc-geometric"`` (the geometric mean) or ``"mpc-quantile"`` (averaged over the learned
         link forecast's quantiles)
-    :param link_forecast: for ``"mpc-quantile"``, the forecast (default: the shipped one)
+    :param link_forecast: for ``"mpc-quantile"`` (as ``predictor`` or in ``context``), the
+        forecast (default: the shipped one)
+    :param context: other rules of :data:`PREDICTORS` whose values come first
     """
 
     def __init__(
-        self, predictor: str = RobustMPCPolicy.name, link_forecast: LinkForecast | None = None
+        self,
+        predictor: str = RobustMPCPolicy.name,
+        link_forecast: LinkForecast | None = None,
+        context: Sequence[str] = (),
     ) -> None:
-        if link_forecast is None:
-            self.predictor = PREDICTORS[check_predictor(predictor)]()
-        elif acts_on_link_forecast(predictor):
-            self.predictor = QuantileMPCPolicy(link_forecast)
-        else:
+        names = [*context, predictor]
+        for name in names:
+            check_predictor(name)
+        if len(set(names)) != len(names):
+            raise ValueError(f"each rule may be observed once, got {', '.join(names)}")
+        if link_forecast is not None and not any(map(acts_on_link_forecast, names)):
             raise ValueError(f"predictor {predictor!r} acts on no link forecast")
+        self.names = tuple(names)
+        self.predictors = [
+            QuantileMPCPolicy(link_forecast)
+            if link_forecast is not None and acts_on_link_forecast(name)
+            else PREDICTORS[name]()
+            for name in names
+        ]
+
+    @property
+    def predictor(self) -> RobustMPCPolicy:
+        """The rule whose values come last (the prior's)."""
+        return self.predictors[-1]
+
+    @property
+    def n_rules(self) -> int:
+        """How many rules' values the features hold (``n_actions`` entries each)."""
+        return len(self.predictors)
 
     def reset(self, env: ForecastView) -> None:
         """Forget the previous episode's prediction errors."""
-        self.predictor.reset(env)
+        for predictor in self.predictors:
+            predictor.reset(env)
 
     def __call__(self, env: ForecastView) -> np.ndarray:
-        """The features of the current request, ``(n_actions,)`` float32; call once per request."""
-        actions, values = self.predictor.action_values(env)
-        return relative_flat_values(env, actions, values)
+        """The features of the current request, ``(n_rules * n_actions,)`` float32; call once per
+        request."""
+        return np.concatenate(
+            [
+                relative_flat_values(env, *predictor.action_values(env))
+                for predictor in self.predictors
+            ]
+        )
 
     def extend(self, env: ForecastView, observation: np.ndarray) -> np.ndarray:
         """``observation`` with the features of the current request appended."""
@@ -109,6 +143,7 @@ class DeviceActionValues:
     :param predictor: the rule the policy was trained with (:data:`PREDICTORS`)
     :param link_forecast: for ``"mpc-quantile"``, the forecast it was trained with (the one an
         export carries; default: the shipped one)
+    :param context: the other rules it observes (:class:`PredictedActionValues`)
     """
 
     def __init__(
@@ -116,9 +151,10 @@ class DeviceActionValues:
         forecast: DeviceForecast,
         predictor: str = RobustMPCPolicy.name,
         link_forecast: LinkForecast | None = None,
+        context: Sequence[str] = (),
     ) -> None:
         self.forecast = forecast
-        self.values = PredictedActionValues(predictor, link_forecast)
+        self.values = PredictedActionValues(predictor, link_forecast, context)
 
     def reset(self) -> None:
         """A new run: forget the previous prediction errors (after the knowledge's own reset)."""
@@ -131,11 +167,12 @@ class DeviceActionValues:
         return self.values.extend(self.forecast, observation)
 
 
-def extended_observation_space(env: SplitComputingEnv) -> spaces.Box:
-    """The env's observation space with one predicted-value feature per flat action appended."""
+def extended_observation_space(env: SplitComputingEnv, n_rules: int = 1) -> spaces.Box:
+    """The env's observation space with ``n_rules`` predicted-value features per flat action
+    appended."""
     space = env.observation_space
     assert isinstance(space, spaces.Box)
-    n_actions = env.actions.n_actions
+    n_actions = env.actions.n_actions * n_rules
     return spaces.Box(
         low=np.concatenate([space.low, np.full(n_actions, -np.inf, dtype=np.float32)]),
         high=np.concatenate([space.high, np.zeros(n_actions, dtype=np.float32)]),
@@ -169,14 +206,18 @@ class PredictedValuesObservation(SplitComputingWrapper):
 
     :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
     :param predictor: the rule that predicts (:data:`PREDICTORS`)
+    :param context: the other rules whose values come first (:class:`PredictedActionValues`)
     """
 
     def __init__(
-        self, env: gym.Env[np.ndarray, Any], predictor: str = RobustMPCPolicy.name
+        self,
+        env: gym.Env[np.ndarray, Any],
+        predictor: str = RobustMPCPolicy.name,
+        context: Sequence[str] = (),
     ) -> None:
         super().__init__(env, "predicted-value features")
-        self.features = PredictedActionValues(predictor)
-        self.observation_space = extended_observation_space(self.split_env)
+        self.features = PredictedActionValues(predictor, context=context)
+        self.observation_space = extended_observation_space(self.split_env, self.features.n_rules)
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)

@@ -58,6 +58,9 @@ class LearnerSpec:
         :data:`~splitrl.agents.features.PREDICTORS`) whose predicted value of every flat action the
         learner observes besides the env's observation (:mod:`splitrl.agents.features`); ``None``:
         it observes the env's observation only
+    :param context_values: other rules of :data:`~splitrl.agents.features.PREDICTORS` whose
+        predicted values the learner also observes, before ``predicted_values``' (which stay the
+        prior: the observation's last ``n_actions`` entries)
     :param hindsight_values: how the training envs' hindsight value of every flat action, put in
         each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"`` or
         ``"replayed"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`); ``None``: no hindsight
@@ -74,6 +77,7 @@ class LearnerSpec:
     uses_masks: bool
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     predicted_values: str | None = None
+    context_values: tuple[str, ...] = ()
     hindsight_values: str | None = None
     hindsight_draws: str = "exact"
 
@@ -102,7 +106,7 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
-            env = PredictedValuesObservation(env, self.predicted_values)
+            env = PredictedValuesObservation(env, self.predicted_values, self.context_values)
         wrapper = action_wrapper(self.action_view)
         return env if wrapper is None else wrapper(env)
 
@@ -183,7 +187,7 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedActionValues
 
-            features = PredictedActionValues(self.predicted_values)
+            features = PredictedActionValues(self.predicted_values, context=self.context_values)
         return ModelPolicy(
             model, name or self.name, action_adapter=self.action_adapter(nvec), features=features
         )
@@ -239,9 +243,11 @@ def _sacd_hindsight(
     backlog: str = "lookahead",
     draws: str = "exact",
     hyperparameters: Mapping[str, Any] | None = None,
+    context: tuple[str, ...] = (),
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
-    and prior (docs/sacd.md, Hindsight values); ``hyperparameters`` replace its defaults."""
+    and prior and ``context`` rules' values as features too (docs/sacd.md, Hindsight values);
+    ``hyperparameters`` replace its defaults."""
     return LearnerSpec(
         name=name,
         algorithm="splitrl.agents.sacd:SACD",
@@ -252,6 +258,7 @@ def _sacd_hindsight(
         uses_masks=True,
         default_hyperparameters={**_SACD_HINDSIGHT_DEFAULTS, **(hyperparameters or {})},
         predicted_values=predicted_values,
+        context_values=context,
         hindsight_values=backlog,
         hindsight_draws=draws,
     )
@@ -326,6 +333,13 @@ LEARNERS: dict[str, LearnerSpec] = {
             "predicted values",
             predicted_values="mpc-quantile",
             hyperparameters={"behavior": "greedy", "ent_coef": 0.5},
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-robust",
+            "sacd-hindsight-mpc-quantile that also observes robust-mpc's predicted values, so "
+            "that it can tell where the cautious rule and the learned forecast disagree",
+            predicted_values="mpc-quantile",
+            context=("robust-mpc",),
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

@@ -56,7 +56,8 @@ PREDICTED_VALUES_SCALING = (
     "one per flat action (C order over exit, split, bits) after the features above: the predicted "
     "reward minus backlog cost of the action by the rule named in predicted_values (robust-mpc, "
     "mpc, mpc-geometric, or mpc-quantile with the link forecast in forecast/link_forecast.npz), "
-    "minus that of the best action (<= 0; 0 for actions that are not canonical), computed from "
+    "minus that of the best action (<= 0; 0 for actions that are not canonical), after one such "
+    "block per rule named in context_values, computed from "
     "the device's knowledge with the scenario and profile in forecast/ "
     "(splitrl.agents.features.DeviceActionValues)"
 )
@@ -74,6 +75,18 @@ def predictor_of(value: object) -> str | None:
     if not isinstance(value, str):
         raise ValueError(f"predicted_values must be a rule's name, got {value!r}")
     return check_predictor(value)
+
+
+def context_of(value: object) -> tuple[str, ...]:
+    """The rules named by ``policy.json``'s ``context_values``: a list of rules' names, empty when
+    absent."""
+    from splitrl.agents.features import check_predictor
+
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
+        raise ValueError(f"context_values must be a list of rules' names, got {value!r}")
+    return tuple(check_predictor(name) for name in value)
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,8 @@ class PolicyMetadata:
         of every flat action the policy observes after ``feature_names``, which the device computes
         with the scenario and profile in :data:`FORECAST_DIR` (:func:`load_device_features`);
         ``None`` when it observes none. (Files of format 1 wrote ``true`` for ``"robust-mpc"``.)
+    :param context_values: other rules whose predicted values the policy observes before
+        ``predicted_values``', one block of ``n_actions`` each, in this order.
     :param transfer_timeout_s: the scenario's transfer timeout: the device gives up a send still
         running after it and answers at the exit itself, as in training; ``None``: it waits.
     """
@@ -123,14 +138,23 @@ class PolicyMetadata:
     link_quality: LinkQualityModel | None = None
     observation_version: int = OBSERVATION_VERSION
     predicted_values: str | None = None
+    context_values: tuple[str, ...] = ()
     transfer_timeout_s: float | None = None
 
     @property
     def n_inputs(self) -> int:
         """Length of the policy's input: the features, and one predicted value per flat action
-        when it observes them."""
-        extra = self.actions.n_actions if self.predicted_values else 0
+        and rule when it observes them."""
+        extra = self.actions.n_actions * len(self.rules)
         return len(self.feature_names) + extra
+
+    @property
+    def rules(self) -> tuple[str, ...]:
+        """Every rule whose predicted values the policy observes, in input order (the
+        ``context_values``, then ``predicted_values``); empty for none."""
+        if not self.predicted_values:
+            return ()
+        return (*self.context_values, self.predicted_values)
 
     @property
     def actions(self) -> ActionTable:
@@ -210,6 +234,7 @@ class PolicyMetadata:
                 else LinkQualityModel.from_dict(data["link_quality"]),
                 observation_version=OBSERVATION_VERSION,
                 predicted_values=predictor_of(data.get("predicted_values")),
+                context_values=context_of(data.get("context_values")),
                 transfer_timeout_s=transfer_timeout_of(data.get("transfer_timeout_s")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
@@ -219,6 +244,8 @@ class PolicyMetadata:
                 f"{path}: feature names {metadata.feature_names} differ from this version's "
                 f"observation layout {metadata.layout.names}"
             )
+        if metadata.context_values and not metadata.predicted_values:
+            raise ValueError(f"{path}: context_values without predicted_values")
         return metadata
 
 
@@ -312,10 +339,11 @@ def load_device_features(
             f"{FORECAST_DIR}/ scenario and profile (export it again)"
         )
     link_model_name = f"{FORECAST_DIR}/{FORECAST_LINK_MODEL}"
-    needs_link_model = acts_on_link_forecast(metadata.predicted_values)
+    on_link_model = [rule for rule in metadata.rules if acts_on_link_forecast(rule)]
+    needs_link_model = bool(on_link_model)
     if needs_link_model and link_model_name not in forecast_files:
         raise ValueError(
-            f"{root / POLICY_JSON}: {metadata.predicted_values} acts on a link forecast but the "
+            f"{root / POLICY_JSON}: {on_link_model[0]} acts on a link forecast but the "
             f"export lists no {link_model_name} (export it again)"
         )
     for name in forecast_files:
@@ -338,5 +366,8 @@ def load_device_features(
         )
     link_forecast = LinkForecast.load(root / link_model_name) if needs_link_model else None
     return DeviceActionValues(
-        DeviceForecast(env, knowledge, frame_interval_s), metadata.predicted_values, link_forecast
+        DeviceForecast(env, knowledge, frame_interval_s),
+        metadata.predicted_values,
+        link_forecast,
+        metadata.context_values,
     )

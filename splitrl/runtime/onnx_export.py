@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,6 +132,7 @@ def export_policy(
     opset: int = DEFAULT_OPSET,
     forecast: tuple[Scenario, Profile] | None = None,
     predictor: str | None = None,
+    context: Sequence[str] = (),
     transfer_timeout_s: float | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
@@ -154,6 +155,8 @@ def export_policy(
         values (:func:`~splitrl.runtime.exported_policy.load_device_features`).
     :param predictor: with ``forecast`` (and only with it): the rule that predicts those values
         (:data:`~splitrl.agents.features.PREDICTORS`), recorded in ``policy.json``.
+    :param context: with ``predictor``: the other rules whose values the policy observes before
+        its values (``LearnerSpec.context_values``), recorded in ``policy.json``.
     :param transfer_timeout_s: the scenario's transfer timeout (``env.parts.transfer_timeout_s``),
         recorded for the device runtime.
     :return: the metadata written.
@@ -161,9 +164,10 @@ def export_policy(
         predicted values), ``link_quality`` does not match the layout, or only one of
         ``forecast`` and ``predictor`` is given.
     """
-    check_forecast_predictor(forecast is not None, predictor)
+    check_forecast_predictor(forecast is not None, predictor, context)
+    rules = () if predictor is None else (*context, predictor)
     policy = model.policy
-    n_features = len(layout.names) + (actions.n_actions if forecast is not None else 0)
+    n_features = len(layout.names) + actions.n_actions * len(rules)
     if layout.link_quality != (link_quality is not None):
         raise ValueError(
             "the layout observes link quality but no link_quality model was given"
@@ -182,7 +186,7 @@ def export_policy(
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    forecast_files = {} if forecast is None else write_forecast(directory, *forecast, predictor)
+    forecast_files = {} if forecast is None else write_forecast(directory, *forecast, rules)
     graph = PolicyGraph(policy.greedy_actor, actions).eval()
     path = directory / POLICY_ONNX
     example = torch.zeros((1, n_features), dtype=torch.float32)
@@ -207,13 +211,16 @@ def export_policy(
         },
         link_quality=link_quality,
         predicted_values=predictor,
+        context_values=tuple(context),
         transfer_timeout_s=transfer_timeout_s,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
-    if forecast is not None:
+    if rules:
         observations = np.concatenate(
-            [observations, random_predicted_values(actions, 256, seed=1)], axis=1
+            [observations]
+            + [random_predicted_values(actions, 256, seed=1 + i) for i in range(len(rules))],
+            axis=1,
         )
     mismatches = np.flatnonzero(
         OnnxPolicy(directory).actions(observations) != torch_actions(graph, observations)
@@ -234,6 +241,7 @@ def export_env_policy(
     opset: int = DEFAULT_OPSET,
     scenario: Scenario | None = None,
     predictor: str | None = None,
+    context: Sequence[str] = (),
 ) -> PolicyMetadata:
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
@@ -250,6 +258,8 @@ def export_env_policy(
         ``env`` was built from, exported with ``env``'s profile for the device's forecast
     :param predictor: with ``scenario`` (and only with it): the rule that predicts those values
         (the run's ``LearnerSpec.predicted_values``)
+    :param context: the other rules whose values the policy observes (the run's
+        ``LearnerSpec.context_values``)
     """
     return export_policy(
         model,
@@ -265,30 +275,38 @@ def export_env_policy(
         opset=opset,
         forecast=None if scenario is None else (scenario, env.profile),
         predictor=predictor,
+        context=context,
         transfer_timeout_s=env.parts.transfer_timeout_s,
     )
 
 
-def check_forecast_predictor(has_forecast: bool, predictor: str | None) -> None:
+def check_forecast_predictor(
+    has_forecast: bool, predictor: str | None, context: Sequence[str] = ()
+) -> None:
     """Raise ``ValueError`` unless a forecast and the rule that predicts its values come together:
-    a policy's predicted-value features are those of one rule, and a device that assumed another
-    would compute other features."""
+    a policy's predicted-value features are those of its rules, and a device that assumed others
+    would compute other features. ``context`` rules come only with a ``predictor``."""
     if has_forecast and predictor is None:
         raise ValueError("a policy that observes predicted values needs predictor= (its rule)")
     if not has_forecast and predictor is not None:
         raise ValueError(f"predictor={predictor!r} given for a policy without predicted values")
+    if context and predictor is None:
+        raise ValueError(f"context={list(context)!r} given without predictor=")
     if predictor is not None:
         from splitrl.agents.features import check_predictor
 
-        check_predictor(predictor)
+        for name in (*context, predictor):
+            check_predictor(name)
+        if len(set(context) | {predictor}) != len(context) + 1:
+            raise ValueError(f"each rule may be observed once, got {[*context, predictor]}")
 
 
 def write_forecast(
-    directory: Path, scenario: Scenario, profile: Profile, predictor: str | None = None
+    directory: Path, scenario: Scenario, profile: Profile, rules: Sequence[str] = ()
 ) -> dict[str, str]:
     """Write the scenario and profile of the device's forecast into ``directory/forecast``, and
-    the shipped link forecast when ``predictor`` acts on one (``mpc-quantile``), so the export
-    keeps the forecast it was trained with.
+    the shipped link forecast when one of the ``rules`` the policy observes acts on one
+    (``mpc-quantile``), so the export keeps the forecast it was trained with.
 
     :return: each file's name relative to ``directory`` and its SHA-256, for ``policy.json``
     """
@@ -304,7 +322,7 @@ def write_forecast(
     json_path = save_profile(profile, folder)
     spec = dataclasses.replace(scenario, profile=json_path.name).to_dict()
     (folder / FORECAST_SCENARIO).write_text(json.dumps(spec, indent=2) + "\n")
-    if predictor is not None and acts_on_link_forecast(predictor):
+    if any(map(acts_on_link_forecast, rules)):
         shutil.copyfile(SHIPPED_FORECAST, folder / FORECAST_LINK_MODEL)
     return {
         f"{FORECAST_DIR}/{path.name}": file_sha256(path)
@@ -485,7 +503,8 @@ def export_run(
     from splitrl.training.run_dir import RunDirectory
 
     run = RunDirectory(run_dir)
-    predictor = run.learner().predicted_values
+    learner = run.learner()
+    predictor = learner.predicted_values
     scenario = run.scenario() if predictor else None
     with staged_directory(directory) as staging:
         metadata = export_env_policy(
@@ -496,6 +515,7 @@ def export_run(
             opset=opset,
             scenario=scenario,
             predictor=predictor,
+            context=learner.context_values,
         )
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest
