@@ -1,4 +1,7 @@
-"""Tests of the randomized channel used for domain randomization in training."""
+"""Tests of the randomized channels used for domain randomization in training: synthetic models
+with drawn parameters, and a mix of recorded traces."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,12 +10,20 @@ from splitrl.envs import SplitComputingEnv
 from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
 from splitrl.envs.channels.markov import MarkovChannel
-from splitrl.envs.channels.randomized import RandomizedChannel
+from splitrl.envs.channels.randomized import (
+    EpisodeDrawnChannel,
+    RandomizedChannel,
+    TraceMixChannel,
+    make_trace_mix,
+    trace_mix_paths,
+)
+from splitrl.envs.traces import Trace, TraceFormatError
+from splitrl.training.config import TrainConfig
 
 TIMES = np.arange(0.0, 60.0, 0.25)
 
 
-def realization(channel: RandomizedChannel, seed: int) -> np.ndarray:
+def realization(channel: EpisodeDrawnChannel, seed: int) -> np.ndarray:
     channel.reset(np.random.default_rng(seed))
     return np.array([channel.capacity(t) for t in TIMES])
 
@@ -57,3 +68,69 @@ def test_env_trains_on_randomized_and_cellular_channels(channel: str) -> None:
             _, reward, *_ = env.step(env.action_space.sample())
             rewards.append(reward)
     assert np.all(np.isfinite(rewards))
+
+
+def write_trace(path: Path, mbps: float, outage_s: float = 0.0) -> Path:
+    """A ``time_s,Mbps`` CSV trace of 30 s at ``mbps``, ending in ``outage_s`` of nothing."""
+    rows = [f"{t:.1f},{mbps}" for t in np.arange(0.5, 30.0 - outage_s + 0.01, 0.5)]
+    rows += [f"{30.0 - outage_s + t:.1f},0" for t in np.arange(0.5, outage_s + 0.01, 0.5)]
+    path.write_text("time_s,Mbps\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_trace_mix_draws_every_trace_from_a_random_offset() -> None:
+    rates = (1e6, 4e6, 16e6)
+    mix = TraceMixChannel([Trace.from_rates([rate] * 50, slot_s=0.2) for rate in rates])
+    np.testing.assert_array_equal(realization(mix, 3), realization(mix, 3))
+    drawn = []
+    for seed in range(30):
+        capacities = realization(mix, seed)
+        assert mix.drawn is not None
+        drawn.append(mix.drawn)
+        assert np.all(capacities == rates[mix.drawn])
+        assert mix.current is not None
+        assert mix.transfer_time(10_000, 2.0) == mix.current.transfer_time(10_000, 2.0)
+    assert set(drawn) == {0, 1, 2}
+    assert mix.names == ("trace-0", "trace-1", "trace-2")
+
+
+def test_trace_mix_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="at least one trace"):
+        TraceMixChannel([])
+    with pytest.raises(ValueError, match="2 names for 1 traces"):
+        TraceMixChannel([Trace.from_rates([1e6, 2e6], slot_s=1.0)], names=["a", "b"])
+    with pytest.raises(RuntimeError, match="call reset"):
+        TraceMixChannel([Trace.from_rates([1e6, 2e6], slot_s=1.0)]).capacity(0.0)
+    with pytest.raises(ValueError, match="expected 'traces:PATH,PATH"):
+        trace_mix_paths("traces:a.csv,,b.csv")
+    with pytest.raises(ValueError, match="names a trace twice"):
+        trace_mix_paths("traces:a.csv,a.csv")
+    with pytest.raises(FileNotFoundError, match=r"missing\.csv not found"):
+        make_trace_mix(f"traces:{write_trace(tmp_path / 'a.csv', 5.0)},{tmp_path / 'missing.csv'}")
+    (tmp_path / "bad.csv").write_text("time_s,Mbps\n1.0,abc\n")
+    with pytest.raises(TraceFormatError, match=r"bad\.csv"):
+        make_trace_mix(f"traces:{tmp_path / 'bad.csv'}")
+
+
+def test_env_and_training_config_take_a_trace_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = write_trace(tmp_path / "fast.csv", 20.0)
+    slow = write_trace(tmp_path / "slow.csv", 0.5, outage_s=10.0)
+    env = SplitComputingEnv("default", channel=f"traces:{fast},{slow}", horizon=30)
+    channel = env.unwrapped.channel
+    assert isinstance(channel, TraceMixChannel)
+    assert channel.names == ("fast.csv", "slow.csv")
+    drawn, rewards = set(), []
+    for seed in range(8):
+        env.reset(seed=seed)
+        drawn.add(channel.drawn)
+        for _ in range(30):
+            _, reward, *_ = env.step(env.action_space.sample())
+            rewards.append(reward)
+    assert drawn == {0, 1}
+    assert np.all(np.isfinite(rewards))
+    # a run records the mix with absolute paths, so that it loads wherever it is evaluated from
+    monkeypatch.chdir(tmp_path)
+    overrides = TrainConfig(channel="traces:fast.csv, slow.csv").scenario_overrides()
+    assert overrides["channel"] == f"traces:{fast},{slow}"

@@ -12,7 +12,7 @@ import pytest
 from splitrl.envs import SplitComputingEnv
 from splitrl.envs.channels import TraceChannel
 from splitrl.envs.channels.base import PiecewiseConstantChannel
-from splitrl.envs.channels.randomized import RandomizedChannel
+from splitrl.envs.channels.randomized import RandomizedChannel, TraceMixChannel
 from splitrl.envs.reward import get_reward_spec
 from splitrl.envs.scenarios import network_channel
 from splitrl.envs.server_load import ServerLoad
@@ -24,16 +24,17 @@ from splitrl.profiles.schema import Profile
 OUTAGES = Trace.from_rates([2e6, 0.0, 0.0, 0.0, 2e5, 0.0], slot_s=0.1)
 
 
-def channels() -> list[PiecewiseConstantChannel | RandomizedChannel]:
-    built: list[PiecewiseConstantChannel | RandomizedChannel] = [
+def channels() -> list[PiecewiseConstantChannel | RandomizedChannel | TraceMixChannel]:
+    built: list[PiecewiseConstantChannel | RandomizedChannel | TraceMixChannel] = [
         network_channel(name, (0.5, 12.0), 2.45) for name in ("markov", "fading", "gilbert-elliott")
     ]
-    return [*built, TraceChannel(OUTAGES), RandomizedChannel((0.5, 12.0))]
+    mix = TraceMixChannel([OUTAGES, Trace.from_rates([3e6, 1e5], slot_s=0.2)])
+    return [*built, TraceChannel(OUTAGES), RandomizedChannel((0.5, 12.0)), mix]
 
 
 @pytest.mark.parametrize("channel", channels(), ids=lambda c: type(c).__name__)
 def test_channel_queries_at_many_times_equal_the_single_ones(
-    channel: PiecewiseConstantChannel | RandomizedChannel,
+    channel: PiecewiseConstantChannel | RandomizedChannel | TraceMixChannel,
 ) -> None:
     channel.reset(np.random.default_rng(5))
     starts = np.sort(np.random.default_rng(0).uniform(0.0, 3.0, 200))

@@ -102,6 +102,14 @@ def test_grid_cells_and_checks(tiny_profile_path: Path, tmp_path: Path) -> None:
         load_sweep(path, grid={"gamma": [5]})
     with pytest.raises(FileNotFoundError, match=r"missing\.up"):
         load_sweep(path, conditions=["trace:missing.up"])
+    (tmp_path / "a.up").write_text("1\n2\n")
+    mixed = {"algo": "dqn", "channel": "traces:a.up,missing.up", "description": "a trace mix"}
+    with pytest.raises(FileNotFoundError, match=r"missing\.up"):
+        load_sweep(path, learners=["mixed"], variants={"mixed": mixed})
+    mixed["channel"] = "traces:a.up"
+    mixes = load_sweep(path, learners=["mixed"], variants={"mixed": mixed}, grid=None)
+    mix = mixes.variants["mixed"]
+    assert mix.channel == f"traces:{tmp_path / 'a.up'}"
     assert parse_entries(["seeds=3", "conditions=[markov, fading]", "trace_dir=null"]) == {
         "seeds": 3,
         "conditions": ["markov", "fading"],

@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from splitrl.envs.channels import Channel, make_channel
-from splitrl.envs.channels.randomized import RANDOMIZED_MODELS, RandomizedChannel
+from splitrl.envs.channels.randomized import (
+    RANDOMIZED_MODELS,
+    TRACE_MIX_PREFIX,
+    RandomizedChannel,
+    make_trace_mix,
+)
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
@@ -61,8 +66,9 @@ class Scenario:
         ``"randomized"``, ``"cellular"``, ``"randomized-cellular"``, ``"randomized-all"``
         (parameterized by the network's uplink range; ``"randomized"`` draws a model among Markov,
         Gilbert-Elliott and fading and its parameters every episode, ``"randomized-cellular"`` a
-        cellular channel's parameters, ``"randomized-all"`` any of the four models), a
-        ``make_channel`` spec string
+        cellular channel's parameters, ``"randomized-all"`` any of the four models),
+        ``"traces:PATH,PATH,..."`` (a recorded trace drawn every episode:
+        :class:`~splitrl.envs.channels.randomized.TraceMixChannel`), a ``make_channel`` spec string
         such as ``"trace:PATH"``, or a dict
     :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
         slower than the network's norm (a microcontroller's Wi-Fi module)
@@ -295,7 +301,8 @@ def network_channel(
 ) -> Channel:
     """A channel for a network whose uplink ranges over ``uplink_mbps``.
 
-    :param spec: a :data:`SCENARIO_CHANNELS` name, or any ``make_channel`` spec (used as is).
+    :param spec: a :data:`SCENARIO_CHANNELS` name, a ``"traces:PATH,PATH,..."`` trace mix, or
+        any ``make_channel`` spec (used as is).
         ``"fading"`` keeps the block-fading model's own link budget (a 20 MHz cell, about 1 to
         60 Mbit/s over positions): its range comes from physics, not from ``uplink_mbps``
     :param uplink_mbps: ``(low, high)`` capacity range in Mbit/s
@@ -331,6 +338,8 @@ def network_channel(
         return RandomizedChannel(uplink_mbps, models=("cellular",))
     if spec == "randomized-all":
         return RandomizedChannel(uplink_mbps, models=RANDOMIZED_MODELS)
+    if isinstance(spec, str) and spec.startswith(TRACE_MIX_PREFIX):
+        return make_trace_mix(spec)
     return make_channel(spec)
 
 

@@ -42,7 +42,8 @@ class Variant:
     :param hyperparameters: constructor keywords that replace the learner's defaults
     :param description: what the variant changes, for tables
     :param channel: the training channel, replacing the scenario's (``"randomized"``: domain
-        randomization over the synthetic models; ``"trace:PATH"``: a trace file)
+        randomization over the synthetic models; ``"trace:PATH"``: a trace file;
+        ``"traces:PATH,PATH,..."``: a recorded trace drawn every episode)
     :param validation: steps between validations during training (``splitrl train
         --eval-freq``, on :data:`VALIDATION_EPISODES` episodes of the training channel); the
         evaluated model is then the run's ``best_model.zip``. 0: no validation, the final model

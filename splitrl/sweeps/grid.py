@@ -297,8 +297,6 @@ def _variants(document: Mapping[str, Any], root: Path) -> dict[str, Variant]:
         if unknown:
             raise ValueError(f"variant {name}: unknown entries {unknown}")
         channel = entry.get("channel")
-        if isinstance(channel, str) and channel.startswith("trace:"):
-            channel = f"trace:{_existing_file(root, channel[len('trace:') :])}"
         validation = entry.get("validation", 0)
         if isinstance(validation, bool) or not isinstance(validation, int) or validation < 0:
             raise ValueError(
@@ -327,7 +325,12 @@ def _variants(document: Mapping[str, Any], root: Path) -> dict[str, Variant]:
     chosen: dict[str, Variant] = {}
     for name in learners:
         if name in defined:
-            chosen[name] = defined[name]
+            # only a chosen variant's traces are read: a sweep file may define variants that
+            # train on traces a machine does not have
+            variant = defined[name]
+            chosen[name] = dataclasses.replace(
+                variant, channel=_training_channel(root, variant.channel)
+            )
         elif name in LEARNERS:
             chosen[name] = Variant(name)
         else:
@@ -361,6 +364,18 @@ def _crossed(variants: Mapping[str, Variant], grid: Mapping[str, Any]) -> dict[s
                 description=f"{variant.description} + {suffix}",
             )
     return crossed
+
+
+def _training_channel(root: Path, channel: Any) -> Any:
+    """A variant's training channel with its trace files made absolute (checked to be there)."""
+    from splitrl.envs.channels.randomized import TRACE_MIX_PREFIX, trace_mix_paths
+
+    if isinstance(channel, str) and channel.startswith("trace:"):
+        return f"trace:{_existing_file(root, channel[len('trace:') :])}"
+    if isinstance(channel, str) and channel.startswith(TRACE_MIX_PREFIX):
+        paths = [str(_existing_file(root, path)) for path in trace_mix_paths(channel)]
+        return TRACE_MIX_PREFIX + ",".join(paths)
+    return channel
 
 
 def _existing_file(root: Path, text: str) -> Path:

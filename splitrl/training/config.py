@@ -29,6 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from splitrl.agents.learners import LEARNERS
+from splitrl.envs.channels.randomized import TRACE_MIX_PREFIX, trace_mix_paths
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.files import read_yaml_mapping
 from splitrl.profiles.io import resolve_profile_path, shipped_profiles_dir
@@ -101,8 +102,8 @@ class TrainConfig:
     :param scenario: a named scenario (``splitrl.envs.SCENARIOS``)
     :param profile: profile name or path that replaces the scenario's
     :param device_preset: device preset that replaces the scenario's
-    :param channel: channel model (``markov``, ``gilbert-elliott``, ``fading``, ``constant``) or
-        ``trace:PATH`` that replaces the scenario's
+    :param channel: channel model (``markov``, ``gilbert-elliott``, ``fading``, ``constant``, ...),
+        ``trace:PATH`` or ``traces:PATH,PATH,...`` (a trace mix) that replaces the scenario's
     :param reward: reward preset that replaces the scenario's
     :param horizon: requests per episode, replacing the scenario's
     :param link_quality: ``False`` drops the radio's link-rate report from the observation
@@ -143,7 +144,8 @@ class TrainConfig:
         metadata=_flag(
             "what",
             "channel model (markov, gilbert-elliott, fading, constant, randomized, cellular, "
-            "randomized-cellular, randomized-all) or trace:PATH",
+            "randomized-cellular, randomized-all), trace:PATH, or traces:PATH,PATH,... (a "
+            "recorded trace drawn every episode)",
         ),
     )
     reward: str | None = field(
@@ -245,6 +247,9 @@ class TrainConfig:
                 overrides["profile"] = str(resolve_profile_path(candidate).resolve())
         if self.channel is not None and self.channel.startswith("trace:"):
             overrides["channel"] = "trace:" + str(Path(self.channel[len("trace:") :]).resolve())
+        if self.channel is not None and self.channel.startswith(TRACE_MIX_PREFIX):
+            paths = [str(Path(path).resolve()) for path in trace_mix_paths(self.channel)]
+            overrides["channel"] = TRACE_MIX_PREFIX + ",".join(paths)
         return {key: value for key, value in overrides.items() if value is not None}
 
     def effective_scenario(self) -> Scenario:

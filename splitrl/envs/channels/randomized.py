@@ -1,8 +1,11 @@
-"""Domain randomization over channel models: a new model and new parameters every episode."""
+"""Domain randomization over channels: a new model and new parameters, or a new recorded trace,
+every episode."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +14,8 @@ from splitrl.envs.channels.cellular import CellularChannel
 from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
 from splitrl.envs.channels.markov import MarkovChannel
+from splitrl.envs.channels.trace_replay import TraceChannel
+from splitrl.envs.traces import Trace, load_trace
 
 #: probability that a Gilbert-Elliott draw has outages (a bad rate of 0)
 OUTAGE_PROBABILITY = 0.3
@@ -18,9 +23,57 @@ OUTAGE_PROBABILITY = 0.3
 DEFAULT_MODELS = ("markov", "gilbert-elliott", "fading")
 #: every model a :class:`RandomizedChannel` can draw
 RANDOMIZED_MODELS = (*DEFAULT_MODELS, "cellular")
+#: prefix of a :class:`TraceMixChannel` spec: ``"traces:PATH,PATH,..."``
+TRACE_MIX_PREFIX = "traces:"
 
 
-class RandomizedChannel:
+class EpisodeDrawnChannel(ABC):
+    """A channel that draws a new channel at every reset and answers every query from it.
+
+    Subclasses implement :meth:`_draw`; the drawn channel is :attr:`current`.
+    """
+
+    def __init__(self) -> None:
+        #: the channel of the current episode
+        self.current: PiecewiseConstantChannel | None = None
+
+    @abstractmethod
+    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel:
+        """This episode's channel, built from ``draws`` (not yet reset)."""
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """Draw this episode's channel, then start its realization."""
+        draws = private_generator(rng)
+        self.current = self._draw(draws)
+        self.current.reset(draws)
+
+    def _channel(self) -> PiecewiseConstantChannel:
+        if self.current is None:
+            raise RuntimeError(f"call reset() before using a {type(self).__name__}")
+        return self.current
+
+    def capacity(self, t: float) -> float:
+        """Uplink capacity in bit/s at time ``t`` of this episode's channel."""
+        return self._channel().capacity(t)
+
+    def transfer_time(self, n_bytes: int, t0: float) -> float:
+        """Seconds this episode's channel needs for ``n_bytes`` from ``t0``."""
+        return self._channel().transfer_time(n_bytes, t0)
+
+    def capacities(self, t: np.ndarray) -> np.ndarray:
+        """:meth:`capacity` at many times at once (numpy)."""
+        return self._channel().capacities(t)
+
+    def transfer_times(self, n_bytes: int | np.ndarray, t0: np.ndarray) -> np.ndarray:
+        """:meth:`transfer_time` from many start times at once (numpy)."""
+        return self._channel().transfer_times(n_bytes, t0)
+
+    def mean_throughput(self, t0: float, t1: float) -> float:
+        """This episode's capacity averaged over ``[t0, t1]`` in bit/s."""
+        return self._channel().mean_throughput(t0, t1)
+
+
+class RandomizedChannel(EpisodeDrawnChannel):
     """At every reset, one of the synthetic models with parameters drawn at random.
 
     For training a policy that has to generalize to links it never saw (domain randomization,
@@ -47,6 +100,7 @@ class RandomizedChannel:
     def __init__(
         self, uplink_mbps: tuple[float, float], models: Sequence[str] = DEFAULT_MODELS
     ) -> None:
+        super().__init__()
         low, high = uplink_mbps
         if not 0 < low < high:
             raise ValueError(f"uplink range must satisfy 0 < low < high, got {uplink_mbps}")
@@ -59,12 +113,8 @@ class RandomizedChannel:
         self.low_bps, self.high_bps = low * 1e6, high * 1e6
         #: the models an episode draws among
         self.models = tuple(models)
-        #: the channel of the current episode
-        self.current: PiecewiseConstantChannel | None = None
 
-    def reset(self, rng: np.random.Generator) -> None:
-        """Draw this episode's model and parameters, then start its realization."""
-        draws = private_generator(rng)
+    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel:
         model = self.models[int(draws.integers(len(self.models)))]
         if model == "markov":
             n_levels = int(draws.integers(4, 9))
@@ -77,56 +127,87 @@ class RandomizedChannel:
                 for neighbour in neighbours:
                     matrix[level, neighbour] = move / 2
                 matrix[level, level] = 1.0 - matrix[level].sum()
-            self.current = MarkovChannel(
-                levels.tolist(), matrix, slot_s=float(draws.uniform(0.1, 1.0))
-            )
+            return MarkovChannel(levels.tolist(), matrix, slot_s=float(draws.uniform(0.1, 1.0)))
         elif model == "gilbert-elliott":
             outage = draws.random() < OUTAGE_PROBABILITY
             bad = 0.0 if outage else self._log_uniform(draws, self.low_bps / 10, self.low_bps)
-            self.current = GilbertElliottChannel(
+            return GilbertElliottChannel(
                 good_rate_bps=self._log_uniform(draws, self.low_bps, self.high_bps),
                 bad_rate_bps=bad,
                 mean_good_s=float(draws.uniform(1.0, 10.0)),
                 mean_bad_s=float(draws.uniform(0.2, 5.0)),
             )
         elif model == "fading":
-            self.current = BlockFadingChannel(bandwidth_mhz=float(draws.uniform(5.0, 20.0)))
-        else:
-            self.current = CellularChannel(
-                mean_rate_bps=self._log_uniform(draws, self.low_bps, self.high_bps),
-                log_std=float(draws.uniform(0.2, 1.0)),
-                correlation_s=self._log_uniform(draws, 0.3, 10.0),
-                outage_rate_per_s=self._log_uniform(draws, 0.01, 0.5),
-                median_outage_s=self._log_uniform(draws, 0.1, 2.0),
-                outage_log_std=float(draws.uniform(0.5, 1.5)),
-            )
-        self.current.reset(draws)
+            return BlockFadingChannel(bandwidth_mhz=float(draws.uniform(5.0, 20.0)))
+        return CellularChannel(
+            mean_rate_bps=self._log_uniform(draws, self.low_bps, self.high_bps),
+            log_std=float(draws.uniform(0.2, 1.0)),
+            correlation_s=self._log_uniform(draws, 0.3, 10.0),
+            outage_rate_per_s=self._log_uniform(draws, 0.01, 0.5),
+            median_outage_s=self._log_uniform(draws, 0.1, 2.0),
+            outage_log_std=float(draws.uniform(0.5, 1.5)),
+        )
 
     @staticmethod
     def _log_uniform(draws: np.random.Generator, low: float, high: float) -> float:
         return float(np.exp(draws.uniform(np.log(low), np.log(high))))
 
-    def _channel(self) -> PiecewiseConstantChannel:
-        if self.current is None:
-            raise RuntimeError("call reset() before using a RandomizedChannel")
-        return self.current
 
-    def capacity(self, t: float) -> float:
-        """Uplink capacity in bit/s at time ``t`` of this episode's channel."""
-        return self._channel().capacity(t)
+class TraceMixChannel(EpisodeDrawnChannel):
+    """At every reset, one of several recorded traces, replayed from a random offset.
 
-    def transfer_time(self, n_bytes: int, t0: float) -> float:
-        """Seconds this episode's channel needs for ``n_bytes`` from ``t0``."""
-        return self._channel().transfer_time(n_bytes, t0)
+    For training on recorded links of one's own network: each episode draws a trace uniformly
+    (not by length, so that a long trace does not crowd out the others), then replays it as a
+    :class:`TraceChannel` does, from an offset drawn uniformly over its duration. To measure how a
+    policy generalizes to a link it never saw, leave the traces it is evaluated on out of the mix.
 
-    def capacities(self, t: np.ndarray) -> np.ndarray:
-        """:meth:`capacity` at many times at once (numpy)."""
-        return self._channel().capacities(t)
+    :param traces: the traces to draw among, at least one
+    :param names: one name per trace (for people), by default ``trace-0``, ``trace-1``, ...
+    """
 
-    def transfer_times(self, n_bytes: int | np.ndarray, t0: np.ndarray) -> np.ndarray:
-        """:meth:`transfer_time` from many start times at once (numpy)."""
-        return self._channel().transfer_times(n_bytes, t0)
+    def __init__(self, traces: Sequence[Trace], names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not traces:
+            raise ValueError("a trace mix needs at least one trace")
+        names = [f"trace-{k}" for k in range(len(traces))] if names is None else list(names)
+        if len(names) != len(traces):
+            raise ValueError(f"{len(names)} names for {len(traces)} traces")
+        #: the traces an episode draws among, in order
+        self.traces = tuple(traces)
+        #: their names, in order
+        self.names = tuple(names)
+        self._channels = [TraceChannel(trace) for trace in self.traces]
+        #: index of the current episode's trace, or ``None`` before the first reset
+        self.drawn: int | None = None
 
-    def mean_throughput(self, t0: float, t1: float) -> float:
-        """This episode's capacity averaged over ``[t0, t1]`` in bit/s."""
-        return self._channel().mean_throughput(t0, t1)
+    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel:
+        self.drawn = int(draws.integers(len(self._channels)))
+        return self._channels[self.drawn]
+
+
+def trace_mix_paths(spec: str) -> list[str]:
+    """The trace files a ``"traces:PATH,PATH,..."`` spec names, in order.
+
+    :raises ValueError: a spec without the prefix, without a path, or naming a file twice
+    """
+    if not spec.startswith(TRACE_MIX_PREFIX):
+        raise ValueError(f"a trace mix spec starts with {TRACE_MIX_PREFIX!r}, got {spec!r}")
+    paths = [path.strip() for path in spec[len(TRACE_MIX_PREFIX) :].split(",")]
+    if not all(paths):
+        raise ValueError(f"trace mix spec {spec!r}: expected 'traces:PATH,PATH,...'")
+    if len(set(paths)) != len(paths):
+        raise ValueError(f"trace mix spec {spec!r} names a trace twice")
+    return paths
+
+
+def make_trace_mix(spec: str) -> TraceMixChannel:
+    """The :class:`TraceMixChannel` of a ``"traces:PATH,PATH,..."`` spec (formats detected).
+
+    :raises FileNotFoundError: a trace file that is not there
+    :raises splitrl.envs.traces.TraceFormatError: a malformed trace file
+    """
+    paths = [Path(path) for path in trace_mix_paths(spec)]
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"trace mix: trace {path} not found")
+    return TraceMixChannel([load_trace(path) for path in paths], [path.name for path in paths])
