@@ -106,6 +106,9 @@ def test_grid_cells_and_checks(tiny_profile_path: Path, tmp_path: Path) -> None:
     mixed = {"algo": "dqn", "channel": "traces:a.up,missing.up", "description": "a trace mix"}
     with pytest.raises(FileNotFoundError, match=r"missing\.up"):
         load_sweep(path, learners=["mixed"], variants={"mixed": mixed})
+    # a variant that is not chosen may name traces this machine does not have
+    unchosen = load_sweep(path, learners=["dqn"], variants={"mixed": mixed}, grid=None)
+    assert list(unchosen.variants) == ["dqn"]
     mixed["channel"] = "traces:a.up"
     mixes = load_sweep(path, learners=["mixed"], variants={"mixed": mixed}, grid=None)
     mix = mixes.variants["mixed"]
