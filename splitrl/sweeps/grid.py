@@ -368,14 +368,9 @@ def _crossed(variants: Mapping[str, Variant], grid: Mapping[str, Any]) -> dict[s
 
 def _training_channel(root: Path, channel: Any) -> Any:
     """A variant's training channel with its trace files made absolute (checked to be there)."""
-    from splitrl.envs.channels.randomized import TRACE_MIX_PREFIX, trace_mix_paths
+    from splitrl.envs.channels.randomized import resolve_trace_paths
 
-    if isinstance(channel, str) and channel.startswith("trace:"):
-        return f"trace:{_existing_file(root, channel[len('trace:') :])}"
-    if isinstance(channel, str) and channel.startswith(TRACE_MIX_PREFIX):
-        paths = [str(_existing_file(root, path)) for path in trace_mix_paths(channel)]
-        return TRACE_MIX_PREFIX + ",".join(paths)
-    return channel
+    return resolve_trace_paths(channel, lambda path: _existing_file(root, path))
 
 
 def _existing_file(root: Path, text: str) -> Path:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from splitrl.agents.learners import LEARNERS
-from splitrl.envs.channels.randomized import TRACE_MIX_PREFIX, trace_mix_paths
+from splitrl.envs.channels.randomized import resolve_trace_paths
 from splitrl.envs.scenarios import Scenario, get_scenario
 from splitrl.files import read_yaml_mapping
 from splitrl.profiles.io import resolve_profile_path, shipped_profiles_dir
@@ -245,11 +245,7 @@ class TrainConfig:
             candidate = Path(self.profile)
             if candidate.suffix in (".json", ".npz") or candidate.with_suffix(".json").exists():
                 overrides["profile"] = str(resolve_profile_path(candidate).resolve())
-        if self.channel is not None and self.channel.startswith("trace:"):
-            overrides["channel"] = "trace:" + str(Path(self.channel[len("trace:") :]).resolve())
-        if self.channel is not None and self.channel.startswith(TRACE_MIX_PREFIX):
-            paths = [str(Path(path).resolve()) for path in trace_mix_paths(self.channel)]
-            overrides["channel"] = TRACE_MIX_PREFIX + ",".join(paths)
+        overrides["channel"] = resolve_trace_paths(self.channel, lambda path: Path(path).resolve())
         return {key: value for key, value in overrides.items() if value is not None}
 
     def effective_scenario(self) -> Scenario:

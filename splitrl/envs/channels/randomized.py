@@ -4,7 +4,7 @@ every episode."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +211,17 @@ def make_trace_mix(spec: str) -> TraceMixChannel:
         if not path.is_file():
             raise FileNotFoundError(f"trace mix: trace {path} not found")
     return TraceMixChannel([load_trace(path) for path in paths], [path.name for path in paths])
+
+
+def resolve_trace_paths(channel: object, resolve: Callable[[str], Path]) -> object:
+    """A channel spec with the file of ``"trace:PATH"`` or each of ``"traces:PATH,..."`` replaced
+    by ``resolve(PATH)``; any other spec unchanged.
+
+    :raises ValueError: a malformed trace mix spec (:func:`trace_mix_paths`)
+    """
+    if isinstance(channel, str) and channel.startswith("trace:"):
+        return f"trace:{resolve(channel[len('trace:') :])}"
+    if isinstance(channel, str) and channel.startswith(TRACE_MIX_PREFIX):
+        paths = [str(resolve(path)) for path in trace_mix_paths(channel)]
+        return TRACE_MIX_PREFIX + ",".join(paths)
+    return channel
