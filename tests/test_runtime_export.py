@@ -126,6 +126,8 @@ def test_export_needs_the_predictor_with_a_forecast(
         export_env_policy(agent, tmp_path, env, predictor="mpc")
     with pytest.raises(ValueError, match=r"context=\['mpc'\] given without predictor="):
         export_env_policy(agent, tmp_path, env, context=["mpc"])
+    with pytest.raises(ValueError, match="memory=True given without predictor="):
+        export_env_policy(agent, tmp_path, env, memory=True)
     for context, match in ((["bola"], "unknown predictor 'bola'"), (["mpc"], "observed once")):
         with pytest.raises(ValueError, match=match):
             export_env_policy(
@@ -311,6 +313,26 @@ def test_a_policy_that_observes_two_rules_exports_both(
     assert_device_acts_as_trained(run_dir, export, reference)
 
 
+def test_a_policy_that_observes_the_link_memory_exports_it(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    """A learner with the link memory (``sacd-hindsight-mpc-quantile-memory``) records it in
+    ``policy.json`` and the device computes the memory, then the values, as in training."""
+    from splitrl.agents.features import PredictedActionValues
+    from splitrl.agents.link_memory import N_MEMORY_FEATURES
+
+    run_dir = train_tiny("sacd-hindsight-mpc-quantile-memory", tiny_profile_path, tmp_path)
+    export = tmp_path / "export"
+    metadata, _ = export_run(run_dir, export, model=tiny_staged_model())
+    env = RunDirectory(run_dir).make_env()
+    loaded = PolicyMetadata.load(export)
+    assert metadata.link_memory and loaded.link_memory
+    assert "link_memory" in loaded.feature_scaling
+    assert loaded.n_inputs == len(env.layout.names) + N_MEMORY_FEATURES + env.actions.n_actions
+    reference = PredictedActionValues("mpc-quantile", memory=True)
+    assert_device_acts_as_trained(run_dir, export, reference)
+
+
 def test_predicted_value_export_checks_its_forecast(hindsight_export: Path, tmp_path: Path) -> None:
     copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
     metadata = PolicyMetadata.load(copy)
@@ -430,6 +452,25 @@ def test_policy_file_with_bad_context_rules_is_refused(
     copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
     data = json.loads((copy / "policy.json").read_text())
     data.update(predicted_values=predicted, context_values=context)
+    (copy / "policy.json").write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=match):
+        PolicyMetadata.load(copy)
+
+
+@pytest.mark.parametrize(
+    ("predicted", "memory", "match"),
+    [
+        ("mpc", "yes", "link_memory must be true or false, got 'yes'"),
+        ("mpc", 1, "link_memory must be true or false, got 1"),
+        (None, True, "link_memory without predicted_values"),
+    ],
+)
+def test_policy_file_with_a_bad_link_memory_is_refused(
+    hindsight_export: Path, tmp_path: Path, predicted: object, memory: object, match: str
+) -> None:
+    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
+    data = json.loads((copy / "policy.json").read_text())
+    data.update(predicted_values=predicted, link_memory=memory)
     (copy / "policy.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=match):
         PolicyMetadata.load(copy)

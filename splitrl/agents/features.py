@@ -19,6 +19,7 @@ from gymnasium import spaces
 
 from splitrl.agents.baselines.link_forecast import LinkForecast, QuantileMPCPolicy
 from splitrl.agents.baselines.robust_mpc import GeometricMPCPolicy, MPCPolicy, RobustMPCPolicy
+from splitrl.agents.link_memory import N_MEMORY_FEATURES, LinkMemory, memory_space_bounds
 from splitrl.envs.forecast import DeviceForecast, ForecastView
 from splitrl.envs.split_computing import SplitComputingEnv
 
@@ -78,6 +79,8 @@ class PredictedActionValues:
     :param link_forecast: for ``"mpc-quantile"`` (as ``predictor`` or in ``context``), the
         forecast (default: the shipped one)
     :param context: other rules of :data:`PREDICTORS` whose values come first
+    :param memory: whether :class:`~splitrl.agents.link_memory.LinkMemory`'s slow statistics of
+        the link come first of all
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class PredictedActionValues:
         predictor: str = RobustMPCPolicy.name,
         link_forecast: LinkForecast | None = None,
         context: Sequence[str] = (),
+        memory: bool = False,
     ) -> None:
         names = [*context, predictor]
         for name in names:
@@ -100,6 +104,7 @@ class PredictedActionValues:
             else PREDICTORS[name]()
             for name in names
         ]
+        self.memory = LinkMemory() if memory else None
 
     @property
     def predictor(self) -> RobustMPCPolicy:
@@ -111,20 +116,28 @@ class PredictedActionValues:
         """How many rules' values the features hold (``n_actions`` entries each)."""
         return len(self.predictors)
 
+    @property
+    def n_memory(self) -> int:
+        """How many link-memory features come first (0 without them)."""
+        return 0 if self.memory is None else N_MEMORY_FEATURES
+
     def reset(self, env: ForecastView) -> None:
-        """Forget the previous episode's prediction errors."""
+        """Forget the previous episode's prediction errors and link memory."""
         for predictor in self.predictors:
             predictor.reset(env)
+        if self.memory is not None:
+            self.memory.reset(env)
 
     def __call__(self, env: ForecastView) -> np.ndarray:
-        """The features of the current request, ``(n_rules * n_actions,)`` float32; call once per
-        request."""
-        return np.concatenate(
-            [
-                relative_flat_values(env, *predictor.action_values(env))
-                for predictor in self.predictors
-            ]
-        )
+        """The features of the current request, ``(n_memory + n_rules * n_actions,)`` float32;
+        call once per request."""
+        values = [
+            relative_flat_values(env, *predictor.action_values(env))
+            for predictor in self.predictors
+        ]
+        if self.memory is not None:
+            values.insert(0, self.memory(env))
+        return np.concatenate(values)
 
     def extend(self, env: ForecastView, observation: np.ndarray) -> np.ndarray:
         """``observation`` with the features of the current request appended."""
@@ -144,6 +157,7 @@ class DeviceActionValues:
     :param link_forecast: for ``"mpc-quantile"``, the forecast it was trained with (the one an
         export carries; default: the shipped one)
     :param context: the other rules it observes (:class:`PredictedActionValues`)
+    :param memory: whether it observes the link memory (:class:`PredictedActionValues`)
     """
 
     def __init__(
@@ -152,9 +166,10 @@ class DeviceActionValues:
         predictor: str = RobustMPCPolicy.name,
         link_forecast: LinkForecast | None = None,
         context: Sequence[str] = (),
+        memory: bool = False,
     ) -> None:
         self.forecast = forecast
-        self.values = PredictedActionValues(predictor, link_forecast, context)
+        self.values = PredictedActionValues(predictor, link_forecast, context, memory)
 
     def reset(self) -> None:
         """A new run: forget the previous prediction errors (after the knowledge's own reset)."""
@@ -167,15 +182,23 @@ class DeviceActionValues:
         return self.values.extend(self.forecast, observation)
 
 
-def extended_observation_space(env: SplitComputingEnv, n_rules: int = 1) -> spaces.Box:
-    """The env's observation space with ``n_rules`` predicted-value features per flat action
-    appended."""
+def extended_observation_space(
+    env: SplitComputingEnv, n_rules: int = 1, n_memory: int = 0
+) -> spaces.Box:
+    """The env's observation space with ``n_memory`` link-memory features (0 or
+    :data:`~splitrl.agents.link_memory.N_MEMORY_FEATURES`) and ``n_rules`` predicted-value
+    features per flat action appended."""
     space = env.observation_space
     assert isinstance(space, spaces.Box)
     n_actions = env.actions.n_actions * n_rules
+    memory_low, memory_high = memory_space_bounds() if n_memory else (np.zeros(0), np.zeros(0))
     return spaces.Box(
-        low=np.concatenate([space.low, np.full(n_actions, -np.inf, dtype=np.float32)]),
-        high=np.concatenate([space.high, np.zeros(n_actions, dtype=np.float32)]),
+        low=np.concatenate(
+            [space.low, memory_low, np.full(n_actions, -np.inf, dtype=np.float32)]
+        ).astype(np.float32),
+        high=np.concatenate(
+            [space.high, memory_high, np.zeros(n_actions, dtype=np.float32)]
+        ).astype(np.float32),
         dtype=np.float32,
     )
 
@@ -207,6 +230,7 @@ class PredictedValuesObservation(SplitComputingWrapper):
     :param env: a ``SplitComputingEnv``, possibly wrapped (e.g. by ``Monitor``)
     :param predictor: the rule that predicts (:data:`PREDICTORS`)
     :param context: the other rules whose values come first (:class:`PredictedActionValues`)
+    :param memory: whether the link memory's features come first of all
     """
 
     def __init__(
@@ -214,10 +238,13 @@ class PredictedValuesObservation(SplitComputingWrapper):
         env: gym.Env[np.ndarray, Any],
         predictor: str = RobustMPCPolicy.name,
         context: Sequence[str] = (),
+        memory: bool = False,
     ) -> None:
         super().__init__(env, "predicted-value features")
-        self.features = PredictedActionValues(predictor, context=context)
-        self.observation_space = extended_observation_space(self.split_env, self.features.n_rules)
+        self.features = PredictedActionValues(predictor, context=context, memory=memory)
+        self.observation_space = extended_observation_space(
+            self.split_env, self.features.n_rules, self.features.n_memory
+        )
 
     def reset(self, **kwargs: Any) -> tuple[np.ndarray, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)

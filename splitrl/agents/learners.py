@@ -61,6 +61,8 @@ class LearnerSpec:
     :param context_values: other rules of :data:`~splitrl.agents.features.PREDICTORS` whose
         predicted values the learner also observes, before ``predicted_values``' (which stay the
         prior: the observation's last ``n_actions`` entries)
+    :param link_memory: whether the learner also observes the link memory's slow statistics
+        (:class:`~splitrl.agents.link_memory.LinkMemory`), before the predicted values
     :param hindsight_values: how the training envs' hindsight value of every flat action, put in
         each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"`` or
         ``"replayed"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`); ``None``: no hindsight
@@ -78,6 +80,7 @@ class LearnerSpec:
     default_hyperparameters: Mapping[str, Any] = field(default_factory=dict)
     predicted_values: str | None = None
     context_values: tuple[str, ...] = ()
+    link_memory: bool = False
     hindsight_values: str | None = None
     hindsight_draws: str = "exact"
 
@@ -106,7 +109,9 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
 
-            env = PredictedValuesObservation(env, self.predicted_values, self.context_values)
+            env = PredictedValuesObservation(
+                env, self.predicted_values, self.context_values, self.link_memory
+            )
         wrapper = action_wrapper(self.action_view)
         return env if wrapper is None else wrapper(env)
 
@@ -187,7 +192,9 @@ class LearnerSpec:
         if self.predicted_values:
             from splitrl.agents.features import PredictedActionValues
 
-            features = PredictedActionValues(self.predicted_values, context=self.context_values)
+            features = PredictedActionValues(
+                self.predicted_values, context=self.context_values, memory=self.link_memory
+            )
         return ModelPolicy(
             model, name or self.name, action_adapter=self.action_adapter(nvec), features=features
         )
@@ -244,10 +251,11 @@ def _sacd_hindsight(
     draws: str = "exact",
     hyperparameters: Mapping[str, Any] | None = None,
     context: tuple[str, ...] = (),
+    link_memory: bool = False,
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
-    and prior and ``context`` rules' values as features too (docs/sacd.md, Hindsight values);
-    ``hyperparameters`` replace its defaults."""
+    and prior, ``context`` rules' values and the link memory as features too (docs/sacd.md,
+    Hindsight values); ``hyperparameters`` replace its defaults."""
     return LearnerSpec(
         name=name,
         algorithm="splitrl.agents.sacd:SACD",
@@ -259,6 +267,7 @@ def _sacd_hindsight(
         default_hyperparameters={**_SACD_HINDSIGHT_DEFAULTS, **(hyperparameters or {})},
         predicted_values=predicted_values,
         context_values=context,
+        link_memory=link_memory,
         hindsight_values=backlog,
         hindsight_draws=draws,
     )
@@ -340,6 +349,14 @@ LEARNERS: dict[str, LearnerSpec] = {
             "that it can tell where the cautious rule and the learned forecast disagree",
             predicted_values="mpc-quantile",
             context=("robust-mpc",),
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-memory",
+            "sacd-hindsight-mpc-quantile that also observes slow statistics of the link over the "
+            "episode (its level, spread and how often it dropped out), so that its correction can "
+            "depend on the kind of link it is on",
+            predicted_values="mpc-quantile",
+            link_memory=True,
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

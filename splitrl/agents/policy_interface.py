@@ -76,7 +76,10 @@ class ModelPolicy:
             return tuple(env.observation_space.shape or ())
         from splitrl.agents.features import extended_observation_space
 
-        return tuple(extended_observation_space(env, self.features.n_rules).shape or ())
+        return tuple(
+            extended_observation_space(env, self.features.n_rules, self.features.n_memory).shape
+            or ()
+        )
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         """The model's deterministic action."""

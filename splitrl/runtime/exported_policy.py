@@ -61,6 +61,14 @@ PREDICTED_VALUES_SCALING = (
     "the device's knowledge with the scenario and profile in forecast/ "
     "(splitrl.agents.features.DeviceActionValues)"
 )
+#: how the link-memory features are computed (stored when the policy observes them)
+LINK_MEMORY_SCALING = (
+    "four features after those above and before the predicted values, running over the "
+    "episode's transfers with weight 0.05 each: the level of the throughput (the mean of its log, "
+    "scaled like throughput_k), the spread of log10 throughput (clipped to 1), the fraction of "
+    "transfers below a quarter of the level, and t / (t + 10 s) with t the seconds since the last "
+    "such transfer (1 if none) (splitrl.agents.link_memory.LinkMemory)"
+)
 
 
 def predictor_of(value: object) -> str | None:
@@ -87,6 +95,16 @@ def context_of(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         raise ValueError(f"context_values must be a list of rules' names, got {value!r}")
     return tuple(check_predictor(name) for name in value)
+
+
+def link_memory_of(value: object) -> bool:
+    """Whether ``policy.json``'s ``link_memory`` says the policy observes the link memory (absent:
+    it does not)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise ValueError(f"link_memory must be true or false, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,9 @@ class PolicyMetadata:
         ``None`` when it observes none. (Files of format 1 wrote ``true`` for ``"robust-mpc"``.)
     :param context_values: other rules whose predicted values the policy observes before
         ``predicted_values``', one block of ``n_actions`` each, in this order.
+    :param link_memory: whether the policy observes the link memory's features
+        (:class:`~splitrl.agents.link_memory.LinkMemory`) between ``feature_names`` and the
+        predicted values; only with ``predicted_values``.
     :param transfer_timeout_s: the scenario's transfer timeout: the device gives up a send still
         running after it and answers at the exit itself, as in training; ``None``: it waits.
     """
@@ -139,13 +160,18 @@ class PolicyMetadata:
     observation_version: int = OBSERVATION_VERSION
     predicted_values: str | None = None
     context_values: tuple[str, ...] = ()
+    link_memory: bool = False
     transfer_timeout_s: float | None = None
 
     @property
     def n_inputs(self) -> int:
-        """Length of the policy's input: the features, and one predicted value per flat action
-        and rule when it observes them."""
+        """Length of the policy's input: the features, the link memory's when it observes them,
+        and one predicted value per flat action and rule when it observes them."""
         extra = self.actions.n_actions * len(self.rules)
+        if self.link_memory:
+            from splitrl.agents.link_memory import N_MEMORY_FEATURES
+
+            extra += N_MEMORY_FEATURES
         return len(self.feature_names) + extra
 
     @property
@@ -235,6 +261,7 @@ class PolicyMetadata:
                 observation_version=OBSERVATION_VERSION,
                 predicted_values=predictor_of(data.get("predicted_values")),
                 context_values=context_of(data.get("context_values")),
+                link_memory=link_memory_of(data.get("link_memory")),
                 transfer_timeout_s=transfer_timeout_of(data.get("transfer_timeout_s")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
@@ -246,6 +273,8 @@ class PolicyMetadata:
             )
         if metadata.context_values and not metadata.predicted_values:
             raise ValueError(f"{path}: context_values without predicted_values")
+        if metadata.link_memory and not metadata.predicted_values:
+            raise ValueError(f"{path}: link_memory without predicted_values")
         return metadata
 
 
@@ -370,4 +399,5 @@ def load_device_features(
         metadata.predicted_values,
         link_forecast,
         metadata.context_values,
+        memory=metadata.link_memory,
     )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from splitrl.agents.link_memory import N_MEMORY_FEATURES, memory_space_bounds
 from splitrl.envs.actions import ActionTable, action_components
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import ObservationLayout
@@ -38,6 +39,7 @@ from splitrl.runtime.exported_policy import (
     FORECAST_DIR,
     FORECAST_LINK_MODEL,
     FORECAST_SCENARIO,
+    LINK_MEMORY_SCALING,
     POLICY_ONNX,
     PREDICTED_VALUES_SCALING,
     OnnxPolicy,
@@ -133,6 +135,7 @@ def export_policy(
     forecast: tuple[Scenario, Profile] | None = None,
     predictor: str | None = None,
     context: Sequence[str] = (),
+    memory: bool = False,
     transfer_timeout_s: float | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
@@ -157,6 +160,8 @@ def export_policy(
         (:data:`~splitrl.agents.features.PREDICTORS`), recorded in ``policy.json``.
     :param context: with ``predictor``: the other rules whose values the policy observes before
         its values (``LearnerSpec.context_values``), recorded in ``policy.json``.
+    :param memory: with ``predictor``: whether the policy observes the link memory before the
+        predicted values (``LearnerSpec.link_memory``), recorded in ``policy.json``.
     :param transfer_timeout_s: the scenario's transfer timeout (``env.parts.transfer_timeout_s``),
         recorded for the device runtime.
     :return: the metadata written.
@@ -164,10 +169,11 @@ def export_policy(
         predicted values), ``link_quality`` does not match the layout, or only one of
         ``forecast`` and ``predictor`` is given.
     """
-    check_forecast_predictor(forecast is not None, predictor, context)
+    check_forecast_predictor(forecast is not None, predictor, context, memory)
     rules = () if predictor is None else (*context, predictor)
     policy = model.policy
-    n_features = len(layout.names) + actions.n_actions * len(rules)
+    n_memory = N_MEMORY_FEATURES if memory else 0
+    n_features = len(layout.names) + n_memory + actions.n_actions * len(rules)
     if layout.link_quality != (link_quality is not None):
         raise ValueError(
             "the layout observes link quality but no link_quality model was given"
@@ -208,10 +214,12 @@ def export_policy(
         feature_scaling={
             **FEATURE_SCALING,
             **({"predicted_values": PREDICTED_VALUES_SCALING} if forecast is not None else {}),
+            **({"link_memory": LINK_MEMORY_SCALING} if memory else {}),
         },
         link_quality=link_quality,
         predicted_values=predictor,
         context_values=tuple(context),
+        link_memory=memory,
         transfer_timeout_s=transfer_timeout_s,
     )
     metadata.save(directory)
@@ -219,6 +227,7 @@ def export_policy(
     if rules:
         observations = np.concatenate(
             [observations]
+            + ([random_memory(256, seed=len(rules) + 1)] if memory else [])
             + [random_predicted_values(actions, 256, seed=1 + i) for i in range(len(rules))],
             axis=1,
         )
@@ -242,6 +251,7 @@ def export_env_policy(
     scenario: Scenario | None = None,
     predictor: str | None = None,
     context: Sequence[str] = (),
+    memory: bool = False,
 ) -> PolicyMetadata:
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
@@ -260,6 +270,8 @@ def export_env_policy(
         (the run's ``LearnerSpec.predicted_values``)
     :param context: the other rules whose values the policy observes (the run's
         ``LearnerSpec.context_values``)
+    :param memory: whether the policy observes the link memory (the run's
+        ``LearnerSpec.link_memory``)
     """
     return export_policy(
         model,
@@ -276,22 +288,26 @@ def export_env_policy(
         forecast=None if scenario is None else (scenario, env.profile),
         predictor=predictor,
         context=context,
+        memory=memory,
         transfer_timeout_s=env.parts.transfer_timeout_s,
     )
 
 
 def check_forecast_predictor(
-    has_forecast: bool, predictor: str | None, context: Sequence[str] = ()
+    has_forecast: bool, predictor: str | None, context: Sequence[str] = (), memory: bool = False
 ) -> None:
     """Raise ``ValueError`` unless a forecast and the rule that predicts its values come together:
     a policy's predicted-value features are those of its rules, and a device that assumed others
-    would compute other features. ``context`` rules come only with a ``predictor``."""
+    would compute other features. ``context`` rules and the link ``memory`` come only with a
+    ``predictor``."""
     if has_forecast and predictor is None:
         raise ValueError("a policy that observes predicted values needs predictor= (its rule)")
     if not has_forecast and predictor is not None:
         raise ValueError(f"predictor={predictor!r} given for a policy without predicted values")
     if context and predictor is None:
         raise ValueError(f"context={list(context)!r} given without predictor=")
+    if memory and predictor is None:
+        raise ValueError("memory=True given without predictor=")
     if predictor is not None:
         from splitrl.agents.features import check_predictor
 
@@ -340,6 +356,12 @@ def random_predicted_values(actions: ActionTable, n: int, seed: int) -> np.ndarr
     canonical = np.flatnonzero(mask)
     values[np.arange(n), rng.choice(canonical, size=n)] = 0.0
     return values.astype(np.float32)
+
+
+def random_memory(n: int, seed: int) -> np.ndarray:
+    """``n`` rows of link-memory features drawn uniformly inside their bounds, float32."""
+    low, high = memory_space_bounds()
+    return np.random.default_rng(seed).uniform(low, high, size=(n, len(low))).astype(np.float32)
 
 
 def random_observations(layout: ObservationLayout, n: int, seed: int) -> np.ndarray:
@@ -516,6 +538,7 @@ def export_run(
             scenario=scenario,
             predictor=predictor,
             context=learner.context_values,
+            memory=learner.link_memory,
         )
         manifest = export_segments(staged, staging, opset=opset, label=env.profile.name)
     return metadata, manifest
