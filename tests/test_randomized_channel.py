@@ -1,6 +1,7 @@
 """Tests of the randomized channels used for domain randomization in training: synthetic models
-with drawn parameters, and a mix of recorded traces."""
+with drawn parameters, a mix of recorded traces, and a mixture of such channels."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,12 @@ from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
 from splitrl.envs.channels.markov import MarkovChannel
 from splitrl.envs.channels.randomized import (
+    ChannelMixture,
     EpisodeDrawnChannel,
     RandomizedChannel,
     TraceMixChannel,
     make_trace_mix,
+    mixture_specs,
     trace_mix_paths,
 )
 from splitrl.envs.traces import Trace, TraceFormatError
@@ -134,3 +137,87 @@ def test_env_and_training_config_take_a_trace_mix(
     monkeypatch.chdir(tmp_path)
     overrides = TrainConfig(channel="traces:fast.csv, slow.csv").scenario_overrides()
     assert overrides["channel"] == f"traces:{fast},{slow}"
+
+
+def test_mixture_draws_every_member_and_each_member_draws_its_own() -> None:
+    """A mixture of a trace mix and a constant channel: each episode is one member; the trace mix
+    member then draws its own trace."""
+    from splitrl.envs.channels import make_channel
+
+    traces = TraceMixChannel([Trace.from_rates([rate] * 50, slot_s=0.2) for rate in (1e6, 4e6)])
+    mixture = ChannelMixture([traces, make_channel("constant:9e6")], ["traces", "constant"])
+    np.testing.assert_array_equal(realization(mixture, 5), realization(mixture, 5))
+    seen = set()
+    for seed in range(30):
+        capacities = realization(mixture, seed)
+        assert mixture.drawn is not None
+        if mixture.drawn == 0:
+            assert traces.drawn is not None
+            seen.add(("traces", traces.drawn))
+            assert np.all(capacities == (1e6, 4e6)[traces.drawn])
+        else:
+            seen.add(("constant", 0))
+            assert np.all(capacities == 9e6)
+        queries = np.array([1.0, 3.0])
+        np.testing.assert_array_equal(
+            mixture.transfer_times(20_000, queries),
+            [mixture.transfer_time(20_000, float(t)) for t in queries],
+        )
+    assert seen == {("traces", 0), ("traces", 1), ("constant", 0)}
+
+
+def test_mixture_errors() -> None:
+    from splitrl.envs.channels import make_channel
+
+    constant = make_channel("constant:1e6")
+    with pytest.raises(ValueError, match="at least two members, got 1"):
+        ChannelMixture([constant])
+    with pytest.raises(ValueError, match="1 names for 2 members"):
+        ChannelMixture([constant, constant], ["a"])
+
+    class Bare:
+        def reset(self, rng: np.random.Generator) -> None: ...
+
+    with pytest.raises(ValueError, match="member 'bare' is a Bare, which answers no batch"):
+        ChannelMixture([constant, Bare()], ["constant", "bare"])  # type: ignore[list-item]
+    with pytest.raises(RuntimeError, match="call reset"):
+        ChannelMixture([constant, constant]).capacity(0.0)
+    for spec, match in [
+        ("mix:markov", "expected 'mix:SPEC|SPEC"),
+        ("mix:markov||fading", "expected 'mix:SPEC|SPEC"),
+        ("mix:markov|markov", "names a member twice"),
+        ("mix:markov|mix:fading", "may not be a mixture"),
+        ("markov|fading", "starts with 'mix:'"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(match)):
+            mixture_specs(spec)
+
+
+def test_env_and_training_config_take_a_mixture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast = write_trace(tmp_path / "fast.csv", 20.0)
+    slow = write_trace(tmp_path / "slow.csv", 0.5)
+    spec = f"mix:randomized-all|traces:{fast},{slow}"
+    env = SplitComputingEnv("default", channel=spec, horizon=20)
+    channel = env.unwrapped.channel
+    assert isinstance(channel, ChannelMixture)
+    assert channel.names == ("randomized-all", f"traces:{fast},{slow}")
+    assert isinstance(channel.members[0], RandomizedChannel)
+    assert isinstance(channel.members[1], TraceMixChannel)
+    drawn, rewards = set(), []
+    for seed in range(10):
+        env.reset(seed=seed)
+        drawn.add(channel.drawn)
+        for _ in range(20):
+            _, reward, *_ = env.step(env.action_space.sample())
+            rewards.append(reward)
+    assert drawn == {0, 1}
+    assert np.all(np.isfinite(rewards))
+    monkeypatch.chdir(tmp_path)
+    overrides = TrainConfig(
+        channel="mix:randomized-all|traces:fast.csv,slow.csv"
+    ).scenario_overrides()
+    assert overrides["channel"] == spec
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv not found"):
+        SplitComputingEnv("default", channel=f"mix:markov|traces:{tmp_path / 'nope.csv'}")

@@ -21,10 +21,13 @@ import numpy as np
 
 from splitrl.envs.channels import Channel, make_channel
 from splitrl.envs.channels.randomized import (
+    MIXTURE_PREFIX,
     RANDOMIZED_MODELS,
     TRACE_MIX_PREFIX,
+    ChannelMixture,
     RandomizedChannel,
     make_trace_mix,
+    mixture_specs,
 )
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
@@ -68,7 +71,9 @@ class Scenario:
         Gilbert-Elliott and fading and its parameters every episode, ``"randomized-cellular"`` a
         cellular channel's parameters, ``"randomized-all"`` any of the four models),
         ``"traces:PATH,PATH,..."`` (a recorded trace drawn every episode:
-        :class:`~splitrl.envs.channels.randomized.TraceMixChannel`), a ``make_channel`` spec string
+        :class:`~splitrl.envs.channels.randomized.TraceMixChannel`), ``"mix:SPEC|SPEC|..."`` (one
+        of these channels drawn every episode:
+        :class:`~splitrl.envs.channels.randomized.ChannelMixture`), a ``make_channel`` spec string
         such as ``"trace:PATH"``, or a dict
     :param uplink_mbps: ``(low, high)`` uplink range that replaces the network preset's, for links
         slower than the network's norm (a microcontroller's Wi-Fi module)
@@ -301,8 +306,9 @@ def network_channel(
 ) -> Channel:
     """A channel for a network whose uplink ranges over ``uplink_mbps``.
 
-    :param spec: a :data:`SCENARIO_CHANNELS` name, a ``"traces:PATH,PATH,..."`` trace mix, or
-        any ``make_channel`` spec (used as is).
+    :param spec: a :data:`SCENARIO_CHANNELS` name, a ``"traces:PATH,PATH,..."`` trace mix, a
+        ``"mix:SPEC|SPEC|..."`` mixture of any of these (one member drawn every episode), or any
+        ``make_channel`` spec (used as is).
         ``"fading"`` keeps the block-fading model's own link budget (a 20 MHz cell, about 1 to
         60 Mbit/s over positions): its range comes from physics, not from ``uplink_mbps``
     :param uplink_mbps: ``(low, high)`` capacity range in Mbit/s
@@ -340,6 +346,11 @@ def network_channel(
         return RandomizedChannel(uplink_mbps, models=RANDOMIZED_MODELS)
     if isinstance(spec, str) and spec.startswith(TRACE_MIX_PREFIX):
         return make_trace_mix(spec)
+    if isinstance(spec, str) and spec.startswith(MIXTURE_PREFIX):
+        members = mixture_specs(spec)
+        return ChannelMixture(
+            [network_channel(member, uplink_mbps, typical_mbps) for member in members], members
+        )
     return make_channel(spec)
 
 

@@ -1,5 +1,5 @@
-"""Domain randomization over channels: a new model and new parameters, or a new recorded trace,
-every episode."""
+"""Domain randomization over channels: a new model and new parameters, a new recorded trace, or a
+new member of a mixture of such channels, every episode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from splitrl.envs.channels.base import PiecewiseConstantChannel, private_generator
+from splitrl.envs.channels.base import Channel, PiecewiseConstantChannel, private_generator
 from splitrl.envs.channels.cellular import CellularChannel
 from splitrl.envs.channels.fading import BlockFadingChannel
 from splitrl.envs.channels.gilbert_elliott import GilbertElliottChannel
@@ -25,6 +25,10 @@ DEFAULT_MODELS = ("markov", "gilbert-elliott", "fading")
 RANDOMIZED_MODELS = (*DEFAULT_MODELS, "cellular")
 #: prefix of a :class:`TraceMixChannel` spec: ``"traces:PATH,PATH,..."``
 TRACE_MIX_PREFIX = "traces:"
+#: prefix of a :class:`ChannelMixture` spec: ``"mix:SPEC|SPEC|..."``
+MIXTURE_PREFIX = "mix:"
+#: what separates the member specs of a :class:`ChannelMixture` spec
+MIXTURE_SEPARATOR = "|"
 
 
 class EpisodeDrawnChannel(ABC):
@@ -35,10 +39,10 @@ class EpisodeDrawnChannel(ABC):
 
     def __init__(self) -> None:
         #: the channel of the current episode
-        self.current: PiecewiseConstantChannel | None = None
+        self.current: PiecewiseConstantChannel | EpisodeDrawnChannel | None = None
 
     @abstractmethod
-    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel:
+    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel | EpisodeDrawnChannel:
         """This episode's channel, built from ``draws`` (not yet reset)."""
 
     def reset(self, rng: np.random.Generator) -> None:
@@ -47,7 +51,7 @@ class EpisodeDrawnChannel(ABC):
         self.current = self._draw(draws)
         self.current.reset(draws)
 
-    def _channel(self) -> PiecewiseConstantChannel:
+    def _channel(self) -> PiecewiseConstantChannel | EpisodeDrawnChannel:
         if self.current is None:
             raise RuntimeError(f"call reset() before using a {type(self).__name__}")
         return self.current
@@ -215,13 +219,77 @@ def make_trace_mix(spec: str) -> TraceMixChannel:
 
 def resolve_trace_paths(channel: object, resolve: Callable[[str], Path]) -> object:
     """A channel spec with the file of ``"trace:PATH"`` or each of ``"traces:PATH,..."`` replaced
-    by ``resolve(PATH)``; any other spec unchanged.
+    by ``resolve(PATH)``, also inside each member of a ``"mix:SPEC|..."``; any other spec
+    unchanged.
 
-    :raises ValueError: a malformed trace mix spec (:func:`trace_mix_paths`)
+    :raises ValueError: a malformed trace mix or mixture spec (:func:`trace_mix_paths`,
+        :func:`mixture_specs`)
     """
+    if isinstance(channel, str) and channel.startswith(MIXTURE_PREFIX):
+        members = [str(resolve_trace_paths(member, resolve)) for member in mixture_specs(channel)]
+        return MIXTURE_PREFIX + MIXTURE_SEPARATOR.join(members)
     if isinstance(channel, str) and channel.startswith("trace:"):
         return f"trace:{resolve(channel[len('trace:') :])}"
     if isinstance(channel, str) and channel.startswith(TRACE_MIX_PREFIX):
         paths = [str(resolve(path)) for path in trace_mix_paths(channel)]
         return TRACE_MIX_PREFIX + ",".join(paths)
     return channel
+
+
+class ChannelMixture(EpisodeDrawnChannel):
+    """At every reset, one of several channels, each drawn with equal probability.
+
+    The members may themselves draw a new channel every episode (a :class:`RandomizedChannel`,
+    a :class:`TraceMixChannel`), so a mixture can put recorded links and synthetic models with
+    outages into one training distribution: ``"mix:randomized-all|traces:a.up,b.up"`` trains half
+    the episodes on the synthetic models and half on the two traces. As with a trace mix, leave
+    the links a policy is evaluated on out of it.
+
+    :param members: the channels to draw among, at least two
+    :param names: one name per member (for people), by default ``member-0``, ``member-1``, ...
+    """
+
+    def __init__(self, members: Sequence[Channel], names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"a channel mixture needs at least two members, got {len(members)}")
+        names = [f"member-{k}" for k in range(len(members))] if names is None else list(names)
+        if len(names) != len(members):
+            raise ValueError(f"{len(names)} names for {len(members)} members")
+        drawable: list[PiecewiseConstantChannel | EpisodeDrawnChannel] = []
+        for name, member in zip(names, members, strict=True):
+            if not isinstance(member, (PiecewiseConstantChannel, EpisodeDrawnChannel)):
+                raise ValueError(
+                    f"channel mixture member {name!r} is a {type(member).__name__}, which answers "
+                    "no batch queries (a built-in channel model is needed)"
+                )
+            drawable.append(member)
+        #: the channels an episode draws among, in order
+        self.members = tuple(drawable)
+        #: their names, in order
+        self.names = tuple(names)
+        #: index of the current episode's member, or ``None`` before the first reset
+        self.drawn: int | None = None
+
+    def _draw(self, draws: np.random.Generator) -> PiecewiseConstantChannel | EpisodeDrawnChannel:
+        self.drawn = int(draws.integers(len(self.members)))
+        return self.members[self.drawn]
+
+
+def mixture_specs(spec: str) -> list[str]:
+    """The member specs a ``"mix:SPEC|SPEC|..."`` spec names, in order.
+
+    :raises ValueError: a spec without the prefix, with fewer than two members, an empty or
+        repeated member, or a member that is itself a mixture
+    """
+    if not spec.startswith(MIXTURE_PREFIX):
+        raise ValueError(f"a channel mixture spec starts with {MIXTURE_PREFIX!r}, got {spec!r}")
+    members = [member.strip() for member in spec[len(MIXTURE_PREFIX) :].split(MIXTURE_SEPARATOR)]
+    if len(members) < 2 or not all(members):
+        raise ValueError(f"channel mixture spec {spec!r}: expected 'mix:SPEC|SPEC|...'")
+    if len(set(members)) != len(members):
+        raise ValueError(f"channel mixture spec {spec!r} names a member twice")
+    nested = [member for member in members if member.startswith(MIXTURE_PREFIX)]
+    if nested:
+        raise ValueError(f"channel mixture spec {spec!r}: a member may not be a mixture")
+    return members
