@@ -81,6 +81,22 @@ def write_trace(path: Path, mbps: float, outage_s: float = 0.0) -> Path:
     return path
 
 
+def episodes_drawn(
+    env: SplitComputingEnv, channel: TraceMixChannel | ChannelMixture, episodes: int
+) -> set[int | None]:
+    """Which of ``channel``'s members ``episodes`` seeded episodes of random actions drew; every
+    reward must be finite."""
+    drawn, rewards = set(), []
+    for seed in range(episodes):
+        env.reset(seed=seed)
+        drawn.add(channel.drawn)
+        for _ in range(env.horizon):
+            _, reward, *_ = env.step(env.action_space.sample())
+            rewards.append(reward)
+    assert np.all(np.isfinite(rewards))
+    return drawn
+
+
 def test_trace_mix_draws_every_trace_from_a_random_offset() -> None:
     rates = (1e6, 4e6, 16e6)
     mix = TraceMixChannel([Trace.from_rates([rate] * 50, slot_s=0.2) for rate in rates])
@@ -124,15 +140,7 @@ def test_env_and_training_config_take_a_trace_mix(
     channel = env.unwrapped.channel
     assert isinstance(channel, TraceMixChannel)
     assert channel.names == ("fast.csv", "slow.csv")
-    drawn, rewards = set(), []
-    for seed in range(8):
-        env.reset(seed=seed)
-        drawn.add(channel.drawn)
-        for _ in range(30):
-            _, reward, *_ = env.step(env.action_space.sample())
-            rewards.append(reward)
-    assert drawn == {0, 1}
-    assert np.all(np.isfinite(rewards))
+    assert episodes_drawn(env, channel, episodes=8) == {0, 1}
     # a run records the mix with absolute paths, so that it loads wherever it is evaluated from
     monkeypatch.chdir(tmp_path)
     overrides = TrainConfig(channel="traces:fast.csv, slow.csv").scenario_overrides()
@@ -205,15 +213,7 @@ def test_env_and_training_config_take_a_mixture(
     assert channel.names == ("randomized-all", f"traces:{fast},{slow}")
     assert isinstance(channel.members[0], RandomizedChannel)
     assert isinstance(channel.members[1], TraceMixChannel)
-    drawn, rewards = set(), []
-    for seed in range(10):
-        env.reset(seed=seed)
-        drawn.add(channel.drawn)
-        for _ in range(20):
-            _, reward, *_ = env.step(env.action_space.sample())
-            rewards.append(reward)
-    assert drawn == {0, 1}
-    assert np.all(np.isfinite(rewards))
+    assert episodes_drawn(env, channel, episodes=10) == {0, 1}
     monkeypatch.chdir(tmp_path)
     overrides = TrainConfig(
         channel="mix:randomized-all|traces:fast.csv,slow.csv"

@@ -439,38 +439,25 @@ def test_policy_file_with_an_unknown_predictor_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("predicted", "context", "match"),
+    ("fields", "match"),
     [
-        ("mpc", "robust-mpc", "must be a list of rules' names"),
-        ("mpc", ["bola"], "unknown predictor 'bola'"),
-        (None, ["robust-mpc"], "context_values without predicted_values"),
+        ({"context_values": "robust-mpc"}, "must be a list of rules' names"),
+        ({"context_values": ["bola"]}, "unknown predictor 'bola'"),
+        (
+            {"predicted_values": None, "context_values": ["robust-mpc"]},
+            "context_values without predicted_values",
+        ),
+        ({"link_memory": "yes"}, "link_memory must be true or false, got 'yes'"),
+        ({"link_memory": 1}, "link_memory must be true or false, got 1"),
+        ({"predicted_values": None, "link_memory": True}, "link_memory without predicted_values"),
     ],
 )
-def test_policy_file_with_bad_context_rules_is_refused(
-    hindsight_export: Path, tmp_path: Path, predicted: object, context: object, match: str
+def test_policy_file_with_bad_context_rules_or_link_memory_is_refused(
+    hindsight_export: Path, tmp_path: Path, fields: dict[str, object], match: str
 ) -> None:
     copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
     data = json.loads((copy / "policy.json").read_text())
-    data.update(predicted_values=predicted, context_values=context)
-    (copy / "policy.json").write_text(json.dumps(data))
-    with pytest.raises(ValueError, match=match):
-        PolicyMetadata.load(copy)
-
-
-@pytest.mark.parametrize(
-    ("predicted", "memory", "match"),
-    [
-        ("mpc", "yes", "link_memory must be true or false, got 'yes'"),
-        ("mpc", 1, "link_memory must be true or false, got 1"),
-        (None, True, "link_memory without predicted_values"),
-    ],
-)
-def test_policy_file_with_a_bad_link_memory_is_refused(
-    hindsight_export: Path, tmp_path: Path, predicted: object, memory: object, match: str
-) -> None:
-    copy = Path(shutil.copytree(hindsight_export, tmp_path / "export"))
-    data = json.loads((copy / "policy.json").read_text())
-    data.update(predicted_values=predicted, link_memory=memory)
+    data.update(fields)
     (copy / "policy.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=match):
         PolicyMetadata.load(copy)
