@@ -313,6 +313,24 @@ def test_a_policy_that_observes_two_rules_exports_both(
     assert_device_acts_as_trained(run_dir, export, reference)
 
 
+def test_a_policy_with_a_gated_prior_exports_its_gate(
+    tiny_profile_path: Path, tmp_path: Path
+) -> None:
+    """A learner whose prior mixes three rules by a learned gate
+    (``sacd-hindsight-mpc-quantile-gated``) exports the gate inside the actor: the device computes
+    the three rules' values and acts as the trained policy does."""
+    from splitrl.agents.features import PredictedActionValues
+
+    run_dir = train_tiny("sacd-hindsight-mpc-quantile-gated", tiny_profile_path, tmp_path)
+    export = tmp_path / "export"
+    metadata, _ = export_run(run_dir, export, model=tiny_staged_model())
+    env = RunDirectory(run_dir).make_env()
+    assert PolicyMetadata.load(export).rules == ("robust-mpc", "mpc-geometric", "mpc-quantile")
+    assert metadata.n_inputs == len(env.layout.names) + 3 * env.actions.n_actions
+    reference = PredictedActionValues("mpc-quantile", context=("robust-mpc", "mpc-geometric"))
+    assert_device_acts_as_trained(run_dir, export, reference)
+
+
 def test_a_policy_that_observes_the_link_memory_exports_it(
     tiny_profile_path: Path, tmp_path: Path
 ) -> None:

@@ -146,6 +146,19 @@ class LearnerSpec:
         policy_kwargs = hyperparameters.get("policy_kwargs")
         if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
             raise ValueError(f"{self.name}: policy_kwargs must be a mapping, got {policy_kwargs!r}")
+        rules = self.rule_blocks
+        prior_rules = (policy_kwargs or {}).get("prior_rules", 1)
+        if prior_rules != 1 and not (isinstance(prior_rules, int) and 1 <= prior_rules <= rules):
+            raise ValueError(
+                f"{self.name}: policy_kwargs prior_rules must be an integer from 1 to {rules} "
+                f"(the rules whose values it observes), got {prior_rules!r}"
+            )
+
+    @property
+    def rule_blocks(self) -> int:
+        """How many rules' predicted values the learner observes (its context rules and its
+        prior's rule; 0 without predicted values)."""
+        return len(self.context_values) + 1 if self.predicted_values else 0
 
     def resolved_hyperparameters(self, overrides: Mapping[str, Any]) -> dict[str, Any]:
         """The defaults updated by ``overrides`` (checked); plain data, as stored in run configs."""
@@ -252,10 +265,15 @@ def _sacd_hindsight(
     hyperparameters: Mapping[str, Any] | None = None,
     context: tuple[str, ...] = (),
     link_memory: bool = False,
+    gated: bool = False,
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
     and prior, ``context`` rules' values and the link memory as features too (docs/sacd.md,
-    Hindsight values); ``hyperparameters`` replace its defaults."""
+    Hindsight values); ``gated``: its prior is a learned per-state mixture of every rule it
+    observes (``prior_rules``); ``hyperparameters`` replace its defaults."""
+    defaults = dict(_SACD_HINDSIGHT_DEFAULTS)
+    if gated:
+        defaults["policy_kwargs"] = {**defaults["policy_kwargs"], "prior_rules": len(context) + 1}
     return LearnerSpec(
         name=name,
         algorithm="splitrl.agents.sacd:SACD",
@@ -264,7 +282,7 @@ def _sacd_hindsight(
         "ICML 2023; the prior: Yin et al., SIGCOMM 2015",
         action_view="multi-discrete",
         uses_masks=True,
-        default_hyperparameters={**_SACD_HINDSIGHT_DEFAULTS, **(hyperparameters or {})},
+        default_hyperparameters={**defaults, **(hyperparameters or {})},
         predicted_values=predicted_values,
         context_values=context,
         link_memory=link_memory,
@@ -357,6 +375,15 @@ LEARNERS: dict[str, LearnerSpec] = {
             "depend on the kind of link it is on",
             predicted_values="mpc-quantile",
             link_memory=True,
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-gated",
+            "sacd-hindsight-mpc-quantile whose prior is a learned per-state mixture of "
+            "mpc-quantile's, robust-mpc's and mpc-geometric's predicted values (all three "
+            "observed): it learns which rule to trust where, and corrects the mixture",
+            predicted_values="mpc-quantile",
+            context=("robust-mpc", "mpc-geometric"),
+            gated=True,
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

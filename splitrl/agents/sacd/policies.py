@@ -23,6 +23,9 @@ from torch import nn
 
 from splitrl.envs.actions import action_components, flat_indices, index_strides
 
+#: the weight a gated prior (``prior_rules`` > 1) starts with on its last rule's block
+GATE_START_WEIGHT = 0.9
+
 
 def action_nvec(action_space: spaces.Space) -> np.ndarray:
     """
@@ -101,6 +104,14 @@ def action_prior(obs: PyTorchObs, n_actions: int) -> th.Tensor:
     return obs[:, -n_actions:].float()
 
 
+def rule_values(obs: PyTorchObs, n_actions: int, n_rules: int) -> th.Tensor:
+    """The values of every joint action by each of the ``n_rules`` rules whose blocks of
+    ``n_actions`` entries end the observation, ``(batch, n_rules, n_actions)``, in their order
+    (the last block, the prior's rule, last)."""
+    assert isinstance(obs, th.Tensor)
+    return obs[:, -n_rules * n_actions :].float().reshape(-1, n_rules, n_actions)
+
+
 def zero_output_layer(network: nn.Sequential) -> None:
     """Zero the weights and bias of ``network``'s last linear layer, so that a residual on a prior
     starts at exactly the prior: the untrained policy then acts as the prior does."""
@@ -127,6 +138,12 @@ class CategoricalActor(BaseModel):
         observations recorded in training (:meth:`record_inputs`), so that it never extrapolates
         beyond what it was trained on; the prior term reads the observation as it is. Before the
         first record it reads the observation as it is.
+    :param prior_rules: how many rules' value blocks (``n_actions`` entries each) end the
+        observation and make the prior. With more than one, the prior is their mixture
+        ``sum_k w_k(s) * values_k`` with weights ``w(s) = softmax(gate(s))`` that a second network
+        (of the same hidden sizes) computes from the observation: the actor chooses per state
+        which rule to trust, and corrects the mixture. The gate starts at the last block (weight
+        :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its prior's rule does.
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -144,6 +161,7 @@ class CategoricalActor(BaseModel):
         normalize_images: bool = True,
         prior_scale: float = 0.0,
         clip_inputs: bool = False,
+        prior_rules: int = 1,
     ):
         super().__init__(
             observation_space,
@@ -151,11 +169,16 @@ class CategoricalActor(BaseModel):
             features_extractor=features_extractor,
             normalize_images=normalize_images,
         )
+        if not (isinstance(prior_rules, int) and prior_rules >= 1):
+            raise ValueError(f"prior_rules must be a positive integer, got {prior_rules!r}")
+        if prior_rules > 1 and not prior_scale:
+            raise ValueError(f"prior_rules={prior_rules} needs an action prior (prior_scale > 0)")
         self.net_arch = net_arch
         self.features_dim = features_dim
         self.activation_fn = activation_fn
         self.prior_scale = prior_scale
         self.clip_inputs = clip_inputs
+        self.prior_rules = prior_rules
         if clip_inputs:
             if not (
                 isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1
@@ -173,6 +196,19 @@ class CategoricalActor(BaseModel):
         )
         if prior_scale:
             zero_output_layer(self.logits_net)
+        self.gate_net: nn.Sequential | None = None
+        if prior_rules > 1:
+            check_prior_space(observation_space, prior_rules * self.n_actions)
+            self.gate_net = nn.Sequential(
+                *create_mlp(features_dim, prior_rules, net_arch, activation_fn)
+            )
+            zero_output_layer(self.gate_net)
+            output = self.gate_net[-1]
+            assert isinstance(output, nn.Linear)
+            with th.no_grad():
+                # softmax(bias) puts GATE_START_WEIGHT on the last block, the rest evenly
+                others = (1.0 - GATE_START_WEIGHT) / (prior_rules - 1)
+                output.bias[-1] = float(np.log(GATE_START_WEIGHT / others))
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -184,6 +220,7 @@ class CategoricalActor(BaseModel):
                 features_extractor=self.features_extractor,
                 prior_scale=self.prior_scale,
                 clip_inputs=self.clip_inputs,
+                prior_rules=self.prior_rules,
             )
         )
         return data
@@ -214,15 +251,38 @@ class CategoricalActor(BaseModel):
         features = self.extract_features(self.network_inputs(obs), self.features_extractor)
         logits = self.logits_net(features)
         if self.prior_scale:
-            logits = logits + self.prior_scale * action_prior(obs, self.n_actions)
+            logits = logits + self.prior_scale * self._prior(obs, features)
         if action_masks is None:
             return logits
         return th.where(action_masks, logits, -th.inf)
 
+    def _prior(self, obs: PyTorchObs, features: th.Tensor) -> th.Tensor:
+        """The prior value of every joint action: the last block, or the gate's mixture of the
+        rules' blocks (``prior_rules``)."""
+        if self.gate_net is None:
+            return action_prior(obs, self.n_actions)
+        weights = self.gate_weights_of(features)
+        return (weights.unsqueeze(-1) * rule_values(obs, self.n_actions, self.prior_rules)).sum(1)
+
+    def gate_weights_of(self, features: th.Tensor) -> th.Tensor:
+        """The gate's weight of each rule, ``(batch, prior_rules)``, from the network's features."""
+        assert self.gate_net is not None
+        return th.softmax(self.gate_net(features), dim=-1)
+
+    def gate_weights(self, obs: PyTorchObs) -> th.Tensor:
+        """The weight the prior gives each rule in ``obs`` (``(batch, prior_rules)``, the prior's
+        own rule last): what the actor trusts where. A single-rule prior gives that rule 1."""
+        if self.gate_net is None:
+            assert isinstance(obs, th.Tensor)
+            return th.ones(len(obs), 1, device=obs.device)
+        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
+        return self.gate_weights_of(features)
+
     def prior_log_probs(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
         """
         Log-probabilities of the prior's policy, ``softmax(prior_scale * prior)`` over the allowed
-        actions: the policy of the untrained actor (its output layer starts at zero).
+        actions: the policy of the untrained actor (its output layer starts at zero). With
+        ``prior_rules`` the prior is the gate's current mixture of the rules.
 
         :param obs: Observation batch
         :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
@@ -231,7 +291,8 @@ class CategoricalActor(BaseModel):
         """
         if not self.prior_scale:
             raise ValueError("the actor has no action prior (prior_scale is 0)")
-        logits = self.prior_scale * action_prior(obs, self.n_actions)
+        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
+        logits = self.prior_scale * self._prior(obs, features)
         if action_masks is None:
             return th.log_softmax(logits, dim=-1)
         log_probs = th.log_softmax(th.where(action_masks, logits, -th.inf), dim=-1)
@@ -357,6 +418,9 @@ class SACDPolicy(BasePolicy):
         :mod:`splitrl.agents.features`): the critics then learn a residual on it and the actor's
         logits start from ``prior_scale`` times it
     :param prior_scale: the actor's logits per unit of prior value (with ``action_prior``)
+    :param prior_rules: with ``action_prior``, how many rules' value blocks end the observation
+        and make the actor's prior, mixed by a learned gate (:class:`CategoricalActor`); the
+        critics' residual stays on the last block
     :param averaged_actor: keep a second actor, an average of the actor's weights that SACD
         updates (``actor_averaging``), for the deterministic decisions (:attr:`greedy_actor`)
     :param clip_inputs: the actor's network reads the observation clipped to the range SACD
@@ -386,6 +450,7 @@ class SACDPolicy(BasePolicy):
         n_critics: int = 2,
         action_prior: bool = False,
         prior_scale: float = 30.0,
+        prior_rules: int = 1,
         averaged_actor: bool = False,
         clip_inputs: bool = False,
     ):
@@ -411,6 +476,7 @@ class SACDPolicy(BasePolicy):
             check_prior_space(observation_space, self.n_actions)
         self.action_prior = action_prior
         self.prior_scale = prior_scale
+        self.prior_rules = prior_rules
         self.use_averaged_actor = averaged_actor
         self.clip_inputs = clip_inputs
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
@@ -428,6 +494,7 @@ class SACDPolicy(BasePolicy):
             "net_arch": actor_arch,
             "prior_scale": prior_scale if action_prior else 0.0,
             "clip_inputs": clip_inputs,
+            "prior_rules": prior_rules if action_prior else 1,
         }
         self.critic_kwargs = {
             **net_args,
@@ -476,6 +543,7 @@ class SACDPolicy(BasePolicy):
                 n_critics=self.n_critics,
                 action_prior=self.action_prior,
                 prior_scale=self.prior_scale,
+                prior_rules=self.prior_rules,
                 averaged_actor=self.use_averaged_actor,
                 clip_inputs=self.clip_inputs,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone

@@ -1,0 +1,115 @@
+"""SACD with a gated prior (``prior_rules``): a learned per-state mixture of several rules' values."""
+
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+
+from splitrl.agents.sacd import SACD
+from splitrl.agents.sacd.policies import GATE_START_WEIGHT
+
+N_ACTIONS = 4
+
+
+class TwoRuleBandit(gym.Env[np.ndarray, np.int64]):
+    """A one-step bandit whose observation is a sign followed by two rules' values of every
+    action. Each rule ranks a different action first; the reward is 1 for the first rule's choice
+    when the sign is positive and for the second rule's (the prior's own, last block) when it is
+    negative, so a policy must trust each rule in its half of the states."""
+
+    observation_space = spaces.Box(-np.inf, np.inf, shape=(1 + 2 * N_ACTIONS,), dtype=np.float32)
+    action_space = spaces.Discrete(N_ACTIONS)
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        return self._observation(), {}
+
+    def _observation(self) -> np.ndarray:
+        self.sign = float(self.np_random.choice([-1.0, 1.0]))
+        first, second = self.np_random.choice(N_ACTIONS, size=2, replace=False)
+        values = np.full((2, N_ACTIONS), -0.05)
+        values[0, first] = 0.0
+        values[1, second] = 0.0
+        self.correct = int(first if self.sign > 0 else second)
+        return np.concatenate([[self.sign], values.ravel()]).astype(np.float32)
+
+    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
+        reward = 1.0 if int(action) == self.correct else 0.0
+        return self._observation(), reward, True, False, {}
+
+
+def gated_model(**kwargs) -> SACD:
+    return SACD(
+        "MlpPolicy",
+        TwoRuleBandit(),
+        policy_kwargs={"net_arch": [16], "action_prior": True, "prior_rules": 2},
+        learning_starts=64,
+        batch_size=32,
+        seed=0,
+        **kwargs,
+    )
+
+
+def test_an_untrained_gate_starts_on_the_last_rule(one_torch_thread: None) -> None:
+    model = gated_model()
+    observation, _ = TwoRuleBandit().reset(seed=1)
+    obs = th.as_tensor(observation[None])
+    weights = model.actor.gate_weights(obs)
+    assert th.allclose(weights, th.tensor([[1 - GATE_START_WEIGHT, GATE_START_WEIGHT]]))
+    values = obs[:, 1:].reshape(2, N_ACTIONS)
+    mixture = (1 - GATE_START_WEIGHT) * values[0] + GATE_START_WEIGHT * values[1]
+    probs, _ = model.actor(obs)
+    assert th.allclose(probs[0], th.softmax(30.0 * mixture, dim=-1), atol=1e-6)
+    assert th.allclose(model.actor.prior_log_probs(obs).exp(), probs, atol=1e-6)
+
+
+def test_the_gate_learns_which_rule_to_trust_where(one_torch_thread: None) -> None:
+    """Trained on the bandit, the gate must put most weight on the first rule where the sign is
+    positive and on the second where it is negative, and the greedy policy must pick the right
+    rule's choice in both halves (the untrained one is right only where the sign is negative).
+    The KL target is to the gate's own mixture, so it holds back the correction, not the gate."""
+    model = gated_model(target_kl=0.05, ent_coef="auto_0.01", learning_rate=3e-3)
+    model.learn(2_000)
+    env = TwoRuleBandit()
+    observation, _ = env.reset(seed=5)
+    right = {1.0: [], -1.0: []}
+    first_weight = {1.0: [], -1.0: []}
+    for _ in range(200):
+        action, _ = model.predict(observation, deterministic=True)
+        right[env.sign].append(int(action) == env.correct)
+        with th.no_grad():
+            weights = model.actor.gate_weights(th.as_tensor(observation[None]))
+        first_weight[env.sign].append(float(weights[0, 0]))
+        observation, *_ = env.step(action)
+    assert np.mean(right[1.0]) > 0.9 and np.mean(right[-1.0]) > 0.9
+    assert np.mean(first_weight[1.0]) > 0.9
+    assert np.mean(first_weight[-1.0]) < 0.1
+
+
+def test_a_saved_gate_loads_with_its_weights(one_torch_thread: None, tmp_path: Path) -> None:
+    model = gated_model(ent_coef=0.01, learning_rate=3e-3)
+    model.learn(300)
+    model.save(tmp_path / "model.zip")
+    loaded = SACD.load(tmp_path / "model.zip")
+    observation, _ = TwoRuleBandit().reset(seed=2)
+    obs = th.as_tensor(np.repeat(observation[None], 3, axis=0))
+    assert loaded.actor.prior_rules == 2
+    assert th.allclose(loaded.actor.gate_weights(obs), model.actor.gate_weights(obs))
+
+
+@pytest.mark.parametrize(
+    ("policy_kwargs", "match"),
+    [
+        ({"action_prior": True, "prior_rules": 0}, "prior_rules must be a positive integer"),
+        ({"action_prior": True, "prior_rules": 1.5}, "prior_rules must be a positive integer"),
+        ({"action_prior": True, "prior_rules": 3}, r"ending with 12 prior values"),
+    ],
+)
+def test_a_gate_needs_rules_to_mix(policy_kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        SACD("MlpPolicy", TwoRuleBandit(), policy_kwargs={"net_arch": [8], **policy_kwargs})
