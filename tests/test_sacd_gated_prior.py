@@ -113,3 +113,32 @@ def test_a_saved_gate_loads_with_its_weights(one_torch_thread: None, tmp_path: P
 def test_a_gate_needs_rules_to_mix(policy_kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         SACD("MlpPolicy", TwoRuleBandit(), policy_kwargs={"net_arch": [8], **policy_kwargs})
+
+
+def test_the_gate_loss_scores_each_rules_own_choice(one_torch_thread: None) -> None:
+    """The gate's loss is minus the gate-weighted value of each rule's best allowed action, and
+    the actor's logits do not carry a gradient to the gate."""
+    model = gated_model()
+    actor = model.actor
+    values = [[-0.05, 0.0, -0.05, -0.01], [0.0, -0.05, -0.02, -0.05]]
+    obs = th.tensor([[1.0, *values[0], *values[1]]])
+    masks = th.tensor([[True, False, True, True]])
+    np.testing.assert_array_equal(actor.rule_choices(obs, masks).numpy(), [[3, 0]])
+    action_values = th.tensor([[0.5, 9.0, 0.1, 0.2]])
+    expected = -((1 - GATE_START_WEIGHT) * 0.2 + GATE_START_WEIGHT * 0.5)
+    assert float(actor.gate_loss(obs, masks, action_values)) == pytest.approx(expected)
+    actor.zero_grad()
+    actor.masked_logits(obs, masks)[masks].sum().backward()
+    assert actor.gate_net is not None
+    assert all(p.grad is None or not p.grad.any() for p in actor.gate_net.parameters())
+
+
+def test_a_single_rule_prior_has_no_gate() -> None:
+    model = SACD(
+        "MlpPolicy", TwoRuleBandit(), policy_kwargs={"net_arch": [8], "action_prior": True}
+    )
+    obs = th.zeros(2, 1 + 2 * N_ACTIONS)
+    assert model.actor.gate_net is None
+    assert th.equal(model.actor.gate_weights(obs), th.ones(2, 1))
+    with pytest.raises(ValueError, match="the actor has no gate"):
+        model.actor.gate_loss(obs, None, th.zeros(2, N_ACTIONS))

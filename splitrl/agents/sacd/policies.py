@@ -144,6 +144,9 @@ class CategoricalActor(BaseModel):
         (of the same hidden sizes) computes from the observation: the actor chooses per state
         which rule to trust, and corrects the mixture. The gate starts at the last block (weight
         :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its prior's rule does.
+        The actor's own loss does not move the gate: it learns from :meth:`gate_loss`, what each
+        rule's own choice is worth, so that it trusts the rule whose decision is best rather
+        than the mixture that makes the stochastic policy's average best.
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -261,13 +264,40 @@ class CategoricalActor(BaseModel):
         rules' blocks (``prior_rules``)."""
         if self.gate_net is None:
             return action_prior(obs, self.n_actions)
-        weights = self.gate_weights_of(features)
+        weights = self.gate_weights_of(features).detach()
         return (weights.unsqueeze(-1) * rule_values(obs, self.n_actions, self.prior_rules)).sum(1)
 
     def gate_weights_of(self, features: th.Tensor) -> th.Tensor:
         """The gate's weight of each rule, ``(batch, prior_rules)``, from the network's features."""
         assert self.gate_net is not None
         return th.softmax(self.gate_net(features), dim=-1)
+
+    def rule_choices(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
+        """The joint action each rule of a gated prior ranks first among the allowed ones,
+        ``(batch, prior_rules)``."""
+        values = rule_values(obs, self.n_actions, self.prior_rules)
+        if action_masks is not None:
+            values = th.where(action_masks.unsqueeze(1), values, -th.inf)
+        return values.argmax(dim=-1)
+
+    def gate_loss(
+        self, obs: PyTorchObs, action_masks: th.Tensor | None, action_values: th.Tensor
+    ) -> th.Tensor:
+        """
+        The gate's loss: minus the expected value of the rule it trusts, ``-sum_k w_k(s) *
+        Q(s, a_k(s))`` averaged over the batch, where ``a_k(s)`` is rule ``k``'s own choice
+        (:meth:`rule_choices`). Every rule's choice is scored, so the gate learns from full
+        information, as a contextual bandit over the rules.
+
+        :param action_values: the value of every joint action ``(batch, n_actions)``: the hindsight
+            values, or the critics' estimate
+        :raises ValueError: when the actor has no gate (``prior_rules`` is 1)
+        """
+        if self.gate_net is None:
+            raise ValueError("the actor has no gate (prior_rules is 1)")
+        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
+        payoffs = action_values.gather(1, self.rule_choices(obs, action_masks))
+        return -(self.gate_weights_of(features) * payoffs).sum(dim=1).mean()
 
     def gate_weights(self, obs: PyTorchObs) -> th.Tensor:
         """The weight the prior gives each rule in ``obs`` (``(batch, prior_rules)``, the prior's

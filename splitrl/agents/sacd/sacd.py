@@ -289,7 +289,7 @@ class SACD(OffPolicyAlgorithm):
         self._update_learning_rate(optimizers)
         td_loss = F.smooth_l1_loss if self.critic_loss == "huber" else F.mse_loss
 
-        actor_losses, critic_losses, ent_coef_losses = [], [], []
+        actor_losses, critic_losses, ent_coef_losses, gate_losses = [], [], [], []
         ent_coefs, entropies, target_entropies, q_values, kls = [], [], [], [], []
         for _ in range(gradient_steps):
             data = self.replay_buffer.sample(batch_size, env=self._vec_normalize_env)
@@ -327,7 +327,13 @@ class SACD(OffPolicyAlgorithm):
                     )
                 regularizer = log_probs - prior_log_probs
             actor_loss = (probs * (ent_coef * regularizer - min_q)).sum(dim=1).mean()
-            self._gradient_step(self.actor.optimizer, actor_loss)
+            # a gated prior: the gate learns which rule's own choice is worth most (the
+            # actor's loss does not reach it, see CategoricalActor); one step for both
+            gate_loss = th.zeros(())
+            if self.actor.gate_net is not None:
+                gate_loss = self.actor.gate_loss(data.observations, data.action_masks, min_q)
+                gate_losses.append(gate_loss.item())
+            self._gradient_step(self.actor.optimizer, actor_loss + gate_loss)
             if self.policy.averaged_actor is not None:
                 assert self.actor_averaging is not None
                 polyak_update(
@@ -379,6 +385,8 @@ class SACD(OffPolicyAlgorithm):
         self.logger.record("train/q_values", np.mean(q_values))
         if len(ent_coef_losses) > 0:
             self.logger.record("train/ent_coef_loss", np.mean(ent_coef_losses))
+        if len(gate_losses) > 0:
+            self.logger.record("train/gate_loss", np.mean(gate_losses))
         if self.reward_offset is not None:
             self.logger.record("train/reward_offset", self.reward_offset)
 
