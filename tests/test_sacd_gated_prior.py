@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
@@ -10,11 +9,12 @@ from gymnasium import spaces
 
 from splitrl.agents.sacd import SACD
 from splitrl.agents.sacd.policies import GATE_START_WEIGHT
+from tests.bandits import OneStepBandit, bandit_sacd
 
 N_ACTIONS = 4
 
 
-class TwoRuleBandit(gym.Env[np.ndarray, np.int64]):
+class TwoRuleBandit(OneStepBandit):
     """A one-step bandit whose observation is a sign followed by two rules' values of every
     action. Each rule ranks a different action first; the reward is 1 for the first rule's choice
     when the sign is positive and for the second rule's (the prior's own, last block) when it is
@@ -22,12 +22,6 @@ class TwoRuleBandit(gym.Env[np.ndarray, np.int64]):
 
     observation_space = spaces.Box(-np.inf, np.inf, shape=(1 + 2 * N_ACTIONS,), dtype=np.float32)
     action_space = spaces.Discrete(N_ACTIONS)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        return self._observation(), {}
 
     def _observation(self) -> np.ndarray:
         self.sign = float(self.np_random.choice([-1.0, 1.0]))
@@ -38,21 +32,12 @@ class TwoRuleBandit(gym.Env[np.ndarray, np.int64]):
         self.correct = int(first if self.sign > 0 else second)
         return np.concatenate([[self.sign], values.ravel()]).astype(np.float32)
 
-    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
-        reward = 1.0 if int(action) == self.correct else 0.0
-        return self._observation(), reward, True, False, {}
+    def _reward(self, action: int) -> float:
+        return 1.0 if action == self.correct else 0.0
 
 
 def gated_model(**kwargs) -> SACD:
-    return SACD(
-        "MlpPolicy",
-        TwoRuleBandit(),
-        policy_kwargs={"net_arch": [16], "action_prior": True, "prior_rules": 2},
-        learning_starts=64,
-        batch_size=32,
-        seed=0,
-        **kwargs,
-    )
+    return bandit_sacd(TwoRuleBandit(), {"prior_rules": 2}, **kwargs)
 
 
 def test_an_untrained_gate_starts_on_the_last_rule(one_torch_thread: None) -> None:

@@ -1,29 +1,23 @@
 """SACD with an action prior: the untrained policy is the prior, and the KL regularizer toward it."""
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
 
 from splitrl.agents.sacd import SACD
+from tests.bandits import OneStepBandit, bandit_sacd
 
 N_ACTIONS = 6
 
 
-class PriorBandit(gym.Env[np.ndarray, np.int64]):
+class PriorBandit(OneStepBandit):
     """A one-step bandit whose observation is a random context followed by one prior value per
     action; the reward is 1 for the last action, which the prior never ranks first, so improving on
     the prior pays."""
 
     observation_space = spaces.Box(-np.inf, np.inf, shape=(2 + N_ACTIONS,), dtype=np.float32)
     action_space = spaces.Discrete(N_ACTIONS)
-
-    def reset(
-        self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict]:
-        super().reset(seed=seed)
-        return self._observation(), {}
 
     def _observation(self) -> np.ndarray:
         prior = -self.np_random.uniform(0.0, 0.05, N_ACTIONS)
@@ -33,21 +27,12 @@ class PriorBandit(gym.Env[np.ndarray, np.int64]):
         context = self.np_random.normal(size=2)
         return np.concatenate([context, prior]).astype(np.float32)
 
-    def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict]:
-        reward = 1.0 if int(action) == N_ACTIONS - 1 else 0.0
-        return self._observation(), reward, True, False, {}
+    def _reward(self, action: int) -> float:
+        return 1.0 if action == N_ACTIONS - 1 else 0.0
 
 
 def prior_model(**kwargs) -> SACD:
-    return SACD(
-        "MlpPolicy",
-        PriorBandit(),
-        policy_kwargs={"net_arch": [16], "action_prior": True, "prior_scale": 30.0},
-        learning_starts=64,
-        batch_size=32,
-        seed=0,
-        **kwargs,
-    )
+    return bandit_sacd(PriorBandit(), {"prior_scale": 30.0}, **kwargs)
 
 
 def test_untrained_policy_is_the_prior(one_torch_thread: None) -> None:
