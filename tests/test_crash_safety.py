@@ -173,3 +173,17 @@ def test_unknown_torch_device_fails_in_one_line(
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unknown torch device 'foo'" in error
     assert not out.exists()
+
+
+def test_a_gate_over_more_rules_than_observed_fails_before_the_run_directory(
+    tiny_profile_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "runs"
+    flags = ["train", "--profile", str(tiny_profile_path), "--out", str(out)]
+    gate = "policy_kwargs={net_arch: [8], action_prior: true, prior_rules: 4}"
+    algo = ["--algo", "sacd-hindsight-mpc-quantile-gated"]
+    assert main([*flags, *algo, "--hyperparams", gate]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1, error
+    assert "prior_rules must be an integer from 1 to 3" in error and "got 4" in error
+    assert not out.exists()
