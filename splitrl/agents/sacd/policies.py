@@ -259,11 +259,13 @@ class CategoricalActor(BaseModel):
             return logits
         return th.where(action_masks, logits, -th.inf)
 
-    def _prior(self, obs: PyTorchObs, features: th.Tensor) -> th.Tensor:
+    def _prior(self, obs: PyTorchObs, features: th.Tensor | None = None) -> th.Tensor:
         """The prior value of every joint action: the last block, or the gate's mixture of the
-        rules' blocks (``prior_rules``)."""
+        rules' blocks (``prior_rules``), the gate reading ``features`` (computed when None)."""
         if self.gate_net is None:
             return action_prior(obs, self.n_actions)
+        if features is None:
+            features = self.extract_features(self.network_inputs(obs), self.features_extractor)
         weights = self.gate_weights_of(features).detach()
         return (weights.unsqueeze(-1) * rule_values(obs, self.n_actions, self.prior_rules)).sum(1)
 
@@ -321,8 +323,7 @@ class CategoricalActor(BaseModel):
         """
         if not self.prior_scale:
             raise ValueError("the actor has no action prior (prior_scale is 0)")
-        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
-        logits = self.prior_scale * self._prior(obs, features)
+        logits = self.prior_scale * self._prior(obs)
         if action_masks is None:
             return th.log_softmax(logits, dim=-1)
         log_probs = th.log_softmax(th.where(action_masks, logits, -th.inf), dim=-1)
