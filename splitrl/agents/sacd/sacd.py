@@ -329,11 +329,12 @@ class SACD(OffPolicyAlgorithm):
             actor_loss = (probs * (ent_coef * regularizer - min_q)).sum(dim=1).mean()
             # a gated prior: the gate learns which rule's own choice is worth most (the
             # actor's loss does not reach it, see CategoricalActor); one step for both
-            gate_loss = th.zeros(())
+            step_loss = actor_loss
             if self.actor.gate_net is not None:
                 gate_loss = self.actor.gate_loss(data.observations, data.action_masks, min_q)
                 gate_losses.append(gate_loss.item())
-            self._gradient_step(self.actor.optimizer, actor_loss + gate_loss)
+                step_loss = actor_loss + gate_loss
+            self._gradient_step(self.actor.optimizer, step_loss)
             if self.policy.averaged_actor is not None:
                 assert self.actor_averaging is not None
                 polyak_update(
