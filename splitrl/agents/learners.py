@@ -386,6 +386,16 @@ LEARNERS: dict[str, LearnerSpec] = {
             gated=True,
         ),
         _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-gated-memory",
+            "sacd-hindsight-mpc-quantile-gated whose gate and correction also observe the link "
+            "memory, so that which rule it trusts can depend on the kind of link it is on (a link "
+            "that fades from one that drops out)",
+            predicted_values="mpc-quantile",
+            context=("robust-mpc", "mpc-geometric"),
+            link_memory=True,
+            gated=True,
+        ),
+        _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",
             "sacd-hindsight-mpc whose hindsight values price each action's backlog by what it "
             "cost the following requests, replayed with the actions taken",
