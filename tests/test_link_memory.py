@@ -140,3 +140,30 @@ def test_learner_with_link_memory_observes_it() -> None:
     assert math.isclose(
         observation[n_base], scale_throughput(plain.knowledge.prior_bps), rel_tol=1e-6
     )
+
+
+def test_gate_of_the_gated_memory_learner_reads_the_link_memory(one_torch_thread: None) -> None:
+    """``sacd-hindsight-mpc-quantile-gated-memory``: which rule the gate trusts can change with the
+    link memory alone (the other features held fixed)."""
+    import torch as th
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    plain = SplitComputingEnv("default", horizon=40)
+    spec = get_learner("sacd-hindsight-mpc-quantile-gated-memory")
+    env = spec.wrap_env(plain)
+    model = spec.build_model(DummyVecEnv([lambda: env]), spec.resolved_hyperparameters({}), seed=0)
+    actor = model.policy.actor
+    assert actor.gate_net is not None
+    th.manual_seed(0)
+    # small weights, so that the softmax does not saturate on the large predicted values
+    for layer in actor.gate_net:
+        if isinstance(layer, th.nn.Linear):
+            th.nn.init.normal_(layer.weight, std=0.02)
+    observation, _ = env.reset(seed=1)
+    n_base = plain.observation_space.shape[0]
+    obs = th.as_tensor(np.stack([observation, observation]))
+    obs[1, n_base : n_base + N_MEMORY_FEATURES] = th.tensor([0.1, 1.0, 0.9, 0.0])
+    weights = actor.gate_weights(obs)
+    assert weights.shape == (2, 3)
+    # a gate blind to the memory gives exactly the same weights to both
+    assert (weights[0] - weights[1]).abs().max() > 1e-6

@@ -313,21 +313,30 @@ def test_a_policy_that_observes_two_rules_exports_both(
     assert_device_acts_as_trained(run_dir, export, reference)
 
 
+@pytest.mark.parametrize("memory", [False, True], ids=["gated", "gated-memory"])
 def test_a_policy_with_a_gated_prior_exports_its_gate(
-    tiny_profile_path: Path, tmp_path: Path
+    memory: bool, tiny_profile_path: Path, tmp_path: Path
 ) -> None:
     """A learner whose prior mixes three rules by a learned gate
-    (``sacd-hindsight-mpc-quantile-gated``) exports the gate inside the actor: the device computes
-    the three rules' values and acts as the trained policy does."""
+    (``sacd-hindsight-mpc-quantile-gated``, and ``-gated-memory`` whose gate also reads the link
+    memory) exports the gate inside the actor: the device computes the memory and the three rules'
+    values and acts as the trained policy does."""
     from splitrl.agents.features import PredictedActionValues
+    from splitrl.agents.link_memory import N_MEMORY_FEATURES
 
-    run_dir = train_tiny("sacd-hindsight-mpc-quantile-gated", tiny_profile_path, tmp_path)
+    learner = "sacd-hindsight-mpc-quantile-gated" + ("-memory" if memory else "")
+    run_dir = train_tiny(learner, tiny_profile_path, tmp_path)
     export = tmp_path / "export"
     metadata, _ = export_run(run_dir, export, model=tiny_staged_model())
     env = RunDirectory(run_dir).make_env()
-    assert PolicyMetadata.load(export).rules == ("robust-mpc", "mpc-geometric", "mpc-quantile")
-    assert metadata.n_inputs == len(env.layout.names) + 3 * env.actions.n_actions
-    reference = PredictedActionValues("mpc-quantile", context=("robust-mpc", "mpc-geometric"))
+    loaded = PolicyMetadata.load(export)
+    assert loaded.rules == ("robust-mpc", "mpc-geometric", "mpc-quantile")
+    assert loaded.link_memory == memory
+    n_memory = N_MEMORY_FEATURES if memory else 0
+    assert metadata.n_inputs == len(env.layout.names) + n_memory + 3 * env.actions.n_actions
+    reference = PredictedActionValues(
+        "mpc-quantile", context=("robust-mpc", "mpc-geometric"), memory=memory
+    )
     assert_device_acts_as_trained(run_dir, export, reference)
 
 
