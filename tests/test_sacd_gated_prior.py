@@ -93,6 +93,10 @@ def test_a_saved_gate_loads_with_its_weights(one_torch_thread: None, tmp_path: P
         ({"action_prior": True, "prior_rules": 0}, "prior_rules must be a positive integer"),
         ({"action_prior": True, "prior_rules": 1.5}, "prior_rules must be a positive integer"),
         ({"action_prior": True, "prior_rules": 3}, r"ending with 12 prior values"),
+        (
+            {"action_prior": True, "prior_rules": 2, "gate_temperature": 0.0},
+            "gate_temperature must be a positive number",
+        ),
     ],
 )
 def test_a_gate_needs_rules_to_mix(policy_kwargs: dict, match: str) -> None:
@@ -101,8 +105,9 @@ def test_a_gate_needs_rules_to_mix(policy_kwargs: dict, match: str) -> None:
 
 
 def test_the_gate_loss_scores_each_rules_own_choice(one_torch_thread: None) -> None:
-    """The gate's loss is minus the gate-weighted value of each rule's best allowed action, and
-    the actor's logits do not carry a gradient to the gate."""
+    """The gate's loss is the stake-weighted cross-entropy from its weights to the soft ranking
+    of each rule's best allowed action, and the actor's logits do not carry a gradient to the
+    gate."""
     model = gated_model()
     actor = model.actor
     values = [[-0.05, 0.0, -0.05, -0.01], [0.0, -0.05, -0.02, -0.05]]
@@ -110,12 +115,40 @@ def test_the_gate_loss_scores_each_rules_own_choice(one_torch_thread: None) -> N
     masks = th.tensor([[True, False, True, True]])
     np.testing.assert_array_equal(actor.rule_choices(obs, masks).numpy(), [[3, 0]])
     action_values = th.tensor([[0.5, 9.0, 0.1, 0.2]])
-    expected = -((1 - GATE_START_WEIGHT) * 0.2 + GATE_START_WEIGHT * 0.5)
-    assert float(actor.gate_loss(obs, masks, action_values)) == pytest.approx(expected)
+    payoffs = th.tensor([0.2, 0.5])
+    target = th.softmax(payoffs / actor.gate_temperature, dim=0)
+    weights = th.tensor([1 - GATE_START_WEIGHT, GATE_START_WEIGHT])
+    expected = -0.3 * float((target * weights.log()).sum())
+    assert float(actor.gate_loss(obs, masks, action_values)) == pytest.approx(expected, rel=1e-5)
     actor.zero_grad()
     actor.masked_logits(obs, masks)[masks].sum().backward()
     assert actor.gate_net is not None
     assert all(p.grad is None or not p.grad.any() for p in actor.gate_net.parameters())
+
+
+def test_a_sure_gate_still_learns_it_is_wrong(one_torch_thread: None) -> None:
+    """A gate that gives the worse rule nearly all its weight still gets a full-sized push toward
+    the better one (the stake), where the expected value's gradient would nearly vanish; where
+    the rules choose alike, it gets none."""
+    model = gated_model()
+    actor = model.actor
+    assert actor.gate_net is not None
+    output = actor.gate_net[-1]
+    assert isinstance(output, th.nn.Linear)
+    with th.no_grad():
+        output.bias.copy_(th.tensor([10.0, 0.0]))  # 0.99995 on rule 0
+    values = [[0.0, -1.0, -1.0, -1.0], [-1.0, 0.0, -1.0, -1.0]]
+    obs = th.tensor([[1.0, *values[0], *values[1]]])
+    stake = 0.4
+    action_values = th.tensor([[0.1, 0.1 + stake, 0.0, 0.0]])
+    actor.zero_grad()
+    actor.gate_loss(obs, None, action_values).backward()
+    assert output.bias.grad is not None
+    assert float(output.bias.grad[1]) < -0.9 * stake
+    same = th.tensor([[1.0, *values[0], *values[0]]])
+    actor.zero_grad()
+    actor.gate_loss(same, None, action_values).backward()
+    assert not output.bias.grad.any()
 
 
 def test_a_single_rule_prior_has_no_gate() -> None:

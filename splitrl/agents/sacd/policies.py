@@ -25,6 +25,9 @@ from splitrl.envs.actions import action_components, flat_indices, index_strides
 
 #: the weight a gated prior (``prior_rules`` > 1) starts with on its last rule's block
 GATE_START_WEIGHT = 0.9
+#: a gated prior's default temperature of the rules' soft ranking, in units of value
+#: (:meth:`CategoricalActor.gate_loss`)
+DEFAULT_GATE_TEMPERATURE = 0.01
 
 
 def action_nvec(action_space: spaces.Space) -> np.ndarray:
@@ -147,6 +150,8 @@ class CategoricalActor(BaseModel):
         The actor's own loss does not move the gate: it learns from :meth:`gate_loss`, what each
         rule's own choice is worth, so that it trusts the rule whose decision is best rather
         than the mixture that makes the stochastic policy's average best.
+    :param gate_temperature: with ``prior_rules`` > 1, how sharply the gate's target ranks the
+        rules by the value of their choices, in units of value (:meth:`gate_loss`)
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -165,6 +170,7 @@ class CategoricalActor(BaseModel):
         prior_scale: float = 0.0,
         clip_inputs: bool = False,
         prior_rules: int = 1,
+        gate_temperature: float = DEFAULT_GATE_TEMPERATURE,
     ):
         super().__init__(
             observation_space,
@@ -176,12 +182,19 @@ class CategoricalActor(BaseModel):
             raise ValueError(f"prior_rules must be a positive integer, got {prior_rules!r}")
         if prior_rules > 1 and not prior_scale:
             raise ValueError(f"prior_rules={prior_rules} needs an action prior (prior_scale > 0)")
+        if isinstance(gate_temperature, bool) or not (
+            isinstance(gate_temperature, (int, float)) and gate_temperature > 0
+        ):
+            raise ValueError(
+                f"gate_temperature must be a positive number, got {gate_temperature!r}"
+            )
         self.net_arch = net_arch
         self.features_dim = features_dim
         self.activation_fn = activation_fn
         self.prior_scale = prior_scale
         self.clip_inputs = clip_inputs
         self.prior_rules = prior_rules
+        self.gate_temperature = float(gate_temperature)
         if clip_inputs:
             if not (
                 isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1
@@ -224,6 +237,7 @@ class CategoricalActor(BaseModel):
                 prior_scale=self.prior_scale,
                 clip_inputs=self.clip_inputs,
                 prior_rules=self.prior_rules,
+                gate_temperature=self.gate_temperature,
             )
         )
         return data
@@ -286,10 +300,19 @@ class CategoricalActor(BaseModel):
         self, obs: PyTorchObs, action_masks: th.Tensor | None, action_values: th.Tensor
     ) -> th.Tensor:
         """
-        The gate's loss: minus the expected value of the rule it trusts, ``-sum_k w_k(s) *
-        Q(s, a_k(s))`` averaged over the batch, where ``a_k(s)`` is rule ``k``'s own choice
-        (:meth:`rule_choices`). Every rule's choice is scored, so the gate learns from full
-        information, as a contextual bandit over the rules.
+        The gate's loss, a stake-weighted classification of the best rule: in each state, the
+        cross-entropy from the gate's weights to the rules' soft ranking
+        ``q = softmax(Q(s, a_k(s)) / gate_temperature)``, weighted by the stake
+        ``max_k Q(s, a_k(s)) - min_k Q(s, a_k(s))``, averaged over the batch, where ``a_k(s)`` is
+        rule ``k``'s own choice (:meth:`rule_choices`). Every rule's choice is scored, so the gate
+        learns from full information, as a contextual bandit over the rules; states where the
+        rules agree (no stake) do not move it, and those where one rule's choice is far better
+        move it most.
+
+        The expected value ``sum_k w_k(s) Q(s, a_k(s))`` would be the direct objective, but its
+        gradient ``w_k (Q_k - sum_j w_j Q_j)`` vanishes for the rules the gate has given up on:
+        a gate that settles early on one rule never leaves it (docs/sacd.md, A gate that can
+        change its mind). The cross-entropy's gradient ``stake * (w - q)`` does not vanish.
 
         :param action_values: the value of every joint action ``(batch, n_actions)``: the hindsight
             values, or the critics' estimate
@@ -299,7 +322,10 @@ class CategoricalActor(BaseModel):
             raise ValueError("the actor has no gate (prior_rules is 1)")
         features = self.extract_features(self.network_inputs(obs), self.features_extractor)
         payoffs = action_values.gather(1, self.rule_choices(obs, action_masks))
-        return -(self.gate_weights_of(features) * payoffs).sum(dim=1).mean()
+        target = th.softmax(payoffs / self.gate_temperature, dim=1)
+        stake = payoffs.max(dim=1).values - payoffs.min(dim=1).values
+        log_weights = th.log_softmax(self.gate_net(features), dim=1)
+        return -(stake * (target * log_weights).sum(dim=1)).mean()
 
     def gate_weights(self, obs: PyTorchObs) -> th.Tensor:
         """The weight the prior gives each rule in ``obs`` (``(batch, prior_rules)``, the prior's
@@ -452,6 +478,8 @@ class SACDPolicy(BasePolicy):
     :param prior_rules: with ``action_prior``, how many rules' value blocks end the observation
         and make the actor's prior, mixed by a learned gate (:class:`CategoricalActor`); the
         critics' residual stays on the last block
+    :param gate_temperature: with ``prior_rules`` > 1, how sharply the gate's target ranks the
+        rules (:meth:`CategoricalActor.gate_loss`)
     :param averaged_actor: keep a second actor, an average of the actor's weights that SACD
         updates (``actor_averaging``), for the deterministic decisions (:attr:`greedy_actor`)
     :param clip_inputs: the actor's network reads the observation clipped to the range SACD
@@ -482,6 +510,7 @@ class SACDPolicy(BasePolicy):
         action_prior: bool = False,
         prior_scale: float = 30.0,
         prior_rules: int = 1,
+        gate_temperature: float = DEFAULT_GATE_TEMPERATURE,
         averaged_actor: bool = False,
         clip_inputs: bool = False,
     ):
@@ -508,6 +537,7 @@ class SACDPolicy(BasePolicy):
         self.action_prior = action_prior
         self.prior_scale = prior_scale
         self.prior_rules = prior_rules
+        self.gate_temperature = gate_temperature
         self.use_averaged_actor = averaged_actor
         self.clip_inputs = clip_inputs
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
@@ -526,6 +556,7 @@ class SACDPolicy(BasePolicy):
             "prior_scale": prior_scale if action_prior else 0.0,
             "clip_inputs": clip_inputs,
             "prior_rules": prior_rules if action_prior else 1,
+            "gate_temperature": gate_temperature,
         }
         self.critic_kwargs = {
             **net_args,
@@ -575,6 +606,7 @@ class SACDPolicy(BasePolicy):
                 action_prior=self.action_prior,
                 prior_scale=self.prior_scale,
                 prior_rules=self.prior_rules,
+                gate_temperature=self.gate_temperature,
                 averaged_actor=self.use_averaged_actor,
                 clip_inputs=self.clip_inputs,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
