@@ -47,10 +47,36 @@ def test_an_untrained_gate_starts_on_the_last_rule(one_torch_thread: None) -> No
     weights = model.actor.gate_weights(obs)
     assert th.allclose(weights, th.tensor([[1 - GATE_START_WEIGHT, GATE_START_WEIGHT]]))
     values = obs[:, 1:].reshape(2, N_ACTIONS)
-    mixture = (1 - GATE_START_WEIGHT) * values[0] + GATE_START_WEIGHT * values[1]
+    rule_policies = th.softmax(30.0 * values, dim=-1)
+    mixture = (1 - GATE_START_WEIGHT) * rule_policies[0] + GATE_START_WEIGHT * rule_policies[1]
     probs, _ = model.actor(obs)
-    assert th.allclose(probs[0], th.softmax(30.0 * mixture, dim=-1), atol=1e-6)
+    assert th.allclose(probs[0], mixture, atol=1e-6)
     assert th.allclose(model.actor.prior_log_probs(obs).exp(), probs, atol=1e-6)
+    masks = th.tensor([[True, True, False, True]])
+    masked, _ = model.actor(obs, masks)
+    allowed = th.softmax(th.where(masks[0], 30.0 * values, -th.inf), dim=-1)
+    expected = (1 - GATE_START_WEIGHT) * allowed[0] + GATE_START_WEIGHT * allowed[1]
+    assert th.allclose(masked[0], expected, atol=1e-6)
+    assert th.allclose(model.actor.prior_log_probs(obs, masks).exp()[masks], masked[masks])
+
+
+def test_the_gated_prior_mixes_the_rules_policies_not_their_values() -> None:
+    """Where a cautious rule values every action low but keeps the same order, and the other
+    rule's choice differs, the prior's greedy action is the choice of the rule the gate trusts
+    most: a mixture of the values would pick an action of neither."""
+    model = gated_model()
+    actor = model.actor
+    assert actor.gate_net is not None
+    output = actor.gate_net[-1]
+    assert isinstance(output, th.nn.Linear)
+    with th.no_grad():
+        output.bias.copy_(th.tensor([0.0, 1.0]))  # 0.73 on the second rule
+    # rule 0 (cautious) chooses action 2, rule 1 action 0 with action 1 close behind
+    obs = th.tensor([[1.0, -1.0, -0.3, 0.0, -1.0, 0.0, -0.01, -0.6, -1.0]])
+    values_mixture = 0.27 * obs[0, 1:5] + 0.73 * obs[0, 5:9]
+    assert int(values_mixture.argmax()) == 1
+    assert int(actor.prior_log_probs(obs).argmax()) == 0
+    assert int(actor.sample(obs, deterministic=True)) == 0
 
 
 def test_the_gate_learns_which_rule_to_trust_where(one_torch_thread: None) -> None:

@@ -142,10 +142,13 @@ class CategoricalActor(BaseModel):
         beyond what it was trained on; the prior term reads the observation as it is. Before the
         first record it reads the observation as it is.
     :param prior_rules: how many rules' value blocks (``n_actions`` entries each) end the
-        observation and make the prior. With more than one, the prior is their mixture
-        ``sum_k w_k(s) * values_k`` with weights ``w(s) = softmax(gate(s))`` that a second network
-        (of the same hidden sizes) computes from the observation: the actor chooses per state
-        which rule to trust, and corrects the mixture. The gate starts at the last block (weight
+        observation and make the prior. With more than one, the prior policy is the mixture of
+        the rules' policies, ``sum_k w_k(s) softmax(prior_scale * values_k)``, with weights
+        ``w(s) = softmax(gate(s))`` that a second network (of the same hidden sizes) computes from
+        the observation: the actor chooses per state which rule to trust, and corrects the
+        mixture. (A mixture of the rules' values instead would rank the actions by none of the
+        rules: a cautious rule's low values for offloading pull every mixture towards staying
+        local; docs/sacd.md, A gate that can change its mind.) The gate starts at the last block (weight
         :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its prior's rule does.
         The actor's own loss does not move the gate: it learns from :meth:`gate_loss`, what each
         rule's own choice is worth, so that it trusts the rule whose decision is best rather
@@ -268,20 +271,34 @@ class CategoricalActor(BaseModel):
         features = self.extract_features(self.network_inputs(obs), self.features_extractor)
         logits = self.logits_net(features)
         if self.prior_scale:
-            logits = logits + self.prior_scale * self._prior(obs, features)
+            logits = logits + self._prior_logits(obs, features, action_masks)
         if action_masks is None:
             return logits
         return th.where(action_masks, logits, -th.inf)
 
-    def _prior(self, obs: PyTorchObs, features: th.Tensor | None = None) -> th.Tensor:
-        """The prior value of every joint action: the last block, or the gate's mixture of the
-        rules' blocks (``prior_rules``), the gate reading ``features`` (computed when None)."""
+    def _prior_logits(
+        self,
+        obs: PyTorchObs,
+        features: th.Tensor | None = None,
+        action_masks: th.Tensor | None = None,
+    ) -> th.Tensor:
+        """The prior policy's logits over the joint actions: ``prior_scale`` times the last block;
+        with ``prior_rules``, the logarithm of the gate's mixture of the rules' policies,
+        ``log sum_k w_k(s) softmax(prior_scale * values_k)`` over the allowed actions (0 where
+        the mask forbids one), the gate reading ``features`` (computed when None) with its weights
+        detached."""
         if self.gate_net is None:
-            return action_prior(obs, self.n_actions)
+            return self.prior_scale * action_prior(obs, self.n_actions)
         if features is None:
             features = self.extract_features(self.network_inputs(obs), self.features_extractor)
-        weights = self.gate_weights_of(features).detach()
-        return (weights.unsqueeze(-1) * rule_values(obs, self.n_actions, self.prior_rules)).sum(1)
+        log_weights = th.log_softmax(self.gate_net(features), dim=-1).detach()
+        scaled = self.prior_scale * rule_values(obs, self.n_actions, self.prior_rules)
+        if action_masks is not None:
+            scaled = th.where(action_masks.reshape(-1, 1, self.n_actions), scaled, -th.inf)
+        mixture = th.logsumexp(log_weights.unsqueeze(-1) + th.log_softmax(scaled, dim=-1), dim=1)
+        if action_masks is None:
+            return mixture
+        return th.where(action_masks, mixture, 0.0)
 
     def gate_weights_of(self, features: th.Tensor) -> th.Tensor:
         """The gate's weight of each rule, ``(batch, prior_rules)``, from the network's features."""
@@ -340,7 +357,7 @@ class CategoricalActor(BaseModel):
         """
         Log-probabilities of the prior's policy, ``softmax(prior_scale * prior)`` over the allowed
         actions: the policy of the untrained actor (its output layer starts at zero). With
-        ``prior_rules`` the prior is the gate's current mixture of the rules.
+        ``prior_rules`` the prior is the gate's current mixture of the rules' policies.
 
         :param obs: Observation batch
         :param action_masks: Joint boolean masks ``(batch, n_actions)``, or None for no masking
@@ -349,7 +366,7 @@ class CategoricalActor(BaseModel):
         """
         if not self.prior_scale:
             raise ValueError("the actor has no action prior (prior_scale is 0)")
-        logits = self.prior_scale * self._prior(obs)
+        logits = self._prior_logits(obs, action_masks=action_masks)
         if action_masks is None:
             return th.log_softmax(logits, dim=-1)
         log_probs = th.log_softmax(th.where(action_masks, logits, -th.inf), dim=-1)
