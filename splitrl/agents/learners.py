@@ -269,8 +269,8 @@ def _sacd_hindsight(
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
     and prior, ``context`` rules' values and the link memory as features too (docs/sacd.md,
-    Hindsight values); ``gated``: its prior is a learned per-state mixture of every rule it
-    observes (``prior_rules``); ``hyperparameters`` replace its defaults."""
+    Hindsight values); ``gated``: its prior is a learned per-state mixture of the policies of
+    every rule it observes (``prior_rules``); ``hyperparameters`` replace its defaults."""
     defaults = dict(_SACD_HINDSIGHT_DEFAULTS)
     if gated:
         defaults["policy_kwargs"] = {**defaults["policy_kwargs"], "prior_rules": len(context) + 1}
@@ -378,8 +378,8 @@ LEARNERS: dict[str, LearnerSpec] = {
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-quantile-gated",
-            "sacd-hindsight-mpc-quantile whose prior is a learned per-state mixture of "
-            "mpc-quantile's, robust-mpc's and mpc-geometric's predicted values (all three "
+            "sacd-hindsight-mpc-quantile whose prior is a learned per-state mixture of the "
+            "policies of mpc-quantile, robust-mpc and mpc-geometric (all three rules' values "
             "observed): it learns which rule to trust where, and corrects the mixture",
             predicted_values="mpc-quantile",
             context=("robust-mpc", "mpc-geometric"),
