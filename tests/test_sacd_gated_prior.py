@@ -8,7 +8,7 @@ import torch as th
 from gymnasium import spaces
 
 from splitrl.agents.sacd import SACD
-from splitrl.agents.sacd.policies import GATE_START_WEIGHT
+from splitrl.agents.sacd.policies import GATE_START_WEIGHT, CategoricalActor
 from tests.bandits import OneStepBandit, bandit_sacd
 
 N_ACTIONS = 4
@@ -40,6 +40,18 @@ def gated_model(**kwargs) -> SACD:
     return bandit_sacd(TwoRuleBandit(), {"prior_rules": 2}, **kwargs)
 
 
+def gate_with_bias(bias: list[float]) -> tuple[CategoricalActor, th.nn.Linear]:
+    """A gated actor whose gate outputs ``bias`` as its logits in every state, and its gate's
+    output layer."""
+    actor = gated_model().actor
+    assert actor.gate_net is not None
+    output = actor.gate_net[-1]
+    assert isinstance(output, th.nn.Linear)
+    with th.no_grad():
+        output.bias.copy_(th.tensor(bias))
+    return actor, output
+
+
 def test_an_untrained_gate_starts_on_the_last_rule(one_torch_thread: None) -> None:
     model = gated_model()
     observation, _ = TwoRuleBandit().reset(seed=1)
@@ -64,13 +76,7 @@ def test_the_gated_prior_mixes_the_rules_policies_not_their_values() -> None:
     """Where a cautious rule values every action low but keeps the same order, and the other
     rule's choice differs, the prior's greedy action is the choice of the rule the gate trusts
     most: a mixture of the values would pick an action of neither."""
-    model = gated_model()
-    actor = model.actor
-    assert actor.gate_net is not None
-    output = actor.gate_net[-1]
-    assert isinstance(output, th.nn.Linear)
-    with th.no_grad():
-        output.bias.copy_(th.tensor([0.0, 1.0]))  # 0.73 on the second rule
+    actor, _ = gate_with_bias([0.0, 1.0])  # 0.73 on the second rule
     # rule 0 (cautious) chooses action 2, rule 1 action 0 with action 1 close behind
     obs = th.tensor([[1.0, -1.0, -0.3, 0.0, -1.0, 0.0, -0.01, -0.6, -1.0]])
     values_mixture = 0.27 * obs[0, 1:5] + 0.73 * obs[0, 5:9]
@@ -156,13 +162,7 @@ def test_a_sure_gate_still_learns_it_is_wrong(one_torch_thread: None) -> None:
     """A gate that gives the worse rule nearly all its weight still gets a full-sized push toward
     the better one (the stake), where the expected value's gradient would nearly vanish; where
     the rules choose alike, it gets none."""
-    model = gated_model()
-    actor = model.actor
-    assert actor.gate_net is not None
-    output = actor.gate_net[-1]
-    assert isinstance(output, th.nn.Linear)
-    with th.no_grad():
-        output.bias.copy_(th.tensor([10.0, 0.0]))  # 0.99995 on rule 0
+    actor, output = gate_with_bias([10.0, 0.0])  # 0.99995 on rule 0
     values = [[0.0, -1.0, -1.0, -1.0], [-1.0, 0.0, -1.0, -1.0]]
     obs = th.tensor([[1.0, *values[0], *values[1]]])
     stake = 0.4
