@@ -151,7 +151,7 @@ def test_the_gate_loss_scores_each_rules_own_choice(one_torch_thread: None) -> N
     target = th.softmax(payoffs / actor.gate_temperature, dim=0)
     weights = th.tensor([1 - GATE_START_WEIGHT, GATE_START_WEIGHT])
     expected = -0.3 * float((target * weights.log()).sum())
-    assert float(actor.gate_loss(obs, masks, action_values)) == pytest.approx(expected, rel=1e-5)
+    assert actor.gate_loss(obs, masks, action_values).item() == pytest.approx(expected, rel=1e-5)
     actor.zero_grad()
     actor.masked_logits(obs, masks)[masks].sum().backward()
     assert actor.gate_net is not None
