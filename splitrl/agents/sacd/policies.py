@@ -148,8 +148,9 @@ class CategoricalActor(BaseModel):
         the observation: the actor chooses per state which rule to trust, and corrects the
         mixture. (A mixture of the rules' values instead would rank the actions by none of the
         rules: a cautious rule's low values for offloading pull every mixture towards staying
-        local; docs/sacd.md, A gate that can change its mind.) The gate starts at the last block (weight
-        :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its prior's rule does.
+        local; docs/sacd.md, A gate that can change its mind.) The gate starts at the last
+        block (weight :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its
+        prior's rule does.
         The actor's own loss does not move the gate: it learns from :meth:`gate_loss`, what each
         rule's own choice is worth, so that it trusts the rule whose decision is best rather
         than the mixture that makes the stochastic policy's average best.
