@@ -22,6 +22,7 @@ BENCHMARKS = (
     "channel_texture",
     "outage_risk",
     "hindsight_alignment",
+    "gate_transfer",
 )
 
 

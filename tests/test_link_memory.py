@@ -167,3 +167,32 @@ def test_gate_of_the_gated_memory_learner_reads_the_link_memory(one_torch_thread
     assert weights.shape == (2, 3)
     # a gate blind to the memory gives exactly the same weights to both
     assert (weights[0] - weights[1]).abs().max() > 1e-6
+
+
+def test_gate_of_the_gated_by_memory_learner_reads_the_link_memory_alone(
+    one_torch_thread: None,
+) -> None:
+    """``sacd-hindsight-mpc-quantile-gated-by-memory``: its gate's weights change with the link
+    memory and with nothing else of the observation (the env's features, the rules' values)."""
+    import torch as th
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    plain = SplitComputingEnv("default", horizon=40)
+    spec = get_learner("sacd-hindsight-mpc-quantile-gated-by-memory")
+    env = spec.wrap_env(plain)
+    model = spec.build_model(DummyVecEnv([lambda: env]), spec.resolved_hyperparameters({}), seed=0)
+    actor = model.policy.actor
+    assert actor.gate_net is not None and actor.gate_inputs == N_MEMORY_FEATURES
+    th.manual_seed(0)
+    for layer in actor.gate_net:
+        if isinstance(layer, th.nn.Linear):
+            th.nn.init.normal_(layer.weight, std=0.5)
+    observation, _ = env.reset(seed=1)
+    n_base = plain.observation_space.shape[0]
+    obs = th.as_tensor(np.stack([observation] * 3))
+    obs[1, :n_base] += 0.5
+    obs[1, n_base + N_MEMORY_FEATURES :] -= 0.3
+    obs[2, n_base : n_base + N_MEMORY_FEATURES] = th.tensor([0.1, 1.0, 0.9, 0.0])
+    weights = actor.gate_weights(obs)
+    assert th.allclose(weights[0], weights[1])
+    assert (weights[0] - weights[2]).abs().max() > 1e-3

@@ -313,18 +313,20 @@ def test_a_policy_that_observes_two_rules_exports_both(
     assert_device_acts_as_trained(run_dir, export, reference)
 
 
-@pytest.mark.parametrize("memory", [False, True], ids=["gated", "gated-memory"])
+@pytest.mark.parametrize("suffix", ["", "-memory", "-by-memory"])
 def test_a_policy_with_a_gated_prior_exports_its_gate(
-    memory: bool, tiny_profile_path: Path, tmp_path: Path
+    suffix: str, tiny_profile_path: Path, tmp_path: Path
 ) -> None:
     """A learner whose prior mixes three rules by a learned gate
-    (``sacd-hindsight-mpc-quantile-gated``, and ``-gated-memory`` whose gate also reads the link
-    memory) exports the gate inside the actor: the device computes the memory and the three rules'
-    values and acts as the trained policy does."""
+    (``sacd-hindsight-mpc-quantile-gated``, ``-gated-memory`` whose gate also reads the link
+    memory, and ``-gated-by-memory`` whose gate reads the link memory alone) exports the gate
+    inside the actor: the device computes the memory and the three rules' values and acts as the
+    trained policy does."""
     from splitrl.agents.features import PredictedActionValues
     from splitrl.agents.link_memory import N_MEMORY_FEATURES
 
-    learner = "sacd-hindsight-mpc-quantile-gated" + ("-memory" if memory else "")
+    memory = bool(suffix)
+    learner = "sacd-hindsight-mpc-quantile-gated" + suffix
     run_dir = train_tiny(learner, tiny_profile_path, tmp_path)
     export = tmp_path / "export"
     metadata, _ = export_run(run_dir, export, model=tiny_staged_model())

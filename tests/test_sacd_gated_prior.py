@@ -129,6 +129,19 @@ def test_a_saved_gate_loads_with_its_weights(one_torch_thread: None, tmp_path: P
             {"action_prior": True, "prior_rules": 2, "gate_temperature": 0.0},
             "gate_temperature must be a positive number",
         ),
+        (
+            {"action_prior": True, "prior_rules": 2, "gate_inputs": 0},
+            "gate_inputs must be None or a positive integer",
+        ),
+        (
+            {"action_prior": True, "prior_rules": 2, "gate_inputs": True},
+            "gate_inputs must be None or a positive integer",
+        ),
+        ({"action_prior": True, "gate_inputs": 1}, r"gate_inputs needs a gated prior"),
+        (
+            {"action_prior": True, "prior_rules": 2, "gate_inputs": 2},
+            r"gate_inputs=2 needs that many observation entries before the 2 rules' value blocks",
+        ),
     ],
 )
 def test_a_gate_needs_rules_to_mix(policy_kwargs: dict, match: str) -> None:

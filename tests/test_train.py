@@ -43,6 +43,7 @@ FAST: dict[str, dict[str, Any]] = {
     "sacd-hindsight-mpc-quantile-memory": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-gated": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-gated-memory": {"learning_starts": 50, "batch_size": 32},
+    "sacd-hindsight-mpc-quantile-gated-by-memory": {"learning_starts": 50, "batch_size": 32},
     "ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 2},
     "maskable-ppo": {"n_steps": 64, "batch_size": 32, "n_epochs": 2},
     "dqn": {"learning_starts": 50, "batch_size": 32},

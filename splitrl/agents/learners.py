@@ -35,6 +35,7 @@ import numpy as np
 
 from splitrl.agents.action_views import ActionView, action_adapter, action_wrapper
 from splitrl.agents.hyperparameters import RESERVED_HYPERPARAMETERS, constructor_values
+from splitrl.agents.link_memory import N_MEMORY_FEATURES
 from splitrl.agents.policy_interface import ModelPolicy
 
 if TYPE_CHECKING:
@@ -266,14 +267,18 @@ def _sacd_hindsight(
     context: tuple[str, ...] = (),
     link_memory: bool = False,
     gated: bool = False,
+    gate_inputs: int | None = None,
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
     and prior, ``context`` rules' values and the link memory as features too (docs/sacd.md,
     Hindsight values); ``gated``: its prior is a learned per-state mixture of the policies of
-    every rule it observes (``prior_rules``); ``hyperparameters`` replace its defaults."""
+    every rule it observes (``prior_rules``), its gate reading the ``gate_inputs`` entries before
+    the rules' values alone if given; ``hyperparameters`` replace its defaults."""
     defaults = dict(_SACD_HINDSIGHT_DEFAULTS)
     if gated:
         defaults["policy_kwargs"] = {**defaults["policy_kwargs"], "prior_rules": len(context) + 1}
+        if gate_inputs is not None:
+            defaults["policy_kwargs"]["gate_inputs"] = gate_inputs
     return LearnerSpec(
         name=name,
         algorithm="splitrl.agents.sacd:SACD",
@@ -394,6 +399,17 @@ LEARNERS: dict[str, LearnerSpec] = {
             context=("robust-mpc", "mpc-geometric"),
             link_memory=True,
             gated=True,
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-gated-by-memory",
+            "sacd-hindsight-mpc-quantile-gated-memory whose gate reads the link memory alone: "
+            "which rule it trusts depends on the kind of link, not on states of the training "
+            "channels that look like those of other links (docs/sacd.md, What a gate can read)",
+            predicted_values="mpc-quantile",
+            context=("robust-mpc", "mpc-geometric"),
+            link_memory=True,
+            gated=True,
+            gate_inputs=N_MEMORY_FEATURES,
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-replayed",

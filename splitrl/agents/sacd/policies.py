@@ -115,6 +115,23 @@ def rule_values(obs: PyTorchObs, n_actions: int, n_rules: int) -> th.Tensor:
     return obs[:, -n_rules * n_actions :].float().reshape(-1, n_rules, n_actions)
 
 
+def gate_ranking_loss(gate_logits: th.Tensor, payoffs: th.Tensor, temperature: float) -> th.Tensor:
+    """
+    The stake-weighted ranking loss of a gate over rules: per state, the cross-entropy from the
+    gate's weights ``softmax(gate_logits)`` to ``softmax(payoffs / temperature)``, weighted by the
+    stake ``max_k payoffs_k - min_k payoffs_k``, averaged over the batch
+    (:meth:`CategoricalActor.gate_loss`).
+
+    :param gate_logits: the gate's logits ``(batch, n_rules)``
+    :param payoffs: the value of each rule's choice ``(batch, n_rules)``
+    :param temperature: how sharply the target ranks the rules, in units of value (positive)
+    """
+    target = th.softmax(payoffs / temperature, dim=1)
+    stake = payoffs.max(dim=1).values - payoffs.min(dim=1).values
+    log_weights = th.log_softmax(gate_logits, dim=1)
+    return -(stake * (target * log_weights).sum(dim=1)).mean()
+
+
 def zero_output_layer(network: nn.Sequential) -> None:
     """Zero the weights and bias of ``network``'s last linear layer, so that a residual on a prior
     starts at exactly the prior: the untrained policy then acts as the prior does."""
@@ -156,6 +173,13 @@ class CategoricalActor(BaseModel):
         than the mixture that makes the stochastic policy's average best.
     :param gate_temperature: with ``prior_rules`` > 1, how sharply the gate's target ranks the
         rules by the value of their choices, in units of value (:meth:`gate_loss`)
+    :param gate_inputs: with ``prior_rules`` > 1, what the gate reads: ``None`` (the default) the
+        network's features, like the rest of the actor; ``k`` only the ``k`` observation entries
+        just before the rules' value blocks (the link memory's four with ``link_memory``), so that
+        which rule it trusts depends on the kind of link alone. A gate that reads the whole
+        observation learns which rule is best in states of the training channels that it cannot
+        tell from states of other links where another rule is best (docs/sacd.md, What a gate
+        can read)
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -175,6 +199,7 @@ class CategoricalActor(BaseModel):
         clip_inputs: bool = False,
         prior_rules: int = 1,
         gate_temperature: float = DEFAULT_GATE_TEMPERATURE,
+        gate_inputs: int | None = None,
     ):
         super().__init__(
             observation_space,
@@ -192,6 +217,12 @@ class CategoricalActor(BaseModel):
             raise ValueError(
                 f"gate_temperature must be a positive number, got {gate_temperature!r}"
             )
+        if gate_inputs is not None and (
+            isinstance(gate_inputs, bool) or not isinstance(gate_inputs, int) or gate_inputs < 1
+        ):
+            raise ValueError(f"gate_inputs must be None or a positive integer, got {gate_inputs!r}")
+        if gate_inputs is not None and prior_rules == 1:
+            raise ValueError("gate_inputs needs a gated prior (prior_rules > 1)")
         self.net_arch = net_arch
         self.features_dim = features_dim
         self.activation_fn = activation_fn
@@ -199,6 +230,7 @@ class CategoricalActor(BaseModel):
         self.clip_inputs = clip_inputs
         self.prior_rules = prior_rules
         self.gate_temperature = float(gate_temperature)
+        self.gate_inputs = gate_inputs
         if clip_inputs:
             if not (
                 isinstance(observation_space, spaces.Box) and len(observation_space.shape) == 1
@@ -219,8 +251,14 @@ class CategoricalActor(BaseModel):
         self.gate_net: nn.Sequential | None = None
         if prior_rules > 1:
             check_prior_space(observation_space, prior_rules * self.n_actions)
+            assert isinstance(observation_space, spaces.Box)
+            if observation_space.shape[0] < prior_rules * self.n_actions + (gate_inputs or 0):
+                raise ValueError(
+                    f"gate_inputs={gate_inputs} needs that many observation entries before the "
+                    f"{prior_rules} rules' value blocks, got {observation_space}"
+                )
             self.gate_net = nn.Sequential(
-                *create_mlp(features_dim, prior_rules, net_arch, activation_fn)
+                *create_mlp(gate_inputs or features_dim, prior_rules, net_arch, activation_fn)
             )
             zero_output_layer(self.gate_net)
             output = self.gate_net[-1]
@@ -242,6 +280,7 @@ class CategoricalActor(BaseModel):
                 clip_inputs=self.clip_inputs,
                 prior_rules=self.prior_rules,
                 gate_temperature=self.gate_temperature,
+                gate_inputs=self.gate_inputs,
             )
         )
         return data
@@ -290,9 +329,7 @@ class CategoricalActor(BaseModel):
         detached."""
         if self.gate_net is None:
             return self.prior_scale * action_prior(obs, self.n_actions)
-        if features is None:
-            features = self.extract_features(self.network_inputs(obs), self.features_extractor)
-        log_weights = th.log_softmax(self.gate_net(features), dim=-1).detach()
+        log_weights = th.log_softmax(self._gate_logits(obs, features), dim=-1).detach()
         scaled = self.prior_scale * rule_values(obs, self.n_actions, self.prior_rules)
         if action_masks is not None:
             scaled = th.where(action_masks.reshape(-1, 1, self.n_actions), scaled, -th.inf)
@@ -301,10 +338,18 @@ class CategoricalActor(BaseModel):
             return mixture
         return th.where(action_masks, mixture, 0.0)
 
-    def gate_weights_of(self, features: th.Tensor) -> th.Tensor:
-        """The gate's weight of each rule, ``(batch, prior_rules)``, from the network's features."""
+    def _gate_logits(self, obs: PyTorchObs, features: th.Tensor | None = None) -> th.Tensor:
+        """The gate's logits ``(batch, prior_rules)``: from the network's ``features`` (computed
+        when None), or with ``gate_inputs`` from those observation entries alone."""
         assert self.gate_net is not None
-        return th.softmax(self.gate_net(features), dim=-1)
+        if self.gate_inputs is not None:
+            inputs = self.network_inputs(obs)
+            assert isinstance(inputs, th.Tensor)
+            end = inputs.shape[-1] - self.prior_rules * self.n_actions
+            return self.gate_net(inputs[..., end - self.gate_inputs : end].float())
+        if features is None:
+            features = self.extract_features(self.network_inputs(obs), self.features_extractor)
+        return self.gate_net(features)
 
     def rule_choices(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
         """The joint action each rule of a gated prior ranks first among the allowed ones,
@@ -338,12 +383,8 @@ class CategoricalActor(BaseModel):
         """
         if self.gate_net is None:
             raise ValueError("the actor has no gate (prior_rules is 1)")
-        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
         payoffs = action_values.gather(1, self.rule_choices(obs, action_masks))
-        target = th.softmax(payoffs / self.gate_temperature, dim=1)
-        stake = payoffs.max(dim=1).values - payoffs.min(dim=1).values
-        log_weights = th.log_softmax(self.gate_net(features), dim=1)
-        return -(stake * (target * log_weights).sum(dim=1)).mean()
+        return gate_ranking_loss(self._gate_logits(obs), payoffs, self.gate_temperature)
 
     def gate_weights(self, obs: PyTorchObs) -> th.Tensor:
         """The weight the prior gives each rule in ``obs`` (``(batch, prior_rules)``, the prior's
@@ -351,8 +392,7 @@ class CategoricalActor(BaseModel):
         if self.gate_net is None:
             assert isinstance(obs, th.Tensor)
             return th.ones(len(obs), 1, device=obs.device)
-        features = self.extract_features(self.network_inputs(obs), self.features_extractor)
-        return self.gate_weights_of(features)
+        return th.softmax(self._gate_logits(obs), dim=-1)
 
     def prior_log_probs(self, obs: PyTorchObs, action_masks: th.Tensor | None = None) -> th.Tensor:
         """
@@ -498,6 +538,9 @@ class SACDPolicy(BasePolicy):
         critics' residual stays on the last block
     :param gate_temperature: with ``prior_rules`` > 1, how sharply the gate's target ranks the
         rules (:meth:`CategoricalActor.gate_loss`)
+    :param gate_inputs: with ``prior_rules`` > 1, ``None`` (the gate reads the actor's features)
+        or how many observation entries just before the rules' value blocks the gate reads
+        alone (:class:`CategoricalActor`)
     :param averaged_actor: keep a second actor, an average of the actor's weights that SACD
         updates (``actor_averaging``), for the deterministic decisions (:attr:`greedy_actor`)
     :param clip_inputs: the actor's network reads the observation clipped to the range SACD
@@ -529,6 +572,7 @@ class SACDPolicy(BasePolicy):
         prior_scale: float = 30.0,
         prior_rules: int = 1,
         gate_temperature: float = DEFAULT_GATE_TEMPERATURE,
+        gate_inputs: int | None = None,
         averaged_actor: bool = False,
         clip_inputs: bool = False,
     ):
@@ -556,6 +600,7 @@ class SACDPolicy(BasePolicy):
         self.prior_scale = prior_scale
         self.prior_rules = prior_rules
         self.gate_temperature = gate_temperature
+        self.gate_inputs = gate_inputs
         self.use_averaged_actor = averaged_actor
         self.clip_inputs = clip_inputs
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
@@ -575,6 +620,7 @@ class SACDPolicy(BasePolicy):
             "clip_inputs": clip_inputs,
             "prior_rules": prior_rules if action_prior else 1,
             "gate_temperature": gate_temperature,
+            "gate_inputs": gate_inputs if action_prior else None,
         }
         self.critic_kwargs = {
             **net_args,
@@ -625,6 +671,7 @@ class SACDPolicy(BasePolicy):
                 prior_scale=self.prior_scale,
                 prior_rules=self.prior_rules,
                 gate_temperature=self.gate_temperature,
+                gate_inputs=self.gate_inputs,
                 averaged_actor=self.use_averaged_actor,
                 clip_inputs=self.clip_inputs,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
