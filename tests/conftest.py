@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +117,21 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def assert_flags_refused(
+    main: Callable[[list[str]], int],
+    flags: list[str],
+    message: str,
+    folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A benchmark's ``main`` exits with the usage code 2 on ``flags``, says ``message`` on stderr
+    and writes no ``results`` folder in ``folder`` (its working directory)."""
+    monkeypatch.chdir(folder)
+    with pytest.raises(SystemExit) as raised:
+        main(flags)
+    assert raised.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (folder / "results").exists()

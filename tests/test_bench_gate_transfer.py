@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_gate_transfer import FittedGate, Requests, main, score
+from tests.conftest import assert_flags_refused
 
 
 def test_every_link_is_scored_against_its_references(
@@ -73,9 +74,4 @@ def test_bad_flags_are_refused_before_any_work(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as raised:
-        main(flags)
-    assert raised.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert_flags_refused(main, flags, message, tmp_path, monkeypatch, capsys)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench_hindsight_alignment import main
+from tests.conftest import assert_flags_refused
 
 
 def test_each_policy_earns_the_true_reward_of_the_action_it_took(
@@ -47,12 +48,7 @@ def test_bad_flags_are_refused_before_any_work(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as raised:
-        main(flags)
-    assert raised.value.code == 2
-    assert message in capsys.readouterr().err
-    assert not (tmp_path / "results").exists()
+    assert_flags_refused(main, flags, message, tmp_path, monkeypatch, capsys)
 
 
 def test_a_shadow_that_acts_as_the_policy_changes_nothing(tiny_profile_path: Path) -> None:

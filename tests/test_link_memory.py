@@ -2,6 +2,7 @@
 
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -142,25 +143,34 @@ def test_learner_with_link_memory_observes_it() -> None:
     )
 
 
-def test_gate_of_the_gated_memory_learner_reads_the_link_memory(one_torch_thread: None) -> None:
-    """``sacd-hindsight-mpc-quantile-gated-memory``: which rule the gate trusts can change with the
-    link memory alone (the other features held fixed)."""
+def random_gate(learner: str, std: float) -> tuple[Any, np.ndarray, int]:
+    """A gated ``learner``'s untrained actor with its gate's weights drawn at ``std`` (seeded), a
+    first observation of the default scenario, and how many entries the env's own part has."""
     import torch as th
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     plain = SplitComputingEnv("default", horizon=40)
-    spec = get_learner("sacd-hindsight-mpc-quantile-gated-memory")
+    spec = get_learner(learner)
     env = spec.wrap_env(plain)
     model = spec.build_model(DummyVecEnv([lambda: env]), spec.resolved_hyperparameters({}), seed=0)
     actor = model.policy.actor
     assert actor.gate_net is not None
     th.manual_seed(0)
-    # small weights, so that the softmax does not saturate on the large predicted values
     for layer in actor.gate_net:
         if isinstance(layer, th.nn.Linear):
-            th.nn.init.normal_(layer.weight, std=0.02)
+            th.nn.init.normal_(layer.weight, std=std)
     observation, _ = env.reset(seed=1)
-    n_base = plain.observation_space.shape[0]
+    assert plain.observation_space.shape is not None
+    return actor, observation, plain.observation_space.shape[0]
+
+
+def test_gate_of_the_gated_memory_learner_reads_the_link_memory(one_torch_thread: None) -> None:
+    """``sacd-hindsight-mpc-quantile-gated-memory``: which rule the gate trusts can change with the
+    link memory alone (the other features held fixed)."""
+    import torch as th
+
+    # small weights, so that the softmax does not saturate on the large predicted values
+    actor, observation, n_base = random_gate("sacd-hindsight-mpc-quantile-gated-memory", std=0.02)
     obs = th.as_tensor(np.stack([observation, observation]))
     obs[1, n_base : n_base + N_MEMORY_FEATURES] = th.tensor([0.1, 1.0, 0.9, 0.0])
     weights = actor.gate_weights(obs)
@@ -175,20 +185,9 @@ def test_gate_of_the_gated_by_memory_learner_reads_the_link_memory_alone(
     """``sacd-hindsight-mpc-quantile-gated-by-memory``: its gate's weights change with the link
     memory and with nothing else of the observation (the env's features, the rules' values)."""
     import torch as th
-    from stable_baselines3.common.vec_env import DummyVecEnv
 
-    plain = SplitComputingEnv("default", horizon=40)
-    spec = get_learner("sacd-hindsight-mpc-quantile-gated-by-memory")
-    env = spec.wrap_env(plain)
-    model = spec.build_model(DummyVecEnv([lambda: env]), spec.resolved_hyperparameters({}), seed=0)
-    actor = model.policy.actor
-    assert actor.gate_net is not None and actor.gate_inputs == N_MEMORY_FEATURES
-    th.manual_seed(0)
-    for layer in actor.gate_net:
-        if isinstance(layer, th.nn.Linear):
-            th.nn.init.normal_(layer.weight, std=0.5)
-    observation, _ = env.reset(seed=1)
-    n_base = plain.observation_space.shape[0]
+    actor, observation, n_base = random_gate("sacd-hindsight-mpc-quantile-gated-by-memory", std=0.5)
+    assert actor.gate_inputs == N_MEMORY_FEATURES
     obs = th.as_tensor(np.stack([observation] * 3))
     obs[1, :n_base] += 0.5
     obs[1, n_base + N_MEMORY_FEATURES :] -= 0.3
