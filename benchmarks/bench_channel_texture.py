@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.bench_outage_risk import outage_runs
-from benchmarks.bench_traces import DOCUMENTED, TRACES_DIR
+from benchmarks.bench_traces import TRACES_DIR, documented_traces
 from benchmarks.common import print_table, write_results
 from splitrl.envs.channels import Channel, TraceChannel
 from splitrl.envs.scenarios import SCENARIO_CHANNELS, resolve_scenario
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         describe_channel(name, args.scenario, args.episodes, args.seconds) for name in args.channels
     ]
-    paths = sorted(args.traces / name for name in DOCUMENTED if (args.traces / name).is_file())
+    paths = documented_traces(args.traces)
     if not paths:
         print(f"no documented trace in {args.traces}: only the synthetic channels are described")
     rows += [describe_trace(path) for path in paths]

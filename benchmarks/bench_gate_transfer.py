@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_traces import DOCUMENTED, TRACES_DIR
+from benchmarks.bench_traces import TRACES_DIR, documented_traces
 from benchmarks.common import print_table, write_results
 
 #: first reset seed of the training requests; held-out and evaluation episodes follow on
@@ -164,7 +164,7 @@ def evaluation_channels(channels: Sequence[str], traces: Path) -> list[tuple[str
     """``(name, channel spec)`` of each evaluation channel, then of each documented trace in
     ``traces`` (none, with a message, when the folder holds none)."""
     named = [(channel, channel) for channel in channels]
-    paths = sorted(traces / name for name in DOCUMENTED if (traces / name).is_file())
+    paths = documented_traces(traces)
     if not paths:
         print(f"traces skipped: no documented trace in {traces}")
     return named + [(path.name, f"trace:{path}") for path in paths]

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_traces import DOCUMENTED, TRACES_DIR
+from benchmarks.bench_traces import TRACES_DIR, documented_traces
 from benchmarks.common import print_table, write_results
 from splitrl.envs.channels import TraceChannel
 from splitrl.envs.link_quality import DEFAULT_DELAY_S
@@ -105,9 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--outage-mbps and --min-outage-s must be positive and --report-delay-s at least "
             f"{STEP_S}"
         )
-    paths = list(args.trace) or sorted(
-        args.traces / name for name in DOCUMENTED if (args.traces / name).is_file()
-    )
+    paths = list(args.trace) or documented_traces(args.traces)
     missing = [path for path in paths if not path.is_file()]
     if missing:
         parser.error(f"no such trace file: {missing[0]}")

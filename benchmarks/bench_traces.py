@@ -33,6 +33,11 @@ DOCUMENTED = {
 TOLERANCE = 0.01
 
 
+def documented_traces(folder: Path) -> list[Path]:
+    """The documented traces (:data:`DOCUMENTED`) that ``folder`` holds, sorted by path."""
+    return sorted(folder / name for name in DOCUMENTED if (folder / name).is_file())
+
+
 def describe(path: Path) -> dict[str, Any]:
     """The statistics of one trace file, in 1-second bins of its replay."""
     trace = load_trace(path)
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=Path, default=TRACES_DIR, help="folder of trace files")
     args = parser.parse_args(argv)
-    paths = sorted(args.traces / name for name in DOCUMENTED if (args.traces / name).is_file())
+    paths = documented_traces(args.traces)
     if not paths:
         print(f"skipped: no documented trace in {args.traces}")
         return 0
