@@ -1,6 +1,7 @@
 """Hindsight action values and SACD's hindsight critic."""
 
 import copy
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 import torch as th
 from gymnasium import spaces
 
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
 from splitrl.agents.baselines.oracles import ClairvoyantLookaheadPolicy
-from splitrl.agents.hindsight import HindsightActionValues, HindsightValuesInfo
+from splitrl.agents.hindsight import BacklogAhead, HindsightActionValues, HindsightValuesInfo
 from splitrl.agents.learners import get_learner
 from splitrl.agents.sacd import SACD, MaskableReplayBuffer
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
@@ -373,3 +375,115 @@ def test_unknown_hindsight_draws_are_refused() -> None:
     env = SplitComputingEnv("default")
     with pytest.raises(ValueError, match="unknown hindsight draws"):
         HindsightValuesInfo(env, draws="median")
+
+
+def queueing_env(profile: Profile, horizon: int = 30) -> SplitComputingEnv:
+    """The tiny model on a device slow enough that a local final exit outlasts a frame: backlogs
+    form and drain."""
+    import dataclasses
+
+    from splitrl.envs.reward import get_reward_spec
+    from splitrl.profiles.presets import get_device_preset
+
+    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
+    return SplitComputingEnv(
+        profile=profile,
+        device=slow,
+        horizon=horizon,
+        frame_interval_s=0.006,
+        deadline_s=0.02,
+        reward=get_reward_spec("deadline", correctness="expected"),
+    )
+
+
+def ahead_price(ahead: BacklogAhead, current: Any, following: list[Any], env: Any) -> np.ndarray:
+    """What ``ahead`` charges ``current``'s actions when ``following`` are the requests after it."""
+    ahead.clear()
+    priced = []
+    for outcomes in [current, *following]:
+        priced += ahead.push(outcomes, env.frame_interval_s, env.reward_spec, None)
+    priced += ahead.flush()
+    (cost,) = [cost for back, _, cost in priced if back == len(following)]
+    assert len(priced) == len(following) + 1  # every request priced once
+    return np.asarray(cost)
+
+
+def test_ahead_prices_a_steady_link_as_the_lookahead_does(tiny_profile: Profile) -> None:
+    """When every following request meets the outcomes of the current one, the price of the
+    backlog over them is the lookahead's, which forecasts exactly that."""
+    from splitrl.agents.baselines import backlog_cost
+
+    env = queueing_env(tiny_profile)
+    env.reset(seed=0)
+    outcomes = env.evaluate_actions(draws="mean")
+    expected = backlog_cost(outcomes, env.frame_interval_s, env.reward_spec)
+    assert expected.max() > 0.1  # some action leaves a backlog
+    for following in (DEFAULT_BACKLOG_HORIZON, 3):
+        price = ahead_price(BacklogAhead(), outcomes, [outcomes] * following, env)
+        np.testing.assert_allclose(price, expected, atol=1e-4)
+
+
+def test_ahead_reads_the_requests_that_actually_followed(tiny_profile: Profile) -> None:
+    """A backlog costs less when the requests after it can drain it faster than the current one's
+    outcomes would (the link got better), and the lookahead cannot know that."""
+    import dataclasses
+
+    from splitrl.agents.baselines import backlog_cost
+
+    env = queueing_env(tiny_profile)
+    env.reset(seed=0)
+    slow = env.evaluate_actions(draws="mean")
+    # the same request on a device that is free three times sooner after each action
+    busy_s = slow.device_free_s - slow.wait_s
+    fast = dataclasses.replace(slow, device_free_s=slow.wait_s + busy_s / 3)
+    lookahead = backlog_cost(slow, env.frame_interval_s, env.reward_spec)
+    on_slow = ahead_price(BacklogAhead(), slow, [slow] * 10, env)
+    on_fast = ahead_price(BacklogAhead(), slow, [fast] * 10, env)
+    assert np.all(on_fast <= on_slow + 1e-9) and np.all(on_fast >= 0.0)
+    longest = int(np.argmax(slow.device_free_s))
+    assert on_fast[longest] < on_slow[longest] - 0.5
+    np.testing.assert_allclose(on_slow, lookahead, atol=1e-4)
+
+
+def test_ahead_prices_every_request_once_and_forgets_between_episodes(
+    tiny_profile: Profile,
+) -> None:
+    """Through the wrapper, each request of an episode is priced exactly once: ``horizon`` steps
+    later, or by the last step of the episode; the values then are the request's own rewards
+    minus the price, as a :class:`BacklogAhead` fed the same requests computes it."""
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.agents.features import flat_values, relative_flat_values
+    from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY
+
+    horizon, steps = 4, 12
+    env = queueing_env(tiny_profile, horizon=steps)
+    wrapped = HindsightValuesInfo(env, horizon=horizon, backlog="ahead")
+    reference = BacklogAhead(horizon)
+    spread = wrapped.values.spread(env)
+    policy = make_baseline("mpc")
+    for episode in range(2):
+        observation, _ = wrapped.reset(seed=episode)
+        policy.reset(env)
+        reference.clear()
+        values, expected, own_rows, done = [], [], [], False
+        while not done:
+            at_mean_draws = env.evaluate_actions(draws="mean")
+            own = relative_flat_values(env, at_mean_draws.actions, env.evaluate_actions().reward)
+            expected.append(own.astype(np.float64))
+            own_rows.append(own)
+            priced = reference.push(
+                at_mean_draws, env.frame_interval_s, env.reward_spec, spread.offsets(env)
+            )
+            observation, _, terminated, truncated, info = wrapped.step(policy.act(env, observation))
+            done = terminated or truncated
+            for back, actions, cost in priced + (reference.flush() if done else []):
+                expected[-1 - back] -= flat_values(env, actions, cost)
+            values.append(info[HINDSIGHT_INFO_KEY].astype(np.float64))
+            backs = [back for back, _ in info[HINDSIGHT_CORRECTIONS_KEY]]
+            assert backs == [horizon] * (len(values) > horizon) + list(range(1, horizon)) * done
+            for back, change in info[HINDSIGHT_CORRECTIONS_KEY]:
+                assert np.all(change <= 0.0)
+                values[-1 - back] += change
+        assert len(values) == steps
+        np.testing.assert_allclose(np.array(values), np.array(expected), atol=1e-5)
+        assert any(np.any(row < own - 1e-6) for row, own in zip(values, own_rows, strict=True))

@@ -36,6 +36,7 @@ FAST: dict[str, dict[str, Any]] = {
     "sacd-hindsight-mpc-replayed": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-geometric-replayed": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-geometric-spread": {"learning_starts": 50, "batch_size": 32},
+    "sacd-hindsight-mpc-geometric-ahead": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-geometric-anchored": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-anchored": {"learning_starts": 50, "batch_size": 32},

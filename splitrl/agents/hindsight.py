@@ -10,10 +10,19 @@ leaves (:func:`~splitrl.agents.baselines.oracles.clairvoyant_values`, the value
 observation is the best *causal* approximation of that reference: hindsight learning for MDPs
 with exogenous inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
 
-The backlog an action leaves is priced in one of two ways (:data:`BACKLOG_PRICES`):
+The backlog an action leaves is priced in one of three ways (:data:`BACKLOG_PRICES`):
 
 * ``"lookahead"``: the clairvoyant lookahead's price, known at once (the next requests forecast
-  from this one's channel, payloads and load, acting optimally under that forecast);
+  from this one's channel, payloads and load, acting optimally under that forecast). Where this
+  request meets a deep fade, the forecast keeps the next requests in it: an offload the device
+  gives up at the timeout leaves a backlog that local actions barely drain, priced at tens of
+  rewards, although the fade ends a few frames later and offloads drain it;
+* ``"ahead"``: the same lookahead over the next requests' own outcomes (their channel, payloads
+  and load, as they came), acting optimally knowing them: the price of the backlog to a device
+  that then does its best on the channel that actually followed. :class:`BacklogAhead` prices a
+  request once ``horizon`` more have been served (or the episode ends), so each step's values
+  start as the request's true rewards and later steps send corrections to them, as for
+  ``"replayed"``;
 * ``"replayed"``: what the backlog actually cost. :class:`BacklogReplays` serves the following
   requests, with the actions actually taken, from the device-free time each other action would
   have left (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_action_from`), until the device is
@@ -36,20 +45,28 @@ earlier steps' values), where :class:`~splitrl.agents.sacd.SACD` with ``hindsigh
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
-from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, check_horizon
+from splitrl.agents.baselines.backlog import (
+    DEFAULT_BACKLOG_HORIZON,
+    LookaheadTerms,
+    check_horizon,
+    relative_values,
+)
 from splitrl.agents.baselines.oracles import clairvoyant_values
 from splitrl.agents.baselines.spread import LatencySpread
 from splitrl.agents.features import SplitComputingWrapper, flat_values, relative_flat_values
 from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY, HINDSIGHT_INFO_KEY
+from splitrl.envs.forecast import ActionOutcomes
+from splitrl.envs.reward import RewardSpec
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: how hindsight values price the backlog an action leaves (module docstring)
-BACKLOG_PRICES = ("lookahead", "replayed")
+BACKLOG_PRICES = ("lookahead", "replayed", "ahead")
 #: how hindsight values read each request's own RTT and queueing draws (module docstring)
 HINDSIGHT_DRAWS = ("exact", "mean")
 #: two device-free times closer than this (seconds) are the same: the replay has rejoined
@@ -194,6 +211,85 @@ class BacklogReplays:
         self._follows = [(request, index[follow]) for request, follow in self._follows]
 
 
+class BacklogAhead:
+    """What each action's backlog costs the next requests of an episode, acting on their own
+    channel.
+
+    Per request, call :meth:`push` with its outcomes at the mean RTT and queueing draws: it
+    returns the prices of the request ``horizon`` back, now that the ``horizon`` requests after
+    it are known. At the end of an episode :meth:`flush` prices the requests still waiting with
+    those that followed them. A request's price is the lookahead of
+    :func:`~splitrl.agents.baselines.backlog.backlog_cost` run backward over the requests that
+    actually followed, each with its own outcomes (and the spread of the offloaded latency), and
+    beyond the last of them the stationary price of that last one: the reward the following
+    requests lose, acting at their best knowing their outcomes, to the wait each action leaves.
+
+    :param horizon: following requests whose own outcomes price a request
+    """
+
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+        self.horizon = check_horizon(horizon)
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget the waiting requests: a new episode."""
+        self._step = 0
+        #: per request not yet priced: its step, outcomes, lookahead terms and stationary values
+        self._waiting: deque[tuple[int, ActionOutcomes, LookaheadTerms, np.ndarray]] = deque()
+
+    def push(
+        self,
+        outcomes: ActionOutcomes,
+        frame_interval_s: float,
+        reward_spec: RewardSpec,
+        latency_spread: np.ndarray | None,
+    ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Record the current request, then move to the next.
+
+        :param outcomes: the request's outcomes at the mean draws
+            (``evaluate_actions(draws="mean")``)
+        :param frame_interval_s: time between request arrivals
+        :param reward_spec: the env's reward
+        :param latency_spread: the spread of offloaded latency (``LatencySpread.offsets``)
+        :return: ``(requests back, canonical actions, cost per action)`` of the request priced
+            now, if any
+        """
+        terms = LookaheadTerms.of(outcomes, frame_interval_s, reward_spec, latency_spread)
+        stationary = relative_values(terms.now, terms.below, terms.weight, self.horizon)
+        self._waiting.append((self._step, outcomes, terms, stationary))
+        self._frame_interval_s = frame_interval_s
+        self._step += 1
+        if len(self._waiting) <= self.horizon:
+            return []
+        step, first, first_terms, _ = self._waiting.popleft()
+        value = self._waiting[-1][3]
+        for _, _, following, _ in reversed(self._waiting):
+            value = following.step_back(value)
+        cost = first_terms.cost(first, frame_interval_s, value)
+        return [(self._step - 1 - step, first.actions, cost)]
+
+    def flush(self) -> list[tuple[int, np.ndarray, np.ndarray]]:
+        """Price every waiting request with the requests that followed it; forget them.
+
+        :return: ``(requests back, canonical actions, cost per action)`` per request, the
+            current one (0 back) included
+        """
+        priced = []
+        if self._waiting:
+            value = self._waiting[-1][3]
+            for step, outcomes, terms, _ in reversed(self._waiting):
+                priced.append(
+                    (
+                        self._step - 1 - step,
+                        outcomes.actions,
+                        terms.cost(outcomes, self._frame_interval_s, value),
+                    )
+                )
+                value = terms.step_back(value)
+        self._waiting.clear()
+        return priced
+
+
 class HindsightValuesInfo(SplitComputingWrapper):
     """Adds the hindsight value of every flat action of the request a step served to that step's
     ``info`` (key ``"hindsight_values"``). The observation is unchanged: the policy never sees
@@ -229,15 +325,20 @@ class HindsightValuesInfo(SplitComputingWrapper):
         self.backlog = check_backlog_price(backlog)
         self.values = HindsightActionValues(horizon, draws)
         self.replays = BacklogReplays(horizon) if backlog == "replayed" else None
+        self.ahead = BacklogAhead(horizon) if backlog == "ahead" else None
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         if self.replays is not None:
             self.replays.clear()
+        if self.ahead is not None:
+            self.ahead.clear()
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         env = self.split_env
         extra: dict[str, Any] = {}
+        if self.ahead is not None:
+            return self._step_ahead(action, self.ahead)
         if self.replays is None:
             values = self.values(env)
         else:
@@ -262,4 +363,38 @@ class HindsightValuesInfo(SplitComputingWrapper):
             terminated,
             truncated,
             {**info, HINDSIGHT_INFO_KEY: values, **extra},
+        )
+
+    def _step_ahead(
+        self, action: Any, ahead: BacklogAhead
+    ) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+        """A step whose values are the request's true rewards, corrected by :class:`BacklogAhead`:
+        the request ``horizon`` back priced now, and at the episode's end every request left."""
+        env = self.split_env
+        at_mean_draws = env.evaluate_actions(draws="mean")
+        spread = self.values.spread(env)
+        if self.values.draws == "mean":
+            own = spread.expected_rewards(at_mean_draws, env)
+        else:
+            own = env.evaluate_actions().reward
+        values = relative_flat_values(env, at_mean_draws.actions, own)
+        priced = ahead.push(
+            at_mean_draws, env.frame_interval_s, env.reward_spec, spread.offsets(env)
+        )
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        if terminated or truncated:
+            priced += ahead.flush()
+        corrections = []
+        for back, actions, cost in priced:
+            change = flat_values(env, actions, -cost)
+            if back == 0:
+                values = values + change
+            else:
+                corrections.append((back, change))
+        return (
+            observation,
+            float(reward),
+            terminated,
+            truncated,
+            {**info, HINDSIGHT_INFO_KEY: values, HINDSIGHT_CORRECTIONS_KEY: corrections},
         )

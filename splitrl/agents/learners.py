@@ -65,9 +65,9 @@ class LearnerSpec:
     :param link_memory: whether the learner also observes the link memory's slow statistics
         (:class:`~splitrl.agents.link_memory.LinkMemory`), before the predicted values
     :param hindsight_values: how the training envs' hindsight value of every flat action, put in
-        each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"`` or
-        ``"replayed"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`); ``None``: no hindsight
-        values. The policy never sees them
+        each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"``,
+        ``"replayed"`` or ``"ahead"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`);
+        ``None``: no hindsight values. The policy never sees them
     :param hindsight_draws: how those values read each request's own RTT and queueing draws:
         ``"exact"`` or ``"mean"`` (their spread; :data:`~splitrl.agents.hindsight.HINDSIGHT_DRAWS`)
     """
@@ -424,6 +424,14 @@ LEARNERS: dict[str, LearnerSpec] = {
             "values",
             predicted_values="mpc-geometric",
             backlog="replayed",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-geometric-ahead",
+            "sacd-hindsight-mpc-geometric whose hindsight values price each action's backlog by "
+            "the lookahead over the requests that actually followed (their own channel, payloads "
+            "and load) instead of a forecast that they meet this request's",
+            predicted_values="mpc-geometric",
+            backlog="ahead",
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-spread",

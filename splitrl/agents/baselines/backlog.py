@@ -33,6 +33,7 @@ this (see ``greedy``). :func:`backlog_cost` prices it by a lookahead:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from types import ModuleType
 
@@ -88,35 +89,79 @@ def backlog_cost(
     :return: one non-negative cost per action, like ``outcomes.reward``
     """
     check_horizon(horizon)
-    service_s = outcomes.latency_s - outcomes.wait_s
-    busy_s = outcomes.device_free_s - outcomes.wait_s
-    offloaded = outcomes.offloaded.astype(float)
-    # With a spread, an offloaded action is riskier than a local one of the same mean latency:
-    # being local becomes a fifth criterion of dominance.
-    keep = _undominated(
-        outcomes.correct,
-        service_s,
-        busy_s,
-        outcomes.energy_j,
-        *(() if latency_spread is None else (offloaded,)),
-    )
-    correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
-    energy_j = outcomes.energy_j[keep]
-    waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
-    after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
-    # linear interpolation of the value at ``after``, as fixed grid indices and weights
-    position = np.interp(after, waits, np.arange(len(waits), dtype=float))
-    below = np.minimum(position.astype(np.int64), len(waits) - 2)
-    weight = position - below
-    now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
-    if latency_spread is not None:
-        spread = offloaded[keep] > 0
-        now[:, spread] = reward_spec.expected_rewards(
-            correct[spread], waits[:, None] + service_s[spread], energy_j[spread], latency_spread
+    terms = LookaheadTerms.of(outcomes, frame_interval_s, reward_spec, latency_spread)
+    value = relative_values(terms.now, terms.below, terms.weight, horizon)
+    return terms.cost(outcomes, frame_interval_s, value)
+
+
+@dataclasses.dataclass(frozen=True)
+class LookaheadTerms:
+    """One request's part in the lookahead: what each of its actions, undominated, earns after
+    each wait of the grid, and the wait it leaves to the request after it.
+
+    :param waits: the wait grid (seconds)
+    :param now: ``(points, actions)`` reward of each kept action after each wait
+    :param below: ``(points, actions)`` grid index below the wait each action leaves the next
+        request
+    :param weight: ``(points, actions)`` interpolation weight of the index above
+    """
+
+    waits: np.ndarray
+    now: np.ndarray
+    below: np.ndarray
+    weight: np.ndarray
+
+    @classmethod
+    def of(
+        cls,
+        outcomes: ActionOutcomes,
+        frame_interval_s: float,
+        reward_spec: RewardSpec,
+        latency_spread: np.ndarray | None = None,
+    ) -> LookaheadTerms:
+        """The terms of a request with ``outcomes`` (arguments as for :func:`backlog_cost`)."""
+        service_s = outcomes.latency_s - outcomes.wait_s
+        busy_s = outcomes.device_free_s - outcomes.wait_s
+        offloaded = outcomes.offloaded.astype(float)
+        # With a spread, an offloaded action is riskier than a local one of the same mean
+        # latency: being local becomes a fifth criterion of dominance.
+        keep = _undominated(
+            outcomes.correct,
+            service_s,
+            busy_s,
+            outcomes.energy_j,
+            *(() if latency_spread is None else (offloaded,)),
         )
-    value = relative_values(now, below, weight, horizon)
-    next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
-    return np.maximum(-np.interp(next_wait, waits, value), 0.0)
+        correct, service_s, busy_s = outcomes.correct[keep], service_s[keep], busy_s[keep]
+        energy_j = outcomes.energy_j[keep]
+        waits = _wait_grid(reward_spec.deadline_s, reward_spec.latency_cap)
+        after = np.maximum(waits[:, None] + busy_s - frame_interval_s, 0.0)
+        # linear interpolation of the value at ``after``, as fixed grid indices and weights
+        position = np.interp(after, waits, np.arange(len(waits), dtype=float))
+        below = np.minimum(position.astype(np.int64), len(waits) - 2)
+        now = reward_spec.rewards(correct, waits[:, None] + service_s, energy_j)
+        if latency_spread is not None:
+            spread = offloaded[keep] > 0
+            now[:, spread] = reward_spec.expected_rewards(
+                correct[spread],
+                waits[:, None] + service_s[spread],
+                energy_j[spread],
+                latency_spread,
+            )
+        return cls(waits=waits, now=now, below=below, weight=position - below)
+
+    def step_back(self, value: np.ndarray) -> np.ndarray:
+        """The best value on the grid of this request's wait, given ``value`` on the grid of the
+        next request's: one step of the lookahead's dynamic programming."""
+        return best_after(self.now, self.below, self.weight, value)
+
+    def cost(
+        self, outcomes: ActionOutcomes, frame_interval_s: float, value: np.ndarray
+    ) -> np.ndarray:
+        """What each action of the request with ``outcomes`` costs the next requests, ``value``
+        being their best reward on the grid of the next request's wait: never negative."""
+        next_wait = np.maximum(outcomes.device_free_s - frame_interval_s, 0.0)
+        return np.maximum(value[0] - np.interp(next_wait, self.waits, value), 0.0)
 
 
 def relative_values(
@@ -157,14 +202,23 @@ def relative_values_numpy(
     """:func:`relative_values` in numpy: the reference of the compiled kernel."""
     value = np.zeros(now.shape[0])
     for _ in range(horizon):
-        continuation = value[below] * (1.0 - weight) + value[below + 1] * weight
-        relative = (now + continuation).max(axis=1)
+        relative = best_after(now, below, weight, value)
         relative -= relative[0]
         converged = np.abs(relative - value).max() <= _CONVERGED
         value = relative
         if converged:
             break
     return value
+
+
+def best_after(
+    now: np.ndarray, below: np.ndarray, weight: np.ndarray, value: np.ndarray
+) -> np.ndarray:
+    """One step of the lookahead: the best reward of this request and those after it, on the wait
+    grid, given ``value`` of the requests after it on the grid of the next one's wait (arguments as
+    for :func:`relative_values`)."""
+    continuation = value[below] * (1.0 - weight) + value[below + 1] * weight
+    return np.asarray((now + continuation).max(axis=1))
 
 
 @functools.lru_cache(maxsize=16)
