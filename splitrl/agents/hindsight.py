@@ -14,12 +14,12 @@ The backlog an action leaves is priced in one of three ways (:data:`BACKLOG_PRIC
 
 * ``"lookahead"``: the clairvoyant lookahead's price, known at once (the next requests forecast
   from this one's channel, payloads and load, acting optimally under that forecast). Where this
-  request meets a deep fade, the forecast keeps the next requests in it: an offload the device
-  gives up at the timeout leaves a backlog that local actions barely drain, priced at tens of
-  rewards, although the fade ends a few frames later and offloads drain it;
+  request meets a deep fade, the forecast keeps the next requests in it;
 * ``"ahead"``: the same lookahead over the next requests' own outcomes (their channel, payloads
   and load, as they came), acting optimally knowing them: the price of the backlog to a device
-  that then does its best on the channel that actually followed. :class:`BacklogAhead` prices a
+  that then does its best on the channel that actually followed. (A backlog left in a deep fade
+  costs about as much either way: the device's fastest action drains it, not the link;
+  ``docs/sacd.md``, The geometric forecast.) :class:`BacklogAhead` prices a
   request once ``horizon`` more have been served (or the episode ends), so each step's values
   start as the request's true rewards and later steps send corrections to them, as for
   ``"replayed"``;
@@ -234,6 +234,7 @@ class BacklogAhead:
     def clear(self) -> None:
         """Forget the waiting requests: a new episode."""
         self._step = 0
+        self._frame_interval_s = 0.0  # the env's, set by the first push
         #: per request not yet priced: its step, outcomes, lookahead terms and stationary values
         self._waiting: deque[tuple[int, ActionOutcomes, LookaheadTerms, np.ndarray]] = deque()
 
@@ -335,10 +336,10 @@ class HindsightValuesInfo(SplitComputingWrapper):
         return self.env.reset(**kwargs)
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
-        env = self.split_env
-        extra: dict[str, Any] = {}
         if self.ahead is not None:
             return self._step_ahead(action, self.ahead)
+        env = self.split_env
+        extra: dict[str, Any] = {}
         if self.replays is None:
             values = self.values(env)
         else:
