@@ -259,29 +259,35 @@ def test_an_unknown_hindsight_mode_is_refused() -> None:
         hindsight_model(hindsight="both")
 
 
+def queueing_env(profile: Profile, horizon: int = 30) -> SplitComputingEnv:
+    """The tiny model on a device slow enough that a local final exit outlasts a frame: backlogs
+    form and drain."""
+    import dataclasses
+
+    from splitrl.envs.reward import get_reward_spec
+    from splitrl.profiles.presets import get_device_preset
+
+    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
+    return SplitComputingEnv(
+        profile=profile,
+        device=slow,
+        horizon=horizon,
+        frame_interval_s=0.006,
+        deadline_s=0.02,
+        reward=get_reward_spec("deadline", correctness="expected"),
+    )
+
+
 def test_replayed_prices_are_what_the_following_requests_lost(tiny_profile: Profile) -> None:
     """With ``backlog="replayed"``, an action's hindsight value (its step's value plus every later
     correction) minus the action taken's is what the episode would have earned from that request
     on, with that action and the same later actions, minus what it earned: a copy of the env is
     stepped both ways."""
-    import dataclasses
-
     from splitrl.agents.baselines import make_baseline
     from splitrl.agents.hindsight import BacklogReplays
     from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY
-    from splitrl.envs.reward import get_reward_spec
-    from splitrl.profiles.presets import get_device_preset
 
-    # a device slow enough that a local final exit outlasts a frame: backlogs form and drain
-    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
-    env = SplitComputingEnv(
-        profile=tiny_profile,
-        device=slow,
-        horizon=30,
-        frame_interval_s=0.006,
-        deadline_s=0.02,
-        reward=get_reward_spec("deadline", correctness="expected"),
-    )
+    env = queueing_env(tiny_profile)
     wrapped = HindsightValuesInfo(env, horizon=64, backlog="replayed")
     policy = make_baseline("mpc")
     observation, _ = wrapped.reset(seed=3)
@@ -375,25 +381,6 @@ def test_unknown_hindsight_draws_are_refused() -> None:
     env = SplitComputingEnv("default")
     with pytest.raises(ValueError, match="unknown hindsight draws"):
         HindsightValuesInfo(env, draws="median")
-
-
-def queueing_env(profile: Profile, horizon: int = 30) -> SplitComputingEnv:
-    """The tiny model on a device slow enough that a local final exit outlasts a frame: backlogs
-    form and drain."""
-    import dataclasses
-
-    from splitrl.envs.reward import get_reward_spec
-    from splitrl.profiles.presets import get_device_preset
-
-    slow = dataclasses.replace(get_device_preset("stm32h7"), compute_gflops=0.001)
-    return SplitComputingEnv(
-        profile=profile,
-        device=slow,
-        horizon=horizon,
-        frame_interval_s=0.006,
-        deadline_s=0.02,
-        reward=get_reward_spec("deadline", correctness="expected"),
-    )
 
 
 def ahead_price(ahead: BacklogAhead, current: Any, following: list[Any], env: Any) -> np.ndarray:
