@@ -131,7 +131,7 @@ def test_without_the_option_nothing_is_stored() -> None:
     assert buffer.sample(2).hindsight_values is None
 
 
-def hindsight_model(**kwargs) -> SACD:
+def hindsight_model(env: gym.Env | None = None, **kwargs) -> SACD:
     settings = {
         "policy_kwargs": {"net_arch": [32]},
         "learning_starts": 64,
@@ -139,7 +139,7 @@ def hindsight_model(**kwargs) -> SACD:
         "learning_rate": 3e-3,
         "seed": 0,
     }
-    return SACD("MlpPolicy", HindsightBandit(), **{**settings, **kwargs})
+    return SACD("MlpPolicy", env or HindsightBandit(), **{**settings, **kwargs})
 
 
 def test_the_critic_loss_matches_a_hand_computation(one_torch_thread: None) -> None:
@@ -156,6 +156,45 @@ def test_the_critic_loss_matches_a_hand_computation(one_torch_thread: None) -> N
     )
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert th.equal(taken_q[0], q1.gather(1, actions))
+
+
+class PriorBandit(HindsightBandit):
+    """``HindsightBandit`` whose observation ends with a prior value of every action that ranks the
+    paying action first."""
+
+    observation_space = spaces.Box(-1.0, 1.0, shape=(N_CONTEXTS + N_ACTIONS,), dtype=np.float32)
+
+    def _observe(self) -> np.ndarray:
+        context = super()._observe()
+        prior = -np.ones(N_ACTIONS, dtype=np.float32)
+        prior[self.context] = 0.0
+        return np.concatenate([context, prior])
+
+
+def test_labels_relative_to_the_prior_are_paired_gains(one_torch_thread: None) -> None:
+    """With ``hindsight_reference="prior"`` each label is the action's value minus the value of the
+    prior's first choice on the same request: here the prior picks the paying action, so its label
+    is 0 and every other action's is -1 (the values themselves are 1 and 0)."""
+    model = hindsight_model(
+        PriorBandit(),
+        hindsight="critic",
+        hindsight_reference="prior",
+        policy_kwargs={"net_arch": [32], "action_prior": True},
+    )
+    model.learn(64)
+    data = model.replay_buffer.sample(16)
+    assert data.hindsight_values is not None
+    actions = model.policy.action_to_index(data.actions).unsqueeze(1)
+    loss, _ = model._hindsight_critic_loss(data, actions, th.nn.functional.mse_loss)
+    contexts = data.observations[:, :N_CONTEXTS].argmax(dim=1)
+    expected_labels = th.nn.functional.one_hot(contexts, N_ACTIONS).float() - 1.0
+    q1, q2 = model.critic(data.observations)
+    expected = 0.5 * (((q1 - expected_labels) ** 2).mean() + ((q2 - expected_labels) ** 2).mean())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="hindsight_reference='prior' needs a policy"):
+        hindsight_model(hindsight="critic", hindsight_reference="prior")
+    with pytest.raises(ValueError, match="hindsight_reference must be"):
+        hindsight_model(hindsight="critic", hindsight_reference="taken")
 
 
 def test_hindsight_critic_learns_every_action_from_a_uniform_behaviour(
@@ -183,6 +222,39 @@ def test_hindsight_critic_learns_every_action_from_a_uniform_behaviour(
             np.testing.assert_array_equal(actions, np.arange(N_CONTEXTS))
     assert errors[True] < 0.1
     assert errors[True] < errors[False]
+
+
+class LongShotBandit(HindsightBandit):
+    """Action 1 is a long shot: worth -1 on 19 requests in 20 and +30 on the twentieth (mean +0.55,
+    median -1); every other action is worth 0."""
+
+    def values(self) -> np.ndarray:
+        values = np.zeros(N_ACTIONS, dtype=np.float32)
+        values[1] = 30.0 if self.np_random.random() < 0.05 else -1.0
+        return values
+
+
+@pytest.mark.parametrize(("critic_loss", "prefers_long_shot"), [("mse", True), ("median", False)])
+def test_a_median_critic_is_not_swayed_by_rare_large_values(
+    one_torch_thread: None, critic_loss: str, prefers_long_shot: bool
+) -> None:
+    """The squared error's critic learns the mean hindsight value, which a rare +30 puts above
+    every other action; the median critic learns the typical value, -1."""
+    model = hindsight_model(
+        LongShotBandit(),
+        hindsight="critic",
+        critic_loss=critic_loss,
+        learning_starts=2000,
+        ent_coef=0.01,
+    )
+    model.learn(2000 + 1500)
+    with th.no_grad():
+        q_values = th.stack(model.critic(th.eye(N_CONTEXTS))).min(dim=0).values
+    long_shot, safe = q_values[:, 1], q_values[:, 0]
+    if prefers_long_shot:
+        assert th.all(long_shot > safe + 0.2)
+    else:
+        assert th.all((long_shot + 1.0).abs() < 0.2) and th.all(long_shot < safe - 0.5)
 
 
 def test_the_learner_trains_its_critic_on_the_env_values(one_torch_thread: None) -> None:

@@ -22,10 +22,19 @@ from splitrl.agents.sacd.policies import (
     MlpPolicy,
     SACDPolicy,
     action_nvec,
+    action_prior,
     joint_action_masks,
 )
 
 SelfSACD = TypeVar("SelfSACD", bound="SACD")
+
+#: the critics' regression losses by ``critic_loss`` name; the absolute error's minimizer is the
+#: median of the targets
+CRITIC_LOSSES: dict[str, Callable[..., th.Tensor]] = {
+    "mse": F.mse_loss,
+    "huber": F.smooth_l1_loss,
+    "median": F.l1_loss,
+}
 
 
 class SACD(OffPolicyAlgorithm):
@@ -70,8 +79,10 @@ class SACD(OffPolicyAlgorithm):
         gradient steps
     :param max_grad_norm: clip the gradient norm of each network (and of the temperature) to this
         value; ``None`` for no clipping
-    :param critic_loss: ``"mse"`` (squared TD error) or ``"huber"`` (smooth L1, less sensitive to
-        rare large rewards)
+    :param critic_loss: ``"mse"`` (squared TD error), ``"huber"`` (smooth L1, less sensitive to
+        rare large rewards) or ``"median"`` (absolute error: the critics learn the median of
+        their targets given the state, which a few extreme targets do not move; with
+        ``hindsight="critic"``, the median hindsight value of every action)
     :param reward_centering: step size of the running mean reward that is subtracted from every
         reward in the critic target (reward centering, Naik et al., 2024); 0 turns it off. The
         mean starts at the first batch's mean reward and follows the sampled batches. Centering
@@ -96,6 +107,12 @@ class SACD(OffPolicyAlgorithm):
         (the critics are not trained). Hindsight learning: Sinclair et al., ICML 2023. With
         either, ``gamma``, the target critics and ``reward_centering`` are not used; the
         temperature is unchanged. ``None``: the soft Bellman critics (default).
+    :param hindsight_reference: with ``hindsight="critic"``, what the critics' labels are relative
+        to: ``"best"`` (default), the values as the env gives them (relative to the best action
+        of the request); ``"prior"``, each value minus that of the action the prior ranks first,
+        so that a label is the paired gain of an action over the prior's choice on the same
+        draws, and a ``"median"`` critic learns the typical gain of leaving the prior (needs
+        ``policy_kwargs=dict(action_prior=True)``)
     :param actor_averaging: Polyak coefficient of an average of the actor's weights, updated
         after every actor step (``avg <- (1 - c) avg + c actor``), that makes the deterministic
         decisions: evaluation, validation and export use it, while training samples from the
@@ -144,10 +161,11 @@ class SACD(OffPolicyAlgorithm):
         target_entropy_ratio: float = 0.5,
         target_update_interval: int = 1,
         max_grad_norm: float | None = None,
-        critic_loss: Literal["mse", "huber"] = "mse",
+        critic_loss: Literal["mse", "huber", "median"] = "mse",
         reward_centering: float = 0.0,
         target_kl: float | None = None,
         hindsight: Literal["critic", "actor"] | None = None,
+        hindsight_reference: Literal["best", "prior"] = "best",
         actor_averaging: float | None = None,
         behavior: Literal["sample", "greedy", "prior"] = "sample",
         stats_window_size: int = 100,
@@ -192,6 +210,7 @@ class SACD(OffPolicyAlgorithm):
         self.reward_centering = reward_centering
         self.target_kl = target_kl
         self.hindsight = hindsight
+        self.hindsight_reference = hindsight_reference
         self.actor_averaging = actor_averaging
         self.behavior = behavior
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
@@ -214,8 +233,10 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(
                 f"target_entropy_ratio must lie in [0, 1], got {self.target_entropy_ratio}"
             )
-        if self.critic_loss not in ("mse", "huber"):
-            raise ValueError(f"critic_loss must be 'mse' or 'huber', got {self.critic_loss!r}")
+        if self.critic_loss not in CRITIC_LOSSES:
+            raise ValueError(
+                f"critic_loss must be 'mse', 'huber' or 'median', got {self.critic_loss!r}"
+            )
         if not 0.0 <= self.reward_centering <= 1.0:
             raise ValueError(f"reward_centering must lie in [0, 1], got {self.reward_centering}")
         if self.target_update_interval < 1:
@@ -226,6 +247,10 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(f"target_kl must be positive or None, got {self.target_kl}")
         if self.hindsight not in (None, "critic", "actor"):
             raise ValueError(f"hindsight must be 'critic', 'actor' or None, got {self.hindsight!r}")
+        if self.hindsight_reference not in ("best", "prior"):
+            raise ValueError(
+                f"hindsight_reference must be 'best' or 'prior', got {self.hindsight_reference!r}"
+            )
         if self.behavior not in ("sample", "greedy", "prior"):
             raise ValueError(
                 f"behavior must be 'sample', 'greedy' or 'prior', got {self.behavior!r}"
@@ -243,6 +268,11 @@ class SACD(OffPolicyAlgorithm):
         if self.target_kl is not None and not self.actor.prior_scale:
             raise ValueError(
                 "target_kl needs a policy with an action prior "
+                "(policy_kwargs=dict(action_prior=True))"
+            )
+        if self.hindsight_reference == "prior" and not self.actor.prior_scale:
+            raise ValueError(
+                "hindsight_reference='prior' needs a policy with an action prior "
                 "(policy_kwargs=dict(action_prior=True))"
             )
         if self.behavior == "prior" and not self.actor.prior_scale:
@@ -287,7 +317,7 @@ class SACD(OffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        td_loss = F.smooth_l1_loss if self.critic_loss == "huber" else F.mse_loss
+        td_loss = CRITIC_LOSSES[self.critic_loss]
 
         actor_losses, critic_losses, ent_coef_losses, gate_losses = [], [], [], []
         ent_coefs, entropies, target_entropies, q_values, kls = [], [], [], [], []
@@ -434,9 +464,14 @@ class SACD(OffPolicyAlgorithm):
         the allowed actions of the batch), and their Q of the taken actions."""
         assert data.hindsight_values is not None
         allowed = data.action_masks.float()
+        labels = data.hindsight_values
+        if self.hindsight_reference == "prior":
+            prior = action_prior(data.observations, self.critic.n_actions)
+            first = th.where(data.action_masks, prior, -th.inf).argmax(dim=1, keepdim=True)
+            labels = labels - labels.gather(1, first)
         current_q = self.critic(data.observations)
         losses = [
-            (td_loss(q, data.hindsight_values, reduction="none") * allowed).sum() / allowed.sum()
+            (td_loss(q, labels, reduction="none") * allowed).sum() / allowed.sum()
             for q in current_q
         ]
         return 0.5 * sum(losses, th.zeros(())), [q.gather(1, actions) for q in current_q]
