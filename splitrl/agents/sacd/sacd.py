@@ -461,7 +461,8 @@ class SACD(OffPolicyAlgorithm):
         td_loss: Callable[..., th.Tensor],
     ) -> tuple[th.Tensor, list[th.Tensor]]:
         """The critics' regression loss on the hindsight value of every allowed action (mean over
-        the allowed actions of the batch), and their Q of the taken actions."""
+        the allowed actions of the batch; with ``hindsight_reference="prior"``, each value minus
+        that of the prior's first choice), and their Q of the taken actions."""
         assert data.hindsight_values is not None
         allowed = data.action_masks.float()
         labels = data.hindsight_values
