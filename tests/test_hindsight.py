@@ -195,6 +195,13 @@ def test_labels_relative_to_the_prior_are_paired_gains(one_torch_thread: None) -
         hindsight_model(hindsight="critic", hindsight_reference="prior")
     with pytest.raises(ValueError, match="hindsight_reference must be"):
         hindsight_model(hindsight="critic", hindsight_reference="taken")
+    with pytest.raises(ValueError, match="hindsight_reference applies to the hindsight critic"):
+        hindsight_model(
+            PriorBandit(),
+            hindsight="actor",
+            hindsight_reference="prior",
+            policy_kwargs={"net_arch": [32], "action_prior": True},
+        )
 
 
 def test_hindsight_critic_learns_every_action_from_a_uniform_behaviour(

@@ -251,6 +251,11 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(
                 f"hindsight_reference must be 'best' or 'prior', got {self.hindsight_reference!r}"
             )
+        if self.hindsight_reference != "best" and self.hindsight != "critic":
+            raise ValueError(
+                "hindsight_reference applies to the hindsight critic's labels only "
+                f"(hindsight='critic'), got hindsight={self.hindsight!r}"
+            )
         if self.behavior not in ("sample", "greedy", "prior"):
             raise ValueError(
                 f"behavior must be 'sample', 'greedy' or 'prior', got {self.behavior!r}"
