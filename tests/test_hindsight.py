@@ -264,6 +264,75 @@ def test_a_median_critic_is_not_swayed_by_rare_large_values(
         assert th.all((long_shot + 1.0).abs() < 0.2) and th.all(long_shot < safe - 0.5)
 
 
+STRETCH = 50
+
+
+class StretchBandit(HindsightBandit):
+    """Action 1 is worth +1 in the even stretches of ``STRETCH`` steps and -1 in the odd ones (0 on
+    average); every other action is worth 0. The stretches stand for the luck of a channel."""
+
+    steps = 0
+
+    def values(self) -> np.ndarray:
+        values = np.zeros(N_ACTIONS, dtype=np.float32)
+        values[1] = 1.0 if (self.steps // STRETCH) % 2 == 0 else -1.0
+        self.steps += 1
+        return values
+
+
+def test_the_buffer_numbers_its_transitions_across_episodes() -> None:
+    buffer = MaskableReplayBuffer(4, HindsightBandit.observation_space, HindsightBandit.action_space)
+    for i in range(6):  # every transition ends an episode; the buffer wraps after 4
+        add_step(buffer, np.full((1, N_CONTEXTS), float(i)), {})
+    np.testing.assert_array_equal(buffer.steps[:, 0], [4, 5, 2, 3])
+    sample = buffer.sample(16)
+    assert sample.steps is not None
+    assert th.equal(sample.steps[:, 0].float(), sample.observations[:, 0])
+
+
+def test_split_critics_learn_from_their_own_stretches(one_torch_thread: None) -> None:
+    """Each critic's loss covers its own stretches only: with ``critic_split`` the critic of the
+    even stretches learns that action 1 is worth +1 and the other that it is worth -1, so the
+    actor's ``min_i Q_i`` does not take it; critics that share the data both learn 0."""
+    settings = {"hindsight": "critic", "learning_starts": 1000, "ent_coef": 0.01}
+    split = hindsight_model(StretchBandit(), critic_split=STRETCH, **settings)
+    split.learn(1000)  # fills the buffer, no update yet
+    data = split.replay_buffer.sample(64)
+    assert data.hindsight_values is not None and data.steps is not None
+    actions = split.policy.action_to_index(data.actions).unsqueeze(1)
+    loss, _ = split._hindsight_critic_loss(data, actions, th.nn.functional.mse_loss)
+    own = [(data.steps // STRETCH) % 2 == i for i in range(2)]
+    expected = 0.5 * sum(
+        ((q - data.hindsight_values)[mine[:, 0]] ** 2).mean()
+        for q, mine in zip(split.critic(data.observations), own, strict=True)
+    )
+    assert isinstance(expected, th.Tensor)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+    split.learn(1500, reset_num_timesteps=False)
+    shared = hindsight_model(StretchBandit(), **settings)
+    shared.learn(1000 + 1500)
+    with th.no_grad():
+        even, odd = (q[:, 1] for q in split.critic(th.eye(N_CONTEXTS)))
+        first, second = (q[:, 1] for q in shared.critic(th.eye(N_CONTEXTS)))
+    assert th.all((even - 1.0).abs() < 0.3) and th.all((odd + 1.0).abs() < 0.3)
+    assert th.all(first.abs() < 0.3) and th.all(second.abs() < 0.3)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"hindsight": "critic", "critic_split": 0}, "critic_split must be a positive number"),
+        ({"hindsight": "critic", "critic_split": "episodes"}, "critic_split must be a positive"),
+        ({"hindsight": "critic", "critic_split": True}, "critic_split must be a positive number"),
+        ({"hindsight": "actor", "critic_split": 10}, "critic_split needs trained critics"),
+    ],
+)
+def test_bad_critic_splits_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        hindsight_model(**settings)
+
+
 def test_the_learner_trains_its_critic_on_the_env_values(one_torch_thread: None) -> None:
     spec = get_learner("sacd-hindsight")
     envs = make_envs(spec, get_scenario("default"), 1, 0)

@@ -26,6 +26,7 @@ class MaskableReplayBufferSamples(NamedTuple):
     action_masks: th.Tensor
     next_action_masks: th.Tensor
     hindsight_values: th.Tensor | None = None
+    steps: th.Tensor | None = None
 
 
 class MaskableReplayBuffer(ReplayBuffer):
@@ -33,7 +34,9 @@ class MaskableReplayBuffer(ReplayBuffer):
     Replay buffer that stores, next to each transition, the joint action masks of the observation
     (``action_masks``) and of the next observation (``next_action_masks``).
 
-    A transition added without masks is stored with every action allowed.
+    A transition added without masks is stored with every action allowed. Each transition also
+    keeps its place in its env's stream of transitions (``steps``: 0, 1, 2, ... across episodes),
+    so that a learner can give each of its critics different stretches of it.
 
     :param buffer_size: Max number of element in the buffer
     :param observation_space: Observation space
@@ -54,6 +57,7 @@ class MaskableReplayBuffer(ReplayBuffer):
     action_masks: np.ndarray
     next_action_masks: np.ndarray
     hindsight_values: np.ndarray | None
+    steps: np.ndarray
 
     def __init__(
         self,
@@ -83,6 +87,8 @@ class MaskableReplayBuffer(ReplayBuffer):
             if store_hindsight
             else None
         )
+        self.steps = np.zeros((self.buffer_size, self.n_envs), dtype=np.int64)
+        self._added = 0
         self._staged_masks: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
 
     def stage_action_masks(
@@ -117,6 +123,8 @@ class MaskableReplayBuffer(ReplayBuffer):
         self.action_masks[self.pos] = True if action_masks is None else action_masks
         self.next_action_masks[self.pos] = True if next_action_masks is None else next_action_masks
         self._staged_masks = (None, None)
+        self.steps[self.pos] = self._added
+        self._added += 1
         super().add(obs, next_obs, action, reward, done, infos)
 
     def _correct_hindsight_values(self, infos: list[dict[str, Any]]) -> None:
@@ -174,7 +182,8 @@ class MaskableReplayBuffer(ReplayBuffer):
             else self.to_torch(self.hindsight_values[batch_inds, env_indices, :])
         )
         samples = MaskableReplayBufferSamples(*tuple(map(self.to_torch, data)))
-        return samples._replace(hindsight_values=hindsight)
+        steps = self.to_torch(self.steps[batch_inds, env_indices].reshape(-1, 1))
+        return samples._replace(hindsight_values=hindsight, steps=steps)
 
 
 def _hindsight_values(infos: list[dict[str, Any]], n_actions: int) -> np.ndarray:

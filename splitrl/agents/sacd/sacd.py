@@ -37,6 +37,12 @@ CRITIC_LOSSES: dict[str, Callable[..., th.Tensor]] = {
 }
 
 
+def _weighted_mean(losses: th.Tensor, weights: th.Tensor) -> th.Tensor:
+    """The mean of ``losses`` weighted by ``weights`` (broadcast to them); 0 where all are 0."""
+    weights = weights.expand_as(losses)
+    return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+
 class SACD(OffPolicyAlgorithm):
     """
     Soft Actor-Critic for discrete actions (SACD), with invalid action masking.
@@ -113,6 +119,15 @@ class SACD(OffPolicyAlgorithm):
         so that a label is the paired gain of an action over the prior's choice on the same
         draws, and a ``"median"`` critic learns the typical gain of leaving the prior (needs
         ``policy_kwargs=dict(action_prior=True)``)
+    :param critic_split: which transitions each critic learns from: ``None``, all of them
+        (default); an integer ``L``, critic ``i`` of ``n`` only the stretches of ``L`` consecutive
+        transitions whose number is ``i`` modulo ``n`` (every other stretch, with two critics).
+        The critics then err independently, so ``min_i Q_i``, which the actor maximizes, is a
+        conservative estimate: an action that one critic overrates on its stretches is not
+        chosen unless the other, which did not see them, rates it as well (double estimation,
+        van Hasselt, 2010). With hindsight labels, whose noise is mostly the channel of the
+        moment, stretches longer than the channel's memory keep the actor from leaving its
+        prior on the strength of a few lucky stretches. Each critic sees half of the data.
     :param actor_averaging: Polyak coefficient of an average of the actor's weights, updated
         after every actor step (``avg <- (1 - c) avg + c actor``), that makes the deterministic
         decisions: evaluation, validation and export use it, while training samples from the
@@ -166,6 +181,7 @@ class SACD(OffPolicyAlgorithm):
         target_kl: float | None = None,
         hindsight: Literal["critic", "actor"] | None = None,
         hindsight_reference: Literal["best", "prior"] = "best",
+        critic_split: int | None = None,
         actor_averaging: float | None = None,
         behavior: Literal["sample", "greedy", "prior"] = "sample",
         stats_window_size: int = 100,
@@ -211,6 +227,7 @@ class SACD(OffPolicyAlgorithm):
         self.target_kl = target_kl
         self.hindsight = hindsight
         self.hindsight_reference = hindsight_reference
+        self.critic_split = critic_split
         self.actor_averaging = actor_averaging
         self.behavior = behavior
         #: the running mean reward subtracted in the critic target (``None`` before the first update)
@@ -255,6 +272,19 @@ class SACD(OffPolicyAlgorithm):
             raise ValueError(
                 "hindsight_reference applies to the hindsight critic's labels only "
                 f"(hindsight='critic'), got hindsight={self.hindsight!r}"
+            )
+        if self.critic_split is not None and not (
+            isinstance(self.critic_split, int)
+            and not isinstance(self.critic_split, bool)
+            and self.critic_split >= 1
+        ):
+            raise ValueError(
+                f"critic_split must be a positive number of transitions or None, "
+                f"got {self.critic_split!r}"
+            )
+        if self.critic_split is not None and self.hindsight == "actor":
+            raise ValueError(
+                "critic_split needs trained critics; with hindsight='actor' there are none"
             )
         if self.behavior not in ("sample", "greedy", "prior"):
             raise ValueError(
@@ -455,9 +485,13 @@ class SACD(OffPolicyAlgorithm):
             next_v = (next_probs * (next_q - ent_coef * next_log_probs)).sum(dim=1, keepdim=True)
             target_q = rewards + (1 - data.dones) * self.gamma * next_v
         current_q = [q.gather(1, actions) for q in self.critic(data.observations)]
-        critic_loss = 0.5 * sum(td_loss(q, target_q) for q in current_q)
-        assert isinstance(critic_loss, th.Tensor)
-        return critic_loss, current_q
+        losses = [
+            _weighted_mean(td_loss(q, target_q, reduction="none"), weights)
+            for q, weights in zip(
+                current_q, self._critic_weights(data, len(current_q)), strict=True
+            )
+        ]
+        return 0.5 * sum(losses, th.zeros(())), current_q
 
     def _hindsight_critic_loss(
         self,
@@ -477,10 +511,21 @@ class SACD(OffPolicyAlgorithm):
             labels = labels - labels.gather(1, first)
         current_q = self.critic(data.observations)
         losses = [
-            (td_loss(q, labels, reduction="none") * allowed).sum() / allowed.sum()
-            for q in current_q
+            _weighted_mean(td_loss(q, labels, reduction="none"), allowed * weights)
+            for q, weights in zip(
+                current_q, self._critic_weights(data, len(current_q)), strict=True
+            )
         ]
         return 0.5 * sum(losses, th.zeros(())), [q.gather(1, actions) for q in current_q]
+
+    def _critic_weights(self, data: MaskableReplayBufferSamples, n_critics: int) -> list[th.Tensor]:
+        """Each critic's weight ``(batch, 1)`` of every sampled transition: 1 for all of them, or
+        with ``critic_split`` 1 on its own stretches and 0 on the others'."""
+        if self.critic_split is None:
+            return [th.ones_like(data.rewards)] * n_critics
+        assert data.steps is not None
+        stretches = data.steps // self.critic_split
+        return [(stretches % n_critics == i).float() for i in range(n_critics)]
 
     def _gradient_step(self, optimizer: th.optim.Optimizer, loss: th.Tensor) -> None:
         """One optimizer step on ``loss``, with the gradient norm clipped to ``max_grad_norm``."""
