@@ -281,7 +281,9 @@ class StretchBandit(HindsightBandit):
 
 
 def test_the_buffer_numbers_its_transitions_across_episodes() -> None:
-    buffer = MaskableReplayBuffer(4, HindsightBandit.observation_space, HindsightBandit.action_space)
+    buffer = MaskableReplayBuffer(
+        4, HindsightBandit.observation_space, HindsightBandit.action_space
+    )
     for i in range(6):  # every transition ends an episode; the buffer wraps after 4
         add_step(buffer, np.full((1, N_CONTEXTS), float(i)), {})
     np.testing.assert_array_equal(buffer.steps[:, 0], [4, 5, 2, 3])
