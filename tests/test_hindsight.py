@@ -321,6 +321,24 @@ def test_split_critics_learn_from_their_own_stretches(one_torch_thread: None) ->
     assert th.all(first.abs() < 0.3) and th.all(second.abs() < 0.3)
 
 
+def test_split_bellman_critics_learn_from_their_own_stretches(one_torch_thread: None) -> None:
+    """The soft Bellman critics split the same way: every bandit step ends its episode, so the
+    target is the reward, and each critic's loss is the mean over its own stretches."""
+    model = hindsight_model(StretchBandit(), critic_split=STRETCH, learning_starts=500)
+    model.learn(500)
+    data = model.replay_buffer.sample(64)
+    assert data.steps is not None and bool(data.dones.all())
+    actions = model.policy.action_to_index(data.actions).unsqueeze(1)
+    ent_coef = th.ones(())
+    loss, taken_q = model._bellman_critic_loss(data, actions, ent_coef, th.nn.functional.mse_loss)
+    own = [((data.steps // STRETCH) % 2 == i)[:, 0] for i in range(2)]
+    expected = 0.5 * sum(
+        ((q - data.rewards)[mine] ** 2).mean() for q, mine in zip(taken_q, own, strict=True)
+    )
+    assert isinstance(expected, th.Tensor)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
