@@ -96,6 +96,10 @@ class Scenario:
         seconds and answers the request itself at the action's exit
         (:class:`~splitrl.envs.time_model.RequestModel`); ``None`` (the default): it waits for
         every transfer, however long an outage lasts
+    :param exit_gate: the device's confidence gate at the early exits: a request whose action
+        computes an earlier exit on the device stops there when that exit's softmax confidence is
+        above this threshold (in ``(0, 1)``), and the device computes the head of every such exit
+        to read it; ``None`` (the default): no gate, an action answers at its own exit
     """
 
     name: str
@@ -116,6 +120,7 @@ class Scenario:
     link_quality: bool = True
     link_overheads: LinkOverheads | Mapping[str, Any] | None = None
     transfer_timeout_s: float | None = None
+    exit_gate: float | None = None
 
     @property
     def requests_per_episode(self) -> int:
@@ -128,6 +133,11 @@ class Scenario:
         data["reward_overrides"] = dict(self.reward_overrides)
         return data
 
+
+#: the confidence threshold of the named scenarios with an exit gate: of 0.5, 0.65 and 0.8, the
+#: one whose gate gains most over ``mpc-geometric`` net of the exit heads' compute, on the default
+#: scenario's Markov channel (``docs/evaluation.md``, Room outside the decision model)
+DEFAULT_EXIT_GATE = 0.65
 
 #: the default scenario: the state-dependent one where offloading buys accuracy
 DEFAULT_SCENARIO = Scenario(
@@ -174,6 +184,16 @@ SCENARIOS: dict[str, Scenario] = {
                 "(it could no longer meet the 60 ms deadline) and answers at the action's exit itself"
             ),
             transfer_timeout_s=0.05,
+        ),
+        dataclasses.replace(
+            DEFAULT_SCENARIO,
+            name="default-timeout-gate",
+            description=(
+                "default-timeout, where the device also stops a request at an early exit it "
+                "computes when the exit's confidence is above 0.65 (a confidence gate)"
+            ),
+            transfer_timeout_s=0.05,
+            exit_gate=DEFAULT_EXIT_GATE,
         ),
         Scenario(
             name="mcu-latency",
@@ -254,6 +274,7 @@ class ScenarioParts:
     nominal_mbps: float
     link_overheads: LinkOverheads | None = None
     transfer_timeout_s: float | None = None
+    exit_gate: float | None = None
 
 
 #: file name endings of a scenario file (``--scenario PATH``)
@@ -395,6 +416,7 @@ def resolve_scenario(
     horizon: int | None = None,
     link_overheads: LinkOverheads | Mapping[str, Any] | None = None,
     transfer_timeout_s: float | None = None,
+    exit_gate: float | None = None,
 ) -> ScenarioParts:
     """Resolve ``scenario`` with overrides into the objects the env needs.
 
@@ -447,6 +469,14 @@ def resolve_scenario(
         raise ValueError(
             f"transfer_timeout_s must be a positive number of seconds or null, got {timeout!r}"
         )
+    gate = base.exit_gate if exit_gate is None else exit_gate
+    if gate is not None and not (
+        isinstance(gate, (int, float))
+        and not isinstance(gate, bool)
+        and math.isfinite(gate)
+        and 0.0 < gate < 1.0
+    ):
+        raise ValueError(f"exit_gate must be a confidence in (0, 1) or null, got {gate!r}")
     jitter = network_.rtt_jitter_ms * 1e-3
     parts = ScenarioParts(
         name=base.name,
@@ -468,6 +498,7 @@ def resolve_scenario(
             base.link_overheads if link_overheads is None else link_overheads
         ),
         transfer_timeout_s=None if timeout is None else float(timeout),
+        exit_gate=None if gate is None else float(gate),
     )
     from splitrl.envs.mean_times import keep_up_warning
 

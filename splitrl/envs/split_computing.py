@@ -10,6 +10,7 @@ from gymnasium import spaces
 
 from splitrl.envs.actions import ActionTable
 from splitrl.envs.channels.base import Channel, private_generator
+from splitrl.envs.exit_gate import NOT_STOPPED, ExitGate
 from splitrl.envs.forecast import ActionForecast, ActionOutcomes
 from splitrl.envs.link_quality import LinkQualityModel, LinkQualityReport
 from splitrl.envs.observation import DeviceKnowledge, ObservationLayout
@@ -123,6 +124,12 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     * ``gate_heads``: the device also computes the head of every earlier exit whose stages an
       action runs on it, as a confidence gate at the early exits does (default ``False``: only the
       action's own exit has its head computed); measures ``mpc-geometric-gated`` net of that cost
+    * ``exit_gate``: the device's confidence gate at the early exits, a threshold in ``(0, 1)``: a
+      request whose action computes an earlier exit on the device stops there when its confidence
+      at that exit is above it, and the heads of the exits passed are charged
+      (:mod:`splitrl.envs.exit_gate`; default: the scenario's, which for most scenarios is none).
+      The action is still chosen before the device computes anything; ``predict_actions`` does not
+      price the gate, ``evaluate_actions`` does. Replay mode only
     * ``mode``: ``"replay"`` (profile tables) or ``"live"`` (run the real model and codec per step)
 
     ## Info
@@ -160,6 +167,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         link_overheads: LinkOverheads | None = None,
         transfer_timeout_s: float | None = None,
         gate_heads: bool = False,
+        exit_gate: float | None = None,
         mode: Mode = "replay",
         render_mode: str | None = None,
     ) -> None:
@@ -176,6 +184,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             horizon=horizon,
             link_overheads=link_overheads,
             transfer_timeout_s=transfer_timeout_s,
+            exit_gate=exit_gate,
         )
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(
@@ -187,6 +196,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             raise ValueError(f"history_length must be at least 1, got {history_length}")
         if not isinstance(gate_heads, bool):
             raise ValueError(f"gate_heads must be True or False, got {gate_heads!r}")
+        if parts.exit_gate is not None and mode == "live":
+            raise ValueError(
+                "exit_gate needs the profile's measured confidences: use mode='replay' "
+                "(the live model does not report its exits' confidences)"
+            )
         self.parts: ScenarioParts = parts
         self.profile: Profile = parts.profile
         self.reward_spec: RewardSpec = parts.reward
@@ -210,7 +224,11 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             )
 
         self.actions = ActionTable.from_profile(self.profile)
-        self.costs = CostTables.build(self.profile, parts.device, parts.server, gate_heads)
+        #: the confidence threshold of the device's gate at the early exits, or ``None``
+        self.exit_gate: float | None = parts.exit_gate
+        self.costs = CostTables.build(
+            self.profile, parts.device, parts.server, gate_heads or self.exit_gate is not None
+        )
         self.layout = ObservationLayout(history_length, self.link_quality_model is not None)
         self.action_space = spaces.MultiDiscrete(list(self.actions.nvec))
         self.observation_space = self.layout.space()
@@ -224,6 +242,13 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         self._exit_stages = self.profile.exit_stages
         self._canonical = np.array(self.actions.canonical_actions(), dtype=np.int64)
         self._canonical_list = self.actions.canonical_actions()
+        self._canonical_index = {action: i for i, action in enumerate(self._canonical_list)}
+        #: the gate's routing and conditional accuracies (``None`` without ``exit_gate``)
+        self.gate: ExitGate | None = (
+            None
+            if self.exit_gate is None
+            else ExitGate(self.profile, self.actions, self._canonical, self.exit_gate)
+        )
         self.request_model = RequestModel(
             self.costs,
             self._exit_stages,
@@ -301,6 +326,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._requests is None:
             raise RuntimeError("call reset() before step()")
         e, s, b = self.actions.canonical(*self.actions.validate(action))
+        e, s, b, chosen, stopped_at = self._through_gate(e, s, b)
         arrival = self._arrival
         start = arrival if arrival > self._device_free else self._device_free
         (
@@ -320,7 +346,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 self._bucket,
                 gave_up,
             ),
-        ) = self._serve(e, s, b, start)
+        ) = self._serve(e, s, b, start, chosen, stopped_at)
         latency_s = done - arrival
         reward = self.reward_spec(correct, latency_s, energy_j)
         info = {
@@ -341,6 +367,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             "sample_index": self._draw[0],
             "canonical_action": np.array((e, s, b), dtype=np.int64),
             "gave_up": gave_up,
+            "gate_exit": stopped_at,
         }
         self._device_free = device_free
         offloaded = not self.actions.is_device_only(e, s)
@@ -462,6 +489,17 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
                 for e in set(exits[gave_up].tolist())
             }
             correct = np.where(gave_up, [answered.get(e, 0.0) for e in exits.tolist()], correct)
+        if self.gate is not None:
+            # every action as the gate serves it: the confident requests stop at an early exit
+            served, stopped_at = self.gate.route_all(sample)
+            sizes, device_free, done = sizes[served], device_free[served], done[served]
+            energy_j, gave_up, correct = energy_j[served], gave_up[served], correct[served]
+            if not self._counts_labels(know_labels):
+                correct = np.where(
+                    gave_up,
+                    self.gate.go_fallback_accuracy,
+                    self.gate.expected_correct_all(stopped_at),
+                )
         latency_s = done - arrival
         return ActionOutcomes(
             actions=self._canonical.copy(),
@@ -502,9 +540,10 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         if self._requests is None:
             raise RuntimeError("call reset() before evaluating an action")
         e, s, b = self.actions.canonical(*self.actions.validate(action))
+        e, s, b, chosen, stopped_at = self._through_gate(e, s, b)
         starts = np.maximum(self._arrival, np.asarray(start_s, dtype=float))
         sample, rtt_s, queue_u = self._draw
-        n_bytes, correct = self._outcome(sample, e, s, b, know_labels=False)
+        n_bytes, correct = self._outcome(sample, e, s, b, False, chosen, stopped_at)
         device_free, done, energy_j, gave_up = self.request_model.serve_from(
             e,
             s,
@@ -518,7 +557,7 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             self._bucket,
         )
         if gave_up.any():
-            answered = self._answered_on_device(sample, e, know_labels=False)
+            answered = self._answered_on_device(sample, e, False, chosen)
             correct_each = np.where(gave_up, answered, correct)
         else:
             correct_each = np.full(gave_up.shape, correct)
@@ -578,23 +617,40 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         )
         return self.knowledge.observe(start, start - self._arrival, link_quality)
 
-    def _serve(self, e: int, s: int, b: int, start: float) -> tuple[int, float, RequestTiming]:
+    def _serve(
+        self, e: int, s: int, b: int, start: float, chosen: int, stopped_at: int
+    ) -> tuple[int, float, RequestTiming]:
         """Serve the current request, started at ``start``, with canonical action ``(e, s, b)`` on
-        the true channel and this request's draws (no state change).
+        the true channel and this request's draws (no state change); ``chosen`` and
+        ``stopped_at`` as :meth:`_through_gate` gives them.
 
         :return: the payload's size, the correctness as the reward counts it (of the exit on the
             device when the device gave up the transfer) and the request's timing
         """
         sample, rtt_s, queue_u = self._draw
-        n_bytes, correct = self._outcome(sample, e, s, b, know_labels=True)
+        n_bytes, correct = self._outcome(sample, e, s, b, True, chosen, stopped_at)
         timing = self.request_model.serve(
             e, s, b, start, n_bytes, rtt_s, queue_u, self.server_load, self.channel, None,
             self._bucket,
         )  # fmt: skip
         if timing[-1]:
             # the device gave up the transfer and answered at exit e from its own tensor
-            correct = self._answered_on_device(sample, e, know_labels=True)
+            correct = self._answered_on_device(sample, e, True, chosen)
         return n_bytes, correct, timing
+
+    def _through_gate(self, e: int, s: int, b: int) -> tuple[int, int, int, int, int]:
+        """The canonical action ``(e, s, b)`` as the exit gate serves the current request: the
+        served action, the chosen action's canonical index and the exit it stopped at
+        (:data:`~splitrl.envs.exit_gate.NOT_STOPPED` where it went on, or without a gate)."""
+        if self.gate is None:
+            return e, s, b, -1, NOT_STOPPED
+        chosen = self._canonical_index[(e, s, b)]
+        served, stopped_at = self.gate.route(self._draw[0], chosen)
+        return (*self._canonical_list[served], chosen, stopped_at)
+
+    def _counts_labels(self, know_labels: bool) -> bool:
+        """Whether the correctness is the sample's own (else the profile's accuracy)."""
+        return know_labels and self.reward_spec.correctness == "sample"
 
     def _action_outcomes(self, sample: int, know_labels: bool) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_outcome` of every canonical action: the payloads' sizes and the correctness as
@@ -611,14 +667,32 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
             return sizes.astype(np.int64), self._correct[sample, s, b, e].astype(float)
         return sizes.astype(np.int64), self._expected[s, b, e].astype(float)
 
-    def _answered_on_device(self, sample: int, e: int, know_labels: bool) -> float:
+    def _answered_on_device(
+        self, sample: int, e: int, know_labels: bool, chosen: int = -1
+    ) -> float:
         """The correctness as the reward counts it of ``sample`` answered at exit ``e`` on the
-        device: what a request whose transfer the device gave up gets."""
+        device: what a request whose transfer the device gave up gets (with a gate, of the
+        requests the gate let go on under the chosen action, index ``chosen``)."""
+        if self.gate is not None and chosen >= 0 and not self._counts_labels(know_labels):
+            return float(self.gate.go_fallback_accuracy[chosen])
         return self._outcome(sample, e, self._exit_stages[e], 0, know_labels)[1]
 
-    def _outcome(self, sample: int, e: int, s: int, b: int, know_labels: bool) -> tuple[int, float]:
+    def _outcome(
+        self,
+        sample: int,
+        e: int,
+        s: int,
+        b: int,
+        know_labels: bool,
+        chosen: int = -1,
+        stopped_at: int = NOT_STOPPED,
+    ) -> tuple[int, float]:
         """The payload's size and the correctness as the reward counts it of ``sample`` served
-        with the canonical action ``(e, s, b)``."""
+        with the canonical action ``(e, s, b)`` (with a gate, chosen as the action of index
+        ``chosen``, stopped at ``stopped_at``: the profile's accuracy given what the gate saw)."""
+        if self.gate is not None and chosen >= 0 and not self._counts_labels(know_labels):
+            n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
+            return n_bytes, self.gate.expected_correct(chosen, stopped_at)
         if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
             if not know_labels:

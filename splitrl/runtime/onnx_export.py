@@ -469,8 +469,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
 
     :return: ``(agent, env, identity)``.
     :raises FileNotFoundError: when the run directory, its config or its model is missing.
-    :raises ValueError: when the config is malformed, or the run trained another learner than
-        SACD.
+    :raises ValueError: when the config is malformed, the run trained another learner than
+        SACD, or its scenario has an exit gate, which the device runtime does not run.
     """
     from splitrl.agents.sacd import SACD
     from splitrl.training.run_dir import RunDirectory
@@ -481,8 +481,14 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
         raise ValueError(
             f"{run.path}: only SACD policies can be exported, the run trained {spec.name}"
         )
-    model_path = run.trained_model_path("final")
     env = run.make_env()
+    if env.exit_gate is not None:
+        raise ValueError(
+            f"{run.path}: the run's scenario {env.parts.name!r} has an exit gate (exit_gate="
+            f"{env.exit_gate:g}), which the device runtime does not run; such a policy cannot be "
+            "exported"
+        )
+    model_path = run.trained_model_path("final")
     agent = spec.load_model(model_path, device="cpu")
     identity = {
         "run": str(run.path),

@@ -1,0 +1,205 @@
+"""The device's confidence gate at the early exits: routing, accuracies given the gate, hindsight
+values that price it, the named scenario and the bad settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from splitrl.agents.baselines import ConfidenceGatePolicy, GeometricMPCPolicy
+from splitrl.agents.rollout import run_episodes
+from splitrl.envs import SplitComputingEnv, get_scenario
+from splitrl.envs.channels import ConstantChannel, MarkovChannel
+from splitrl.envs.exit_gate import NOT_STOPPED
+from splitrl.envs.scenarios import DEFAULT_EXIT_GATE
+from splitrl.profiles.schema import Profile
+
+
+def exit_0_confidence(profile: Profile) -> np.ndarray:
+    """Every sample's confidence at exit 0, from the device's own tensor."""
+    return profile.confidence[:, profile.exit_stages[0], 0, 0].astype(float)
+
+
+def median_gate(profile: Profile) -> float:
+    """A threshold that about half the samples clear at exit 0."""
+    return float(np.median(exit_0_confidence(profile)))
+
+
+def gated_env(profile: Profile, **kwargs: object) -> SplitComputingEnv:
+    return SplitComputingEnv(profile=profile, exit_gate=median_gate(profile), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_confident_request_stops_at_the_early_exit_its_action_computes(
+    tiny_profile: Profile,
+) -> None:
+    env = gated_env(tiny_profile, channel=ConstantChannel(2e6), frame_interval_s=1.0, horizon=400)
+    k_0, k_1 = tiny_profile.exit_stages
+    assert k_0 < k_1
+    confidence = exit_0_confidence(tiny_profile)
+    env.reset(seed=0)
+    # offloaded after exit 0's stages: the gate reads exit 0; offloaded at the input: it cannot
+    passes, skips = (1, k_0, 0), (1, 0, 0)
+    stopped = went_on = 0
+    for step in range(200):
+        action = passes if step % 2 == 0 else skips
+        *_, info = env.step(np.array(action))
+        sample = info["sample_index"]
+        confident = confidence[sample] > env.exit_gate
+        if action == passes and confident:
+            stopped += 1
+            assert info["gate_exit"] == 0
+            assert tuple(info["canonical_action"]) == (0, k_0, 0)
+            assert info["payload_bytes"] == 0
+            assert info["correct"] == tiny_profile.correct[sample, k_0, 0, 0]
+        else:
+            went_on += action == passes
+            assert info["gate_exit"] == NOT_STOPPED
+            assert tuple(info["canonical_action"]) == action
+            assert info["payload_bytes"] == tiny_profile.payload_bytes[sample, action[1], 0]
+    assert stopped > 10 and went_on > 10
+
+
+def test_the_gated_world_serves_what_the_gate_reference_does(tiny_profile: Profile) -> None:
+    threshold = median_gate(tiny_profile)
+
+    def env(exit_gate: float | None = None, gate_heads: bool = False) -> SplitComputingEnv:
+        return SplitComputingEnv(
+            profile=tiny_profile,
+            channel=MarkovChannel(),
+            horizon=300,
+            exit_gate=exit_gate,
+            gate_heads=gate_heads,
+        )
+
+    seeds = range(3)
+    gated = run_episodes(GeometricMPCPolicy(), env(exit_gate=threshold), seeds)
+    reference = run_episodes(ConfidenceGatePolicy(threshold), env(gate_heads=True), seeds)
+    plain = run_episodes(GeometricMPCPolicy(), env(gate_heads=True), seeds)
+    np.testing.assert_allclose(gated.reward, reference.reward)
+    assert not np.allclose(gated.reward, plain.reward)
+
+
+def test_evaluate_actions_prices_the_gate_as_the_step_serves_it(tiny_profile: Profile) -> None:
+    env = gated_env(tiny_profile, channel=MarkovChannel(), horizon=300)
+    env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    stopped = 0
+    for _ in range(150):
+        outcomes = env.evaluate_actions(know_labels=True)
+        index = int(rng.integers(len(outcomes.actions)))
+        action = outcomes.actions[index]
+        # the hindsight value: the accuracy given the gate, not this sample's luck
+        expected = env.evaluate_actions().reward[index]
+        from_now, _ = env.evaluate_action_from(action, env.request_start_s)
+        *_, reward, _, _, info = env.step(action)
+        stopped += info["gate_exit"] != NOT_STOPPED
+        assert outcomes.reward[index] == pytest.approx(reward, abs=1e-12)
+        assert outcomes.payload_bytes[index] == info["payload_bytes"]
+        assert from_now == pytest.approx(expected, abs=1e-12)
+    assert stopped > 5
+
+
+def test_expected_accuracy_is_the_accuracy_given_what_the_gate_saw(tiny_profile: Profile) -> None:
+    env = gated_env(tiny_profile, channel=ConstantChannel(2e6), frame_interval_s=1.0)
+    threshold = env.exit_gate
+    assert threshold is not None
+    k_0 = tiny_profile.exit_stages[0]
+    confident = exit_0_confidence(tiny_profile) > threshold
+    stop_accuracy = tiny_profile.correct[confident, k_0, 0, 0].mean()
+    env.reset(seed=2)
+    seen = set()
+    for _ in range(60):
+        outcomes = env.evaluate_actions()
+        sample = env.step(np.array((0, k_0, 0)))[-1]["sample_index"]
+        assert outcomes.gave_up is None or not outcomes.gave_up.any()
+        for index, (e, s, b) in enumerate(outcomes.actions.tolist()):
+            if e == 1 and k_0 <= s:
+                # computes exit 0 on the device: stopped there, or the harder rest goes on
+                expected = (
+                    stop_accuracy
+                    if confident[sample]
+                    else tiny_profile.correct[~confident, s, b, e].mean()
+                )
+                assert outcomes.correct[index] == pytest.approx(expected)
+                seen.add(bool(confident[sample]))
+            elif e == 1:
+                assert outcomes.correct[index] == pytest.approx(
+                    tiny_profile.correct[:, s, b, e].mean()
+                )
+    assert seen == {True, False}
+
+
+def test_on_the_shipped_profile_the_confident_requests_are_the_easy_ones() -> None:
+    env = SplitComputingEnv("default-timeout-gate")
+    assert env.gate is not None
+    profile = env.profile
+    k_0 = profile.exit_stages[0]
+    exit_0 = profile.correct[:, k_0, 0, 0].mean()
+    assert env.gate.stop_accuracy[0] > exit_0 + 0.05
+    # an offload after exit 0's stages goes on with the harder rest: below its plain accuracy
+    passes = [
+        i
+        for i, (e, s, _) in enumerate(env.actions.canonical_actions())
+        if e == 2 and k_0 <= s < profile.exit_stages[2]
+    ]
+    assert passes
+    for i in passes:
+        e, s, b = env.actions.canonical_actions()[i]
+        assert env.gate.go_accuracy[i] < profile.correct[:, s, b, e].mean()
+
+
+def test_the_named_scenario_has_the_gate() -> None:
+    scenario = get_scenario("default-timeout-gate")
+    assert scenario.exit_gate == DEFAULT_EXIT_GATE
+    assert scenario.transfer_timeout_s == get_scenario("default-timeout").transfer_timeout_s
+    env = SplitComputingEnv("default-timeout-gate")
+    assert env.exit_gate == DEFAULT_EXIT_GATE and env.gate is not None
+    assert SplitComputingEnv("default-timeout").gate is None
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.2, float("nan"), True, "0.5"])
+def test_a_bad_exit_gate_is_refused(tiny_profile: Profile, value: object) -> None:
+    with pytest.raises(ValueError, match="exit_gate"):
+        SplitComputingEnv(profile=tiny_profile, exit_gate=value)  # type: ignore[arg-type]
+
+
+def test_a_scenario_file_with_a_bad_exit_gate_is_refused(tmp_path: Path) -> None:
+    fields = get_scenario("default-timeout-gate").to_dict()
+    fields["exit_gate"] = 2.0
+    path = tmp_path / "gate.yaml"
+    path.write_text(yaml.safe_dump(fields))
+    with pytest.raises(ValueError, match="exit_gate must be a confidence"):
+        SplitComputingEnv(str(path))
+
+
+def test_the_live_mode_refuses_the_gate(tiny_profile: Profile) -> None:
+    with pytest.raises(ValueError, match="exit_gate needs the profile's measured confidences"):
+        SplitComputingEnv(profile=tiny_profile, exit_gate=0.5, mode="live")
+
+
+def test_a_policy_trained_with_the_gate_is_not_exported(
+    tiny_profile_path: Path, tmp_path: Path, one_torch_thread: None
+) -> None:
+    from splitrl.runtime.onnx_export import export_run
+    from splitrl.training.config import TrainConfig
+    from splitrl.training.trainer import train
+
+    fields = get_scenario("default-timeout-gate").to_dict()
+    fields.update(name="tiny-gate", profile=str(tiny_profile_path), horizon=20)
+    scenario = tmp_path / "tiny-gate.yaml"
+    scenario.write_text(yaml.safe_dump(fields))
+    config = TrainConfig(
+        scenario=str(scenario),
+        timesteps=40,
+        eval_freq=0,
+        checkpoint_freq=0,
+        out=tmp_path / "runs",
+        hyperparameters={"learning_starts": 20, "batch_size": 8, "buffer_size": 100},
+    )
+    run_dir = train(config).run_dir.path
+    with pytest.raises(ValueError, match=r"exit gate .* device runtime does not run"):
+        export_run(run_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
