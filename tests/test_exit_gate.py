@@ -203,3 +203,39 @@ def test_a_policy_trained_with_the_gate_is_not_exported(
     with pytest.raises(ValueError, match=r"exit gate .* device runtime does not run"):
         export_run(run_dir, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_expected_values_average_the_branches_over_the_profiles_samples(
+    tiny_profile: Profile,
+) -> None:
+    env = gated_env(tiny_profile, channel=ConstantChannel(2e6), frame_interval_s=1.0)
+    assert env.gate is not None
+    env.reset(seed=0)
+    predicted = env.predict_actions()
+    values, accuracy = predicted.reward, predicted.correct
+    gated = env.gate.expected_values(values, accuracy)
+    threshold = env.exit_gate
+    stages = tiny_profile.exit_stages
+    local = {
+        g: next(i for i, a in enumerate(predicted.actions.tolist()) if a == [g, stages[g], 0])
+        for g in range(len(stages))
+    }
+    for index, (e, s, b) in enumerate(predicted.actions.tolist()):
+        total = 0.0
+        for sample in range(tiny_profile.n_samples):
+            confident = [
+                g
+                for g in range(e)
+                if stages[g] <= min(s, stages[e])
+                and tiny_profile.confidence[sample, stages[g], 0, g] > threshold
+            ]
+            if confident:
+                g = confident[0]
+                correct = tiny_profile.correct[sample, stages[g], 0, g]
+                total += values[local[g]] - accuracy[local[g]] + correct
+            else:
+                correct = tiny_profile.correct[sample, s, b, e]
+                total += values[index] - accuracy[index] + correct
+        assert gated[index] == pytest.approx(total / tiny_profile.n_samples), (e, s, b)
+    # an action that computes no early exit on the device keeps its value
+    assert gated[local[0]] == pytest.approx(values[local[0]])

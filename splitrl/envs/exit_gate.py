@@ -85,6 +85,10 @@ class ExitGate:
         self.go_accuracy = _masked_mean(served, go_on, counts)
         #: accuracy at each action's own exit on the device over those requests (a transfer given up)
         self.go_fallback_accuracy = _masked_mean(fallback, go_on, counts)
+        #: the share of the samples that stop at each exit under an action that computes it
+        self.stop_share = np.array([np.mean(first == g) for g in range(n_exits)], dtype=float)
+        #: the share of the samples each action lets go on
+        self.go_share = counts / len(first)
 
     def route(self, sample: int, action_index: int) -> tuple[int, int]:
         """The canonical index ``sample`` is served as under the canonical action ``action_index``,
@@ -115,6 +119,29 @@ class ExitGate:
         went_on = stopped_at == NOT_STOPPED
         stops = self.stop_accuracy[np.where(went_on, 0, stopped_at)]
         return np.where(went_on, self.go_accuracy, stops)
+
+
+    def expected_values(self, values: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+        """Values of every canonical action priced without the gate, priced with it.
+
+        A request under action ``a`` stops at exit ``g`` with the share of the profile's samples
+        whose first confident exit is ``g`` (for each early exit ``a`` computes on the device),
+        and is then worth what answering at ``g`` on the device is worth; otherwise it goes on and
+        is worth ``a``'s value. Each branch counts the accuracy given the gate instead of the
+        plain one (the reward is linear in the correctness).
+
+        :param values: every canonical action's value without the gate (its predicted reward, or
+            that reward minus a backlog cost), in the env's order
+        :param accuracy: the accuracy those values counted for every canonical action
+        """
+        go = np.where(self.go_share > 0, values + np.nan_to_num(self.go_accuracy) - accuracy, 0.0)
+        gated = self.go_share * go
+        for g, local in enumerate(self.local_index):
+            if self.stop_share[g] == 0.0:
+                continue
+            answered = values[local] + self.stop_accuracy[g] - accuracy[local]
+            gated = gated + np.where(g < self.passed, self.stop_share[g] * answered, 0.0)
+        return gated
 
 
 def _mean(values: np.ndarray) -> float:
