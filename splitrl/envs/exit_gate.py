@@ -120,7 +120,6 @@ class ExitGate:
         stops = self.stop_accuracy[np.where(went_on, 0, stopped_at)]
         return np.where(went_on, self.go_accuracy, stops)
 
-
     def expected_values(self, values: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
         """Values of every canonical action priced without the gate, priced with it.
 
