@@ -138,7 +138,9 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
     ``capacity_bps`` (true capacity at decision time), ``server_load``, ``sample_index``,
     ``canonical_action``, ``gave_up`` (the device gave up the transfer at the timeout; then
     ``device_compute_s`` includes the rest of the model on the device and ``transfer_s`` is the
-    timeout).
+    timeout), ``gate_exit`` (the early exit the ``exit_gate`` stopped the request at, ``-1`` where
+    it went on or without a gate; ``canonical_action`` is then the action served, answering at
+    that exit).
 
     ## Version history
     * v1: the ``link_quality`` observation (the radio's noisy link-rate report); episodes cover
