@@ -180,15 +180,18 @@ def test_the_live_mode_refuses_the_gate(tiny_profile: Profile) -> None:
         SplitComputingEnv(profile=tiny_profile, exit_gate=0.5, mode="live")
 
 
-def test_a_policy_trained_with_the_gate_is_not_exported(
+def test_a_policy_trained_with_the_gate_exports_it_for_the_device_runtime(
     tiny_profile_path: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
+    from splitrl.runtime.c_export import CExportError, export_c_run
+    from splitrl.runtime.exported_policy import PolicyMetadata
     from splitrl.runtime.onnx_export import export_run
     from splitrl.training.config import TrainConfig
     from splitrl.training.trainer import train
+    from tests.conftest import tiny_staged_model
 
     fields = get_scenario("default-timeout-gate").to_dict()
-    fields.update(name="tiny-gate", profile=str(tiny_profile_path), horizon=20)
+    fields.update(name="tiny-gate", profile=str(tiny_profile_path), horizon=20, exit_gate=0.4)
     scenario = tmp_path / "tiny-gate.yaml"
     scenario.write_text(yaml.safe_dump(fields))
     config = TrainConfig(
@@ -200,9 +203,22 @@ def test_a_policy_trained_with_the_gate_is_not_exported(
         hyperparameters={"learning_starts": 20, "batch_size": 8, "buffer_size": 100},
     )
     run_dir = train(config).run_dir.path
-    with pytest.raises(ValueError, match=r"exit gate .* device runtime does not run"):
-        export_run(run_dir, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+    metadata, _ = export_run(run_dir, tmp_path / "out", model=tiny_staged_model())
+    assert metadata.exit_gate == 0.4
+    assert PolicyMetadata.load(tmp_path / "out").exit_gate == 0.4
+    # the C policy's firmware calls have no gate: refused before anything is written
+    with pytest.raises(CExportError, match="confidence gate"):
+        export_c_run(run_dir, tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("value", [0, 1, -1, "0.5", True])
+def test_a_policy_file_with_a_bad_exit_gate_is_refused(value: object) -> None:
+    from splitrl.runtime.exported_policy import exit_gate_of
+
+    assert exit_gate_of(None) is None and exit_gate_of(0.5) == 0.5
+    with pytest.raises(ValueError, match="exit_gate must be a confidence"):
+        exit_gate_of(value)
 
 
 def test_expected_values_average_the_branches_over_the_profiles_samples(

@@ -549,3 +549,59 @@ def test_paced_send_gives_up_when_the_server_stops_reading() -> None:
     assert timing.gave_up
     assert 0 < timing.n_bytes < 20_000_000
     assert 0.1 <= timing.duration_s < 1.0
+
+
+def torch_exit_confidence(x: np.ndarray, exit_index: int) -> tuple[int, float]:
+    with torch.no_grad():
+        logits = tiny_staged_model()(torch.as_tensor(x[None], dtype=torch.float32), exit_index)
+    probabilities = torch.softmax(logits.double(), dim=-1)[0]
+    return int(probabilities.argmax()), float(probabilities.max())
+
+
+def test_the_exit_gate_stops_a_confident_request_at_the_exit_its_action_computes(
+    server: ServerThread, tiny_export: Path
+) -> None:
+    inputs, labels = tiny_inputs(n=12, seed=6)
+    answers = [torch_exit_confidence(x, 0) for x in inputs]
+    gate = float(np.median([confidence for _, confidence in answers]))
+    # even requests offload after exit 0's stage (the gate reads exit 0); odd ones send the input
+    plan = [(1, 2, 3) if i % 2 == 0 else (1, 0, 3) for i in range(len(inputs))]
+    actions = iter(plan)
+    layout = ObservationLayout(4, link_quality=False)
+    knowledge = DeviceKnowledge(layout, 1e6, deadline_s=0.2, frame_interval_s=0.02)
+    connection = ServerConnection(("127.0.0.1", server.port))
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(tiny_export),
+            lambda _: next(actions),
+            TINY_ACTIONS,
+            knowledge,
+            connection,
+            exit_gate=gate,
+        )
+        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
+    finally:
+        connection.close()
+    assert [r.status for r in records] == ["ok"] * len(inputs)
+    stopped = 0
+    for record, action, (predicted, confidence) in zip(records, plan, answers, strict=True):
+        assert record.action == action
+        if action == (1, 2, 3) and confidence > gate:
+            stopped += 1
+            assert record.gate_exit == 0 and record.device_only and record.payload_bytes == 0
+            assert record.predicted == predicted
+            assert record.confidence == pytest.approx(confidence, abs=1e-5)
+        else:
+            assert record.gate_exit is None and not record.device_only
+            assert record.payload_bytes > 0
+    assert 0 < stopped < len(inputs) // 2
+    assert RunSummary.of(records).gated == stopped
+    for bad in (0.0, 1.0, math.nan):
+        with pytest.raises(ValueError, match="exit_gate"):
+            DeviceRuntime(
+                OnnxSegments(tiny_export),
+                lambda _: (0, 1, 0),
+                TINY_ACTIONS,
+                knowledge,
+                exit_gate=bad,
+            )

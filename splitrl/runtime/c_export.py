@@ -441,6 +441,12 @@ def export_c_run(
             "runtime, which does"
         )
     agent, env, identity = load_run(run_dir)
+    if env.exit_gate is not None:
+        raise CExportError(
+            f"the run's scenario {env.parts.name!r} has a confidence gate at the early exits "
+            f"(exit_gate={env.exit_gate:g}), which the C policy's firmware calls do not run; "
+            "export it as ONNX (without --format c) for the device runtime, which does"
+        )
     # refuse before any file is written
     mlp_layers(agent.policy.greedy_actor, len(env.layout.names))
     with staged_directory(directory) as staging:

@@ -45,7 +45,7 @@ import numpy as np
 
 from splitrl.agents.features import DeviceActionValues
 from splitrl.codecs import encode
-from splitrl.envs.actions import ActionTable
+from splitrl.envs.actions import ActionTable, exits_passed_on_device
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import DeviceKnowledge
 from splitrl.envs.traces import Trace, load_trace
@@ -236,7 +236,9 @@ class RequestRecord:
     replying (queue + decode + compute) and ``latency_s`` the end-to-end latency from the frame's
     arrival to the answer. ``gave_up``: the send was given up at the transfer timeout and the
     device answered itself (``transfer_s`` is then the time until it gave up, ``device_compute_s``
-    includes the rest of the model).
+    includes the rest of the model). ``gate_exit``: the early exit where the confidence gate
+    stopped the request (``action`` is the one chosen; the request was answered on the device),
+    ``None`` where it went on or without a gate.
     """
 
     request_id: int
@@ -265,6 +267,7 @@ class RequestRecord:
     correct: bool | None = None
     status: str = "pending"
     gave_up: bool = False
+    gate_exit: int | None = None
 
     def to_json(self) -> str:
         """One JSON line."""
@@ -285,6 +288,7 @@ class RunSummary:
     offloaded_fraction: float
     gave_up: int = 0
     actions: dict[str, int] = field(default_factory=dict)
+    gated: int = 0
 
     @classmethod
     def of(cls, records: Sequence[RequestRecord]) -> RunSummary:
@@ -307,6 +311,7 @@ class RunSummary:
             else math.nan,
             gave_up=sum(r.gave_up for r in records),
             actions=dict(Counter(r.label for r in records).most_common()),
+            gated=sum(r.gate_exit is not None for r in records),
         )
 
 
@@ -328,6 +333,9 @@ class DeviceRuntime:
     :param transfer_timeout_s: give up a send still running after this many seconds and answer
         the request on the device (the policy's scenario's, ``PolicyMetadata.transfer_timeout_s``);
         ``None``: wait for every send.
+    :param exit_gate: the confidence gate at the early exits (the policy's scenario's,
+        ``PolicyMetadata.exit_gate``): a request whose action computes an earlier exit on the
+        device stops there when the exit's softmax confidence is above it; ``None``: no gate.
     """
 
     def __init__(
@@ -342,7 +350,10 @@ class DeviceRuntime:
         link_quality: LinkQualitySource | None = None,
         features: DeviceActionValues | None = None,
         transfer_timeout_s: float | None = None,
+        exit_gate: float | None = None,
     ) -> None:
+        if exit_gate is not None and not (math.isfinite(exit_gate) and 0.0 < exit_gate < 1.0):
+            raise ValueError(f"exit_gate must be a confidence in (0, 1) or None, got {exit_gate!r}")
         if transfer_timeout_s is not None and not (
             math.isfinite(transfer_timeout_s) and transfer_timeout_s > 0
         ):
@@ -373,6 +384,7 @@ class DeviceRuntime:
         self.link_quality = link_quality
         self.features = features
         self.transfer_timeout_s = transfer_timeout_s
+        self.exit_gate = exit_gate
         self.epoch = time.perf_counter()
         self._pending: dict[int, RequestRecord] = {}
 
@@ -436,9 +448,13 @@ class DeviceRuntime:
             decision_s=decided - start,
             truth=None if label is None else int(label),
         )
-        batch = np.asarray(x)[None]
+        batch, computed_to = np.asarray(x)[None], 0
+        if self.exit_gate is not None:
+            batch, computed_to = self._through_gate(record, batch, e, s, decided)
+            if record.gate_exit is not None:
+                return record
         if record.device_only:
-            logits = self.segments.run_exit(self.segments.run_stages(batch, 0, k_e), e)
+            logits = self.segments.run_exit(self.segments.run_stages(batch, computed_to, k_e), e)
             done = self.now()
             record.device_compute_s = done - decided
             record.latency_s = done - arrival
@@ -447,7 +463,7 @@ class DeviceRuntime:
             return record
         if self.connection is None:
             raise DeviceError(f"action {record.label} offloads, but there is no server connection")
-        tensor = batch[0] if s == 0 else self.segments.run_stages(batch, 0, s)[0]
+        tensor = self.segments.run_stages(batch, computed_to, s)[0] if s > computed_to else batch[0]
         computed = self.now()
         frame = encode(tensor, self.actions.bit_options[b], **self.codec)
         encoded = self.now()
@@ -473,6 +489,32 @@ class DeviceRuntime:
             if not answered:
                 self._answer_on_device(record, tensor, e, s, k_e)
         return record
+
+    def _through_gate(
+        self, record: RequestRecord, batch: np.ndarray, e: int, s: int, decided: float
+    ) -> tuple[np.ndarray, int]:
+        """Compute the early exits the action ``(e, s)`` passes on the device, in order, and stop
+        at the first whose confidence clears the gate (``record`` is then answered).
+
+        :return: the tensor after the last stage computed, and that stage
+        """
+        assert self.exit_gate is not None
+        computed_to = 0
+        for g in exits_passed_on_device(self.actions.exit_stages, e, s):
+            k_g = self.actions.exit_stages[g]
+            batch = self.segments.run_stages(batch, computed_to, k_g)
+            computed_to = k_g
+            predicted, confidence = softmax_prediction(self.segments.run_exit(batch, g)[0])
+            if confidence > self.exit_gate:
+                done = self.now()
+                record.gate_exit = g
+                record.device_only = True
+                record.device_compute_s = done - decided
+                record.latency_s = done - record.arrival_s
+                self._finish(record, predicted, confidence)
+                self.knowledge.record_completion(done, record.latency_s, None)
+                break
+        return batch, computed_to
 
     def _abandon_connection(self) -> None:
         """Reset the connection after a given-up send (it holds a partial message); the
@@ -741,6 +783,7 @@ def run(args: argparse.Namespace) -> int:
             link_quality=link_quality,
             features=features,
             transfer_timeout_s=timeout,
+            exit_gate=metadata.exit_gate,
         )
         records = runtime.run(samples, interval)
     finally:

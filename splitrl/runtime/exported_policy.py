@@ -140,6 +140,9 @@ class PolicyMetadata:
         predicted values; only with ``predicted_values``.
     :param transfer_timeout_s: the scenario's transfer timeout: the device gives up a send still
         running after it and answers at the exit itself, as in training; ``None``: it waits.
+    :param exit_gate: the scenario's confidence gate at the early exits: the device stops a
+        request at an earlier exit its action computes when its confidence there is above it, as
+        in training; ``None``: no gate.
     """
 
     feature_names: tuple[str, ...]
@@ -162,6 +165,7 @@ class PolicyMetadata:
     context_values: tuple[str, ...] = ()
     link_memory: bool = False
     transfer_timeout_s: float | None = None
+    exit_gate: float | None = None
 
     @property
     def n_inputs(self) -> int:
@@ -263,6 +267,7 @@ class PolicyMetadata:
                 context_values=context_of(data.get("context_values")),
                 link_memory=link_memory_of(data.get("link_memory")),
                 transfer_timeout_s=transfer_timeout_of(data.get("transfer_timeout_s")),
+                exit_gate=exit_gate_of(data.get("exit_gate")),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as error:
             raise ValueError(f"{path}: malformed policy metadata ({error!r})") from None
@@ -291,6 +296,22 @@ def transfer_timeout_of(value: Any) -> float | None:
         or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"transfer_timeout_s must be a positive number or null, got {value!r}")
+    return float(value)
+
+
+def exit_gate_of(value: Any) -> float | None:
+    """The exit gate recorded in ``policy.json`` (absent before gates existed: none).
+
+    :raises ValueError: a value that is not a confidence in ``(0, 1)`` or null
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and 0.0 < value < 1.0)
+    ):
+        raise ValueError(f"exit_gate must be a confidence in (0, 1) or null, got {value!r}")
     return float(value)
 
 

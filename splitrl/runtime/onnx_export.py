@@ -137,6 +137,7 @@ def export_policy(
     context: Sequence[str] = (),
     memory: bool = False,
     transfer_timeout_s: float | None = None,
+    exit_gate: float | None = None,
 ) -> PolicyMetadata:
     """Write ``policy.onnx`` and ``policy.json`` for a SACD model.
 
@@ -163,6 +164,8 @@ def export_policy(
     :param memory: with ``predictor``: whether the policy observes the link memory before the
         predicted values (``LearnerSpec.link_memory``), recorded in ``policy.json``.
     :param transfer_timeout_s: the scenario's transfer timeout (``env.parts.transfer_timeout_s``),
+        recorded for the device runtime.
+    :param exit_gate: the scenario's confidence gate at the early exits (``env.exit_gate``),
         recorded for the device runtime.
     :return: the metadata written.
     :raises ValueError: when the model's spaces do not match ``actions`` and ``layout`` (and the
@@ -221,6 +224,7 @@ def export_policy(
         context_values=tuple(context),
         link_memory=memory,
         transfer_timeout_s=transfer_timeout_s,
+        exit_gate=exit_gate,
     )
     metadata.save(directory)
     observations = random_observations(layout, 256, seed=0)
@@ -256,7 +260,7 @@ def export_env_policy(
     """:func:`export_policy` with every constant taken from the env the policy acts in.
 
     The action table, observation layout, throughput prior, deadline, frame interval,
-    link-quality model, transfer timeout and codec settings all come from ``env``, so the export cannot disagree
+    link-quality model, transfer timeout, exit gate and codec settings all come from ``env``, so the export cannot disagree
     with what the policy was trained on.
 
     :param model: a :class:`~splitrl.agents.sacd.SACD`.
@@ -290,6 +294,7 @@ def export_env_policy(
         context=context,
         memory=memory,
         transfer_timeout_s=env.parts.transfer_timeout_s,
+        exit_gate=env.exit_gate,
     )
 
 
@@ -469,8 +474,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
 
     :return: ``(agent, env, identity)``.
     :raises FileNotFoundError: when the run directory, its config or its model is missing.
-    :raises ValueError: when the config is malformed, the run trained another learner than
-        SACD, or its scenario has an exit gate, which the device runtime does not run.
+    :raises ValueError: when the config is malformed, or the run trained another learner than
+        SACD.
     """
     from splitrl.agents.sacd import SACD
     from splitrl.training.run_dir import RunDirectory
@@ -481,14 +486,8 @@ def load_run(run_dir: str | os.PathLike[str]) -> tuple[Any, SplitComputingEnv, d
         raise ValueError(
             f"{run.path}: only SACD policies can be exported, the run trained {spec.name}"
         )
-    env = run.make_env()
-    if env.exit_gate is not None:
-        raise ValueError(
-            f"{run.path}: the run's scenario {env.parts.name!r} has an exit gate (exit_gate="
-            f"{env.exit_gate:g}), which the device runtime does not run; such a policy cannot be "
-            "exported"
-        )
     model_path = run.trained_model_path("final")
+    env = run.make_env()
     agent = spec.load_model(model_path, device="cpu")
     identity = {
         "run": str(run.path),
