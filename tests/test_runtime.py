@@ -9,8 +9,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from splitrl.profiles.schema import Profile
 from splitrl.runtime.device import (
     DeviceError,
     DeviceRuntime,
+    RequestRecord,
     RunSummary,
     ServerConnection,
     link_quality_source,
@@ -74,6 +76,28 @@ def connect(port: int) -> socket.socket:
 def ask(sock: socket.socket, body: bytes) -> Reply:
     sock.sendall(frame_message(body))
     return Reply.decode(recv_message(sock))
+
+
+def run_with_server(
+    server: ServerThread,
+    export: Path,
+    policy: Callable[[np.ndarray], tuple[int, int, int]],
+    knowledge: DeviceKnowledge,
+    inputs: np.ndarray,
+    labels: np.ndarray,
+    pacer: TracePacer | None = None,
+    **settings: Any,
+) -> list[RequestRecord]:
+    """Run the tiny model's requests through a device runtime connected to ``server``, 20 ms
+    apart, with the runtime's other ``settings``."""
+    connection = ServerConnection(("127.0.0.1", server.port), pacer)
+    try:
+        runtime = DeviceRuntime(
+            OnnxSegments(export), policy, TINY_ACTIONS, knowledge, connection, **settings
+        )
+        return runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
+    finally:
+        connection.close()
 
 
 def torch_prediction(x: np.ndarray, exit_index: int) -> int:
@@ -247,20 +271,10 @@ def test_device_runs_local_and_offloaded_requests(server: ServerThread, tiny_exp
     knowledge = DeviceKnowledge(ObservationLayout(4), 1e6, deadline_s=0.2, frame_interval_s=0.02)
     trace = Trace.from_rates([8e6], slot_s=1.0)
     pacer = TracePacer(trace)
-    connection = ServerConnection(("127.0.0.1", server.port), pacer)
     link_quality = TraceLinkQuality(pacer.channel, LinkQualityModel(), frame_interval_s=0.02)
-    try:
-        runtime = DeviceRuntime(
-            OnnxSegments(tiny_export),
-            policy,
-            TINY_ACTIONS,
-            knowledge,
-            connection,
-            link_quality=link_quality,
-        )
-        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
-    finally:
-        connection.close()
+    records = run_with_server(
+        server, tiny_export, policy, knowledge, inputs, labels, pacer, link_quality=link_quality
+    )
     assert [r.status for r in records] == ["ok"] * 8
     assert [r.device_only for r in records] == [True, False, False, False, True, False, False, True]
     for record, x in zip(records, inputs, strict=True):
@@ -569,19 +583,9 @@ def test_the_exit_gate_stops_a_confident_request_at_the_exit_its_action_computes
     actions = iter(plan)
     layout = ObservationLayout(4, link_quality=False)
     knowledge = DeviceKnowledge(layout, 1e6, deadline_s=0.2, frame_interval_s=0.02)
-    connection = ServerConnection(("127.0.0.1", server.port))
-    try:
-        runtime = DeviceRuntime(
-            OnnxSegments(tiny_export),
-            lambda _: next(actions),
-            TINY_ACTIONS,
-            knowledge,
-            connection,
-            exit_gate=gate,
-        )
-        records = runtime.run(zip(inputs, labels.tolist(), strict=True), frame_interval_s=0.02)
-    finally:
-        connection.close()
+    records = run_with_server(
+        server, tiny_export, lambda _: next(actions), knowledge, inputs, labels, exit_gate=gate
+    )
     assert [r.status for r in records] == ["ok"] * len(inputs)
     stopped = 0
     for record, action, (predicted, confidence) in zip(records, plan, answers, strict=True):
