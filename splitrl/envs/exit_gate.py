@@ -19,6 +19,7 @@ more accurately than ``g``'s average, and the requests that go on are the harder
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +29,23 @@ from splitrl.profiles.schema import Profile
 
 #: where a request was not stopped by the gate
 NOT_STOPPED = -1
+
+
+def exit_gate_of(value: object) -> float | None:
+    """A confidence threshold of the gate, or ``None`` for no gate (a scenario's, an env's, a
+    policy file's or the device runtime's ``exit_gate``).
+
+    :raises ValueError: a value that is not a confidence in ``(0, 1)`` or ``None``
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not (math.isfinite(value) and 0.0 < value < 1.0)
+    ):
+        raise ValueError(f"exit_gate must be a confidence in (0, 1) or null, got {value!r}")
+    return float(value)
 
 
 class ExitGate:
@@ -46,9 +64,10 @@ class ExitGate:
         canonical: np.ndarray,
         threshold: float,
     ) -> None:
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"exit_gate must be a confidence in (0, 1), got {threshold!r}")
-        self.threshold = float(threshold)
+        gate = exit_gate_of(threshold)
+        if gate is None:
+            raise ValueError("an ExitGate needs a threshold; exit_gate=None means no gate")
+        self.threshold = gate
         stages: Sequence[int] = profile.exit_stages
         n_exits = len(stages)
         index = {tuple(int(v) for v in action): i for i, action in enumerate(canonical)}

@@ -29,6 +29,7 @@ from splitrl.envs.channels.randomized import (
     make_trace_mix,
     mixture_specs,
 )
+from splitrl.envs.exit_gate import exit_gate_of
 from splitrl.envs.reward import REWARD_PRESETS, RewardSpec, get_reward_spec
 from splitrl.envs.rtt import RTTModel
 from splitrl.envs.server_load import ServerLoad
@@ -469,14 +470,7 @@ def resolve_scenario(
         raise ValueError(
             f"transfer_timeout_s must be a positive number of seconds or null, got {timeout!r}"
         )
-    gate = base.exit_gate if exit_gate is None else exit_gate
-    if gate is not None and not (
-        isinstance(gate, (int, float))
-        and not isinstance(gate, bool)
-        and math.isfinite(gate)
-        and 0.0 < gate < 1.0
-    ):
-        raise ValueError(f"exit_gate must be a confidence in (0, 1) or null, got {gate!r}")
+    gate = exit_gate_of(base.exit_gate if exit_gate is None else exit_gate)
     jitter = network_.rtt_jitter_ms * 1e-3
     parts = ScenarioParts(
         name=base.name,
@@ -498,7 +492,7 @@ def resolve_scenario(
             base.link_overheads if link_overheads is None else link_overheads
         ),
         transfer_timeout_s=None if timeout is None else float(timeout),
-        exit_gate=None if gate is None else float(gate),
+        exit_gate=gate,
     )
     from splitrl.envs.mean_times import keep_up_warning
 

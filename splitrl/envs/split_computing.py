@@ -692,18 +692,14 @@ class SplitComputingEnv(gym.Env[np.ndarray, np.ndarray]):
         """The payload's size and the correctness as the reward counts it of ``sample`` served
         with the canonical action ``(e, s, b)`` (with a gate, chosen as the action of index
         ``chosen``, stopped at ``stopped_at``: the profile's accuracy given what the gate saw)."""
-        if self.gate is not None and chosen >= 0 and not self._counts_labels(know_labels):
-            n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
-            return n_bytes, self.gate.expected_correct(chosen, stopped_at)
         if self._live is not None:
             n_bytes, correct = self._live.outcome(sample, e, s, b)
             if not know_labels:
                 correct = float(self._expected[s, b, e])
             return n_bytes, correct
         n_bytes = 0 if s >= self._exit_stages[e] else int(self._payload[sample, s, b])
-        correct = (
-            float(self._correct[sample, s, b, e])
-            if know_labels and self.reward_spec.correctness == "sample"
-            else float(self._expected[s, b, e])
-        )
-        return n_bytes, correct
+        if self._counts_labels(know_labels):
+            return n_bytes, float(self._correct[sample, s, b, e])
+        if self.gate is not None and chosen >= 0:
+            return n_bytes, self.gate.expected_correct(chosen, stopped_at)
+        return n_bytes, float(self._expected[s, b, e])

@@ -46,6 +46,7 @@ import numpy as np
 from splitrl.agents.features import DeviceActionValues
 from splitrl.codecs import encode
 from splitrl.envs.actions import ActionTable, exits_passed_on_device
+from splitrl.envs.exit_gate import exit_gate_of
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import DeviceKnowledge
 from splitrl.envs.traces import Trace, load_trace
@@ -352,8 +353,7 @@ class DeviceRuntime:
         transfer_timeout_s: float | None = None,
         exit_gate: float | None = None,
     ) -> None:
-        if exit_gate is not None and not (math.isfinite(exit_gate) and 0.0 < exit_gate < 1.0):
-            raise ValueError(f"exit_gate must be a confidence in (0, 1) or None, got {exit_gate!r}")
+        exit_gate = exit_gate_of(exit_gate)
         if transfer_timeout_s is not None and not (
             math.isfinite(transfer_timeout_s) and transfer_timeout_s > 0
         ):

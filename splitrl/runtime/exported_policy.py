@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from splitrl.envs.actions import ActionTable
+from splitrl.envs.exit_gate import exit_gate_of
 from splitrl.envs.link_quality import LinkQualityModel
 from splitrl.envs.observation import OBSERVATION_VERSION, DeviceKnowledge, ObservationLayout
 from splitrl.runtime.segments import file_sha256, open_onnx_session
@@ -296,22 +297,6 @@ def transfer_timeout_of(value: Any) -> float | None:
         or not (math.isfinite(value) and value > 0)
     ):
         raise ValueError(f"transfer_timeout_s must be a positive number or null, got {value!r}")
-    return float(value)
-
-
-def exit_gate_of(value: Any) -> float | None:
-    """The exit gate recorded in ``policy.json`` (absent before gates existed: none).
-
-    :raises ValueError: a value that is not a confidence in ``(0, 1)`` or null
-    """
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not (math.isfinite(value) and 0.0 < value < 1.0)
-    ):
-        raise ValueError(f"exit_gate must be a confidence in (0, 1) or null, got {value!r}")
     return float(value)
 
 
