@@ -241,6 +241,16 @@ SCENARIOS: dict[str, Scenario] = {
             ),
             transfer_timeout_s=0.05,
         ),
+        dataclasses.replace(
+            MCU_LTE_VIDEO_SCENARIO,
+            name="mcu-lte-video-timeout-gate",
+            description=(
+                "mcu-lte-video-timeout, where the device also stops a request at an early exit "
+                "it computes when the exit's confidence is above 0.65 (a confidence gate)"
+            ),
+            transfer_timeout_s=0.05,
+            exit_gate=DEFAULT_EXIT_GATE,
+        ),
         Scenario(
             name="mcu-energy",
             description="battery-powered STM32H7 on slow Wi-Fi, energy-aware",
