@@ -223,6 +223,22 @@ def test_observation_is_computed_from_measurements_as_in_the_env(
 
 
 @needs_gcc
+def test_without_a_gate_the_firmware_reads_no_exit_and_never_stops(
+    env: SplitComputingEnv, exports: dict[str, Path], host_policies: dict[str, c_build.HostPolicy]
+) -> None:
+    """The tiny env has no confidence gate: the gate's calls list no exit for any action and
+    stop no request, even one whose exit head is certain."""
+    assert env.exit_gate is None
+    header = (exports["float32"] / "splitrl_policy.h").read_text()
+    assert "#define SPLITRL_POLICY_HAS_EXIT_GATE 0" in header
+    host = host_policies["float32"]
+    for e, s, b in env.actions.canonical_actions():
+        assert host.gate_exits((int(e), int(s), int(b))) == []
+    certain = np.array([50.0] + [0.0] * 9, dtype=np.float32)
+    assert not host.gate_stops(certain)
+
+
+@needs_gcc
 def test_documented_stack_bound_holds(exports: dict[str, Path], tmp_path: Path) -> None:
     for directory in exports.values():
         usage = c_build.stack_usage([directory / "splitrl_policy.c"], tmp_path)

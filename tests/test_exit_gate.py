@@ -1,8 +1,9 @@
 """The device's confidence gate at the early exits: routing, accuracies given the gate, hindsight
-values that price it, the named scenario and the bad settings."""
+values that price it, the named scenario, the export (ONNX and C) and the bad settings."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +14,12 @@ from splitrl.agents.baselines import ConfidenceGatePolicy, GeometricMPCPolicy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv, get_scenario
 from splitrl.envs.channels import ConstantChannel, MarkovChannel
+from splitrl.envs.actions import exits_passed_on_device
 from splitrl.envs.exit_gate import NOT_STOPPED
 from splitrl.envs.scenarios import DEFAULT_EXIT_GATE
 from splitrl.profiles.schema import Profile
+from splitrl.runtime import c_build
+from splitrl.runtime.segments import softmax_prediction
 
 
 def exit_0_confidence(profile: Profile) -> np.ndarray:
@@ -180,10 +184,10 @@ def test_the_live_mode_refuses_the_gate(tiny_profile: Profile) -> None:
         SplitComputingEnv(profile=tiny_profile, exit_gate=0.5, mode="live")
 
 
-def test_a_policy_trained_with_the_gate_exports_it_for_the_device_runtime(
+def test_a_policy_trained_with_the_gate_exports_it_for_the_device_runtime_and_in_c(
     tiny_profile_path: Path, tmp_path: Path, one_torch_thread: None
 ) -> None:
-    from splitrl.runtime.c_export import CExportError, export_c_run
+    from splitrl.runtime.c_export import export_c_run
     from splitrl.runtime.exported_policy import PolicyMetadata
     from splitrl.runtime.onnx_export import export_run
     from splitrl.training.config import TrainConfig
@@ -206,10 +210,35 @@ def test_a_policy_trained_with_the_gate_exports_it_for_the_device_runtime(
     metadata, _ = export_run(run_dir, tmp_path / "out", model=tiny_staged_model())
     assert metadata.exit_gate == 0.4
     assert PolicyMetadata.load(tmp_path / "out").exit_gate == 0.4
-    # the C policy's firmware calls have no gate: refused before anything is written
-    with pytest.raises(CExportError, match="confidence gate"):
-        export_c_run(run_dir, tmp_path / "c")
-    assert not (tmp_path / "c").exists()
+    # the C policy carries it too: its firmware calls read the same exits and the same stop
+    c_metadata = export_c_run(run_dir, tmp_path / "c")
+    assert c_metadata.exit_gate == 0.4
+    header = (tmp_path / "c" / "splitrl_policy.h").read_text()
+    assert "#define SPLITRL_POLICY_HAS_EXIT_GATE 1" in header
+    assert "#define SPLITRL_POLICY_EXIT_GATE 0.4" in header
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed: the C gate's calls are not compiled here")
+    actions = c_metadata.actions
+    host = c_build.HostPolicy(
+        tmp_path / "c", tmp_path / "build", len(c_metadata.feature_names), actions.n_actions
+    )
+    stages = c_metadata.exit_stages
+    gated = 0
+    for e, s, b in actions.canonical_actions():
+        expected = exits_passed_on_device(stages, int(e), int(s))
+        assert host.gate_exits((int(e), int(s), int(b))) == expected, (e, s, b)
+        gated += bool(expected)
+    assert gated > 0
+    rng = np.random.default_rng(0)
+    stops = 0
+    for scale in rng.uniform(0.1, 6.0, size=400):
+        logits = (rng.normal(size=10) * scale).astype(np.float32)
+        _, confidence = softmax_prediction(logits)
+        if abs(confidence - 0.4) < 1e-9:
+            continue  # a float tie; the sums may round differently
+        assert host.gate_stops(logits) == (confidence > 0.4), logits
+        stops += confidence > 0.4
+    assert 0 < stops < 400
 
 
 @pytest.mark.parametrize("value", [0, 1, -1, "0.5", True])

@@ -138,6 +138,18 @@ class HostPolicy:
             actions[index] = (action.exit, action.split, action.bits)
         return actions
 
+    def gate_exits(self, action: tuple[int, int, int]) -> list[int]:
+        """The early exits ``splitrl_policy_gate_exits`` lists for ``(exit, split, bits)``."""
+        exits = (ctypes.c_int * max(1, int(action[0])))()
+        count = self.library.splitrl_policy_gate_exits(_Action(*action), exits)
+        return [int(exits[k]) for k in range(count)]
+
+    def gate_stops(self, logits: np.ndarray) -> bool:
+        """``splitrl_policy_gate_stops`` of one exit head's logits."""
+        row = np.ascontiguousarray(logits, dtype=np.float32).reshape(-1)
+        pointer = row.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
+        return bool(self.library.splitrl_policy_gate_stops(pointer, len(row)))
+
     def logits(self, observations: np.ndarray) -> np.ndarray:
         """Masked logits ``float32 [n, n_actions]`` of observations ``[n, n_features]``."""
         batch = np.ascontiguousarray(observations, dtype=np.float32).reshape(-1, self.n_features)

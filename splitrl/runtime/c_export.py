@@ -5,7 +5,10 @@ and the export's :class:`~splitrl.runtime.exported_policy.PolicyMetadata` (``pol
 features computed from the device's raw measurements with the constants of ``policy.json``, the
 forward pass with ``const`` weights (float32, or int8 with one scale per output channel), the mask
 of canonical actions and the argmax. :func:`export_c_run` does it for a training run, next to the
-run's ``policy.onnx`` and ``policy.json`` (the reference the C code is checked against).
+run's ``policy.onnx`` and ``policy.json`` (the reference the C code is checked against). A
+scenario's confidence gate at the early exits (``policy.json``'s ``exit_gate``) travels as two
+constants and two calls, ``splitrl_policy_gate_exits`` and ``splitrl_policy_gate_stops``, which
+the firmware runs as the device runtime does.
 
 Only what the C code computes exactly is exported: an actor whose logits are an MLP (``Linear``
 layers with ReLU or Tanh between them) of the observation vector alone. Anything else (an action
@@ -370,6 +373,10 @@ def generate_c_policy(
         "max_backlog_frames": _c_double(observation_module._MAX_BACKLOG_FRAMES),
         "max_width": max_width,
         "bit_widths": ", ".join(str(w) for w in widths),
+        "exit_stages": ", ".join(str(int(k)) for k in metadata.exit_stages),
+        "has_exit_gate": int(metadata.exit_gate is not None),
+        # without a gate no confidence is above 1: the constant is never read as a threshold
+        "exit_gate": _c_double(1.0 if metadata.exit_gate is None else metadata.exit_gate),
         "n_allowed": len(allowed),
         "allowed": ", ".join(str(int(i)) for i in allowed),
         "weights": "\n".join(weights),
@@ -441,12 +448,6 @@ def export_c_run(
             "runtime, which does"
         )
     agent, env, identity = load_run(run_dir)
-    if env.exit_gate is not None:
-        raise CExportError(
-            f"the run's scenario {env.parts.name!r} has a confidence gate at the early exits "
-            f"(exit_gate={env.exit_gate:g}), which the C policy's firmware calls do not run; "
-            "export it as ONNX (without --format c) for the device runtime, which does"
-        )
     # refuse before any file is written
     mlp_layers(agent.policy.greedy_actor, len(env.layout.names))
     with staged_directory(directory) as staging:
