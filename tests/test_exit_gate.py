@@ -13,8 +13,8 @@ import yaml
 from splitrl.agents.baselines import ConfidenceGatePolicy, GeometricMPCPolicy
 from splitrl.agents.rollout import run_episodes
 from splitrl.envs import SplitComputingEnv, get_scenario
-from splitrl.envs.channels import ConstantChannel, MarkovChannel
 from splitrl.envs.actions import exits_passed_on_device
+from splitrl.envs.channels import ConstantChannel, MarkovChannel
 from splitrl.envs.exit_gate import NOT_STOPPED
 from splitrl.envs.scenarios import DEFAULT_EXIT_GATE
 from splitrl.profiles.schema import Profile
