@@ -15,6 +15,7 @@ from torch import nn
 from splitrl.agents.sacd import SACD
 from splitrl.cli import main as cli_main
 from splitrl.codecs import decode, encode
+from splitrl.envs.actions import exits_passed_on_device
 from splitrl.envs.observation import DeviceKnowledge
 from splitrl.envs.split_computing import SplitComputingEnv
 from splitrl.profiles.schema import Profile
@@ -28,6 +29,7 @@ from splitrl.runtime.c_export import (
 )
 from splitrl.runtime.exported_policy import OnnxPolicy, PolicyMetadata
 from splitrl.runtime.onnx_export import export_env_policy
+from splitrl.runtime.segments import softmax_prediction
 
 #: float32: a disagreement with ONNX is accepted only where the top-two logits are this close
 FLOAT32_TIE = 1e-5
@@ -353,6 +355,7 @@ def test_cli_writes_c_beside_the_reference(
 @needs_cross
 def test_cortex_m7_build_and_emulated_run_match_the_host(
     env: SplitComputingEnv,
+    agent: SACD,
     exports: dict[str, Path],
     host_policies: dict[str, c_build.HostPolicy],
     rollout_observations: np.ndarray,
@@ -361,14 +364,20 @@ def test_cortex_m7_build_and_emulated_run_match_the_host(
     rng = np.random.default_rng(7)
     tensor = np.maximum(rng.normal(size=(4, 8, 8)), 0).astype(np.float32)
     observations = rollout_observations[::500][:16]
+    head_logits = (rng.normal(size=(64, 10)) * rng.uniform(0.1, 6.0, size=(64, 1))).astype(
+        np.float32
+    )
     for quantize, directory in exports.items():
         vectors = tmp_path / quantize / "check_vectors.h"
         vectors.parent.mkdir()
-        c_build.write_check_vectors(vectors, observations, tensor)
+        c_build.write_check_vectors(vectors, observations, tensor, head_logits)
         firmware = c_build.build_check_firmware(directory, vectors, tmp_path / quantize / "m7")
         output = c_build.parse_check_output(c_build.run_on_qemu(firmware.elf))
         np.testing.assert_array_equal(output.actions, host_policies[quantize].act(observations))
         assert output.frames == {bits: encode(tensor, bits=bits) for bits in range(1, 9)}
+        # no gate in this export: no exit to read, no stop
+        assert output.gate_exits and not any(output.gate_exits.values())
+        assert output.gate_stops == [False] * len(head_logits)
         assert c_build.arm_sections([firmware.policy]).text > 0
         usage = c_build.stack_usage(
             [directory / "splitrl_policy.c"], tmp_path, c_build.M7_FLAGS, c_build.ARM_GCC
@@ -377,3 +386,21 @@ def test_cortex_m7_build_and_emulated_run_match_the_host(
         chain = sum(usage[name] for name in calls)
         chain += max(size for name, size in usage.items() if name.startswith("dense"))
         assert chain <= c_build.documented_stack_bytes(directory / "splitrl_policy.h")
+    # with a gate, the emulated device reads the exits and stops the requests Python does
+    gated_env = SplitComputingEnv(profile=env.profile, horizon=20, exit_gate=0.4)
+    gated = export(agent, gated_env, tmp_path / "gated", "float32")
+    vectors = tmp_path / "gated" / "check_vectors.h"
+    c_build.write_check_vectors(vectors, observations, tensor, head_logits)
+    firmware = c_build.build_check_firmware(gated, vectors, tmp_path / "gated" / "m7")
+    output = c_build.parse_check_output(c_build.run_on_qemu(firmware.elf))
+    stages = gated_env.actions.exit_stages
+    n_exits, n_splits, _ = gated_env.actions.nvec
+    assert output.gate_exits == {
+        (e, s): exits_passed_on_device(stages, e, s)
+        for e in range(n_exits)
+        for s in range(n_splits)
+    }
+    assert any(output.gate_exits.values())
+    confidences = np.array([softmax_prediction(row)[1] for row in head_logits])
+    assert output.gate_stops == [bool(c) for c in confidences > 0.4]
+    assert 0 < sum(output.gate_stops) < len(head_logits)

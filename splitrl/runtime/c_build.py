@@ -12,7 +12,7 @@ import ctypes
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -207,11 +207,20 @@ def _c_floats(values: np.ndarray) -> str:
     return ", ".join(np.format_float_scientific(np.float32(v), unique=True) + "f" for v in values)
 
 
-def write_check_vectors(path: Path, observations: np.ndarray, tensor: np.ndarray) -> None:
-    """``check_vectors.h`` of ``policy_check.c``: the observations to decide on and the tensor."""
+def write_check_vectors(
+    path: Path,
+    observations: np.ndarray,
+    tensor: np.ndarray,
+    gate_logits: np.ndarray | None = None,
+) -> None:
+    """``check_vectors.h`` of ``policy_check.c``: the observations to decide on, the tensor, and
+    exit heads' logits ``[n, n_classes]`` for the confidence gate (``None``: one row of zeros)."""
     rows = ",\n    ".join(f"{{{_c_floats(row)}}}" for row in np.asarray(observations, np.float32))
     flat = np.asarray(tensor, np.float32).reshape(-1)
     shape = ", ".join(f"{d}u" for d in tensor.shape)
+    heads = np.zeros((1, 1), np.float32) if gate_logits is None else np.asarray(gate_logits)
+    heads = heads.astype(np.float32).reshape(len(heads), -1)
+    head_rows = ",\n    ".join(f"{{{_c_floats(row)}}}" for row in heads)
     path.write_text(
         "/* Generated test vectors of policy_check.c. */\n"
         '#include "splitrl_policy.h"\n'
@@ -219,10 +228,14 @@ def write_check_vectors(path: Path, observations: np.ndarray, tensor: np.ndarray
         f"#define CHECK_N_OBSERVATIONS {len(observations)}\n"
         f"#define CHECK_NDIM {tensor.ndim}\n"
         f"#define CHECK_COUNT {flat.size}u\n"
+        f"#define CHECK_N_GATE_LOGITS {len(heads)}\n"
+        f"#define CHECK_N_CLASSES {heads.shape[1]}\n"
         "static const float check_observations[CHECK_N_OBSERVATIONS]"
         f"[SPLITRL_POLICY_N_FEATURES] = {{\n    {rows}\n}};\n"
         f"static const uint32_t check_shape[CHECK_NDIM] = {{{shape}}};\n"
         f"static const float check_tensor[CHECK_COUNT] = {{{_c_floats(flat)}}};\n"
+        "static const float check_gate_logits[CHECK_N_GATE_LOGITS][CHECK_N_CLASSES] = "
+        f"{{\n    {head_rows}\n}};\n"
     )
 
 
@@ -340,17 +353,27 @@ class CheckOutput:
     actions: np.ndarray
     frames: dict[int, bytes]
     ticks: dict[str, int]
+    #: the early exits ``splitrl_policy_gate_exits`` listed, by ``(exit, split)``
+    gate_exits: dict[tuple[int, int], list[int]] = field(default_factory=dict)
+    #: ``splitrl_policy_gate_stops`` of each row of the gate's logits
+    gate_stops: list[bool] = field(default_factory=list)
 
 
 def parse_check_output(text: str) -> CheckOutput:
-    """The actions, frames and SysTick counts of ``policy_check.c``'s output."""
+    """The actions, frames, gate answers and SysTick counts of ``policy_check.c``'s output."""
     actions, frames, ticks = [], {}, {}
+    gate_exits: dict[tuple[int, int], list[int]] = {}
+    gate_stops: list[bool] = []
     for line in text.splitlines():
         fields = line.split()
         if not fields:
             continue
         if fields[0] == "action":
             actions.append([int(v) for v in fields[2:5]])
+        elif fields[0] == "exits":
+            gate_exits[int(fields[1]), int(fields[2])] = [int(v) for v in fields[3:]]
+        elif fields[0] == "stops":
+            gate_stops.append(fields[2] == "1")
         elif fields[0] == "frame":
             frames[int(fields[1])] = bytes.fromhex(fields[3])
             if len(frames[int(fields[1])]) != int(fields[2]):
@@ -359,7 +382,9 @@ def parse_check_output(text: str) -> CheckOutput:
             ticks[fields[1]] = int(fields[2])
         else:
             raise ValueError(f"unexpected output of the firmware: {line!r}")
-    return CheckOutput(np.array(actions, dtype=np.int64).reshape(-1, 3), frames, ticks)
+    return CheckOutput(
+        np.array(actions, dtype=np.int64).reshape(-1, 3), frames, ticks, gate_exits, gate_stops
+    )
 
 
 def environment_has_cross_toolchain() -> bool:

@@ -4,6 +4,8 @@
  * results through semihosting for a host to compare with its own:
  *
  *   action INDEX EXIT SPLIT BITS
+ *   exits EXIT SPLIT GATE_EXIT... (splitrl_policy_gate_exits of every exit and split)
+ *   stops INDEX 0|1 (splitrl_policy_gate_stops of check_gate_logits[INDEX])
  *   frame BITS SIZE HEX
  *   ticks decide|encode|calibration SYSTICK_TICKS
  *
@@ -73,6 +75,24 @@ int main(void) {
         out = put_number(put_text(out, " "), (uint32_t)action.exit);
         out = put_number(put_text(out, " "), (uint32_t)action.split);
         finish(put_number(put_text(out, " "), (uint32_t)action.bits));
+    }
+    for (int exit = 0; exit < SPLITRL_POLICY_N_EXITS; exit++) {
+        for (int split = 0; split < SPLITRL_POLICY_N_SPLITS; split++) {
+            const SplitrlAction action = {exit, split, 0};
+            int exits[SPLITRL_POLICY_N_EXITS];
+            const int n_exits = splitrl_policy_gate_exits(action, exits);
+            char *out = put_number(put_text(line, "exits "), (uint32_t)exit);
+            out = put_number(put_text(out, " "), (uint32_t)split);
+            for (int k = 0; k < n_exits; k++) {
+                out = put_number(put_text(out, " "), (uint32_t)exits[k]);
+            }
+            finish(out);
+        }
+    }
+    for (int index = 0; index < CHECK_N_GATE_LOGITS; index++) {
+        const int stops = splitrl_policy_gate_stops(check_gate_logits[index], CHECK_N_CLASSES);
+        char *out = put_number(put_text(line, "stops "), (uint32_t)index);
+        finish(put_number(put_text(out, " "), (uint32_t)stops));
     }
     for (int bits = 1; bits <= 8; bits++) {
         size_t size = 0;
