@@ -13,6 +13,8 @@ from splitrl.cli import main
 from splitrl.demo import (
     DEMO_ALGO,
     DEMO_EVAL_POINTS,
+    DEMO_HYPERPARAMETERS,
+    DEMO_SCENARIO,
     SHIPPED_POLICY,
     DemoSettings,
     run_demo,
@@ -36,13 +38,14 @@ def test_demo_trains_evaluates_and_plots(
         horizon=20,
         timesteps=200,
         episodes=2,
-        hyperparameters={"learning_starts": 50, "batch_size": 16},
+        hyperparameters={**DEMO_HYPERPARAMETERS, "learning_starts": 50, "batch_size": 16},
         shipped=None,
         out=tmp_path / "demo",
         progress=False,
     )
     result = run_demo(settings)
     printed = capsys.readouterr().out
+    assert f"in scenario '{DEMO_SCENARIO}'" in printed and "(behavior=greedy, " in printed
     interval = 200 // DEMO_EVAL_POINTS  # validations before the first step and every interval
     assert [step for step, _ in result.learning_curve] == list(range(0, 201, interval))
     assert (result.run_dir / "best_model.zip").exists()
@@ -115,10 +118,15 @@ def test_the_shipped_policy_loads_and_acts() -> None:
 
     with pytest.raises(ValueError, match="no shipped policy 'nope'"):
         pretrained_run("nope")
+    assert SHIPPED_POLICY in PRETRAINED
+    (shipped,) = load_runs([pretrained_run(SHIPPED_POLICY)])
+    assert shipped.config["scenario"] == DEMO_SCENARIO and shipped.algo == DEMO_ALGO
+    assert shipped.config["hyperparameter_overrides"] == dict(DEMO_HYPERPARAMETERS)
     for name in PRETRAINED:
         (run,) = load_runs([pretrained_run(name)])
         assert run.config["status"] == "finished"
-        rollout = run_episodes(run.policy, SplitComputingEnv("default", horizon=50), [3])
+        env = SplitComputingEnv(run.config["scenario"], horizon=50)
+        rollout = run_episodes(run.policy, env, [3])
         assert rollout.reward.shape == (1, 50) and np.isfinite(rollout.reward).all()
 
 

@@ -20,6 +20,11 @@ PRETRAINED: dict[str, str] = {
         "splitrl train --algo sacd-hindsight-mpc-geometric-anchored --scenario default "
         "--timesteps 20000 --seed 0 --eval-freq 0 --checkpoint-freq 0"
     ),
+    "sacd-hindsight-mpc-geometric-greedy-lte-gate": (
+        "splitrl train --algo sacd-hindsight-mpc-geometric-replayed "
+        "--scenario mcu-lte-video-timeout-gate --timesteps 20000 --seed 0 --eval-freq 0 "
+        "--checkpoint-freq 0 --hyperparams behavior=greedy"
+    ),
 }
 
 
