@@ -4,8 +4,8 @@ Uses only what the repository ships: the default profile, a named scenario, and 
 by a documented command (:mod:`splitrl.pretrained`). The demo runs in
 ``mcu-lte-video-timeout-gate`` (the default scenario's camera board at 120 frames/s on LTE, a
 100 ms deadline, a 50 ms transfer timeout and the early-exit confidence gate at 0.65), where the
-benchmark's ``sacd-hindsight-mpc-geometric-greedy`` beats every causal rule on the synthetic
-channels (docs/evaluation.md, Demo). It
+benchmark's ``sacd-hindsight-mpc-geometric-greedy`` beats every hand-made causal rule on the
+synthetic channels (docs/evaluation.md, Demo). It
 
 1. trains that learner (``sacd-hindsight-mpc-geometric-replayed`` filling its replay buffer with
    its own greedy decisions, ``behavior=greedy``) briefly on one CPU core, evaluating it greedily
