@@ -426,6 +426,13 @@ LEARNERS: dict[str, LearnerSpec] = {
             backlog="replayed",
         ),
         _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-replayed",
+            "sacd-hindsight-mpc-replayed whose features and prior are mpc-quantile's predicted "
+            "values",
+            predicted_values="mpc-quantile",
+            backlog="replayed",
+        ),
+        _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-ahead",
             "sacd-hindsight-mpc-geometric whose hindsight values price each action's backlog by "
             "the lookahead over the requests that actually followed (their own channel, payloads "
