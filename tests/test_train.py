@@ -40,6 +40,7 @@ FAST: dict[str, dict[str, Any]] = {
     "sacd-hindsight-mpc-geometric-anchored": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-anchored": {"learning_starts": 50, "batch_size": 32},
+    "sacd-hindsight-mpc-quantile-replayed": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-robust": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-memory": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-gated": {"learning_starts": 50, "batch_size": 32},
