@@ -37,6 +37,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "splitrl.evaluation.cli",
         "evaluate trained policies and baselines on the same seeded episodes",
     ),
+    "audit-offloads": (
+        "splitrl.evaluation.audit_cli",
+        "split a trained policy's gain over a rule into its offloads and the requests after them",
+    ),
     "export": ("splitrl.runtime.export", "export a trained policy and the DNN segments to ONNX"),
     "run-device": (
         "splitrl.runtime.device",

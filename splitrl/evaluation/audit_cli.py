@@ -1,0 +1,115 @@
+"""``splitrl audit-offloads``: where a trained policy's gain over a rule comes from.
+
+Examples::
+
+    splitrl audit-offloads runs/sacd_default_s0_* --trace walk.csv
+    splitrl audit-offloads runs/sacd_default_s0_* --channel fading --fallback mpc --episodes 40
+
+See :mod:`splitrl.evaluation.offload_audit` and ``docs/evaluation.md`` (Offload audit).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from splitrl.arguments import HelpFormatter, integer_at_least
+
+#: the rule a run is compared with unless ``--fallback`` says otherwise (the references' name)
+DEFAULT_FALLBACK = "channel-blind"
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``splitrl audit-offloads``."""
+    from splitrl.evaluation.defaults import (
+        DEFAULT_EVAL_EPISODES,
+        DEFAULT_EVAL_SEED,
+        DEFAULT_FIT_EPISODES,
+    )
+
+    parser.formatter_class = HelpFormatter
+    parser.epilog = "What each part means: docs/evaluation.md, Offload audit"
+    parser.add_argument("run", metavar="RUN", help="run directory written by splitrl train")
+    parser.add_argument(
+        "--which",
+        choices=("final", "best"),
+        default="final",
+        help="model of the run: final (model.zip, default) or best (best_model.zip)",
+    )
+    parser.add_argument(
+        "--fallback",
+        default=DEFAULT_FALLBACK,
+        help=f"the baseline the run is compared with (default: {DEFAULT_FALLBACK})",
+    )
+    parser.add_argument("--scenario", help="named scenario (default: the run's own)")
+    channels = parser.add_mutually_exclusive_group()
+    channels.add_argument(
+        "--channel",
+        help="channel model (markov, gilbert-elliott, fading, constant) or trace:PATH",
+    )
+    channels.add_argument("--trace", metavar="PATH", help="trace file to play")
+    parser.add_argument(
+        "--episodes",
+        type=integer_at_least(2),
+        default=DEFAULT_EVAL_EPISODES,
+        help=f"episodes, at least 2 (default: {DEFAULT_EVAL_EPISODES})",
+    )
+    parser.add_argument(
+        "--seed",
+        type=integer_at_least(0),
+        default=DEFAULT_EVAL_SEED,
+        help=f"reset seed of the first episode (default: {DEFAULT_EVAL_SEED})",
+    )
+    parser.add_argument(
+        "--fit-episodes",
+        type=integer_at_least(1),
+        default=DEFAULT_FIT_EPISODES,
+        help=f"episodes to fit a fitted fallback on (default: {DEFAULT_FIT_EPISODES})",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the audit to this JSON file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Audit the run's offloads, print the table and write the JSON; returns the exit status."""
+    import json
+
+    import torch
+
+    from splitrl.agents.baselines import BASELINES
+    from splitrl.evaluation.defaults import DEFAULT_FIT_SEED
+    from splitrl.evaluation.metrics import json_safe
+    from splitrl.evaluation.offload_audit import audit_offloads
+    from splitrl.evaluation.references import make_baselines
+    from splitrl.evaluation.suite import (
+        check_run_matches,
+        evaluation_conditions,
+        evaluation_scenario,
+        load_runs,
+    )
+    from splitrl.training.config import profile_identity
+
+    if args.fallback not in BASELINES:
+        raise ValueError(f"unknown fallback {args.fallback!r}; known: {', '.join(BASELINES)}")
+    json_path = Path(args.json) if args.json is not None else None
+    if json_path is not None and not json_path.parent.is_dir():
+        raise FileNotFoundError(f"folder {json_path.parent} for --json does not exist")
+    torch.set_num_threads(1)
+    (trained,) = load_runs([args.run], which=args.which)
+    scenario = evaluation_scenario([trained], args.scenario)
+    traces = [args.trace] if args.trace is not None else []
+    (condition,) = evaluation_conditions(scenario, args.channel, traces)
+    env = condition.make_env()
+    check_run_matches(trained, env, profile_identity(scenario.profile)["arrays_sha256"])
+    (fallback,) = make_baselines(
+        [args.fallback], condition.make_env, args.fit_episodes, DEFAULT_FIT_SEED
+    )
+    seeds = range(args.seed, args.seed + args.episodes)
+    audit = audit_offloads(trained.policy, fallback, env, seeds, progress=not args.no_progress)
+    env.close()
+    print(audit.table())
+    if json_path is not None:
+        report = {"condition": condition.name, **audit.to_dict()}
+        json_path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+        print(f"written: {json_path}")
+    return 0

@@ -1,0 +1,267 @@
+"""Where a policy's gain over a rule comes from: its offloads, and what they do to the requests after.
+
+A policy that offloads differs from a local rule in two ways: on the requests it offloads, which
+earn another reward than the rule's action would have, and on the requests after them, which
+start from another state (a device held longer or shorter by the transfer, another backlog,
+other throughput measurements). Three runs on the same seeded episodes tell these apart:
+
+* the policy;
+* the fallback rule alone;
+* the policy with every request it offloads given to the fallback instead
+  (:class:`OffloadsReplaced`): its local decisions, without its offloads.
+
+While the policy plays, every request it offloads is also valued in hindsight
+(:meth:`~splitrl.envs.SplitComputingEnv.evaluate_actions`, with this request's own draws and
+labels): the reward it got, and the reward the fallback's action would have got from the same
+state. That is the gain *on* the offloaded requests. What the offloads add to the policy's gain
+beyond it is their effect *after*: on the later requests, through the state they leave.
+
+Every figure is a reward per request, paired per episode, with its 95% t-interval over episodes::
+
+    from splitrl.evaluation.offload_audit import audit_offloads
+
+    audit = audit_offloads(learner, fallback, env, seeds=range(1_000_000, 1_000_040))
+    print(audit.table())
+
+``splitrl audit-offloads RUN --trace FILE`` does the same from the command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from splitrl.agents.policy_interface import Policy
+from splitrl.agents.rollout import Rollout
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.evaluation.metrics import episode_rewards
+from splitrl.evaluation.runner import evaluate_policies
+from splitrl.statistics import t_interval
+
+
+def is_offload(env: SplitComputingEnv, action: np.ndarray) -> bool:
+    """Whether ``action`` sends the request to the server (part of it runs there)."""
+    return not env.actions.is_device_only(int(action[0]), int(action[1]))
+
+
+class OffloadsReplaced:
+    """A policy whose offloads are given to a fallback rule; its local decisions are kept.
+
+    The fallback is asked on every request, so that a fallback with state (a throughput history)
+    follows the episode as it would on its own.
+
+    :param policy: the policy whose local decisions are kept
+    :param fallback: the rule that serves every request ``policy`` would offload
+    """
+
+    def __init__(self, policy: Policy, fallback: Policy) -> None:
+        self.policy = policy
+        self.fallback = fallback
+        self.name = f"{policy.name} (offloads to {fallback.name})"
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        """Reset both policies."""
+        self.policy.reset(env)
+        self.fallback.reset(env)
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        """The policy's action where it stays on the device, the fallback's where it offloads."""
+        action = self.policy.act(env, observation)
+        fallback = self.fallback.act(env, observation)
+        return fallback if is_offload(env, action) else action
+
+
+class _OffloadValuer:
+    """Acts as ``policy`` and values each of its offloads, and the fallback's action in its place,
+    in hindsight: per episode, the sums of both rewards over the offloaded requests, and their
+    number."""
+
+    def __init__(self, policy: Policy, fallback: Policy) -> None:
+        self.policy = policy
+        self.fallback = fallback
+        self.name = policy.name
+        self.offloaded: list[float] = []
+        self.instead: list[float] = []
+        self.count: list[int] = []
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        self.policy.reset(env)
+        self.fallback.reset(env)
+        self.offloaded.append(0.0)
+        self.instead.append(0.0)
+        self.count.append(0)
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        action = self.policy.act(env, observation)
+        fallback = self.fallback.act(env, observation)
+        if is_offload(env, action):
+            # with this request's labels, as the step's own reward counts them
+            outcomes = env.evaluate_actions(know_labels=True)
+            self.offloaded[-1] += float(outcomes.reward[_row(env, outcomes.actions, action)])
+            self.instead[-1] += float(outcomes.reward[_row(env, outcomes.actions, fallback)])
+            self.count[-1] += 1
+        return action
+
+
+def _row(env: SplitComputingEnv, actions: np.ndarray, action: np.ndarray) -> int:
+    """The row of ``actions`` (canonical) that holds ``action``'s canonical form."""
+    canonical = env.actions.canonical(*env.actions.validate(action))
+    return int(np.flatnonzero((actions == canonical).all(axis=1))[0])
+
+
+@dataclass(frozen=True)
+class Component:
+    """One part of the gain: its mean per request over episodes and its 95% t-interval.
+
+    :param label: what it measures
+    :param per_episode: the part per episode, a reward per request
+    """
+
+    label: str
+    per_episode: np.ndarray
+
+    @property
+    def mean(self) -> float:
+        """Mean over episodes."""
+        return t_interval(self.per_episode)[0]
+
+    @property
+    def ci95(self) -> float:
+        """Half-width of the 95% t-interval (``nan`` for one episode)."""
+        return t_interval(self.per_episode)[1]
+
+
+@dataclass(frozen=True)
+class OffloadAudit:
+    """A policy's gain over a fallback rule, split by where it comes from.
+
+    Every array has one entry per episode, in reward per request; ``total`` is the sum of
+    ``local_decisions``, ``on_offloads`` and ``after_offloads``.
+
+    :param policy: the policy's run
+    :param fallback: the fallback's run
+    :param replaced: the run of the policy with its offloads given to the fallback
+    :param offloaded_reward: the reward the policy's offloaded requests earned, summed and divided
+        by the episode's requests
+    :param fallback_reward: the reward the fallback's action would have earned on those requests,
+        from the same states, in hindsight, summed and divided likewise
+    :param offloads: how many requests the policy chose to offload (an exit gate may still have
+        answered some of them on the device)
+    """
+
+    policy: Rollout
+    fallback: Rollout
+    replaced: Rollout
+    offloaded_reward: np.ndarray
+    fallback_reward: np.ndarray
+    offloads: np.ndarray
+
+    @property
+    def offload_share(self) -> float:
+        """The share of the policy's requests it chose to offload."""
+        return float(self.offloads.sum() / self.policy.reward.size)
+
+    @property
+    def total(self) -> np.ndarray:
+        """The policy's gain over the fallback."""
+        return episode_rewards(self.policy) - episode_rewards(self.fallback)
+
+    @property
+    def local_decisions(self) -> np.ndarray:
+        """The gain of the policy's local decisions alone: its offloads given to the fallback."""
+        return episode_rewards(self.replaced) - episode_rewards(self.fallback)
+
+    @property
+    def from_offloads(self) -> np.ndarray:
+        """What the offloads add to the gain: the policy against its local decisions alone."""
+        return self.total - self.local_decisions
+
+    @property
+    def on_offloads(self) -> np.ndarray:
+        """The gain on the offloaded requests themselves, over the fallback's action on them."""
+        return self.offloaded_reward - self.fallback_reward
+
+    @property
+    def after_offloads(self) -> np.ndarray:
+        """What the offloads add on the requests after them (the state they leave behind)."""
+        return self.from_offloads - self.on_offloads
+
+    def components(self) -> list[Component]:
+        """The parts of the gain, in the order of :meth:`table`."""
+        return [
+            Component("total gain over the fallback", self.total),
+            Component("local decisions alone (offloads to the fallback)", self.local_decisions),
+            Component("from the offloads", self.from_offloads),
+            Component("  on the offloaded requests", self.on_offloads),
+            Component("  on the requests after them", self.after_offloads),
+        ]
+
+    def table(self) -> str:
+        """The components as a markdown table, with the offload share in its title."""
+        lines = [
+            f"{self.policy.name} against {self.fallback.name}, {self.policy.episodes} episodes; "
+            f"offloads {self.offload_share:.1%} of the requests",
+            "",
+            "| part | gain per request | 95% interval |",
+            "|---|---|---|",
+        ]
+        lines += [f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in self.components()]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, object]:
+        """The audit as JSON-safe numbers."""
+        return {
+            "policy": self.policy.name,
+            "fallback": self.fallback.name,
+            "seeds": list(self.policy.seeds),
+            "offload_share": self.offload_share,
+            "components": {
+                c.label.strip(): {"mean": c.mean, "ci95": c.ci95} for c in self.components()
+            },
+        }
+
+
+def audit_offloads(
+    policy: Policy,
+    fallback: Policy,
+    env: SplitComputingEnv,
+    seeds: Sequence[int],
+    *,
+    progress: bool = False,
+) -> OffloadAudit:
+    """Run ``policy``, ``fallback`` and the policy with its offloads given to the fallback on the
+    same seeded episodes, and split the policy's gain (see the module docstring).
+
+    :param policy: the policy to audit
+    :param fallback: a rule to compare with; usually one that stays on the device
+        (``channel-blind``), so that the offloads are the policy's own decisions to adapt
+    :param env: the env to play in (reset with each seed)
+    :param seeds: the episodes' reset seeds (at least two for the intervals)
+    :param progress: show a progress bar over the three runs' episodes
+    :raises ValueError: for fewer than two seeds, or a fallback that is the policy itself or has
+        its name
+    """
+    if len(seeds) < 2:
+        raise ValueError(f"an offload audit needs at least 2 episodes, got {len(seeds)}")
+    if fallback is policy or fallback.name == policy.name:
+        raise ValueError(
+            f"the fallback must be another policy than the audited one ({policy.name})"
+        )
+    valuer = _OffloadValuer(policy, fallback)
+    played, alone, replaced = evaluate_policies(
+        [valuer, fallback, OffloadsReplaced(policy, fallback)],
+        env,
+        seeds,
+        progress=progress,
+        description=f"auditing {policy.name}'s offloads",
+    )
+    return OffloadAudit(
+        policy=played,
+        fallback=alone,
+        replaced=replaced,
+        offloaded_reward=np.array(valuer.offloaded) / env.horizon,
+        fallback_reward=np.array(valuer.instead) / env.horizon,
+        offloads=np.array(valuer.count),
+    )

@@ -1,0 +1,159 @@
+"""The offload audit: a policy's gain over a rule, split into its offloads and the requests after."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from splitrl.agents.baselines import make_baseline
+from splitrl.agents.rollout import LOCAL_BITS
+from splitrl.cli import main
+from splitrl.envs.split_computing import SplitComputingEnv
+from splitrl.evaluation.offload_audit import OffloadsReplaced, audit_offloads
+
+HORIZON = 30
+SEEDS = [11, 12, 13]
+
+
+@pytest.fixture
+def tiny_env(tiny_profile_path: Path) -> SplitComputingEnv:
+    return SplitComputingEnv(profile=str(tiny_profile_path), horizon=HORIZON)
+
+
+def test_offloads_are_valued_as_the_steps_rewarded_them(tiny_env: SplitComputingEnv) -> None:
+    audit = audit_offloads(
+        make_baseline("random", seed=3), make_baseline("device-only"), tiny_env, SEEDS
+    )
+    offloaded = audit.policy.bits != LOCAL_BITS
+    assert 0 < offloaded.mean() < 1  # both kinds of decision are audited
+    np.testing.assert_array_equal(audit.offloads, offloaded.sum(axis=1))
+    assert audit.offload_share == pytest.approx(offloaded.mean())
+    # the hindsight value of each offload is the reward its step gave
+    np.testing.assert_allclose(
+        audit.offloaded_reward, (audit.policy.reward * offloaded).sum(axis=1) / HORIZON
+    )
+    assert not np.allclose(audit.fallback_reward, audit.offloaded_reward)
+    # the parts add up to the gain, and the replaced run never offloads
+    parts = audit.local_decisions + audit.on_offloads + audit.after_offloads
+    np.testing.assert_allclose(parts, audit.total)
+    assert (audit.replaced.bits == LOCAL_BITS).all()
+    assert audit.policy.seeds == audit.fallback.seeds == audit.replaced.seeds == tuple(SEEDS)
+
+
+def test_a_policy_that_never_offloads_gains_nothing_from_offloads(
+    tiny_env: SplitComputingEnv,
+) -> None:
+    audit = audit_offloads(
+        make_baseline("device-only-first-exit"), make_baseline("device-only"), tiny_env, SEEDS
+    )
+    assert audit.offload_share == 0.0
+    np.testing.assert_array_equal(audit.from_offloads, 0.0)
+    np.testing.assert_array_equal(audit.on_offloads, 0.0)
+    np.testing.assert_array_equal(audit.total, audit.local_decisions)
+    assert np.all(audit.total != 0.0)  # the first exit does earn another reward
+
+
+def test_a_policy_that_always_offloads_has_no_local_decisions(
+    tiny_env: SplitComputingEnv,
+) -> None:
+    audit = audit_offloads(
+        make_baseline("edge-only"), make_baseline("device-only"), tiny_env, SEEDS
+    )
+    assert audit.offload_share == 1.0
+    np.testing.assert_array_equal(audit.local_decisions, 0.0)
+    np.testing.assert_allclose(audit.from_offloads, audit.total)
+    # every request is offloaded, so what follows an offload is also an offload's own reward
+    assert np.abs(audit.on_offloads).sum() > 0.0
+    table = audit.table()
+    assert "edge-only against device-only, 3 episodes; offloads 100.0% of the requests" in table
+    assert f"{audit.components()[0].mean:+.4f}" in table
+
+
+class Alternating:
+    """Offloads (as ``edge-only``) on even requests, stays on the device at the first exit on odd."""
+
+    name = "alternating"
+
+    def __init__(self) -> None:
+        self.offload, self.local = (
+            make_baseline("edge-only"),
+            make_baseline("device-only-first-exit"),
+        )
+        self.step = 0
+
+    def reset(self, env: SplitComputingEnv) -> None:
+        self.step = 0
+
+    def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
+        self.step += 1
+        chosen = self.offload if self.step % 2 else self.local
+        return chosen.act(env, observation)
+
+
+def test_replaced_offloads_go_to_the_fallback_and_local_decisions_stay(
+    tiny_env: SplitComputingEnv,
+) -> None:
+    local, fallback = make_baseline("device-only-first-exit"), make_baseline("device-only")
+    replaced = OffloadsReplaced(Alternating(), fallback)
+    assert replaced.name == "alternating (offloads to device-only)"
+    observation, _ = tiny_env.reset(seed=5)
+    replaced.reset(tiny_env)
+    for step in range(1, HORIZON + 1):
+        expected = (fallback if step % 2 else local).act(tiny_env, observation)
+        np.testing.assert_array_equal(replaced.act(tiny_env, observation), expected)
+        observation, *_ = tiny_env.step(expected)
+    assert not np.array_equal(
+        local.act(tiny_env, observation), fallback.act(tiny_env, observation)
+    )  # the two kinds of request were told apart
+
+
+@pytest.mark.parametrize(
+    ("seeds", "message"), [([1], "at least 2 episodes"), ([1, 2], "another policy")]
+)
+def test_bad_arguments_are_refused(
+    tiny_env: SplitComputingEnv, seeds: list[int], message: str
+) -> None:
+    policy = make_baseline("greedy")
+    fallback = policy if message == "another policy" else make_baseline("device-only")
+    with pytest.raises(ValueError, match=message):
+        audit_offloads(policy, fallback, tiny_env, seeds)
+
+
+def test_the_command_prints_and_writes_the_audit(
+    tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "audit.json"
+    arguments = [str(tiny_run), "--episodes", "2", "--fallback", "device-only"]
+    assert main(["audit-offloads", *arguments, "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "against device-only, 2 episodes" in printed
+    report = json.loads(out.read_text())
+    assert report["fallback"] == "device-only"
+    assert report["seeds"] == [report["seeds"][0], report["seeds"][0] + 1]
+    parts = report["components"]
+    total = parts["total gain over the fallback"]["mean"]
+    assert total == pytest.approx(
+        parts["local decisions alone (offloads to the fallback)"]["mean"]
+        + parts["from the offloads"]["mean"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--fallback", "psychic"], "unknown fallback 'psychic'"),
+        (["--json", "/no/such/folder/audit.json"], "folder /no/such/folder for --json"),
+        (["--trace", "/no/such/trace.csv"], "trace file /no/such/trace.csv not found"),
+    ],
+)
+def test_bad_input_is_one_clear_line(
+    tiny_run: Path, arguments: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit-offloads", str(tiny_run), *arguments]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("splitrl audit-offloads: error: ")
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
