@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from splitrl.arguments import HelpFormatter, integer_at_least
+from splitrl.arguments import HelpFormatter
 
 #: the rule a run is compared with unless ``--fallback`` says otherwise (the references' name)
 DEFAULT_FALLBACK = "channel-blind"
@@ -21,51 +21,18 @@ DEFAULT_FALLBACK = "channel-blind"
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     """Add the arguments of ``splitrl audit-offloads``."""
-    from splitrl.evaluation.defaults import (
-        DEFAULT_EVAL_EPISODES,
-        DEFAULT_EVAL_SEED,
-        DEFAULT_FIT_EPISODES,
-    )
+    from splitrl.evaluation.cli import add_condition_arguments, add_model_choice
 
     parser.formatter_class = HelpFormatter
     parser.epilog = "What each part means: docs/evaluation.md, Offload audit"
     parser.add_argument("run", metavar="RUN", help="run directory written by splitrl train")
-    parser.add_argument(
-        "--which",
-        choices=("final", "best"),
-        default="final",
-        help="model of the run: final (model.zip, default) or best (best_model.zip)",
-    )
+    add_model_choice(parser)
     parser.add_argument(
         "--fallback",
         default=DEFAULT_FALLBACK,
         help=f"the baseline the run is compared with (default: {DEFAULT_FALLBACK})",
     )
-    parser.add_argument("--scenario", help="named scenario (default: the run's own)")
-    channels = parser.add_mutually_exclusive_group()
-    channels.add_argument(
-        "--channel",
-        help="channel model (markov, gilbert-elliott, fading, constant) or trace:PATH",
-    )
-    channels.add_argument("--trace", metavar="PATH", help="trace file to play")
-    parser.add_argument(
-        "--episodes",
-        type=integer_at_least(2),
-        default=DEFAULT_EVAL_EPISODES,
-        help=f"episodes, at least 2 (default: {DEFAULT_EVAL_EPISODES})",
-    )
-    parser.add_argument(
-        "--seed",
-        type=integer_at_least(0),
-        default=DEFAULT_EVAL_SEED,
-        help=f"reset seed of the first episode (default: {DEFAULT_EVAL_SEED})",
-    )
-    parser.add_argument(
-        "--fit-episodes",
-        type=integer_at_least(1),
-        default=DEFAULT_FIT_EPISODES,
-        help=f"episodes to fit a fitted fallback on (default: {DEFAULT_FIT_EPISODES})",
-    )
+    add_condition_arguments(parser, several_traces=False)
     parser.add_argument("--json", metavar="PATH", help="also write the audit to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

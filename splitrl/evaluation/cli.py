@@ -22,47 +22,46 @@ from splitrl.arguments import HelpFormatter, integer_at_least
 DEFAULT_OUT = "results/evaluation"
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """Add the arguments of ``splitrl evaluate``."""
-    from splitrl.evaluation.defaults import (
-        DEFAULT_EVAL_EPISODES,
-        DEFAULT_EVAL_SEED,
-        DEFAULT_FIT_EPISODES,
-    )
-
-    parser.formatter_class = HelpFormatter
-    parser.epilog = "Metrics, normalized score, plots: docs/evaluation.md"
-    parser.add_argument(
-        "runs", nargs="*", metavar="RUN", help="run directories written by splitrl train"
-    )
+def add_model_choice(parser: argparse.ArgumentParser) -> None:
+    """Add ``--which``: the final or the best model of each run."""
     parser.add_argument(
         "--which",
         choices=("final", "best"),
         default="final",
         help="model of each run: final (model.zip, default) or best (best_model.zip)",
     )
-    parser.add_argument(
-        "--baselines",
-        default="all",
-        help="all (default: every baseline but the learned mpc-quantile), none, or a comma list; "
-        "the references (every causal baseline and clairvoyant-lookahead) are always evaluated",
+
+
+def add_condition_arguments(parser: argparse.ArgumentParser, *, several_traces: bool) -> None:
+    """Add where and on which episodes policies play: ``--scenario``, ``--channel`` or
+    ``--trace``, ``--episodes``, ``--seed`` and ``--fit-episodes``.
+
+    :param several_traces: ``--trace`` is repeatable, each file its own condition
+    """
+    from splitrl.evaluation.defaults import (
+        DEFAULT_EVAL_EPISODES,
+        DEFAULT_EVAL_SEED,
+        DEFAULT_FIT_EPISODES,
     )
+
     parser.add_argument(
         "--scenario", help="named scenario (default: the runs' own; default without runs)"
     )
-    parser.add_argument("--profile", help="profile name or path, replacing the scenario's")
     channels = parser.add_mutually_exclusive_group()
     channels.add_argument(
         "--channel",
         help="channel model (markov, gilbert-elliott, fading, constant) or trace:PATH",
     )
-    channels.add_argument(
-        "--trace",
-        action="append",
-        default=[],
-        metavar="PATH",
-        help="trace file, one evaluation condition each (repeatable)",
-    )
+    if several_traces:
+        channels.add_argument(
+            "--trace",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="trace file, one evaluation condition each (repeatable)",
+        )
+    else:
+        channels.add_argument("--trace", metavar="PATH", help="trace file to play")
     parser.add_argument(
         "--episodes",
         type=integer_at_least(2),
@@ -80,9 +79,27 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--fit-episodes",
         type=integer_at_least(1),
         default=DEFAULT_FIT_EPISODES,
-        help="training-channel episodes per action to fit best-static "
-        f"(default: {DEFAULT_FIT_EPISODES})",
+        help="training-channel episodes per action to fit best-static and the other fitted "
+        f"baselines (default: {DEFAULT_FIT_EPISODES})",
     )
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``splitrl evaluate``."""
+    parser.formatter_class = HelpFormatter
+    parser.epilog = "Metrics, normalized score, plots: docs/evaluation.md"
+    parser.add_argument(
+        "runs", nargs="*", metavar="RUN", help="run directories written by splitrl train"
+    )
+    add_model_choice(parser)
+    parser.add_argument(
+        "--baselines",
+        default="all",
+        help="all (default: every baseline but the learned mpc-quantile), none, or a comma list; "
+        "the references (every causal baseline and clairvoyant-lookahead) are always evaluated",
+    )
+    parser.add_argument("--profile", help="profile name or path, replacing the scenario's")
+    add_condition_arguments(parser, several_traces=True)
     parser.add_argument(
         "--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})"
     )
