@@ -41,35 +41,27 @@ def test_offloads_are_valued_as_the_steps_rewarded_them(tiny_env: SplitComputing
     np.testing.assert_allclose(parts, audit.total)
     assert (audit.replaced.bits == LOCAL_BITS).all()
     assert audit.policy.seeds == audit.fallback.seeds == audit.replaced.seeds == tuple(SEEDS)
-
-
-def test_a_policy_that_never_offloads_gains_nothing_from_offloads(
-    tiny_env: SplitComputingEnv,
-) -> None:
-    audit = audit_offloads(
-        make_baseline("device-only-first-exit"), make_baseline("device-only"), tiny_env, SEEDS
-    )
-    assert audit.offload_share == 0.0
-    np.testing.assert_array_equal(audit.from_offloads, 0.0)
-    np.testing.assert_array_equal(audit.on_offloads, 0.0)
-    np.testing.assert_array_equal(audit.total, audit.local_decisions)
-    assert np.all(audit.total != 0.0)  # the first exit does earn another reward
-
-
-def test_a_policy_that_always_offloads_has_no_local_decisions(
-    tiny_env: SplitComputingEnv,
-) -> None:
-    audit = audit_offloads(
-        make_baseline("edge-only"), make_baseline("device-only"), tiny_env, SEEDS
-    )
-    assert audit.offload_share == 1.0
-    np.testing.assert_array_equal(audit.local_decisions, 0.0)
-    np.testing.assert_allclose(audit.from_offloads, audit.total)
-    # every request is offloaded, so what follows an offload is also an offload's own reward
-    assert np.abs(audit.on_offloads).sum() > 0.0
     table = audit.table()
-    assert "edge-only against device-only, 3 episodes; offloads 100.0% of the requests" in table
-    assert f"{audit.components()[0].mean:+.4f}" in table
+    for component in audit.components():
+        assert f"| {component.label} | {component.mean:+.4f} | ± {component.ci95:.4f} |" in table
+
+
+@pytest.mark.parametrize(
+    ("policy", "share", "nil", "whole"),
+    [
+        ("device-only-first-exit", 0.0, "from_offloads", "local_decisions"),
+        ("edge-only", 1.0, "local_decisions", "from_offloads"),
+    ],
+)
+def test_a_policy_that_never_or_always_offloads_gains_from_one_part(
+    tiny_env: SplitComputingEnv, policy: str, share: float, nil: str, whole: str
+) -> None:
+    audit = audit_offloads(make_baseline(policy), make_baseline("device-only"), tiny_env, SEEDS)
+    assert audit.offload_share == share
+    np.testing.assert_array_equal(getattr(audit, nil), 0.0)
+    np.testing.assert_allclose(getattr(audit, whole), audit.total)
+    assert np.all(audit.total != 0.0)  # both earn another reward than the fallback
+    assert f"{policy} against device-only, 3 episodes; offloads {share:.1%}" in audit.table()
 
 
 class Alternating:
