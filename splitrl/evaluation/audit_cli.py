@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         evaluation_scenario,
         load_runs,
     )
+    from splitrl.files import atomic_write
     from splitrl.training.config import profile_identity
 
     if args.fallback not in BASELINES:
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     print(audit.table())
     if json_path is not None:
         report = {"condition": condition.name, **audit.to_dict()}
-        json_path.write_text(json.dumps(json_safe(report), indent=2) + "\n")
+        text = json.dumps(json_safe(report), indent=2) + "\n"
+        atomic_write(json_path, lambda file: file.write(text.encode()))
         print(f"written: {json_path}")
     return 0
