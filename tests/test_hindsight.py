@@ -11,7 +11,12 @@ from gymnasium import spaces
 
 from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
 from splitrl.agents.baselines.oracles import ClairvoyantLookaheadPolicy
-from splitrl.agents.hindsight import BacklogAhead, HindsightActionValues, HindsightValuesInfo
+from splitrl.agents.hindsight import (
+    BacklogAhead,
+    BacklogReplays,
+    HindsightActionValues,
+    HindsightValuesInfo,
+)
 from splitrl.agents.learners import get_learner
 from splitrl.agents.sacd import SACD, MaskableReplayBuffer
 from splitrl.agents.sacd.buffers import HINDSIGHT_INFO_KEY
@@ -452,7 +457,6 @@ def test_replayed_prices_are_what_the_following_requests_lost(tiny_profile: Prof
     on, with that action and the same later actions, minus what it earned: a copy of the env is
     stepped both ways."""
     from splitrl.agents.baselines import make_baseline
-    from splitrl.agents.hindsight import BacklogReplays
     from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY
 
     env = queueing_env(tiny_profile)
@@ -642,3 +646,14 @@ def test_ahead_prices_every_request_once_and_forgets_between_episodes(
         assert len(values) == steps
         np.testing.assert_allclose(np.array(values), np.array(expected), atol=1e-5)
         assert any(np.any(row < own - 1e-6) for row, own in zip(values, own_rows, strict=True))
+
+
+def test_a_learner_spec_sets_how_far_its_replays_charge_the_backlog() -> None:
+    def replays(name: str) -> BacklogReplays:
+        env = get_learner(name).wrap_env(SplitComputingEnv("default", horizon=8))
+        replays = env.get_wrapper_attr("replays")
+        assert isinstance(replays, BacklogReplays)
+        return replays
+
+    assert replays("sacd-hindsight-mpc-quantile-replayed").horizon == DEFAULT_BACKLOG_HORIZON
+    assert replays("sacd-hindsight-mpc-quantile-replayed-h256").horizon == 256

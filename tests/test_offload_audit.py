@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from splitrl.agents.baselines import make_baseline
+from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import LOCAL_BITS
 from splitrl.cli import main
 from splitrl.envs.split_computing import SplitComputingEnv
-from splitrl.evaluation.offload_audit import OffloadsReplaced, audit_offloads
+from splitrl.evaluation.offload_audit import OffloadsReplaced, audit_offloads, is_offload
 
 HORIZON = 30
 SEEDS = [11, 12, 13]
@@ -124,6 +125,7 @@ def test_the_command_prints_and_writes_the_audit(
     assert "against device-only, 2 episodes" in printed
     report = json.loads(out.read_text())
     assert report["fallback"] == "device-only"
+    assert report["replayed_after"]["horizon"] == 64  # the training's hindsight horizon
     assert report["seeds"] == [report["seeds"][0], report["seeds"][0] + 1]
     parts = report["components"]
     total = parts["total gain over the fallback"]["mean"]
@@ -139,6 +141,7 @@ def test_the_command_prints_and_writes_the_audit(
         (["--fallback", "psychic"], "unknown fallback 'psychic'"),
         (["--json", "/no/such/folder/audit.json"], "folder /no/such/folder for --json"),
         (["--trace", "/no/such/trace.csv"], "trace file /no/such/trace.csv not found"),
+        (["--replay-horizon", "0"], "--replay-horizon must be at least 1, got 0"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -149,3 +152,61 @@ def test_bad_input_is_one_clear_line(
     assert error.startswith("splitrl audit-offloads: error: ")
     assert message in error
     assert len(error.strip().splitlines()) == 1
+
+
+def replayed_credit_over_one_request(
+    env: SplitComputingEnv, policy: Alternating, fallback: Policy, seeds: list[int]
+) -> np.ndarray:
+    """The replays of a one-request horizon, by hand: what the fallback's device-free time would
+    have changed on the request after each offload, served with the action then taken."""
+    credits = []
+    for seed in seeds:
+        observation, _ = env.reset(seed=seed)
+        policy.reset(env)
+        credit, pending = 0.0, None
+        for _ in range(HORIZON):
+            action = policy.act(env, observation)
+            instead = fallback.act(env, observation)
+            start = env.request_start_s
+            if pending is not None:
+                credit += (
+                    env.evaluate_action_from(action, start)[0]
+                    - env.evaluate_action_from(action, pending)[0]
+                )
+                pending = None
+            if is_offload(env, action):
+                free = env.evaluate_action_from(action, start)[1]
+                free_instead = env.evaluate_action_from(instead, start)[1]
+                pending = free_instead if free_instead != free else None
+            observation, *_ = env.step(action)
+        credits.append(credit / HORIZON)
+    return np.array(credits)
+
+
+def test_the_replays_price_the_requests_after_each_offload_with_the_actions_taken(
+    tiny_profile_path: Path,
+) -> None:
+    # requests arrive faster than the device serves them, so a later start carries over
+    env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=HORIZON, frame_interval_s=0.002)
+    fallback = make_baseline("device-only")
+    audit = audit_offloads(Alternating(), fallback, env, SEEDS, replay_horizon=1)
+    expected = replayed_credit_over_one_request(env, Alternating(), fallback, SEEDS)
+    assert np.any(expected != 0.0)  # some later start changed a reward
+    np.testing.assert_allclose(audit.replayed_after, expected)
+    assert audit.replay_horizon == 1
+    # longer replays charge more requests, and the credit is beside the parts, not one of them
+    longer = audit_offloads(Alternating(), fallback, env, SEEDS, replay_horizon=8)
+    assert not np.allclose(longer.replayed_after, audit.replayed_after)
+    np.testing.assert_allclose(longer.after_offloads, audit.after_offloads)
+    replayed = audit.replayed_component()
+    assert f"| {replayed.label} | {replayed.mean:+.4f} | ± {replayed.ci95:.4f} |" in audit.table()
+    assert audit.to_dict()["replayed_after"]["horizon"] == 1  # type: ignore[index]
+
+
+def test_no_replay_runs_where_the_device_is_free_again_by_the_next_request(
+    tiny_profile_path: Path,
+) -> None:
+    env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=HORIZON, frame_interval_s=5.0)
+    audit = audit_offloads(Alternating(), make_baseline("device-only"), env, SEEDS)
+    assert audit.offload_share == 0.5
+    np.testing.assert_array_equal(audit.replayed_after, 0.0)

@@ -34,6 +34,7 @@ import gymnasium as gym
 import numpy as np
 
 from splitrl.agents.action_views import ActionView, action_adapter, action_wrapper
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
 from splitrl.agents.hyperparameters import RESERVED_HYPERPARAMETERS, constructor_values
 from splitrl.agents.link_memory import N_MEMORY_FEATURES
 from splitrl.agents.policy_interface import ModelPolicy
@@ -70,6 +71,8 @@ class LearnerSpec:
         ``None``: no hindsight values. The policy never sees them
     :param hindsight_draws: how those values read each request's own RTT and queueing draws:
         ``"exact"`` or ``"mean"`` (their spread; :data:`~splitrl.agents.hindsight.HINDSIGHT_DRAWS`)
+    :param hindsight_horizon: the most following requests the backlog price of those values
+        counts (:class:`~splitrl.agents.hindsight.HindsightValuesInfo`)
     """
 
     name: str
@@ -84,6 +87,7 @@ class LearnerSpec:
     link_memory: bool = False
     hindsight_values: str | None = None
     hindsight_draws: str = "exact"
+    hindsight_horizon: int = DEFAULT_BACKLOG_HORIZON
 
     def algorithm_class(self) -> type[BaseAlgorithm]:
         """The algorithm class (imported now)."""
@@ -105,7 +109,10 @@ class LearnerSpec:
             from splitrl.agents.hindsight import HindsightValuesInfo
 
             env = HindsightValuesInfo(
-                env, backlog=self.hindsight_values, draws=self.hindsight_draws
+                env,
+                horizon=self.hindsight_horizon,
+                backlog=self.hindsight_values,
+                draws=self.hindsight_draws,
             )
         if self.predicted_values:
             from splitrl.agents.features import PredictedValuesObservation
@@ -263,6 +270,7 @@ def _sacd_hindsight(
     predicted_values: str,
     backlog: str = "lookahead",
     draws: str = "exact",
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
     hyperparameters: Mapping[str, Any] | None = None,
     context: tuple[str, ...] = (),
     link_memory: bool = False,
@@ -293,6 +301,7 @@ def _sacd_hindsight(
         link_memory=link_memory,
         hindsight_values=backlog,
         hindsight_draws=draws,
+        hindsight_horizon=horizon,
     )
 
 
@@ -431,6 +440,15 @@ LEARNERS: dict[str, LearnerSpec] = {
             "values",
             predicted_values="mpc-quantile",
             backlog="replayed",
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-replayed-h256",
+            "sacd-hindsight-mpc-quantile-replayed whose replays charge an action's backlog to up "
+            "to 256 following requests instead of 64: on a device that stays busy, a later start "
+            "can last longer than 64 requests",
+            predicted_values="mpc-quantile",
+            backlog="replayed",
+            horizon=256,
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-ahead",

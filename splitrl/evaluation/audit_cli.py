@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
 from splitrl.arguments import HelpFormatter
 
 #: the rule a run is compared with unless ``--fallback`` says otherwise (the references' name)
@@ -33,6 +34,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help=f"the baseline the run is compared with (default: {DEFAULT_FALLBACK})",
     )
     add_condition_arguments(parser, several_traces=False)
+    parser.add_argument(
+        "--replay-horizon",
+        type=int,
+        default=DEFAULT_BACKLOG_HORIZON,
+        metavar="N",
+        help="the most following requests a replay of an offload counts, for the effect after "
+        "the offloads as a learner's hindsight values price it (default: %(default)s)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the audit to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -57,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
     from splitrl.files import atomic_write
     from splitrl.training.config import profile_identity
 
+    if args.replay_horizon < 1:
+        raise ValueError(f"--replay-horizon must be at least 1, got {args.replay_horizon}")
     if args.fallback not in BASELINES:
         raise ValueError(f"unknown fallback {args.fallback!r}; known: {', '.join(BASELINES)}")
     json_path = Path(args.json) if args.json is not None else None
@@ -73,7 +84,14 @@ def run(args: argparse.Namespace) -> int:
         [args.fallback], condition.make_env, args.fit_episodes, DEFAULT_FIT_SEED
     )
     seeds = range(args.seed, args.seed + args.episodes)
-    audit = audit_offloads(trained.policy, fallback, env, seeds, progress=not args.no_progress)
+    audit = audit_offloads(
+        trained.policy,
+        fallback,
+        env,
+        seeds,
+        replay_horizon=args.replay_horizon,
+        progress=not args.no_progress,
+    )
     env.close()
     print(audit.table())
     if json_path is not None:

@@ -16,6 +16,15 @@ labels): the reward it got, and the reward the fallback's action would have got 
 state. That is the gain *on* the offloaded requests. What the offloads add to the policy's gain
 beyond it is their effect *after*: on the later requests, through the state they leave.
 
+Beside these parts, the audit gives the effect after the offloads as a learner's hindsight values
+price it (``backlog="replayed"``, :class:`~splitrl.agents.hindsight.BacklogReplays`): each offload
+is charged what the fallback's action would have changed on the following requests, served with
+the actions the policy actually took from the device-free time that action would have left, until
+the device is free when it actually was or ``replay_horizon`` requests have passed. The replay
+holds the later actions fixed, where the policy would have chosen them from another state; set
+beside the measured effect after, it shows how far the training target's credit for what an
+offload does to the device is from what the closed loop gets.
+
 Every figure is a reward per request, paired per episode, with its 95% t-interval over episodes::
 
     from splitrl.evaluation.offload_audit import audit_offloads
@@ -33,6 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, check_horizon
+from splitrl.agents.hindsight import SAME_TIME_S
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -75,16 +86,20 @@ class OffloadsReplaced:
 
 class _OffloadValuer:
     """Acts as ``policy`` and values each of its offloads, and the fallback's action in its place,
-    in hindsight: per episode, the sums of both rewards over the offloaded requests, and their
-    number."""
+    in hindsight: per episode, the sums of both rewards over the offloaded requests, their number,
+    and what the replays of the fallback's device-free time changed on the requests after them."""
 
-    def __init__(self, policy: Policy, fallback: Policy) -> None:
+    def __init__(self, policy: Policy, fallback: Policy, replay_horizon: int) -> None:
         self.policy = policy
         self.fallback = fallback
+        self.replay_horizon = replay_horizon
         self.name = policy.name
         self.offloaded: list[float] = []
         self.instead: list[float] = []
         self.count: list[int] = []
+        self.replayed_after: list[float] = []
+        self._starts = np.empty(0)
+        self._ages = np.empty(0, dtype=int)
 
     def reset(self, env: SplitComputingEnv) -> None:
         self.policy.reset(env)
@@ -92,17 +107,38 @@ class _OffloadValuer:
         self.offloaded.append(0.0)
         self.instead.append(0.0)
         self.count.append(0)
+        self.replayed_after.append(0.0)
+        self._starts = np.empty(0)
+        self._ages = np.empty(0, dtype=int)
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         action = self.policy.act(env, observation)
         fallback = self.fallback.act(env, observation)
+        start = env.request_start_s
+        if self._starts.size:
+            self._advance_replays(env, action, start)
         if is_offload(env, action):
             # with this request's labels, as the step's own reward counts them
             outcomes = env.evaluate_actions(know_labels=True)
             self.offloaded[-1] += float(outcomes.reward[_row(env, outcomes.actions, action)])
             self.instead[-1] += float(outcomes.reward[_row(env, outcomes.actions, fallback)])
             self.count[-1] += 1
+            free = env.evaluate_action_from(action, start)[1]
+            free_instead = env.evaluate_action_from(fallback, start)[1]
+            if abs(free_instead - free) > SAME_TIME_S:
+                self._starts = np.append(self._starts, free_instead)
+                self._ages = np.append(self._ages, 0)
         return action
+
+    def _advance_replays(self, env: SplitComputingEnv, action: np.ndarray, start: float) -> None:
+        """Serve this request with the action taken from every replay's device-free time, credit
+        the offloads with the change, and end the replays that rejoined or reached the horizon."""
+        reward, free = env.evaluate_action_from(action, start)
+        rewards, frees = env.evaluate_action_from(action, self._starts)
+        self.replayed_after[-1] += float(np.sum(reward - rewards))
+        self._ages = self._ages + 1
+        going_on = (np.abs(frees - free) > SAME_TIME_S) & (self._ages < self.replay_horizon)
+        self._starts, self._ages = frees[going_on], self._ages[going_on]
 
 
 def _row(env: SplitComputingEnv, actions: np.ndarray, action: np.ndarray) -> int:
@@ -149,6 +185,9 @@ class OffloadAudit:
         from the same states, in hindsight, summed and divided likewise
     :param offloads: how many requests the policy chose to offload (an exit gate may still have
         answered some of them on the device)
+    :param replayed_after: the effect after the offloads as the replays price it (module
+        docstring), summed and divided by the episode's requests; not a part of ``total``
+    :param replay_horizon: the most following requests each replay counted
     """
 
     policy: Rollout
@@ -157,6 +196,8 @@ class OffloadAudit:
     offloaded_reward: np.ndarray
     fallback_reward: np.ndarray
     offloads: np.ndarray
+    replayed_after: np.ndarray
+    replay_horizon: int
 
     @property
     def offload_share(self) -> float:
@@ -198,6 +239,10 @@ class OffloadAudit:
             Component("  on the requests after them", self.after_offloads),
         ]
 
+    def replayed_component(self) -> Component:
+        """The effect after the offloads as the replays price it: beside the parts, not one."""
+        return Component("after them, as the replays price it (not a part)", self.replayed_after)
+
     def table(self) -> str:
         """The components as a markdown table, with the offload share in its title."""
         lines = [
@@ -207,7 +252,8 @@ class OffloadAudit:
             "| part | gain per request | 95% interval |",
             "|---|---|---|",
         ]
-        lines += [f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in self.components()]
+        rows = [*self.components(), self.replayed_component()]
+        lines += [f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in rows]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
@@ -220,6 +266,11 @@ class OffloadAudit:
             "components": {
                 c.label.strip(): {"mean": c.mean, "ci95": c.ci95} for c in self.components()
             },
+            "replayed_after": {
+                "mean": self.replayed_component().mean,
+                "ci95": self.replayed_component().ci95,
+                "horizon": self.replay_horizon,
+            },
         }
 
 
@@ -229,6 +280,7 @@ def audit_offloads(
     env: SplitComputingEnv,
     seeds: Sequence[int],
     *,
+    replay_horizon: int = DEFAULT_BACKLOG_HORIZON,
     progress: bool = False,
 ) -> OffloadAudit:
     """Run ``policy``, ``fallback`` and the policy with its offloads given to the fallback on the
@@ -239,9 +291,11 @@ def audit_offloads(
         (``channel-blind``), so that the offloads are the policy's own decisions to adapt
     :param env: the env to play in (reset with each seed)
     :param seeds: the episodes' reset seeds (at least two for the intervals)
+    :param replay_horizon: the most following requests a replay of an offload counts (the
+        training's default for hindsight values)
     :param progress: show a progress bar over the three runs' episodes
-    :raises ValueError: for fewer than two seeds, or a fallback that is the policy itself or has
-        its name
+    :raises ValueError: for fewer than two seeds, a fallback that is the policy itself or has
+        its name, or a replay horizon below 1
     """
     if len(seeds) < 2:
         raise ValueError(f"an offload audit needs at least 2 episodes, got {len(seeds)}")
@@ -249,7 +303,7 @@ def audit_offloads(
         raise ValueError(
             f"the fallback must be another policy than the audited one ({policy.name})"
         )
-    valuer = _OffloadValuer(policy, fallback)
+    valuer = _OffloadValuer(policy, fallback, check_horizon(replay_horizon))
     played, alone, replaced = evaluate_policies(
         [valuer, fallback, OffloadsReplaced(policy, fallback)],
         env,
@@ -264,4 +318,6 @@ def audit_offloads(
         offloaded_reward=np.array(valuer.offloaded) / env.horizon,
         fallback_reward=np.array(valuer.instead) / env.horizon,
         offloads=np.array(valuer.count),
+        replayed_after=np.array(valuer.replayed_after) / env.horizon,
+        replay_horizon=valuer.replay_horizon,
     )
