@@ -198,9 +198,14 @@ def test_the_replays_price_the_requests_after_each_offload_with_the_actions_take
     longer = audit_offloads(Alternating(), fallback, env, SEEDS, replay_horizon=8)
     assert not np.allclose(longer.replayed_after, audit.replayed_after)
     np.testing.assert_allclose(longer.after_offloads, audit.after_offloads)
-    replayed = audit.replayed_component()
-    assert f"| {replayed.label} | {replayed.mean:+.4f} | ± {replayed.ci95:.4f} |" in audit.table()
-    assert audit.to_dict()["replayed_after"]["horizon"] == 1  # type: ignore[index]
+    for replayed in audit.replayed_components():
+        assert (
+            f"| {replayed.label} | {replayed.mean:+.4f} | ± {replayed.ci95:.4f} |" in audit.table()
+        )
+    np.testing.assert_allclose(audit.replay_error, audit.replayed_after - audit.after_offloads)
+    report = audit.to_dict()["replayed_after"]
+    assert report["horizon"] == 1  # type: ignore[index]
+    assert report["credit"]["mean"] == pytest.approx(audit.replayed_after.mean())  # type: ignore[index]
 
 
 def test_no_replay_runs_where_the_device_is_free_again_by_the_next_request(

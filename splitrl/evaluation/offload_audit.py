@@ -239,9 +239,18 @@ class OffloadAudit:
             Component("  on the requests after them", self.after_offloads),
         ]
 
-    def replayed_component(self) -> Component:
-        """The effect after the offloads as the replays price it: beside the parts, not one."""
-        return Component("after them, as the replays price it (not a part)", self.replayed_after)
+    def replayed_components(self) -> list[Component]:
+        """The effect after the offloads as the replays price it, and its error against the
+        measured effect (paired per episode): beside the parts, not among them."""
+        return [
+            Component("after them, as the replays price it (not a part)", self.replayed_after),
+            Component("  the replays' error (replayed minus measured)", self.replay_error),
+        ]
+
+    @property
+    def replay_error(self) -> np.ndarray:
+        """How much more the replays credit the offloads with after them than they measured."""
+        return self.replayed_after - self.after_offloads
 
     def table(self) -> str:
         """The components as a markdown table, with the offload share in its title."""
@@ -252,7 +261,7 @@ class OffloadAudit:
             "| part | gain per request | 95% interval |",
             "|---|---|---|",
         ]
-        rows = [*self.components(), self.replayed_component()]
+        rows = [*self.components(), *self.replayed_components()]
         lines += [f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in rows]
         return "\n".join(lines)
 
@@ -267,9 +276,11 @@ class OffloadAudit:
                 c.label.strip(): {"mean": c.mean, "ci95": c.ci95} for c in self.components()
             },
             "replayed_after": {
-                "mean": self.replayed_component().mean,
-                "ci95": self.replayed_component().ci95,
                 "horizon": self.replay_horizon,
+                **{
+                    key: {"mean": c.mean, "ci95": c.ci95}
+                    for key, c in zip(("credit", "error"), self.replayed_components(), strict=True)
+                },
             },
         }
 
