@@ -657,3 +657,4 @@ def test_a_learner_spec_sets_how_far_its_replays_charge_the_backlog() -> None:
 
     assert replays("sacd-hindsight-mpc-quantile-replayed").horizon == DEFAULT_BACKLOG_HORIZON
     assert replays("sacd-hindsight-mpc-quantile-replayed-h256").horizon == 256
+    assert replays("sacd-hindsight-mpc-quantile-replayed-h16").horizon == 16

@@ -451,6 +451,16 @@ LEARNERS: dict[str, LearnerSpec] = {
             horizon=256,
         ),
         _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-replayed-h16",
+            "sacd-hindsight-mpc-quantile-replayed whose replays charge an action's backlog to up "
+            "to 16 following requests instead of 64: the replays hold the later actions fixed, "
+            "and the longer they run the more they credit an offload with (docs/sacd.md, Where "
+            "EVDO is lost)",
+            predicted_values="mpc-quantile",
+            backlog="replayed",
+            horizon=16,
+        ),
+        _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-ahead",
             "sacd-hindsight-mpc-geometric whose hindsight values price each action's backlog by "
             "the lookahead over the requests that actually followed (their own channel, payloads "
