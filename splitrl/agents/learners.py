@@ -454,8 +454,8 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight-mpc-quantile-replayed-h16",
             "sacd-hindsight-mpc-quantile-replayed whose replays charge an action's backlog to up "
             "to 16 following requests instead of 64: the replays hold the later actions fixed, "
-            "and the longer they run the more they credit an offload with (docs/sacd.md, Where "
-            "EVDO is lost)",
+            "and a shorter replay holds them over fewer requests (docs/sacd.md, Where EVDO is "
+            "lost)",
             predicted_values="mpc-quantile",
             backlog="replayed",
             horizon=16,
