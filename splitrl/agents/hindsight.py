@@ -70,7 +70,7 @@ BACKLOG_PRICES = ("lookahead", "replayed", "ahead")
 #: how hindsight values read each request's own RTT and queueing draws (module docstring)
 HINDSIGHT_DRAWS = ("exact", "mean")
 #: two device-free times closer than this (seconds) are the same: the replay has rejoined
-SAME_TIME_S = 1e-9
+_SAME_TIME_S = 1e-9
 
 
 def check_backlog_price(price: str) -> str:
@@ -164,7 +164,7 @@ class BacklogReplays:
         # every replay at once: one numpy evaluation over their device-free times
         rewards, frees = env.evaluate_action_from(action, self._starts)
         change = np.append(rewards - reward, 0.0)  # index -1: an action no replay follows
-        going_on = np.abs(frees - device_free_s) > SAME_TIME_S
+        going_on = np.abs(frees - device_free_s) > _SAME_TIME_S
         starts, moved = np.unique(frees[going_on], return_inverse=True)
         follows_next = np.full(len(frees) + 1, -1)
         follows_next[np.flatnonzero(going_on)] = moved
@@ -185,7 +185,7 @@ class BacklogReplays:
         :param device_free_s: when each action would leave the device free (episode time)
         :param taken_free_s: when the action taken leaves it free
         """
-        replayed = np.abs(device_free_s - taken_free_s) > SAME_TIME_S
+        replayed = np.abs(device_free_s - taken_free_s) > _SAME_TIME_S
         if replayed.any():
             starts = np.union1d(self._starts, device_free_s[replayed])
             index = np.append(np.searchsorted(starts, self._starts), -1)

@@ -42,8 +42,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON, check_horizon
-from splitrl.agents.hindsight import SAME_TIME_S
+from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
+from splitrl.agents.hindsight import BacklogReplays
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import Rollout
 from splitrl.envs.split_computing import SplitComputingEnv
@@ -92,14 +92,12 @@ class _OffloadValuer:
     def __init__(self, policy: Policy, fallback: Policy, replay_horizon: int) -> None:
         self.policy = policy
         self.fallback = fallback
-        self.replay_horizon = replay_horizon
+        self.replays = BacklogReplays(replay_horizon)
         self.name = policy.name
         self.offloaded: list[float] = []
         self.instead: list[float] = []
         self.count: list[int] = []
         self.replayed_after: list[float] = []
-        self._starts = np.empty(0)
-        self._ages = np.empty(0, dtype=int)
 
     def reset(self, env: SplitComputingEnv) -> None:
         self.policy.reset(env)
@@ -108,37 +106,26 @@ class _OffloadValuer:
         self.instead.append(0.0)
         self.count.append(0)
         self.replayed_after.append(0.0)
-        self._starts = np.empty(0)
-        self._ages = np.empty(0, dtype=int)
+        self.replays.clear()
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         action = self.policy.act(env, observation)
         fallback = self.fallback.act(env, observation)
         start = env.request_start_s
-        if self._starts.size:
-            self._advance_replays(env, action, start)
+        reward, free = env.evaluate_action_from(action, start)
+        # each change is what the fallback's later start would have made of this request
+        for _, change in self.replays.advance(env, action, reward, free):
+            self.replayed_after[-1] -= float(change[0])
+        instead_free = np.empty(0)
         if is_offload(env, action):
             # with this request's labels, as the step's own reward counts them
             outcomes = env.evaluate_actions(know_labels=True)
             self.offloaded[-1] += float(outcomes.reward[_row(env, outcomes.actions, action)])
             self.instead[-1] += float(outcomes.reward[_row(env, outcomes.actions, fallback)])
             self.count[-1] += 1
-            free = env.evaluate_action_from(action, start)[1]
-            free_instead = env.evaluate_action_from(fallback, start)[1]
-            if abs(free_instead - free) > SAME_TIME_S:
-                self._starts = np.append(self._starts, free_instead)
-                self._ages = np.append(self._ages, 0)
+            instead_free = np.array([env.evaluate_action_from(fallback, start)[1]])
+        self.replays.start(instead_free, free)
         return action
-
-    def _advance_replays(self, env: SplitComputingEnv, action: np.ndarray, start: float) -> None:
-        """Serve this request with the action taken from every replay's device-free time, credit
-        the offloads with the change, and end the replays that rejoined or reached the horizon."""
-        reward, free = env.evaluate_action_from(action, start)
-        rewards, frees = env.evaluate_action_from(action, self._starts)
-        self.replayed_after[-1] += float(np.sum(reward - rewards))
-        self._ages = self._ages + 1
-        going_on = (np.abs(frees - free) > SAME_TIME_S) & (self._ages < self.replay_horizon)
-        self._starts, self._ages = frees[going_on], self._ages[going_on]
 
 
 def _row(env: SplitComputingEnv, actions: np.ndarray, action: np.ndarray) -> int:
@@ -314,7 +301,7 @@ def audit_offloads(
         raise ValueError(
             f"the fallback must be another policy than the audited one ({policy.name})"
         )
-    valuer = _OffloadValuer(policy, fallback, check_horizon(replay_horizon))
+    valuer = _OffloadValuer(policy, fallback, replay_horizon)
     played, alone, replaced = evaluate_policies(
         [valuer, fallback, OffloadsReplaced(policy, fallback)],
         env,
@@ -330,5 +317,5 @@ def audit_offloads(
         fallback_reward=np.array(valuer.instead) / env.horizon,
         offloads=np.array(valuer.count),
         replayed_after=np.array(valuer.replayed_after) / env.horizon,
-        replay_horizon=valuer.replay_horizon,
+        replay_horizon=valuer.replays.horizon,
     )
