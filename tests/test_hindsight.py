@@ -1,6 +1,7 @@
 """Hindsight action values and SACD's hindsight critic."""
 
 import copy
+import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -435,8 +436,6 @@ def test_an_unknown_hindsight_mode_is_refused() -> None:
 def queueing_env(profile: Profile, horizon: int = 30) -> SplitComputingEnv:
     """The tiny model on a device slow enough that a local final exit outlasts a frame: backlogs
     form and drain."""
-    import dataclasses
-
     from splitrl.envs.reward import get_reward_spec
     from splitrl.profiles.presets import get_device_preset
 
@@ -585,8 +584,6 @@ def test_ahead_prices_a_steady_link_as_the_lookahead_does(tiny_profile: Profile)
 def test_ahead_reads_the_requests_that_actually_followed(tiny_profile: Profile) -> None:
     """A backlog costs less when the requests after it can drain it faster than the current one's
     outcomes would (the link got better), and the lookahead cannot know that."""
-    import dataclasses
-
     from splitrl.agents.baselines import backlog_cost
 
     env = queueing_env(tiny_profile)
@@ -658,3 +655,57 @@ def test_a_learner_spec_sets_how_far_its_replays_charge_the_backlog() -> None:
     assert replays("sacd-hindsight-mpc-quantile-replayed").horizon == DEFAULT_BACKLOG_HORIZON
     assert replays("sacd-hindsight-mpc-quantile-replayed-h256").horizon == 256
     assert replays("sacd-hindsight-mpc-quantile-replayed-h16").horizon == 16
+    assert not replays("sacd-hindsight-mpc-quantile-replayed").rechoose
+    assert replays("sacd-hindsight-mpc-quantile-rechosen").rechoose
+
+
+def test_the_rules_choice_after_another_wait_is_its_choice_had_the_request_waited() -> None:
+    """:func:`best_rows_at_waits` ranks as :func:`best_with_backlog` does on the same request
+    moved to each wait (its latency and device-free time shifted by the extra wait)."""
+    from splitrl.agents.baselines.backlog import best_rows_at_waits, best_with_backlog
+
+    env = SplitComputingEnv("mcu-lte-video-timeout-gate", horizon=20)
+    env.reset(seed=3)
+    spec = env.reward_spec
+    waits = np.linspace(0.0, 2.0 * spec.deadline_s, 9)
+    chosen = set()
+    for _ in range(6):
+        predicted = env.predict_actions()
+        rows = best_rows_at_waits(predicted, env.frame_interval_s, spec, waits)
+        for wait, row in zip(waits, rows, strict=True):
+            shift = wait - predicted.wait_s
+            latency = predicted.latency_s + shift
+            moved = dataclasses.replace(
+                predicted,
+                latency_s=latency,
+                device_free_s=predicted.device_free_s + shift,
+                wait_s=wait,
+                reward=spec.rewards(predicted.correct, latency, predicted.energy_j),
+            )
+            np.testing.assert_array_equal(best_with_backlog(moved, env), predicted.actions[row])
+        chosen |= set(rows.tolist())
+        env.step(predicted.actions[rows[0]])
+    assert len(chosen) > 1  # the wait changed the choice
+
+
+def test_rechosen_replays_change_the_corrections_not_the_requests_own_values() -> None:
+    from splitrl.agents.baselines import make_baseline
+    from splitrl.agents.sacd.buffers import HINDSIGHT_CORRECTIONS_KEY
+
+    infos = {}
+    for backlog in ("replayed", "rechosen"):
+        env = SplitComputingEnv("default", horizon=30)
+        wrapped = HindsightValuesInfo(env, backlog=backlog)
+        policy = make_baseline("edge-only")  # a busy device: its replays run long
+        observation, _ = wrapped.reset(seed=5)
+        infos[backlog] = [wrapped.step(policy.act(env, observation))[-1] for _ in range(30)]
+    differs = False
+    for replayed, rechosen in zip(infos["replayed"], infos["rechosen"], strict=True):
+        np.testing.assert_array_equal(replayed[HINDSIGHT_INFO_KEY], rechosen[HINDSIGHT_INFO_KEY])
+        backs = [back for back, _ in replayed[HINDSIGHT_CORRECTIONS_KEY]]
+        assert backs == [back for back, _ in rechosen[HINDSIGHT_CORRECTIONS_KEY]]
+        for (_, fixed), (_, chosen) in zip(
+            replayed[HINDSIGHT_CORRECTIONS_KEY], rechosen[HINDSIGHT_CORRECTIONS_KEY], strict=True
+        ):
+            differs |= not np.allclose(fixed, chosen)
+    assert differs

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from splitrl.agents.baselines import make_baseline
+from splitrl.agents.baselines.backlog import best_rows_at_waits
 from splitrl.agents.policy_interface import Policy
 from splitrl.agents.rollout import LOCAL_BITS
 from splitrl.cli import main
@@ -126,6 +127,7 @@ def test_the_command_prints_and_writes_the_audit(
     report = json.loads(out.read_text())
     assert report["fallback"] == "device-only"
     assert report["replayed_after"]["horizon"] == 64  # the training's hindsight horizon
+    assert report["replayed_after"]["rechoose"] is False
     assert report["seeds"] == [report["seeds"][0], report["seeds"][0] + 1]
     parts = report["components"]
     total = parts["total gain over the fallback"]["mean"]
@@ -133,6 +135,11 @@ def test_the_command_prints_and_writes_the_audit(
         parts["local decisions alone (offloads to the fallback)"]["mean"]
         + parts["from the offloads"]["mean"]
     )
+    rechosen = tmp_path / "rechosen.json"
+    assert main(["audit-offloads", *arguments, "--replay-rechoose", "--json", str(rechosen)]) == 0
+    again = json.loads(rechosen.read_text())
+    assert again["replayed_after"]["rechoose"] is True
+    assert again["components"] == parts  # the measured parts do not depend on the replays
 
 
 @pytest.mark.parametrize(
@@ -155,10 +162,16 @@ def test_bad_input_is_one_clear_line(
 
 
 def replayed_credit_over_one_request(
-    env: SplitComputingEnv, policy: Alternating, fallback: Policy, seeds: list[int]
+    env: SplitComputingEnv,
+    policy: Alternating,
+    fallback: Policy,
+    seeds: list[int],
+    rechoose: bool = False,
 ) -> np.ndarray:
     """The replays of a one-request horizon, by hand: what the fallback's device-free time would
-    have changed on the request after each offload, served with the action then taken."""
+    have changed on the request after each offload, served with the action then taken (or, with
+    ``rechoose``, with the lookahead rule's choice after the later wait where that differs from
+    its choice after the actual one)."""
     credits = []
     for seed in seeds:
         observation, _ = env.reset(seed=seed)
@@ -169,9 +182,20 @@ def replayed_credit_over_one_request(
             instead = fallback.act(env, observation)
             start = env.request_start_s
             if pending is not None:
+                served = action
+                if rechoose:
+                    predicted = env.predict_actions()
+                    arrival = start - predicted.wait_s
+                    later, actual = best_rows_at_waits(
+                        predicted,
+                        env.frame_interval_s,
+                        env.reward_spec,
+                        np.array([pending - arrival, start - arrival]),
+                    )
+                    served = action if later == actual else predicted.actions[later]
                 credit += (
                     env.evaluate_action_from(action, start)[0]
-                    - env.evaluate_action_from(action, pending)[0]
+                    - env.evaluate_action_from(served, pending)[0]
                 )
                 pending = None
             if is_offload(env, action):
@@ -206,6 +230,23 @@ def test_the_replays_price_the_requests_after_each_offload_with_the_actions_take
     report = audit.to_dict()["replayed_after"]
     assert report["horizon"] == 1  # type: ignore[index]
     assert report["credit"]["mean"] == pytest.approx(audit.replayed_after.mean())  # type: ignore[index]
+
+
+def test_rechosen_replays_serve_the_rules_choice_where_the_later_wait_changes_it() -> None:
+    # the shipped profile, where a later start changes the rule's choice (not the tiny one's)
+    env = SplitComputingEnv("default", horizon=HORIZON)
+    fallback = make_baseline("device-only")
+    fixed = audit_offloads(Alternating(), fallback, env, SEEDS, replay_horizon=1)
+    rechosen = audit_offloads(
+        Alternating(), fallback, env, SEEDS, replay_horizon=1, replay_rechoose=True
+    )
+    expected = replayed_credit_over_one_request(env, Alternating(), fallback, SEEDS, True)
+    np.testing.assert_allclose(rechosen.replayed_after, expected)
+    # the later wait changed some choice, and only the credit, not the measured parts
+    assert not np.allclose(rechosen.replayed_after, fixed.replayed_after)
+    np.testing.assert_allclose(rechosen.after_offloads, fixed.after_offloads)
+    assert rechosen.to_dict()["replayed_after"]["rechoose"] is True  # type: ignore[index]
+    assert fixed.to_dict()["replayed_after"]["rechoose"] is False  # type: ignore[index]
 
 
 def test_no_replay_runs_where_the_device_is_free_again_by_the_next_request(

@@ -43,6 +43,7 @@ FAST: dict[str, dict[str, Any]] = {
     "sacd-hindsight-mpc-quantile-replayed": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-replayed-h256": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-replayed-h16": {"learning_starts": 50, "batch_size": 32},
+    "sacd-hindsight-mpc-quantile-rechosen": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-robust": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-memory": {"learning_starts": 50, "batch_size": 32},
     "sacd-hindsight-mpc-quantile-gated": {"learning_starts": 50, "batch_size": 32},

@@ -10,7 +10,7 @@ leaves (:func:`~splitrl.agents.baselines.oracles.clairvoyant_values`, the value
 observation is the best *causal* approximation of that reference: hindsight learning for MDPs
 with exogenous inputs (Sinclair et al., ICML 2023). See ``docs/sacd.md``.
 
-The backlog an action leaves is priced in one of three ways (:data:`BACKLOG_PRICES`):
+The backlog an action leaves is priced in one of four ways (:data:`BACKLOG_PRICES`):
 
 * ``"lookahead"``: the clairvoyant lookahead's price, known at once (the next requests forecast
   from this one's channel, payloads and load, acting optimally under that forecast). Where this
@@ -28,7 +28,11 @@ The backlog an action leaves is priced in one of three ways (:data:`BACKLOG_PRIC
   have left (:meth:`~splitrl.envs.SplitComputingEnv.evaluate_action_from`), until the device is
   free when it actually was or ``horizon`` requests have passed, and charges each action the change
   in their rewards. The price is complete only once those requests are served, so each step's
-  values start as the request's true rewards and later steps send corrections to them.
+  values start as the request's true rewards and later steps send corrections to them;
+* ``"rechosen"``: ``"replayed"`` where a replay serves a later request with another action than
+  the one taken when its own wait changes the device's lookahead choice (:class:`BacklogReplays`
+  with ``rechoose=True``): a device held longer than it was is no longer served only with actions
+  chosen for a freer one.
 
 Each request's own reward is read either at its RTT and queueing draws (``draws="exact"``, what
 it earned) or as its expectation over their spread (``draws="mean"``, the value
@@ -54,6 +58,7 @@ import numpy as np
 from splitrl.agents.baselines.backlog import (
     DEFAULT_BACKLOG_HORIZON,
     LookaheadTerms,
+    best_rows_at_waits,
     check_horizon,
     relative_values,
 )
@@ -66,7 +71,7 @@ from splitrl.envs.reward import RewardSpec
 from splitrl.envs.split_computing import SplitComputingEnv
 
 #: how hindsight values price the backlog an action leaves (module docstring)
-BACKLOG_PRICES = ("lookahead", "replayed", "ahead")
+BACKLOG_PRICES = ("lookahead", "replayed", "ahead", "rechosen")
 #: how hindsight values read each request's own RTT and queueing draws (module docstring)
 HINDSIGHT_DRAWS = ("exact", "mean")
 #: two device-free times closer than this (seconds) are the same: the replay has rejoined
@@ -133,11 +138,23 @@ class BacklogReplays:
     follow. A replay ends when the device is free when it actually was (nothing changes after
     that) or after ``horizon`` requests.
 
+    Held fixed, the actions taken are those chosen for the device as it actually was: a device
+    held longer is served with actions chosen for a freer one. With ``rechoose=True`` a replay
+    serves a later request with another action where the backlog changes the device's own ranking:
+    where the lookahead rule at the device's estimates (:func:`best_rows_at_waits`, the
+    throughput estimate of :meth:`~splitrl.envs.SplitComputingEnv.predict_actions`) picks another
+    action after the replay's wait than after the actual one, the replay serves that action;
+    elsewhere the action taken. Every choice is causal: the device's estimates and the replay's
+    own wait, never the request's draws.
+
     :param horizon: most following requests a replay charges its actions with
+    :param rechoose: whether the replays re-choose the later actions where their backlog changes
+        the lookahead rule's choice (``False``: the actions taken, held fixed)
     """
 
-    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON) -> None:
+    def __init__(self, horizon: int = DEFAULT_BACKLOG_HORIZON, rechoose: bool = False) -> None:
         self.horizon = check_horizon(horizon)
+        self.rechoose = rechoose
         self.clear()
 
     def clear(self) -> None:
@@ -163,6 +180,8 @@ class BacklogReplays:
             return []
         # every replay at once: one numpy evaluation over their device-free times
         rewards, frees = env.evaluate_action_from(action, self._starts)
+        if self.rechoose:
+            self._serve_rechosen(env, rewards, frees)
         change = np.append(rewards - reward, 0.0)  # index -1: an action no replay follows
         going_on = np.abs(frees - device_free_s) > _SAME_TIME_S
         starts, moved = np.unique(frees[going_on], return_inverse=True)
@@ -178,6 +197,21 @@ class BacklogReplays:
         self._starts, self._follows = starts, follows
         self._forget_unfollowed()
         return changes
+
+    def _serve_rechosen(
+        self, env: SplitComputingEnv, rewards: np.ndarray, frees: np.ndarray
+    ) -> None:
+        """Serve again, in place, the replays whose wait changes the lookahead rule's choice."""
+        predicted = env.predict_actions()
+        arrival = env.request_start_s - predicted.wait_s
+        waits = np.maximum(np.append(self._starts, env.request_start_s) - arrival, 0.0)
+        rows = best_rows_at_waits(predicted, env.frame_interval_s, env.reward_spec, waits)
+        rows, actual = rows[:-1], rows[-1]
+        for row in np.unique(rows[rows != actual]):
+            at = rows == row
+            rewards[at], frees[at] = env.evaluate_action_from(
+                predicted.actions[row], self._starts[at]
+            )
 
     def start(self, device_free_s: np.ndarray, taken_free_s: float) -> None:
         """Start the replays of the current request's actions, then move to the next request.
@@ -296,10 +330,11 @@ class HindsightValuesInfo(SplitComputingWrapper):
     ``info`` (key ``"hindsight_values"``). The observation is unchanged: the policy never sees
     them.
 
-    With ``backlog="lookahead"`` they are :class:`HindsightActionValues`. With ``"replayed"`` they
-    are the request's true rewards (relative to the best), and the ``info`` also holds
-    ``"hindsight_corrections"``: ``(steps back, change per flat action)`` for earlier steps of the
-    episode, what their actions' backlogs turned out to cost this request (:class:`BacklogReplays`).
+    With ``backlog="lookahead"`` they are :class:`HindsightActionValues`. With ``"replayed"`` (or
+    ``"rechosen"``) they are the request's true rewards (relative to the best), and the ``info``
+    also holds ``"hindsight_corrections"``: ``(steps back, change per flat action)`` for earlier
+    steps of the episode, what their actions' backlogs turned out to cost this request
+    (:class:`BacklogReplays`).
     :class:`~splitrl.agents.sacd.buffers.MaskableReplayBuffer` adds them to the values it stored.
 
     :param env: a ``SplitComputingEnv``, possibly wrapped
@@ -325,7 +360,11 @@ class HindsightValuesInfo(SplitComputingWrapper):
             )
         self.backlog = check_backlog_price(backlog)
         self.values = HindsightActionValues(horizon, draws)
-        self.replays = BacklogReplays(horizon) if backlog == "replayed" else None
+        self.replays = (
+            BacklogReplays(horizon, rechoose=backlog == "rechosen")
+            if backlog in ("replayed", "rechosen")
+            else None
+        )
         self.ahead = BacklogAhead(horizon) if backlog == "ahead" else None
 
     def reset(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:

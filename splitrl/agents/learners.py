@@ -67,7 +67,8 @@ class LearnerSpec:
         (:class:`~splitrl.agents.link_memory.LinkMemory`), before the predicted values
     :param hindsight_values: how the training envs' hindsight value of every flat action, put in
         each step's info (:mod:`splitrl.agents.hindsight`), prices the backlog: ``"lookahead"``,
-        ``"replayed"`` or ``"ahead"`` (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`);
+        ``"replayed"``, ``"ahead"`` or ``"rechosen"``
+        (:data:`~splitrl.agents.hindsight.BACKLOG_PRICES`);
         ``None``: no hindsight values. The policy never sees them
     :param hindsight_draws: how those values read each request's own RTT and queueing draws:
         ``"exact"`` or ``"mean"`` (their spread; :data:`~splitrl.agents.hindsight.HINDSIGHT_DRAWS`)
@@ -459,6 +460,14 @@ LEARNERS: dict[str, LearnerSpec] = {
             predicted_values="mpc-quantile",
             backlog="replayed",
             horizon=16,
+        ),
+        _sacd_hindsight(
+            "sacd-hindsight-mpc-quantile-rechosen",
+            "sacd-hindsight-mpc-quantile-replayed whose replays serve a later request with "
+            "another action where their wait changes the device's lookahead choice, instead of "
+            "holding the actions taken fixed (docs/sacd.md, Where EVDO is lost)",
+            predicted_values="mpc-quantile",
+            backlog="rechosen",
         ),
         _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-ahead",

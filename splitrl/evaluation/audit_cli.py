@@ -42,6 +42,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="the most following requests a replay of an offload counts, for the effect after "
         "the offloads as a learner's hindsight values price it (default: %(default)s)",
     )
+    parser.add_argument(
+        "--replay-rechoose",
+        action="store_true",
+        help="the replays re-choose the later actions where their backlog changes the lookahead "
+        "rule's choice, as the -rechosen learners' hindsight values do (default: the actions "
+        "taken, held fixed)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the audit to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -90,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         env,
         seeds,
         replay_horizon=args.replay_horizon,
+        replay_rechoose=args.replay_rechoose,
         progress=not args.no_progress,
     )
     env.close()

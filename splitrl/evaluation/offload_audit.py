@@ -89,10 +89,12 @@ class _OffloadValuer:
     in hindsight: per episode, the sums of both rewards over the offloaded requests, their number,
     and what the replays of the fallback's device-free time changed on the requests after them."""
 
-    def __init__(self, policy: Policy, fallback: Policy, replay_horizon: int) -> None:
+    def __init__(
+        self, policy: Policy, fallback: Policy, replay_horizon: int, replay_rechoose: bool
+    ) -> None:
         self.policy = policy
         self.fallback = fallback
-        self.replays = BacklogReplays(replay_horizon)
+        self.replays = BacklogReplays(replay_horizon, rechoose=replay_rechoose)
         self.name = policy.name
         self.offloaded: list[float] = []
         self.instead: list[float] = []
@@ -175,6 +177,8 @@ class OffloadAudit:
     :param replayed_after: the effect after the offloads as the replays price it (module
         docstring), summed and divided by the episode's requests; not a part of ``total``
     :param replay_horizon: the most following requests each replay counted
+    :param replay_rechoose: whether the replays re-chose the later actions where their backlog
+        changes the lookahead rule's choice (:class:`~splitrl.agents.hindsight.BacklogReplays`)
     """
 
     policy: Rollout
@@ -185,6 +189,7 @@ class OffloadAudit:
     offloads: np.ndarray
     replayed_after: np.ndarray
     replay_horizon: int
+    replay_rechoose: bool = False
 
     @property
     def offload_share(self) -> float:
@@ -264,6 +269,7 @@ class OffloadAudit:
             },
             "replayed_after": {
                 "horizon": self.replay_horizon,
+                "rechoose": self.replay_rechoose,
                 **{
                     key: {"mean": c.mean, "ci95": c.ci95}
                     for key, c in zip(("credit", "error"), self.replayed_components(), strict=True)
@@ -279,6 +285,7 @@ def audit_offloads(
     seeds: Sequence[int],
     *,
     replay_horizon: int = DEFAULT_BACKLOG_HORIZON,
+    replay_rechoose: bool = False,
     progress: bool = False,
 ) -> OffloadAudit:
     """Run ``policy``, ``fallback`` and the policy with its offloads given to the fallback on the
@@ -291,6 +298,9 @@ def audit_offloads(
     :param seeds: the episodes' reset seeds (at least two for the intervals)
     :param replay_horizon: the most following requests a replay of an offload counts (the
         training's default for hindsight values)
+    :param replay_rechoose: whether the replays re-choose the later actions where their backlog
+        changes the lookahead rule's choice, as the ``-rechosen`` learners' hindsight values do
+        (``False``: the actions the policy took, held fixed)
     :param progress: show a progress bar over the three runs' episodes
     :raises ValueError: for fewer than two seeds, a fallback that is the policy itself or has
         its name, or a replay horizon below 1
@@ -301,7 +311,7 @@ def audit_offloads(
         raise ValueError(
             f"the fallback must be another policy than the audited one ({policy.name})"
         )
-    valuer = _OffloadValuer(policy, fallback, replay_horizon)
+    valuer = _OffloadValuer(policy, fallback, replay_horizon, replay_rechoose)
     played, alone, replaced = evaluate_policies(
         [valuer, fallback, OffloadsReplaced(policy, fallback)],
         env,
@@ -318,4 +328,5 @@ def audit_offloads(
         offloads=np.array(valuer.count),
         replayed_after=np.array(valuer.replayed_after) / env.horizon,
         replay_horizon=valuer.replays.horizon,
+        replay_rechoose=replay_rechoose,
     )

@@ -264,6 +264,34 @@ def undominated_numpy(criteria: np.ndarray) -> np.ndarray:
     return np.asarray(~dominates.any(axis=0))
 
 
+def best_rows_at_waits(
+    outcomes: ActionOutcomes,
+    frame_interval_s: float,
+    reward_spec: RewardSpec,
+    waits_s: np.ndarray,
+    horizon: int = DEFAULT_BACKLOG_HORIZON,
+) -> np.ndarray:
+    """Per wait, the row of ``outcomes.actions`` of highest reward minus :func:`backlog_cost` had
+    the request waited that long before it started (ties go to the lowest row).
+
+    The same ranking as :func:`best_with_backlog` (without a latency spread), moved to other
+    waits: each action keeps its service and busy time, and the backlog it leaves is priced on the
+    lookahead's value of the next request's wait.
+
+    :param outcomes: the request's outcomes (at any wait: only their service and busy times count)
+    :param waits_s: ``(n,)`` waits to rank the actions after (seconds)
+    :return: ``(n,)`` row indices into ``outcomes.actions``
+    """
+    terms = LookaheadTerms.of(outcomes, frame_interval_s, reward_spec)
+    value = relative_values(terms.now, terms.below, terms.weight, horizon)
+    service_s = outcomes.latency_s - outcomes.wait_s
+    busy_s = outcomes.device_free_s - outcomes.wait_s
+    waits = np.asarray(waits_s, dtype=float)[:, None]
+    rewards = reward_spec.rewards(outcomes.correct, waits + service_s, outcomes.energy_j)
+    next_wait = np.maximum(waits + busy_s - frame_interval_s, 0.0)
+    return np.asarray(np.argmax(rewards + np.interp(next_wait, terms.waits, value), axis=1))
+
+
 def best_with_backlog(
     outcomes: ActionOutcomes,
     env: ForecastView,
