@@ -149,6 +149,7 @@ def test_the_command_prints_and_writes_the_audit(
         (["--json", "/no/such/folder/audit.json"], "folder /no/such/folder for --json"),
         (["--trace", "/no/such/trace.csv"], "trace file /no/such/trace.csv not found"),
         (["--replay-horizon", "0"], "--replay-horizon must be at least 1, got 0"),
+        (["--branch-rate", "1.5"], "--branch-rate must be in [0, 1], got 1.5"),
     ],
 )
 def test_bad_input_is_one_clear_line(
@@ -256,3 +257,33 @@ def test_no_replay_runs_where_the_device_is_free_again_by_the_next_request(
     audit = audit_offloads(Alternating(), make_baseline("device-only"), env, SEEDS)
     assert audit.offload_share == 0.5
     np.testing.assert_array_equal(audit.replayed_after, 0.0)
+
+
+@pytest.mark.parametrize("replay_horizon", [1, 6])
+def test_a_policy_blind_to_the_state_gets_its_replay_credits_in_the_closed_loop(
+    tiny_profile_path: Path, replay_horizon: int
+) -> None:
+    """Measured one at a time in the closed loop, an offload's effect after it is its replay
+    credit when the later actions do not depend on the state (they are then the replays' own)."""
+    env = SplitComputingEnv(profile=str(tiny_profile_path), horizon=HORIZON, frame_interval_s=0.002)
+    fallback = make_baseline("device-only")
+    audit = audit_offloads(
+        Alternating(), fallback, env, SEEDS, replay_horizon=replay_horizon, branch_rate=1.0
+    )
+    assert len(audit.branches) == audit.offloads.sum()  # every offload was measured
+    after, credit, own = audit.branches.T
+    assert np.any(after != 0.0)
+    np.testing.assert_allclose(after, credit, atol=1e-9)
+    # the credits of the measured offloads are all the replays' credit
+    np.testing.assert_allclose(credit.sum() / HORIZON, audit.replayed_after.sum())
+    np.testing.assert_allclose(own.sum() / HORIZON, audit.on_offloads.sum(), atol=1e-9)
+    assert audit.branch_correlation == pytest.approx(1.0)
+    assert "offloads measured in the closed loop" in audit.table()
+    report = audit.to_dict()["branches"]
+    assert report["count"] == len(audit.branches)  # type: ignore[index]
+    # none measured by default, and a sample of them at a lower rate
+    assert len(audit_offloads(Alternating(), fallback, env, SEEDS).branches) == 0
+    sampled = audit_offloads(Alternating(), fallback, env, SEEDS, branch_rate=0.3)
+    assert 0 < len(sampled.branches) < len(audit.branches)
+    with pytest.raises(ValueError, match="branch rate must be in"):
+        audit_offloads(Alternating(), fallback, env, SEEDS, branch_rate=-0.1)

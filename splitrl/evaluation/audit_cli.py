@@ -49,6 +49,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "rule's choice, as the -rechosen learners' hindsight values do (default: the actions "
         "taken, held fixed)",
     )
+    parser.add_argument(
+        "--branch-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="also measure this share of the offloads one at a time in the closed loop (the env "
+        "and the policy copied at the offload, served with it and with the fallback's action, "
+        "then the policy acting for the replay horizon) against their replay credits; each costs "
+        "two runs of that many requests (default: %(default)s, none)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the audit to this JSON file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -75,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.replay_horizon < 1:
         raise ValueError(f"--replay-horizon must be at least 1, got {args.replay_horizon}")
+    if not 0.0 <= args.branch_rate <= 1.0:
+        raise ValueError(f"--branch-rate must be in [0, 1], got {args.branch_rate}")
     if args.fallback not in BASELINES:
         raise ValueError(f"unknown fallback {args.fallback!r}; known: {', '.join(BASELINES)}")
     json_path = Path(args.json) if args.json is not None else None
@@ -98,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         seeds,
         replay_horizon=args.replay_horizon,
         replay_rechoose=args.replay_rechoose,
+        branch_rate=args.branch_rate,
         progress=not args.no_progress,
     )
     env.close()

@@ -25,6 +25,13 @@ holds the later actions fixed, where the policy would have chosen them from anot
 beside the measured effect after, it shows how far the training target's credit for what an
 offload does to the device is from what the closed loop gets.
 
+The measured effect after is that of all the offloads at once; the replays credit each offload on
+its own, the later offloads kept. With ``branch_rate`` the audit also measures a sample of single
+offloads in the closed loop: the env and the policy are copied at the offload, one copy served
+with the offload and the other with the fallback's action, and the policy then acts on both for
+the next ``replay_horizon`` requests on the same draws. The difference in their rewards is that
+offload's own effect after it, set beside its replay credit (per offload, with their correlation).
+
 Every figure is a reward per request, paired per episode, with its 95% t-interval over episodes::
 
     from splitrl.evaluation.offload_audit import audit_offloads
@@ -37,8 +44,9 @@ Every figure is a reward per request, paired per episode, with its 95% t-interva
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -90,7 +98,13 @@ class _OffloadValuer:
     and what the replays of the fallback's device-free time changed on the requests after them."""
 
     def __init__(
-        self, policy: Policy, fallback: Policy, replay_horizon: int, replay_rechoose: bool
+        self,
+        policy: Policy,
+        fallback: Policy,
+        replay_horizon: int,
+        replay_rechoose: bool,
+        branch_rate: float,
+        branch_seed: int,
     ) -> None:
         self.policy = policy
         self.fallback = fallback
@@ -100,6 +114,12 @@ class _OffloadValuer:
         self.instead: list[float] = []
         self.count: list[int] = []
         self.replayed_after: list[float] = []
+        self.branch_rate = branch_rate
+        self._branch_rng = np.random.default_rng(branch_seed)
+        #: per branched offload: its closed-loop effect after, its replay credit, its own gain
+        self.branches: list[list[float]] = []
+        self._step = 0
+        self._branched: dict[int, int] = {}  # this episode's branched steps -> their row
 
     def reset(self, env: SplitComputingEnv) -> None:
         self.policy.reset(env)
@@ -109,6 +129,8 @@ class _OffloadValuer:
         self.count.append(0)
         self.replayed_after.append(0.0)
         self.replays.clear()
+        self._step = 0
+        self._branched.clear()
 
     def act(self, env: SplitComputingEnv, observation: np.ndarray) -> np.ndarray:
         action = self.policy.act(env, observation)
@@ -116,8 +138,11 @@ class _OffloadValuer:
         start = env.request_start_s
         reward, free = env.evaluate_action_from(action, start)
         # each change is what the fallback's later start would have made of this request
-        for _, change in self.replays.advance(env, action, reward, free):
+        for back, change in self.replays.advance(env, action, reward, free):
             self.replayed_after[-1] -= float(change[0])
+            row = self._branched.get(self._step - back)
+            if row is not None:
+                self.branches[row][1] -= float(change[0])
         instead_free = np.empty(0)
         if is_offload(env, action):
             # with this request's labels, as the step's own reward counts them
@@ -126,8 +151,40 @@ class _OffloadValuer:
             self.instead[-1] += float(outcomes.reward[_row(env, outcomes.actions, fallback)])
             self.count[-1] += 1
             instead_free = np.array([env.evaluate_action_from(fallback, start)[1]])
+            if self.branch_rate > 0 and self._branch_rng.random() < self.branch_rate:
+                self._branch(env, observation, action, fallback)
         self.replays.start(instead_free, free)
+        self._step += 1
         return action
+
+    def _branch(
+        self,
+        env: SplitComputingEnv,
+        observation: np.ndarray,
+        action: np.ndarray,
+        fallback: np.ndarray,
+    ) -> None:
+        """Measure this offload's own effect in the closed loop, against the fallback's action."""
+        own, after = _closed_loop(env, self.policy, observation, action, self.replays.horizon)
+        own_instead, after_instead = _closed_loop(
+            env, self.policy, observation, fallback, self.replays.horizon
+        )
+        self._branched[self._step] = len(self.branches)
+        self.branches.append([float(after.sum() - after_instead.sum()), 0.0, own - own_instead])
+
+
+def _closed_loop(
+    env: SplitComputingEnv, policy: Policy, observation: np.ndarray, first: np.ndarray, count: int
+) -> tuple[float, np.ndarray]:
+    """On copies of ``env`` and ``policy``: the reward of ``first``, and those of the next
+    ``count`` requests (fewer where the episode ends) with the policy acting."""
+    env, policy = copy.deepcopy((env, policy))
+    observation, reward, terminated, truncated, _ = env.step(first)
+    after: list[float] = []
+    while len(after) < count and not (terminated or truncated):
+        observation, later, terminated, truncated, _ = env.step(policy.act(env, observation))
+        after.append(float(later))
+    return float(reward), np.array(after)
 
 
 def _row(env: SplitComputingEnv, actions: np.ndarray, action: np.ndarray) -> int:
@@ -179,6 +236,10 @@ class OffloadAudit:
     :param replay_horizon: the most following requests each replay counted
     :param replay_rechoose: whether the replays re-chose the later actions where their backlog
         changes the lookahead rule's choice (:class:`~splitrl.agents.hindsight.BacklogReplays`)
+    :param branches: ``(n, 3)``, per offload measured in the closed loop (``branch_rate``): its
+        effect on the next ``replay_horizon`` requests, its replay credit and its gain on its own
+        request, each a reward summed over those requests (not per request of the episode)
+    :param branch_rate: the share of the offloads measured so
     """
 
     policy: Rollout
@@ -190,6 +251,8 @@ class OffloadAudit:
     replayed_after: np.ndarray
     replay_horizon: int
     replay_rechoose: bool = False
+    branches: np.ndarray = field(default_factory=lambda: np.empty((0, 3)))
+    branch_rate: float = 0.0
 
     @property
     def offload_share(self) -> float:
@@ -244,6 +307,26 @@ class OffloadAudit:
         """How much more the replays credit the offloads with after them than they measured."""
         return self.replayed_after - self.after_offloads
 
+    def branch_components(self) -> list[Component]:
+        """Per offload measured in the closed loop: its effect after it, its replay credit and
+        the credit's error (each entry one offload, not one episode)."""
+        after, credit = self.branches[:, 0], self.branches[:, 1]
+        return [
+            Component("closed-loop effect after one offload", after),
+            Component("its replay credit", credit),
+            Component("  the credit's error (credit minus effect)", credit - after),
+        ]
+
+    @property
+    def branch_correlation(self) -> float:
+        """The correlation of the measured offloads' replay credits with their closed-loop effect
+        after them (``nan`` for fewer than two, or a constant)."""
+        if len(self.branches) < 2 or np.ptp(self.branches[:, 0]) == 0:
+            return float("nan")
+        if np.ptp(self.branches[:, 1]) == 0:
+            return float("nan")
+        return float(np.corrcoef(self.branches[:, 0], self.branches[:, 1])[0, 1])
+
     def table(self) -> str:
         """The components as a markdown table, with the offload share in its title."""
         lines = [
@@ -255,6 +338,19 @@ class OffloadAudit:
         ]
         rows = [*self.components(), *self.replayed_components()]
         lines += [f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in rows]
+        if len(self.branches):
+            lines += [
+                "",
+                f"{len(self.branches)} offloads measured in the closed loop (about "
+                f"{self.branch_rate:.0%} of them), over the next {self.replay_horizon} requests; "
+                f"correlation of credit and effect {self.branch_correlation:+.2f}",
+                "",
+                "| per offload | reward | 95% interval |",
+                "|---|---|---|",
+            ]
+            lines += [
+                f"| {c.label} | {c.mean:+.4f} | ± {c.ci95:.4f} |" for c in self.branch_components()
+            ]
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, object]:
@@ -275,6 +371,22 @@ class OffloadAudit:
                     for key, c in zip(("credit", "error"), self.replayed_components(), strict=True)
                 },
             },
+            "branches": {
+                "rate": self.branch_rate,
+                "count": len(self.branches),
+                "correlation": self.branch_correlation,
+                **self._branch_summary(),
+            },
+        }
+
+    def _branch_summary(self) -> dict[str, dict[str, float]]:
+        """The branch components' means and intervals by JSON key (none without branches)."""
+        if not len(self.branches):
+            return {}
+        keys = ("effect_after", "credit", "error")
+        return {
+            key: {"mean": c.mean, "ci95": c.ci95}
+            for key, c in zip(keys, self.branch_components(), strict=True)
         }
 
 
@@ -286,6 +398,8 @@ def audit_offloads(
     *,
     replay_horizon: int = DEFAULT_BACKLOG_HORIZON,
     replay_rechoose: bool = False,
+    branch_rate: float = 0.0,
+    branch_seed: int = 0,
     progress: bool = False,
 ) -> OffloadAudit:
     """Run ``policy``, ``fallback`` and the policy with its offloads given to the fallback on the
@@ -301,9 +415,13 @@ def audit_offloads(
     :param replay_rechoose: whether the replays re-choose the later actions where their backlog
         changes the lookahead rule's choice, as the ``-rechosen`` learners' hindsight values do
         (``False``: the actions the policy took, held fixed)
+    :param branch_rate: the share of the offloads, drawn at random, whose own effect after them
+        is also measured in the closed loop (module docstring; each costs two runs of
+        ``replay_horizon`` requests); 0: none
+    :param branch_seed: seeds the draw of those offloads
     :param progress: show a progress bar over the three runs' episodes
     :raises ValueError: for fewer than two seeds, a fallback that is the policy itself or has
-        its name, or a replay horizon below 1
+        its name, a replay horizon below 1 or a branch rate outside [0, 1]
     """
     if len(seeds) < 2:
         raise ValueError(f"an offload audit needs at least 2 episodes, got {len(seeds)}")
@@ -311,7 +429,11 @@ def audit_offloads(
         raise ValueError(
             f"the fallback must be another policy than the audited one ({policy.name})"
         )
-    valuer = _OffloadValuer(policy, fallback, replay_horizon, replay_rechoose)
+    if not 0.0 <= branch_rate <= 1.0:
+        raise ValueError(f"the branch rate must be in [0, 1], got {branch_rate}")
+    valuer = _OffloadValuer(
+        policy, fallback, replay_horizon, replay_rechoose, branch_rate, branch_seed
+    )
     played, alone, replaced = evaluate_policies(
         [valuer, fallback, OffloadsReplaced(policy, fallback)],
         env,
@@ -329,4 +451,6 @@ def audit_offloads(
         replayed_after=np.array(valuer.replayed_after) / env.horizon,
         replay_horizon=valuer.replays.horizon,
         replay_rechoose=replay_rechoose,
+        branches=np.array(valuer.branches, dtype=float).reshape(-1, 3),
+        branch_rate=branch_rate,
     )
