@@ -321,9 +321,7 @@ class OffloadAudit:
     def branch_correlation(self) -> float:
         """The correlation of the measured offloads' replay credits with their closed-loop effect
         after them (``nan`` for fewer than two, or a constant)."""
-        if len(self.branches) < 2 or np.ptp(self.branches[:, 0]) == 0:
-            return float("nan")
-        if np.ptp(self.branches[:, 1]) == 0:
+        if len(self.branches) < 2 or (np.ptp(self.branches[:, :2], axis=0) == 0).any():
             return float("nan")
         return float(np.corrcoef(self.branches[:, 0], self.branches[:, 1])[0, 1])
 
