@@ -95,7 +95,8 @@ class OffloadsReplaced:
 class _OffloadValuer:
     """Acts as ``policy`` and values each of its offloads, and the fallback's action in its place,
     in hindsight: per episode, the sums of both rewards over the offloaded requests, their number,
-    and what the replays of the fallback's device-free time changed on the requests after them."""
+    and what the replays of the fallback's device-free time changed on the requests after them;
+    and, for a ``branch_rate`` share of the offloads, their own effect in the closed loop."""
 
     def __init__(
         self,
