@@ -152,3 +152,28 @@ def test_untrained_sacd_prior_acts_as_robust_mpc(one_torch_thread: None) -> None
     for field in ("exit", "split", "bits"):
         np.testing.assert_array_equal(getattr(learned, field), getattr(prior, field))
     np.testing.assert_array_equal(learned.reward, prior.reward)
+
+
+def test_link_range_guard_names_the_newest_throughput_and_the_local_actions(
+    one_torch_thread: None,
+) -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from splitrl.agents.learners import LINK_RANGE_GUARD, link_range_guard
+
+    env = SplitComputingEnv("mcu-lte-video-timeout-gate", horizon=HORIZON)
+    guard = link_range_guard(env)
+    assert env.layout.names[guard["input"]] == "throughput_0"
+    local = {
+        env.actions.flat_index(e, s, b)
+        for e, s, b in np.ndindex(*env.actions.nvec)
+        if env.actions.is_device_only(e, s)
+    }
+    assert set(guard["actions"]) == local and len(local) < env.actions.n_actions
+    spec = get_learner("sacd-hindsight-mpc-quantile-replayed")
+    settings = spec.resolved_hyperparameters({})
+    settings["policy_kwargs"] = {**settings["policy_kwargs"], "range_guard": LINK_RANGE_GUARD}
+    vec_env = DummyVecEnv([lambda: spec.wrap_env(SplitComputingEnv("mcu-lte-video-timeout-gate"))])
+    model = spec.build_model(vec_env, settings, seed=0)
+    assert model.policy.actor.range_guard == {"input": guard["input"], "actions": sorted(local)}
+    assert settings["policy_kwargs"]["range_guard"] == LINK_RANGE_GUARD  # the config is unchanged

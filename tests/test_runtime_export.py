@@ -566,6 +566,35 @@ def test_clipped_inputs_are_exported_in_the_graph(env: SplitComputingEnv, tmp_pa
     np.testing.assert_array_equal(onnx_actions, OnnxPolicy(tmp_path).actions(clipped))
 
 
+def test_range_guard_is_exported_in_the_graph(env: SplitComputingEnv, tmp_path: Path) -> None:
+    from splitrl.agents.learners import link_range_guard
+
+    agent = SACD(
+        "MlpPolicy",
+        env,
+        policy_kwargs={
+            "net_arch": [32, 32],
+            "clip_inputs": True,
+            "range_guard": link_range_guard(env),
+        },
+        seed=0,
+        device="cpu",
+    )
+    recorded = random_observations(env.layout, 20, seed=3)
+    recorded[:, 0] = np.abs(recorded[:, 0]) + 0.1  # the link never below 10**0.3 Mbit/s
+    agent.policy.record_inputs(recorded)
+    export_env_policy(agent, tmp_path, env)
+    observations = random_observations(env.layout, 10_000, seed=4)
+    graph = PolicyGraph(agent.policy.actor, env.actions).eval()
+    onnx_actions = OnnxPolicy(tmp_path).actions(observations)
+    np.testing.assert_array_equal(onnx_actions, torch_actions(graph, observations))
+    below = observations[:, 0] < agent.policy.actor.input_low[0].item()
+    assert 0 < below.sum() < len(below)
+    local = [env.actions.is_device_only(int(e), int(s)) for e, s, _ in onnx_actions]
+    assert np.all(np.array(local)[below])
+    assert not np.all(local)
+
+
 def test_policy_file_carries_the_transfer_timeout(
     tiny_profile: Profile, agent: SACD, exported: Path, tmp_path: Path
 ) -> None:

@@ -552,6 +552,92 @@ def test_clipped_inputs_record_the_training_range_and_hold_the_network_inside_it
     )
 
 
+class ShrinkingBanditEnv(ContextualBanditEnv):
+    """The contextual bandit whose observations are ``(one-hot + 1) / (1 + episode count / 50)``:
+    every episode's observation lies below the range recorded before it."""
+
+    observation_space = spaces.Box(0.0, 2.0, shape=(4,), dtype=np.float32)
+    episodes = 0
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        observation, info = super().reset(seed=seed)
+        self.episodes += 1
+        return (observation + 1.0) / (1.0 + self.episodes / 50), info
+
+
+def test_range_guard_keeps_to_its_actions_below_the_recorded_range() -> None:
+    policy = prior_policy(clip_inputs=True, range_guard={"input": 1, "actions": [2, 0]})
+    actor = policy.actor
+    values = [0.0, 0.3, -0.1, 0.2, 0.1, -0.2]  # the prior's first choice is 1, never allowed
+    inside = np.array([[0.5, 1.0, *values]], dtype=np.float32)
+    below = th.tensor([[0.5, 0.2, *values]])
+    with th.no_grad():  # nothing recorded yet: no range, no guard
+        assert th.isfinite(actor.masked_logits(below)).all()
+    policy.record_inputs(np.concatenate([inside, inside + 0.5]))
+    with th.no_grad():
+        assert th.isfinite(actor.masked_logits(th.as_tensor(inside))).all()
+        assert th.isfinite(actor.masked_logits(th.tensor([[0.5, 9.0, *values]]))).all()
+        guarded = actor.masked_logits(below)
+        assert th.isfinite(guarded[0, [0, 2]]).all()
+        assert th.isinf(guarded[0, [1, 3, 4, 5]]).all()
+        # with masks too: what either forbids is forbidden
+        masks = th.tensor([[False, True, True, True, True, True]])
+        assert th.isfinite(actor.masked_logits(below, masks)).sum() == 1
+        with policy.unguarded():
+            assert th.isfinite(actor.masked_logits(below)).all()
+        assert actor.guarding
+    action, _ = policy.predict(below.numpy(), deterministic=True)
+    assert int(np.ravel_multi_index(tuple(action[0]), (2, 3))) == 0
+    action, _ = policy.predict(inside, deterministic=True)
+    assert int(np.ravel_multi_index(tuple(action[0]), (2, 3))) == 1
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"range_guard": {"input": 0, "actions": [0]}}, "needs clip_inputs"),
+        ({"clip_inputs": True, "range_guard": {"input": 8, "actions": [0]}}, "observation entry"),
+        ({"clip_inputs": True, "range_guard": {"input": 0, "actions": []}}, "at least one"),
+        ({"clip_inputs": True, "range_guard": {"input": 0, "actions": [6]}}, r"\[0, 6\)"),
+        ({"clip_inputs": True, "range_guard": {"input": 0}}, "'input' and 'actions'"),
+    ],
+)
+def test_range_guard_is_checked(settings: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        prior_policy(**settings)
+
+
+def test_range_guard_leaves_training_unchanged_and_guards_the_trained_policy(
+    tmp_path: Path,
+) -> None:
+    """While SACD learns, every observation is below the range recorded before it, and a guard
+    would forbid most actions: the guard is off, so training is that of the unguarded policy."""
+    guard = {"input": 0, "actions": [4]}
+    models = []
+    for range_guard in (None, guard):
+        kwargs = {**FAST["policy_kwargs"], "clip_inputs": True, "range_guard": range_guard}
+        model = SACD("MlpPolicy", ShrinkingBanditEnv(), seed=0, **{**FAST, "policy_kwargs": kwargs})
+        models.append(model.learn(300))
+    plain, guarded = models
+    for name, weights in plain.policy.actor.state_dict().items():
+        th.testing.assert_close(guarded.policy.actor.state_dict()[name], weights)
+    plain_buffer, guarded_buffer = plain.replay_buffer, guarded.replay_buffer
+    assert plain_buffer is not None and guarded_buffer is not None
+    np.testing.assert_array_equal(guarded_buffer.actions, plain_buffer.actions)
+    taken = guarded_buffer.actions[: guarded_buffer.pos].reshape(-1, 2)
+    assert (np.ravel_multi_index(taken.T, (2, 3)) != 4).any()
+    below = (np.eye(4, dtype=np.float32)[[0, 1, 2, 3]] + 1.0) * 0.01
+    assert guarded.policy.actor.guarding
+    actions, _ = guarded.predict(below, deterministic=True)
+    np.testing.assert_array_equal(np.ravel_multi_index(actions.T, (2, 3)), [4, 4, 4, 4])
+    guarded.save(tmp_path / "guarded.zip")
+    loaded = SACD.load(tmp_path / "guarded.zip")
+    assert loaded.policy.actor.range_guard == guard
+    np.testing.assert_array_equal(loaded.predict(below, deterministic=True)[0], actions)
+
+
 def test_clipped_inputs_leave_the_prior_term_raw() -> None:
     policy = prior_policy(clip_inputs=True)
     inside = np.array([[0.5, 1.0, 0.0, -0.1, -0.2, -0.3, -0.4, -0.5]], dtype=np.float32)

@@ -42,6 +42,26 @@ from splitrl.agents.policy_interface import ModelPolicy
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
 
+    from splitrl.envs.split_computing import SplitComputingEnv
+
+#: ``policy_kwargs={"range_guard": "link"}`` for a SACD learner: its trained policy stays local
+#: where the newest link throughput is below the range recorded in training
+#: (:func:`link_range_guard`; docs/sacd.md, Not offloading below the training range)
+LINK_RANGE_GUARD = "link"
+
+
+def link_range_guard(env: SplitComputingEnv) -> dict[str, Any]:
+    """The SACD ``range_guard`` that :data:`LINK_RANGE_GUARD` stands for on ``env``: the
+    observation entry of the newest throughput measurement, and the flat indices of the actions
+    that run entirely on the device."""
+    actions = env.actions
+    local = [
+        actions.flat_index(e, s, b)
+        for e, s, b in np.ndindex(*actions.nvec)
+        if actions.is_device_only(e, s)
+    ]
+    return {"input": env.layout.names.index("throughput_0"), "actions": local}
+
 
 @dataclass(frozen=True)
 class LearnerSpec:
@@ -192,6 +212,9 @@ class LearnerSpec:
         self.check_hyperparameters(hyperparameters)
         # Algorithms add entries to the policy_kwargs they are given: never hand them shared dicts.
         kwargs = constructor_values(copy.deepcopy(dict(hyperparameters)))
+        policy_kwargs = kwargs.get("policy_kwargs") or {}
+        if policy_kwargs.get("range_guard") == LINK_RANGE_GUARD:
+            policy_kwargs["range_guard"] = link_range_guard(env.get_attr("unwrapped", [0])[0])
         policy = kwargs.pop("policy", "MlpPolicy")
         try:
             return self.algorithm_class()(

@@ -6,6 +6,8 @@ significant), exactly as ``np.ravel_multi_index(action, nvec)`` and ``np.unravel
 the mapping of :mod:`splitrl.envs.actions` (``flat_indices``, ``action_components``).
 """
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -141,6 +143,33 @@ def zero_output_layer(network: nn.Sequential) -> None:
     nn.init.zeros_(output.bias)
 
 
+def checked_range_guard(
+    guard: Mapping[str, Any], clip_inputs: bool, observation_space: spaces.Space, n_actions: int
+) -> dict[str, Any]:
+    """``guard`` (:class:`CategoricalActor`'s ``range_guard``) as plain data, or ``ValueError``
+    naming what is wrong with it."""
+    if not clip_inputs:
+        raise ValueError(
+            "range_guard needs clip_inputs=True: it reads the range recorded in training"
+        )
+    if not isinstance(guard, Mapping) or set(guard) != {"input", "actions"}:
+        raise ValueError(f"range_guard must be a mapping with 'input' and 'actions', got {guard!r}")
+    size = observation_space.shape[0] if observation_space.shape else 0
+    entry = guard["input"]
+    if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < size:
+        raise ValueError(
+            f"range_guard input must be an observation entry in [0, {size}), got {entry!r}"
+        )
+    actions = list(guard["actions"])
+    if not actions or any(
+        isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < n_actions for a in actions
+    ):
+        raise ValueError(
+            f"range_guard actions must be flat action indices in [0, {n_actions}), at least one"
+        )
+    return {"input": entry, "actions": sorted(set(actions))}
+
+
 class CategoricalActor(BaseModel):
     """
     Actor network for SACD: logits over the joint actions, turned into masked probabilities.
@@ -180,11 +209,19 @@ class CategoricalActor(BaseModel):
         observation learns which rule is best in states of the training channels that it cannot
         tell from states of other links where another rule is best (docs/sacd.md, What a gate
         can read)
+    :param range_guard: ``None``, or ``{"input": i, "actions": [...]}``: where observation entry
+        ``i`` lies below the range recorded in training (``clip_inputs``), only ``actions`` (flat
+        indices) are allowed. With ``i`` the newest link throughput and ``actions`` the local
+        ones, the policy does not offload on a link slower than any it trained on, where its
+        prior and its correction both extrapolate (docs/sacd.md, Not offloading below the
+        training range). It applies to the trained policy: SACD turns it off while it learns
+        (:attr:`guarding`), when the range is still being recorded.
     """
 
     features_extractor: BaseFeaturesExtractor
     input_low: th.Tensor
     input_high: th.Tensor
+    guard_allowed: th.Tensor
 
     def __init__(
         self,
@@ -200,6 +237,7 @@ class CategoricalActor(BaseModel):
         prior_rules: int = 1,
         gate_temperature: float = DEFAULT_GATE_TEMPERATURE,
         gate_inputs: int | None = None,
+        range_guard: Mapping[str, Any] | None = None,
     ):
         super().__init__(
             observation_space,
@@ -243,6 +281,17 @@ class CategoricalActor(BaseModel):
             self.register_buffer("input_low", th.full((size,), th.inf))
             self.register_buffer("input_high", th.full((size,), -th.inf))
         self.n_actions = int(np.prod(action_nvec(action_space)))
+        self.range_guard = None
+        #: whether :attr:`range_guard` applies (SACD turns it off while it learns)
+        self.guarding = True
+        if range_guard is not None:
+            self.range_guard = checked_range_guard(
+                range_guard, clip_inputs, observation_space, self.n_actions
+            )
+            allowed = th.zeros(self.n_actions, dtype=th.bool)
+            allowed[self.range_guard["actions"]] = True
+            # derived from the constructor's arguments: not saved with the weights
+            self.register_buffer("guard_allowed", allowed, persistent=False)
         self.logits_net = nn.Sequential(
             *create_mlp(features_dim, self.n_actions, net_arch, activation_fn)
         )
@@ -281,6 +330,7 @@ class CategoricalActor(BaseModel):
                 prior_rules=self.prior_rules,
                 gate_temperature=self.gate_temperature,
                 gate_inputs=self.gate_inputs,
+                range_guard=self.range_guard,
             )
         )
         return data
@@ -312,9 +362,21 @@ class CategoricalActor(BaseModel):
         logits = self.logits_net(features)
         if self.prior_scale:
             logits = logits + self._prior_logits(obs, features, action_masks)
+        if self.range_guard is not None and self.guarding:
+            logits = th.where(
+                self.outside_range(obs)[:, None] & ~self.guard_allowed, -th.inf, logits
+            )
         if action_masks is None:
             return logits
         return th.where(action_masks, logits, -th.inf)
+
+    def outside_range(self, obs: PyTorchObs) -> th.Tensor:
+        """Per observation of the batch, whether :attr:`range_guard`'s entry lies below the range
+        recorded in training (``False`` before anything is recorded)."""
+        assert self.range_guard is not None and isinstance(obs, th.Tensor)
+        entry = self.range_guard["input"]
+        low, high = self.input_low[entry], self.input_high[entry]
+        return (obs.reshape(-1, self.input_low.shape[0])[:, entry] < low) & (low <= high)
 
     def _prior_logits(
         self,
@@ -547,6 +609,9 @@ class SACDPolicy(BasePolicy):
         recorded in training (:meth:`record_inputs`), so that on states outside it (a faster or
         slower link than any in training) it does not extrapolate; with an action prior, the
         prior term still reads the raw values
+    :param range_guard: with ``clip_inputs``, the actions the trained policy keeps to where an
+        observation entry lies below its recorded range (:class:`CategoricalActor`); ``None``
+        for none
     """
 
     actor: CategoricalActor
@@ -575,6 +640,7 @@ class SACDPolicy(BasePolicy):
         gate_inputs: int | None = None,
         averaged_actor: bool = False,
         clip_inputs: bool = False,
+        range_guard: Mapping[str, Any] | None = None,
     ):
         super().__init__(
             observation_space,
@@ -603,6 +669,7 @@ class SACDPolicy(BasePolicy):
         self.gate_inputs = gate_inputs
         self.use_averaged_actor = averaged_actor
         self.clip_inputs = clip_inputs
+        self.range_guard = range_guard
         self.action_shape = () if isinstance(action_space, spaces.Discrete) else (len(self.nvec),)
         self.register_buffer("index_strides", th.tensor(index_strides(self.nvec)), persistent=False)
         self.register_buffer("index_sizes", th.tensor(self.nvec), persistent=False)
@@ -621,6 +688,7 @@ class SACDPolicy(BasePolicy):
             "prior_rules": prior_rules if action_prior else 1,
             "gate_temperature": gate_temperature,
             "gate_inputs": gate_inputs if action_prior else None,
+            "range_guard": range_guard,
         }
         self.critic_kwargs = {
             **net_args,
@@ -674,6 +742,7 @@ class SACDPolicy(BasePolicy):
                 gate_inputs=self.gate_inputs,
                 averaged_actor=self.use_averaged_actor,
                 clip_inputs=self.clip_inputs,
+                range_guard=self.range_guard,
                 lr_schedule=self._dummy_schedule,  # not needed for loading the policy alone
                 optimizer_class=self.optimizer_class,
                 optimizer_kwargs=self.optimizer_kwargs,
@@ -692,6 +761,19 @@ class SACDPolicy(BasePolicy):
         for actor in (self.actor, self.averaged_actor):
             if actor is not None:
                 actor.record_inputs(tensor)
+
+    @contextmanager
+    def unguarded(self) -> Iterator[None]:
+        """Within the block, the actors ignore their ``range_guard`` (SACD learns in it: the range
+        is still being recorded, and the guard is for the trained policy)."""
+        actors = [actor for actor in (self.actor, self.averaged_actor) if actor is not None]
+        for actor in actors:
+            actor.guarding = False
+        try:
+            yield
+        finally:
+            for actor in actors:
+                actor.guarding = True
 
     def make_actor(self) -> CategoricalActor:
         actor_kwargs = self._update_features_extractor(self.actor_kwargs)
