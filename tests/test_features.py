@@ -177,3 +177,31 @@ def test_link_range_guard_names_the_newest_throughput_and_the_local_actions(
     model = spec.build_model(vec_env, settings, seed=0)
     assert model.policy.actor.range_guard == {"input": guard["input"], "actions": sorted(local)}
     assert settings["policy_kwargs"]["range_guard"] == LINK_RANGE_GUARD  # the config is unchanged
+
+
+@pytest.mark.parametrize("value", ["wifi", "link:", "link:-1", "link:soon"])
+def test_link_range_guard_strings_are_checked_before_training(value: str) -> None:
+    spec = get_learner("sacd-hindsight-mpc-quantile-replayed")
+    settings = spec.resolved_hyperparameters({})
+    policy_kwargs = {**settings["policy_kwargs"], "range_guard": value}
+    with pytest.raises(ValueError, match="range_guard"):
+        spec.resolved_hyperparameters({"policy_kwargs": policy_kwargs})
+
+
+def test_link_range_guard_with_an_expiry_lifts_at_that_age(one_torch_thread: None) -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from splitrl.agents.learners import link_guard_expiry, link_range_guard
+    from splitrl.envs.observation import scale_age
+
+    env = SplitComputingEnv("mcu-lte-video-timeout-gate", horizon=HORIZON)
+    assert link_guard_expiry("link") is None and link_guard_expiry("link:1.5") == 1.5
+    guard = link_range_guard(env, 1.5)
+    assert env.layout.names[guard["expires"]["input"]] == "estimate_age"
+    assert guard["expires"]["at"] == scale_age(1.5) == 0.6
+    spec = get_learner("sacd-hindsight-mpc-quantile-replayed")
+    settings = spec.resolved_hyperparameters({})
+    settings["policy_kwargs"] = {**settings["policy_kwargs"], "range_guard": "link:1.5"}
+    vec_env = DummyVecEnv([lambda: spec.wrap_env(SplitComputingEnv("mcu-lte-video-timeout-gate"))])
+    model = spec.build_model(vec_env, settings, seed=0)
+    assert model.policy.actor.range_guard["expires"] == guard["expires"]

@@ -594,6 +594,20 @@ def test_range_guard_keeps_to_its_actions_below_the_recorded_range() -> None:
     assert int(np.ravel_multi_index(tuple(action[0]), (2, 3))) == 1
 
 
+def test_range_guard_expires_where_its_entry_reaches_the_threshold() -> None:
+    guard = {"input": 1, "actions": [0], "expires": {"input": 0, "at": 0.5}}
+    policy = prior_policy(clip_inputs=True, range_guard=guard)
+    inside = np.array([[0.0, 1.0, 0.0, 0.3, -0.1, 0.2, 0.1, -0.2]], dtype=np.float32)
+    policy.record_inputs(inside)
+    fresh = th.tensor([[0.2, 0.2, 0.0, 0.3, -0.1, 0.2, 0.1, -0.2]])
+    stale = th.tensor([[0.5, 0.2, 0.0, 0.3, -0.1, 0.2, 0.1, -0.2]])
+    actor = policy.actor
+    with th.no_grad():
+        assert th.isfinite(actor.masked_logits(fresh)).sum() == 1
+        assert th.isfinite(actor.masked_logits(stale)).all()
+    np.testing.assert_array_equal(actor.outside_range(th.cat([fresh, stale])), [True, False])
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
@@ -601,7 +615,21 @@ def test_range_guard_keeps_to_its_actions_below_the_recorded_range() -> None:
         ({"clip_inputs": True, "range_guard": {"input": 8, "actions": [0]}}, "observation entry"),
         ({"clip_inputs": True, "range_guard": {"input": 0, "actions": []}}, "at least one"),
         ({"clip_inputs": True, "range_guard": {"input": 0, "actions": [6]}}, r"\[0, 6\)"),
-        ({"clip_inputs": True, "range_guard": {"input": 0}}, "'input' and 'actions'"),
+        ({"clip_inputs": True, "range_guard": {"input": 0}}, "'input', 'actions'"),
+        (
+            {
+                "clip_inputs": True,
+                "range_guard": {"input": 0, "actions": [0], "expires": {"at": 1}},
+            },
+            "expires must be a mapping",
+        ),
+        (
+            {
+                "clip_inputs": True,
+                "range_guard": {"input": 0, "actions": [0], "expires": {"input": 0, "at": "x"}},
+            },
+            "finite number",
+        ),
     ],
 )
 def test_range_guard_is_checked(settings: dict[str, Any], message: str) -> None:

@@ -38,6 +38,7 @@ from splitrl.agents.baselines.backlog import DEFAULT_BACKLOG_HORIZON
 from splitrl.agents.hyperparameters import RESERVED_HYPERPARAMETERS, constructor_values
 from splitrl.agents.link_memory import N_MEMORY_FEATURES
 from splitrl.agents.policy_interface import ModelPolicy
+from splitrl.envs.observation import scale_age
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -45,22 +46,47 @@ if TYPE_CHECKING:
     from splitrl.envs.split_computing import SplitComputingEnv
 
 #: ``policy_kwargs={"range_guard": "link"}`` for a SACD learner: its trained policy stays local
-#: where the newest link throughput is below the range recorded in training
-#: (:func:`link_range_guard`; docs/sacd.md, Not offloading below the training range)
+#: where the newest link throughput is below the range recorded in training; ``"link:SECONDS"``:
+#: only while that measurement is younger than ``SECONDS`` (:func:`link_range_guard`;
+#: docs/sacd.md, Not offloading below the training range)
 LINK_RANGE_GUARD = "link"
 
 
-def link_range_guard(env: SplitComputingEnv) -> dict[str, Any]:
+def link_guard_expiry(value: str) -> float | None:
+    """The expiry in seconds that a ``range_guard`` of ``"link"`` (``None``) or
+    ``"link:SECONDS"`` names; ``ValueError`` for another string."""
+    name, colon, seconds = value.partition(":")
+    if name != LINK_RANGE_GUARD:
+        raise ValueError(f"range_guard must be 'link', 'link:SECONDS' or a mapping, got {value!r}")
+    if not colon:
+        return None
+    try:
+        expiry = float(seconds)
+    except ValueError:
+        expiry = float("nan")
+    if not (np.isfinite(expiry) and expiry > 0):
+        raise ValueError(f"range_guard {value!r}: SECONDS must be a positive number")
+    return expiry
+
+
+def link_range_guard(
+    env: SplitComputingEnv, expires_after_s: float | None = None
+) -> dict[str, Any]:
     """The SACD ``range_guard`` that :data:`LINK_RANGE_GUARD` stands for on ``env``: the
     observation entry of the newest throughput measurement, and the flat indices of the actions
-    that run entirely on the device."""
+    that run entirely on the device; with ``expires_after_s``, the guard lifts once that
+    measurement is that old."""
     actions = env.actions
     local = [
         actions.flat_index(e, s, b)
         for e, s, b in np.ndindex(*actions.nvec)
         if actions.is_device_only(e, s)
     ]
-    return {"input": env.layout.names.index("throughput_0"), "actions": local}
+    guard: dict[str, Any] = {"input": env.layout.names.index("throughput_0"), "actions": local}
+    if expires_after_s is not None:
+        age = env.layout.names.index("estimate_age")
+        guard["expires"] = {"input": age, "at": scale_age(expires_after_s)}
+    return guard
 
 
 @dataclass(frozen=True)
@@ -175,6 +201,12 @@ class LearnerSpec:
         policy_kwargs = hyperparameters.get("policy_kwargs")
         if policy_kwargs is not None and not isinstance(policy_kwargs, Mapping):
             raise ValueError(f"{self.name}: policy_kwargs must be a mapping, got {policy_kwargs!r}")
+        guard = (policy_kwargs or {}).get("range_guard")
+        if isinstance(guard, str):
+            try:
+                link_guard_expiry(guard)
+            except ValueError as error:
+                raise ValueError(f"{self.name}: policy_kwargs {error}") from None
         rules = self.rule_blocks
         prior_rules = (policy_kwargs or {}).get("prior_rules", 1)
         if prior_rules != 1 and not (isinstance(prior_rules, int) and 1 <= prior_rules <= rules):
@@ -213,8 +245,10 @@ class LearnerSpec:
         # Algorithms add entries to the policy_kwargs they are given: never hand them shared dicts.
         kwargs = constructor_values(copy.deepcopy(dict(hyperparameters)))
         policy_kwargs = kwargs.get("policy_kwargs") or {}
-        if policy_kwargs.get("range_guard") == LINK_RANGE_GUARD:
-            policy_kwargs["range_guard"] = link_range_guard(env.get_attr("unwrapped", [0])[0])
+        if isinstance(policy_kwargs.get("range_guard"), str):
+            expiry = link_guard_expiry(policy_kwargs["range_guard"])
+            base_env = env.get_attr("unwrapped", [0])[0]
+            policy_kwargs["range_guard"] = link_range_guard(base_env, expiry)
         policy = kwargs.pop("policy", "MlpPolicy")
         try:
             return self.algorithm_class()(

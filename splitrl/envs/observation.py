@@ -58,6 +58,11 @@ def scale_throughput(bps: float) -> float:
     return -1.0 if value < -1.0 else 1.0 if value > 1.0 else value
 
 
+def scale_age(age_s: float) -> float:
+    """Estimate-age feature: ``age / (age + 1)`` of an age in seconds (1 for no measurement yet)."""
+    return age_s / (age_s + 1.0) if math.isfinite(age_s) else 1.0
+
+
 def unscale_throughput(feature: float) -> float:
     """Inverse of :func:`scale_throughput`, in bit/s."""
     return 1e6 * 10.0 ** (feature * _LOG_MBPS_RANGE)
@@ -145,11 +150,10 @@ class DeviceKnowledge:
                 raise ValueError("the layout observes link quality; pass link_quality_bps")
             self.link_quality_bps = link_quality_bps
             rates.append(scale_throughput(link_quality_bps))
-        age = now - self.last_transfer_end
         return np.array(
             [
                 *rates,
-                age / (age + 1.0) if math.isfinite(age) else 1.0,
+                scale_age(now - self.last_transfer_end),
                 min(self.last_latency_s / self.deadline_s, _MAX_LATENCY_RATIO),
                 self.server_load,
                 min(backlog_s / self.frame_interval_s, _MAX_BACKLOG_FRAMES),

@@ -152,14 +152,30 @@ def checked_range_guard(
         raise ValueError(
             "range_guard needs clip_inputs=True: it reads the range recorded in training"
         )
-    if not isinstance(guard, Mapping) or set(guard) != {"input", "actions"}:
-        raise ValueError(f"range_guard must be a mapping with 'input' and 'actions', got {guard!r}")
-    size = observation_space.shape[0] if observation_space.shape else 0
-    entry = guard["input"]
-    if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < size:
+    if not isinstance(guard, Mapping) or not {"input", "actions"} <= set(guard) <= {
+        "input",
+        "actions",
+        "expires",
+    }:
         raise ValueError(
-            f"range_guard input must be an observation entry in [0, {size}), got {entry!r}"
+            "range_guard must be a mapping with 'input', 'actions' and optionally 'expires', "
+            f"got {guard!r}"
         )
+    size = observation_space.shape[0] if observation_space.shape else 0
+    entry = _observation_entry(guard["input"], size, "range_guard input")
+    expires = guard.get("expires")
+    if expires is not None:
+        if not isinstance(expires, Mapping) or set(expires) != {"input", "at"}:
+            raise ValueError(
+                f"range_guard expires must be a mapping with 'input' and 'at', got {expires!r}"
+            )
+        at = expires["at"]
+        if isinstance(at, bool) or not isinstance(at, (int, float)) or not np.isfinite(at):
+            raise ValueError(f"range_guard expires at must be a finite number, got {at!r}")
+        expires = {
+            "input": _observation_entry(expires["input"], size, "range_guard expires input"),
+            "at": float(at),
+        }
     actions = list(guard["actions"])
     if not actions or any(
         isinstance(a, bool) or not isinstance(a, int) or not 0 <= a < n_actions for a in actions
@@ -167,7 +183,15 @@ def checked_range_guard(
         raise ValueError(
             f"range_guard actions must be flat action indices in [0, {n_actions}), at least one"
         )
-    return {"input": entry, "actions": sorted(set(actions))}
+    checked = {"input": entry, "actions": sorted(set(actions))}
+    return checked if expires is None else {**checked, "expires": expires}
+
+
+def _observation_entry(entry: Any, size: int, what: str) -> int:
+    """``entry`` if it indexes an observation of ``size`` entries, else ``ValueError``."""
+    if isinstance(entry, bool) or not isinstance(entry, int) or not 0 <= entry < size:
+        raise ValueError(f"{what} must be an observation entry in [0, {size}), got {entry!r}")
+    return entry
 
 
 class CategoricalActor(BaseModel):
@@ -214,8 +238,11 @@ class CategoricalActor(BaseModel):
         indices) are allowed. With ``i`` the newest link throughput and ``actions`` the local
         ones, the policy does not offload on a link slower than any it trained on, where its
         prior and its correction both extrapolate (docs/sacd.md, Not offloading below the
-        training range). It applies to the trained policy: SACD turns it off while it learns
-        (:attr:`guarding`), when the range is still being recorded.
+        training range). With ``"expires": {"input": j, "at": v}`` the guard lifts where entry
+        ``j`` is at least ``v`` (the measurement's age: a policy kept local takes no new
+        measurement, and would otherwise stay local for good). It applies to the trained
+        policy: SACD turns it off while it learns (:attr:`guarding`), when the range is still
+        being recorded.
     """
 
     features_extractor: BaseFeaturesExtractor
@@ -374,9 +401,14 @@ class CategoricalActor(BaseModel):
         """Per observation of the batch, whether :attr:`range_guard`'s entry lies below the range
         recorded in training (``False`` before anything is recorded)."""
         assert self.range_guard is not None and isinstance(obs, th.Tensor)
+        observations = obs.reshape(-1, self.input_low.shape[0])
         entry = self.range_guard["input"]
         low, high = self.input_low[entry], self.input_high[entry]
-        return (obs.reshape(-1, self.input_low.shape[0])[:, entry] < low) & (low <= high)
+        outside = (observations[:, entry] < low) & (low <= high)
+        expires = self.range_guard.get("expires")
+        if expires is None:
+            return outside
+        return outside & (observations[:, expires["input"]] < expires["at"])
 
     def _prior_logits(
         self,
