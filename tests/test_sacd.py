@@ -512,7 +512,11 @@ class DriftingBanditEnv(ContextualBanditEnv):
     ) -> tuple[np.ndarray, dict[str, Any]]:
         observation, info = super().reset(seed=seed)
         self.episodes += 1
-        return observation * (1.0 + self.episodes / 50), info
+        return self.drift(observation), info
+
+    def drift(self, observation: np.ndarray) -> np.ndarray:
+        """The observation of this episode."""
+        return observation * (1.0 + self.episodes / 50)
 
 
 def test_clipped_inputs_record_the_training_range_and_hold_the_network_inside_it(
@@ -552,19 +556,15 @@ def test_clipped_inputs_record_the_training_range_and_hold_the_network_inside_it
     )
 
 
-class ShrinkingBanditEnv(ContextualBanditEnv):
+class ShrinkingBanditEnv(DriftingBanditEnv):
     """The contextual bandit whose observations are ``(one-hot + 1) / (1 + episode count / 50)``:
     every episode's observation lies below the range recorded before it."""
 
     observation_space = spaces.Box(0.0, 2.0, shape=(4,), dtype=np.float32)
-    episodes = 0
 
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        observation, info = super().reset(seed=seed)
-        self.episodes += 1
-        return (observation + 1.0) / (1.0 + self.episodes / 50), info
+    def drift(self, observation: np.ndarray) -> np.ndarray:
+        """The observation of this episode."""
+        return (observation + 1.0) / (1.0 + self.episodes / 50)
 
 
 def test_range_guard_keeps_to_its_actions_below_the_recorded_range() -> None:
