@@ -17,7 +17,7 @@ the training requests, always (what a gate that learned nothing but the average 
 the best rule of each request (a perfect gate). A gate transfers where it beats the first.
 
     python -m benchmarks.bench_gate_transfer   # a quick look, about 3 minutes
-    # the measurement of docs/sacd.md, What a gate can read:
+    # the measurement of docs/sacd-experiments.md, What a gate can read:
     python -m benchmarks.bench_gate_transfer --train-episodes 60 --heldout-episodes 20 \
         --episodes 10 --steps 8000
 

@@ -54,8 +54,8 @@ def test_flags_replace_the_sweep_entries() -> None:
 
 
 def test_committed_sacd_ablation_is_complete(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every cell of the SACD ablation (docs/sacd.md) is committed, so rerunning its sweep only
-    re-aggregates the result files."""
+    """Every cell of the first SACD ablation (docs/sacd-experiments.md, The first ablation) is
+    committed, so rerunning its sweep only re-aggregates the result files."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]

@@ -19,7 +19,7 @@ The backlog an action leaves is priced in one of four ways (:data:`BACKLOG_PRICE
   and load, as they came), acting optimally knowing them: the price of the backlog to a device
   that then does its best on the channel that actually followed. (A backlog left in a deep fade
   costs about as much either way: the device's fastest action drains it, not the link;
-  ``docs/sacd.md``, The geometric forecast.) :class:`BacklogAhead` prices a
+  ``docs/sacd-experiments.md``, The geometric forecast.) :class:`BacklogAhead` prices a
   request once ``horizon`` more have been served (or the episode ends), so each step's values
   start as the request's true rewards and later steps send corrections to them, as for
   ``"replayed"``;

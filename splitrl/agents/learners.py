@@ -337,9 +337,10 @@ def _sacd_hindsight(
 ) -> LearnerSpec:
     """A SACD whose actor learns from hindsight values, with a causal rule's values as features
     and prior, ``context`` rules' values and the link memory as features too (docs/sacd.md,
-    Hindsight values); ``gated``: its prior is a learned per-state mixture of the policies of
-    every rule it observes (``prior_rules``), its gate reading the ``gate_inputs`` entries before
-    the rules' values alone if given; ``hyperparameters`` replace its defaults."""
+    Hindsight values, What the variants change); ``gated``: its prior is a learned per-state
+    mixture of the policies of every rule it observes (``prior_rules``), its gate reading the
+    ``gate_inputs`` entries before the rules' values alone if given; ``hyperparameters`` replace
+    its defaults."""
     defaults = dict(_SACD_HINDSIGHT_DEFAULTS)
     if gated:
         defaults["policy_kwargs"] = {**defaults["policy_kwargs"], "prior_rules": len(context) + 1}
@@ -414,8 +415,8 @@ LEARNERS: dict[str, LearnerSpec] = {
         _sacd_hindsight(
             "sacd-hindsight-mpc-geometric-anchored",
             "sacd-hindsight-mpc-geometric that fills its replay buffer with its own greedy "
-            "decisions, at a temperature fixed at 0.5: it stays at its prior (docs/sacd.md, "
-            "Collecting with its own greedy decisions)",
+            "decisions, at a temperature fixed at 0.5: it stays at its prior "
+            "(docs/sacd-experiments.md, Collecting with its own greedy decisions)",
             predicted_values="mpc-geometric",
             hyperparameters={"behavior": "greedy", "ent_coef": 0.5},
         ),
@@ -471,7 +472,8 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight-mpc-quantile-gated-by-memory",
             "sacd-hindsight-mpc-quantile-gated-memory whose gate reads the link memory alone: "
             "which rule it trusts depends on the kind of link, not on states of the training "
-            "channels that look like those of other links (docs/sacd.md, What a gate can read)",
+            "channels that look like those of other links (docs/sacd-experiments.md, What a gate "
+            "can read)",
             predicted_values="mpc-quantile",
             context=("robust-mpc", "mpc-geometric"),
             link_memory=True,
@@ -512,8 +514,8 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight-mpc-quantile-replayed-h16",
             "sacd-hindsight-mpc-quantile-replayed whose replays charge an action's backlog to up "
             "to 16 following requests instead of 64: the replays hold the later actions fixed, "
-            "and a shorter replay holds them over fewer requests (docs/sacd.md, Where EVDO is "
-            "lost)",
+            "and a shorter replay holds them over fewer requests (docs/sacd-experiments.md, "
+            "Where EVDO is lost)",
             predicted_values="mpc-quantile",
             backlog="replayed",
             horizon=16,
@@ -522,7 +524,7 @@ LEARNERS: dict[str, LearnerSpec] = {
             "sacd-hindsight-mpc-quantile-rechosen",
             "sacd-hindsight-mpc-quantile-replayed whose replays serve a later request with "
             "another action where their wait changes the device's lookahead choice, instead of "
-            "holding the actions taken fixed (docs/sacd.md, Where EVDO is lost)",
+            "holding the actions taken fixed (docs/sacd-experiments.md, Where EVDO is lost)",
             predicted_values="mpc-quantile",
             backlog="rechosen",
         ),

@@ -171,7 +171,7 @@ class GeometricMPCPolicy(MPCPolicy):
         among the throughputs, the rule as named; any other weight names the policy
         ``mpc-geometric-report<weight>``). On 40 episodes of ``default-timeout`` a weight
         of 2 was +0.0053 ± 0.0047 on the T-Mobile LTE trace and within noise elsewhere
-        (``docs/sacd.md``, Where the room is real)
+        (``docs/sacd-experiments.md``, Where the room is real)
     """
 
     name = "mpc-geometric"

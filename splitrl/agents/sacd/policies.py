@@ -218,8 +218,8 @@ class CategoricalActor(BaseModel):
         the observation: the actor chooses per state which rule to trust, and corrects the
         mixture. (A mixture of the rules' values instead would rank the actions by none of the
         rules: a cautious rule's low values for offloading pull every mixture towards staying
-        local; docs/sacd.md, A gate that can change its mind.) The gate starts at the last
-        block (weight :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its
+        local; docs/sacd-experiments.md, A gate that can change its mind.) The gate starts at the
+        last block (weight :data:`GATE_START_WEIGHT`), so the untrained actor acts nearly as its
         prior's rule does.
         The actor's own loss does not move the gate: it learns from :meth:`gate_loss`, what each
         rule's own choice is worth, so that it trusts the rule whose decision is best rather
@@ -231,8 +231,8 @@ class CategoricalActor(BaseModel):
         just before the rules' value blocks (the link memory's four with ``link_memory``), so that
         which rule it trusts depends on the kind of link alone. A gate that reads the whole
         observation learns which rule is best in states of the training channels that it cannot
-        tell from states of other links where another rule is best (docs/sacd.md, What a gate
-        can read)
+        tell from states of other links where another rule is best (docs/sacd-experiments.md,
+        What a gate can read)
     :param range_guard: ``None``, or ``{"input": i, "actions": [...]}``: where observation entry
         ``i`` lies below the range recorded in training (``clip_inputs``), only ``actions`` (flat
         indices) are allowed. With ``i`` the newest link throughput and ``actions`` the local
@@ -468,8 +468,8 @@ class CategoricalActor(BaseModel):
 
         The expected value ``sum_k w_k(s) Q(s, a_k(s))`` would be the direct objective, but its
         gradient ``w_k (Q_k - sum_j w_j Q_j)`` vanishes for the rules the gate has given up on:
-        a gate that settles early on one rule never leaves it (docs/sacd.md, A gate that can
-        change its mind). The cross-entropy's gradient ``stake * (w - q)`` does not vanish.
+        a gate that settles early on one rule never leaves it (docs/sacd-experiments.md, A gate
+        that can change its mind). The cross-entropy's gradient ``stake * (w - q)`` does not vanish.
 
         :param action_values: the value of every joint action ``(batch, n_actions)``: the hindsight
             values, or the critics' estimate

@@ -127,8 +127,8 @@ class SACD(OffPolicyAlgorithm):
         chosen unless the other, which did not see them, rates it as well (double estimation,
         van Hasselt, 2010). With hindsight labels, whose noise is mostly the channel of the
         moment, stretches longer than the channel's memory keep neighbouring stretches from
-        sharing its luck (``docs/sacd.md``, A split critic, measures 2 s against 0.2 s). Each
-        critic sees ``1/n`` of the data.
+        sharing its luck (``docs/sacd-experiments.md``, A split critic, measures 2 s against
+        0.2 s). Each critic sees ``1/n`` of the data.
     :param actor_averaging: Polyak coefficient of an average of the actor's weights, updated
         after every actor step (``avg <- (1 - c) avg + c actor``), that makes the deterministic
         decisions: evaluation, validation and export use it, while training samples from the
