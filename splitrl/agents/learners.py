@@ -384,8 +384,9 @@ LEARNERS: dict[str, LearnerSpec] = {
             source="Christodoulou, arXiv:1910.07207, 2019; the prior: Yin et al., SIGCOMM 2015",
             action_view="multi-discrete",
             uses_masks=True,
-            # The KL trust region and centering: docs/sacd.md (Ablations); with the entropy
-            # regularizer instead, the policy leaves the prior and builds a backlog.
+            # The KL trust region and centering: docs/sacd-experiments.md (The first ablation,
+            # Entropy versus KL); with the entropy regularizer instead, the policy leaves the prior
+            # and builds a backlog.
             default_hyperparameters={
                 **_SOFT_ACTOR_CRITIC_DEFAULTS,
                 "reward_centering": 0.01,
